@@ -1,0 +1,74 @@
+"""`python -m bot` runs the app; `python -m bot alert …` posts a failure alert from a shell or a monitor."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+
+from .config import ConfigError, Settings, load_settings, read_env
+
+HELP = """usage:
+  python -m bot                     run the app (Socket Mode when SLACK_APP_TOKEN is set, else HTTP mode)
+  python -m bot alert <endpointId> <jobId> [--status FAILED|TIMED_OUT] [--error TEXT] [--channel ID]
+                                    post a failure alert with Retry and Status buttons
+Settings come from the environment and from .env in the working directory; see .env.example."""
+
+
+def config_problem(exc: ConfigError) -> str:
+    lines = ["runpod-retry cannot start: some settings are missing or wrong.", ""]
+    lines += [f"  - {problem}" for problem in exc.problems]
+    lines += ["", "Put them in .env in this folder (copy .env.example) or in the environment, then run again."]
+    return "\n".join(lines)
+
+
+def _settings(serving: bool) -> Settings | None:
+    try:
+        return load_settings(read_env(), serving=serving)
+    except ConfigError as exc:
+        print(config_problem(exc), file=sys.stderr)
+        return None
+
+
+def _alert(argv: Sequence[str]) -> int:
+    from .cli import post_alert
+
+    parser = argparse.ArgumentParser(prog="python -m bot alert", description="Post a RunPod failure alert.")
+    parser.add_argument("endpoint")
+    parser.add_argument("job")
+    parser.add_argument("--status", default="FAILED", type=str.upper, choices=("FAILED", "TIMED_OUT"))
+    parser.add_argument("--error", default=None)
+    parser.add_argument("--channel", default=None, help="channel ID (default: RUNPOD_ALERT_CHANNEL)")
+    args = parser.parse_args(argv)
+    settings = _settings(serving=False)
+    if settings is None:
+        return 2
+    return asyncio.run(post_alert(settings, args.endpoint, args.job, args.status, args.error, args.channel))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in ("-h", "--help", "help"):
+        print(HELP)
+        return 0
+    if argv and argv[0] == "alert":
+        return _alert(argv[1:])
+    if argv:
+        print(f"unknown arguments: {' '.join(argv)}\n\n{HELP}", file=sys.stderr)
+        return 2
+    settings = _settings(serving=True)
+    if settings is None:
+        return 2
+    from .logs import setup_logging
+    from .server import serve
+
+    setup_logging(settings.log_format, settings.log_level, settings.secrets())
+    try:
+        return asyncio.run(serve(settings))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,47 @@
+"""Block Kit action IDs and button values, defined once. Values are untrusted: decoding re-validates."""
+
+from __future__ import annotations
+
+from .ids import is_valid_id
+
+RETRY = "runpod_retry"
+STATUS = "runpod_status"
+RETRY_ALL = "runpod_retry_all"
+STORM_STATUS = "runpod_storm_status"
+CONFIRM_FAILED = "runpod_confirm_failed"
+CANCEL_FAILED = "runpod_cancel_failed"
+
+ALL = (RETRY, STATUS, RETRY_ALL, STORM_STATUS, CONFIRM_FAILED, CANCEL_FAILED)
+
+
+def job_value(endpoint: str, job: str) -> str:
+    return f"{endpoint}/{job}"
+
+
+def parse_job_value(value: object) -> tuple[str, str] | None:
+    """(endpoint, job) from a button value, or None when it is not two valid IDs."""
+    if not isinstance(value, str) or len(value) > 2000:
+        return None
+    endpoint, sep, job = value.partition("/")
+    if not sep or not is_valid_id(endpoint) or not is_valid_id(job):
+        return None
+    return endpoint, job
+
+
+def parse_endpoint_value(value: object) -> str | None:
+    if not isinstance(value, str) or not is_valid_id(value):
+        return None
+    return value
+
+
+def window_value(endpoint: str, seconds: int) -> str:
+    return f"{endpoint}/{seconds}"
+
+
+def parse_window_value(value: object) -> tuple[str, int] | None:
+    if not isinstance(value, str) or len(value) > 200:
+        return None
+    endpoint, sep, seconds = value.partition("/")
+    if not sep or not is_valid_id(endpoint) or not seconds.isdigit() or not 0 < int(seconds) <= 86400:
+        return None
+    return endpoint, int(seconds)

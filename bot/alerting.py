@@ -1,0 +1,94 @@
+"""The alert desk: posts failure alerts, keeps one alert per job, and keeps each alert's message current."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+from . import messages
+from .alerts import Alert, Phase, failed_again_outside, new_alert
+from .metrics import Metrics
+from .slack_out import Place, SlackOut
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+Key = tuple[str, str]
+# RunPod redelivers a webhook up to twice, 10 s apart: a second failure of the same job inside this window
+# is the same failure.
+REDELIVERY_WINDOW = 5 * 60.0
+# Alerts older than this are no longer kept in memory (RunPod forgets the job after 30 minutes anyway).
+MEMORY_SECONDS = 24 * 3600.0
+
+
+class AlertDesk:
+    def __init__(self, store: Store, out: SlackOut, metrics: Metrics, clock: Callable[[], float] = time.time):
+        self.store = store
+        self.out = out
+        self.metrics = metrics
+        self.clock = clock
+        self._alerts: dict[Key, Alert] = {}
+        self._locks: dict[Key, asyncio.Lock] = {}
+
+    async def load(self) -> None:
+        for data in await self.store.recent_alerts(self.clock() - MEMORY_SECONDS):
+            alert = Alert.from_json(data)
+            self._alerts[(alert.endpoint, alert.job)] = alert
+
+    def lock(self, key: Key) -> asyncio.Lock:
+        return self._locks.setdefault(key, asyncio.Lock())
+
+    async def get(self, endpoint: str, job: str) -> Alert | None:
+        key = (endpoint, job)
+        if key not in self._alerts:
+            data = await self.store.load_alert(endpoint, job)
+            if data is not None:
+                self._alerts[key] = Alert.from_json(data)
+        return self._alerts.get(key)
+
+    async def save(self, alert: Alert) -> Alert:
+        """Remember the alert and bring its Slack message up to date."""
+        self._alerts[(alert.endpoint, alert.job)] = alert
+        await self.store.save_alert(alert.endpoint, alert.job, alert.to_json())
+        if alert.ts:
+            await self.out.update(alert.channel, alert.ts, messages.alert_message(alert, self.clock()))
+        return alert
+
+    async def post(self, alert: Alert) -> Alert:
+        ts = await self.out.post(Place(alert.channel, thread_ts=alert.thread_ts),
+                                 messages.alert_message(alert, self.clock()))
+        if ts is None:
+            log.error("alert for job %s on %s could not be posted to %s", alert.job, alert.endpoint, alert.channel)
+        alert = replace(alert, ts=ts)
+        self._alerts[(alert.endpoint, alert.job)] = alert
+        await self.store.save_alert(alert.endpoint, alert.job, alert.to_json())
+        if ts:
+            self.metrics.alerts.labels(kind="single").inc()
+        return alert
+
+    async def failure(self, endpoint: str, body: dict[str, Any], channel: str,
+                      post: Callable[[Alert], Any] | None = None) -> tuple[str, Alert]:
+        """A job failed. Returns ("posted" | "updated" | "duplicate", alert). One alert per job, ever."""
+        fresh = new_alert(endpoint, body, channel, self.clock())
+        key = (endpoint, fresh.job)
+        async with self.lock(key):
+            existing = await self.get(endpoint, fresh.job)
+            if existing is None:
+                alert = await (post or self.post)(fresh)
+                return "posted", alert
+            recent = self.clock() - existing.ended_at < REDELIVERY_WINDOW
+            if existing.phase in (Phase.FAILED, Phase.FAILED_AGAIN) and recent:
+                self.metrics.duplicates.labels(kind="webhook").inc()
+                return "duplicate", existing
+            if existing.phase in (Phase.RETRYING, Phase.REQUEUED):
+                # A retry is in flight and its follower will report; this event is its echo or a race.
+                self.metrics.duplicates.labels(kind="webhook").inc()
+                return "duplicate", existing
+            alert = await self.save(failed_again_outside(existing, body, self.clock()))
+            if alert.ts:
+                await self.out.post(Place(alert.channel, thread_ts=alert.reply_thread), messages.alert_refailed(alert))
+            return "updated", alert

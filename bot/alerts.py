@@ -1,0 +1,154 @@
+"""A failure alert as a small state machine. Pure: every transition returns a new Alert."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, replace
+from enum import StrEnum
+from typing import Any
+
+from .ids import is_valid_id
+from .outcome import RETENTION_SECONDS, RETRYABLE, TRANSIENT, Outcome
+
+MAX_ERROR_CHARS = 1500
+
+
+class Phase(StrEnum):
+    FAILED = "failed"              # needs a decision; Retry offered
+    RETRYING = "retrying"          # someone clicked Retry; waiting for RunPod
+    REQUEUED = "requeued"          # RunPod took the retry; the job is being followed
+    COMPLETED = "completed"        # the retried job completed
+    FAILED_AGAIN = "failed_again"  # the retried job failed again; Retry offered again
+    REFUSED = "refused"            # RunPod refused or could not be asked; `note` says why
+    UNKNOWN = "unknown"            # following stopped before the job ended
+
+
+@dataclass(frozen=True)
+class Alert:
+    endpoint: str
+    job: str
+    channel: str
+    status: str                   # the failure status: FAILED or TIMED_OUT
+    ended_at: float               # when it (last) failed: the retry deadline counts from here
+    error: str | None = None
+    delay_ms: float | None = None
+    execution_ms: float | None = None
+    ts: str | None = None         # the alert message
+    thread_ts: str | None = None  # set when the alert itself sits in a thread
+    phase: Phase = Phase.FAILED
+    actor: str | None = None
+    acted_at: float | None = None
+    job_status: str | None = None
+    note: str | None = None
+    retry_offered: bool = True
+    retries: int = 0
+
+    @property
+    def deadline(self) -> float:
+        return self.ended_at + RETENTION_SECONDS
+
+    @property
+    def reply_thread(self) -> str | None:
+        """Where replies about this alert go: the alert's own thread, or the thread it sits in."""
+        return self.thread_ts or self.ts
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> Alert:
+        data = json.loads(text)
+        data["phase"] = Phase(data["phase"])
+        return cls(**data)
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
+
+
+def trim_error(error: Any) -> str | None:
+    """RunPod's error as text, cut to a readable size (tracebacks keep their last lines, where the cause is)."""
+    if error is None or error == "":
+        return None
+    text = error if isinstance(error, str) else json.dumps(error, ensure_ascii=False)
+    text = text.strip()
+    if len(text) <= MAX_ERROR_CHARS:
+        return text
+    lines = text.splitlines()
+    if len(lines) > 3:
+        tail: list[str] = []
+        size = 0
+        for line in reversed(lines):
+            if size + len(line) > MAX_ERROR_CHARS - 40:
+                break
+            tail.insert(0, line)
+            size += len(line) + 1
+        if tail:
+            return f"… ({len(lines) - len(tail)} earlier lines cut)\n" + "\n".join(tail)
+    return text[: MAX_ERROR_CHARS - 1] + "…"
+
+
+class BadJobBody(ValueError):
+    """A webhook body that is not a RunPod job."""
+
+
+def parse_job_body(body: Any) -> tuple[str, str]:
+    """(job id, status) from a RunPod job JSON, validated."""
+    if not isinstance(body, dict):
+        raise BadJobBody("the body is not a JSON object")
+    job, status = body.get("id"), body.get("status")
+    if not isinstance(job, str) or not is_valid_id(job):
+        raise BadJobBody("`id` is missing or not a valid job ID")
+    if not isinstance(status, str) or not status or len(status) > 40:
+        raise BadJobBody("`status` is missing")
+    return job, status.upper()
+
+
+def new_alert(endpoint: str, body: dict[str, Any], channel: str, now: float) -> Alert:
+    job, status = parse_job_body(body)
+    return Alert(endpoint=endpoint, job=job, channel=channel, status=status, ended_at=now,
+                 error=trim_error(body.get("error")), delay_ms=_number(body.get("delayTime")),
+                 execution_ms=_number(body.get("executionTime")), job_status=status)
+
+
+def retrying(alert: Alert, user: str, now: float) -> Alert:
+    return replace(alert, phase=Phase.RETRYING, actor=user, acted_at=now, note=None, retry_offered=False)
+
+
+def requeued(alert: Alert, user: str, now: float, job_status: str | None) -> Alert:
+    return replace(alert, phase=Phase.REQUEUED, actor=user, acted_at=now, job_status=job_status or "IN_QUEUE",
+                   retries=alert.retries + 1, note=None, retry_offered=False)
+
+
+def refused(alert: Alert, outcome: Outcome) -> Alert:
+    return replace(alert, phase=Phase.REFUSED, note=outcome.summary,
+                   job_status=outcome.job_status or alert.job_status,
+                   retry_offered=outcome.kind in TRANSIENT or outcome.job_status in RETRYABLE)
+
+
+def progressed(alert: Alert, job_status: str) -> Alert:
+    return replace(alert, job_status=job_status)
+
+
+def finished(alert: Alert, body: dict[str, Any], now: float) -> Alert:
+    """The retried job reached a terminal state."""
+    status = str(body.get("status", "")).upper()
+    execution = _number(body.get("executionTime"))
+    if status == "COMPLETED":
+        return replace(alert, phase=Phase.COMPLETED, job_status=status, execution_ms=execution,
+                       delay_ms=_number(body.get("delayTime")), retry_offered=False, note=None)
+    return replace(alert, phase=Phase.FAILED_AGAIN if status in RETRYABLE else Phase.UNKNOWN,
+                   job_status=status, status=status if status in RETRYABLE else alert.status,
+                   error=trim_error(body.get("error")) or alert.error, ended_at=now,
+                   execution_ms=execution, retry_offered=status in RETRYABLE, note=None)
+
+
+def failed_again_outside(alert: Alert, body: dict[str, Any], now: float) -> Alert:
+    """A new failure webhook for a job whose alert was already settled (retried elsewhere, then failed)."""
+    return replace(finished(alert, body, now), phase=Phase.FAILED_AGAIN)
+
+
+def gave_up(alert: Alert, note: str) -> Alert:
+    return replace(alert, phase=Phase.UNKNOWN, note=note, retry_offered=False)

@@ -1,0 +1,46 @@
+"""`python -m bot alert`: the same alert the webhook posts, from a shell or another monitor."""
+
+from __future__ import annotations
+
+import sys
+
+from .config import Settings
+from .ids import id_problem, shorten
+from .runtime import Runtime
+from .server import StartupError, check_slack
+
+
+async def post_alert(settings: Settings, endpoint: str, job: str, status: str, error: str | None,
+                     channel: str | None) -> int:
+    for kind, value in (("endpoint ID", endpoint), ("job ID", job)):
+        problem = id_problem(value)
+        if problem:
+            print(f"Not posted: the {kind} {shorten(value)!r} is not valid: {problem}.", file=sys.stderr)
+            return 2
+    channel = channel or settings.alert_channel
+    if not channel:
+        print("Not posted: give --channel C… or set RUNPOD_ALERT_CHANNEL.", file=sys.stderr)
+        return 2
+    rt = Runtime(settings)
+    await rt.open()
+    try:
+        await check_slack(rt)
+        body = {"id": job, "status": status, **({"error": error} if error else {})}
+        result, alert = await rt.failure(endpoint, body, channel)
+    except StartupError as exc:
+        print(f"Not posted: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        await rt.close(5.0)
+    if alert.ts is None:
+        print(f"Not posted: Slack refused the message in channel {channel} (see the log above; is the app "
+              "invited to the channel?).", file=sys.stderr)
+        return 1
+    where = f"channel {alert.channel}, message ts {alert.ts}"
+    if result == "posted":
+        print(f"Alert posted to {where}.")
+    elif result == "updated":
+        print(f"This job already had an alert; it was updated: {where}.")
+    else:
+        print(f"This failure already has an alert (not posted twice): {where}.")
+    return 0

@@ -1,0 +1,175 @@
+"""Parsing `/runpod-retry` text into a command. Pure: text in, a Command or a UsageError out."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from .ids import id_problem, shorten
+
+COMMAND = "/runpod-retry"
+RESERVED_WORDS = ("help", "status", "history", "failed")
+DEFAULT_HISTORY = 10
+MAX_HISTORY = 50
+DEFAULT_FAILED_WINDOW = 30 * 60
+MAX_FAILED_WINDOW = 24 * 3600
+MAX_BULK_JOBS = 1000
+
+# A RunPod API URL as people paste it: .../v2/<endpoint>/<op>/<job>
+_URL_RE = re.compile(r"^https?://[^/\s]+/v2/([^/\s]+)/[A-Za-z-]+/([^/?#\s]+)/?(?:[?#]\S*)?$")
+_WINDOW_RE = re.compile(r"^(\d{1,5})\s*(s|m|h)?$")
+_SEPARATORS = re.compile(r"[\s,]+")
+
+
+@dataclass(frozen=True)
+class Help:
+    pass
+
+
+@dataclass(frozen=True)
+class Retry:
+    endpoint: str
+    jobs: tuple[str, ...]
+
+    @property
+    def is_bulk(self) -> bool:
+        return len(self.jobs) > 1
+
+
+@dataclass(frozen=True)
+class Status:
+    endpoint: str
+    job: str
+
+
+@dataclass(frozen=True)
+class History:
+    limit: int = DEFAULT_HISTORY
+
+
+@dataclass(frozen=True)
+class RetryFailed:
+    endpoint: str
+    window_seconds: int = DEFAULT_FAILED_WINDOW
+
+
+Command = Help | Retry | Status | History | RetryFailed
+
+
+class UsageError(ValueError):
+    """The text cannot be run. `problem` says what is wrong, for the person who typed it."""
+
+    def __init__(self, problem: str, bad_ids: tuple[str, ...] = ()):
+        super().__init__(problem)
+        self.problem = problem
+        self.bad_ids = bad_ids
+
+
+def _unwrap_slack_link(token: str) -> str:
+    # Slack turns pasted URLs into <https://…> or <https://…|label>.
+    if token.startswith("<") and token.endswith(">"):
+        return token[1:-1].split("|", 1)[0]
+    return token
+
+
+def _split_target(token: str) -> tuple[str | None, str]:
+    """(endpoint or None, job) from `job`, `endpoint/job`, or a RunPod API URL."""
+    token = _unwrap_slack_link(token)
+    match = _URL_RE.match(token)
+    if match:
+        return match.group(1), match.group(2)
+    if token.lower().startswith(("http://", "https://")):
+        raise UsageError(f"`{shorten(token, 80)}` is a link, but not a RunPod API link like "
+                         "`https://api.runpod.ai/v2/<endpointId>/status/<jobId>`.")
+    if "/" in token:
+        endpoint, _, job = token.partition("/")
+        return endpoint, job
+    return None, token
+
+
+def _check(kind: str, value: str) -> str | None:
+    problem = id_problem(value)
+    return None if problem is None else f"{kind} `{shorten(value)}`: {problem}"
+
+
+def _targets(tokens: list[str]) -> tuple[str, tuple[str, ...]]:
+    """The endpoint and the de-duplicated job IDs; every ID is checked before anything is returned."""
+    if not tokens:
+        raise UsageError("Tell me which job: `/runpod-retry <endpointId> <jobId>`.")
+    endpoint, first_job = _split_target(tokens[0])
+    rest = tokens[1:]
+    jobs: list[str] = []
+    if endpoint is None:
+        endpoint = first_job
+        if not rest:
+            raise UsageError(f"I got only `{shorten(endpoint)}`. I need an endpoint ID and a job ID: "
+                             "`/runpod-retry <endpointId> <jobId>`.")
+    else:
+        jobs.append(first_job)
+    for token in rest:
+        other_endpoint, job = _split_target(token)
+        if other_endpoint is not None and other_endpoint != endpoint:
+            raise UsageError(f"All jobs must be on one endpoint: `{shorten(endpoint)}` and "
+                             f"`{shorten(other_endpoint)}` were both given. Run one command per endpoint.")
+        jobs.append(job)
+    problems = [p for p in [_check("endpoint ID", endpoint)] if p]
+    bad: list[str] = [endpoint] if problems else []
+    for job in jobs:
+        problem = _check("job ID", job)
+        if problem:
+            problems.append(problem)
+            bad.append(job)
+    if problems:
+        shown = problems[:10]
+        more = f"\n…and {len(problems) - 10} more." if len(problems) > 10 else ""
+        raise UsageError("Nothing was retried. Fix these IDs and try again:\n• " + "\n• ".join(shown) + more,
+                         tuple(bad))
+    unique = tuple(dict.fromkeys(jobs))
+    if len(unique) > MAX_BULK_JOBS:
+        raise UsageError(f"That is {len(unique)} jobs; one command takes at most {MAX_BULK_JOBS}. "
+                         "Split the list.")
+    return endpoint, unique
+
+
+def _parse_window(text: str) -> int:
+    match = _WINDOW_RE.match(text.lower())
+    if not match:
+        raise UsageError(f"`{shorten(text)}` is not a time window. Use minutes like `30m`, or `2h`, `90s`.")
+    amount = int(match.group(1))
+    seconds = amount * {"s": 1, "m": 60, "h": 3600, None: 60}[match.group(2)]
+    if not 0 < seconds <= MAX_FAILED_WINDOW:
+        raise UsageError("The window must be between 1 second and 24 hours.")
+    return seconds
+
+
+def parse_command(text: str) -> Command:
+    """Parse the text after `/runpod-retry`. Raises UsageError with a message meant for the caller."""
+    tokens = [t for t in _SEPARATORS.split(text.strip()) if t]
+    if not tokens or tokens[0].lower() in ("help", "-h", "--help", "?"):
+        if len(tokens) > 1:
+            raise UsageError("`help` takes no other words.")
+        return Help()
+    word, args = tokens[0].lower(), tokens[1:]
+    if word == "status":
+        endpoint, jobs = _targets(args)
+        if len(jobs) != 1:
+            raise UsageError("`status` takes one job: `/runpod-retry status <endpointId> <jobId>`.")
+        return Status(endpoint, jobs[0])
+    if word == "history":
+        if len(args) > 1:
+            raise UsageError("`history` takes at most one number: `/runpod-retry history 20`.")
+        if not args:
+            return History()
+        if not args[0].isdigit() or not 1 <= int(args[0]) <= MAX_HISTORY:
+            raise UsageError(f"`history` takes a number from 1 to {MAX_HISTORY}, got `{shorten(args[0])}`.")
+        return History(int(args[0]))
+    if word == "failed":
+        if not args or len(args) > 2:
+            raise UsageError("Use `/runpod-retry failed <endpointId> [30m]`.")
+        problem = _check("endpoint ID", args[0])
+        if problem:
+            raise UsageError(f"Nothing was retried. {problem}.", (args[0],))
+        window = _parse_window(args[1]) if len(args) == 2 else DEFAULT_FAILED_WINDOW
+        return RetryFailed(args[0], window)
+    endpoint, jobs = _targets(tokens)
+    return Retry(endpoint, jobs)

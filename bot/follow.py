@@ -1,0 +1,201 @@
+"""Following a retried job until it ends, then saying how it ended where the retry was asked for."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from . import messages
+from .alerting import AlertDesk
+from .alerts import finished, gave_up, progressed
+from .config import Settings
+from .logs import ctx
+from .metrics import Metrics
+from .outcome import TERMINAL, classify_error
+from .runpod import RunPodClient, RunPodError
+from .slack_out import Place, SlackOut
+from .store import Store
+from .tasks import Background
+
+log = logging.getLogger(__name__)
+
+MAX_INTERVAL = 60.0
+GROWTH = 1.5
+# After this many failed status checks in a row the thread is told, once, that checks are failing.
+WARN_AFTER_ERRORS = 5
+
+Key = tuple[str, str]
+
+
+@dataclass(frozen=True)
+class FollowTarget:
+    endpoint: str
+    job: str
+    channel: str
+    thread_ts: str | None
+    user: str
+    source: str
+    started: float
+    response_url: str | None = None
+    alert: bool = False   # an alert message tracks this job and must be kept current
+    quiet: bool = False   # part of a bulk run: report to `on_end` only, not with a thread post of its own
+
+    @property
+    def key(self) -> Key:
+        return (self.endpoint, self.job)
+
+    def place(self) -> Place:
+        return Place(self.channel, thread_ts=self.thread_ts, response_url=self.response_url,
+                     via_response_url=self.thread_ts is None and self.response_url is not None)
+
+
+EndHook = Callable[[FollowTarget, dict[str, Any] | None], Awaitable[None] | None]
+
+
+class Follower:
+    def __init__(self, runpod: RunPodClient, out: SlackOut, store: Store, desk: AlertDesk, metrics: Metrics,
+                 settings: Settings, background: Background, clock: Callable[[], float] = time.time):
+        self.runpod = runpod
+        self.out = out
+        self.store = store
+        self.desk = desk
+        self.metrics = metrics
+        self.settings = settings
+        self.background = background
+        self.clock = clock
+        self._active: dict[Key, FollowTarget] = {}
+        self._nudges: dict[Key, asyncio.Event] = {}
+        self._news: dict[Key, dict[str, Any]] = {}
+        self.on_end: list[EndHook] = []
+
+    def following(self, endpoint: str, job: str) -> FollowTarget | None:
+        return self._active.get((endpoint, job))
+
+    def __len__(self) -> int:
+        return len(self._active)
+
+    async def start(self, target: FollowTarget, *, resumed: bool = False) -> None:
+        self._active[target.key] = target
+        self._nudges[target.key] = asyncio.Event()
+        self.metrics.followed.set(len(self._active))
+        if not resumed:
+            await self.store.save_follow(target.endpoint, target.job, json.dumps(asdict(target)))
+        self.background.spawn(self._follow(target, resumed), name=f"follow {target.endpoint}/{target.job}")
+
+    def nudge(self, endpoint: str, job: str, body: dict[str, Any]) -> bool:
+        """RunPod's webhook says how the job is doing: use it instead of waiting for the next poll."""
+        key = (endpoint, job)
+        if key not in self._active:
+            return False
+        self._news[key] = body
+        self._nudges[key].set()
+        return True
+
+    async def resume_all(self) -> int:
+        """Pick up the jobs that were being followed when the app stopped."""
+        count = 0
+        for data in await self.store.follows():
+            target = FollowTarget(**json.loads(data))
+            if target.key in self._active:
+                continue
+            if not target.quiet:
+                await self.out.post(target.place(), messages.follow_resumed(target.endpoint, target.job))
+            await self.start(target, resumed=True)
+            count += 1
+        return count
+
+    async def _wait(self, key: Key, seconds: float) -> dict[str, Any] | None:
+        event = self._nudges[key]
+        try:
+            await asyncio.wait_for(event.wait(), timeout=max(seconds, 0))
+        except TimeoutError:
+            return None
+        event.clear()
+        return self._news.pop(key, None)
+
+    async def _follow(self, target: FollowTarget, resumed: bool) -> None:
+        key = target.key
+        log_ctx = ctx(user=target.user, endpoint=target.endpoint, job=target.job, source=target.source)
+        interval = self.settings.follow_interval
+        deadline = target.started + self.settings.follow_max
+        last_status: str | None = None
+        errors = 0
+        final: dict[str, Any] | None = None
+        reason = ""
+        try:
+            while True:
+                remaining = deadline - self.clock()
+                if remaining <= 0:
+                    reason = f"it had not ended after {int(self.settings.follow_max // 60) or 1} minutes"
+                    break
+                news = await self._wait(key, min(interval, remaining))
+                if news is not None and str(news.get("status", "")).upper() in TERMINAL:
+                    final = news
+                    break
+                try:
+                    reply = await self.runpod.status(target.endpoint, target.job)
+                except RunPodError as exc:
+                    outcome = classify_error(target.endpoint, target.job, exc)
+                    if exc.status == 404:
+                        reason = "RunPod no longer knows the job (its result expired or its TTL passed)"
+                        break
+                    errors += 1
+                    log.warning("status check failed (%s), will keep trying", outcome.kind, extra=log_ctx)
+                    if errors == WARN_AFTER_ERRORS and not target.quiet:
+                        await self.out.post(target.place(), messages.follow_trouble(target.endpoint, target.job,
+                                                                                      outcome.summary))
+                    interval = min(interval * GROWTH * 2, MAX_INTERVAL)
+                    continue
+                errors = 0
+                status = (reply.job_status or "").upper()
+                if status in TERMINAL:
+                    final = reply.body
+                    break
+                if status and status != last_status:
+                    last_status = status
+                    if target.alert:
+                        alert = await self.desk.get(target.endpoint, target.job)
+                        if alert is not None and alert.job_status != status:
+                            await self.desk.save(progressed(alert, status))
+                interval = min(interval * GROWTH, MAX_INTERVAL)
+        except asyncio.CancelledError:
+            # Shutting down: the follow stays in the store and resumes on the next start.
+            self._forget(key)
+            raise
+        await self._finish(target, final, reason, last_status)
+
+    def _forget(self, key: Key) -> None:
+        self._active.pop(key, None)
+        self._nudges.pop(key, None)
+        self._news.pop(key, None)
+        self.metrics.followed.set(len(self._active))
+
+    async def _finish(self, target: FollowTarget, final: dict[str, Any] | None, reason: str,
+                      last_status: str | None) -> None:
+        key = target.key
+        try:
+            if not target.quiet:
+                if final is not None:
+                    msg = messages.follow_outcome(target.endpoint, target.job, final, target.user)
+                else:
+                    msg = messages.follow_gave_up(target.endpoint, target.job, reason, last_status)
+                await self.out.post(target.place(), msg)
+            if target.alert:
+                alert = await self.desk.get(target.endpoint, target.job)
+                if alert is not None:
+                    updated = finished(alert, final, self.clock()) if final is not None else gave_up(alert, reason)
+                    await self.desk.save(updated)
+            log.info("followed job ended: %s", (final or {}).get("status", "unknown"),
+                     extra=ctx(user=target.user, endpoint=target.endpoint, job=target.job))
+        finally:
+            self._forget(key)
+            await self.store.drop_follow(target.endpoint, target.job)
+            for hook in self.on_end:
+                result = hook(target, final)
+                if asyncio.iscoroutine(result):
+                    await result

@@ -1,0 +1,197 @@
+"""Classifying what RunPod answered into plain language. Pure: answers in, an Outcome out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from .runpod import (
+    RunPodBadResponse,
+    RunPodError,
+    RunPodRateLimited,
+    RunPodReply,
+    RunPodTimeout,
+    RunPodUnreachable,
+)
+
+RETRYABLE = frozenset({"FAILED", "TIMED_OUT"})
+TERMINAL = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"})
+RETENTION_SECONDS = 30 * 60
+
+_STATE_WORDS = {
+    "IN_QUEUE": "waiting in the queue for a worker",
+    "IN_PROGRESS": "running on a worker",
+    "RUNNING": "running on a worker",
+    "COMPLETED": "completed",
+    "FAILED": "failed",
+    "CANCELLED": "cancelled",
+    "TIMED_OUT": "timed out",
+}
+
+_NOT_RETRYABLE_ADVICE = {
+    "IN_QUEUE": "It is already queued: wait for it. I'll not retry a job that is still alive.",
+    "IN_PROGRESS": "It is running right now: wait for it to finish.",
+    "RUNNING": "It is running right now: wait for it to finish.",
+    "COMPLETED": "It already completed: there is nothing to retry.",
+    "CANCELLED": "A cancelled job cannot be retried; resubmit it with `/run` if it is still needed.",
+}
+
+
+class Kind(StrEnum):
+    REQUEUED = "requeued"
+    NOT_RETRYABLE = "not_retryable"
+    NOT_FOUND = "not_found"
+    UNAUTHORIZED = "unauthorized"
+    REFUSED = "refused"
+    RATE_LIMITED = "rate_limited"
+    SERVER_ERROR = "server_error"
+    TIMEOUT = "timeout"
+    UNREACHABLE = "unreachable"
+    BAD_RESPONSE = "bad_response"
+    STATUS = "status"
+
+
+# Outcomes after which the same job may sensibly be tried again soon.
+TRANSIENT = frozenset({Kind.RATE_LIMITED, Kind.SERVER_ERROR, Kind.TIMEOUT, Kind.UNREACHABLE})
+
+
+@dataclass(frozen=True)
+class Outcome:
+    kind: Kind
+    endpoint: str
+    job: str
+    summary: str
+    advice: str
+    http_status: int | None = None
+    job_status: str | None = None
+    body: Any = None
+    excerpt: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.kind in (Kind.REQUEUED, Kind.STATUS)
+
+    @property
+    def headline(self) -> str:
+        """The summary with the HTTP status, as one line."""
+        status = f"HTTP {self.http_status}" if self.http_status is not None else "no HTTP answer"
+        return f"{self.summary} ({status})"
+
+
+def state_words(status: str | None) -> str:
+    if not status:
+        return "in an unknown state"
+    return _STATE_WORDS.get(status, f"in state {status}")
+
+
+def _ref(endpoint: str, job: str) -> str:
+    return f"job `{job}` on endpoint `{endpoint}`"
+
+
+def _status_command(endpoint: str, job: str) -> str:
+    return f"`/runpod-retry status {endpoint} {job}`"
+
+
+def _expired_or_unknown(endpoint: str, job: str, http_status: int | None, body: Any, short: str) -> Outcome:
+    return Outcome(
+        Kind.NOT_FOUND, endpoint, job,
+        f"RunPod does not know {_ref(endpoint, job)}: the ID is wrong, or the job's result has expired",
+        "RunPod keeps `/run` results 30 minutes and `/runsync` results 1 minute after they end; an expired "
+        "job cannot be retried. Check both IDs; if it expired, resubmit the job with its original input.",
+        http_status, None, body, short,
+    )
+
+
+def classify_error(endpoint: str, job: str, error: RunPodError) -> Outcome:
+    """Any RunPod failure, in plain words. Used for retries, status checks and polling alike."""
+    ref = _ref(endpoint, job)
+    status, short, body = error.status, error.excerpt, error.body
+    check = _status_command(endpoint, job)
+    detail = f": {short}" if short else ""
+    if isinstance(error, RunPodTimeout):
+        return Outcome(Kind.TIMEOUT, endpoint, job, f"RunPod did not answer in time about {ref}",
+                       f"The request may or may not have reached RunPod. Check with {check} before trying "
+                       "again.")
+    if isinstance(error, RunPodUnreachable):
+        return Outcome(Kind.UNREACHABLE, endpoint, job, f"Could not reach RunPod about {ref} ({error})",
+                       "RunPod or the network is down. Nothing was changed; try again in a minute.")
+    if isinstance(error, RunPodBadResponse):
+        return Outcome(Kind.BAD_RESPONSE, endpoint, job,
+                       f"RunPod answered about {ref}, but not with JSON{detail}",
+                       f"The request may have gone through. Check with {check}.", status, None, None, short)
+    if isinstance(error, RunPodRateLimited):
+        return Outcome(Kind.RATE_LIMITED, endpoint, job,
+                       f"RunPod is rate-limiting requests and still refused after several tries, for {ref}",
+                       "Nothing was changed. Wait a minute and try again.", status, None, body, short)
+    if status in (401, 403):
+        return Outcome(Kind.UNAUTHORIZED, endpoint, job, f"RunPod refused the API key for endpoint `{endpoint}`",
+                       "The key is wrong, expired or revoked, or has no access to this endpoint. Check "
+                       "`RUNPOD_API_KEY` (or this endpoint's entry in `RUNPOD_ENDPOINT_KEYS`).",
+                       status, None, body, short)
+    if status == 404:
+        return _expired_or_unknown(endpoint, job, status, body, short)
+    if status is not None and status >= 500:
+        return Outcome(Kind.SERVER_ERROR, endpoint, job, f"RunPod had a server error about {ref}{detail}",
+                       f"It is on RunPod's side. Try again in a minute; {check} shows the job's state.",
+                       status, None, body, short)
+    return Outcome(Kind.REFUSED, endpoint, job, f"RunPod refused the request for {ref}{detail}",
+                   f"Only FAILED or TIMED_OUT jobs can be retried. {check} shows its state.",
+                   status, None, body, short)
+
+
+def classify_retry(endpoint: str, job: str, answer: RunPodReply | RunPodError,
+                   probe: RunPodReply | RunPodError | None = None) -> Outcome:
+    """What a `/retry` answer means. `probe` is the `/status` answer fetched after a refusal, if any."""
+    if isinstance(answer, RunPodReply):
+        state = answer.job_status or "unknown"
+        return Outcome(Kind.REQUEUED, endpoint, job,
+                       f"Job `{job}` is back in the queue on endpoint `{endpoint}` (now {state})",
+                       "Same job ID, same input, old output removed. I'll follow it and post here when it ends.",
+                       answer.http_status, state, answer.body)
+    outcome = classify_error(endpoint, job, answer)
+    if outcome.kind is not Kind.REFUSED or probe is None:
+        return outcome
+    if isinstance(probe, RunPodError):
+        if probe.status == 404:
+            return _expired_or_unknown(endpoint, job, answer.status, answer.body, answer.excerpt)
+        return outcome
+    state = probe.job_status
+    if state in RETRYABLE:
+        return outcome  # refused although retryable: nothing more to explain than what RunPod said
+    return Outcome(
+        Kind.NOT_RETRYABLE, endpoint, job,
+        f"RunPod refused: job `{job}` is {state_words(state)} ({state}); only FAILED or TIMED_OUT jobs can be "
+        "retried",
+        _NOT_RETRYABLE_ADVICE.get(state or "", f"{_status_command(endpoint, job)} shows its details."),
+        answer.status, state, answer.body if answer.body is not None else probe.body, answer.excerpt,
+    )
+
+
+def classify_status(endpoint: str, job: str, answer: RunPodReply | RunPodError) -> Outcome:
+    """What a `/status` answer says about a job."""
+    if isinstance(answer, RunPodError):
+        return classify_error(endpoint, job, answer)
+    state = answer.job_status
+    summary = f"Job `{job}` on endpoint `{endpoint}` is {state_words(state)}"
+    error = answer.body.get("error")
+    if state in RETRYABLE:
+        if isinstance(error, str) and error:
+            summary += f": {error[:200]}"
+        advice = (f"It can be retried (for about 30 minutes after it ended): `/runpod-retry {endpoint} {job}`.")
+    elif state in TERMINAL:
+        advice = "Nothing to do."
+    else:
+        advice = "It is still alive; check again later."
+    return Outcome(Kind.STATUS, endpoint, job, summary, advice, answer.http_status, state, answer.body)
+
+
+def seconds_text(milliseconds: Any) -> str | None:
+    """`1437` ms as `1.4 s`; None when RunPod gave nothing usable."""
+    if isinstance(milliseconds, bool) or not isinstance(milliseconds, (int, float)) or milliseconds < 0:
+        return None
+    seconds = milliseconds / 1000
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, rest = divmod(int(seconds), 60)
+    return f"{minutes} min {rest} s" if minutes < 60 else f"{minutes // 60} h {minutes % 60} min"

@@ -1,0 +1,188 @@
+"""The RunPod Serverless API client: one class, explicit timeouts, typed errors, no global state."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import re
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from .ids import id_problem
+
+EXCERPT_LENGTH = 200
+MAX_BACKOFF = 30.0
+MAX_RETRY_AFTER = 60.0
+
+_TAGS = re.compile(r"<(script|style)[^>]*>.*?</\1>|<[^>]+>", re.S | re.I)
+_SPACE = re.compile(r"\s+")
+
+
+def excerpt(body: str, secrets: tuple[str, ...] = (), limit: int = EXCERPT_LENGTH) -> str:
+    """A short, single-line, tag-free excerpt of a response body, safe to show a human."""
+    text = _SPACE.sub(" ", _TAGS.sub(" ", body)).strip()
+    for secret in secrets:
+        text = text.replace(secret, "[redacted]")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+class RunPodError(Exception):
+    """A RunPod call that did not give a usable answer. `status` is None when no HTTP answer came."""
+
+    def __init__(self, message: str, *, op: str, status: int | None = None, body_excerpt: str = "",
+                 body: Any = None, elapsed: float = 0.0):
+        super().__init__(message)
+        self.op = op
+        self.status = status
+        self.excerpt = body_excerpt
+        self.body = body  # parsed JSON when the answer was JSON, else None
+        self.elapsed = elapsed
+
+
+class RunPodHTTPError(RunPodError):
+    """RunPod answered with a non-2xx status."""
+
+
+class RunPodRateLimited(RunPodHTTPError):
+    """RunPod kept answering 429 after every allowed attempt."""
+
+
+class RunPodTimeout(RunPodError):
+    """No answer within the timeout."""
+
+
+class RunPodUnreachable(RunPodError):
+    """The connection failed or was dropped."""
+
+
+class RunPodBadResponse(RunPodError):
+    """A 2xx answer whose body is not a JSON object."""
+
+
+@dataclass(frozen=True)
+class RunPodReply:
+    """A 2xx JSON answer."""
+
+    http_status: int
+    body: dict[str, Any]
+    elapsed: float
+
+    @property
+    def job_status(self) -> str | None:
+        value = self.body.get("status")
+        return value if isinstance(value, str) else None
+
+
+Sleep = Callable[[float], Awaitable[None]]
+Observer = Callable[[str, str, float], None]
+
+
+class RunPodClient:
+    """Calls RunPod's job operations for one or more accounts.
+
+    One shared `httpx.AsyncClient` with a pool sized so that a burst of commands never queues behind
+    the pool; 429s are retried a bounded number of times (Retry-After, else exponential backoff).
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        endpoint_keys: Mapping[str, str] | None = None,
+        timeout: float = 10.0,
+        max_attempts: int = 4,
+        backoff_base: float = 0.5,
+        max_connections: int = 512,
+        transport: httpx.AsyncBaseTransport | None = None,
+        sleep: Sleep = asyncio.sleep,
+        observe: Observer | None = None,
+    ):
+        self._base = base_url.rstrip("/")
+        self._default_key = api_key
+        self._keys = dict(endpoint_keys or {})
+        self._max_attempts = max(1, max_attempts)
+        self._backoff_base = backoff_base
+        self._sleep = sleep
+        self._observe = observe
+        self._secrets = tuple(k for k in (api_key, *self._keys.values()) if k)
+        self._http = httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=100),
+            transport=transport,
+            headers={"Accept": "application/json", "User-Agent": "runpod-retry-slack/0.1"},
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def retry(self, endpoint: str, job: str) -> RunPodReply:
+        """POST /{endpoint}/retry/{job}: requeue a FAILED or TIMED_OUT job."""
+        return await self._call("retry", "POST", endpoint, job)
+
+    async def status(self, endpoint: str, job: str) -> RunPodReply:
+        """GET /{endpoint}/status/{job}."""
+        return await self._call("status", "GET", endpoint, job)
+
+    def _headers(self, endpoint: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._keys.get(endpoint, self._default_key)}"}
+
+    def _backoff(self, attempt: int, retry_after: str | None) -> float:
+        if retry_after:
+            try:
+                return min(max(float(retry_after), 0.0), MAX_RETRY_AFTER)
+            except ValueError:
+                pass
+        return min(self._backoff_base * 2 ** (attempt - 1) * (1 + random.random() / 4), MAX_BACKOFF)
+
+    async def _call(self, op: str, method: str, endpoint: str, job: str) -> RunPodReply:
+        # The last line of defence: the caller validated already, but an ID never reaches a URL unchecked.
+        for value in (endpoint, job):
+            if id_problem(value):
+                raise ValueError("invalid RunPod ID")
+        url = f"{self._base}/{endpoint}/{op}/{job}"
+        for attempt in range(1, self._max_attempts + 1):
+            started = time.monotonic()
+            try:
+                response = await self._http.request(method, url, headers=self._headers(endpoint))
+            except httpx.TimeoutException as exc:
+                self._note(op, "timeout", started)
+                raise RunPodTimeout(f"RunPod did not answer {op} within the timeout", op=op,
+                                    elapsed=time.monotonic() - started) from exc
+            except httpx.TransportError as exc:
+                self._note(op, "unreachable", started)
+                raise RunPodUnreachable(f"could not reach RunPod ({type(exc).__name__})", op=op,
+                                        elapsed=time.monotonic() - started) from exc
+            elapsed = time.monotonic() - started
+            self._note(op, str(response.status_code), started)
+            if response.status_code == 429 and attempt < self._max_attempts:
+                await self._sleep(self._backoff(attempt, response.headers.get("Retry-After")))
+                continue
+            return self._interpret(op, response, elapsed)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _note(self, op: str, outcome: str, started: float) -> None:
+        if self._observe is not None:
+            self._observe(op, outcome, time.monotonic() - started)
+
+    def _interpret(self, op: str, response: httpx.Response, elapsed: float) -> RunPodReply:
+        text = response.text
+        try:
+            body: Any = json.loads(text) if text.strip() else None
+        except ValueError:
+            body = None
+        short = excerpt(text, self._secrets)
+        status = response.status_code
+        if 200 <= status < 300:
+            if not isinstance(body, dict):
+                raise RunPodBadResponse(f"RunPod answered {status} but not with a JSON object", op=op,
+                                        status=status, body_excerpt=short, elapsed=elapsed)
+            return RunPodReply(status, body, elapsed)
+        kind = RunPodRateLimited if status == 429 else RunPodHTTPError
+        raise kind(f"RunPod answered {status} to {op}", op=op, status=status, body_excerpt=short,
+                   body=body if isinstance(body, (dict, list)) else None, elapsed=elapsed)

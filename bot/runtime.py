@@ -1,0 +1,112 @@
+"""The running app's parts, built once and wired together; start-up and shutdown in one place."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from slack_sdk.web.async_client import AsyncWebClient
+
+from . import messages
+from .access import AccessPolicy
+from .alerting import AlertDesk
+from .alerts import BadJobBody, parse_job_body
+from .config import Settings
+from .follow import Follower
+from .metrics import Metrics
+from .outcome import RETRYABLE
+from .runpod import RunPodClient
+from .service import RetryService, Who
+from .slack_out import SlackOut, make_client
+from .store import Store
+from .tasks import Background
+
+log = logging.getLogger(__name__)
+
+
+class Runtime:
+    """Everything a listener needs, and nothing global."""
+
+    def __init__(self, settings: Settings, *, client: AsyncWebClient | None = None, store: Store | None = None):
+        self.settings = settings
+        self.metrics = Metrics()
+        self.background = Background()
+        self.client = client or make_client(settings.slack_bot_token, settings.slack_api_url)
+        self.out = SlackOut(self.client)
+        self.store = store or Store(settings.db_path)
+        self.runpod = RunPodClient(settings.runpod_api_url, settings.runpod_api_key,
+                                   endpoint_keys=settings.runpod_endpoint_keys, timeout=settings.runpod_timeout,
+                                   max_attempts=settings.runpod_max_attempts,
+                                   observe=self.metrics.observe_runpod)
+        self.access = AccessPolicy(settings, self._group_members)
+        self.desk = AlertDesk(self.store, self.out, self.metrics)
+        self.follower = Follower(self.runpod, self.out, self.store, self.desk, self.metrics, settings,
+                                 self.background)
+        self.service = RetryService(self.runpod, self.out, self.store, self.desk, self.follower, self.access,
+                                    self.metrics, settings, self.background)
+        self.auth: dict[str, Any] | None = None
+
+    async def _group_members(self, group: str) -> list[str]:
+        response = await self.client.usergroups_users_list(usergroup=group)
+        return list(response.get("users") or [])
+
+    async def open(self) -> None:
+        await self.store.open()
+        await self.desk.load()
+
+    async def start(self) -> None:
+        """After Slack is reachable: pick up work the previous run left."""
+        resumed = await self.follower.resume_all()
+        if resumed:
+            log.info("resumed following %d retried jobs", resumed)
+
+    async def close(self, grace: float = 8.0) -> None:
+        cancelled = await self.background.drain(grace)
+        if cancelled:
+            log.warning("%d tasks were still running at shutdown; followed jobs resume on the next start",
+                        cancelled)
+        await self.runpod.aclose()
+        await self.store.close()
+
+    # ---------------------------------------------------------------- RunPod's webhook
+
+    def job_event(self, endpoint: str, body: dict[str, Any]) -> str:
+        """A job JSON from RunPod's webhook (already authenticated). Returns what was done with it.
+
+        Runs synchronously up to the point where it decides, so duplicates arriving together are caught.
+        """
+        job, status = parse_job_body(body)
+        if self.follower.nudge(endpoint, job, body):
+            self.metrics.webhooks.labels(result="followed").inc()
+            return "followed"
+        if status not in RETRYABLE:
+            self.metrics.webhooks.labels(result="ignored").inc()
+            return "ignored"
+        if not self.settings.alert_channel:
+            log.warning("a failure webhook arrived but RUNPOD_ALERT_CHANNEL is not set; no alert posted")
+            self.metrics.webhooks.labels(result="no_channel").inc()
+            return "no_channel"
+        self.metrics.webhooks.labels(result="failure").inc()
+        self.background.spawn(self.failure(endpoint, body), name=f"alert {endpoint}/{job}")
+        return "accepted"
+
+    async def failure(self, endpoint: str, body: dict[str, Any], channel: str | None = None) -> tuple[str, Any]:
+        job, status = parse_job_body(body)
+        await self.store.record_failure(endpoint, job, status, str(body.get("error") or "")[:500] or None,
+                                        time.time())
+        return await self.desk.failure(endpoint, body, channel or self.settings.alert_channel)
+
+    # ---------------------------------------------------------------- errors, once
+
+    async def guard(self, who: Who, what: str, work: Any) -> None:
+        """Run a listener's work; any unexpected failure is told to the person who asked, never swallowed."""
+        try:
+            await work
+        except Exception as exc:
+            log.exception("unexpected failure while handling %s", what, extra={"user": who.user})
+            await self.out.ephemeral(who.channel, who.user, messages.internal_error(what, type(exc).__name__),
+                                     who.response_url)
+
+
+__all__ = ["BadJobBody", "Runtime"]

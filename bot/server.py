@@ -1,0 +1,180 @@
+"""The process: the HTTP listener (both modes), Socket Mode when configured, start-up checks, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+import time
+from typing import Any
+
+from aiohttp import web
+from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+from slack_bolt.async_app import AsyncApp
+from slack_bolt.middleware.authorization.async_single_team_authorization import AsyncSingleTeamAuthorization
+from slack_sdk.errors import SlackApiError, SlackClientError
+from slack_sdk.socket_mode.request import SocketModeRequest
+from slack_sdk.web.async_slack_response import AsyncSlackResponse
+
+from . import listeners, webhook
+from .config import Settings
+from .metrics import CONTENT_TYPE
+from .runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+SHUTDOWN_GRACE = 8.0  # SIGTERM to exit stays under 10 s
+
+
+class StartupError(Exception):
+    """A problem a person must fix before the app can run; the message says what and where."""
+
+
+def build_bolt(rt: Runtime) -> AsyncApp:
+    settings = rt.settings
+    app = AsyncApp(client=rt.client, signing_secret=settings.slack_signing_secret or "unused-in-socket-mode",
+                   request_verification_enabled=not settings.socket_mode, process_before_response=False,
+                   logger=logging.getLogger("slack_bolt.AsyncApp"))
+    listeners.register(app, rt)
+    return app
+
+
+def prime_authorization(app: AsyncApp, auth: AsyncSlackResponse) -> None:
+    """Give Bolt the auth.test result from start-up, so no request waits on auth.test before its ack."""
+    for middleware in getattr(app, "_async_middleware_list", []):
+        if isinstance(middleware, AsyncSingleTeamAuthorization):
+            middleware.auth_test_result = auth
+
+
+class SocketHandler(AsyncSocketModeHandler):
+    def __init__(self, app: AsyncApp, rt: Runtime):
+        super().__init__(app, rt.settings.slack_app_token, web_client=rt.client,
+                         ping_interval=rt.settings.slack_ping_interval)
+        self.rt = rt
+
+    async def handle(self, client: Any, req: SocketModeRequest) -> None:  # type: ignore[override]
+        started = time.perf_counter()
+        await super().handle(client, req)
+        self.rt.metrics.ack_latency.labels(mode="socket").observe(time.perf_counter() - started)
+
+
+def web_app(rt: Runtime, bolt: AsyncApp, socket: SocketHandler | None) -> web.Application:
+    app = web.Application(client_max_size=2 * 1024 * 1024)
+
+    async def slack_events(request: web.Request) -> web.Response:
+        started = time.perf_counter()
+        response = await to_aiohttp_response(await bolt.async_dispatch(await to_bolt_request(request)))
+        rt.metrics.ack_latency.labels(mode="http").observe(time.perf_counter() - started)
+        return response
+
+    async def healthz(_: web.Request) -> web.Response:
+        connected = True if socket is None else await socket.client.is_connected()
+        rt.metrics.slack_connected.set(1 if connected else 0)
+        body = {"ok": connected, "mode": "socket" if socket else "http",
+                "slack": "connected" if connected else "disconnected", "following": len(rt.follower),
+                "in_flight": len(rt.background), "accepting": rt.background.accepting}
+        return web.json_response(body, status=200 if connected and rt.background.accepting else 503)
+
+    async def metrics(_: web.Request) -> web.Response:
+        if socket is not None:
+            rt.metrics.slack_connected.set(1 if await socket.client.is_connected() else 0)
+        return web.Response(body=rt.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
+
+    if socket is None:
+        app.router.add_post("/slack/events", slack_events)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_post(webhook.ROUTE, webhook.handler(rt))
+    return app
+
+
+async def check_slack(rt: Runtime) -> AsyncSlackResponse:
+    """auth.test at start-up: a wrong token is a configuration problem, said plainly."""
+    try:
+        return await rt.client.auth_test()
+    except SlackApiError as exc:
+        error = exc.response.get("error")
+        if error in ("invalid_auth", "not_authed", "account_inactive", "token_revoked", "token_expired"):
+            raise StartupError(
+                f"Slack refused SLACK_BOT_TOKEN ({error}). Copy the Bot User OAuth Token (xoxb-…) again from your "
+                "Slack app page → OAuth & Permissions, and reinstall the app if it was revoked.") from None
+        raise StartupError(f"Slack's auth.test failed ({error}); check SLACK_BOT_TOKEN and SLACK_API_URL.") from None
+    except (TimeoutError, SlackClientError, OSError) as exc:
+        raise StartupError(f"Could not reach Slack at {rt.settings.slack_api_url} ({type(exc).__name__}). "
+                           "Check the network and SLACK_API_URL.") from None
+
+
+class App:
+    """One running instance: used by `python -m bot`, the tests and the benchmark alike."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.rt = Runtime(settings)
+        self.bolt = build_bolt(self.rt)
+        self.socket = SocketHandler(self.bolt, self.rt) if settings.socket_mode else None
+        self._runner: web.AppRunner | None = None
+        self._connect_task: asyncio.Task[Any] | None = None
+        self.port: int | None = None
+
+    async def start(self, host: str = "0.0.0.0") -> None:
+        await self.rt.open()
+        try:
+            auth = await check_slack(self.rt)
+        except StartupError:
+            await self.rt.close(0)
+            raise
+        self.rt.auth = dict(auth.data) if isinstance(auth.data, dict) else {}
+        prime_authorization(self.bolt, auth)
+        self._runner = web.AppRunner(web_app(self.rt, self.bolt, self.socket), access_log=None,
+                                     shutdown_timeout=2.0)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, self.settings.port)
+        await site.start()
+        sockets = site._server.sockets if site._server else []  # type: ignore[union-attr]
+        self.port = sockets[0].getsockname()[1] if sockets else self.settings.port
+        if self.socket is not None:
+            # Connecting retries by itself while Slack is unreachable; /healthz answers 503 meanwhile.
+            self._connect_task = asyncio.create_task(self.socket.connect_async(), name="socket mode connect")
+        log.info("runpod-retry is up in %s mode, listening on port %s", "Socket Mode" if self.socket else "HTTP",
+                 self.port)
+        log.info(self.rt.access.describe())
+        await self.rt.start()
+
+    async def stop(self) -> None:
+        self.rt.background.accepting = False
+        if self.socket is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.socket.close_async(), timeout=2.0)
+        if self._connect_task is not None:
+            self._connect_task.cancel()
+        await self.rt.close(SHUTDOWN_GRACE)
+        if self._runner is not None:
+            await self._runner.cleanup()
+        with contextlib.suppress(Exception):
+            await self.rt.client.session.close() if self.rt.client.session else None
+
+
+async def serve(settings: Settings) -> int:
+    app = App(settings)
+    try:
+        await app.start()
+    except StartupError as exc:
+        print(f"runpod-retry cannot start: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"runpod-retry cannot start: could not listen on port {settings.port} ({exc.strerror}). "
+              "Set PORT to a free port.", file=sys.stderr)
+        await app.rt.close(0)
+        return 2
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("stopping: finishing in-flight work (at most %.0f s)", SHUTDOWN_GRACE)
+    await app.stop()
+    log.info("stopped")
+    return 0

@@ -1,0 +1,239 @@
+"""Retrying a job: the rules (access, budget, exactly once), the RunPod call, the record, the reply."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+
+from . import messages
+from .access import AccessPolicy
+from .alerting import AlertDesk
+from .alerts import Alert, refused, requeued, retrying
+from .config import Settings
+from .follow import Follower, FollowTarget
+from .logs import ctx
+from .metrics import Metrics
+from .outcome import Kind, Outcome, classify_error, classify_retry, classify_status
+from .runpod import RunPodClient, RunPodError, RunPodHTTPError, RunPodReply
+from .slack_out import Place, SlackOut
+from .store import AuditEntry, Store
+from .tasks import Background
+
+log = logging.getLogger(__name__)
+
+BUDGET_WINDOW = 3600.0
+Key = tuple[str, str]
+
+
+class Source(StrEnum):
+    COMMAND = "command"
+    BUTTON = "button"
+    BULK = "bulk"
+    RETRY_ALL = "retry_all"
+
+
+@dataclass(frozen=True)
+class Claim:
+    user: str
+    at: float
+
+
+@dataclass(frozen=True)
+class Who:
+    """The person asking and where they asked."""
+
+    user: str
+    channel: str
+    source: Source
+    response_url: str | None = None
+
+
+class RetryService:
+    def __init__(self, runpod: RunPodClient, out: SlackOut, store: Store, desk: AlertDesk, follower: Follower,
+                 access: AccessPolicy, metrics: Metrics, settings: Settings, background: Background,
+                 clock: Callable[[], float] = time.time):
+        self.runpod = runpod
+        self.out = out
+        self.store = store
+        self.desk = desk
+        self.follower = follower
+        self.access = access
+        self.metrics = metrics
+        self.settings = settings
+        self.background = background
+        self.clock = clock
+        self.claims: dict[Key, Claim] = {}
+        follower.on_end.append(lambda target, _final: self.release(target.endpoint, target.job))
+
+    # ---------------------------------------------------------------- rules
+
+    async def refuse(self, who: Who, endpoint: str, jobs: tuple[str, ...], reason: str, code: str) -> None:
+        """Tell only the person refused, and record the refusal for each job."""
+        self.metrics.refusals.labels(reason=code).inc()
+        for job in jobs[:1000]:
+            await self.record(AuditEntry(who.user, who.channel, endpoint, job, who.source, f"refused:{code}",
+                                         detail=reason[:300]))
+        await self.out.ephemeral(who.channel, who.user, messages.refusal(reason), who.response_url)
+
+    async def gate(self, who: Who, endpoint: str, jobs: tuple[str, ...]) -> bool:
+        """Access rules. False (and the person told) when refused."""
+        reason = await self.access.refusal(who.user, who.channel, endpoint)
+        if reason is None:
+            return True
+        await self.refuse(who, endpoint, jobs, reason, "access")
+        return False
+
+    def claim(self, endpoint: str, job: str, user: str) -> Claim | None:
+        """Take the job for one retry. Returns the existing claim when someone already has it.
+
+        No await between the check and the set: on one event loop this is atomic, so simultaneous clicks
+        give exactly one RunPod call.
+        """
+        key = (endpoint, job)
+        existing = self.claims.get(key)
+        if existing is not None:
+            return existing
+        following = self.follower.following(endpoint, job)
+        if following is not None:
+            return Claim(following.user, following.started)
+        self.claims[key] = Claim(user, self.clock())
+        return None
+
+    def release(self, endpoint: str, job: str) -> None:
+        self.claims.pop((endpoint, job), None)
+
+    async def over_budget(self, endpoint: str, job: str) -> str | None:
+        used = await self.store.retries_since(endpoint, job, self.clock() - BUDGET_WINDOW)
+        limit = self.settings.max_retries_per_job
+        if used < limit:
+            return None
+        return (f"Job `{job}` on endpoint `{endpoint}` was already retried {used} times in the last hour (the "
+                f"limit is {limit}). A job that keeps failing needs a human look at its input or its worker, "
+                "not another retry.")
+
+    async def admit(self, who: Who, endpoint: str, job: str) -> bool:
+        """Access, exactly-once and budget for one job. True means the job is claimed for `who`."""
+        if not await self.gate(who, endpoint, (job,)):
+            return False
+        existing = self.claim(endpoint, job, who.user)
+        if existing is not None:
+            self.metrics.duplicates.labels(kind=who.source.value).inc()
+            await self.record(AuditEntry(who.user, who.channel, endpoint, job, who.source, "refused:duplicate",
+                                         detail=f"already retried by {existing.user}"))
+            await self.out.ephemeral(who.channel, who.user,
+                                     messages.already_claimed(endpoint, job, existing.user, existing.at),
+                                     who.response_url)
+            return False
+        budget = await self.over_budget(endpoint, job)
+        if budget is not None:
+            self.release(endpoint, job)
+            await self.refuse(who, endpoint, (job,), budget, "budget")
+            return False
+        return True
+
+    # ---------------------------------------------------------------- records
+
+    async def record(self, entry: AuditEntry) -> None:
+        try:
+            await self.store.audit(entry)
+        except Exception:
+            log.exception("could not write the audit record", extra=ctx(endpoint=entry.endpoint, job=entry.job))
+        if self.settings.audit_channel:
+            self.background.spawn(self.out.post(Place(self.settings.audit_channel), messages.audit_line(entry)),
+                                  name="audit line")
+
+    # ---------------------------------------------------------------- RunPod
+
+    async def call_retry(self, endpoint: str, job: str) -> Outcome:
+        """POST /retry, and when RunPod refuses, GET /status to say why in plain words."""
+        try:
+            answer: RunPodReply | RunPodError = await self.runpod.retry(endpoint, job)
+        except RunPodError as exc:
+            answer = exc
+        probe: RunPodReply | RunPodError | None = None
+        if isinstance(answer, RunPodHTTPError) and classify_error(endpoint, job, answer).kind is Kind.REFUSED:
+            try:
+                probe = await self.runpod.status(endpoint, job)
+            except RunPodError as exc:
+                probe = exc
+        return classify_retry(endpoint, job, answer, probe)
+
+    async def call_status(self, endpoint: str, job: str) -> Outcome:
+        try:
+            return classify_status(endpoint, job, await self.runpod.status(endpoint, job))
+        except RunPodError as exc:
+            return classify_error(endpoint, job, exc)
+
+    async def attempt(self, who: Who, endpoint: str, job: str, place: Place, alert: Alert | None = None,
+                      *, post: bool = True, follow: bool = True) -> Outcome:
+        """Retry a claimed job: call, record, reply, update the alert, follow. Releases the claim unless
+        the job is now being followed."""
+        log_ctx = ctx(user=who.user, channel=who.channel, endpoint=endpoint, job=job, source=who.source.value)
+        try:
+            outcome = await self.call_retry(endpoint, job)
+            self.metrics.retries.labels(outcome=outcome.kind.value, source=who.source.value).inc()
+            log.info("retry %s", outcome.kind.value, extra={**log_ctx, "http_status": outcome.http_status})
+            await self.record(AuditEntry(who.user, who.channel, endpoint, job, who.source, outcome.kind.value,
+                                         called=True, http_status=outcome.http_status, job_status=outcome.job_status,
+                                         detail=None if outcome.ok else (outcome.excerpt or outcome.summary)[:300]))
+            if post:
+                await self.out.post_outcome(place, outcome)
+            if alert is not None:
+                now = self.clock()
+                alert = requeued(alert, who.user, now, outcome.job_status) if outcome.ok else refused(alert, outcome)
+                await self.desk.save(alert)
+            if outcome.ok and follow:
+                await self.follower.start(FollowTarget(
+                    endpoint, job, place.channel, place.thread_ts, who.user, who.source.value, self.clock(),
+                    response_url=place.response_url if place.via_response_url else None,
+                    alert=alert is not None, quiet=not post))
+            return outcome
+        finally:
+            if self.follower.following(endpoint, job) is None:
+                self.release(endpoint, job)
+
+    # ---------------------------------------------------------------- the two ways in
+
+    async def retry_from_command(self, who: Who, endpoint: str, job: str) -> None:
+        if not await self.admit(who, endpoint, job):
+            return
+        place = Place(who.channel, response_url=who.response_url)
+        try:
+            place.thread_ts = await self.out.post(place, messages.command_parent(who.user, endpoint, job))
+        except BaseException:
+            self.release(endpoint, job)
+            raise
+        alert = await self.desk.get(endpoint, job)
+        if alert is not None and alert.ts:
+            alert = await self.desk.save(retrying(alert, who.user, self.clock()))
+        await self.attempt(who, endpoint, job, place, alert)
+
+    async def retry_from_button(self, who: Who, endpoint: str, job: str, channel: str, message_ts: str,
+                                thread_ts: str | None) -> None:
+        if not await self.admit(who, endpoint, job):
+            return
+        try:
+            alert = await self.desk.get(endpoint, job)
+            if alert is None or alert.ts != message_ts:
+                # An alert this app has no record of (lost database, or posted elsewhere): adopt the message.
+                alert = Alert(endpoint=endpoint, job=job, channel=channel, status="FAILED", ended_at=self.clock(),
+                              ts=message_ts, thread_ts=thread_ts)
+            alert = await self.desk.save(retrying(alert, who.user, self.clock()))
+        except BaseException:
+            self.release(endpoint, job)
+            raise
+        place = Place(channel, thread_ts=alert.reply_thread, response_url=who.response_url)
+        await self.attempt(who, endpoint, job, place, alert)
+
+    async def status(self, who: Who, endpoint: str, job: str, place: Place | None = None) -> None:
+        """Show the job's status JSON without changing anything."""
+        if not await self.gate(who, endpoint, (job,)):
+            return
+        if place is None:
+            place = Place(who.channel, response_url=who.response_url)
+            place.thread_ts = await self.out.post(place, messages.command_parent(who.user, endpoint, job, "status"))
+        outcome = await self.call_status(endpoint, job)
+        await self.out.post_outcome(place, outcome)

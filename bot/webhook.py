@@ -1,0 +1,55 @@
+"""RunPod's job webhook: authenticate, validate, answer fast; the Slack work happens after."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+
+from aiohttp import web
+
+from .alerts import BadJobBody
+from .ids import is_valid_id
+from .runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+MAX_BODY = 1024 * 1024
+ROUTE = "/runpod/webhook/{endpoint}"
+
+
+def handler(rt: Runtime) -> web.RequestHandler:
+    async def runpod_webhook(request: web.Request) -> web.Response:
+        secret = rt.settings.webhook_secret
+        if not secret:
+            return web.json_response({"ok": False, "error": "webhook disabled: RUNPOD_WEBHOOK_SECRET is not set"},
+                                     status=404)
+        token = request.query.get("token", "")
+        if not token:
+            rt.metrics.webhooks.labels(result="unauthenticated").inc()
+            return web.json_response({"ok": False, "error": "missing token"}, status=401)
+        if not hmac.compare_digest(token.encode(), secret.encode()):
+            rt.metrics.webhooks.labels(result="forbidden").inc()
+            log.warning("RunPod webhook with a wrong token from %s", request.remote)
+            return web.json_response({"ok": False, "error": "wrong token"}, status=403)
+        endpoint = request.match_info["endpoint"]
+        if not is_valid_id(endpoint):
+            return _bad("the endpoint ID in the URL is not valid")
+        if (request.content_length or 0) > MAX_BODY:
+            return _bad("body too large", 413)
+        raw = await request.content.read(MAX_BODY + 1)
+        if len(raw) > MAX_BODY:
+            return _bad("body too large", 413)
+        try:
+            body = json.loads(raw)
+            result = rt.job_event(endpoint, body)
+        except (ValueError, BadJobBody) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            rt.metrics.webhooks.labels(result="malformed").inc()
+            return _bad(f"not a RunPod job: {exc}" if isinstance(exc, BadJobBody) else "body is not JSON")
+        return web.json_response({"ok": True, "result": result})
+
+    return runpod_webhook
+
+
+def _bad(reason: str, status: int = 400) -> web.Response:
+    return web.json_response({"ok": False, "error": reason}, status=status)

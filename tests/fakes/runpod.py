@@ -1,0 +1,278 @@
+"""A loopback stand-in for the RunPod Serverless job API (/v2/{endpoint}/{retry,status,cancel,health}).
+
+Jobs follow RunPod's documented rules (only FAILED / TIMED_OUT can be retried, same job id, output cleared,
+expired jobs answer 404); faults (HTTP errors, HTML bodies, delays, dropped connections) are scripted per op.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import Any
+
+from aiohttp import web
+
+from ._server import LoopbackServer, poll_until, reset_connection
+
+STATUSES = frozenset({"IN_QUEUE", "IN_PROGRESS", "RUNNING", "COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"})
+RETRYABLE = frozenset({"FAILED", "TIMED_OUT"})
+CANCELLABLE = frozenset({"IN_QUEUE", "IN_PROGRESS", "RUNNING"})
+OPS = ("retry", "status", "cancel", "health")
+
+JSONDict = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RunPodFault:
+    status: int | None = None  # HTTP status to answer (body defaults to the reason phrase, plain text)
+    body: JSONDict | str | None = None  # dict -> JSON; str -> text (text/html if it starts with "<")
+    headers: dict[str, str] | None = None
+    delay: float = 0.0  # sleep first; with nothing else set, then answer normally
+    reset: bool = False  # drop the TCP connection (RST) without answering
+    garbage: bool = False  # 200 with a non-JSON body
+
+
+@dataclass
+class RunPodCall:
+    op: str  # "retry" | "status" | "cancel" | "health" | "unknown"
+    endpoint: str
+    job: str | None
+    method: str
+    authorization: str | None
+    at: float  # time.monotonic() on arrival
+    status: int | None = None  # HTTP status answered; None if dropped or still in flight
+    body: Any = None  # what was answered (dict for JSON answers, str otherwise)
+    fault: RunPodFault | None = None
+
+
+@dataclass
+class Job:
+    endpoint: str
+    id: str
+    status: str
+    error: str | None
+    after_retry: tuple[str, ...]
+    output: Any
+    execution_time: int
+    delay_time: int
+    final_error: str | None
+    retries: int = 0
+    expired: bool = False
+    worker_id: str = "worker-0a1b2c"
+    pending: deque[str] = field(default_factory=deque)
+    original_error: str | None = None
+
+    def snapshot(self) -> JSONDict:
+        """The /status body for the job's current state."""
+        body: JSONDict = {"id": self.id, "status": self.status}
+        if self.status != "IN_QUEUE":
+            body |= {"delayTime": self.delay_time, "workerId": self.worker_id}
+        if self.status in ("COMPLETED", "FAILED", "TIMED_OUT"):
+            body["executionTime"] = self.execution_time
+        if self.status == "COMPLETED":
+            body["output"] = self.output
+        if self.status in RETRYABLE and self.error is not None:
+            body["error"] = self.error
+        if self.retries:
+            body["retries"] = self.retries
+        return body
+
+    def advance(self) -> None:
+        if not self.pending:
+            return
+        self.status = self.pending.popleft()
+        if self.status in RETRYABLE:
+            self.error = self.final_error or self.original_error
+
+
+class FakeRunPod(LoopbackServer):
+    def __init__(self, default_key: str = "rp-test-key") -> None:
+        super().__init__()
+        self.default_key = default_key
+        self.api_keys: dict[str, str] = {}
+        self.endpoints: set[str] = set()
+        self.jobs: dict[tuple[str, str], Job] = {}
+        self.calls: list[RunPodCall] = []
+        self.latency = 0.0
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self._faults: dict[str, deque[RunPodFault]] = {}
+
+    @property
+    def url(self) -> str:
+        return f"{self.base}/v2"
+
+    def build_app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_post("/v2/{endpoint}/retry/{job}", self._route("retry"))
+        app.router.add_get("/v2/{endpoint}/status/{job}", self._route("status"))
+        app.router.add_post("/v2/{endpoint}/cancel/{job}", self._route("cancel"))
+        app.router.add_get("/v2/{endpoint}/health", self._route("health"))
+        app.router.add_route("*", "/{tail:.*}", self._route("unknown"))
+        return app
+
+    # ---- test-facing helpers -----------------------------------------------------------------------
+
+    def add_job(
+        self, endpoint: str, job_id: str, status: str = "FAILED", *, error: str | None = "CUDA out of memory",
+        after_retry: tuple[str, ...] = ("IN_PROGRESS", "COMPLETED"), output: Any = None,
+        execution_time: int = 1234, delay_time: int = 567, final_error: str | None = None,
+    ) -> Job:
+        for s in (status, *after_retry):
+            if s not in STATUSES:
+                raise ValueError(f"unknown RunPod status {s!r}")
+        job = Job(endpoint, job_id, status, error, tuple(after_retry), output, execution_time, delay_time,
+                  final_error, original_error=error)
+        self.endpoints.add(endpoint)
+        self.jobs[(endpoint, job_id)] = job
+        return job
+
+    def job(self, endpoint: str, job_id: str) -> Job:
+        return self.jobs[(endpoint, job_id)]
+
+    def expire(self, endpoint: str, job_id: str) -> None:
+        self.jobs[(endpoint, job_id)].expired = True
+
+    def fault(
+        self, op: str, *, status: int | None = None, body: JSONDict | str | None = None,
+        headers: dict[str, str] | None = None, delay: float = 0.0, reset: bool = False, garbage: bool = False,
+        times: int = 1,
+    ) -> None:
+        """Queue a fault for `op` ("retry", "status", "cancel", "health" or "*"); op-specific go first."""
+        if op not in (*OPS, "*"):
+            raise ValueError(f"unknown op {op!r}")
+        one = RunPodFault(status, body, headers, delay, reset, garbage)
+        self._faults.setdefault(op, deque()).extend([one] * times)
+
+    def calls_to(self, op: str) -> list[RunPodCall]:
+        return [c for c in self.calls if c.op == op]
+
+    def describe(self) -> str:
+        lines = [f"{len(self.calls)} recorded RunPod calls (max in flight {self.max_in_flight}):"]
+        lines += [f"  {c.method} {c.op} {c.endpoint}/{c.job} -> {c.status} {c.body!r:.200}"
+                  + (f" fault={c.fault}" if c.fault else "") for c in self.calls]
+        return "\n".join(lines)
+
+    async def wait_for(self, predicate: Callable[[FakeRunPod], Any], timeout: float = 5.0) -> Any:  # noqa: ASYNC109
+        return await poll_until(lambda: predicate(self), timeout, self.describe)
+
+    async def wait_calls(self, op: str, n: int = 1, timeout: float = 5.0) -> list[RunPodCall]:  # noqa: ASYNC109
+        calls: list[RunPodCall] = await self.wait_for(
+            lambda f: len(f.calls_to(op)) >= n and f.calls_to(op), timeout
+        )
+        return calls
+
+    # ---- HTTP --------------------------------------------------------------------------------------
+
+    def _route(self, op: str) -> Callable[[web.Request], Any]:
+        async def handler(request: web.Request) -> web.StreamResponse:
+            return await self._handle(request, op)
+
+        return handler
+
+    async def _handle(self, request: web.Request, op: str) -> web.StreamResponse:
+        info = request.match_info
+        call = RunPodCall(op, info.get("endpoint", ""), info.get("job"), request.method,
+                          request.headers.get("Authorization"), time.monotonic())
+        self.calls.append(call)
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            if self.latency:
+                await self.sleep(self.latency)
+            response = await self._faulted(request, call) or self._answer(call)
+            call.status = response.status
+            return response
+        finally:
+            self.in_flight -= 1
+
+    def _next_fault(self, op: str) -> RunPodFault | None:
+        for key in (op, "*"):
+            if queue := self._faults.get(key):
+                return queue.popleft()
+        return None
+
+    async def _faulted(self, request: web.Request, call: RunPodCall) -> web.StreamResponse | None:
+        fault = self._next_fault(call.op) if call.op != "unknown" else None
+        if fault is None:
+            return None
+        call.fault = fault
+        if fault.delay:
+            await self.sleep(fault.delay)
+        if fault.reset:
+            reset_connection(request.transport)
+            raise web.HTTPException()  # the socket is already gone; nothing reaches the client
+        if fault.garbage:
+            return _text(call, 200, "<html>oops</html>")
+        if fault.status is None and fault.body is None:
+            return None  # delay only
+        status = fault.status or 200
+        if isinstance(fault.body, dict):
+            return _json(call, status, fault.body, fault.headers)
+        return _text(call, status, fault.body if fault.body is not None else HTTPStatus(status).phrase,
+                     fault.headers)
+
+    def _answer(self, call: RunPodCall) -> web.Response:
+        if call.op == "unknown":
+            return _json(call, 404, {"error": "not found"})
+        expected = self.api_keys.get(call.endpoint, self.default_key)
+        if call.authorization != f"Bearer {expected}":
+            return _text(call, 401, "Unauthorized")
+        if call.endpoint not in self.endpoints:
+            return _json(call, 404, {"error": f"endpoint {call.endpoint} not found"})
+        if call.op == "health":
+            return _json(call, 200, self._health(call.endpoint))
+        job = self.jobs.get((call.endpoint, call.job or ""))
+        if job is None or job.expired:
+            return _json(call, 404, {"error": "request does not exist"})
+        if call.op == "status":
+            job.advance()
+            return _json(call, 200, job.snapshot())
+        if call.op == "retry":
+            if job.status not in RETRYABLE:
+                return _json(call, 400, {"error": f"Job is not in a retryable state (status: {job.status})"})
+            job.status, job.error = "IN_QUEUE", None  # output is only shown once COMPLETED again
+            job.retries += 1
+            job.pending = deque(job.after_retry)
+            return _json(call, 200, {"id": job.id, "status": "IN_QUEUE"})
+        # cancel
+        if job.status not in CANCELLABLE:
+            return _json(call, 400, {"error": f"Job is not in a cancellable state (status: {job.status})"})
+        job.status = "CANCELLED"
+        job.pending.clear()
+        return _json(call, 200, {"id": job.id, "status": "CANCELLED"})
+
+    def _health(self, endpoint: str) -> JSONDict:
+        jobs = [j for j in self.jobs.values() if j.endpoint == endpoint and not j.expired]
+
+        def count(*statuses: str) -> int:
+            return sum(j.status in statuses for j in jobs)
+
+        running = count("IN_PROGRESS", "RUNNING")
+        return {
+            "jobs": {"completed": count("COMPLETED"), "failed": count("FAILED", "TIMED_OUT"),
+                     "inProgress": running, "inQueue": count("IN_QUEUE"),
+                     "retried": sum(j.retries for j in jobs)},
+            "workers": {"idle": 1, "running": running},
+        }
+
+
+def _json(
+    call: RunPodCall, status: int, body: JSONDict, headers: dict[str, str] | None = None
+) -> web.Response:
+    call.body = body
+    return web.json_response(body, status=status, headers=headers)
+
+
+def _text(call: RunPodCall, status: int, body: str, headers: dict[str, str] | None = None) -> web.Response:
+    call.body = body
+    if any(k.lower() == "content-type" for k in headers or {}):
+        return web.Response(status=status, text=body, headers=headers)
+    ctype = "text/html" if body.lstrip().startswith("<") else "text/plain"
+    return web.Response(status=status, text=body, content_type=ctype, headers=headers)
+
+
+__all__ = ["FakeRunPod", "Job", "RunPodCall", "RunPodFault"]
