@@ -32,3 +32,28 @@ async def runpod() -> AsyncIterator[FakeRunPod]:
 
 
 # ---- end of stand-in fixtures --------------------------------------------------------------------------
+
+
+# ---- the app under test ---------------------------------------------------------------------------------
+
+@pytest.fixture
+async def make_app(slack: FakeSlack, runpod: FakeRunPod, tmp_path):  # type: ignore[no-untyped-def]
+    """Start the real app against the stand-ins: `app = await make_app(mode="socket", RUNPOD_X="…")`."""
+    from tests.harness import Harness
+
+    started: list[Harness] = []
+
+    async def factory(mode: str = "http", **env: str) -> Harness:
+        harness = Harness(slack, runpod, tmp_path, mode, **env)
+        started.append(harness)
+        return await harness.start()
+
+    yield factory
+    for harness in started:
+        await harness.stop()
+
+
+@pytest.fixture(params=["http", "socket"])
+async def app(request, make_app):  # type: ignore[no-untyped-def]
+    """The app in each Slack mode."""
+    return await make_app(request.param)
