@@ -247,3 +247,17 @@ def settings_table() -> str:
         where = f" Where: {s.where}." if s.where else ""
         rows.append(f"| `{s.name}` | {s.needed} | {default} | {s.meaning}{where} |")
     return "\n".join(rows)
+
+
+def env_example() -> str:
+    """The `.env.example` file, generated from SETTINGS."""
+    lines = ["# runpod-retry settings. Copy to .env and fill in. Real environment variables win over this file.",
+             "# Regenerate with: python -c 'from bot.config import env_example; print(env_example(), end=\"\")' "
+             "> .env.example", ""]
+    for s in SETTINGS:
+        lines.append(f"# {s.meaning} (needed: {s.needed})")
+        if s.where:
+            lines.append(f"# Where: {s.where}")
+        lines.append(f"{s.name}={s.default or ''}" if s.default else f"{s.name}=")
+        lines.append("")
+    return "\n".join(lines)
