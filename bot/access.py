@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -24,6 +25,8 @@ class AccessPolicy:
         self._members = group_members
         self._clock = clock
         self._cache: dict[str, tuple[float, frozenset[str]]] = {}
+        # One usergroups.users.list per group at a time: a burst of clicks shares the answer.
+        self._fetching: dict[str, asyncio.Task[frozenset[str] | None]] = {}
 
     @property
     def open_to_everyone(self) -> bool:
@@ -38,26 +41,42 @@ class AccessPolicy:
         which = f"on {len(self.endpoints)} endpoints" if self.endpoints else "on any endpoint"
         return f"Access: {who}, {where}, {which}."
 
-    async def _group(self, group: str) -> frozenset[str]:
-        now = self._clock()
-        cached = self._cache.get(group)
-        if cached and now - cached[0] < GROUP_CACHE_SECONDS:
-            return cached[1]
+    async def _fetch(self, group: str) -> frozenset[str] | None:
         try:
             members = frozenset(await self._members(group))
-        except Exception as exc:  # a Slack failure must refuse, not crash; a stale list beats none
+        except Exception as exc:  # a Slack failure must refuse, not crash
             log.warning("could not list members of user group %s: %s", group, type(exc).__name__)
-            return cached[1] if cached else frozenset()
-        self._cache[group] = (now, members)
+            return None
+        self._cache[group] = (self._clock(), members)
         return members
 
-    async def may_act(self, user: str) -> bool:
+    async def _group(self, group: str) -> frozenset[str] | None:
+        """The group's members; a stale list when Slack fails; None when there is no list at all."""
+        cached = self._cache.get(group)
+        if cached and self._clock() - cached[0] < GROUP_CACHE_SECONDS:
+            return cached[1]
+        task = self._fetching.get(group)
+        if task is None:
+            task = asyncio.ensure_future(self._fetch(group))
+            self._fetching[group] = task
+            task.add_done_callback(lambda _: self._fetching.pop(group, None))
+        members = await asyncio.shield(task)
+        if members is None and cached:
+            return cached[1]
+        return members
+
+    async def may_act(self, user: str) -> bool | None:
+        """True or False; None when membership could not be checked (Slack failed and nothing is cached)."""
         if self.open_to_everyone or user in self.users:
             return True
+        unknown = False
         for group in self.groups:
-            if user in await self._group(group):
+            members = await self._group(group)
+            if members is None:
+                unknown = True
+            elif user in members:
                 return True
-        return False
+        return None if unknown else False
 
     def who_may(self) -> str:
         parts = [f"<@{u}>" for u in sorted(self.users)[:10]] + [f"<!subteam^{g}>" for g in self.groups[:10]]
@@ -71,6 +90,10 @@ class AccessPolicy:
         if endpoint is not None and self.endpoints and endpoint not in self.endpoints:
             return (f"This app is not set up to call endpoint `{endpoint}`. An admin can add it to "
                     "RUNPOD_RETRY_ENDPOINTS.")
-        if not await self.may_act(user):
+        allowed = await self.may_act(user)
+        if allowed is None:
+            return ("I could not check your user-group membership with Slack just now, so nothing was done. Try "
+                    f"again in a minute, or ask one of: {self.who_may()}.")
+        if not allowed:
             return f"You are not on the list of people who may retry RunPod jobs. Ask one of: {self.who_may()}."
         return None

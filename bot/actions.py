@@ -28,6 +28,18 @@ def parse_job_value(value: object) -> tuple[str, str] | None:
     return endpoint, job
 
 
+def storm_value(endpoint: str, storm_id: str) -> str:
+    """A grouped alert's buttons name the endpoint and the storm (its start in ms)."""
+    return job_value(endpoint, storm_id)
+
+
+def parse_storm_value(value: object) -> tuple[str, str] | None:
+    target = parse_job_value(value)
+    if target is None or not target[1].isdigit():
+        return None
+    return target
+
+
 def parse_endpoint_value(value: object) -> str | None:
     if not isinstance(value, str) or not is_valid_id(value):
         return None

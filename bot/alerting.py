@@ -77,7 +77,8 @@ class AlertDesk:
         key = (endpoint, fresh.job)
         async with self.lock(key):
             existing = await self.get(endpoint, fresh.job)
-            if existing is None:
+            if existing is None or existing.ts is None:
+                # Never posted (Slack refused or was down): this delivery gets its chance to post it.
                 alert = await (post or self.post)(fresh)
                 return "posted", alert
             recent = self.clock() - existing.ended_at < REDELIVERY_WINDOW

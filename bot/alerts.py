@@ -142,7 +142,8 @@ def finished(alert: Alert, body: dict[str, Any], now: float) -> Alert:
     return replace(alert, phase=Phase.FAILED_AGAIN if status in RETRYABLE else Phase.UNKNOWN,
                    job_status=status, status=status if status in RETRYABLE else alert.status,
                    error=trim_error(body.get("error")) or alert.error, ended_at=now,
-                   execution_ms=execution, retry_offered=status in RETRYABLE, note=None)
+                   execution_ms=execution, retry_offered=status in RETRYABLE,
+                   note=None if status in RETRYABLE else f"it ended {status or 'in an unknown state'}")
 
 
 def failed_again_outside(alert: Alert, body: dict[str, Any], now: float) -> Alert:
@@ -151,4 +152,4 @@ def failed_again_outside(alert: Alert, body: dict[str, Any], now: float) -> Aler
 
 
 def gave_up(alert: Alert, note: str) -> Alert:
-    return replace(alert, phase=Phase.UNKNOWN, note=note, retry_offered=False)
+    return replace(alert, phase=Phase.UNKNOWN, note=f"I stopped following it: {note}", retry_offered=False)

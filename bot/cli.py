@@ -41,6 +41,8 @@ async def post_alert(settings: Settings, endpoint: str, job: str, status: str, e
         print(f"Alert posted to {where}.")
     elif result == "updated":
         print(f"This job already had an alert; it was updated: {where}.")
+    elif result == "grouped":
+        print(f"Many jobs of endpoint {endpoint} are failing: this one was added to their grouped alert, {where}.")
     else:
         print(f"This failure already has an alert (not posted twice): {where}.")
     return 0

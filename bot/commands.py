@@ -19,6 +19,8 @@ MAX_BULK_JOBS = 1000
 _URL_RE = re.compile(r"^https?://[^/\s]+/v2/([^/\s]+)/[A-Za-z-]+/([^/?#\s]+)/?(?:[?#]\S*)?$")
 _WINDOW_RE = re.compile(r"^(\d{1,5})\s*(s|m|h)?$")
 _SEPARATORS = re.compile(r"[\s,]+")
+# A Slack-formatted link; its label may contain spaces or commas, so links are unwrapped before splitting.
+_SLACK_LINK_RE = re.compile(r"<(https?://[^|>\s]+)(?:\|[^>]*)?>")
 
 
 @dataclass(frozen=True)
@@ -144,7 +146,7 @@ def _parse_window(text: str) -> int:
 
 def parse_command(text: str) -> Command:
     """Parse the text after `/runpod-retry`. Raises UsageError with a message meant for the caller."""
-    tokens = [t for t in _SEPARATORS.split(text.strip()) if t]
+    tokens = [t for t in _SEPARATORS.split(_SLACK_LINK_RE.sub(r"\1", text).strip()) if t]
     if not tokens or tokens[0].lower() in ("help", "-h", "--help", "?"):
         if len(tokens) > 1:
             raise UsageError("`help` takes no other words.")

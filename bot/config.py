@@ -37,8 +37,12 @@ SETTINGS: tuple[Setting, ...] = (
             "HTTP mode", "Slack app page → Basic Information → App Credentials → Signing Secret"),
     Setting("RUNPOD_API_KEY", None, "Default RunPod API key, sent as `Authorization: Bearer <key>`.", "always",
             "RunPod console → Settings → API Keys (a key with access to your Serverless endpoints)"),
-    Setting("RUNPOD_ENDPOINT_KEYS", "", "Per-endpoint API keys for endpoints under other RunPod accounts: "
-            "`endpointA=key1,endpointB=key2`. Endpoints not listed use `RUNPOD_API_KEY`."),
+    Setting("RUNPOD_ENDPOINT_KEYS", "", "For teams with endpoints under more than one RunPod account: "
+            "comma-separated `endpointId=apiKey` pairs, e.g. `abc123xyz=rpa_KEY1,def456uvw=rpa_KEY2`. Calls for a "
+            "listed endpoint (retry and status) send its key; every other endpoint uses `RUNPOD_API_KEY`. The keys "
+            "are secrets like `RUNPOD_API_KEY`: never shown in Slack or in logs, and a malformed entry is reported "
+            "at start-up by its position, not quoted.", "several accounts",
+            "each account's RunPod console → Settings → API Keys"),
     Setting("RUNPOD_API_URL", DEFAULT_RUNPOD_API_URL, "Base of RunPod's Serverless API (point it at a stand-in "
             "in tests)."),
     Setting("SLACK_API_URL", DEFAULT_SLACK_API_URL, "Base of the Slack Web API for every Slack call, Socket "
@@ -189,18 +193,28 @@ def load_settings(env: Mapping[str, str], *, serving: bool = True) -> Settings:
         return value
 
     endpoint_keys: dict[str, str] = {}
-    for item in _csv(get("RUNPOD_ENDPOINT_KEYS")):
+    for n, item in enumerate(_csv(get("RUNPOD_ENDPOINT_KEYS")), 1):
         endpoint, sep, key = item.partition("=")
         endpoint, key = endpoint.strip(), key.strip()
-        if not sep or not key or id_problem(endpoint):
-            problems.append("RUNPOD_ENDPOINT_KEYS must look like `endpointA=key1,endpointB=key2` "
-                            f"(one entry is malformed: {endpoint[:40]!r}).")
+        # Never quote an entry back whole: a malformed one may be nothing but the key itself.
+        if not sep:
+            why = "it has no `=`"
+        elif not key:
+            why = "it has no key after `=`"
+        elif (bad_id := id_problem(endpoint)) is not None:
+            why = f"the endpoint ID before `=` is not valid ({bad_id})"
+        elif endpoint in endpoint_keys and endpoint_keys[endpoint] != key:
+            why = "its endpoint is already listed earlier with a different key"
+        else:
+            endpoint_keys[endpoint] = key
             continue
-        endpoint_keys[endpoint] = key
+        problems.append(f"RUNPOD_ENDPOINT_KEYS must look like `endpointA=key1,endpointB=key2`; entry {n} is "
+                        f"malformed: {why}.")
     allowed_endpoints = _csv(get("RUNPOD_RETRY_ENDPOINTS"))
     for endpoint in allowed_endpoints:
-        if id_problem(endpoint):
-            problems.append(f"RUNPOD_RETRY_ENDPOINTS has an invalid endpoint ID {endpoint[:40]!r}.")
+        if (bad_id := id_problem(endpoint)) is not None:
+            problems.append(f"RUNPOD_RETRY_ENDPOINTS has an invalid endpoint ID {endpoint[:40]!r}: {bad_id}. "
+                            "List endpoint IDs separated by commas, e.g. `abc123xyz,def456uvw`.")
     log_format = get("LOG_FORMAT").lower()
     if log_format not in ("json", "text"):
         problems.append(f"LOG_FORMAT must be `json` or `text`, got {log_format!r}.")

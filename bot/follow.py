@@ -57,6 +57,17 @@ class FollowTarget:
 EndHook = Callable[[FollowTarget, dict[str, Any] | None], Awaitable[None] | None]
 
 
+def duration_text(seconds: float) -> str:
+    """How long following lasted, in words a person reads at a glance ("45 seconds", "1 hour")."""
+    if seconds < 60:
+        return f"{seconds:g} second" + ("" if seconds == 1 else "s")
+    if seconds < 3600:
+        minutes = round(seconds / 60)
+        return f"{minutes} minute" + ("" if minutes == 1 else "s")
+    hours = round(seconds / 3600, 1)
+    return f"{hours:g} hour" + ("" if hours == 1 else "s")
+
+
 class Follower:
     def __init__(self, runpod: RunPodClient, out: SlackOut, store: Store, desk: AlertDesk, metrics: Metrics,
                  settings: Settings, background: Background, clock: Callable[[], float] = time.time):
@@ -72,6 +83,7 @@ class Follower:
         self._nudges: dict[Key, asyncio.Event] = {}
         self._news: dict[Key, dict[str, Any]] = {}
         self.on_end: list[EndHook] = []
+        self._handing_over = False
 
     def following(self, endpoint: str, job: str) -> FollowTarget | None:
         return self._active.get((endpoint, job))
@@ -80,6 +92,11 @@ class Follower:
         return len(self._active)
 
     async def start(self, target: FollowTarget, *, resumed: bool = False) -> None:
+        if self._handing_over:
+            # Shutting down: only remember the job, so the next start follows it.
+            if not resumed:
+                await self.store.save_follow(target.endpoint, target.job, json.dumps(asdict(target)))
+            return
         self._active[target.key] = target
         self._nudges[target.key] = asyncio.Event()
         self.metrics.followed.set(len(self._active))
@@ -95,6 +112,15 @@ class Follower:
         self._news[key] = body
         self._nudges[key].set()
         return True
+
+    def hand_over(self) -> None:
+        """Shutting down: every follow stops at its next wait and stays stored, so the next start resumes it.
+
+        Waiting for followed jobs to end would hold a restart for as long as a job runs.
+        """
+        self._handing_over = True
+        for event in self._nudges.values():
+            event.set()
 
     async def resume_all(self) -> int:
         """Pick up the jobs that were being followed when the app stopped."""
@@ -131,9 +157,12 @@ class Follower:
             while True:
                 remaining = deadline - self.clock()
                 if remaining <= 0:
-                    reason = f"it had not ended after {int(self.settings.follow_max // 60) or 1} minutes"
+                    reason = f"it had not ended after {duration_text(self.settings.follow_max)}"
                     break
                 news = await self._wait(key, min(interval, remaining))
+                if self._handing_over:
+                    self._forget(key)
+                    return
                 if news is not None and str(news.get("status", "")).upper() in TERMINAL:
                     final = news
                     break

@@ -93,6 +93,46 @@ def register(app: AsyncApp, rt: Runtime) -> None:
         place = Place(channel, thread_ts=thread_ts or message_ts, response_url=who.response_url)
         await start(ack, who, f"the status of job `{job}`", lambda: rt.service.status(who, endpoint, job, place))
 
+    async def bad_click(ack: AsyncAck, who: Who, channel: str) -> None:
+        await start(ack, who, "a button", lambda: rt.out.ephemeral(channel, who.user, messages.bad_button(),
+                                                                    who.response_url))
+
+    @app.action(actions.RETRY_ALL)
+    async def on_retry_all(ack: AsyncAck, body: dict[str, Any]) -> None:
+        who, channel, _, _, value = _click(body)
+        target = actions.parse_storm_value(value)
+        if target is None:
+            await bad_click(ack, who, channel)
+            return
+        await start(ack, who, "Retry all", lambda: rt.storms.retry_all(who, *target))
+
+    @app.action(actions.STORM_STATUS)
+    async def on_storm_status(ack: AsyncAck, body: dict[str, Any]) -> None:
+        who, channel, _, _, value = _click(body)
+        target = actions.parse_storm_value(value)
+        if target is None:
+            await bad_click(ack, who, channel)
+            return
+        await start(ack, who, "the status of the grouped jobs", lambda: rt.storms.status(who, *target))
+
+    @app.action(actions.CONFIRM_FAILED)
+    async def on_confirm_failed(ack: AsyncAck, body: dict[str, Any]) -> None:
+        who, channel, _, _, value = _click(body)
+        target = actions.parse_window_value(value)
+        if target is None:
+            await bad_click(ack, who, channel)
+            return
+        await start(ack, who, "the retry of recent failures", lambda: rt.bulk.confirm_recent(who, *target))
+
+    @app.action(actions.CANCEL_FAILED)
+    async def on_cancel_failed(ack: AsyncAck, body: dict[str, Any]) -> None:
+        who, channel, _, _, value = _click(body)
+        target = actions.parse_window_value(value)
+        if target is None:
+            await bad_click(ack, who, channel)
+            return
+        await start(ack, who, "cancelling", lambda: rt.bulk.cancel_recent(who, target[0]))
+
     @app.error
     async def on_error(error: Exception, body: dict[str, Any]) -> None:
         log.error("Bolt could not handle a request: %s", type(error).__name__, exc_info=error)

@@ -114,8 +114,11 @@ def classify_error(endpoint: str, job: str, error: RunPodError) -> Outcome:
                        f"The request may or may not have reached RunPod. Check with {check} before trying "
                        "again.")
     if isinstance(error, RunPodUnreachable):
-        return Outcome(Kind.UNREACHABLE, endpoint, job, f"Could not reach RunPod about {ref} ({error})",
-                       "RunPod or the network is down. Nothing was changed; try again in a minute.")
+        # A connection dropped after the request was sent may still have changed the job: never say "nothing".
+        return Outcome(Kind.UNREACHABLE, endpoint, job,
+                       f"Could not reach RunPod about {ref}: the connection failed or was dropped",
+                       "RunPod or the network is having trouble. If the connection dropped mid-request, the request "
+                       f"may still have reached RunPod: check with {check} before trying again.")
     if isinstance(error, RunPodBadResponse):
         return Outcome(Kind.BAD_RESPONSE, endpoint, job,
                        f"RunPod answered about {ref}, but not with JSON{detail}",

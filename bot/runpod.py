@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
+import aiohttp
 
 from .ids import id_problem
 
@@ -29,6 +29,19 @@ def excerpt(body: str, secrets: tuple[str, ...] = (), limit: int = EXCERPT_LENGT
     for secret in secrets:
         text = text.replace(secret, "[redacted]")
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def redact(value: Any, secrets: tuple[str, ...]) -> Any:
+    """`value` (parsed JSON) with every secret replaced, keys included: error bodies can echo the API key."""
+    if isinstance(value, str):
+        for secret in secrets:
+            value = value.replace(secret, "[redacted]")
+        return value
+    if isinstance(value, dict):
+        return {redact(k, secrets): redact(v, secrets) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact(v, secrets) for v in value]
+    return value
 
 
 class RunPodError(Exception):
@@ -85,8 +98,9 @@ Observer = Callable[[str, str, float], None]
 class RunPodClient:
     """Calls RunPod's job operations for one or more accounts.
 
-    One shared `httpx.AsyncClient` with a pool sized so that a burst of commands never queues behind
-    the pool; 429s are retried a bounded number of times (Retry-After, else exponential backoff).
+    One shared aiohttp session with a pool sized so that a burst of commands never queues behind the pool
+    (httpx's pool does O(n²) work per request with hundreds in flight: see bench/); 429s are retried a
+    bounded number of times (Retry-After, else exponential backoff).
     """
 
     def __init__(
@@ -99,7 +113,6 @@ class RunPodClient:
         max_attempts: int = 4,
         backoff_base: float = 0.5,
         max_connections: int = 512,
-        transport: httpx.AsyncBaseTransport | None = None,
         sleep: Sleep = asyncio.sleep,
         observe: Observer | None = None,
     ):
@@ -111,15 +124,25 @@ class RunPodClient:
         self._sleep = sleep
         self._observe = observe
         self._secrets = tuple(k for k in (api_key, *self._keys.values()) if k)
-        self._http = httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=100),
-            transport=transport,
-            headers={"Accept": "application/json", "User-Agent": "runpod-retry-slack/0.1"},
-        )
+        self._timeout = aiohttp.ClientTimeout(total=timeout, connect=min(timeout, 5.0))
+        self._max_connections = max_connections
+        self._http: aiohttp.ClientSession | None = None
+
+    def _session(self) -> aiohttp.ClientSession:
+        # Created on first use so it belongs to the running event loop. trust_env stays off (as for the Slack
+        # client): with it aiohttp reads ~/.netrc in a thread on every request, and a netrc entry for RunPod's
+        # host would clash with the Authorization header.
+        if self._http is None or self._http.closed:
+            self._http = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self._max_connections, limit_per_host=0),
+                timeout=self._timeout,
+                headers={"Accept": "application/json", "User-Agent": "runpod-retry-slack/0.1"},
+            )
+        return self._http
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        if self._http is not None:
+            await self._http.close()
 
     async def retry(self, endpoint: str, job: str) -> RunPodReply:
         """POST /{endpoint}/retry/{job}: requeue a FAILED or TIMED_OUT job."""
@@ -149,35 +172,35 @@ class RunPodClient:
         for attempt in range(1, self._max_attempts + 1):
             started = time.monotonic()
             try:
-                response = await self._http.request(method, url, headers=self._headers(endpoint))
-            except httpx.TimeoutException as exc:
+                async with self._session().request(method, url, headers=self._headers(endpoint),
+                                                   allow_redirects=False) as response:
+                    raw = await response.read()
+            except TimeoutError as exc:  # aiohttp's connect and read timeouts are TimeoutErrors too
                 self._note(op, "timeout", started)
                 raise RunPodTimeout(f"RunPod did not answer {op} within the timeout", op=op,
                                     elapsed=time.monotonic() - started) from exc
-            except httpx.TransportError as exc:
+            except aiohttp.ClientError as exc:
                 self._note(op, "unreachable", started)
                 raise RunPodUnreachable(f"could not reach RunPod ({type(exc).__name__})", op=op,
                                         elapsed=time.monotonic() - started) from exc
             elapsed = time.monotonic() - started
-            self._note(op, str(response.status_code), started)
-            if response.status_code == 429 and attempt < self._max_attempts:
+            self._note(op, str(response.status), started)
+            if response.status == 429 and attempt < self._max_attempts:
                 await self._sleep(self._backoff(attempt, response.headers.get("Retry-After")))
                 continue
-            return self._interpret(op, response, elapsed)
+            return self._interpret(op, response.status, raw.decode("utf-8", errors="replace"), elapsed)
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _note(self, op: str, outcome: str, started: float) -> None:
         if self._observe is not None:
             self._observe(op, outcome, time.monotonic() - started)
 
-    def _interpret(self, op: str, response: httpx.Response, elapsed: float) -> RunPodReply:
-        text = response.text
+    def _interpret(self, op: str, status: int, text: str, elapsed: float) -> RunPodReply:
         try:
-            body: Any = json.loads(text) if text.strip() else None
+            body: Any = redact(json.loads(text), self._secrets) if text.strip() else None
         except ValueError:
             body = None
         short = excerpt(text, self._secrets)
-        status = response.status_code
         if 200 <= status < 300:
             if not isinstance(body, dict):
                 raise RunPodBadResponse(f"RunPod answered {status} but not with a JSON object", op=op,

@@ -6,12 +6,14 @@ import logging
 import time
 from typing import Any
 
+import aiohttp
 from slack_sdk.web.async_client import AsyncWebClient
 
 from . import messages
 from .access import AccessPolicy
 from .alerting import AlertDesk
 from .alerts import BadJobBody, parse_job_body
+from .bulk import BulkRunner
 from .config import Settings
 from .follow import Follower
 from .metrics import Metrics
@@ -20,6 +22,7 @@ from .runpod import RunPodClient
 from .service import RetryService, Who
 from .slack_out import SlackOut, make_client
 from .store import Store
+from .storms import StormDesk
 from .tasks import Background
 
 log = logging.getLogger(__name__)
@@ -45,6 +48,8 @@ class Runtime:
                                  self.background)
         self.service = RetryService(self.runpod, self.out, self.store, self.desk, self.follower, self.access,
                                     self.metrics, settings, self.background)
+        self.bulk = BulkRunner(self.service, settings)
+        self.storms = StormDesk(self.bulk, settings)
         self.auth: dict[str, Any] | None = None
 
     async def _group_members(self, group: str) -> list[str]:
@@ -52,8 +57,14 @@ class Runtime:
         return list(response.get("users") or [])
 
     async def open(self) -> None:
+        if self.client.session is None:
+            # One pooled session for every Web API call; without it slack_sdk opens a session and a connection
+            # per call, which is most of the app's CPU in a burst of commands (bench/).
+            self.client.session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0), timeout=aiohttp.ClientTimeout(total=self.client.timeout))
         await self.store.open()
         await self.desk.load()
+        await self.storms.load()
 
     async def start(self) -> None:
         """After Slack is reachable: pick up work the previous run left."""
@@ -62,12 +73,15 @@ class Runtime:
             log.info("resumed following %d retried jobs", resumed)
 
     async def close(self, grace: float = 8.0) -> None:
+        self.follower.hand_over()
         cancelled = await self.background.drain(grace)
         if cancelled:
             log.warning("%d tasks were still running at shutdown; followed jobs resume on the next start",
                         cancelled)
         await self.runpod.aclose()
         await self.store.close()
+        if self.client.session is not None:
+            await self.client.session.close()
 
     # ---------------------------------------------------------------- RunPod's webhook
 
@@ -95,7 +109,7 @@ class Runtime:
         job, status = parse_job_body(body)
         await self.store.record_failure(endpoint, job, status, str(body.get("error") or "")[:500] or None,
                                         time.time())
-        return await self.desk.failure(endpoint, body, channel or self.settings.alert_channel)
+        return await self.storms.failure(endpoint, body, channel or self.settings.alert_channel)
 
     # ---------------------------------------------------------------- errors, once
 

@@ -31,8 +31,9 @@ CREATE TABLE IF NOT EXISTS failures (
 );
 CREATE INDEX IF NOT EXISTS failures_recent ON failures (endpoint, seen_at);
 CREATE TABLE IF NOT EXISTS storms (
-    endpoint TEXT PRIMARY KEY, data TEXT NOT NULL, updated REAL NOT NULL
+    id TEXT PRIMARY KEY, data TEXT NOT NULL, updated REAL NOT NULL
 );
+CREATE INDEX IF NOT EXISTS storms_recent ON storms (updated);
 """
 
 
@@ -132,14 +133,20 @@ class Store:
         async with self.db.execute("SELECT data FROM follows") as cursor:
             return [row[0] for row in await cursor.fetchall()]
 
-    async def save_storm(self, endpoint: str, data: str) -> None:
-        await self._write("INSERT OR REPLACE INTO storms (endpoint, data, updated) VALUES (?, ?, ?)",
-                          (endpoint, data, time.time()))
+    # A storm's id is `endpoint/<start in ms>`: one endpoint can have several grouped alerts over a day.
+    async def save_storm(self, storm_id: str, data: str) -> None:
+        await self._write("INSERT OR REPLACE INTO storms (id, data, updated) VALUES (?, ?, ?)",
+                          (storm_id, data, time.time()))
 
-    async def load_storm(self, endpoint: str) -> str | None:
-        async with self.db.execute("SELECT data FROM storms WHERE endpoint = ?", (endpoint,)) as cursor:
+    async def load_storm(self, storm_id: str) -> str | None:
+        async with self.db.execute("SELECT data FROM storms WHERE id = ?", (storm_id,)) as cursor:
             row = await cursor.fetchone()
         return row[0] if row else None
+
+    async def recent_storms(self, since: float) -> list[str]:
+        async with self.db.execute("SELECT data FROM storms WHERE updated >= ? ORDER BY updated",
+                                   (since,)) as cursor:
+            return [row[0] for row in await cursor.fetchall()]
 
     # ---------------------------------------------------------------- failures seen (for `failed`)
 
@@ -157,6 +164,9 @@ class Store:
     async def recent_failures(self, endpoint: str, since: float) -> list[dict[str, Any]]:
         async with self.db.execute(
             "SELECT job, status, error, seen_at FROM failures WHERE endpoint = ? AND seen_at >= ? AND retried = 0"
+            # A retry RunPod took since the failure was seen (by any route: button, command, bulk) counts too.
+            " AND NOT EXISTS (SELECT 1 FROM audit WHERE audit.endpoint = failures.endpoint AND audit.job = failures.job"
+            " AND audit.outcome = 'requeued' AND audit.at >= failures.seen_at)"
             " ORDER BY seen_at", (endpoint, since),
         ) as cursor:
             return [dict(row) for row in await cursor.fetchall()]

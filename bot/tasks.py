@@ -34,9 +34,12 @@ class Background:
     async def drain(self, timeout: float) -> int:  # noqa: ASYNC109
         """Wait up to `timeout` for running work; cancel what is left. Returns how many were cancelled."""
         self.accepting = False
+        # Work in flight may start more (a retry's audit line, its follow): wait for those too.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self._tasks and (remaining := deadline - loop.time()) > 0:
+            await asyncio.wait(set(self._tasks), timeout=remaining)
         pending = set(self._tasks)
-        if pending:
-            _, pending = await asyncio.wait(pending, timeout=timeout)
         for task in pending:
             task.cancel()
         if pending:

@@ -32,6 +32,9 @@ def handler(rt: Runtime) -> web.RequestHandler:
             rt.metrics.webhooks.labels(result="forbidden").inc()
             log.warning("RunPod webhook with a wrong token from %s", request.remote)
             return web.json_response({"ok": False, "error": "wrong token"}, status=403)
+        if not rt.background.accepting:
+            # Shutting down: a non-2xx makes RunPod deliver it again, to the next instance.
+            return web.json_response({"ok": False, "error": "restarting, send again"}, status=503)
         endpoint = request.match_info["endpoint"]
         if not is_valid_id(endpoint):
             return _bad("the endpoint ID in the URL is not valid")

@@ -93,7 +93,7 @@ class Harness:
         self.env.update(env)
         await self.start()
 
-    async def settle(self, timeout: float = 10.0) -> None:
+    async def settle(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109
         """Wait until the app has finished every piece of work it started (follows included)."""
         await self.rt.background.idle(timeout)
 

@@ -99,6 +99,8 @@ class FakeRunPod(LoopbackServer):
         self.latency = 0.0
         self.in_flight = 0
         self.max_in_flight = 0
+        self.in_flight_by_op: dict[str, int] = {}
+        self.max_in_flight_by_op: dict[str, int] = {}  # e.g. retries alone, while follows poll /status
         self._faults: dict[str, deque[RunPodFault]] = {}
 
     @property
@@ -180,6 +182,8 @@ class FakeRunPod(LoopbackServer):
         self.calls.append(call)
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        self.in_flight_by_op[op] = self.in_flight_by_op.get(op, 0) + 1
+        self.max_in_flight_by_op[op] = max(self.max_in_flight_by_op.get(op, 0), self.in_flight_by_op[op])
         try:
             if self.latency:
                 await self.sleep(self.latency)
@@ -188,6 +192,7 @@ class FakeRunPod(LoopbackServer):
             return response
         finally:
             self.in_flight -= 1
+            self.in_flight_by_op[op] -= 1
 
     def _next_fault(self, op: str) -> RunPodFault | None:
         for key in (op, "*"):

@@ -1,0 +1,230 @@
+"""Retrying many jobs at once: one parent message with progress, bounded concurrency toward RunPod, one
+summary reply, every job followed to its end and counted. Also `failed`: retry what failed recently."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from . import messages
+from .commands import MAX_BULK_JOBS
+from .config import Settings
+from .follow import FollowTarget
+from .groups import UNKNOWN, JobResult, Tally, failed_again
+from .logs import ctx
+from .outcome import RETRYABLE, Outcome
+from .pacing import Pacer
+from .service import RetryService, Source, Who
+from .slack_out import Place
+from .store import AuditEntry
+
+log = logging.getLogger(__name__)
+
+Key = tuple[str, str]
+
+
+def _quietly(_job: str | None) -> None:
+    """A run whose progress nobody displays (its parent message could not be posted)."""
+
+
+@dataclass
+class BulkRun:
+    """One bulk retry. A storm's Retry all shares `results` and `finals` with the storm, which keeps them."""
+
+    who: Who
+    endpoint: str
+    jobs: tuple[str, ...]
+    place: Place                                   # the thread the summary reply goes to
+    changed: Callable[[str | None], None] = _quietly  # a job's answer or end arrived (None: the run as a whole)
+    results: dict[str, JobResult] = field(default_factory=dict)
+    finals: dict[str, str] = field(default_factory=dict)
+
+    def tally(self) -> Tally:
+        return Tally.of(self.jobs, self.results, self.finals)
+
+    def again(self) -> list[str]:
+        return failed_again(self.jobs, self.results, self.finals)
+
+
+class BulkRunner:
+    def __init__(self, service: RetryService, settings: Settings):
+        self.service = service
+        self.settings = settings
+        self.out = service.out
+        self.store = service.store
+        self.follower = service.follower
+        # One bound for every bulk run together: RunPod's rate limits are per account, not per command.
+        self.slots = asyncio.Semaphore(settings.bulk_concurrency)
+        self._following: dict[Key, BulkRun] = {}
+        self.follower.on_end.append(self._ended)
+
+    # ---------------------------------------------------------------- the command
+
+    async def from_command(self, who: Who, endpoint: str, jobs: tuple[str, ...]) -> None:
+        """`/runpod-retry <endpoint> <job> <job> …` (already validated and de-duplicated by the parser)."""
+        who = replace(who, source=Source.BULK)
+        if not await self.service.gate(who, endpoint, jobs):
+            return
+        await self._with_parent(who, endpoint, jobs)
+
+    async def _with_parent(self, who: Who, endpoint: str, jobs: tuple[str, ...]) -> None:
+        place = Place(who.channel, response_url=who.response_url)
+        place.thread_ts = await self.out.post(place, messages.bulk_parent(who.user, endpoint, Tally(len(jobs)), []))
+        run = BulkRun(who, endpoint, jobs, place)
+        if place.thread_ts:
+            pacer = self._parent_pacer(run, place.thread_ts)
+            run.changed = lambda _job: pacer.mark("parent")
+        await self.run(run)
+
+    def _parent_pacer(self, run: BulkRun, ts: str) -> Pacer:
+        async def write(_part: str) -> None:
+            await self.out.update(run.place.channel, ts,
+                                  messages.bulk_parent(run.who.user, run.endpoint, run.tally(), run.again()))
+
+        # The parent was just posted: its first update waits too.
+        return Pacer(write, self.service.background, f"bulk parent {run.endpoint}", wait_first=True)
+
+    # ---------------------------------------------------------------- the run
+
+    async def run(self, run: BulkRun) -> None:
+        """Retry every job (at most RUNPOD_BULK_CONCURRENCY at once), then post the one summary reply."""
+        await asyncio.gather(*(self._retry_one(run, job) for job in run.jobs))
+        settled = [job for job in run.jobs if run.results[job].settled]
+        if settled:
+            await self.store.mark_retried(run.endpoint, settled)
+        await self._summary(run)
+        run.changed(None)
+
+    def adopt(self, run: BulkRun, jobs: list[str]) -> None:
+        """After a restart: the follows of these jobs resumed; report their ends to `run` again."""
+        for job in jobs:
+            self._following[(run.endpoint, job)] = run
+
+    async def _retry_one(self, run: BulkRun, job: str) -> None:
+        async with self.slots:
+            try:
+                if not self.service.background.accepting:
+                    # Stopping: the jobs not reached yet get their outcome now, and the summary still goes out.
+                    result = await self._refused(run.who, run.endpoint, job, "shutdown",
+                                                 "not retried: the app was restarting; retry it again")
+                else:
+                    result = await self._retry(run, job)
+            except Exception as exc:  # one job's trouble must not lose the others' outcomes
+                log.exception("bulk retry of one job failed", extra=ctx(endpoint=run.endpoint, job=job))
+                result = await self._refused(run.who, run.endpoint, job, "error",
+                                             f"the app failed while retrying it ({type(exc).__name__}); check it "
+                                             "with the status command")
+        run.results[job] = result
+        run.changed(job)
+
+    async def _retry(self, run: BulkRun, job: str) -> JobResult:
+        who, endpoint, key = run.who, run.endpoint, (run.endpoint, job)
+        refusal = await self._admit(who, endpoint, job)
+        if refusal is not None:
+            return refusal
+        # Registered before the call: a job that ends quickly may end before `attempt` returns.
+        self._following[key] = run
+        try:
+            alert = await self.service.desk.get(endpoint, job)
+            outcome = await self.service.attempt(who, endpoint, job, run.place,
+                                                 alert if alert is not None and alert.ts else None, post=False)
+        finally:
+            if self.follower.following(endpoint, job) is None:
+                self._following.pop(key, None)
+                self.service.release(endpoint, job)
+        return JobResult.of(outcome)
+
+    async def _admit(self, who: Who, endpoint: str, job: str) -> JobResult | None:
+        """Exactly once and the retry budget, per job. A refusal is an outcome like any other: recorded,
+        listed in the summary, never a silent skip (and not one private message per job)."""
+        existing = self.service.claim(endpoint, job, who.user)
+        if existing is not None:
+            self.service.metrics.duplicates.labels(kind=who.source.value).inc()
+            return await self._refused(who, endpoint, job, "duplicate",
+                                       f"refused: already being retried (by {existing.user})")
+        budget = await self.service.over_budget(endpoint, job)
+        if budget is not None:
+            self.service.release(endpoint, job)
+            self.service.metrics.refusals.labels(reason="budget").inc()
+            return await self._refused(who, endpoint, job, "budget",
+                                       f"refused: already retried {self.settings.max_retries_per_job} times in "
+                                       "the last hour (the limit)", budget)
+        return None
+
+    async def _refused(self, who: Who, endpoint: str, job: str, code: str, detail: str,
+                       audit_detail: str | None = None) -> JobResult:
+        await self.service.record(AuditEntry(who.user, who.channel, endpoint, job, who.source, f"refused:{code}",
+                                             detail=(audit_detail or detail)[:300]))
+        return JobResult(job, f"refused:{code}", detail=detail)
+
+    async def _summary(self, run: BulkRun) -> None:
+        results = [run.results[job] for job in run.jobs]
+        filename = f"runpod-retry-{run.endpoint}-{len(results)}-jobs.json"
+        msg, attachment = messages.bulk_summary(run.endpoint, results, filename,
+                                                can_attach=not run.place.via_response_url)
+        await self.out.post(run.place, msg)
+        if attachment is not None:
+            await self.out.attach(run.place, attachment, filename,
+                                  f"Results of retrying {len(results)} jobs on endpoint `{run.endpoint}`")
+
+    async def _ended(self, target: FollowTarget, final: dict[str, Any] | None) -> None:
+        """A followed job ended (any follow, not only bulk ones)."""
+        status = str((final or {}).get("status") or UNKNOWN).upper()
+        try:
+            if status in RETRYABLE:
+                # Seen failing again: `failed` offers it again.
+                error = str((final or {}).get("error") or "")[:500] or None
+                await self.store.record_failure(target.endpoint, target.job, status, error, time.time())
+        except Exception:
+            log.exception("could not record the repeated failure", extra=ctx(endpoint=target.endpoint,
+                                                                               job=target.job))
+        run = self._following.pop(target.key, None)
+        if run is not None:
+            run.finals[target.job] = status
+            run.changed(target.job)
+
+    # ---------------------------------------------------------------- status of many jobs
+
+    async def check_all(self, endpoint: str, jobs: tuple[str, ...]) -> list[Outcome]:
+        """GET /status for every job, with the same bound on concurrency as retries."""
+        async def one(job: str) -> Outcome:
+            async with self.slots:
+                return await self.service.call_status(endpoint, job)
+
+        return list(await asyncio.gather(*(one(job) for job in jobs)))
+
+    # ---------------------------------------------------------------- `failed`: what failed recently
+
+    async def offer_recent(self, who: Who, endpoint: str, window: int) -> None:
+        """`/runpod-retry failed <endpoint> [30m]`: privately, the count and a Confirm button; nothing runs yet."""
+        who = replace(who, source=Source.BULK)
+        if not await self.service.gate(who, endpoint, ()):
+            return
+        rows = await self.store.recent_failures(endpoint, time.time() - window)
+        if not rows:
+            msg = messages.failed_none(endpoint, window)
+        else:
+            msg = messages.failed_offer(endpoint, window, rows[:MAX_BULK_JOBS], max(len(rows) - MAX_BULK_JOBS, 0))
+        await self.out.ephemeral(who.channel, who.user, msg, who.response_url)
+
+    async def confirm_recent(self, who: Who, endpoint: str, window: int) -> None:
+        """Confirm clicked: the list is read again (it may have changed since), then it runs as a bulk retry."""
+        who = replace(who, source=Source.BULK)
+        if not await self.service.gate(who, endpoint, ()):
+            return
+        rows = await self.store.recent_failures(endpoint, time.time() - window)
+        jobs = tuple(row["job"] for row in rows[:MAX_BULK_JOBS])
+        question = Place(who.channel, response_url=who.response_url)
+        if not jobs:
+            await self.out.respond(question, messages.failed_none(endpoint, window), replace_original=True)
+            return
+        await self.out.respond(question, messages.failed_started(endpoint, len(jobs)), replace_original=True)
+        await self._with_parent(who, endpoint, jobs)
+
+    async def cancel_recent(self, who: Who, endpoint: str) -> None:
+        await self.out.respond(Place(who.channel, response_url=who.response_url),
+                               messages.failed_cancelled(endpoint), replace_original=True)

@@ -1,0 +1,234 @@
+"""Jobs handled as a group: what a bulk retry did to each job, the tally, and an alert storm. Pure data."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from .outcome import RETENTION_SECONDS, RETRYABLE, Kind, Outcome
+
+# RunPod's answers after which retrying the same job again makes no sense (for `failed`: not offered again).
+SETTLED = frozenset({Kind.REQUEUED.value, Kind.NOT_FOUND.value, Kind.NOT_RETRYABLE.value})
+# A followed job that stopped being followed without a terminal status.
+UNKNOWN = "UNKNOWN"
+ERROR_KEY_CHARS = 120
+
+_SHORT = {
+    Kind.NOT_RETRYABLE: "not retryable: the job is {job_status}",
+    Kind.NOT_FOUND: "not found: wrong ID, or its result expired",
+    Kind.UNAUTHORIZED: "RunPod refused the API key",
+    Kind.REFUSED: "RunPod refused the retry",
+    Kind.RATE_LIMITED: "rate-limited by RunPod, gave up after several tries",
+    Kind.SERVER_ERROR: "RunPod server error",
+    Kind.TIMEOUT: "no answer in time (it may have gone through)",
+    Kind.UNREACHABLE: "RunPod unreachable",
+    Kind.BAD_RESPONSE: "answer was not JSON (it may have gone through)",
+}
+
+
+def _runpod_error(outcome: Outcome) -> str:
+    body = outcome.body
+    if isinstance(body, dict) and isinstance(body.get("error"), str):
+        return body["error"]
+    return outcome.excerpt
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """One job's answer in a bulk retry: RunPod's, or the app's reason for not asking RunPod."""
+
+    job: str
+    outcome: str                 # an outcome Kind value, "refused:<reason>" (the app's rules) or "error"
+    http_status: int | None = None
+    job_status: str | None = None
+    detail: str | None = None    # why it was not retried, in a few words
+    body: Any = None             # the JSON RunPod returned
+
+    @classmethod
+    def of(cls, outcome: Outcome) -> JobResult:
+        detail = None
+        if not outcome.ok:
+            detail = _SHORT.get(outcome.kind, outcome.kind.value).format(job_status=outcome.job_status)
+            said = _runpod_error(outcome)
+            if said and outcome.kind is not Kind.NOT_RETRYABLE:
+                detail += f" ({said[:120]})"
+        return cls(outcome.job, outcome.kind.value, outcome.http_status, outcome.job_status, detail, outcome.body)
+
+    @property
+    def requeued(self) -> bool:
+        return self.outcome == Kind.REQUEUED.value
+
+    @property
+    def settled(self) -> bool:
+        return self.outcome in SETTLED
+
+    def describe(self) -> str:
+        """RunPod's status, or the error, as one short phrase."""
+        if self.requeued:
+            return self.job_status or "IN_QUEUE"
+        return self.detail or self.outcome
+
+    def as_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"job": self.job, "outcome": self.outcome, "http_status": self.http_status}
+        if self.job_status:
+            data["status"] = self.job_status
+        if self.detail:
+            data["error"] = self.detail
+        if self.body is not None:
+            data["runpod"] = self.body
+        return data
+
+
+@dataclass(frozen=True)
+class Tally:
+    total: int
+    answered: int = 0      # jobs with a result (RunPod's answer or the app's refusal)
+    not_retried: int = 0   # refused by the app or by RunPod
+    running: int = 0       # requeued and still being followed
+    completed: int = 0
+    failed_again: int = 0
+    other: int = 0         # cancelled, or stopped being followed before it ended
+
+    @classmethod
+    def of(cls, jobs: Any, results: dict[str, JobResult], finals: dict[str, str]) -> Tally:
+        counts: Counter[str] = Counter()
+        jobs = list(jobs)
+        for job in jobs:
+            result = results.get(job)
+            if result is None:
+                continue
+            counts["answered"] += 1
+            final = finals.get(job)
+            if not result.requeued:
+                counts["not_retried"] += 1
+            elif final is None:
+                counts["running"] += 1
+            elif final == "COMPLETED":
+                counts["completed"] += 1
+            elif final in RETRYABLE:
+                counts["failed_again"] += 1
+            else:
+                counts["other"] += 1
+        return cls(total=len(jobs), **counts)
+
+    @property
+    def requeued(self) -> int:
+        return self.answered - self.not_retried
+
+    @property
+    def sent(self) -> bool:
+        """Every job has its answer."""
+        return self.answered >= self.total
+
+    @property
+    def ended(self) -> bool:
+        """Every job has its answer and every requeued job has ended."""
+        return self.sent and self.running == 0
+
+
+def failed_again(jobs: Any, results: dict[str, JobResult], finals: dict[str, str]) -> list[str]:
+    return [job for job in jobs if job in results and results[job].requeued and finals.get(job) in RETRYABLE]
+
+
+# ---------------------------------------------------------------- alert storms
+
+
+def error_key(status: str, error: str | None) -> str:
+    """What failures are grouped by: the error's first line (tracebacks differ only further down)."""
+    for line in (error or "").strip().splitlines():
+        if line.strip():
+            line = line.strip()
+            return line if len(line) <= ERROR_KEY_CHARS else line[: ERROR_KEY_CHARS - 1] + "…"
+    return f"{status} without an error message"
+
+
+@dataclass(frozen=True)
+class StormJob:
+    status: str
+    error: str | None
+    at: float
+
+
+@dataclass
+class Storm:
+    """Many failures of one endpoint in a short time, shown as one grouped alert."""
+
+    endpoint: str
+    channel: str
+    started: float
+    last_at: float
+    jobs: dict[str, StormJob] = field(default_factory=dict)   # in arrival order
+    singles: int = 0           # failures alerted one by one before the storm was recognised
+    ts: str | None = None      # the grouped alert
+    pages: list[str] = field(default_factory=list)            # the job list, in the alert's thread
+    requested: list[str] = field(default_factory=list)        # jobs a Retry all took on
+    results: dict[str, JobResult] = field(default_factory=dict)
+    finals: dict[str, str] = field(default_factory=dict)
+    retry_by: str | None = None
+    retry_at: float | None = None
+    running: bool = False      # a Retry all is under way (not persisted: a restart ends it)
+
+    @property
+    def storm_id(self) -> str:
+        """When it started, in ms: with the endpoint, the grouped alert's identity (buttons, store)."""
+        return str(int(self.started * 1000))
+
+    @property
+    def key(self) -> str:
+        return f"{self.endpoint}/{self.storm_id}"
+
+    def is_open(self, now: float, window: float) -> bool:
+        """Still collecting: the last failure came within the storm window."""
+        return now - self.last_at <= window
+
+    def add(self, job: str, status: str, error: str | None, at: float) -> bool:
+        """False when the job is already in the storm (RunPod redelivers webhooks)."""
+        if job in self.jobs:
+            return False
+        self.jobs[job] = StormJob(status, error, at)
+        self.last_at = max(self.last_at, at)
+        return True
+
+    def unretried(self) -> tuple[str, ...]:
+        taken = set(self.requested)
+        return tuple(job for job in self.jobs if job not in taken)
+
+    def top_errors(self, n: int = 3) -> list[tuple[str, int]]:
+        return Counter(error_key(j.status, j.error) for j in self.jobs.values()).most_common(n)
+
+    @property
+    def first_at(self) -> float:
+        return min((j.at for j in self.jobs.values()), default=self.started)
+
+    @property
+    def first_deadline(self) -> float:
+        return self.first_at + RETENTION_SECONDS
+
+    @property
+    def last_deadline(self) -> float:
+        return self.last_at + RETENTION_SECONDS
+
+    def tally(self) -> Tally:
+        return Tally.of(self.requested, self.results, self.finals)
+
+    def page_of(self, job: str, page_size: int) -> int:
+        return list(self.jobs).index(job) // page_size
+
+    def page_count(self, page_size: int) -> int:
+        return max(1, -(-len(self.jobs) // page_size))
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data.pop("running")
+        # RunPod's JSON was shown in the summary; the tally needs only the outcome.
+        data["results"] = {job: asdict(replace(r, body=None)) for job, r in self.results.items()}
+        return json.dumps(data)
+
+    @classmethod
+    def from_json(cls, text: str) -> Storm:
+        data = json.loads(text)
+        data["jobs"] = {job: StormJob(**j) for job, j in data["jobs"].items()}
+        data["results"] = {job: JobResult(**r) for job, r in data["results"].items()}
+        return cls(**data)

@@ -1,0 +1,51 @@
+"""Keeping a Slack message current without flooding Slack: changes are merged, writes are spaced out.
+
+Slack tolerates about one update per second per message; a storm of hundreds of webhooks, or a bulk retry of
+hundreds of jobs, must not turn into hundreds of chat.update calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from .tasks import Background
+
+log = logging.getLogger(__name__)
+
+INTERVAL = 1.0
+
+
+class Pacer:
+    """Writes the changed parts of one subject (a message, its thread pages) one Slack call at a time, at most
+    one call per `interval` seconds. Marking a part that is already waiting costs nothing."""
+
+    def __init__(self, write: Callable[[str], Awaitable[object]], background: Background, name: str,
+                 interval: float = INTERVAL, *, wait_first: bool = False):
+        self._write = write
+        self._background = background
+        self._name = name
+        self._interval = interval
+        self._dirty: dict[str, None] = {}  # an ordered set: parts are written in the order they first changed
+        self._task: asyncio.Task[None] | None = None
+        self._next = asyncio.get_running_loop().time() + interval if wait_first else 0.0
+
+    def mark(self, part: str) -> None:
+        self._dirty.setdefault(part, None)
+        if self._task is None or self._task.done():
+            self._task = self._background.spawn(self._drain(), name=self._name)
+
+    async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._dirty:
+            delay = self._next - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            part = next(iter(self._dirty))
+            del self._dirty[part]
+            self._next = loop.time() + self._interval
+            try:
+                await self._write(part)
+            except Exception:  # one failed write must not stop the later ones
+                log.exception("could not bring %s (%s) up to date in Slack", self._name, part)

@@ -1,0 +1,206 @@
+"""Alert storms: when many jobs of one endpoint fail within a short window, one grouped alert instead of one
+per job, kept current as failures keep arriving, with Retry all and Status.
+
+The failures alerted one by one before the threshold was reached keep their own alerts (people may already be
+acting on them; rewriting or deleting them would pull the rug). They are counted and listed in the grouped alert
+too, and Retry all covers them; the exactly-once claim keeps a job from being retried twice either way.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+from . import messages
+from .alerts import parse_job_body, trim_error
+from .bulk import BulkRun, BulkRunner
+from .config import Settings
+from .groups import Storm, StormJob
+from .pacing import Pacer
+from .service import Source, Who
+from .slack_out import Place
+
+log = logging.getLogger(__name__)
+
+MAIN = "main"
+PAGE_SIZE = 200  # jobs per message of the job list in the thread (about a dozen sections at most)
+MEMORY_SECONDS = 24 * 3600.0
+
+
+class StormDesk:
+    def __init__(self, bulk: BulkRunner, settings: Settings, clock: Callable[[], float] = time.time):
+        self.bulk = bulk
+        self.service = bulk.service
+        self.desk = bulk.service.desk
+        self.store = bulk.store
+        self.out = bulk.out
+        self.metrics = bulk.service.metrics
+        self.settings = settings
+        self.clock = clock
+        self._recent: dict[str, dict[str, StormJob]] = {}  # endpoint -> its failures in the window, before a storm
+        self._open: dict[str, Storm] = {}                  # endpoint -> the storm collecting its failures
+        self._storms: dict[str, Storm] = {}                # storm key -> storm, for the buttons
+        self._pacers: dict[str, Pacer] = {}
+
+    async def load(self) -> None:
+        """After a restart: storms come back, an open one keeps collecting, Retry all's follows report again."""
+        now = self.clock()
+        for data in await self.store.recent_storms(now - MEMORY_SECONDS):
+            storm = Storm.from_json(data)
+            # Jobs whose retry never got an answer before the stop: offer them to Retry all again.
+            storm.requested = [job for job in storm.requested if job in storm.results]
+            self._storms[storm.key] = storm
+            if storm.is_open(now, self.settings.storm_window):
+                self._open[storm.endpoint] = storm
+            running = [job for job in storm.requested if storm.results[job].requeued and job not in storm.finals]
+            if running:
+                who = Who(storm.retry_by or "", storm.channel, Source.RETRY_ALL)
+                self.bulk.adopt(self._run(storm, who, tuple(running)), running)
+
+    # ---------------------------------------------------------------- failures arriving
+
+    async def failure(self, endpoint: str, body: dict[str, Any], channel: str) -> tuple[str, Any]:
+        """A job failed. Returns what the alert desk returns, or ("grouped" | "duplicate", storm).
+
+        Decides without awaiting, so hundreds of webhooks arriving together give exactly one grouped alert.
+        """
+        job, status = parse_job_body(body)
+        error = trim_error(body.get("error"))
+        now = self.clock()
+        storm = self._collecting(endpoint, now) or self._count(endpoint, channel, job, StormJob(status, error, now))
+        if storm is None:
+            return await self.desk.failure(endpoint, body, channel)
+        if not storm.add(job, status, error, now):
+            self.metrics.duplicates.labels(kind="webhook").inc()
+            return "duplicate", storm
+        self._mark(storm, job)
+        return "grouped", storm
+
+    def _collecting(self, endpoint: str, now: float) -> Storm | None:
+        storm = self._open.get(endpoint)
+        if storm is not None and not storm.is_open(now, self.settings.storm_window):
+            del self._open[endpoint]
+            return None
+        return storm
+
+    def _count(self, endpoint: str, channel: str, job: str, failure: StormJob) -> Storm | None:
+        """Remember the failure; a new storm once the threshold is reached within the window."""
+        seen = self._recent.setdefault(endpoint, {})
+        for old in [j for j, f in seen.items() if failure.at - f.at > self.settings.storm_window]:
+            del seen[old]
+        if job in seen or len(seen) + 1 < self.settings.storm_threshold:
+            seen.setdefault(job, failure)
+            return None
+        del self._recent[endpoint]
+        self._forget_old(failure.at)
+        storm = Storm(endpoint, channel, started=failure.at, last_at=failure.at, jobs=dict(seen), singles=len(seen))
+        self._open[endpoint] = storm
+        self._storms[storm.key] = storm
+        log.warning("%d jobs of endpoint %s failed within %.0f s: grouping their failures into one alert",
+                    len(seen) + 1, endpoint, self.settings.storm_window)
+        return storm
+
+    def _forget_old(self, now: float) -> None:
+        """Storms idle for a day leave memory (RunPod forgot their jobs long ago); the store keeps them."""
+        for key, storm in list(self._storms.items()):
+            if now - storm.last_at > MEMORY_SECONDS and not storm.running:
+                del self._storms[key]
+                self._pacers.pop(key, None)
+
+    # ---------------------------------------------------------------- keeping Slack current, gently
+
+    def _pacer(self, storm: Storm) -> Pacer:
+        pacer = self._pacers.get(storm.key)
+        if pacer is None:
+            pacer = Pacer(lambda part: self._write(storm, part), self.service.background, f"storm {storm.key}")
+            self._pacers[storm.key] = pacer
+        return pacer
+
+    def _mark(self, storm: Storm, job: str | None) -> None:
+        pacer = self._pacer(storm)
+        pacer.mark(MAIN)
+        if job is not None:
+            pacer.mark(f"page:{storm.page_of(job, PAGE_SIZE)}")
+
+    async def _write(self, storm: Storm, part: str) -> None:
+        """One Slack call: the grouped alert, or one page of its job list. Then the state is saved."""
+        if part == MAIN:
+            msg = messages.storm_alert(storm, self.clock())
+            if storm.ts is None:
+                storm.ts = await self.out.post(Place(storm.channel), msg)
+                if storm.ts:
+                    self.metrics.alerts.labels(kind="storm").inc()
+                    for page in range(storm.page_count(PAGE_SIZE)):
+                        self._pacer(storm).mark(f"page:{page}")
+            else:
+                await self.out.update(storm.channel, storm.ts, msg)
+        elif storm.ts is not None:
+            await self._write_page(storm, int(part.partition(":")[2]))
+        await self.store.save_storm(storm.key, storm.to_json())
+
+    async def _write_page(self, storm: Storm, page: int) -> None:
+        msg = messages.storm_jobs_page(storm, page, PAGE_SIZE)
+        storm.pages.extend([""] * (page + 1 - len(storm.pages)))
+        if storm.pages[page]:
+            await self.out.update(storm.channel, storm.pages[page], msg)
+        else:
+            storm.pages[page] = await self.out.post(Place(storm.channel, thread_ts=storm.ts), msg) or ""
+
+    # ---------------------------------------------------------------- the buttons
+
+    async def find(self, endpoint: str, storm_id: str) -> Storm | None:
+        key = f"{endpoint}/{storm_id}"
+        if key not in self._storms:
+            data = await self.store.load_storm(key)
+            if data is not None:
+                self._storms[key] = Storm.from_json(data)
+        return self._storms.get(key)
+
+    def _run(self, storm: Storm, who: Who, jobs: tuple[str, ...]) -> BulkRun:
+        return BulkRun(who, storm.endpoint, jobs, Place(storm.channel, thread_ts=storm.ts,
+                                                        response_url=who.response_url),
+                       changed=lambda job: self._mark(storm, job), results=storm.results, finals=storm.finals)
+
+    async def retry_all(self, who: Who, endpoint: str, storm_id: str) -> None:
+        """Retry every job of the grouped alert not retried yet, as one bulk retry reported in its thread."""
+        who = replace(who, source=Source.RETRY_ALL)
+        storm = await self.find(endpoint, storm_id)
+        if storm is None:
+            await self.out.ephemeral(who.channel, who.user, messages.storm_unknown(), who.response_url)
+            return
+        if not await self.service.gate(who, endpoint, storm.unretried()):
+            return
+        if storm.running and storm.retry_by and storm.retry_at:
+            self.metrics.duplicates.labels(kind=who.source.value).inc()
+            await self.out.ephemeral(who.channel, who.user, messages.retry_all_running(storm.retry_by, storm.retry_at),
+                                     who.response_url)
+            return
+        jobs = storm.unretried()
+        if not jobs:
+            await self.out.ephemeral(who.channel, who.user, messages.nothing_to_retry(endpoint), who.response_url)
+            return
+        # No await since the check above: a second click sees `running`.
+        storm.running, storm.retry_by, storm.retry_at = True, who.user, self.clock()
+        storm.requested.extend(jobs)
+        self._mark(storm, None)
+        try:
+            await self.bulk.run(self._run(storm, who, jobs))
+        finally:
+            storm.running = False
+            self._mark(storm, None)
+
+    async def status(self, who: Who, endpoint: str, storm_id: str) -> None:
+        """What RunPod says now about every job of the grouped alert, as a tally in its thread."""
+        storm = await self.find(endpoint, storm_id)
+        if storm is None:
+            await self.out.ephemeral(who.channel, who.user, messages.storm_unknown(), who.response_url)
+            return
+        jobs = tuple(storm.jobs)
+        if not await self.service.gate(who, endpoint, jobs):
+            return
+        outcomes = await self.bulk.check_all(endpoint, jobs)
+        await self.out.post(Place(storm.channel, thread_ts=storm.ts, response_url=who.response_url),
+                            messages.group_status(endpoint, outcomes, who.user))

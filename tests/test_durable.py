@@ -1,0 +1,217 @@
+"""What the app remembers across a restart on the same database, and a clean stop on SIGTERM.
+
+In-process restarts use Harness.restart() (a new App on the same SQLite file); the SIGTERM test runs a real
+`python -m bot` process against the loopback stand-ins.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from bot import actions
+from tests.fakes.slack import form_encode, sign, slash_command_body
+from tests.harness import BOT_TOKEN, RUNPOD_KEY, SIGNING_SECRET, WEBHOOK_SECRET, message_text
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def button_value(msg: dict[str, Any], action_id: str) -> str:
+    for block in msg.get("blocks") or []:
+        for element in block.get("elements") or []:
+            if element.get("action_id") == action_id:
+                return str(element["value"])
+    raise AssertionError(f"no {action_id} button on {message_text(msg)!r}")
+
+
+def history_lines(app: Any, url: str) -> list[str]:
+    [reply] = app.responses(url)
+    assert reply.get("response_type") == "ephemeral"
+    return [line for line in message_text(reply).splitlines() if "/job-" in line]
+
+
+# ---------------------------------------------------------------- restart on the same database
+
+
+async def test_audit_trail_and_budget_survive_a_restart(make_app, runpod):
+    runpod.add_job("ep1", "job-1", status="FAILED", after_retry=("FAILED",))
+    app = await make_app(RUNPOD_RETRY_MAX_PER_JOB="2")
+    await app.command("ep1 job-1", user="U1", channel="C1")
+    await app.settle()
+    await app.command("ep1 job-1", user="U2", channel="C1")
+    await app.settle()
+
+    await app.restart()
+    ack = await app.command("history", user="U3", channel="C2")
+    refused = await app.command("ep1 job-1", user="U3", channel="C1")
+    await app.settle()
+
+    lines = history_lines(app, ack.response_url)
+    assert len(lines) == 2, lines
+    assert "U2" in lines[0] and "requeued" in lines[0] and "ep1/job-1" in lines[0]
+    assert "U1" in lines[1] and "requeued" in lines[1] and "C1" in lines[1]
+    assert len(runpod.calls_to("retry")) == 2  # the budget counted the retries made before the restart
+    [told] = app.responses(refused.response_url)
+    assert "already retried 2 times in the last hour" in message_text(told)
+
+
+async def test_webhook_redelivered_after_a_restart_posts_no_second_alert(make_app, runpod, slack):
+    app = await make_app()
+    body = {"id": "job-1", "status": "FAILED", "error": "CUDA out of memory"}
+    assert (await app.webhook("ep1", body))[0] == 200
+    await app.settle()
+    assert len(app.top_level("CALERTS")) == 1
+
+    await app.restart()
+    status, answer = await app.webhook("ep1", body)
+    await app.settle()
+
+    assert status == 200 and answer.get("result") == "accepted"
+    assert len(app.top_level("CALERTS")) == 1, slack.describe()
+    assert slack.calls_to("chat.postMessage")[1:] == []
+
+
+async def test_click_on_an_alert_posted_before_the_restart_updates_that_message(make_app, runpod, slack):
+    runpod.add_job("ep1", "job-1", status="FAILED")
+    app = await make_app()
+    await app.webhook("ep1", {"id": "job-1", "status": "FAILED", "error": "CUDA out of memory"})
+    await app.settle()
+    [alert] = app.top_level("CALERTS")
+
+    await app.restart()
+    await app.click(actions.RETRY, button_value(alert, actions.RETRY), message_ts=alert["ts"], user="U4")
+    await app.settle()
+
+    assert [c.job for c in runpod.calls_to("retry")] == ["job-1"]
+    [same] = app.top_level("CALERTS")  # no second alert, no new top-level message
+    assert same["ts"] == alert["ts"]
+    assert "<@U4>" in message_text(same) and "completed" in message_text(same).lower()
+    assert {c.args.get("ts") for c in slack.calls_to("chat.update")} == {alert["ts"]}
+    thread = app.thread_text("CALERTS", alert["ts"])
+    assert "HTTP 200" in thread and "completed" in thread
+
+
+async def test_a_job_followed_when_the_app_stopped_is_followed_again_and_its_outcome_posted(make_app, runpod, slack):
+    job = runpod.add_job("ep1", "job-1", status="FAILED", after_retry=("IN_PROGRESS",))
+    app = await make_app()
+    await app.command("ep1 job-1", user="U1", channel="C1")
+    await runpod.wait_for(lambda f: len(f.calls_to("status")) >= 2)  # being followed, still running
+    [parent] = app.top_level("C1")
+
+    await app.restart()
+    await slack.wait_for(lambda _: "again" in app.thread_text("C1", parent["ts"]))
+    text = app.thread_text("C1", parent["ts"])
+    assert "restarted" in text and "following job `job-1`" in text and "again" in text
+    assert "completed" not in text
+
+    job.status = "COMPLETED"
+    await slack.wait_for(lambda _: "completed" in app.thread_text("C1", parent["ts"]))
+    await app.settle()
+    replies = [message_text(m) for m in app.thread("C1", parent["ts"])]
+    assert sum("again" in r for r in replies) == 1
+    assert "The retry worked" in replies[-1] and "job-1" in replies[-1]
+    assert [c.job for c in runpod.calls_to("retry")] == ["job-1"]  # following never retries again
+
+
+# ---------------------------------------------------------------- SIGTERM on a real process
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def signed_command(http: aiohttp.ClientSession, port: int, slack: Any, text: str,
+                         user: str = "U1") -> tuple[int, str]:
+    fields = slash_command_body(text, user_id=user, channel_id="C1", response_url=slack.new_response_url())
+    body = form_encode(fields)
+    async with http.post(f"http://127.0.0.1:{port}/slack/events", data=body,
+                         headers=sign(body, SIGNING_SECRET)) as response:
+        return response.status, await response.text()
+
+
+async def test_sigterm_finishes_the_retry_in_flight_hands_over_the_follow_and_exits(make_app, runpod, slack,
+                                                                                      tmp_path):
+    runpod.add_job("ep1", "job-1", status="FAILED")
+    runpod.add_job("ep1", "job-2", status="FAILED")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG")}
+    env |= {"PYTHONPATH": str(ROOT), "SLACK_BOT_TOKEN": BOT_TOKEN, "RUNPOD_API_KEY": RUNPOD_KEY,
+            "SLACK_SIGNING_SECRET": SIGNING_SECRET, "RUNPOD_API_URL": runpod.url, "SLACK_API_URL": slack.api_url,
+            "PORT": str(port), "RUNPOD_RETRY_DB": str(tmp_path / "runpod-retry.db"), "RUNPOD_ALERT_CHANNEL": "CALERTS",
+            "RUNPOD_FOLLOW_INTERVAL": "0.05", "RUNPOD_WEBHOOK_SECRET": WEBHOOK_SECRET, "LOG_FORMAT": "text"}
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "bot", cwd=tmp_path, env=env,
+                                                stderr=asyncio.subprocess.PIPE)
+    log: list[str] = []
+
+    async def read_log() -> None:
+        assert proc.stderr is not None
+        while line := await proc.stderr.readline():
+            log.append(line.decode(errors="replace"))
+
+    reader = asyncio.create_task(read_log())
+    try:
+        async with aiohttp.ClientSession() as http:
+            async def healthy() -> bool:
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with http.get(f"http://127.0.0.1:{port}/healthz") as response:
+                        return response.status == 200
+                return False
+
+            deadline = time.monotonic() + 20
+            while not await healthy():
+                assert proc.returncode is None and time.monotonic() < deadline, "".join(log)
+                await asyncio.sleep(0.05)
+
+            runpod.latency = 1.0
+            status, _ = await signed_command(http, port, slack, "ep1 job-1")
+            assert status == 200
+            await runpod.wait_calls("retry")  # RunPod has the request and answers in about a second
+            proc.send_signal(signal.SIGTERM)
+            stopped_at = time.monotonic()
+
+            await slack.wait_for(lambda _: any("stopping" in line for line in log), timeout=5)
+            status, late = await signed_command(http, port, slack, "ep1 job-2", user="U2")
+            failure = {"id": "job-3", "status": "FAILED", "error": "worker lost"}
+            async with http.post(f"http://127.0.0.1:{port}/runpod/webhook/ep1?token={WEBHOOK_SECRET}",
+                                 json=failure) as response:
+                webhook_status = response.status
+            code = await asyncio.wait_for(proc.wait(), timeout=10)
+            took = time.monotonic() - stopped_at
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        await reader
+
+    text = "".join(log)
+    assert code == 0, text
+    assert took < 10
+    assert "Traceback" not in text and " ERROR " not in text, text
+    assert status == 200 and "restarting" in late
+    assert webhook_status == 503  # not taken on while stopping: RunPod delivers it again
+    assert [ts for (channel, ts) in slack.messages if channel == "CALERTS"] == []
+    assert [c.job for c in runpod.calls_to("retry")] == ["job-1"]  # nothing done for the late command
+    [parent] = [m for m in slack.messages.values() if not m.get("thread_ts")]
+    replies = [message_text(m) for m in slack.messages.values() if m.get("thread_ts") == parent["ts"]]
+    assert len(replies) == 1 and "HTTP 200" in replies[0] and "IN_QUEUE" in replies[0], replies
+
+    # The job it was about to follow is picked up by the next start on the same database.
+    runpod.latency = 0.0
+    app = await make_app()
+    await slack.wait_for(lambda _: "completed" in app.thread_text("C1", parent["ts"]))
+    thread = app.thread_text("C1", parent["ts"])
+    assert "following job `job-1` on endpoint `ep1` again" in thread
+    assert (await app.webhook("ep1", failure))[0] == 200  # RunPod's redelivery reaches the new instance
+    await app.settle()
+    assert any("job-3" in message_text(m) for m in app.top_level("CALERTS"))
