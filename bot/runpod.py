@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+import httpx
+from httpx_aiohttp import AiohttpTransport
 
 from .ids import id_problem
 
@@ -42,6 +44,15 @@ def redact(value: Any, secrets: tuple[str, ...]) -> Any:
     if isinstance(value, list):
         return [redact(v, secrets) for v in value]
     return value
+
+
+def _timed_out(exc: BaseException) -> bool:
+    """A real timeout, as opposed to a dropped connection (the aiohttp transport reports both as httpx
+    timeouts; the aiohttp error underneath tells them apart)."""
+    if isinstance(exc, TimeoutError):
+        return True
+    cause = exc.__cause__
+    return isinstance(exc, httpx.TimeoutException) and (cause is None or isinstance(cause, TimeoutError))
 
 
 class RunPodError(Exception):
@@ -98,9 +109,10 @@ Observer = Callable[[str, str, float], None]
 class RunPodClient:
     """Calls RunPod's job operations for one or more accounts.
 
-    One shared aiohttp session with a pool sized so that a burst of commands never queues behind the pool
-    (httpx's pool does O(n²) work per request with hundreds in flight: see bench/); 429s are retried a
-    bounded number of times (Retry-After, else exponential backoff).
+    One shared `httpx.AsyncClient`. Its transport is aiohttp's connection pool (httpx-aiohttp): httpcore's own
+    pool does work proportional to the requests in flight on every request, which made a 200-command burst
+    CPU-bound (see bench/). The pool is sized so a burst never queues behind it; 429s are retried a bounded
+    number of times (Retry-After, else exponential backoff).
     """
 
     def __init__(
@@ -113,6 +125,7 @@ class RunPodClient:
         max_attempts: int = 4,
         backoff_base: float = 0.5,
         max_connections: int = 512,
+        transport: httpx.AsyncBaseTransport | None = None,
         sleep: Sleep = asyncio.sleep,
         observe: Observer | None = None,
     ):
@@ -124,25 +137,24 @@ class RunPodClient:
         self._sleep = sleep
         self._observe = observe
         self._secrets = tuple(k for k in (api_key, *self._keys.values()) if k)
-        self._timeout = aiohttp.ClientTimeout(total=timeout, connect=min(timeout, 5.0))
-        self._max_connections = max_connections
-        self._http: aiohttp.ClientSession | None = None
+        self._timeout = timeout
+        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=100)
 
-    def _session(self) -> aiohttp.ClientSession:
-        # Created on first use so it belongs to the running event loop. trust_env stays off (as for the Slack
-        # client): with it aiohttp reads ~/.netrc in a thread on every request, and a netrc entry for RunPod's
-        # host would clash with the Authorization header.
-        if self._http is None or self._http.closed:
-            self._http = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self._max_connections, limit_per_host=0),
-                timeout=self._timeout,
-                headers={"Accept": "application/json", "User-Agent": "runpod-retry-slack/0.1"},
-            )
-        return self._http
+        def session() -> aiohttp.ClientSession:
+            # Made on first use, inside the running loop. trust_env stays off: with it aiohttp reads ~/.netrc
+            # in a thread on every request, and a netrc entry for RunPod's host would clash with our header.
+            return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=max_connections, limit_per_host=0))
+
+        self._http = httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
+            limits=limits,
+            transport=transport or AiohttpTransport(limits=limits, client=session),
+            headers={"Accept": "application/json", "User-Agent": "runpod-retry-slack/0.1"},
+            trust_env=False,
+        )
 
     async def aclose(self) -> None:
-        if self._http is not None:
-            await self._http.close()
+        await self._http.aclose()
 
     async def retry(self, endpoint: str, job: str) -> RunPodReply:
         """POST /{endpoint}/retry/{job}: requeue a FAILED or TIMED_OUT job."""
@@ -172,23 +184,23 @@ class RunPodClient:
         for attempt in range(1, self._max_attempts + 1):
             started = time.monotonic()
             try:
-                async with self._session().request(method, url, headers=self._headers(endpoint),
-                                                   allow_redirects=False) as response:
-                    raw = await response.read()
-            except TimeoutError as exc:  # aiohttp's connect and read timeouts are TimeoutErrors too
-                self._note(op, "timeout", started)
-                raise RunPodTimeout(f"RunPod did not answer {op} within the timeout", op=op,
-                                    elapsed=time.monotonic() - started) from exc
-            except aiohttp.ClientError as exc:
+                async with asyncio.timeout(self._timeout):  # one bound for the whole call, not per read
+                    response = await self._http.request(method, url, headers=self._headers(endpoint))
+            except (TimeoutError, httpx.TransportError) as exc:
+                elapsed = time.monotonic() - started
+                if _timed_out(exc):
+                    self._note(op, "timeout", started)
+                    raise RunPodTimeout(f"RunPod did not answer {op} within the timeout", op=op,
+                                        elapsed=elapsed) from exc
                 self._note(op, "unreachable", started)
-                raise RunPodUnreachable(f"could not reach RunPod ({type(exc).__name__})", op=op,
-                                        elapsed=time.monotonic() - started) from exc
+                cause = type(exc.__cause__ or exc).__name__
+                raise RunPodUnreachable(f"could not reach RunPod ({cause})", op=op, elapsed=elapsed) from exc
             elapsed = time.monotonic() - started
-            self._note(op, str(response.status), started)
-            if response.status == 429 and attempt < self._max_attempts:
+            self._note(op, str(response.status_code), started)
+            if response.status_code == 429 and attempt < self._max_attempts:
                 await self._sleep(self._backoff(attempt, response.headers.get("Retry-After")))
                 continue
-            return self._interpret(op, response.status, raw.decode("utf-8", errors="replace"), elapsed)
+            return self._interpret(op, response.status_code, response.text, elapsed)
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _note(self, op: str, outcome: str, started: float) -> None:
