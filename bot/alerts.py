@@ -8,7 +8,7 @@ from enum import StrEnum
 from typing import Any
 
 from .ids import is_valid_id
-from .outcome import RETENTION_SECONDS, RETRYABLE, TRANSIENT, Outcome
+from .outcome import RETENTION_SECONDS, RETRYABLE, TRANSIENT, Kind, Outcome
 
 MAX_ERROR_CHARS = 1500
 
@@ -125,7 +125,9 @@ def requeued(alert: Alert, user: str, now: float, job_status: str | None) -> Ale
 def refused(alert: Alert, outcome: Outcome) -> Alert:
     return replace(alert, phase=Phase.REFUSED, note=outcome.summary,
                    job_status=outcome.job_status or alert.job_status,
-                   retry_offered=outcome.kind in TRANSIENT or outcome.job_status in RETRYABLE)
+                   # A fixed API key or a passing fault makes the next click work: keep the button for those.
+                   retry_offered=outcome.kind in TRANSIENT or outcome.kind is Kind.UNAUTHORIZED
+                   or outcome.job_status in RETRYABLE)
 
 
 def progressed(alert: Alert, job_status: str) -> Alert:

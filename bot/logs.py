@@ -62,9 +62,11 @@ def setup_logging(fmt: str, level: str, secrets: Iterable[str]) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level if level in logging.getLevelNamesMapping() else "INFO")
     # slack_sdk logs request bodies at DEBUG; keep third parties at INFO or above even when we debug.
-    for name in ("slack_sdk", "slack_bolt", "aiohttp.access", "httpx", "httpcore", "aiosqlite"):
+    for name in ("slack_sdk", "slack_bolt", "aiohttp.access", "aiosqlite"):
         logging.getLogger(name).setLevel(max(logging.INFO, root.level))
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # httpx logs every request at INFO without the user or job; our own line about each retry carries both.
+    for name in ("aiohttp.access", "httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def ctx(**fields: object) -> dict[str, object]:

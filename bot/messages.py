@@ -48,8 +48,9 @@ USAGE = (
 # ---------------------------------------------------------------- building blocks
 
 def escape(text: str) -> str:
-    """Slack mrkdwn escaping: the three characters Slack treats as markup."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    """Slack mrkdwn escaping: the three characters Slack treats as markup, and ``` (a zero-width space splits
+    it) so text from RunPod can never close the code block it is shown in."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("```", "``\u200b`")
 
 
 def clip(text: str, limit: int) -> str:

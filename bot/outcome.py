@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
@@ -54,6 +54,9 @@ class Kind(StrEnum):
 
 # Outcomes after which the same job may sensibly be tried again soon.
 TRANSIENT = frozenset({Kind.RATE_LIMITED, Kind.SERVER_ERROR, Kind.TIMEOUT, Kind.UNREACHABLE})
+# Outcomes that leave open whether RunPod acted on the request: a /status check settles it.
+UNCERTAIN = frozenset({Kind.SERVER_ERROR, Kind.TIMEOUT, Kind.UNREACHABLE, Kind.BAD_RESPONSE})
+ALIVE = frozenset({"IN_QUEUE", "IN_PROGRESS", "RUNNING"})
 
 
 @dataclass(frozen=True)
@@ -153,7 +156,11 @@ def classify_retry(endpoint: str, job: str, answer: RunPodReply | RunPodError,
                        "Same job ID, same input, old output removed. I'll follow it and post here when it ends.",
                        answer.http_status, state, answer.body)
     outcome = classify_error(endpoint, job, answer)
-    if outcome.kind is not Kind.REFUSED or probe is None:
+    if probe is None:
+        return outcome
+    if outcome.kind in UNCERTAIN:
+        return _settle_uncertain(outcome, answer, probe)
+    if outcome.kind is not Kind.REFUSED:
         return outcome
     if isinstance(probe, RunPodError):
         if probe.status == 404:
@@ -169,6 +176,27 @@ def classify_retry(endpoint: str, job: str, answer: RunPodReply | RunPodError,
         _NOT_RETRYABLE_ADVICE.get(state or "", f"{_status_command(endpoint, job)} shows its details."),
         answer.status, state, answer.body if answer.body is not None else probe.body, answer.excerpt,
     )
+
+
+def _settle_uncertain(outcome: Outcome, answer: RunPodError, probe: RunPodReply | RunPodError) -> Outcome:
+    """RunPod's answer to /retry was lost or garbled; /status shows whether the retry took effect."""
+    endpoint, job = outcome.endpoint, outcome.job
+    if isinstance(probe, RunPodError):
+        return outcome
+    state = probe.job_status
+    if state in ALIVE:
+        return Outcome(
+            Kind.REQUEUED, endpoint, job,
+            f"RunPod's answer to the retry was lost ({outcome.kind.value.replace('_', ' ')}), but job `{job}` on "
+            f"endpoint `{endpoint}` is now {state}: the retry went through",
+            "I'll follow it and post here when it ends. The JSON below is its current status.",
+            answer.status, state, probe.body, answer.excerpt)
+    if state in RETRYABLE:
+        return replace(outcome, job_status=state, advice=(
+            f"RunPod still shows the job as {state}, so the retry has not taken effect (yet). Wait a minute, then "
+            f"check with {_status_command(endpoint, job)} before retrying again."))
+    return replace(outcome, job_status=state,
+                   advice=f"RunPod now shows the job as {state_words(state)} ({state}). Nothing more to do here.")
 
 
 def classify_status(endpoint: str, job: str, answer: RunPodReply | RunPodError) -> Outcome:

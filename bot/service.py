@@ -16,8 +16,8 @@ from .config import Settings
 from .follow import Follower, FollowTarget
 from .logs import ctx
 from .metrics import Metrics
-from .outcome import Kind, Outcome, classify_error, classify_retry, classify_status
-from .runpod import RunPodClient, RunPodError, RunPodHTTPError, RunPodReply
+from .outcome import UNCERTAIN, Kind, Outcome, classify_error, classify_retry, classify_status
+from .runpod import RunPodClient, RunPodError, RunPodReply
 from .slack_out import Place, SlackOut
 from .store import AuditEntry, Store
 from .tasks import Background
@@ -25,6 +25,7 @@ from .tasks import Background
 log = logging.getLogger(__name__)
 
 BUDGET_WINDOW = 3600.0
+PROBE_AFTER = UNCERTAIN | {Kind.REFUSED}
 Key = tuple[str, str]
 
 
@@ -148,13 +149,14 @@ class RetryService:
     # ---------------------------------------------------------------- RunPod
 
     async def call_retry(self, endpoint: str, job: str) -> Outcome:
-        """POST /retry, and when RunPod refuses, GET /status to say why in plain words."""
+        """POST /retry. When RunPod refuses, GET /status says why in plain words; when its answer was lost or
+        garbled, GET /status says whether the retry took effect."""
         try:
             answer: RunPodReply | RunPodError = await self.runpod.retry(endpoint, job)
         except RunPodError as exc:
             answer = exc
         probe: RunPodReply | RunPodError | None = None
-        if isinstance(answer, RunPodHTTPError) and classify_error(endpoint, job, answer).kind is Kind.REFUSED:
+        if isinstance(answer, RunPodError) and classify_error(endpoint, job, answer).kind in PROBE_AFTER:
             try:
                 probe = await self.runpod.status(endpoint, job)
             except RunPodError as exc:

@@ -224,7 +224,7 @@ FAULT_CASES: list[tuple[str, Any, dict[str, str], list[str], int]] = [
     ("timeout", lambda rp: rp.fault("retry", delay=1.0), {"RUNPOD_TIMEOUT": "0.3"},
      ["did not answer in time", "no HTTP answer", "/runpod-retry status ep1 job-x"], 1),
     ("reset", lambda rp: rp.fault("retry", reset=True), {},
-     ["Could not reach RunPod", "no HTTP answer", "may still have reached RunPod", "status ep1 job-x"], 1),
+     ["Could not reach RunPod", "no HTTP answer", "still shows the job as FAILED", "status ep1 job-x"], 1),
     ("garbage-2xx", lambda rp: rp.fault("retry", garbage=True), {}, ["HTTP 200", "not with JSON", "oops"], 1),
 ]
 
@@ -488,3 +488,25 @@ async def test_429_without_retry_after_backs_off_exponentially_and_retry_after_i
         assert waits[0] == MAX_RETRY_AFTER and 1.0 <= waits[1] <= 1.25
     finally:
         await client.aclose()
+
+
+LOST_ANSWERS = [{"reset": True}, {"garbage": True}, {"status": 502, "body": "<html>Bad Gateway</html>"}]
+
+
+@pytest.mark.parametrize("fault", LOST_ANSWERS, ids=["reset", "garbage", "502"])
+async def test_a_lost_answer_to_a_retry_that_went_through_is_settled_by_a_status_check(make_app, runpod, fault):
+    """RunPod requeued the job but its answer never arrived intact: the app checks /status, says the retry
+    went through, and follows the job instead of inviting a second retry."""
+    app = await make_app("http")
+    runpod.add_job("ep1", "job-lost", status="FAILED")
+    runpod.fault("retry", applied=True, **fault)
+
+    await app.command("ep1 job-lost")
+    await app.settle()
+
+    assert len(runpod.calls_to("retry")) == 1
+    [parent] = app.top_level("C1")
+    thread = app.thread_text("C1", parent["ts"])
+    assert "the retry went through" in thread and "is now IN_PROGRESS" in thread
+    assert "The retry worked" in thread and "completed" in thread
+    assert runpod.job("ep1", "job-lost").status == "COMPLETED"

@@ -526,3 +526,33 @@ def test_settings_table_lists_every_setting():
     table = settings_table()
     for setting in SETTINGS:
         assert f"`{setting.name}`" in table
+
+
+def test_text_from_runpod_cannot_close_the_code_block_it_is_shown_in():
+    alert = Alert(endpoint="ep1", job="j1", channel="C1", status="FAILED", ended_at=0.0,
+                  error="bad input: ```rm -rf``` <!channel>")
+    msg = messages.alert_message(alert, now=0.0)
+    error_section = next(b for b in msg["blocks"] if "*Error*" in b.get("text", {}).get("text", ""))
+    text = error_section["text"]["text"]
+    assert text.count("```") == 2 and text.endswith("```")  # only our own fences
+    assert "&lt;!channel&gt;" in text
+
+
+def test_an_alert_refused_for_a_bad_api_key_keeps_its_retry_button():
+    alert = Alert(endpoint="ep1", job="j1", channel="C1", status="FAILED", ended_at=1000.0)
+    error = RunPodHTTPError("refused", op="retry", status=401, body_excerpt="Unauthorized")
+    after = refused(alert, classify_error("ep1", "j1", error))
+    assert after.phase is Phase.REFUSED and after.retry_offered
+    buttons = [e["action_id"] for b in messages.alert_message(after, now=1001.0)["blocks"] if b["type"] == "actions"
+               for e in b["elements"]]
+    assert "runpod_retry" in buttons
+
+
+def test_a_lost_retry_answer_is_settled_by_the_status_probe():
+    lost = RunPodUnreachable("dropped", op="retry")
+    went_through = classify_retry("ep1", "j1", lost, RunPodReply(200, {"id": "j1", "status": "IN_QUEUE"}, 0.1))
+    assert went_through.kind is Kind.REQUEUED and "went through" in went_through.summary
+    not_yet = classify_retry("ep1", "j1", lost, RunPodReply(200, {"id": "j1", "status": "FAILED"}, 0.1))
+    assert not_yet.kind is Kind.UNREACHABLE and "not taken effect" in not_yet.advice
+    unknown = classify_retry("ep1", "j1", lost, RunPodTimeout("slow", op="status"))
+    assert unknown.kind is Kind.UNREACHABLE

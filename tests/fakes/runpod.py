@@ -33,6 +33,7 @@ class RunPodFault:
     delay: float = 0.0  # sleep first; with nothing else set, then answer normally
     reset: bool = False  # drop the TCP connection (RST) without answering
     garbage: bool = False  # 200 with a non-JSON body
+    applied: bool = False  # carry the operation out first, then fault (the answer is lost, the effect is not)
 
 
 @dataclass
@@ -141,12 +142,12 @@ class FakeRunPod(LoopbackServer):
     def fault(
         self, op: str, *, status: int | None = None, body: JSONDict | str | None = None,
         headers: dict[str, str] | None = None, delay: float = 0.0, reset: bool = False, garbage: bool = False,
-        times: int = 1,
+        applied: bool = False, times: int = 1,
     ) -> None:
         """Queue a fault for `op` ("retry", "status", "cancel", "health" or "*"); op-specific go first."""
         if op not in (*OPS, "*"):
             raise ValueError(f"unknown op {op!r}")
-        one = RunPodFault(status, body, headers, delay, reset, garbage)
+        one = RunPodFault(status, body, headers, delay, reset, garbage, applied)
         self._faults.setdefault(op, deque()).extend([one] * times)
 
     def calls_to(self, op: str) -> list[RunPodCall]:
@@ -205,6 +206,8 @@ class FakeRunPod(LoopbackServer):
         if fault is None:
             return None
         call.fault = fault
+        if fault.applied:
+            self._answer(call)
         if fault.delay:
             await self.sleep(fault.delay)
         if fault.reset:
