@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp
@@ -17,16 +18,25 @@ from .slack_out import Place
 log = logging.getLogger(__name__)
 
 
-def _click(body: dict[str, Any]) -> tuple[Who, str, str, str | None, Any]:
+@dataclass(frozen=True)
+class Click:
+    who: Who
+    channel: str
+    message_ts: str
+    thread_ts: str | None
+    value: Any
+
+
+def _click(body: dict[str, Any]) -> Click:
     """Who clicked where, on which message, with which value. Shapes come from Slack's block_actions."""
     container = body.get("container") or {}
+    message = body.get("message") or {}
     channel = (body.get("channel") or {}).get("id") or container.get("channel_id") or ""
     who = Who(user=(body.get("user") or {}).get("id", ""), channel=channel, source=Source.BUTTON,
               response_url=body.get("response_url"))
-    message_ts = container.get("message_ts") or (body.get("message") or {}).get("ts") or ""
-    thread_ts = container.get("thread_ts") or (body.get("message") or {}).get("thread_ts")
     action = (body.get("actions") or [{}])[0]
-    return who, channel, message_ts, thread_ts, action.get("value")
+    return Click(who, channel, container.get("message_ts") or message.get("ts") or "",
+                 container.get("thread_ts") or message.get("thread_ts"), action.get("value"))
 
 
 def register(app: AsyncApp, rt: Runtime) -> None:
@@ -69,69 +79,33 @@ def register(app: AsyncApp, rt: Runtime) -> None:
         rows = await rt.store.history(limit)
         await rt.out.ephemeral(who.channel, who.user, messages.history_message(rows, limit), who.response_url)
 
-    @app.action(actions.RETRY)
-    async def on_retry(ack: AsyncAck, body: dict[str, Any]) -> None:
-        who, channel, message_ts, thread_ts, value = _click(body)
-        target = actions.parse_job_value(value)
-        if target is None:
-            await start(ack, who, "a button", lambda: rt.out.ephemeral(channel, who.user, messages.bad_button(),
-                                                                        who.response_url))
-            return
-        endpoint, job = target
-        await start(ack, who, f"the retry of job `{job}`",
-                    lambda: rt.service.retry_from_button(who, endpoint, job, channel, message_ts, thread_ts))
+    def button(action_id: str, parse: Callable[[object], Any], what: Callable[[Any], str],
+               work: Callable[[Click, Any], Awaitable[None]]) -> None:
+        """A button: its value is parsed (never trusted) before anything runs; a bad value is told privately."""
 
-    @app.action(actions.STATUS)
-    async def on_status(ack: AsyncAck, body: dict[str, Any]) -> None:
-        who, channel, message_ts, thread_ts, value = _click(body)
-        target = actions.parse_job_value(value)
-        if target is None:
-            await start(ack, who, "a button", lambda: rt.out.ephemeral(channel, who.user, messages.bad_button(),
-                                                                        who.response_url))
-            return
-        endpoint, job = target
-        place = Place(channel, thread_ts=thread_ts or message_ts, response_url=who.response_url)
-        await start(ack, who, f"the status of job `{job}`", lambda: rt.service.status(who, endpoint, job, place))
+        @app.action(action_id)
+        async def on_click(ack: AsyncAck, body: dict[str, Any]) -> None:
+            click = _click(body)
+            target = parse(click.value)
+            if target is None:
+                await start(ack, click.who, "a button", lambda: rt.out.ephemeral(
+                    click.channel, click.who.user, messages.bad_button(), click.who.response_url))
+                return
+            await start(ack, click.who, what(target), lambda: work(click, target))
 
-    async def bad_click(ack: AsyncAck, who: Who, channel: str) -> None:
-        await start(ack, who, "a button", lambda: rt.out.ephemeral(channel, who.user, messages.bad_button(),
-                                                                    who.response_url))
-
-    @app.action(actions.RETRY_ALL)
-    async def on_retry_all(ack: AsyncAck, body: dict[str, Any]) -> None:
-        who, channel, _, _, value = _click(body)
-        target = actions.parse_storm_value(value)
-        if target is None:
-            await bad_click(ack, who, channel)
-            return
-        await start(ack, who, "Retry all", lambda: rt.storms.retry_all(who, *target))
-
-    @app.action(actions.STORM_STATUS)
-    async def on_storm_status(ack: AsyncAck, body: dict[str, Any]) -> None:
-        who, channel, _, _, value = _click(body)
-        target = actions.parse_storm_value(value)
-        if target is None:
-            await bad_click(ack, who, channel)
-            return
-        await start(ack, who, "the status of the grouped jobs", lambda: rt.storms.status(who, *target))
-
-    @app.action(actions.CONFIRM_FAILED)
-    async def on_confirm_failed(ack: AsyncAck, body: dict[str, Any]) -> None:
-        who, channel, _, _, value = _click(body)
-        target = actions.parse_window_value(value)
-        if target is None:
-            await bad_click(ack, who, channel)
-            return
-        await start(ack, who, "the retry of recent failures", lambda: rt.bulk.confirm_recent(who, *target))
-
-    @app.action(actions.CANCEL_FAILED)
-    async def on_cancel_failed(ack: AsyncAck, body: dict[str, Any]) -> None:
-        who, channel, _, _, value = _click(body)
-        target = actions.parse_window_value(value)
-        if target is None:
-            await bad_click(ack, who, channel)
-            return
-        await start(ack, who, "cancelling", lambda: rt.bulk.cancel_recent(who, target[0]))
+    button(actions.RETRY, actions.parse_job_value, lambda t: f"the retry of job `{t[1]}`",
+           lambda c, t: rt.service.retry_from_button(c.who, *t, c.channel, c.message_ts, c.thread_ts))
+    button(actions.STATUS, actions.parse_job_value, lambda t: f"the status of job `{t[1]}`",
+           lambda c, t: rt.service.status(c.who, *t, Place(c.channel, thread_ts=c.thread_ts or c.message_ts,
+                                                            response_url=c.who.response_url)))
+    button(actions.RETRY_ALL, actions.parse_storm_value, lambda _: "Retry all",
+           lambda c, t: rt.storms.retry_all(c.who, *t))
+    button(actions.STORM_STATUS, actions.parse_storm_value, lambda _: "the status of the grouped jobs",
+           lambda c, t: rt.storms.status(c.who, *t))
+    button(actions.CONFIRM_FAILED, actions.parse_window_value, lambda _: "the retry of recent failures",
+           lambda c, t: rt.bulk.confirm_recent(c.who, *t))
+    button(actions.CANCEL_FAILED, actions.parse_window_value, lambda _: "cancelling",
+           lambda c, t: rt.bulk.cancel_recent(c.who, t[0]))
 
     @app.error
     async def on_error(error: Exception, body: dict[str, Any]) -> None:

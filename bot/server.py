@@ -14,6 +14,7 @@ from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp
+from slack_bolt.logger.messages import warning_client_prioritized_and_token_skipped
 from slack_bolt.middleware.authorization.async_single_team_authorization import AsyncSingleTeamAuthorization
 from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.socket_mode.request import SocketModeRequest
@@ -33,11 +34,22 @@ class StartupError(Exception):
     """A problem a person must fix before the app can run; the message says what and where."""
 
 
+class _SameTokenNotice(logging.Filter):
+    """Bolt reads SLACK_BOT_TOKEN from the environment by itself and warns that our client (built from that same
+    token, with SLACK_API_URL) wins. That is the intent; an operator should not see a warning for it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != warning_client_prioritized_and_token_skipped()
+
+
 def build_bolt(rt: Runtime) -> AsyncApp:
     settings = rt.settings
+    bolt_logger = logging.getLogger("slack_bolt.AsyncApp")
+    if not any(isinstance(f, _SameTokenNotice) for f in bolt_logger.filters):
+        bolt_logger.addFilter(_SameTokenNotice())
     app = AsyncApp(client=rt.client, signing_secret=settings.slack_signing_secret or "unused-in-socket-mode",
                    request_verification_enabled=not settings.socket_mode, process_before_response=False,
-                   logger=logging.getLogger("slack_bolt.AsyncApp"))
+                   logger=bolt_logger)
     listeners.register(app, rt)
     return app
 
