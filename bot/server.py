@@ -133,12 +133,15 @@ class App:
         self.port: int | None = None
 
     async def start(self, host: str = "0.0.0.0") -> None:
-        await self.rt.open()
         try:
-            auth = await check_slack(self.rt)
-        except StartupError:
-            await self.rt.close(0)
+            await self._start(host)
+        except BaseException:
+            await self.stop(grace=0)
             raise
+
+    async def _start(self, host: str) -> None:
+        await self.rt.open()
+        auth = await check_slack(self.rt)
         self.rt.auth = dict(auth.data) if isinstance(auth.data, dict) else {}
         prime_authorization(self.bolt, auth)
         self._runner = web.AppRunner(web_app(self.rt, self.bolt, self.socket), access_log=None,
@@ -158,18 +161,19 @@ class App:
         log.info(self.rt.access.describe())
         await self.rt.start()
 
-    async def stop(self) -> None:
+    async def stop(self, grace: float = SHUTDOWN_GRACE) -> None:
         self.rt.background.accepting = False
         if self.socket is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.socket.close_async(), timeout=2.0)
+            # close_async can fail before it reaches the session it opened in its constructor.
+            if not self.socket.client.aiohttp_client_session.closed:
+                await self.socket.client.aiohttp_client_session.close()
         if self._connect_task is not None:
             self._connect_task.cancel()
-        await self.rt.close(SHUTDOWN_GRACE)
+        await self.rt.close(grace)
         if self._runner is not None:
             await self._runner.cleanup()
-        with contextlib.suppress(Exception):
-            await self.rt.client.session.close() if self.rt.client.session else None
 
 
 async def serve(settings: Settings) -> int:
@@ -182,7 +186,6 @@ async def serve(settings: Settings) -> int:
     except OSError as exc:
         print(f"runpod-retry cannot start: could not listen on port {settings.port} ({exc.strerror}). "
               "Set PORT to a free port.", file=sys.stderr)
-        await app.rt.close(0)
         return 2
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
