@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -10,7 +11,7 @@ from dataclasses import replace
 from typing import Any
 
 from . import messages
-from .alerts import Alert, Phase, failed_again_outside, new_alert
+from .alerts import Alert, Phase, expired, failed_again_outside, new_alert
 from .metrics import Metrics
 from .slack_out import Place, SlackOut
 from .store import Store
@@ -23,6 +24,8 @@ Key = tuple[str, str]
 REDELIVERY_WINDOW = 5 * 60.0
 # Alerts older than this are no longer kept in memory (RunPod forgets the job after 30 minutes anyway).
 MEMORY_SECONDS = 24 * 3600.0
+# How often alerts past their retry deadline are redrawn without their Retry button.
+SWEEP_SECONDS = 30.0
 
 
 class AlertDesk:
@@ -69,6 +72,28 @@ class AlertDesk:
         if ts:
             self.metrics.alerts.labels(kind="single").inc()
         return alert
+
+    async def sweep_expired(self) -> int:
+        """Redraw alerts whose retry deadline passed, so nobody presses a Retry that can no longer work."""
+        now = self.clock()
+        stale = [a for a in self._alerts.values() if a.ts and a.retry_offered and now >= a.deadline
+                 and a.phase in (Phase.FAILED, Phase.FAILED_AGAIN, Phase.REFUSED)]
+        for alert in stale:
+            async with self.lock((alert.endpoint, alert.job)):
+                current = self._alerts.get((alert.endpoint, alert.job))
+                if current is alert:  # unchanged while we waited for the lock
+                    await self.save(expired(alert))
+        return len(stale)
+
+    async def keep_current(self, stop: asyncio.Event) -> None:
+        """Until `stop`: sweep expired alerts every SWEEP_SECONDS."""
+        while not stop.is_set():
+            try:
+                await self.sweep_expired()
+            except Exception:
+                log.exception("could not redraw expired alerts")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=SWEEP_SECONDS)
 
     async def failure(self, endpoint: str, body: dict[str, Any], channel: str,
                       post: Callable[[Alert], Any] | None = None) -> tuple[str, Alert]:

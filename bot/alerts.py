@@ -153,5 +153,17 @@ def failed_again_outside(alert: Alert, body: dict[str, Any], now: float) -> Aler
     return replace(finished(alert, body, now), phase=Phase.FAILED_AGAIN)
 
 
+def interrupted(alert: Alert) -> Alert:
+    """The app failed unexpectedly mid-retry: never leave the alert saying "retrying" forever."""
+    return replace(alert, phase=Phase.REFUSED, retry_offered=True,
+                   note="The app hit an unexpected error while retrying (it is in the app's log), so it is not known "
+                        "whether RunPod got the retry. Press *Status* before retrying")
+
+
+def expired(alert: Alert) -> Alert:
+    """Past the retry deadline: RunPod has forgotten the job, so the alert stops offering Retry."""
+    return replace(alert, retry_offered=False)
+
+
 def gave_up(alert: Alert, note: str) -> Alert:
     return replace(alert, phase=Phase.UNKNOWN, note=f"I stopped following it: {note}", retry_offered=False)

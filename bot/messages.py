@@ -289,7 +289,10 @@ def alert_state_line(alert: Alert, now: float) -> str:
         took = seconds_text(alert.execution_ms)
         return f"Retried by {who} at {at}; completed" + (f" in {took}." if took else ".")
     if alert.phase is Phase.FAILED_AGAIN:
-        return f"Retried by {who} at {at}; it {state_words(alert.status)} again. Can be retried until {deadline}."
+        again = f"Retried by {who} at {at}; it {state_words(alert.status)} again."
+        if now >= alert.deadline:
+            return f"{again} RunPod has probably removed it by now (30 minutes after it ended): it cannot be retried."
+        return f"{again} Can be retried until {deadline}."
     if alert.phase is Phase.REFUSED:
         return f"{alert.note or 'RunPod refused the retry'}. Details in the thread."
     return (f"Retried by {who} at {at}; {alert.note or 'I stopped following it before it ended'}. "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
@@ -51,6 +52,8 @@ class Runtime:
         self.bulk = BulkRunner(self.service, settings)
         self.storms = StormDesk(self.bulk, settings)
         self.auth: dict[str, Any] | None = None
+        self._stopping = asyncio.Event()
+        self._sweeper: asyncio.Task[None] | None = None
 
     async def _group_members(self, group: str) -> list[str]:
         response = await self.client.usergroups_users_list(usergroup=group)
@@ -67,12 +70,16 @@ class Runtime:
         await self.storms.load()
 
     async def start(self) -> None:
-        """After Slack is reachable: pick up work the previous run left."""
+        """After Slack is reachable: pick up work the previous run left, and keep alerts current."""
+        self._sweeper = asyncio.create_task(self.desk.keep_current(self._stopping), name="expired alerts")
         resumed = await self.follower.resume_all()
         if resumed:
             log.info("resumed following %d retried jobs", resumed)
 
     async def close(self, grace: float = 8.0) -> None:
+        self._stopping.set()
+        if self._sweeper is not None:
+            await self._sweeper
         self.follower.hand_over()
         cancelled = await self.background.drain(grace)
         if cancelled:

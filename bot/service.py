@@ -11,7 +11,7 @@ from enum import StrEnum
 from . import messages
 from .access import AccessPolicy
 from .alerting import AlertDesk
-from .alerts import Alert, refused, requeued, retrying
+from .alerts import Alert, Phase, interrupted, refused, requeued, retrying
 from .config import Settings
 from .follow import Follower, FollowTarget
 from .logs import ctx
@@ -193,6 +193,11 @@ class RetryService:
                     response_url=place.response_url if place.via_response_url else None,
                     alert=alert is not None, quiet=not post))
             return outcome
+        except Exception:
+            current = await self.desk.get(endpoint, job) if alert is not None else None
+            if current is not None and current.phase is Phase.RETRYING:
+                await self.desk.save(interrupted(current))
+            raise
         finally:
             if self.follower.following(endpoint, job) is None:
                 self.release(endpoint, job)

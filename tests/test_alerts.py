@@ -523,3 +523,44 @@ async def test_forged_button_values_reach_nothing_and_the_clicker_is_told(app, s
     told = private_texts(app, ack)
     assert "not carry a valid endpoint and job ID" in told and "nothing was done" in told
     assert not slack.calls_to("chat.postMessage") and not slack.calls_to("chat.update")
+
+
+# ---------------------------------------------------------------- staying current
+
+
+async def test_an_alert_past_its_retry_deadline_is_redrawn_without_retry(make_app, slack, runpod):
+    app = await make_app("http")
+    alert = await alert_via_webhook(app, runpod, "job-old")
+    assert actions.RETRY in buttons(current(app, alert))
+
+    later = time.time() + 31 * 60
+    app.rt.desk.clock = lambda: later
+    assert await app.rt.desk.sweep_expired() == 1
+    assert await app.rt.desk.sweep_expired() == 0  # once is enough
+
+    now_shown = current(app, alert)
+    assert actions.RETRY not in buttons(now_shown) and actions.STATUS in buttons(now_shown)
+    assert "cannot be retried" in message_text(now_shown)
+    assert runpod.calls_to("retry") == []
+
+
+async def test_an_unexpected_failure_mid_retry_never_leaves_the_alert_saying_retrying(make_app, slack, runpod):
+    app = await make_app("http")
+    alert = await alert_via_webhook(app, runpod, "job-bug")
+
+    async def broken(endpoint: str, job: str) -> None:
+        raise RuntimeError("a bug")
+
+    app.rt.service.call_retry = broken
+    ack = await click_retry(app, alert)
+    await app.settle()
+
+    shown = message_text(current(app, alert))
+    assert "Retrying" not in shown and "unexpected error" in shown and "Status" in shown
+    assert actions.RETRY in buttons(current(app, alert))
+    assert "Something went wrong" in private_texts(app, ack)
+    # The app keeps serving: the next click (with the bug gone) retries.
+    del app.rt.service.call_retry
+    await click_retry(app, alert, user="U8")
+    await app.settle()
+    assert len(runpod.calls_to("retry")) == 1
