@@ -194,3 +194,12 @@ def message_text(msg: dict[str, Any]) -> str:
 
     walk(msg.get("blocks") or [])
     return "\n".join(parts)
+
+
+def button_value(msg: dict[str, Any], action_id: str) -> str:
+    """The value of the button a person would click on a posted message."""
+    for block in msg.get("blocks") or []:
+        for element in block.get("elements") or []:
+            if element.get("action_id") == action_id:
+                return str(element["value"])
+    raise AssertionError(f"no {action_id} button on {message_text(msg)!r}")

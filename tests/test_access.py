@@ -17,18 +17,9 @@ import pytest
 
 from bot import actions
 from tests.fakes.slack import SlackFault
-from tests.harness import SECRETS, message_text
+from tests.harness import SECRETS, button_value, message_text
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def button_value(msg: dict[str, Any], action_id: str) -> str:
-    """The value of the button a person would click on a posted message."""
-    for block in msg.get("blocks") or []:
-        for element in block.get("elements") or []:
-            if element.get("action_id") == action_id:
-                return str(element["value"])
-    raise AssertionError(f"no {action_id} button on {message_text(msg)!r}")
 
 
 def private_replies(app: Any, url: str) -> list[str]:

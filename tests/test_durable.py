@@ -20,17 +20,9 @@ import aiohttp
 
 from bot import actions
 from tests.fakes.slack import form_encode, sign, slash_command_body
-from tests.harness import BOT_TOKEN, RUNPOD_KEY, SIGNING_SECRET, WEBHOOK_SECRET, message_text
+from tests.harness import BOT_TOKEN, RUNPOD_KEY, SIGNING_SECRET, WEBHOOK_SECRET, button_value, message_text
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def button_value(msg: dict[str, Any], action_id: str) -> str:
-    for block in msg.get("blocks") or []:
-        for element in block.get("elements") or []:
-            if element.get("action_id") == action_id:
-                return str(element["value"])
-    raise AssertionError(f"no {action_id} button on {message_text(msg)!r}")
 
 
 def history_lines(app: Any, url: str) -> list[str]:
