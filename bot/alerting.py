@@ -107,7 +107,10 @@ class AlertDesk:
                 alert = await (post or self.post)(fresh)
                 return "posted", alert
             recent = self.clock() - existing.ended_at < REDELIVERY_WINDOW
-            if existing.phase in (Phase.FAILED, Phase.FAILED_AGAIN) and recent:
+            # The same failure redelivered after someone acted on the alert (retried and it completed, or was
+            # refused) must not turn the alert into "failed again".
+            same_failure = (fresh.status, fresh.error) == (existing.status, existing.error)
+            if recent and (existing.phase in (Phase.FAILED, Phase.FAILED_AGAIN) or same_failure):
                 self.metrics.duplicates.labels(kind="webhook").inc()
                 return "duplicate", existing
             if existing.phase in (Phase.RETRYING, Phase.REQUEUED):

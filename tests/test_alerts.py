@@ -564,3 +564,21 @@ async def test_an_unexpected_failure_mid_retry_never_leaves_the_alert_saying_ret
     await click_retry(app, alert, user="U8")
     await app.settle()
     assert len(runpod.calls_to("retry")) == 1
+
+
+async def test_the_original_failure_redelivered_after_a_successful_retry_does_not_say_failed_again(
+        make_app, slack, runpod):
+    app = await make_app("http")
+    alert = await alert_via_webhook(app, runpod, "job-late")
+    await click_retry(app, alert)
+    await app.settle()
+    assert "completed" in message_text(current(app, alert))
+
+    # RunPod's last delivery of the original failure arrives late (it retries up to twice, 10 s apart).
+    status, answer = await app.webhook(EP, {"id": "job-late", **FAILED_BODY})
+    await app.settle()
+
+    assert status == 200, answer
+    assert "completed" in message_text(current(app, alert))
+    assert "again" not in message_text(current(app, alert))
+    assert len(app.top_level(ALERTS)) == 1
