@@ -7,6 +7,7 @@ huge JSON, hundreds of jobs), so Slack never rejects a message for size.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -94,8 +95,12 @@ def confirm_dialog(title: str, text: str, yes: str, no: str = "Cancel") -> dict[
             "style": "primary"}
 
 
+_DATE_TOKEN = re.compile(r"<!date\^\d+\^[^|>]*\|([^>]*)>")
+
+
 def message(text: str, blocks: list[dict[str, Any]]) -> Message:
-    return {"text": clip(text, MAX_FALLBACK_TEXT), "blocks": blocks[:MAX_BLOCKS]}
+    # The fallback text feeds notifications, where date tokens may show raw: keep their plain UTC fallback.
+    return {"text": clip(_DATE_TOKEN.sub(r"\1", text), MAX_FALLBACK_TEXT), "blocks": blocks[:MAX_BLOCKS]}
 
 
 def mention(user: str | None) -> str:
@@ -313,7 +318,8 @@ def alert_message(alert: Alert, now: float | None = None) -> Message:
         facts.append(("Ran for", run))
     blocks: list[dict[str, Any]] = [header(title), fields(facts)]
     if alert.error:
-        blocks.append(section(f"*Error*\n```{escape(clip(alert.error, 2800))}```"))
+        label = "Error (before the retry)" if alert.phase is Phase.COMPLETED else "Error"
+        blocks.append(section(f"*{label}*\n```{escape(clip(alert.error, 2800))}```"))
     blocks.append(context(alert_state_line(alert, now)))
     value = actions.job_value(alert.endpoint, alert.job)
     buttons = []

@@ -92,7 +92,7 @@ async def test_failure_webhook_answers_fast_and_posts_one_alert_with_facts_deadl
     for fact in ("ep1", "job-a1", status, "CUDA out of memory", "0.6 s", "1.2 s", words):
         assert fact in text, f"{fact!r} missing from the alert:\n{text}"
     assert "retried until" in text
-    deadline_line = next(line for line in text.splitlines() if "retried until" in line)
+    deadline_line = next(line for line in text.splitlines() if "retried until" in line and DATE.search(line))
     [deadline] = [int(n) for n in DATE.findall(deadline_line)]
     assert abs(deadline - (sent_at + 30 * 60)) < 5
     assert "Failed at" in text and DATE.search(text)
