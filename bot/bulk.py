@@ -150,9 +150,10 @@ class BulkRunner:
         if budget is not None:
             self.service.release(endpoint, job)
             self.service.metrics.refusals.labels(reason="budget").inc()
+            limit = self.settings.max_retries_per_job
+            times = "once" if limit == 1 else f"{limit} times"
             return await self._refused(who, endpoint, job, "budget",
-                                       f"refused: already retried {self.settings.max_retries_per_job} times in "
-                                       "the last hour (the limit)", budget)
+                                       f"refused: already retried {times} in the last hour (the limit)", budget)
         return None
 
     async def _refused(self, who: Who, endpoint: str, job: str, code: str, detail: str,

@@ -169,12 +169,29 @@ def refusal(reason: str) -> Message:
     return message(f"Not allowed: {reason}", [section(f":no_entry: {reason}")])
 
 
+THREAD_HINT = "thread_hint"  # block_id of "the result is in the thread", dropped when there is no thread
+
+
+def without_thread_hint(msg: Message, error: str) -> Message:
+    """The same message for the response_url fallback: no thread there, so say where replies go instead."""
+    blocks = [b for b in msg["blocks"] if b.get("block_id") != THREAD_HINT][:MAX_BLOCKS - 1]
+    return {**msg, "blocks": [*blocks, *fallback_note(error)["blocks"]]}
+
+
+_MARKUP = re.compile(r"<([@#]|!subteam\^)([A-Z0-9]+)(?:\|[^>]*)?>")
+
+
+def plain(text: str) -> str:
+    """Slack markup (mentions, channel links) as plain text, for code blocks where Slack shows it raw."""
+    return _MARKUP.sub(lambda m: ("#" if m.group(1) == "#" else "@") + m.group(2), text)
+
+
 def command_parent(user: str, endpoint: str, job: str, verb: str = "retry") -> Message:
     what = "asked to retry" if verb == "retry" else "asked for the status of"
     text = f"{mention(user)} {what} job {code(job)} on endpoint {code(endpoint)}."
     return message(f"{what} job {job} on endpoint {endpoint}",
                    [section(f":arrows_counterclockwise: {text}" if verb == "retry" else f":mag: {text}"),
-                    context("The result is in the thread.")])
+                    {**context("The result is in the thread."), "block_id": THREAD_HINT}])
 
 
 def outcome_blocks(outcome: Outcome, *, prefix: str = "") -> list[dict[str, Any]]:
@@ -345,7 +362,7 @@ def history_message(rows: Iterable[dict[str, Any]], limit: int) -> Message:
     for row in rows:
         when = time.strftime("%m-%d %H:%M", time.gmtime(row["at"]))
         http = row.get("http_status") or "-"
-        result = clip(str(row.get("job_status") or row.get("detail") or ""), 120)
+        result = clip(plain(str(row.get("job_status") or row.get("detail") or "")), 120)
         lines.append(f"{when}  {row['user']:<11} {row['channel']:<11} {row['source']:<8} "
                      f"{row['endpoint']}/{row['job']}  {row['outcome']:<13} {http}  {result}")
     blocks = [section(f"*Last {len(rows)} retry attempts* (newest first, times UTC)")]

@@ -111,7 +111,8 @@ class RetryService:
         limit = self.settings.max_retries_per_job
         if used < limit:
             return None
-        return (f"Job `{job}` on endpoint `{endpoint}` was already retried {used} times in the last hour (the "
+        times = "once" if used == 1 else f"{used} times"
+        return (f"Job `{job}` on endpoint `{endpoint}` was already retried {times} in the last hour (the "
                 f"limit is {limit}). A job that keeps failing needs a human look at its input or its worker, "
                 "not another retry.")
 

@@ -79,7 +79,7 @@ class SlackOut:
                             place.channel, code)
                 place.via_response_url = True
                 if code in NO_CHANNEL_ERRORS:
-                    msg = {**msg, "blocks": [*msg["blocks"][:49], *messages.fallback_note(code)["blocks"]][:50]}
+                    msg = messages.without_thread_hint(msg, code)
         await self.respond(place, msg, in_channel=True)
         return None
 

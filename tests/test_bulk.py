@@ -223,7 +223,7 @@ async def test_mixed_outcomes_are_listed_job_by_job(make_app, runpod, slack):
     assert row("job-again").split()[1:] == ["200", "IN_QUEUE"]
     assert "404" in row("job-gone") and "not found" in row("job-gone")
     assert "400" in row("job-done") and "not retryable: the job is COMPLETED" in row("job-done")
-    assert "-" in row("job-spent").split() and "already retried 1 times in the last hour" in row("job-spent")
+    assert "-" in row("job-spent").split() and "already retried once in the last hour" in row("job-spent")
     text = message_text(parent)
     assert "1 completed" in text and "1 failed again" in text and "3 not retried" in text
     assert "Failed again:* `job-again`" in text
