@@ -383,12 +383,28 @@ def follow_trouble(endpoint: str, job: str, summary: str) -> Message:
                             f"({summary}). I keep trying, more slowly, and will post when it ends.")])
 
 
-def audit_line(entry: Any) -> Message:
+def audit_text(entry: Any) -> str:
+    """One attempt (an AuditEntry) as one line of the audit channel."""
     http = f" HTTP {entry.http_status}" if entry.http_status is not None else ""
     status = f" {entry.job_status}" if entry.job_status else ""
-    text = (f"{mention(entry.user)} · {entry.source} · {code(entry.endpoint)}/{code(entry.job)} · "
+    return (f"{mention(entry.user)} · {entry.source} · {code(entry.endpoint)}/{code(entry.job)} · "
             f"{entry.outcome}{http}{status} · in <#{entry.channel}>")
-    return message(f"{entry.source} {entry.endpoint}/{entry.job}: {entry.outcome}", [context(text)])
+
+
+def audit_lines(entries: Sequence[Any]) -> Message:
+    """Several attempts, one line each, in as few sections as Slack's limits allow."""
+    lines = [clip(audit_text(e), 500) for e in entries]
+    sections: list[str] = []
+    for line in lines:
+        if sections and len(sections[-1]) + 1 + len(line) <= MAX_SECTION_TEXT:
+            sections[-1] += "\n" + line
+        else:
+            sections.append(line)
+    first = entries[0]
+    text = f"{first.source} {first.endpoint}/{first.job}: {first.outcome}"
+    if len(entries) > 1:
+        text += f" (and {len(entries) - 1} more attempts)"
+    return message(text, [section(chunk) for chunk in sections])
 
 
 def internal_error(what: str, kind: str) -> Message:

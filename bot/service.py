@@ -12,6 +12,7 @@ from . import messages
 from .access import AccessPolicy
 from .alerting import AlertDesk
 from .alerts import Alert, Phase, interrupted, refused, requeued, retrying
+from .audit import AuditChannel
 from .config import Settings
 from .follow import Follower, FollowTarget
 from .logs import ctx
@@ -67,6 +68,7 @@ class RetryService:
         self.background = background
         self.clock = clock
         self.claims: dict[Key, Claim] = {}
+        self.audit_channel = AuditChannel(out, settings.audit_channel, background) if settings.audit_channel else None
         follower.on_end.append(lambda target, _final: self.release(target.endpoint, target.job))
 
     # ---------------------------------------------------------------- rules
@@ -143,9 +145,8 @@ class RetryService:
             await self.store.audit(entry)
         except Exception:
             log.exception("could not write the audit record", extra=ctx(endpoint=entry.endpoint, job=entry.job))
-        if self.settings.audit_channel:
-            self.background.spawn(self.out.post(Place(self.settings.audit_channel), messages.audit_line(entry)),
-                                  name="audit line")
+        if self.audit_channel is not None:
+            self.audit_channel.add(entry)
 
     # ---------------------------------------------------------------- RunPod
 

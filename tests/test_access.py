@@ -10,6 +10,7 @@ import logging
 import os
 import sys
 import time
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -346,3 +347,22 @@ async def test_bad_endpoint_in_retry_endpoints_is_reported_plainly(tmp_path):
     assert code == 2
     assert "RUNPOD_RETRY_ENDPOINTS" in err and "'ep/2'" in err and "only letters, digits" in err
     assert "Traceback" not in err
+
+
+async def test_a_bulk_retry_reaches_the_audit_channel_as_a_few_batched_messages(make_app, runpod, slack):
+    jobs = [f"job-{n}" for n in range(60)]
+    for job in jobs:
+        runpod.add_job("ep1", job, status="FAILED")
+    app = await make_app(RUNPOD_AUDIT_CHANNEL="CAUDIT", RUNPOD_BULK_CONCURRENCY="16")
+
+    await app.command("ep1 " + " ".join(jobs), user="U1")
+    await app.settle()
+
+    posts = [c for c in slack.calls_to("chat.postMessage") if c.args.get("channel") == "CAUDIT"]
+    lines = [line for c in posts for line in message_text({"blocks": c.args["blocks"]}).splitlines() if line]
+    assert sorted(line.split("`")[3] for line in lines) == sorted(jobs), "one line per attempt, none lost"
+    assert all("bulk" in line and "requeued" in line and "<@U1>" in line for line in lines)
+    assert 2 <= len(posts) <= 4, len(posts)  # batched, not 60 posts
+    gaps = [b.at - a.at for a, b in pairwise(posts)]
+    assert all(gap >= 0.9 for gap in gaps), gaps
+    assert not slack.rejected()

@@ -1,0 +1,34 @@
+"""The optional audit channel: one line per attempt, batched so a bulk retry of hundreds of jobs becomes a
+few messages a second apart instead of hundreds of posts that Slack would throttle."""
+
+from __future__ import annotations
+
+from . import messages
+from .pacing import Pacer
+from .slack_out import Place, SlackOut
+from .store import AuditEntry
+from .tasks import Background
+
+LINES_PER_MESSAGE = 40  # 40 lines of at most ~150 characters fit a handful of sections
+
+
+class AuditChannel:
+    def __init__(self, out: SlackOut, channel: str, background: Background):
+        self.out = out
+        self.channel = channel
+        self.background = background
+        self._pending: list[AuditEntry] = []
+        self._pacer: Pacer | None = None  # made on first use, inside the running loop
+
+    def add(self, entry: AuditEntry) -> None:
+        self._pending.append(entry)
+        if self._pacer is None:
+            self._pacer = Pacer(self._write, self.background, "audit channel")
+        self._pacer.mark("lines")
+
+    async def _write(self, _part: str) -> None:
+        batch, self._pending = self._pending[:LINES_PER_MESSAGE], self._pending[LINES_PER_MESSAGE:]
+        if batch:
+            await self.out.post(Place(self.channel), messages.audit_lines(batch))
+        if self._pending and self._pacer is not None:
+            self._pacer.mark("lines")
