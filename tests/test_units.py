@@ -404,9 +404,10 @@ def test_other_follow_and_operational_messages_are_valid():
                 messages.internal_error("the retry of job `job-1`", "KeyError"),
                 messages.shutting_down(),
                 messages.bad_button(),
-                messages.audit_line(AuditEntry("U1", "C1", "ep1", "job-1", "command", "requeued", True, 200,
-                                               "IN_QUEUE")),
-                messages.audit_line(AuditEntry("U1", "C1", "ep1", "job-1", "button", "refused:access"))):
+                messages.audit_lines([AuditEntry("U1", "C1", "ep1", "job-1", "command", "requeued", True, 200,
+                                                 "IN_QUEUE")]),
+                messages.audit_lines([AuditEntry("U1", "C1", "e" * 128, "j" * 128, "button", "refused:access",
+                                                 detail=LONG)] * 40)):
         assert_valid(msg)
 
 
