@@ -28,6 +28,9 @@ from .tasks import Background
 
 log = logging.getLogger(__name__)
 
+# Alerts, storms and seen failures older than this are dropped at start-up; the audit trail is kept.
+KEEP_SECONDS = 7 * 24 * 3600.0
+
 
 class Runtime:
     """Everything a listener needs, and nothing global."""
@@ -66,6 +69,7 @@ class Runtime:
             self.client.session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=0), timeout=aiohttp.ClientTimeout(total=self.client.timeout))
         await self.store.open()
+        await self.store.prune(time.time() - KEEP_SECONDS)
         await self.desk.load()
         await self.storms.load()
 

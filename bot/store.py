@@ -83,6 +83,14 @@ class Store:
             await self.db.execute(sql, params)  # type: ignore[arg-type]
         await self.db.commit()
 
+    async def prune(self, before: float) -> None:
+        """Forget alerts, storms and seen failures last touched before `before`: RunPod forgot those jobs long
+        ago. The audit trail is kept: it is the team's record."""
+        for sql in ("DELETE FROM alerts WHERE updated < ?", "DELETE FROM storms WHERE updated < ?",
+                    "DELETE FROM failures WHERE seen_at < ?"):
+            await self.db.execute(sql, (before,))
+        await self.db.commit()
+
     # ---------------------------------------------------------------- audit
 
     async def audit(self, entry: AuditEntry) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 import aiohttp
 
 from bot import actions
+from bot.store import AuditEntry
 from tests.fakes.slack import form_encode, sign, slash_command_body
 from tests.harness import BOT_TOKEN, RUNPOD_KEY, SIGNING_SECRET, WEBHOOK_SECRET, button_value, message_text
 
@@ -207,3 +208,22 @@ async def test_sigterm_finishes_the_retry_in_flight_hands_over_the_follow_and_ex
     assert (await app.webhook("ep1", failure))[0] == 200  # RunPod's redelivery reaches the new instance
     await app.settle()
     assert any("job-3" in message_text(m) for m in app.top_level("CALERTS"))
+
+
+async def test_a_restart_forgets_week_old_alerts_but_keeps_the_audit_trail(make_app, runpod, slack):
+    app = await make_app()
+    runpod.add_job("ep1", "job-old", status="FAILED")
+    await app.webhook("ep1", {"id": "job-old", "status": "FAILED", "error": "boom"})
+    await app.settle()
+    long_ago = time.time() - 8 * 24 * 3600
+    await app.rt.store.db.execute("UPDATE alerts SET updated = ?", (long_ago,))
+    await app.rt.store.db.execute("UPDATE failures SET seen_at = ?", (long_ago,))
+    await app.rt.store.db.commit()
+    await app.rt.store.audit(AuditEntry("U1", "C1", "ep1", "job-old", "command", "requeued", True, 200,
+                                        at=long_ago))
+
+    await app.restart()
+
+    assert await app.rt.store.load_alert("ep1", "job-old") is None
+    assert await app.rt.store.recent_failures("ep1", 0) == []
+    assert [r["job"] for r in await app.rt.store.history(10)] == ["job-old"]
