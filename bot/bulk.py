@@ -4,10 +4,11 @@ summary reply, every job followed to its end and counted. Also `failed`: retry w
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from . import messages
@@ -25,6 +26,8 @@ from .store import AuditEntry
 log = logging.getLogger(__name__)
 
 Key = tuple[str, str]
+# Bulk retries older than this are not picked up again after a restart (their jobs' follows have long ended).
+MEMORY_SECONDS = 24 * 3600.0
 
 
 def _quietly(_job: str | None) -> None:
@@ -45,6 +48,27 @@ class BulkRun:
 
     def tally(self) -> Tally:
         return Tally.of(self.jobs, self.results, self.finals)
+
+    @property
+    def running(self) -> list[str]:
+        """Jobs RunPod requeued that have not ended yet."""
+        return [job for job in self.jobs if job in self.results and self.results[job].requeued
+                and job not in self.finals]
+
+    def to_json(self) -> str:
+        """What a restart needs to keep the parent message's tally current (RunPod's JSON was already shown)."""
+        return json.dumps({
+            "who": {"user": self.who.user, "channel": self.who.channel, "source": self.who.source.value},
+            "endpoint": self.endpoint, "jobs": list(self.jobs), "channel": self.place.channel,
+            "thread_ts": self.place.thread_ts, "finals": self.finals,
+            "results": {job: asdict(replace(r, body=None)) for job, r in self.results.items()}})
+
+    @classmethod
+    def from_json(cls, text: str) -> BulkRun:
+        data = json.loads(text)
+        who = Who(data["who"]["user"], data["who"]["channel"], Source(data["who"]["source"]))
+        return cls(who, data["endpoint"], tuple(data["jobs"]), Place(data["channel"], thread_ts=data["thread_ts"]),
+                   results={job: JobResult(**r) for job, r in data["results"].items()}, finals=data["finals"])
 
     def again(self) -> list[str]:
         return failed_again(self.jobs, self.results, self.finals)
@@ -76,17 +100,38 @@ class BulkRunner:
         place.thread_ts = await self.out.post(place, messages.bulk_parent(who.user, endpoint, Tally(len(jobs)), []))
         run = BulkRun(who, endpoint, jobs, place)
         if place.thread_ts:
-            pacer = self._parent_pacer(run, place.thread_ts)
-            run.changed = lambda _job: pacer.mark("parent")
+            self._keep_parent_current(run)
         await self.run(run)
+        if place.thread_ts:
+            await self._save(run)
 
-    def _parent_pacer(self, run: BulkRun, ts: str) -> Pacer:
+    def _keep_parent_current(self, run: BulkRun) -> None:
+        assert run.place.thread_ts is not None
+        ts = run.place.thread_ts
+
         async def write(_part: str) -> None:
             await self.out.update(run.place.channel, ts,
                                   messages.bulk_parent(run.who.user, run.endpoint, run.tally(), run.again()))
+            if run.tally().sent:
+                await self._save(run)
 
         # The parent was just posted: its first update waits too.
-        return Pacer(write, self.service.background, f"bulk parent {run.endpoint}", wait_first=True)
+        pacer = Pacer(write, self.service.background, f"bulk parent {run.endpoint}", wait_first=True)
+        run.changed = lambda _job: pacer.mark("parent")
+
+    async def _save(self, run: BulkRun) -> None:
+        try:
+            await self.store.save_bulk(f"{run.place.channel}/{run.place.thread_ts}", run.to_json())
+        except Exception:  # the tally in Slack is still right; only a restart would lose track of it
+            log.exception("could not save the bulk retry's state", extra=ctx(endpoint=run.endpoint))
+
+    async def load(self) -> None:
+        """After a restart: bulk retries whose jobs are still followed keep their parent's tally current."""
+        for data in await self.store.recent_bulks(time.time() - MEMORY_SECONDS):
+            run = BulkRun.from_json(data)
+            if run.running:
+                self._keep_parent_current(run)
+                self.adopt(run, run.running)
 
     # ---------------------------------------------------------------- the run
 

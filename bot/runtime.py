@@ -72,6 +72,7 @@ class Runtime:
         await self.store.prune(time.time() - KEEP_SECONDS)
         await self.desk.load()
         await self.storms.load()
+        await self.bulk.load()
 
     async def start(self) -> None:
         """After Slack is reachable: pick up work the previous run left, and keep alerts current."""

@@ -34,6 +34,9 @@ CREATE TABLE IF NOT EXISTS storms (
     id TEXT PRIMARY KEY, data TEXT NOT NULL, updated REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS storms_recent ON storms (updated);
+CREATE TABLE IF NOT EXISTS bulk_runs (
+    id TEXT PRIMARY KEY, data TEXT NOT NULL, updated REAL NOT NULL
+);
 """
 
 
@@ -87,7 +90,7 @@ class Store:
         """Forget alerts, storms and seen failures last touched before `before`: RunPod forgot those jobs long
         ago. The audit trail is kept: it is the team's record."""
         for sql in ("DELETE FROM alerts WHERE updated < ?", "DELETE FROM storms WHERE updated < ?",
-                    "DELETE FROM failures WHERE seen_at < ?"):
+                    "DELETE FROM bulk_runs WHERE updated < ?", "DELETE FROM failures WHERE seen_at < ?"):
             await self.db.execute(sql, (before,))
         await self.db.commit()
 
@@ -154,6 +157,14 @@ class Store:
     async def recent_storms(self, since: float) -> list[str]:
         async with self.db.execute("SELECT data FROM storms WHERE updated >= ? ORDER BY updated",
                                    (since,)) as cursor:
+            return [row[0] for row in await cursor.fetchall()]
+
+    async def save_bulk(self, run_id: str, data: str) -> None:
+        await self._write("INSERT OR REPLACE INTO bulk_runs (id, data, updated) VALUES (?, ?, ?)",
+                          (run_id, data, time.time()))
+
+    async def recent_bulks(self, since: float) -> list[str]:
+        async with self.db.execute("SELECT data FROM bulk_runs WHERE updated >= ?", (since,)) as cursor:
             return [row[0] for row in await cursor.fetchall()]
 
     # ---------------------------------------------------------------- failures seen (for `failed`)

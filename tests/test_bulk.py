@@ -323,3 +323,22 @@ async def test_failed_leaves_out_jobs_already_retried_and_cancel_runs_nothing(ma
     assert click.status == 200
     assert "nothing was retried" in message_text(app.responses(click.response_url)[0]).lower()
     assert retried_jobs(runpod) == [jobs[0]] and not app.posts(CHANNEL)
+
+
+async def test_a_restart_while_bulk_jobs_run_keeps_the_parents_tally_going(make_app, runpod, slack):
+    app = await make_app("http", **FAST)
+    jobs = add_jobs(runpod, 4, after_retry=("IN_PROGRESS",) * 6 + ("COMPLETED",))
+    await app.command(f"{EP} " + " ".join(jobs), user="U1", channel=CHANNEL)
+    await slack.wait_for(lambda s: app.top_level(CHANNEL) and app.thread(CHANNEL, app.top_level(CHANNEL)[0]["ts"]))
+    [parent] = app.top_level(CHANNEL)
+    assert not any(runpod.job(EP, job).status == "COMPLETED" for job in jobs), "still running at the restart"
+
+    await app.restart()  # the follows resume quietly and report to the same parent message
+    await app.settle(timeout=20)
+
+    assert len(runpod.calls_to("retry")) == 4
+    shown = message_text(slack.messages[(CHANNEL, parent["ts"])])
+    assert "4 completed" in shown and "0 still running" in shown, shown
+    assert "following job" not in app.thread_text(CHANNEL, parent["ts"]), "quiet follows post nothing of their own"
+    assert_paced(slack, parent["ts"])
+    assert not slack.rejected()
