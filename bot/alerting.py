@@ -11,7 +11,7 @@ from dataclasses import replace
 from typing import Any
 
 from . import messages
-from .alerts import Alert, Phase, expired, failed_again_outside, new_alert
+from .alerts import Alert, Phase, expired, failed_again_outside, finished, new_alert, parse_job_body
 from .metrics import Metrics
 from .slack_out import Place, SlackOut
 from .store import Store
@@ -94,6 +94,15 @@ class AlertDesk:
                 log.exception("could not redraw expired alerts")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=SWEEP_SECONDS)
+
+    async def ended_elsewhere(self, endpoint: str, body: dict[str, Any]) -> Alert | None:
+        """RunPod says the job ended (completed, cancelled) without this app retrying it: settle its alert."""
+        job, _status = parse_job_body(body)
+        async with self.lock((endpoint, job)):
+            alert = await self.get(endpoint, job)
+            if alert is None or alert.phase not in (Phase.FAILED, Phase.FAILED_AGAIN, Phase.REFUSED):
+                return None
+            return await self.save(finished(replace(alert, actor=None, acted_at=None), body, self.clock()))
 
     async def failure(self, endpoint: str, body: dict[str, Any], channel: str,
                       post: Callable[[Alert], Any] | None = None) -> tuple[str, Alert]:

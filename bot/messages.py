@@ -309,7 +309,8 @@ def alert_state_line(alert: Alert, now: float) -> str:
         return f"Retried by {who} at {at}, now {alert.job_status}. Following it; the outcome will be in the thread."
     if alert.phase is Phase.COMPLETED:
         took = seconds_text(alert.execution_ms)
-        return f"Retried by {who} at {at}; completed" + (f" in {took}." if took else ".")
+        by = f"Retried by {who} at {at}" if alert.actor else "Retried outside this app"
+        return f"{by}; completed" + (f" in {took}." if took else ".")
     if alert.phase is Phase.FAILED_AGAIN:
         again = f"Retried by {who} at {at}; it {state_words(alert.status)} again."
         if now >= alert.deadline:
@@ -317,8 +318,10 @@ def alert_state_line(alert: Alert, now: float) -> str:
         return f"{again} Can be retried until {deadline}."
     if alert.phase is Phase.REFUSED:
         return f"{alert.note or 'RunPod refused the retry'}. Details in the thread."
-    return (f"Retried by {who} at {at}; {alert.note or 'I stopped following it before it ended'}. "
-            "Press *Status* to see where it is now.")
+    what = alert.note or "I stopped following it before it ended"
+    if not alert.actor:
+        return f"Outside this app, {what}. Press *Status* to see where it is now."
+    return f"Retried by {who} at {at}; {what}. Press *Status* to see where it is now."
 
 
 def alert_message(alert: Alert, now: float | None = None) -> Message:

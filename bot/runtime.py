@@ -18,7 +18,7 @@ from .bulk import BulkRunner
 from .config import Settings
 from .follow import Follower
 from .metrics import Metrics
-from .outcome import RETRYABLE
+from .outcome import RETRYABLE, TERMINAL
 from .runpod import RunPodClient
 from .service import RetryService, Who
 from .slack_out import SlackOut, make_client
@@ -107,6 +107,10 @@ class Runtime:
             self.metrics.webhooks.labels(result="followed").inc()
             return "followed"
         if status not in RETRYABLE:
+            if status in TERMINAL:
+                # An alert still offering Retry for a job that ended another way (retried outside this app,
+                # say) would mislead: bring it up to date if there is one.
+                self.background.spawn(self.desk.ended_elsewhere(endpoint, body), name=f"alert {endpoint}/{job}")
             self.metrics.webhooks.labels(result="ignored").inc()
             return "ignored"
         if not self.settings.alert_channel:

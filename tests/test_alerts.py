@@ -582,3 +582,20 @@ async def test_the_original_failure_redelivered_after_a_successful_retry_does_no
     assert "completed" in message_text(current(app, alert))
     assert "again" not in message_text(current(app, alert))
     assert len(app.top_level(ALERTS)) == 1
+
+
+@pytest.mark.parametrize(("status", "shown"), [("COMPLETED", "Retried outside this app; completed"),
+                                               ("CANCELLED", "Outside this app, it ended CANCELLED")])
+async def test_a_job_that_ends_outside_the_app_settles_its_alert(make_app, slack, runpod, status, shown):
+    app = await make_app("http")
+    alert = await alert_via_webhook(app, runpod, "job-elsewhere")
+    assert actions.RETRY in buttons(current(app, alert))
+
+    # Someone retried it with RunPod's API directly; RunPod's webhook reports the end.
+    code, answer = await app.webhook(EP, {"id": "job-elsewhere", "status": status, "executionTime": 900})
+    await app.settle()
+
+    assert code == 200, answer
+    assert shown in message_text(current(app, alert))
+    assert actions.RETRY not in buttons(current(app, alert))
+    assert len(app.top_level(ALERTS)) == 1 and runpod.calls == []
