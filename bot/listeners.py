@@ -40,7 +40,7 @@ def _click(body: dict[str, Any]) -> Click:
 
 
 def register(app: AsyncApp, rt: Runtime) -> None:
-    async def start(ack: AsyncAck, who: Who, what: str, work: Callable[[], Awaitable[None]]) -> None:
+    async def start(ack: AsyncAck, who: Who, what: str, work: Callable[[], Awaitable[object]]) -> None:
         if not rt.background.accepting:
             await ack(**messages.shutting_down())
             return
@@ -80,7 +80,7 @@ def register(app: AsyncApp, rt: Runtime) -> None:
         await rt.out.ephemeral(who.channel, who.user, messages.history_message(rows, limit), who.response_url)
 
     def button(action_id: str, parse: Callable[[object], Any], what: Callable[[Any], str],
-               work: Callable[[Click, Any], Awaitable[None]]) -> None:
+               work: Callable[[Click, Any], Awaitable[object]]) -> None:
         """A button: its value is parsed (never trusted) before anything runs; a bad value is told privately."""
 
         @app.action(action_id)
@@ -94,9 +94,9 @@ def register(app: AsyncApp, rt: Runtime) -> None:
             await start(ack, click.who, what(target), lambda: work(click, target))
 
     button(actions.RETRY, actions.parse_job_value, lambda t: f"the retry of job `{t[1]}`",
-           lambda c, t: rt.service.retry_from_button(c.who, *t, c.channel, c.message_ts, c.thread_ts))
+           lambda c, t: rt.service.retry_from_button(c.who, t[0], t[1], c.channel, c.message_ts, c.thread_ts))
     button(actions.STATUS, actions.parse_job_value, lambda t: f"the status of job `{t[1]}`",
-           lambda c, t: rt.service.status(c.who, *t, Place(c.channel, thread_ts=c.thread_ts or c.message_ts,
+           lambda c, t: rt.service.status(c.who, t[0], t[1], Place(c.channel, thread_ts=c.thread_ts or c.message_ts,
                                                             response_url=c.who.response_url)))
     button(actions.RETRY_ALL, actions.parse_storm_value, lambda _: "Retry all",
            lambda c, t: rt.storms.retry_all(c.who, *t))

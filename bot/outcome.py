@@ -150,11 +150,11 @@ def classify_retry(endpoint: str, job: str, answer: RunPodReply | RunPodError,
                    probe: RunPodReply | RunPodError | None = None) -> Outcome:
     """What a `/retry` answer means. `probe` is the `/status` answer fetched after a refusal, if any."""
     if isinstance(answer, RunPodReply):
-        state = answer.job_status or "unknown"
+        now = answer.job_status or "unknown"
         return Outcome(Kind.REQUEUED, endpoint, job,
-                       f"Job `{job}` is back in the queue on endpoint `{endpoint}` (now {state})",
+                       f"Job `{job}` is back in the queue on endpoint `{endpoint}` (now {now})",
                        "Same job ID, same input, old output removed. I'll follow it and post here when it ends.",
-                       answer.http_status, state, answer.body)
+                       answer.http_status, now, answer.body)
     outcome = classify_error(endpoint, job, answer)
     if probe is None:
         return outcome

@@ -67,7 +67,7 @@ class SocketHandler(AsyncSocketModeHandler):
                          ping_interval=rt.settings.slack_ping_interval)
         self.rt = rt
 
-    async def handle(self, client: Any, req: SocketModeRequest) -> None:  # type: ignore[override]
+    async def handle(self, client: Any, req: SocketModeRequest) -> None:
         started = time.perf_counter()
         await super().handle(client, req)
         self.rt.metrics.ack_latency.labels(mode="socket").observe(time.perf_counter() - started)
@@ -151,7 +151,7 @@ class App:
         # then retries after 1 s, so those acks take over a second (bench/). The kernel caps it at somaxconn.
         site = web.TCPSite(self._runner, host, self.settings.port, backlog=1024)
         await site.start()
-        sockets = site._server.sockets if site._server else []  # type: ignore[union-attr]
+        sockets = site._server.sockets if site._server else []  # type: ignore[attr-defined]
         self.port = sockets[0].getsockname()[1] if sockets else self.settings.port
         if self.socket is not None:
             # Connecting retries by itself while Slack is unreachable; /healthz answers 503 meanwhile.

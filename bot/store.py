@@ -81,9 +81,9 @@ class Store:
 
     async def _write(self, sql: str, params: tuple[Any, ...] | list[tuple[Any, ...]], many: bool = False) -> None:
         if many:
-            await self.db.executemany(sql, params)  # type: ignore[arg-type]
+            await self.db.executemany(sql, params)
         else:
-            await self.db.execute(sql, params)  # type: ignore[arg-type]
+            await self.db.execute(sql, params)
         await self.db.commit()
 
     async def prune(self, before: float) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
@@ -18,7 +19,7 @@ MAX_BODY = 1024 * 1024
 ROUTE = "/runpod/webhook/{endpoint}"
 
 
-def handler(rt: Runtime) -> web.RequestHandler:
+def handler(rt: Runtime) -> Callable[[web.Request], Awaitable[web.Response]]:
     async def runpod_webhook(request: web.Request) -> web.Response:
         secret = rt.settings.webhook_secret
         if not secret:
