@@ -40,12 +40,6 @@ def parse_storm_value(value: object) -> tuple[str, str] | None:
     return target
 
 
-def parse_endpoint_value(value: object) -> str | None:
-    if not isinstance(value, str) or not is_valid_id(value):
-        return None
-    return value
-
-
 def window_value(endpoint: str, seconds: int) -> str:
     return f"{endpoint}/{seconds}"
 

@@ -264,11 +264,6 @@ def follow_outcome(endpoint: str, job: str, body: dict[str, Any], actor: str | N
     return message(plain, lines)
 
 
-def follow_progress(endpoint: str, job: str, status: str) -> Message:
-    return message(f"Job {job} is {status}",
-                   [context(f"Job {code(job)} on endpoint {code(endpoint)} is now {state_words(status)} ({status}).")])
-
-
 def follow_gave_up(endpoint: str, job: str, reason: str, last_status: str | None) -> Message:
     last = f" Last known state: {last_status}." if last_status else ""
     return message(f"Stopped following job {job}",

@@ -396,8 +396,7 @@ def test_follow_messages_are_valid(body):
 
 
 def test_other_follow_and_operational_messages_are_valid():
-    for msg in (messages.follow_progress("ep1", "job-1", "IN_PROGRESS"),
-                messages.follow_gave_up("ep1", "job-1", "it had not ended after 60 minutes", "IN_QUEUE"),
+    for msg in (messages.follow_gave_up("ep1", "job-1", "it had not ended after 60 minutes", "IN_QUEUE"),
                 messages.follow_gave_up("ep1", "job-1", LONG, None),
                 messages.follow_resumed("ep1", "job-1"),
                 messages.follow_trouble("ep1", "job-1", LONG),
