@@ -103,6 +103,7 @@ class BulkRunner:
             self._keep_parent_current(run)
         await self.run(run)
         if place.thread_ts:
+            # Saved now, not only at the next paced update: a restart a moment later must still find it.
             await self._save(run)
 
     def _keep_parent_current(self, run: BulkRun) -> None:
