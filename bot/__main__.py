@@ -7,7 +7,7 @@ import asyncio
 import sys
 from collections.abc import Sequence
 
-from .config import ConfigError, Settings, load_settings, read_env
+from bot.infra.config import ConfigError, Settings, load_settings, read_env
 
 HELP = """usage:
   python -m bot                     run the app (Socket Mode when SLACK_APP_TOKEN is set, else HTTP mode)
@@ -32,7 +32,7 @@ def _settings(serving: bool) -> Settings | None:
 
 
 def _alert(argv: Sequence[str]) -> int:
-    from .cli import post_alert
+    from bot.app.cli import post_alert
 
     parser = argparse.ArgumentParser(prog="python -m bot alert", description="Post a RunPod failure alert.")
     parser.add_argument("endpoint")
@@ -60,8 +60,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = _settings(serving=True)
     if settings is None:
         return 2
-    from .logs import setup_logging
-    from .server import serve
+    from bot.app.server import serve
+    from bot.infra.logs import setup_logging
 
     setup_logging(settings.log_format, settings.log_level, settings.secrets())
     try:

@@ -10,8 +10,8 @@ from typing import Any
 
 import aiohttp
 
-from bot.config import load_settings
-from bot.server import App
+from bot.app.server import App
+from bot.infra.config import load_settings
 from tests.fakes import FakeRunPod, FakeSlack
 from tests.fakes.slack import block_actions_payload, form_encode, interaction_form_body, sign, slash_command_body
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from bot import actions
+from bot.core import actions
 from tests.fakes.slack import SlackFault
 from tests.harness import SECRETS, message_text
 

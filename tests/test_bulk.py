@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from bot import actions
+from bot.core import actions
 from tests.harness import SECRETS, message_text
 
 EP = "ep1"

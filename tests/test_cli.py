@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bot import actions
+from bot.core import actions
 from tests.harness import BOT_TOKEN, message_text
 from tests.test_alerts import buttons
 

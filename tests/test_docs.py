@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bot.config import SETTINGS, env_example
-from bot.docs import render_readme
+from bot.app.docs import render_readme
+from bot.infra.config import SETTINGS, env_example
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import aiohttp
 
-from bot import actions
+from bot.core import actions
 from bot.store import AuditEntry
 from tests.fakes.slack import form_encode, sign, slash_command_body
 from tests.harness import BOT_TOKEN, RUNPOD_KEY, SIGNING_SECRET, WEBHOOK_SECRET, button_value, message_text

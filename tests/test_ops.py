@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from bot.config import SETTING_NAMES
+from bot.infra.config import SETTING_NAMES
 from tests.fakes import FakeRunPod, FakeSlack
 from tests.fakes.slack import form_encode, sign, slash_command_body
 from tests.harness import BOT_TOKEN, RUNPOD_KEY, SECRETS, SIGNING_SECRET, Harness, message_text

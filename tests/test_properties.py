@@ -21,11 +21,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from slack_sdk.models.blocks import Block
 
-from bot import messages
-from bot.alerts import Alert, Phase
-from bot.commands import Help, History, Retry, RetryFailed, Status, UsageError, parse_command
-from bot.ids import MAX_ID_LENGTH
-from bot.outcome import Kind, Outcome
+from bot.core import messages
+from bot.core.alerts import Alert, Phase
+from bot.core.commands import Help, History, Retry, RetryFailed, Status, UsageError, parse_command
+from bot.core.ids import MAX_ID_LENGTH
+from bot.core.outcome import Kind, Outcome
 from tests.fakes import FakeRunPod, FakeSlack, block_problems
 from tests.harness import APP_TOKEN, BOT_TOKEN, RUNPOD_KEY, Harness
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from bot.config import SETTING_NAMES, load_settings, read_env
+from bot.infra.config import SETTING_NAMES, load_settings, read_env
 from tests.fakes import FakeRunPod, FakeSlack
 from tests.fakes.slack import form_encode, sign, slash_command_body
 from tests.harness import APP_TOKEN, BOT_TOKEN, RUNPOD_KEY, SECRETS, SIGNING_SECRET, Harness
@@ -152,7 +152,7 @@ async def test_healthz_in_http_mode_is_200_with_json(make_app):
 async def test_healthz_in_socket_mode_is_503_until_the_socket_connects(slack, runpod, tmp_path):
     slack.refuse_sockets = True
     harness = Harness(slack, runpod, tmp_path, "socket")
-    from bot.server import App
+    from bot.app.server import App
 
     harness.app = App(load_settings(harness.env))
     try:

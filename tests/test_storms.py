@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from bot import actions
+from bot.core import actions
 from tests.harness import message_text
 
 EP = "ep1"
@@ -252,9 +252,9 @@ async def test_retry_all_followed_jobs_are_counted_after_a_restart(make_app, run
 
 def test_the_biggest_groups_stay_inside_slacks_block_kit_limits():
     """1000 jobs with the longest IDs and errors: every grouped message is one Slack accepts."""
-    from bot import messages
-    from bot.groups import JobResult, Storm, StormJob
-    from bot.storms import PAGE_SIZE
+    from bot.core import messages
+    from bot.core.groups import JobResult, Storm, StormJob
+    from bot.work.storms import PAGE_SIZE
     from tests.fakes.slack import block_problems
 
     jobs = [f"{n:04d}-" + "j" * 123 for n in range(1000)]

@@ -11,12 +11,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from slack_sdk.models.blocks import Block
 
-from bot import messages
-from bot.alerts import Alert, Phase, finished, gave_up, new_alert, refused, requeued, retrying
-from bot.commands import Help, History, Retry, RetryFailed, Status, UsageError, parse_command
-from bot.config import SETTINGS, ConfigError, load_settings, settings_table
-from bot.ids import MAX_ID_LENGTH, id_problem, is_valid_id, shorten
-from bot.outcome import TRANSIENT, Kind, Outcome, classify_error, classify_retry, classify_status, seconds_text
+from bot.core import messages
+from bot.core.alerts import Alert, Phase, finished, gave_up, new_alert, refused, requeued, retrying
+from bot.core.commands import Help, History, Retry, RetryFailed, Status, UsageError, parse_command
+from bot.core.ids import MAX_ID_LENGTH, id_problem, is_valid_id, shorten
+from bot.core.outcome import TRANSIENT, Kind, Outcome, classify_error, classify_retry, classify_status, seconds_text
+from bot.infra.config import SETTINGS, ConfigError, load_settings, settings_table
 from bot.runpod import (
     RunPodBadResponse,
     RunPodHTTPError,

@@ -8,20 +8,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
-from . import messages
-from .access import AccessPolicy
-from .alerting import AlertDesk
-from .alerts import Alert, Phase, interrupted, refused, requeued, retrying
-from .audit import AuditChannel
-from .config import Settings
-from .follow import Follower, FollowTarget
-from .logs import ctx
-from .metrics import Metrics
-from .outcome import UNCERTAIN, Kind, Outcome, classify_error, classify_retry, classify_status
-from .runpod import RunPodClient, RunPodError, RunPodReply
-from .slack_out import Place, SlackOut
-from .store import AuditEntry, Store
-from .tasks import Background
+from bot.core import messages
+from bot.core.alerts import Alert, Phase, interrupted, refused, requeued, retrying
+from bot.core.outcome import UNCERTAIN, Kind, Outcome, classify_error, classify_retry, classify_status
+from bot.infra.config import Settings
+from bot.infra.logs import ctx
+from bot.infra.metrics import Metrics
+from bot.infra.tasks import Background
+from bot.runpod import RunPodClient, RunPodError, RunPodReply
+from bot.slack.out import Place, SlackOut
+from bot.store import AuditEntry, Store
+from bot.work.access import AccessPolicy
+from bot.work.alert_desk import AlertDesk
+from bot.work.audit_channel import AuditChannel
+from bot.work.follow import Follower, FollowTarget
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .ids import id_problem
+from bot.core.ids import id_problem
 
 DEFAULT_RUNPOD_API_URL = "https://api.runpod.ai/v2"
 DEFAULT_SLACK_API_URL = "https://slack.com/api/"

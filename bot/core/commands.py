@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .ids import id_problem, shorten
+from bot.core.ids import id_problem, shorten
 
 COMMAND = "/runpod-retry"
 RESERVED_WORDS = ("help", "status", "history", "failed")

@@ -13,12 +13,12 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from . import actions
-from .alerts import Alert, Phase, trim_error
-from .commands import COMMAND, MAX_BULK_JOBS, MAX_HISTORY
-from .groups import JobResult, Storm, Tally, error_key, failed_again
-from .ids import shorten
-from .outcome import Outcome, seconds_text, state_words
+from bot.core import actions
+from bot.core.alerts import Alert, Phase, trim_error
+from bot.core.commands import COMMAND, MAX_BULK_JOBS, MAX_HISTORY
+from bot.core.groups import JobResult, Storm, Tally, error_key, failed_again
+from bot.core.ids import shorten
+from bot.core.outcome import Outcome, seconds_text, state_words
 
 Message = dict[str, Any]
 

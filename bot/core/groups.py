@@ -7,7 +7,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from .outcome import RETENTION_SECONDS, RETRYABLE, Kind, Outcome
+from bot.core.outcome import RETENTION_SECONDS, RETRYABLE, Kind, Outcome
 
 # RunPod's answers after which retrying the same job again makes no sense (for `failed`: not offered again).
 SETTLED = frozenset({Kind.REQUEUED.value, Kind.NOT_FOUND.value, Kind.NOT_RETRYABLE.value})

@@ -10,11 +10,11 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from . import messages
-from .alerts import Alert, Phase, expired, failed_again_outside, finished, new_alert, parse_job_body
-from .metrics import Metrics
-from .slack_out import Place, SlackOut
-from .store import Store
+from bot.core import messages
+from bot.core.alerts import Alert, Phase, expired, failed_again_outside, finished, new_alert, parse_job_body
+from bot.infra.metrics import Metrics
+from bot.slack.out import Place, SlackOut
+from bot.store import Store
 
 log = logging.getLogger(__name__)
 

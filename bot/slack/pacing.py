@@ -10,7 +10,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-from .tasks import Background
+from bot.infra.tasks import Background
 
 log = logging.getLogger(__name__)
 

@@ -10,17 +10,17 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from . import messages
-from .alerting import AlertDesk
-from .alerts import finished, gave_up, progressed
-from .config import Settings
-from .logs import ctx
-from .metrics import Metrics
-from .outcome import TERMINAL, classify_error
-from .runpod import RunPodClient, RunPodError
-from .slack_out import Place, SlackOut
-from .store import Store
-from .tasks import Background
+from bot.core import messages
+from bot.core.alerts import finished, gave_up, progressed
+from bot.core.outcome import TERMINAL, classify_error
+from bot.infra.config import Settings
+from bot.infra.logs import ctx
+from bot.infra.metrics import Metrics
+from bot.infra.tasks import Background
+from bot.runpod import RunPodClient, RunPodError
+from bot.slack.out import Place, SlackOut
+from bot.store import Store
+from bot.work.alert_desk import AlertDesk
 
 log = logging.getLogger(__name__)
 

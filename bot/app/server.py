@@ -20,10 +20,11 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.socket_mode.request import SocketModeRequest
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
-from . import listeners, webhook
-from .config import Settings
-from .metrics import CONTENT_TYPE
-from .runtime import Runtime
+from bot import listeners
+from bot.app import webhook
+from bot.infra.config import Settings
+from bot.infra.metrics import CONTENT_TYPE
+from bot.work.runtime import Runtime
 
 log = logging.getLogger(__name__)
 

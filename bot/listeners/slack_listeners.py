@@ -9,11 +9,11 @@ from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp
 
-from . import actions, messages
-from .commands import COMMAND, Help, History, Retry, RetryFailed, Status, UsageError, parse_command
-from .runtime import Runtime
-from .service import Source, Who
-from .slack_out import Place
+from bot.core import actions, messages
+from bot.core.commands import COMMAND, Help, History, Retry, RetryFailed, Status, UsageError, parse_command
+from bot.slack.out import Place
+from bot.work.retry import Source, Who
+from bot.work.runtime import Runtime
 
 log = logging.getLogger(__name__)
 

@@ -3,11 +3,11 @@ few messages a second apart instead of hundreds of posts that Slack would thrott
 
 from __future__ import annotations
 
-from . import messages
-from .pacing import Pacer
-from .slack_out import Place, SlackOut
-from .store import AuditEntry
-from .tasks import Background
+from bot.core import messages
+from bot.infra.tasks import Background
+from bot.slack.out import Place, SlackOut
+from bot.slack.pacing import Pacer
+from bot.store import AuditEntry
 
 LINES_PER_MESSAGE = 40  # 40 lines of at most ~150 characters fit a handful of sections
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .ids import is_valid_id
+from bot.core.ids import is_valid_id
 
 RETRY = "runpod_retry"
 STATUS = "runpod_status"

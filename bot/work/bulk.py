@@ -11,17 +11,17 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from . import messages
-from .commands import MAX_BULK_JOBS
-from .config import Settings
-from .follow import FollowTarget
-from .groups import UNKNOWN, JobResult, Tally, failed_again
-from .logs import ctx
-from .outcome import RETRYABLE, Outcome
-from .pacing import Pacer
-from .service import RetryService, Source, Who
-from .slack_out import Place
-from .store import AuditEntry
+from bot.core import messages
+from bot.core.commands import MAX_BULK_JOBS
+from bot.core.groups import UNKNOWN, JobResult, Tally, failed_again
+from bot.core.outcome import RETRYABLE, Outcome
+from bot.infra.config import Settings
+from bot.infra.logs import ctx
+from bot.slack.out import Place
+from bot.slack.pacing import Pacer
+from bot.store import AuditEntry
+from bot.work.follow import FollowTarget
+from bot.work.retry import RetryService, Source, Who
 
 log = logging.getLogger(__name__)
 

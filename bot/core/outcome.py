@@ -6,7 +6,7 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
-from .runpod import (
+from bot.core.answers import (
     RunPodBadResponse,
     RunPodError,
     RunPodRateLimited,

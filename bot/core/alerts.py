@@ -7,8 +7,8 @@ from dataclasses import asdict, dataclass, replace
 from enum import StrEnum
 from typing import Any
 
-from .ids import is_valid_id
-from .outcome import RETENTION_SECONDS, RETRYABLE, TRANSIENT, Kind, Outcome
+from bot.core.ids import is_valid_id
+from bot.core.outcome import RETENTION_SECONDS, RETRYABLE, TRANSIENT, Kind, Outcome
 
 MAX_ERROR_CHARS = 1500
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from .config import env_example, settings_table
+from bot.infra.config import env_example, settings_table
 
 START, END = "<!-- settings-table:start -->", "<!-- settings-table:end -->"
 

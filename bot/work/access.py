@@ -7,7 +7,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from .config import Settings
+from bot.infra.config import Settings
 
 log = logging.getLogger(__name__)
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import sys
 
-from .config import Settings
-from .ids import id_problem, shorten
-from .runtime import Runtime
-from .server import StartupError, check_slack
+from bot.app.server import StartupError, check_slack
+from bot.core.ids import id_problem, shorten
+from bot.infra.config import Settings
+from bot.work.runtime import Runtime
 
 
 async def post_alert(settings: Settings, endpoint: str, job: str, status: str, error: str | None,

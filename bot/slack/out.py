@@ -15,9 +15,9 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
-from . import messages
-from .messages import Message
-from .outcome import Outcome
+from bot.core import messages
+from bot.core.messages import Message
+from bot.core.outcome import Outcome
 
 log = logging.getLogger(__name__)
 

@@ -9,9 +9,9 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from .alerts import BadJobBody
-from .ids import is_valid_id
-from .runtime import Runtime
+from bot.core.alerts import BadJobBody
+from bot.core.ids import is_valid_id
+from bot.work.runtime import Runtime
 
 log = logging.getLogger(__name__)
 

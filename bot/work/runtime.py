@@ -10,21 +10,21 @@ from typing import Any
 import aiohttp
 from slack_sdk.web.async_client import AsyncWebClient
 
-from . import messages
-from .access import AccessPolicy
-from .alerting import AlertDesk
-from .alerts import BadJobBody, parse_job_body
-from .bulk import BulkRunner
-from .config import Settings
-from .follow import Follower
-from .metrics import Metrics
-from .outcome import RETRYABLE, TERMINAL
-from .runpod import RunPodClient
-from .service import RetryService, Who
-from .slack_out import SlackOut, make_client
-from .store import Store
-from .storms import StormDesk
-from .tasks import Background
+from bot.core import messages
+from bot.core.alerts import BadJobBody, parse_job_body
+from bot.core.outcome import RETRYABLE, TERMINAL
+from bot.infra.config import Settings
+from bot.infra.metrics import Metrics
+from bot.infra.tasks import Background
+from bot.runpod import RunPodClient
+from bot.slack.out import SlackOut, make_client
+from bot.store import Store
+from bot.work.access import AccessPolicy
+from bot.work.alert_desk import AlertDesk
+from bot.work.bulk import BulkRunner
+from bot.work.follow import Follower
+from bot.work.retry import RetryService, Who
+from bot.work.storms import StormDesk
 
 log = logging.getLogger(__name__)
 

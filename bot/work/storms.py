@@ -14,14 +14,14 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from . import messages
-from .alerts import parse_job_body, trim_error
-from .bulk import BulkRun, BulkRunner
-from .config import Settings
-from .groups import Storm, StormJob
-from .pacing import Pacer
-from .service import Source, Who
-from .slack_out import Place
+from bot.core import messages
+from bot.core.alerts import parse_job_body, trim_error
+from bot.core.groups import Storm, StormJob
+from bot.infra.config import Settings
+from bot.slack.out import Place
+from bot.slack.pacing import Pacer
+from bot.work.bulk import BulkRun, BulkRunner
+from bot.work.retry import Source, Who
 
 log = logging.getLogger(__name__)
 
