@@ -1,0 +1,168 @@
+"""Block Kit building blocks and limits: sections, buttons, JSON in code blocks, times and mentions."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Sequence
+from typing import Any
+
+Message = dict[str, Any]
+
+
+MAX_BLOCKS = 50
+
+
+MAX_SECTION_TEXT = 3000
+
+
+MAX_HEADER_TEXT = 150
+
+
+MAX_BUTTON_TEXT = 75
+
+
+MAX_FALLBACK_TEXT = 3000  # far under Slack's 40,000: it is a notification preview
+
+
+JSON_CHUNK = 2900         # escaped characters per code-block section, fences excluded
+
+
+MAX_JSON_SECTIONS = 8     # past this much JSON, it goes into a file instead of the message
+
+
+def escape(text: str) -> str:
+    """Slack mrkdwn escaping: the three characters Slack treats as markup, and ``` (a zero-width space splits
+    it) so text from RunPod can never close the code block it is shown in."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("```", "``\u200b`")
+
+
+def clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def section(text: str) -> dict[str, Any]:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": clip(text, MAX_SECTION_TEXT)}}
+
+
+def header(text: str) -> dict[str, Any]:
+    return {"type": "header", "text": {"type": "plain_text", "text": clip(text, MAX_HEADER_TEXT), "emoji": True}}
+
+
+def context(text: str) -> dict[str, Any]:
+    return {"type": "context", "elements": [{"type": "mrkdwn", "text": clip(text, MAX_SECTION_TEXT)}]}
+
+
+def fields(pairs: Sequence[tuple[str, str]]) -> dict[str, Any]:
+    # A section takes at most 10 fields of at most 2000 characters.
+    return {"type": "section",
+            "fields": [{"type": "mrkdwn", "text": clip(f"*{k}*\n{v}", 2000)} for k, v in pairs[:10]]}
+
+
+def button(text: str, action_id: str, value: str, *, style: str | None = None,
+           confirm: dict[str, Any] | None = None) -> dict[str, Any]:
+    element: dict[str, Any] = {"type": "button", "text": {"type": "plain_text", "text": clip(text, MAX_BUTTON_TEXT)},
+                               "action_id": action_id, "value": value}
+    if style:
+        element["style"] = style
+    if confirm:
+        element["confirm"] = confirm
+    return element
+
+
+def confirm_dialog(title: str, text: str, yes: str, no: str = "Cancel") -> dict[str, Any]:
+    return {"title": {"type": "plain_text", "text": clip(title, 100)},
+            "text": {"type": "mrkdwn", "text": clip(text, 300)},
+            "confirm": {"type": "plain_text", "text": clip(yes, 30)},
+            "deny": {"type": "plain_text", "text": clip(no, 30)},
+            "style": "primary"}
+
+
+_DATE_TOKEN = re.compile(r"<!date\^\d+\^[^|>]*\|([^>]*)>")
+
+
+def message(text: str, blocks: list[dict[str, Any]]) -> Message:
+    # The fallback text feeds notifications, where date tokens may show raw: keep their plain UTC fallback.
+    return {"text": clip(_DATE_TOKEN.sub(r"\1", text), MAX_FALLBACK_TEXT), "blocks": blocks[:MAX_BLOCKS]}
+
+
+def mention(user: str | None) -> str:
+    return f"<@{user}>" if user else "someone"
+
+
+def slack_time(epoch: float, fmt: str = "{time}") -> str:
+    """A timestamp each reader sees in their own time zone, with a UTC fallback."""
+    fallback = time.strftime("%H:%M UTC", time.gmtime(epoch))
+    return f"<!date^{int(epoch)}^{fmt}|{fallback}>"
+
+
+def code(text: str) -> str:
+    return f"`{escape(text)}`"
+
+
+# ---------------------------------------------------------------- JSON
+
+
+def render_json(body: Any) -> str:
+    return json.dumps(body, indent=2, ensure_ascii=False, sort_keys=False)
+
+
+def _chunks(text: str, size: int) -> list[str]:
+    """Escaped text cut at line ends where possible, never inside an `&…;` entity."""
+    escaped = escape(text)
+    chunks: list[str] = []
+    while escaped:
+        if len(escaped) <= size:
+            chunks.append(escaped)
+            break
+        cut = escaped.rfind("\n", 0, size)
+        if cut <= 0:
+            cut = size
+            amp = escaped.rfind("&", cut - 5, cut)
+            if amp != -1:
+                cut = amp
+        chunks.append(escaped[:cut])
+        escaped = escaped[cut:].lstrip("\n")
+    return chunks
+
+
+def json_sections(body: Any, max_sections: int = MAX_JSON_SECTIONS) -> list[dict[str, Any]] | None:
+    """The JSON as code-block sections, or None when it is too long for a message (attach it instead)."""
+    chunks = _chunks(render_json(body), JSON_CHUNK)
+    if len(chunks) > max_sections:
+        return None
+    return [section(f"```{chunk}```") for chunk in chunks]
+
+
+def json_preview(body: Any, limit: int = 1500) -> str:
+    text = render_json(body)
+    return text if len(text) <= limit else text[:limit] + "\n…"
+
+
+# ---------------------------------------------------------------- the command
+
+
+_MARKUP = re.compile(r"<([@#]|!subteam\^)([A-Z0-9]+)(?:\|[^>]*)?>")
+
+
+def plain(text: str) -> str:
+    """Slack markup (mentions, channel links) as plain text, for code blocks where Slack shows it raw."""
+    return _MARKUP.sub(lambda m: ("#" if m.group(1) == "#" else "@") + m.group(2), text)
+
+
+NAMED_JOBS = 15          # job IDs named in a sentence before "and N more"
+
+
+def window_text(seconds: float) -> str:
+    seconds = int(seconds)
+    for size, unit in ((3600, "hour"), (60, "minute")):
+        if seconds >= size and seconds % size == 0:
+            n = seconds // size
+            return f"{n} {unit}" + ("s" if n != 1 else "")
+    return f"{seconds} seconds"
+
+
+def job_list(jobs: Sequence[str], limit: int = NAMED_JOBS) -> str:
+    named = ", ".join(code(job) for job in jobs[:limit])
+    return named + (f" and {len(jobs) - limit} more" if len(jobs) > limit else "")

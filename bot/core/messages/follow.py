@@ -1,0 +1,72 @@
+"""What the thread is told while a retried job is followed and when it ends."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bot.core.alerts import trim_error
+from bot.core.commands import COMMAND
+from bot.core.messages.blocks import (
+    Message,
+    clip,
+    code,
+    context,
+    escape,
+    json_sections,
+    mention,
+    message,
+    section,
+)
+from bot.core.outcome import seconds_text
+
+
+def follow_outcome(endpoint: str, job: str, body: dict[str, Any], actor: str | None) -> Message:
+    status = str(body.get("status", "")).upper()
+    ref = f"job {code(job)} on endpoint {code(endpoint)}"
+    if status == "COMPLETED":
+        took = seconds_text(body.get("executionTime"))
+        text = f":white_check_mark: The retry worked: {ref} *completed*" + (f" in {took}." if took else ".")
+        lines = [section(text)]
+    elif status == "CANCELLED":
+        # Not "again": it did not fail, someone stopped it, and RunPod cannot retry a cancelled job.
+        text = f":no_entry_sign: {mention(actor)}, the retried {ref} was *cancelled* before it ended."
+        lines = [section(text), context("A cancelled job cannot be retried; resubmit it with `/run` if it is still "
+                                        "needed.")]
+    else:
+        error = trim_error(body.get("error"))
+        text = (f":red_circle: {mention(actor)}, the retried {ref} ended *{status or 'in an unknown state'}* "
+                f"again.")
+        lines = [section(text)]
+        if error:
+            lines.append(section(f"```{escape(clip(error, 2500))}```"))
+        lines.append(context("A job that keeps failing needs a look at its input or worker, not another retry. "
+                             "It can still be retried for about 30 minutes."))
+    sections = json_sections(body, max_sections=4)
+    if sections:
+        lines.extend(sections)
+    plain = f"Retried job {job} on endpoint {endpoint}: {status or 'unknown'}"
+    if status != "COMPLETED":
+        plain = f"{mention(actor)}: {plain}"  # the notification preview carries the mention too
+    return message(plain, lines)
+
+
+def follow_gave_up(endpoint: str, job: str, reason: str, last_status: str | None) -> Message:
+    last = f" Last known state: {last_status}." if last_status else ""
+    return message(f"Stopped following job {job}",
+                   [section(f":grey_question: I stopped following job {code(job)} on endpoint {code(endpoint)}: "
+                            f"{reason}.{last} Check it with `{COMMAND} status {endpoint} {job}`.")])
+
+
+def follow_resumed(endpoint: str, job: str) -> Message:
+    return message(f"Following job {job} again",
+                   [context(f":arrows_counterclockwise: The app restarted; I am following job {code(job)} on "
+                            f"endpoint {code(endpoint)} again and will post here when it ends.")])
+
+
+# ---------------------------------------------------------------- alerts
+
+
+def follow_trouble(endpoint: str, job: str, summary: str) -> Message:
+    return message(f"Having trouble checking job {job}",
+                   [context(f":warning: Checking job {code(job)} on endpoint {code(endpoint)} keeps failing "
+                            f"({summary}). I keep trying, more slowly, and will post when it ends.")])

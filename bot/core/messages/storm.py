@@ -1,0 +1,161 @@
+"""Alert storms and `failed`: the grouped alert, its job list, and the confirmation to retry them all."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+from bot.core import actions
+from bot.core.commands import COMMAND, MAX_BULK_JOBS
+from bot.core.groups import Storm, error_key, failed_again
+from bot.core.ids import shorten
+from bot.core.messages.blocks import (
+    JSON_CHUNK,
+    Message,
+    _chunks,
+    button,
+    clip,
+    code,
+    confirm_dialog,
+    context,
+    escape,
+    fields,
+    header,
+    job_list,
+    mention,
+    message,
+    section,
+    slack_time,
+    window_text,
+)
+from bot.core.messages.bulk import JOB_COLUMN, tally_blocks
+
+
+def _deadline_line(storm: Storm, now: float) -> str:
+    if now < storm.first_deadline:
+        latest = ""
+        if storm.last_deadline - storm.first_deadline >= 60:
+            latest = f" (the latest of these can be retried until {slack_time(storm.last_deadline)})"
+        return (f"Retry before {slack_time(storm.first_deadline)}: RunPod forgets a job 30 minutes after it "
+                f"fails{latest}.")
+    if now < storm.last_deadline:
+        return ("The earliest of these jobs are probably gone from RunPod by now; the latest can be retried until "
+                f"{slack_time(storm.last_deadline)}.")
+    return "RunPod has probably forgotten these jobs by now (30 minutes after they failed): they cannot be retried."
+
+
+def storm_alert(storm: Storm, now: float | None = None) -> Message:
+    """One grouped alert for many failures of one endpoint."""
+    now = time.time() if now is None else now
+    n, endpoint = len(storm.jobs), storm.endpoint
+    top = storm.top_errors(3)
+    facts = [("Endpoint", code(endpoint)), ("Failed jobs", str(n)),
+             ("First failure", slack_time(storm.first_at, "{date_short_pretty} {time}")),
+             ("Latest failure", slack_time(storm.last_at, "{date_short_pretty} {time}"))]
+    errors = "\n".join(f"• {count}× `{escape(clip(error, 400))}`" for error, count in top)
+    blocks: list[dict[str, Any]] = [header(f":rotating_light: {n} jobs failed on endpoint {endpoint}"),
+                                    fields(facts), section(f"*Most common errors*\n{errors}"),
+                                    context(_deadline_line(storm, now))]
+    note = "The job list is in the thread."
+    if storm.singles:
+        note += (f" The first {storm.singles} also got alerts of their own above, before the storm was recognised; "
+                 "they are counted here too.")
+    blocks.append(context(note))
+    if storm.retry_by and storm.retry_at:
+        blocks.append(section(f":arrows_counterclockwise: *Retry all* by {mention(storm.retry_by)} at "
+                              f"{slack_time(storm.retry_at)}"))
+        blocks.extend(tally_blocks(storm.tally(), failed_again(storm.requested, storm.results, storm.finals)))
+    remaining = len(storm.unretried())
+    buttons = []
+    if remaining and not storm.running and now < storm.last_deadline:
+        what = f"{remaining} jobs" if remaining > 1 else "1 job"
+        buttons.append(button("Retry all", actions.RETRY_ALL, actions.storm_value(endpoint, storm.storm_id),
+                              style="primary", confirm=confirm_dialog(
+                                  f"Retry {what}?",
+                                  f"Requeue the {what} of this alert on endpoint `{shorten(endpoint, 60)}` not "
+                                  "retried yet, each with its original input. Their old output is removed.",
+                                  f"Retry {what}")))
+    buttons.append(button("Status", actions.STORM_STATUS, actions.storm_value(endpoint, storm.storm_id)))
+    blocks.append({"type": "actions", "block_id": "storm_actions", "elements": buttons})
+    common = "; ".join(f"{error} ({count})" for error, count in top)
+    return message(f"{n} jobs failed on endpoint {endpoint}: {common}", blocks)
+
+
+_FINAL_WORDS = {"": "running", "COMPLETED": "completed", "FAILED": "failed again", "TIMED_OUT": "timed out again",
+                "CANCELLED": "cancelled", "UNKNOWN": "no longer followed"}
+
+
+def _storm_line(storm: Storm, job: str, width: int) -> str:
+    failure = storm.jobs[job]
+    line = f"{job:<{width}}  {failure.status:<9}  {clip(error_key(failure.status, failure.error), 60)}"
+    result = storm.results.get(job)
+    if result is not None:
+        if not result.requeued:
+            line += f"  → not retried: {clip(result.describe(), 60)}"
+        else:
+            line += f"  → retried, {_FINAL_WORDS.get(storm.finals.get(job) or '', 'ended')}"
+    return line
+
+
+def storm_jobs_page(storm: Storm, page: int, page_size: int) -> Message:
+    """One page of the grouped alert's job list, for its thread."""
+    jobs = list(storm.jobs)[page * page_size:(page + 1) * page_size]
+    first = page * page_size + 1
+    width = min(max([len(job) for job in jobs] + [3]), JOB_COLUMN)
+    lines = "\n".join(_storm_line(storm, job, width) for job in jobs)
+    title = (f"*Failed jobs {first}–{first + len(jobs) - 1} of {len(storm.jobs)}* on endpoint "
+             f"{code(storm.endpoint)} (job, status, error, and what a retry did):")
+    blocks = [section(title), *(section(f"```{chunk}```") for chunk in _chunks(lines, JSON_CHUNK))]
+    return message(f"Failed jobs {first}-{first + len(jobs) - 1} of {len(storm.jobs)} on endpoint "
+                   f"{storm.endpoint}", blocks)
+
+
+def nothing_to_retry(endpoint: str) -> Message:
+    return message("Every job of this alert was already retried",
+                   [section(f"Every job of this alert on endpoint {code(endpoint)} was already retried; the alert "
+                            "shows how they ended. Nothing was done.")])
+
+
+def storm_unknown() -> Message:
+    return message("I have no record of this grouped alert",
+                   [section(f":grey_question: I have no record of this grouped alert any more, so nothing was done. "
+                            f"Use `{COMMAND} failed <endpointId>` to retry the jobs that failed recently.")])
+
+
+def failed_none(endpoint: str, window: float) -> Message:
+    return message(f"No recent failures on endpoint {endpoint}",
+                   [section(f"No job of endpoint {code(endpoint)} was seen failing in the last "
+                            f"{window_text(window)} that is not retried already. Nothing was done."),
+                    context("I only know failures RunPod reported to this app's webhook. Check one job with "
+                            f"`{COMMAND} status {endpoint} <jobId>`.")])
+
+
+def failed_offer(endpoint: str, window: float, rows: Sequence[dict[str, Any]], capped: int = 0) -> Message:
+    """The private question before `failed` retries anything: how many, which, and Confirm / Cancel."""
+    jobs = [row["job"] for row in rows]
+    what = f"{len(jobs)} jobs" if len(jobs) != 1 else "1 job"
+    top = Counter(error_key(row.get("status") or "FAILED", row.get("error")) for row in rows).most_common(3)
+    blocks = [section(f":arrows_counterclockwise: *{what}* of endpoint {code(endpoint)} failed in the last "
+                      f"{window_text(window)} and were not retried yet: {job_list(jobs)}."),
+              section("*Most common errors*\n" + "\n".join(f"• {n}× `{escape(clip(e, 300))}`" for e, n in top))]
+    if capped:
+        blocks.append(context(f"{capped} more are not included: one retry takes at most {MAX_BULK_JOBS} jobs. "
+                              "Run the command again afterwards for the rest."))
+    value = actions.window_value(endpoint, int(window))
+    blocks.append({"type": "actions", "block_id": "failed_actions", "elements": [
+        button(f"Retry {what}", actions.CONFIRM_FAILED, value, style="primary"),
+        button("Cancel", actions.CANCEL_FAILED, value)]})
+    return message(f"Retry {what} that failed on endpoint {endpoint}?", blocks)
+
+
+def failed_started(endpoint: str, count: int) -> Message:
+    return message(f"Retrying {count} jobs on endpoint {endpoint}",
+                   [section(f":arrows_counterclockwise: Retrying {count} jobs on endpoint {code(endpoint)}; the "
+                            "progress and the results are in the channel.")])
+
+
+def failed_cancelled(endpoint: str) -> Message:
+    return message("Cancelled: nothing was retried",
+                   [section(f"Cancelled: no job of endpoint {code(endpoint)} was retried.")])
