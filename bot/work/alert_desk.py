@@ -11,10 +11,26 @@ from dataclasses import replace
 from typing import Any
 
 from bot.core import messages
-from bot.core.alerts import Alert, Phase, expired, failed_again_outside, finished, new_alert, parse_job_body
+from bot.core.alerts import (
+    Alert,
+    Phase,
+    expired,
+    failed_again_outside,
+    finished,
+    gave_up,
+    interrupted,
+    new_alert,
+    parse_job_body,
+    progressed,
+    refused,
+    requeued,
+    retrying,
+)
+from bot.core.outcome import Outcome
 from bot.infra.metrics import Metrics
 from bot.slack.out import Place, SlackOut
 from bot.store import Store
+from bot.work.events import MessageRef
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +45,8 @@ SWEEP_SECONDS = 30.0
 
 
 class AlertDesk:
+    """Owns the alert messages. Subscribes to job events (bot.work.events) to keep each alert current."""
+
     def __init__(self, store: Store, out: SlackOut, metrics: Metrics, clock: Callable[[], float] = time.time):
         self.store = store
         self.out = out
@@ -130,3 +148,41 @@ class AlertDesk:
             if alert.ts:
                 await self.out.post(Place(alert.channel, thread_ts=alert.reply_thread), messages.alert_refailed(alert))
             return "updated", alert
+
+    # ---------------------------------------------------------------- job events (see bot.work.events)
+
+    async def retrying(self, user: str, endpoint: str, job: str, origin: MessageRef | None) -> None:
+        async with self.lock((endpoint, job)):
+            alert = await self.get(endpoint, job)
+            if origin is not None and (alert is None or alert.ts != origin.ts):
+                # A button on a message this app has no record of (lost database, or posted elsewhere): adopt it.
+                alert = Alert(endpoint=endpoint, job=job, channel=origin.channel, status="FAILED",
+                              ended_at=self.clock(), ts=origin.ts, thread_ts=origin.thread_ts)
+            if alert is not None and alert.ts:
+                await self.save(retrying(alert, user, self.clock()))
+
+    async def retried(self, user: str, endpoint: str, job: str, outcome: Outcome) -> None:
+        async with self.lock((endpoint, job)):
+            alert = await self.get(endpoint, job)
+            if alert is not None and alert.ts:
+                now = self.clock()
+                await self.save(requeued(alert, user, now, outcome.job_status) if outcome.ok
+                                else refused(alert, outcome))
+
+    async def retry_interrupted(self, endpoint: str, job: str) -> None:
+        async with self.lock((endpoint, job)):
+            alert = await self.get(endpoint, job)
+            if alert is not None and alert.phase is Phase.RETRYING:
+                await self.save(interrupted(alert))
+
+    async def progressed(self, endpoint: str, job: str, status: str) -> None:
+        async with self.lock((endpoint, job)):
+            alert = await self.get(endpoint, job)
+            if alert is not None and alert.ts and alert.phase is Phase.REQUEUED and alert.job_status != status:
+                await self.save(progressed(alert, status))
+
+    async def ended(self, endpoint: str, job: str, final: dict[str, Any] | None, reason: str) -> None:
+        async with self.lock((endpoint, job)):
+            alert = await self.get(endpoint, job)
+            if alert is not None and alert.ts and alert.phase in (Phase.RETRYING, Phase.REQUEUED):
+                await self.save(finished(alert, final, self.clock()) if final is not None else gave_up(alert, reason))

@@ -175,9 +175,7 @@ class BulkRunner:
         # Registered before the call: a job that ends quickly may end before `attempt` returns.
         self._following[key] = run
         try:
-            alert = await self.service.desk.get(endpoint, job)
-            outcome = await self.service.attempt(who, endpoint, job, run.place,
-                                                 alert if alert is not None and alert.ts else None, post=False)
+            outcome = await self.service.attempt(who, endpoint, job, run.place, post=False)
         finally:
             if self.follower.following(endpoint, job) is None:
                 self._following.pop(key, None)

@@ -7,11 +7,10 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from bot.core import messages
-from bot.core.alerts import finished, gave_up, progressed
 from bot.core.outcome import TERMINAL, classify_error
 from bot.infra.config import Settings
 from bot.infra.logs import ctx
@@ -20,7 +19,7 @@ from bot.infra.tasks import Background
 from bot.runpod import RunPodClient, RunPodError
 from bot.slack.out import Place, SlackOut
 from bot.store import Store
-from bot.work.alert_desk import AlertDesk
+from bot.work.events import JobEvents
 
 log = logging.getLogger(__name__)
 
@@ -42,12 +41,17 @@ class FollowTarget:
     source: str
     started: float
     response_url: str | None = None
-    alert: bool = False   # an alert message tracks this job and must be kept current
     quiet: bool = False   # part of a bulk run: report to `on_end` only, not with a thread post of its own
 
     @property
     def key(self) -> Key:
         return (self.endpoint, self.job)
+
+    @classmethod
+    def from_json(cls, text: str) -> FollowTarget:
+        data = json.loads(text)
+        known = {f.name for f in fields(cls)}  # rows saved by older versions may carry fields since removed
+        return cls(**{k: v for k, v in data.items() if k in known})
 
     def place(self) -> Place:
         return Place(self.channel, thread_ts=self.thread_ts, response_url=self.response_url,
@@ -69,12 +73,12 @@ def duration_text(seconds: float) -> str:
 
 
 class Follower:
-    def __init__(self, runpod: RunPodClient, out: SlackOut, store: Store, desk: AlertDesk, metrics: Metrics,
+    def __init__(self, runpod: RunPodClient, out: SlackOut, store: Store, events: JobEvents, metrics: Metrics,
                  settings: Settings, background: Background, clock: Callable[[], float] = time.time):
         self.runpod = runpod
         self.out = out
         self.store = store
-        self.desk = desk
+        self.events = events
         self.metrics = metrics
         self.settings = settings
         self.background = background
@@ -126,7 +130,7 @@ class Follower:
         """Pick up the jobs that were being followed when the app stopped."""
         count = 0
         for data in await self.store.follows():
-            target = FollowTarget(**json.loads(data))
+            target = FollowTarget.from_json(data)
             if target.key in self._active:
                 continue
             if not target.quiet:
@@ -187,10 +191,7 @@ class Follower:
                     break
                 if status and status != last_status:
                     last_status = status
-                    if target.alert:
-                        alert = await self.desk.get(target.endpoint, target.job)
-                        if alert is not None and alert.job_status != status:
-                            await self.desk.save(progressed(alert, status))
+                    await self.events.progressed(target.endpoint, target.job, status)
                 interval = min(interval * GROWTH, MAX_INTERVAL)
         except asyncio.CancelledError:
             # Shutting down: the follow stays in the store and resumes on the next start.
@@ -214,11 +215,7 @@ class Follower:
                 else:
                     msg = messages.follow_gave_up(target.endpoint, target.job, reason, last_status)
                 await self.out.post(target.place(), msg)
-            if target.alert:
-                alert = await self.desk.get(target.endpoint, target.job)
-                if alert is not None:
-                    updated = finished(alert, final, self.clock()) if final is not None else gave_up(alert, reason)
-                    await self.desk.save(updated)
+            await self.events.ended(target.endpoint, target.job, final, reason)
             log.info("followed job ended: %s", (final or {}).get("status", "unknown"),
                      extra=ctx(user=target.user, endpoint=target.endpoint, job=target.job))
         finally:

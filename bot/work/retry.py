@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from bot.core import messages
-from bot.core.alerts import Alert, Phase, interrupted, refused, requeued, retrying
 from bot.core.outcome import UNCERTAIN, Kind, Outcome, classify_error, classify_retry, classify_status
 from bot.infra.config import Settings
 from bot.infra.logs import ctx
@@ -19,8 +18,8 @@ from bot.runpod import RunPodClient, RunPodError, RunPodReply
 from bot.slack.out import Place, SlackOut
 from bot.store import AuditEntry, Store
 from bot.work.access import AccessPolicy
-from bot.work.alert_desk import AlertDesk
 from bot.work.audit_channel import AuditChannel
+from bot.work.events import JobEvents, MessageRef
 from bot.work.follow import Follower, FollowTarget
 
 log = logging.getLogger(__name__)
@@ -54,13 +53,13 @@ class Who:
 
 
 class RetryService:
-    def __init__(self, runpod: RunPodClient, out: SlackOut, store: Store, desk: AlertDesk, follower: Follower,
+    def __init__(self, runpod: RunPodClient, out: SlackOut, store: Store, events: JobEvents, follower: Follower,
                  access: AccessPolicy, metrics: Metrics, settings: Settings, background: Background,
                  clock: Callable[[], float] = time.time):
         self.runpod = runpod
         self.out = out
         self.store = store
-        self.desk = desk
+        self.events = events
         self.follower = follower
         self.access = access
         self.metrics = metrics
@@ -171,10 +170,10 @@ class RetryService:
         except RunPodError as exc:
             return classify_error(endpoint, job, exc)
 
-    async def attempt(self, who: Who, endpoint: str, job: str, place: Place, alert: Alert | None = None,
-                      *, post: bool = True, follow: bool = True) -> Outcome:
-        """Retry a claimed job: call, record, reply, update the alert, follow. Releases the claim unless
-        the job is now being followed."""
+    async def attempt(self, who: Who, endpoint: str, job: str, place: Place, *, post: bool = True,
+                      follow: bool = True) -> Outcome:
+        """Retry a claimed job: call, record, reply, announce, follow. Releases the claim unless the job is now
+        being followed."""
         log_ctx = ctx(user=who.user, channel=who.channel, endpoint=endpoint, job=job, source=who.source.value)
         try:
             outcome = await self.call_retry(endpoint, job)
@@ -185,20 +184,14 @@ class RetryService:
                                          detail=None if outcome.ok else (outcome.excerpt or outcome.summary)[:300]))
             if post:
                 await self.out.post_outcome(place, outcome)
-            if alert is not None:
-                now = self.clock()
-                alert = requeued(alert, who.user, now, outcome.job_status) if outcome.ok else refused(alert, outcome)
-                await self.desk.save(alert)
+            await self.events.retried(who.user, endpoint, job, outcome)
             if outcome.ok and follow:
                 await self.follower.start(FollowTarget(
                     endpoint, job, place.channel, place.thread_ts, who.user, who.source.value, self.clock(),
-                    response_url=place.response_url if place.via_response_url else None,
-                    alert=alert is not None, quiet=not post))
+                    response_url=place.response_url if place.via_response_url else None, quiet=not post))
             return outcome
-        except Exception:
-            current = await self.desk.get(endpoint, job) if alert is not None else None
-            if current is not None and current.phase is Phase.RETRYING:
-                await self.desk.save(interrupted(current))
+        except BaseException:
+            await self.events.retry_interrupted(endpoint, job)
             raise
         finally:
             if self.follower.following(endpoint, job) is None:
@@ -215,27 +208,16 @@ class RetryService:
         except BaseException:
             self.release(endpoint, job)
             raise
-        alert = await self.desk.get(endpoint, job)
-        if alert is not None and alert.ts:
-            alert = await self.desk.save(retrying(alert, who.user, self.clock()))
-        await self.attempt(who, endpoint, job, place, alert)
+        await self.events.retrying(who.user, endpoint, job)
+        await self.attempt(who, endpoint, job, place)
 
     async def retry_from_button(self, who: Who, endpoint: str, job: str, channel: str, message_ts: str,
                                 thread_ts: str | None) -> None:
         if not await self.admit(who, endpoint, job):
             return
-        try:
-            alert = await self.desk.get(endpoint, job)
-            if alert is None or alert.ts != message_ts:
-                # An alert this app has no record of (lost database, or posted elsewhere): adopt the message.
-                alert = Alert(endpoint=endpoint, job=job, channel=channel, status="FAILED", ended_at=self.clock(),
-                              ts=message_ts, thread_ts=thread_ts)
-            alert = await self.desk.save(retrying(alert, who.user, self.clock()))
-        except BaseException:
-            self.release(endpoint, job)
-            raise
-        place = Place(channel, thread_ts=alert.reply_thread, response_url=who.response_url)
-        await self.attempt(who, endpoint, job, place, alert)
+        await self.events.retrying(who.user, endpoint, job, MessageRef(channel, message_ts, thread_ts))
+        place = Place(channel, thread_ts=thread_ts or message_ts, response_url=who.response_url)
+        await self.attempt(who, endpoint, job, place)
 
     async def status(self, who: Who, endpoint: str, job: str, place: Place | None = None) -> None:
         """Show the job's status JSON without changing anything."""

@@ -22,6 +22,7 @@ from bot.store import Store
 from bot.work.access import AccessPolicy
 from bot.work.alert_desk import AlertDesk
 from bot.work.bulk import BulkRunner
+from bot.work.events import JobEvents
 from bot.work.follow import Follower
 from bot.work.retry import RetryService, Who
 from bot.work.storms import StormDesk
@@ -48,12 +49,14 @@ class Runtime:
                                    observe=self.metrics.observe_runpod)
         self.access = AccessPolicy(settings, self._group_members)
         self.desk = AlertDesk(self.store, self.out, self.metrics)
-        self.follower = Follower(self.runpod, self.out, self.store, self.desk, self.metrics, settings,
+        self.events = JobEvents()
+        self.events.subscribe(self.desk)
+        self.follower = Follower(self.runpod, self.out, self.store, self.events, self.metrics, settings,
                                  self.background)
-        self.service = RetryService(self.runpod, self.out, self.store, self.desk, self.follower, self.access,
+        self.service = RetryService(self.runpod, self.out, self.store, self.events, self.follower, self.access,
                                     self.metrics, settings, self.background)
         self.bulk = BulkRunner(self.service, settings)
-        self.storms = StormDesk(self.bulk, settings)
+        self.storms = StormDesk(self.bulk, self.desk, settings)
         self.auth: dict[str, Any] | None = None
         self._stopping = asyncio.Event()
         self._sweeper: asyncio.Task[None] | None = None

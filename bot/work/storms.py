@@ -20,6 +20,7 @@ from bot.core.groups import Storm, StormJob
 from bot.infra.config import Settings
 from bot.slack.out import Place
 from bot.slack.pacing import Pacer
+from bot.work.alert_desk import AlertDesk
 from bot.work.bulk import BulkRun, BulkRunner
 from bot.work.retry import Source, Who
 
@@ -31,10 +32,11 @@ MEMORY_SECONDS = 24 * 3600.0
 
 
 class StormDesk:
-    def __init__(self, bulk: BulkRunner, settings: Settings, clock: Callable[[], float] = time.time):
+    def __init__(self, bulk: BulkRunner, desk: AlertDesk, settings: Settings,
+                 clock: Callable[[], float] = time.time):
         self.bulk = bulk
         self.service = bulk.service
-        self.desk = bulk.service.desk
+        self.desk = desk
         self.store = bulk.store
         self.out = bulk.out
         self.metrics = bulk.service.metrics

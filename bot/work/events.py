@@ -1,0 +1,75 @@
+"""What happens to a job while the app works on it, told to whoever keeps a view of that job current.
+
+The retry service and the follower announce events; the alert desk (and, later, other views such as the Home tab)
+subscribe. Retrying a job therefore knows nothing of alert messages, and a subscriber's trouble (Slack down, a bug)
+never breaks the retry itself: each subscriber's error is logged and the others still hear the event.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from bot.core.outcome import Outcome
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class MessageRef:
+    """The Slack message a retry was asked from (a button's message): a subscriber may adopt it."""
+
+    channel: str
+    ts: str
+    thread_ts: str | None = None
+
+
+class JobListener(Protocol):
+    async def retrying(self, user: str, endpoint: str, job: str, origin: MessageRef | None) -> None:
+        """Someone's retry of the job is about to be sent."""
+
+    async def retried(self, user: str, endpoint: str, job: str, outcome: Outcome) -> None:
+        """RunPod answered the retry (requeued, or refused and why)."""
+
+    async def retry_interrupted(self, endpoint: str, job: str) -> None:
+        """The retry stopped before an answer was recorded (an error in the app, or shutdown)."""
+
+    async def progressed(self, endpoint: str, job: str, status: str) -> None:
+        """A followed job moved on (IN_QUEUE to IN_PROGRESS)."""
+
+    async def ended(self, endpoint: str, job: str, final: dict[str, Any] | None, reason: str) -> None:
+        """A followed job ended (`final` is RunPod's last answer), or following stopped for `reason`."""
+
+
+class JobEvents:
+    """Fans each event out to every subscriber, in the order they subscribed."""
+
+    def __init__(self) -> None:
+        self._listeners: list[JobListener] = []
+
+    def subscribe(self, listener: JobListener) -> None:
+        self._listeners.append(listener)
+
+    async def _tell(self, what: str, call: Callable[[JobListener], Awaitable[None]]) -> None:
+        for listener in self._listeners:
+            try:
+                await call(listener)
+            except Exception:
+                log.exception("%s could not handle the %s event", type(listener).__name__, what)
+
+    async def retrying(self, user: str, endpoint: str, job: str, origin: MessageRef | None = None) -> None:
+        await self._tell("retrying", lambda s: s.retrying(user, endpoint, job, origin))
+
+    async def retried(self, user: str, endpoint: str, job: str, outcome: Outcome) -> None:
+        await self._tell("retried", lambda s: s.retried(user, endpoint, job, outcome))
+
+    async def retry_interrupted(self, endpoint: str, job: str) -> None:
+        await self._tell("retry_interrupted", lambda s: s.retry_interrupted(endpoint, job))
+
+    async def progressed(self, endpoint: str, job: str, status: str) -> None:
+        await self._tell("progressed", lambda s: s.progressed(endpoint, job, status))
+
+    async def ended(self, endpoint: str, job: str, final: dict[str, Any] | None, reason: str) -> None:
+        await self._tell("ended", lambda s: s.ended(endpoint, job, final, reason))
