@@ -1,5 +1,23 @@
 """Bolt listeners, one module per Slack surface: acknowledge at once (no RunPod I/O), then hand the work on."""
 
-from bot.listeners.slack_listeners import register
+from __future__ import annotations
 
-__all__ = ["register"]
+import logging
+from typing import Any
+
+from slack_bolt.async_app import AsyncApp
+
+from bot.listeners import buttons, command
+from bot.work.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+
+def register(app: AsyncApp, rt: Runtime) -> None:
+    """Attach every listener to `app`."""
+    command.register(app, rt)
+    buttons.register(app, rt)
+
+    @app.error
+    async def on_error(error: Exception, body: dict[str, Any]) -> None:
+        log.error("Bolt could not handle a request: %s", type(error).__name__, exc_info=error)

@@ -1,0 +1,67 @@
+"""Buttons on the app's messages (Retry, Status, Retry all, `failed`'s Confirm and Cancel).
+
+A button's value is parsed and validated again before anything runs: Slack returns whatever a client sends.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from slack_bolt.async_app import AsyncAck, AsyncApp
+
+from bot.core import actions, messages
+from bot.listeners.ack import ack_then_run
+from bot.slack.out import Place
+from bot.work.retry import Source, Who
+from bot.work.runtime import Runtime
+
+
+@dataclass(frozen=True)
+class Click:
+    who: Who
+    channel: str
+    message_ts: str
+    thread_ts: str | None
+    value: Any
+
+
+def read_click(body: dict[str, Any]) -> Click:
+    """Who clicked where, on which message, with which value. Shapes come from Slack's block_actions."""
+    container = body.get("container") or {}
+    message = body.get("message") or {}
+    channel = (body.get("channel") or {}).get("id") or container.get("channel_id") or ""
+    who = Who(user=(body.get("user") or {}).get("id", ""), channel=channel, source=Source.BUTTON,
+              response_url=body.get("response_url"))
+    action = (body.get("actions") or [{}])[0]
+    return Click(who, channel, container.get("message_ts") or message.get("ts") or "",
+                 container.get("thread_ts") or message.get("thread_ts"), action.get("value"))
+
+
+def register(app: AsyncApp, rt: Runtime) -> None:
+    def button(action_id: str, parse: Callable[[object], Any], what: Callable[[Any], str],
+               work: Callable[[Click, Any], Awaitable[object]]) -> None:
+        @app.action(action_id)
+        async def on_click(ack: AsyncAck, body: dict[str, Any]) -> None:
+            click = read_click(body)
+            target = parse(click.value)
+            if target is None:
+                await ack_then_run(rt, ack, click.who, "a button", lambda: rt.out.ephemeral(
+                    click.channel, click.who.user, messages.bad_button(), click.who.response_url))
+                return
+            await ack_then_run(rt, ack, click.who, what(target), lambda: work(click, target))
+
+    button(actions.RETRY, actions.parse_job_value, lambda t: f"the retry of job `{t[1]}`",
+           lambda c, t: rt.service.retry_from_button(c.who, t[0], t[1], c.channel, c.message_ts, c.thread_ts))
+    button(actions.STATUS, actions.parse_job_value, lambda t: f"the status of job `{t[1]}`",
+           lambda c, t: rt.service.status(c.who, t[0], t[1], Place(c.channel, thread_ts=c.thread_ts or c.message_ts,
+                                                            response_url=c.who.response_url)))
+    button(actions.RETRY_ALL, actions.parse_storm_value, lambda _: "Retry all",
+           lambda c, t: rt.storms.retry_all(c.who, *t))
+    button(actions.STORM_STATUS, actions.parse_storm_value, lambda _: "the status of the grouped jobs",
+           lambda c, t: rt.storms.status(c.who, *t))
+    button(actions.CONFIRM_FAILED, actions.parse_window_value, lambda _: "the retry of recent failures",
+           lambda c, t: rt.bulk.confirm_recent(c.who, *t))
+    button(actions.CANCEL_FAILED, actions.parse_window_value, lambda _: "cancelling",
+           lambda c, t: rt.bulk.cancel_recent(c.who, t[0]))

@@ -1,0 +1,47 @@
+"""`/runpod-retry`: parse the text while acking (usage errors and help are the ack itself), then run it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from slack_bolt.async_app import AsyncAck, AsyncApp
+
+from bot.core import messages
+from bot.core.commands import COMMAND, Help, History, Retry, RetryFailed, Status, UsageError, parse_command
+from bot.listeners.ack import ack_then_run
+from bot.work.retry import Source, Who
+from bot.work.runtime import Runtime
+
+
+def register(app: AsyncApp, rt: Runtime) -> None:
+    @app.command(COMMAND)
+    async def on_command(ack: AsyncAck, body: dict[str, Any]) -> None:
+        try:
+            command = parse_command(body.get("text") or "")
+        except UsageError as exc:
+            rt.metrics.refusals.labels(reason="usage").inc()
+            await ack(**messages.usage_error(exc.problem))
+            return
+        if isinstance(command, Help):
+            await ack(**messages.help_message())
+            return
+        who = Who(user=body.get("user_id", ""), channel=body.get("channel_id", ""), source=Source.COMMAND,
+                  response_url=body.get("response_url"))
+        if isinstance(command, Retry) and not command.is_bulk:
+            await ack_then_run(rt, ack, who, f"the retry of job `{command.jobs[0]}`",
+                               lambda: rt.service.retry_from_command(who, command.endpoint, command.jobs[0]))
+        elif isinstance(command, Status):
+            await ack_then_run(rt, ack, who, f"the status of job `{command.job}`",
+                               lambda: rt.service.status(who, command.endpoint, command.job))
+        elif isinstance(command, History):
+            await ack_then_run(rt, ack, who, "the history", lambda: show_history(who, command.limit))
+        elif isinstance(command, Retry):
+            await ack_then_run(rt, ack, who, f"the retry of {len(command.jobs)} jobs",
+                               lambda: rt.bulk.from_command(who, command.endpoint, command.jobs))
+        elif isinstance(command, RetryFailed):
+            await ack_then_run(rt, ack, who, "the retry of recent failures",
+                               lambda: rt.bulk.offer_recent(who, command.endpoint, command.window_seconds))
+
+    async def show_history(who: Who, limit: int) -> None:
+        rows = await rt.store.history(limit)
+        await rt.out.ephemeral(who.channel, who.user, messages.history_message(rows, limit), who.response_url)
