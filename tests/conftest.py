@@ -8,6 +8,8 @@ import pytest
 
 from tests.fakes import FakeRunPod, FakeSlack
 
+pytest_plugins = ["tests.pg"]  # pg_server (session), pg_url (a fresh database per test)
+
 # ---- stand-in fixtures (tests/fakes): real aiohttp servers on 127.0.0.1 --------------------------------
 
 BOT_TOKEN = "xoxb-test-bot-token"
