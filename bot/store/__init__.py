@@ -1,7 +1,24 @@
-"""What the app remembers across restarts: alerts, follows, bulk runs, the audit trail. Imports neither Slack nor
-RunPod code.
-"""
+"""What the app remembers across restarts and shares between replicas: accepted work, messages queued for Slack,
+claims, alerts, follows, bulk runs, the audit trail. Imports neither Slack nor RunPod code."""
 
-from bot.store.sqlite import AuditEntry, Store
+from __future__ import annotations
 
-__all__ = ["AuditEntry", "Store"]
+from bot.store.base import LEASE_SECONDS, Adopted, AuditEntry, Claim, Queued, Store, StoreUnavailable, new_owner_id
+from bot.store.sqlite import SqliteStore
+
+
+def is_database_url(target: str) -> bool:
+    return target.startswith(("postgresql://", "postgres://"))
+
+
+def open_store(target: str, owner: str | None = None) -> Store:
+    """`RUNPOD_RETRY_DB`: a file path (SQLite, one instance) or a postgresql:// URL (any number of replicas)."""
+    if is_database_url(target):
+        from bot.store.postgres import PostgresStore  # only replicas need the driver loaded
+
+        return PostgresStore(target, owner)
+    return SqliteStore(target, owner)
+
+
+__all__ = ["LEASE_SECONDS", "Adopted", "AuditEntry", "Claim", "Queued", "SqliteStore", "Store", "StoreUnavailable",
+           "is_database_url", "new_owner_id", "open_store"]

@@ -1,14 +1,23 @@
-"""What the app must remember across restarts, in SQLite (aiosqlite runs it off the event loop)."""
+"""The embedded store for one instance: SQLite, run off the event loop by aiosqlite."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import asdict
 from typing import Any
 
 import aiosqlite
 
-SCHEMA = """
+from bot.store.base import LEASE_SECONDS, Adopted, AuditEntry, Claim, Queued, Store, new_owner_id
+
+# Versioned schema: each entry runs once, in order; PRAGMA user_version records how far a database is.
+# Version 1 is the schema of the first release (created with IF NOT EXISTS, so older files pass through it).
+MIGRATIONS = [
+    """
 CREATE TABLE IF NOT EXISTS audit (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     at REAL NOT NULL, user TEXT NOT NULL, channel TEXT NOT NULL,
@@ -37,41 +46,67 @@ CREATE INDEX IF NOT EXISTS storms_recent ON storms (updated);
 CREATE TABLE IF NOT EXISTS bulk_runs (
     id TEXT PRIMARY KEY, data TEXT NOT NULL, updated REAL NOT NULL
 );
-"""
+""",
+    """
+ALTER TABLE follows ADD COLUMN owner TEXT NOT NULL DEFAULT '';
+ALTER TABLE follows ADD COLUMN lease_until REAL NOT NULL DEFAULT 0;
+CREATE TABLE claims (
+    endpoint TEXT NOT NULL, job TEXT NOT NULL, user TEXT NOT NULL, at REAL NOT NULL,
+    owner TEXT NOT NULL, lease_until REAL NOT NULL, PRIMARY KEY (endpoint, job)
+);
+CREATE TABLE inbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, payload TEXT NOT NULL, created REAL NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0, done INTEGER NOT NULL DEFAULT 0,
+    owner TEXT NOT NULL, lease_until REAL NOT NULL
+);
+CREATE INDEX inbox_open ON inbox (done, lease_until);
+CREATE TABLE outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, lane TEXT NOT NULL, payload TEXT NOT NULL,
+    after TEXT, coalesce_key TEXT, state TEXT NOT NULL DEFAULT 'queued', result TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0, not_before REAL NOT NULL DEFAULT 0, created REAL NOT NULL,
+    owner TEXT NOT NULL, lease_until REAL NOT NULL
+);
+CREATE INDEX outbox_open ON outbox (state, lease_until);
+CREATE INDEX outbox_coalesce ON outbox (coalesce_key, state);
+""",
+]
+
+def _queued(row: Any) -> Queued:
+    return Queued(id=row["id"], kind=row["kind"], payload=Queued.decode(row["payload"]),
+                  lane=row["lane"] if "lane" in row.keys() else "", attempts=row["attempts"],
+                  not_before=row["not_before"] if "not_before" in row.keys() else 0.0, created=row["created"],
+                  after=Queued.decode(row["after"]) if "after" in row.keys() and row["after"] else None)
 
 
-@dataclass(frozen=True)
-class AuditEntry:
-    user: str
-    channel: str
-    endpoint: str
-    job: str
-    source: str       # command | button | bulk | retry_all
-    outcome: str      # requeued, not_found, …, or refused:<reason>
-    called: bool = False  # a RunPod retry call was made (counts toward the budget)
-    http_status: int | None = None
-    job_status: str | None = None
-    detail: str | None = None
-    at: float = 0.0
+class SqliteStore(Store):
+    shared = False
 
-
-class Store:
-    def __init__(self, path: str):
+    def __init__(self, path: str, owner: str | None = None):
         self.path = path
+        self.owner = owner or new_owner_id()
         self._db: aiosqlite.Connection | None = None
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._users: dict[str, int] = {}
+        self._subscribers: dict[str, list[Callable[[str], None]]] = {}
 
     async def open(self) -> None:
         self._db = await aiosqlite.connect(self.path)
         self._db.row_factory = aiosqlite.Row
         await self._db.execute("PRAGMA journal_mode=WAL")
         await self._db.execute("PRAGMA synchronous=NORMAL")
-        await self._db.executescript(SCHEMA)
-        await self._db.commit()
+        async with self._db.execute("PRAGMA user_version") as cursor:
+            row = await cursor.fetchone()
+        version = int(row[0]) if row else 0
+        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            await self._db.executescript(f"BEGIN;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;")
 
     async def close(self) -> None:
         if self._db is not None:
             await self._db.close()
             self._db = None
+
+    async def ping(self) -> bool:
+        return self._db is not None
 
     @property
     def db(self) -> aiosqlite.Connection:
@@ -86,13 +121,145 @@ class Store:
             await self.db.execute(sql, params)
         await self.db.commit()
 
+    async def _rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+        async with self.db.execute(sql, params) as cursor:
+            return list(await cursor.fetchall())
+
     async def prune(self, before: float) -> None:
-        """Forget alerts, storms and seen failures last touched before `before`: RunPod forgot those jobs long
-        ago. The audit trail is kept: it is the team's record."""
         for sql in ("DELETE FROM alerts WHERE updated < ?", "DELETE FROM storms WHERE updated < ?",
-                    "DELETE FROM bulk_runs WHERE updated < ?", "DELETE FROM failures WHERE seen_at < ?"):
+                    "DELETE FROM bulk_runs WHERE updated < ?", "DELETE FROM failures WHERE seen_at < ?",
+                    "DELETE FROM outbox WHERE state NOT IN ('queued', 'sending') AND created < ?",
+                    "DELETE FROM inbox WHERE done = 1 AND created < ?"):
             await self.db.execute(sql, (before,))
         await self.db.commit()
+
+    # ---------------------------------------------------------------- between replicas (here: one process)
+
+    @asynccontextmanager
+    async def lock(self, name: str) -> AsyncIterator[None]:
+        lock = self._locks.setdefault(name, asyncio.Lock())
+        self._users[name] = self._users.get(name, 0) + 1
+        try:
+            async with lock:
+                yield
+        finally:
+            self._users[name] -= 1
+            if not self._users[name]:  # keep memory flat: no lock outlives its users
+                del self._users[name], self._locks[name]
+
+    async def publish(self, topic: str, message: str) -> None:
+        for callback in self._subscribers.get(topic, []):
+            callback(message)
+
+    def subscribe(self, topic: str, callback: Callable[[str], None]) -> None:
+        self._subscribers.setdefault(topic, []).append(callback)
+
+    # ---------------------------------------------------------------- leases
+
+    async def renew(self, now: float) -> None:
+        until = now + LEASE_SECONDS
+        for table in ("claims", "follows", "inbox", "outbox"):
+            await self.db.execute(f"UPDATE {table} SET lease_until = ? WHERE owner = ?", (until, self.owner))
+        await self.db.commit()
+
+    async def adopt(self, now: float, *, everything: bool = False) -> Adopted:
+        until = now + LEASE_SECONDS
+        cutoff = float("inf") if everything else now
+        others = "owner != ? AND lease_until < ?"
+        follows = await self._rows(f"UPDATE follows SET owner = ?, lease_until = ? WHERE {others} RETURNING data",
+                                   (self.owner, until, self.owner, cutoff))
+        inbox = await self._rows(f"UPDATE inbox SET owner = ?, lease_until = ? WHERE done = 0 AND {others}"
+                                 " RETURNING *", (self.owner, until, self.owner, cutoff))
+        outbox = await self._rows(f"UPDATE outbox SET owner = ?, lease_until = ?, state = 'queued' WHERE state IN"
+                                  f" ('queued', 'sending') AND {others} RETURNING *",
+                                  (self.owner, until, self.owner, cutoff))
+        # A claim moves with its followed job; other claims of a dead owner simply run out.
+        await self.db.execute(
+            "UPDATE claims SET owner = ?, lease_until = ? WHERE EXISTS (SELECT 1 FROM follows f WHERE"
+            " f.endpoint = claims.endpoint AND f.job = claims.job AND f.owner = ?)",
+            (self.owner, until, self.owner))
+        if everything:
+            await self.db.execute("DELETE FROM claims WHERE owner != ?", (self.owner,))
+        await self.db.commit()
+        return Adopted(outbox=sorted((_queued(r) for r in outbox), key=lambda q: q.id),
+                       inbox=sorted((_queued(r) for r in inbox), key=lambda q: q.id),
+                       follows=[r["data"] for r in follows])
+
+    async def hand_over(self) -> None:
+        for table in ("claims", "follows", "inbox", "outbox"):
+            await self.db.execute(f"UPDATE {table} SET lease_until = 0 WHERE owner = ?", (self.owner,))
+        await self.db.commit()
+
+    # ---------------------------------------------------------------- claims
+
+    async def claim(self, endpoint: str, job: str, user: str, now: float) -> Claim | None:
+        taken = await self._rows(
+            "INSERT INTO claims (endpoint, job, user, at, owner, lease_until) VALUES (?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (endpoint, job) DO UPDATE SET user = excluded.user, at = excluded.at,"
+            " owner = excluded.owner, lease_until = excluded.lease_until WHERE claims.lease_until < ?"
+            " RETURNING owner",
+            (endpoint, job, user, now, self.owner, now + LEASE_SECONDS, now))
+        await self.db.commit()
+        if taken:
+            return None
+        existing = await self.claimed(endpoint, job)
+        return existing or Claim(user, now, self.owner)
+
+    async def release(self, endpoint: str, job: str) -> None:
+        await self._write("DELETE FROM claims WHERE endpoint = ? AND job = ?", (endpoint, job))
+
+    async def claimed(self, endpoint: str, job: str) -> Claim | None:
+        rows = await self._rows("SELECT user, at, owner FROM claims WHERE endpoint = ? AND job = ?", (endpoint, job))
+        return Claim(rows[0]["user"], rows[0]["at"], rows[0]["owner"]) if rows else None
+
+    # ---------------------------------------------------------------- inbox
+
+    async def accept(self, kind: str, payload: dict[str, Any], now: float) -> int:
+        rows = await self._rows(
+            "INSERT INTO inbox (kind, payload, created, owner, lease_until) VALUES (?, ?, ?, ?, ?) RETURNING id",
+            (kind, json.dumps(payload), now, self.owner, now + LEASE_SECONDS))
+        await self.db.commit()
+        return int(rows[0]["id"])
+
+    async def done(self, work_id: int) -> None:
+        await self._write("UPDATE inbox SET done = 1 WHERE id = ?", (work_id,))
+
+    # ---------------------------------------------------------------- outbox
+
+    async def enqueue(self, kind: str, lane: str, payload: dict[str, Any], now: float, *,
+                      coalesce: str | None = None, after: dict[str, Any] | None = None) -> tuple[int, bool]:
+        text = json.dumps(payload)
+        if coalesce is not None:
+            merged = await self._rows("UPDATE outbox SET payload = ? WHERE coalesce_key = ? AND state = 'queued'"
+                                      " RETURNING id", (text, coalesce))
+            if merged:
+                await self.db.commit()
+                return int(merged[0]["id"]), True
+        rows = await self._rows(
+            "INSERT INTO outbox (kind, lane, payload, after, coalesce_key, created, owner, lease_until)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            (kind, lane, text, json.dumps(after) if after else None, coalesce, now, self.owner,
+             now + LEASE_SECONDS))
+        await self.db.commit()
+        return int(rows[0]["id"]), False
+
+    async def take(self, message_id: int) -> Queued | None:
+        rows = await self._rows("UPDATE outbox SET state = 'sending' WHERE id = ? AND state = 'queued' AND owner = ?"
+                                " RETURNING *", (message_id, self.owner))
+        await self.db.commit()
+        return _queued(rows[0]) if rows else None
+
+    async def sent(self, message_id: int, result: str | None) -> None:
+        await self._write("UPDATE outbox SET state = 'sent', result = ? WHERE id = ?", (result, message_id))
+
+    async def later(self, message_id: int, not_before: float, attempts: int) -> None:
+        await self._write("UPDATE outbox SET state = 'queued', not_before = ?, attempts = ? WHERE id = ?",
+                          (not_before, attempts, message_id))
+
+    async def queued(self) -> list[Queued]:
+        rows = await self._rows("SELECT * FROM outbox WHERE owner = ? AND state IN ('queued', 'sending')"
+                                " ORDER BY id", (self.owner,))
+        return [_queued(r) for r in rows]
 
     # ---------------------------------------------------------------- audit
 
@@ -134,14 +301,14 @@ class Store:
             return [row[0] for row in await cursor.fetchall()]
 
     async def save_follow(self, endpoint: str, job: str, data: str) -> None:
-        await self._write("INSERT OR REPLACE INTO follows (endpoint, job, data) VALUES (?, ?, ?)",
-                          (endpoint, job, data))
+        await self._write("INSERT OR REPLACE INTO follows (endpoint, job, data, owner, lease_until)"
+                          " VALUES (?, ?, ?, ?, ?)", (endpoint, job, data, self.owner, time.time() + LEASE_SECONDS))
 
     async def drop_follow(self, endpoint: str, job: str) -> None:
         await self._write("DELETE FROM follows WHERE endpoint = ? AND job = ?", (endpoint, job))
 
     async def follows(self) -> list[str]:
-        async with self.db.execute("SELECT data FROM follows") as cursor:
+        async with self.db.execute("SELECT data FROM follows WHERE owner = ?", (self.owner,)) as cursor:
             return [row[0] for row in await cursor.fetchall()]
 
     # A storm's id is `endpoint/<start in ms>`: one endpoint can have several grouped alerts over a day.

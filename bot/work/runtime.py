@@ -18,7 +18,7 @@ from bot.infra.metrics import Metrics
 from bot.infra.tasks import Background
 from bot.runpod import RunPodClient
 from bot.slack.out import SlackOut, make_client
-from bot.store import Store
+from bot.store import Store, open_store
 from bot.work.access import AccessPolicy
 from bot.work.alert_desk import AlertDesk
 from bot.work.bulk import BulkRunner
@@ -42,7 +42,7 @@ class Runtime:
         self.background = Background()
         self.client = client or make_client(settings.slack_bot_token, settings.slack_api_url)
         self.out = SlackOut(self.client)
-        self.store = store or Store(settings.db_path)
+        self.store = store or open_store(settings.db_path)
         self.runpod = RunPodClient(settings.runpod_api_url, settings.runpod_api_key,
                                    endpoint_keys=settings.runpod_endpoint_keys, timeout=settings.runpod_timeout,
                                    max_attempts=settings.runpod_max_attempts,
@@ -80,6 +80,8 @@ class Runtime:
     async def start(self) -> None:
         """After Slack is reachable: pick up work the previous run left, and keep alerts current."""
         self._sweeper = asyncio.create_task(self.desk.keep_current(self._stopping), name="expired alerts")
+        # A lone instance owns everything the previous run left; a replica takes only what was handed over.
+        await self.store.adopt(time.time(), everything=not self.store.shared)
         resumed = await self.follower.resume_all()
         if resumed:
             log.info("resumed following %d retried jobs", resumed)

@@ -1,0 +1,240 @@
+"""The storage interface: everything the app must remember, whichever database holds it.
+
+Two implementations: SQLite (one instance, the embedded default) and PostgreSQL (several replicas sharing the work).
+The same storage tests run against both.
+
+Work that outlives one request (accepted webhooks and clicks, messages queued for Slack, followed jobs, claims on a
+job) belongs to one replica at a time: its `owner` row holds a lease that the replica renews with `renew()`. When a
+replica dies its leases run out and `adopt()` hands the work to a live one; a replica that stops cleanly calls
+`hand_over()` so the others take it at once.
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+import secrets
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from typing import Any
+
+# A lease this long survives a busy event loop and a slow database; a dead replica's work moves on within it.
+LEASE_SECONDS = 15.0
+
+
+def new_owner_id() -> str:
+    """A replica's identity for leases: unique per process start."""
+    return secrets.token_hex(6)
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    user: str
+    channel: str
+    endpoint: str
+    job: str
+    source: str       # command | button | bulk | retry_all | shortcut | cli
+    outcome: str      # requeued, not_found, …, or refused:<reason>
+    called: bool = False  # a RunPod retry call was made (counts toward the budget)
+    http_status: int | None = None
+    job_status: str | None = None
+    detail: str | None = None
+    at: float = 0.0
+
+
+@dataclass(frozen=True)
+class Claim:
+    """Who holds a job for a retry (from the click or command until the retried job ends)."""
+
+    user: str
+    at: float
+    owner: str = ""
+
+
+@dataclass(frozen=True)
+class Queued:
+    """A row of the outbox (messages for Slack) or of the inbox (accepted work not yet done)."""
+
+    id: int
+    kind: str
+    payload: dict[str, Any]
+    lane: str = ""
+    attempts: int = 0
+    not_before: float = 0.0
+    created: float = 0.0
+    after: dict[str, Any] | None = field(default=None)
+
+    @staticmethod
+    def decode(value: Any) -> dict[str, Any]:
+        return json.loads(value) if isinstance(value, str) else dict(value or {})
+
+
+@dataclass(frozen=True)
+class Adopted:
+    """Work another replica left (it died, or stopped and handed it over), now this replica's."""
+
+    outbox: list[Queued] = field(default_factory=list)
+    inbox: list[Queued] = field(default_factory=list)
+    follows: list[str] = field(default_factory=list)
+
+
+class StoreUnavailable(Exception):
+    """The database cannot be reached right now (PostgreSQL down, a network blip). Work is not lost: what was
+    accepted is in the database; the person is told to try again shortly."""
+
+
+class Store(abc.ABC):
+    """One database, as the app sees it. `owner` identifies this replica for leases."""
+
+    owner: str
+    shared: bool  # several replicas may use it at once (PostgreSQL)
+
+    # ---------------------------------------------------------------- life
+
+    @abc.abstractmethod
+    async def open(self) -> None:
+        """Connect and bring the schema up to date (migrations, safe when replicas start together)."""
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    @abc.abstractmethod
+    async def ping(self) -> bool:
+        """True when the database answers now (for /healthz)."""
+
+    @abc.abstractmethod
+    async def prune(self, before: float) -> None:
+        """Forget alerts, storms, seen failures, sent messages and done work last touched before `before`.
+        The audit trail is kept: it is the team's record."""
+
+    # ---------------------------------------------------------------- between replicas
+
+    @abc.abstractmethod
+    def lock(self, name: str) -> AbstractAsyncContextManager[None]:
+        """Mutual exclusion for `name` across every replica (one alert per job, one grouped alert per storm)."""
+
+    @abc.abstractmethod
+    async def publish(self, topic: str, message: str) -> None:
+        """Tell every replica, this one included, through `subscribe` callbacks (PostgreSQL: NOTIFY)."""
+
+    @abc.abstractmethod
+    def subscribe(self, topic: str, callback: Callable[[str], None]) -> None: ...
+
+    # ---------------------------------------------------------------- leases
+
+    @abc.abstractmethod
+    async def renew(self, now: float) -> None:
+        """Extend the leases on everything this replica owns."""
+
+    @abc.abstractmethod
+    async def adopt(self, now: float, *, everything: bool = False) -> Adopted:
+        """Take over work whose owner's lease ran out (`everything`: all of it, for a lone instance's start)."""
+
+    @abc.abstractmethod
+    async def hand_over(self) -> None:
+        """Stopping cleanly: let the other replicas adopt this one's unfinished work at once."""
+
+    # ---------------------------------------------------------------- claims (exactly once)
+
+    @abc.abstractmethod
+    async def claim(self, endpoint: str, job: str, user: str, now: float) -> Claim | None:
+        """Take the job for one retry. None: it is ours now. Otherwise the claim someone else holds."""
+
+    @abc.abstractmethod
+    async def release(self, endpoint: str, job: str) -> None: ...
+
+    @abc.abstractmethod
+    async def claimed(self, endpoint: str, job: str) -> Claim | None: ...
+
+    # ---------------------------------------------------------------- inbox: accepted work
+
+    @abc.abstractmethod
+    async def accept(self, kind: str, payload: dict[str, Any], now: float) -> int:
+        """Record work that was (or is about to be) acknowledged, before acting on it."""
+
+    @abc.abstractmethod
+    async def done(self, work_id: int) -> None: ...
+
+    # ---------------------------------------------------------------- outbox: messages for Slack
+
+    @abc.abstractmethod
+    async def enqueue(self, kind: str, lane: str, payload: dict[str, Any], now: float, *,
+                      coalesce: str | None = None, after: dict[str, Any] | None = None) -> tuple[int, bool]:
+        """Queue a Slack call. With `coalesce`, a queued, unsent call with the same key is replaced instead
+        (only the newest state of a message is sent). Returns (row id, whether it merged into an older row)."""
+
+    @abc.abstractmethod
+    async def take(self, message_id: int) -> Queued | None:
+        """Mark a queued call as being sent and return it as it is now (None: already sent or gone)."""
+
+    @abc.abstractmethod
+    async def sent(self, message_id: int, result: str | None) -> None: ...
+
+    @abc.abstractmethod
+    async def later(self, message_id: int, not_before: float, attempts: int) -> None:
+        """Put a call back in the queue, to be tried again at `not_before`."""
+
+    @abc.abstractmethod
+    async def queued(self) -> list[Queued]:
+        """This replica's unsent calls, oldest first (to resume after a restart or an adoption)."""
+
+    # ---------------------------------------------------------------- audit
+
+    @abc.abstractmethod
+    async def audit(self, entry: AuditEntry) -> None: ...
+
+    @abc.abstractmethod
+    async def history(self, limit: int) -> list[dict[str, Any]]: ...
+
+    @abc.abstractmethod
+    async def retries_since(self, endpoint: str, job: str, since: float) -> int:
+        """Retries RunPod took (or may have taken) for the job since `since`: the budget counts these."""
+
+    # ---------------------------------------------------------------- alerts, follows, storms, bulk runs
+
+    @abc.abstractmethod
+    async def save_alert(self, endpoint: str, job: str, data: str) -> None: ...
+
+    @abc.abstractmethod
+    async def load_alert(self, endpoint: str, job: str) -> str | None: ...
+
+    @abc.abstractmethod
+    async def recent_alerts(self, since: float) -> list[str]: ...
+
+    @abc.abstractmethod
+    async def save_follow(self, endpoint: str, job: str, data: str) -> None:
+        """Remember a followed job, owned (leased) by this replica."""
+
+    @abc.abstractmethod
+    async def drop_follow(self, endpoint: str, job: str) -> None: ...
+
+    @abc.abstractmethod
+    async def follows(self) -> list[str]:
+        """The followed jobs this replica owns."""
+
+    @abc.abstractmethod
+    async def save_storm(self, storm_id: str, data: str) -> None: ...
+
+    @abc.abstractmethod
+    async def load_storm(self, storm_id: str) -> str | None: ...
+
+    @abc.abstractmethod
+    async def recent_storms(self, since: float) -> list[str]: ...
+
+    @abc.abstractmethod
+    async def save_bulk(self, run_id: str, data: str) -> None: ...
+
+    @abc.abstractmethod
+    async def recent_bulks(self, since: float) -> list[str]: ...
+
+    # ---------------------------------------------------------------- failures seen (for `failed`)
+
+    @abc.abstractmethod
+    async def record_failure(self, endpoint: str, job: str, status: str, error: str | None, at: float) -> None: ...
+
+    @abc.abstractmethod
+    async def mark_retried(self, endpoint: str, jobs: list[str]) -> None: ...
+
+    @abc.abstractmethod
+    async def recent_failures(self, endpoint: str, since: float) -> list[dict[str, Any]]: ...
