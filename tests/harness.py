@@ -94,7 +94,10 @@ class Harness:
         await self.start()
 
     async def settle(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109
-        """Wait until the app has finished every piece of work it started (follows included)."""
+        """Wait until the app has finished every piece of work it started (follows included) and Slack has
+        every message it queued."""
+        await self.rt.background.idle(timeout)
+        await self.rt.outbox.idle(timeout)
         await self.rt.background.idle(timeout)
 
     # ---------------------------------------------------------------- Slack → app

@@ -271,7 +271,8 @@ async def test_retried_job_that_fails_again_mentions_the_retrier_and_offers_retr
     await app.settle()
 
     assert len(runpod.calls_to("retry")) == 2
-    assert any("<@U8>" in s and "now IN_QUEUE" in s for s in updates_of(slack, alert["ts"]))
+    # Updates of one message coalesce in the outbox, so intermediate states may never be drawn; the retrier is.
+    assert any("<@U8>" in s for s in updates_of(slack, alert["ts"]))
     assert "<@U8>" in message_text(app.thread(ALERTS, alert["ts"])[-1])
     assert len(app.top_level(ALERTS)) == 1
 
@@ -537,6 +538,7 @@ async def test_an_alert_past_its_retry_deadline_is_redrawn_without_retry(make_ap
     app.rt.desk.clock = lambda: later
     assert await app.rt.desk.sweep_expired() == 1
     assert await app.rt.desk.sweep_expired() == 0  # once is enough
+    await app.settle()
 
     now_shown = current(app, alert)
     assert actions.RETRY not in buttons(now_shown) and actions.STATUS in buttons(now_shown)

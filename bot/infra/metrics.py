@@ -32,6 +32,16 @@ class Metrics:
                                 registry=r)
         self.alerts = Counter("runpod_retry_alerts_posted", "Failure alerts posted, by kind.", ["kind"], registry=r)
 
+        self.outbox_depth = Gauge("runpod_retry_outbox_depth", "Slack calls queued, by lane (a channel, or a method).",
+                                  ["lane"], registry=r)
+        self.outbox_oldest = Gauge("runpod_retry_outbox_oldest_seconds",
+                                   "Age of the oldest Slack call still queued, by lane.", ["lane"], registry=r)
+        self.rate_limited = Counter("runpod_retry_rate_limited", "429 answers received, by platform and method.",
+                                    ["platform", "method"], registry=r)
+        self.runpod_rate = Gauge("runpod_retry_runpod_rate_per_second",
+                                 "The RunPod limiter's current rate, by endpoint and operation.",
+                                 ["endpoint", "op"], registry=r)
+
     def observe_runpod(self, op: str, outcome: str, seconds: float) -> None:
         self.runpod_latency.labels(op=op, outcome=outcome).observe(seconds)
 

@@ -1,25 +1,28 @@
-"""Posting to Slack: threads, the response_url fallback, long JSON as files. Nothing is silently dropped."""
+"""Posting to Slack: threads, the response_url fallback, long JSON as files, all through the durable outbox."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from typing import Any
 
-from slack_sdk.errors import SlackApiError, SlackClientError
+from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
-    AsyncRateLimitErrorRetryHandler,
     AsyncServerErrorRetryHandler,
 )
 from slack_sdk.web.async_client import AsyncWebClient
-from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from bot.core import messages
 from bot.core.messages import Message
 from bot.core.outcome import Outcome
+from bot.slack.outbox import Delivery, Outbox
 
 log = logging.getLogger(__name__)
+
+# A command's reply that Slack has not taken after this long goes through the command's response_url instead.
+RESPONSE_URL_AFTER = 5.0
 
 # Errors after which posting into the channel will not work, but the command's response_url will.
 NO_CHANNEL_ERRORS = frozenset({"not_in_channel", "channel_not_found", "is_archived", "restricted_action",
@@ -27,15 +30,15 @@ NO_CHANNEL_ERRORS = frozenset({"not_in_channel", "channel_not_found", "is_archiv
 
 
 def retry_handlers() -> list[Any]:
-    """Slack 429s wait Retry-After; 5xx and dropped connections are tried again a few times."""
-    return [AsyncConnectionErrorRetryHandler(max_retry_count=2),
-            AsyncRateLimitErrorRetryHandler(max_retry_count=4),
-            AsyncServerErrorRetryHandler(max_retry_count=2)]
+    """For the calls that do not go through the outbox (auth.test, usergroups, views.open): a dropped connection
+    or a 5xx is tried again a few times. 429s are the outbox's to pace, so no rate-limit handler here."""
+    return [AsyncConnectionErrorRetryHandler(max_retry_count=2), AsyncServerErrorRetryHandler(max_retry_count=2)]
 
 
 def make_client(token: str, base_url: str, timeout: int = 15) -> AsyncWebClient:
     client = AsyncWebClient(token=token, base_url=base_url, timeout=timeout)
-    client.retry_handlers.extend(h for h in retry_handlers() if type(h) not in map(type, client.retry_handlers))
+    # slack_sdk installs a connection-error handler of its own (one retry); ours replaces it, so the count is ours.
+    client.retry_handlers[:] = retry_handlers()
     return client
 
 
@@ -59,29 +62,43 @@ class Place:
 
 
 class SlackOut:
-    def __init__(self, client: AsyncWebClient):
-        self.client = client
+    """What the app says in Slack, in its terms (a place, a message); the outbox does the sending."""
 
-    async def post(self, place: Place, msg: Message) -> str | None:
+    def __init__(self, outbox: Outbox):
+        self.outbox = outbox
+
+    async def post(self, place: Place, msg: Message, *, after: dict[str, Any] | None = None) -> str | None:
         """Post into the place's thread (or as a new message). Returns the ts, or None when it went to the
-        response_url or nowhere (already logged)."""
+        response_url or nowhere (already logged). Waits until Slack has it: replies need the parent's ts."""
         if not place.via_response_url:
-            try:
-                response = await self.client.chat_postMessage(channel=place.channel, thread_ts=place.thread_ts,
-                                                              unfurl_links=False, unfurl_media=False, **msg)
-                return str(response["ts"])
-            except (SlackApiError, SlackClientError) as exc:
-                code = error_code(exc)
-                if place.response_url is None:
-                    log.error("could not post to Slack channel %s: %s", place.channel, code)
-                    return None
-                log.warning("cannot post in channel %s (%s); using the command's response_url",
-                            place.channel, code)
-                place.via_response_url = True
-                if code in NO_CHANNEL_ERRORS:
-                    msg = messages.without_thread_hint(msg, code)
+            message_id, pending = await self.outbox.submit("post", {
+                "channel": place.channel, "thread_ts": place.thread_ts, "unfurl_links": False,
+                "unfurl_media": False, **msg}, after=after)
+            delivery = await self._delivered(message_id, pending, place)
+            if delivery.ok:
+                return delivery.ts
+            code = delivery.error or "unknown"
+            if place.response_url is None:
+                log.error("could not post to Slack channel %s: %s", place.channel, code)
+                return None
+            log.warning("cannot post in channel %s (%s); using the command's response_url", place.channel, code)
+            place.via_response_url = True
+            if code in NO_CHANNEL_ERRORS or code == messages.SLACK_UNAVAILABLE:
+                msg = messages.without_thread_hint(msg, code)
         await self.respond(place, msg, in_channel=True)
         return None
+
+    async def _delivered(self, message_id: int, pending: asyncio.Future[Delivery], place: Place) -> Delivery:
+        """Wait for a post. A person waiting on a command is not kept waiting on a Slack outage: when the channel
+        cannot be posted to for a while and there is a response_url, the post is taken back and said there."""
+        if place.response_url is None:
+            return await pending
+        try:
+            return await asyncio.wait_for(asyncio.shield(pending), RESPONSE_URL_AFTER)
+        except TimeoutError:
+            if await self.outbox.withdraw(message_id):
+                return Delivery(ok=False, error=messages.SLACK_UNAVAILABLE)
+            return await pending
 
     async def respond(self, place: Place, msg: Message, *, in_channel: bool = False,
                       replace_original: bool = False) -> bool:
@@ -91,47 +108,35 @@ class SlackOut:
             log.error("response_url budget used up for channel %s; a reply was not delivered", place.channel)
             return False
         place.response_posts += 1
-        try:
-            response = await AsyncWebhookClient(place.response_url, retry_handlers=retry_handlers()).send(
-                text=msg["text"], blocks=msg["blocks"], response_type="in_channel" if in_channel else "ephemeral",
-                replace_original=replace_original)
-        except Exception as exc:  # the network or Slack failed; the caller can do nothing better than log
-            log.error("response_url post failed: %s", type(exc).__name__)
-            return False
-        if response.status_code != 200:
-            log.error("response_url post refused: HTTP %s", response.status_code)
-            return False
-        return True
+        delivery = await self.outbox.send("respond", {
+            "url": place.response_url, "text": msg["text"], "blocks": msg["blocks"],
+            "response_type": "in_channel" if in_channel else "ephemeral", "replace_original": replace_original})
+        if not delivery.ok:
+            log.error("response_url post refused: %s", delivery.error)
+        return delivery.ok
 
     async def ephemeral(self, channel: str, user: str, msg: Message, response_url: str | None = None) -> bool:
         """A message only `user` sees: via response_url when there is one (works everywhere), else postEphemeral."""
         if response_url:
             return await self.respond(Place(channel, response_url=response_url), msg)
-        try:
-            await self.client.chat_postEphemeral(channel=channel, user=user, **msg)
-            return True
-        except (SlackApiError, SlackClientError) as exc:
-            log.error("could not show a private message to %s: %s", user, error_code(exc))
-            return False
+        delivery = await self.outbox.send("ephemeral", {"channel": channel, "user": user, **msg})
+        if not delivery.ok:
+            log.error("could not show a private message to %s: %s", user, delivery.error)
+        return delivery.ok
 
-    async def update(self, channel: str, ts: str, msg: Message) -> bool:
-        try:
-            await self.client.chat_update(channel=channel, ts=ts, **msg)
-            return True
-        except (SlackApiError, SlackClientError) as exc:
-            log.error("could not update message %s in %s: %s", ts, channel, error_code(exc))
-            return False
+    async def update(self, channel: str, ts: str, msg: Message) -> None:
+        """Queue the message's new state; an older state still waiting is replaced, not sent."""
+        await self.outbox.submit("update", {"channel": channel, "ts": ts, **msg}, coalesce=f"update:{channel}:{ts}")
 
     async def attach(self, place: Place, content: str, filename: str, comment: str) -> bool:
         if place.via_response_url:
             return False
-        try:
-            await self.client.files_upload_v2(channel=place.channel, thread_ts=place.thread_ts, content=content,
-                                              filename=filename, title=filename, initial_comment=comment)
-            return True
-        except (SlackApiError, SlackClientError) as exc:
-            log.error("could not attach %s in %s: %s", filename, place.channel, error_code(exc))
-            return False
+        delivery = await self.outbox.send("file", {
+            "channel": place.channel, "thread_ts": place.thread_ts, "content": content, "filename": filename,
+            "title": filename, "initial_comment": comment})
+        if not delivery.ok:
+            log.error("could not attach %s in %s: %s", filename, place.channel, delivery.error)
+        return delivery.ok
 
     async def post_outcome(self, place: Place, outcome: Outcome, *, prefix: str = "") -> None:
         """The result reply; JSON too long for a message goes into an attached file."""

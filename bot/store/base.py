@@ -176,6 +176,10 @@ class Store(abc.ABC):
         """Put a call back in the queue, to be tried again at `not_before`."""
 
     @abc.abstractmethod
+    async def withdraw(self, message_id: int) -> bool:
+        """Take back a call not yet being sent (the caller found another way to say it). False: too late."""
+
+    @abc.abstractmethod
     async def queued(self) -> list[Queued]:
         """This replica's unsent calls, oldest first (to resume after a restart or an adoption)."""
 

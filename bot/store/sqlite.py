@@ -87,6 +87,9 @@ class SqliteStore(Store):
         self._db: aiosqlite.Connection | None = None
         self._locks: dict[str, asyncio.Lock] = {}
         self._users: dict[str, int] = {}
+        # One connection, shared by every coroutine: a statement must not be open (a RETURNING or a read not yet
+        # fetched) while another coroutine commits, so each operation holds the connection for its whole length.
+        self._mutex = asyncio.Lock()
         self._subscribers: dict[str, list[Callable[[str], None]]] = {}
 
     async def open(self) -> None:
@@ -114,24 +117,38 @@ class SqliteStore(Store):
             raise RuntimeError("store is not open")
         return self._db
 
-    async def _write(self, sql: str, params: tuple[Any, ...] | list[tuple[Any, ...]], many: bool = False) -> None:
-        if many:
-            await self.db.executemany(sql, params)
-        else:
-            await self.db.execute(sql, params)
-        await self.db.commit()
+    async def _write(self, sql: str, params: Any, many: bool = False) -> None:
+        async with self._mutex:
+            if many:
+                await self.db.executemany(sql, params)
+            else:
+                await self.db.execute(sql, params)
+            await self.db.commit()
 
-    async def _rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+    async def _rows(self, sql: str, params: Any = (), *, commit: bool = False) -> list[Any]:
+        async with self._mutex:
+            return await self._rows_locked(sql, params, commit=commit)
+
+    async def _rows_locked(self, sql: str, params: Any = (), *, commit: bool = False) -> list[Any]:
         async with self.db.execute(sql, params) as cursor:
-            return list(await cursor.fetchall())
+            rows = list(await cursor.fetchall())
+        if commit:
+            await self.db.commit()
+        return rows
+
+    async def _script(self, statements: list[tuple[str, Any]]) -> list[list[Any]]:
+        """Several statements as one transaction; returns each one's rows."""
+        async with self._mutex:
+            results = [await self._rows_locked(sql, params) for sql, params in statements]
+            await self.db.commit()
+            return results
 
     async def prune(self, before: float) -> None:
         for sql in ("DELETE FROM alerts WHERE updated < ?", "DELETE FROM storms WHERE updated < ?",
                     "DELETE FROM bulk_runs WHERE updated < ?", "DELETE FROM failures WHERE seen_at < ?",
                     "DELETE FROM outbox WHERE state NOT IN ('queued', 'sending') AND created < ?",
                     "DELETE FROM inbox WHERE done = 1 AND created < ?"):
-            await self.db.execute(sql, (before,))
-        await self.db.commit()
+            await self._write(sql, (before,))
 
     # ---------------------------------------------------------------- between replicas (here: one process)
 
@@ -158,37 +175,34 @@ class SqliteStore(Store):
 
     async def renew(self, now: float) -> None:
         until = now + LEASE_SECONDS
-        for table in ("claims", "follows", "inbox", "outbox"):
-            await self.db.execute(f"UPDATE {table} SET lease_until = ? WHERE owner = ?", (until, self.owner))
-        await self.db.commit()
+        await self._script([(f"UPDATE {table} SET lease_until = ? WHERE owner = ?", (until, self.owner))
+                            for table in ("claims", "follows", "inbox", "outbox")])
 
     async def adopt(self, now: float, *, everything: bool = False) -> Adopted:
         until = now + LEASE_SECONDS
         cutoff = float("inf") if everything else now
         others = "owner != ? AND lease_until < ?"
-        follows = await self._rows(f"UPDATE follows SET owner = ?, lease_until = ? WHERE {others} RETURNING data",
-                                   (self.owner, until, self.owner, cutoff))
-        inbox = await self._rows(f"UPDATE inbox SET owner = ?, lease_until = ? WHERE done = 0 AND {others}"
-                                 " RETURNING *", (self.owner, until, self.owner, cutoff))
-        outbox = await self._rows(f"UPDATE outbox SET owner = ?, lease_until = ?, state = 'queued' WHERE state IN"
-                                  f" ('queued', 'sending') AND {others} RETURNING *",
-                                  (self.owner, until, self.owner, cutoff))
-        # A claim moves with its followed job; other claims of a dead owner simply run out.
-        await self.db.execute(
-            "UPDATE claims SET owner = ?, lease_until = ? WHERE EXISTS (SELECT 1 FROM follows f WHERE"
-            " f.endpoint = claims.endpoint AND f.job = claims.job AND f.owner = ?)",
-            (self.owner, until, self.owner))
+        statements: list[tuple[str, Any]] = [
+            (f"UPDATE follows SET owner = ?, lease_until = ? WHERE {others} RETURNING data",
+             (self.owner, until, self.owner, cutoff)),
+            (f"UPDATE inbox SET owner = ?, lease_until = ? WHERE done = 0 AND {others} RETURNING *",
+             (self.owner, until, self.owner, cutoff)),
+            (f"UPDATE outbox SET owner = ?, lease_until = ?, state = 'queued' WHERE state IN ('queued', 'sending')"
+             f" AND {others} RETURNING *", (self.owner, until, self.owner, cutoff)),
+            # A claim moves with its followed job; other claims of a dead owner simply run out.
+            ("UPDATE claims SET owner = ?, lease_until = ? WHERE EXISTS (SELECT 1 FROM follows f WHERE"
+             " f.endpoint = claims.endpoint AND f.job = claims.job AND f.owner = ?)", (self.owner, until, self.owner)),
+        ]
         if everything:
-            await self.db.execute("DELETE FROM claims WHERE owner != ?", (self.owner,))
-        await self.db.commit()
+            statements.append(("DELETE FROM claims WHERE owner != ?", (self.owner,)))
+        follows, inbox, outbox, *_ = await self._script(statements)
         return Adopted(outbox=sorted((_queued(r) for r in outbox), key=lambda q: q.id),
                        inbox=sorted((_queued(r) for r in inbox), key=lambda q: q.id),
                        follows=[r["data"] for r in follows])
 
     async def hand_over(self) -> None:
-        for table in ("claims", "follows", "inbox", "outbox"):
-            await self.db.execute(f"UPDATE {table} SET lease_until = 0 WHERE owner = ?", (self.owner,))
-        await self.db.commit()
+        await self._script([(f"UPDATE {table} SET lease_until = 0 WHERE owner = ?", (self.owner,))
+                            for table in ("claims", "follows", "inbox", "outbox")])
 
     # ---------------------------------------------------------------- claims
 
@@ -198,8 +212,7 @@ class SqliteStore(Store):
             " ON CONFLICT (endpoint, job) DO UPDATE SET user = excluded.user, at = excluded.at,"
             " owner = excluded.owner, lease_until = excluded.lease_until WHERE claims.lease_until < ?"
             " RETURNING owner",
-            (endpoint, job, user, now, self.owner, now + LEASE_SECONDS, now))
-        await self.db.commit()
+            (endpoint, job, user, now, self.owner, now + LEASE_SECONDS, now), commit=True)
         if taken:
             return None
         existing = await self.claimed(endpoint, job)
@@ -217,8 +230,7 @@ class SqliteStore(Store):
     async def accept(self, kind: str, payload: dict[str, Any], now: float) -> int:
         rows = await self._rows(
             "INSERT INTO inbox (kind, payload, created, owner, lease_until) VALUES (?, ?, ?, ?, ?) RETURNING id",
-            (kind, json.dumps(payload), now, self.owner, now + LEASE_SECONDS))
-        await self.db.commit()
+            (kind, json.dumps(payload), now, self.owner, now + LEASE_SECONDS), commit=True)
         return int(rows[0]["id"])
 
     async def done(self, work_id: int) -> None:
@@ -231,22 +243,19 @@ class SqliteStore(Store):
         text = json.dumps(payload)
         if coalesce is not None:
             merged = await self._rows("UPDATE outbox SET payload = ? WHERE coalesce_key = ? AND state = 'queued'"
-                                      " RETURNING id", (text, coalesce))
+                                      " RETURNING id", (text, coalesce), commit=True)
             if merged:
-                await self.db.commit()
                 return int(merged[0]["id"]), True
         rows = await self._rows(
             "INSERT INTO outbox (kind, lane, payload, after, coalesce_key, created, owner, lease_until)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
             (kind, lane, text, json.dumps(after) if after else None, coalesce, now, self.owner,
-             now + LEASE_SECONDS))
-        await self.db.commit()
+             now + LEASE_SECONDS), commit=True)
         return int(rows[0]["id"]), False
 
     async def take(self, message_id: int) -> Queued | None:
         rows = await self._rows("UPDATE outbox SET state = 'sending' WHERE id = ? AND state = 'queued' AND owner = ?"
-                                " RETURNING *", (message_id, self.owner))
-        await self.db.commit()
+                                " RETURNING *", (message_id, self.owner), commit=True)
         return _queued(rows[0]) if rows else None
 
     async def sent(self, message_id: int, result: str | None) -> None:
@@ -255,6 +264,11 @@ class SqliteStore(Store):
     async def later(self, message_id: int, not_before: float, attempts: int) -> None:
         await self._write("UPDATE outbox SET state = 'queued', not_before = ?, attempts = ? WHERE id = ?",
                           (not_before, attempts, message_id))
+
+    async def withdraw(self, message_id: int) -> bool:
+        rows = await self._rows("UPDATE outbox SET state = 'withdrawn' WHERE id = ? AND state = 'queued'"
+                                " RETURNING id", (message_id,), commit=True)
+        return bool(rows)
 
     async def queued(self) -> list[Queued]:
         rows = await self._rows("SELECT * FROM outbox WHERE owner = ? AND state IN ('queued', 'sending')"
@@ -270,19 +284,15 @@ class SqliteStore(Store):
         await self._write(
             "INSERT INTO audit (at, user, channel, endpoint, job, source, outcome, called, http_status, job_status,"
             " detail) VALUES (:at, :user, :channel, :endpoint, :job, :source, :outcome, :called, :http_status,"
-            " :job_status, :detail)", row)  # type: ignore[arg-type]
+            " :job_status, :detail)", row)
 
     async def history(self, limit: int) -> list[dict[str, Any]]:
-        async with self.db.execute("SELECT * FROM audit ORDER BY id DESC LIMIT ?", (limit,)) as cursor:
-            return [dict(row) for row in await cursor.fetchall()]
+        return [dict(row) for row in await self._rows("SELECT * FROM audit ORDER BY id DESC LIMIT ?", (limit,))]
 
     async def retries_since(self, endpoint: str, job: str, since: float) -> int:
-        async with self.db.execute(
-            "SELECT COUNT(*) FROM audit WHERE endpoint = ? AND job = ? AND called = 1 AND at >= ?",
-            (endpoint, job, since),
-        ) as cursor:
-            row = await cursor.fetchone()
-        return int(row[0]) if row else 0
+        rows = await self._rows("SELECT COUNT(*) FROM audit WHERE endpoint = ? AND job = ? AND called = 1 AND at >= ?",
+                                (endpoint, job, since))
+        return int(rows[0][0]) if rows else 0
 
     # ---------------------------------------------------------------- alerts, follows, storms (JSON blobs)
 
@@ -291,14 +301,11 @@ class SqliteStore(Store):
                           (endpoint, job, data, time.time()))
 
     async def load_alert(self, endpoint: str, job: str) -> str | None:
-        async with self.db.execute("SELECT data FROM alerts WHERE endpoint = ? AND job = ?",
-                                   (endpoint, job)) as cursor:
-            row = await cursor.fetchone()
-        return row[0] if row else None
+        rows = await self._rows("SELECT data FROM alerts WHERE endpoint = ? AND job = ?", (endpoint, job))
+        return rows[0][0] if rows else None
 
     async def recent_alerts(self, since: float) -> list[str]:
-        async with self.db.execute("SELECT data FROM alerts WHERE updated >= ?", (since,)) as cursor:
-            return [row[0] for row in await cursor.fetchall()]
+        return [row[0] for row in await self._rows("SELECT data FROM alerts WHERE updated >= ?", (since,))]
 
     async def save_follow(self, endpoint: str, job: str, data: str) -> None:
         await self._write("INSERT OR REPLACE INTO follows (endpoint, job, data, owner, lease_until)"
@@ -308,8 +315,7 @@ class SqliteStore(Store):
         await self._write("DELETE FROM follows WHERE endpoint = ? AND job = ?", (endpoint, job))
 
     async def follows(self) -> list[str]:
-        async with self.db.execute("SELECT data FROM follows WHERE owner = ?", (self.owner,)) as cursor:
-            return [row[0] for row in await cursor.fetchall()]
+        return [row[0] for row in await self._rows("SELECT data FROM follows WHERE owner = ?", (self.owner,))]
 
     # A storm's id is `endpoint/<start in ms>`: one endpoint can have several grouped alerts over a day.
     async def save_storm(self, storm_id: str, data: str) -> None:
@@ -317,22 +323,19 @@ class SqliteStore(Store):
                           (storm_id, data, time.time()))
 
     async def load_storm(self, storm_id: str) -> str | None:
-        async with self.db.execute("SELECT data FROM storms WHERE id = ?", (storm_id,)) as cursor:
-            row = await cursor.fetchone()
-        return row[0] if row else None
+        rows = await self._rows("SELECT data FROM storms WHERE id = ?", (storm_id,))
+        return rows[0][0] if rows else None
 
     async def recent_storms(self, since: float) -> list[str]:
-        async with self.db.execute("SELECT data FROM storms WHERE updated >= ? ORDER BY updated",
-                                   (since,)) as cursor:
-            return [row[0] for row in await cursor.fetchall()]
+        return [row[0] for row in await self._rows("SELECT data FROM storms WHERE updated >= ? ORDER BY updated",
+                                                   (since,))]
 
     async def save_bulk(self, run_id: str, data: str) -> None:
         await self._write("INSERT OR REPLACE INTO bulk_runs (id, data, updated) VALUES (?, ?, ?)",
                           (run_id, data, time.time()))
 
     async def recent_bulks(self, since: float) -> list[str]:
-        async with self.db.execute("SELECT data FROM bulk_runs WHERE updated >= ?", (since,)) as cursor:
-            return [row[0] for row in await cursor.fetchall()]
+        return [row[0] for row in await self._rows("SELECT data FROM bulk_runs WHERE updated >= ?", (since,))]
 
     # ---------------------------------------------------------------- failures seen (for `failed`)
 
@@ -348,11 +351,10 @@ class SqliteStore(Store):
                           [(endpoint, job) for job in jobs], many=True)
 
     async def recent_failures(self, endpoint: str, since: float) -> list[dict[str, Any]]:
-        async with self.db.execute(
+        rows = await self._rows(
             "SELECT job, status, error, seen_at FROM failures WHERE endpoint = ? AND seen_at >= ? AND retried = 0"
             # A retry RunPod took since the failure was seen (by any route: button, command, bulk) counts too.
             " AND NOT EXISTS (SELECT 1 FROM audit WHERE audit.endpoint = failures.endpoint AND audit.job = failures.job"
             " AND audit.outcome = 'requeued' AND audit.at >= failures.seen_at)"
-            " ORDER BY seen_at", (endpoint, since),
-        ) as cursor:
-            return [dict(row) for row in await cursor.fetchall()]
+            " ORDER BY seen_at", (endpoint, since))
+        return [dict(row) for row in rows]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from typing import Any
@@ -18,7 +19,8 @@ from bot.infra.metrics import Metrics
 from bot.infra.tasks import Background
 from bot.runpod import RunPodClient
 from bot.slack.out import SlackOut, make_client
-from bot.store import Store, open_store
+from bot.slack.outbox import Outbox
+from bot.store import LEASE_SECONDS, Store, open_store
 from bot.work.access import AccessPolicy
 from bot.work.alert_desk import AlertDesk
 from bot.work.bulk import BulkRunner
@@ -41,8 +43,12 @@ class Runtime:
         self.metrics = Metrics()
         self.background = Background()
         self.client = client or make_client(settings.slack_bot_token, settings.slack_api_url)
-        self.out = SlackOut(self.client)
         self.store = store or open_store(settings.db_path)
+        # The outbox retries and paces its own calls: its client has no retry handlers of slack_sdk's.
+        self.outbox_client = AsyncWebClient(token=self.client.token, base_url=self.client.base_url,
+                                            timeout=self.client.timeout, retry_handlers=[])
+        self.outbox = Outbox(self.store, self.outbox_client, self.metrics)
+        self.out = SlackOut(self.outbox)
         self.runpod = RunPodClient(settings.runpod_api_url, settings.runpod_api_key,
                                    endpoint_keys=settings.runpod_endpoint_keys, timeout=settings.runpod_timeout,
                                    max_attempts=settings.runpod_max_attempts,
@@ -60,6 +66,7 @@ class Runtime:
         self.auth: dict[str, Any] | None = None
         self._stopping = asyncio.Event()
         self._sweeper: asyncio.Task[None] | None = None
+        self._leases: asyncio.Task[None] | None = None
 
     async def _group_members(self, group: str) -> list[str]:
         response = await self.client.usergroups_users_list(usergroup=group)
@@ -71,6 +78,7 @@ class Runtime:
             # per call, which is most of the app's CPU in a burst of commands (bench/).
             self.client.session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=0), timeout=aiohttp.ClientTimeout(total=self.client.timeout))
+        self.outbox_client.session = self.client.session
         await self.store.open()
         await self.store.prune(time.time() - KEEP_SECONDS)
         await self.desk.load()
@@ -82,19 +90,40 @@ class Runtime:
         self._sweeper = asyncio.create_task(self.desk.keep_current(self._stopping), name="expired alerts")
         # A lone instance owns everything the previous run left; a replica takes only what was handed over.
         await self.store.adopt(time.time(), everything=not self.store.shared)
+        self.outbox.resume(await self.store.queued())
+        self._leases = asyncio.create_task(self.keep_leases(), name="leases")
         resumed = await self.follower.resume_all()
         if resumed:
             log.info("resumed following %d retried jobs", resumed)
 
+    async def keep_leases(self) -> None:
+        """Keep this replica's leases alive; take over work whose owner died (replicas only)."""
+        while not self._stopping.is_set():
+            try:
+                await self.store.renew(time.time())
+                if self.store.shared:
+                    adopted = await self.store.adopt(time.time())
+                    self.outbox.resume(adopted.outbox)
+                    if adopted.follows:
+                        await self.follower.resume_all()
+            except Exception:
+                log.exception("could not renew this replica's leases")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), timeout=LEASE_SECONDS / 3)
+
     async def close(self, grace: float = 8.0) -> None:
         self._stopping.set()
-        if self._sweeper is not None:
-            await self._sweeper
+        for task in (self._sweeper, self._leases):
+            if task is not None:
+                await task
         self.follower.hand_over()
         cancelled = await self.background.drain(grace)
         if cancelled:
             log.warning("%d tasks were still running at shutdown; followed jobs resume on the next start",
                         cancelled)
+        await self.outbox.close(grace=1.0)
+        with contextlib.suppress(Exception):
+            await self.store.hand_over()
         await self.runpod.aclose()
         await self.store.close()
         if self.client.session is not None:

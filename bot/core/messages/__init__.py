@@ -48,6 +48,7 @@ from bot.core.messages.bulk import (
     tally_text,
 )
 from bot.core.messages.command import (
+    SLACK_UNAVAILABLE,
     THREAD_HINT,
     USAGE,
     already_claimed,
@@ -86,6 +87,7 @@ __all__ = [
     "MAX_SECTION_TEXT",
     "NAMED_JOBS",
     "RESULTS_SECTIONS",
+    "SLACK_UNAVAILABLE",
     "TABLE_SECTIONS",
     "THREAD_HINT",
     "USAGE",

@@ -54,6 +54,10 @@ def refusal(reason: str) -> Message:
 THREAD_HINT = "thread_hint"  # block_id of "the result is in the thread", dropped when there is no thread
 
 
+# The reason given when a post waited too long on Slack and went through the command's response_url instead.
+SLACK_UNAVAILABLE = "slack_unavailable"
+
+
 def without_thread_hint(msg: Message, error: str) -> Message:
     """The same message for the response_url fallback: no thread there, so say where replies go instead."""
     blocks = [b for b in msg["blocks"] if b.get("block_id") != THREAD_HINT][:MAX_BLOCKS - 1]
@@ -101,6 +105,10 @@ def already_claimed(endpoint: str, job: str, user: str, at: float) -> Message:
 
 
 def fallback_note(error: str) -> Message:
+    if error == SLACK_UNAVAILABLE:
+        return message("Slack is not taking messages in this channel right now, so the result comes here.",
+                       [context("Slack is not taking my messages in this channel right now (it answered with errors "
+                                "for several seconds), so replies come here instead.")])
     return message("I could not post in this channel, so the result comes here.",
                    [context(f"I cannot post in this channel ({escape(error)}): invite me with `/invite @RunPod "
                             "Retry` to get threaded results. Replies come here instead.")])

@@ -1,0 +1,332 @@
+"""The outbox: every message the app posts, updates or shows privately goes through here, stored first.
+
+A call is written to the database before it is sent, so a restart or a replica's death does not lose it (the next
+owner sends it). Calls wait in lanes: one per channel for posts and files (Slack allows about one post a second
+per channel, so that is where order and pace matter), one per method family for updates, private messages and
+views, and one per response_url. A lane sends one call at a time, oldest first, paced by its Slack limit. A 429
+pauses the lane for its Retry-After and the same call goes again: a rate limit never drops a message. A network
+error or a 5xx is tried again with backoff. Only an answer that can never succeed (`not_in_channel`,
+`invalid_blocks`, …) ends a call unsent, and the caller is told so it can fall back.
+
+Pending updates of one message coalesce in the database: only its newest state is sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+import aiohttp
+from slack_sdk.errors import SlackApiError, SlackClientError
+from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.webhook.async_client import AsyncWebhookClient
+
+from bot.infra.metrics import Metrics
+from bot.infra.ratelimit import Bucket
+from bot.store import Queued, Store, StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+# Slack's published limits (shared/slack-platform-notes.md): per channel for posts, per method tier otherwise.
+POST_RATE, POST_BURST = 1.0, 3.0               # chat.postMessage and file uploads, per channel
+UPDATE_RATE, UPDATE_BURST = 50 / 60, 5.0        # chat.update: Tier 3
+TIER4_RATE, TIER4_BURST = 100 / 60, 10.0        # chat.postEphemeral, views.*: Tier 4
+RESPONSE_URL_RATE, RESPONSE_URL_BURST = 1.0, 3.0
+DEFAULT_RETRY_AFTER = 1.0   # a 429 without Retry-After
+MAX_BACKOFF = 60.0          # between tries after network errors and 5xx
+
+# Answers after which the same call can never succeed.
+FINAL_ERRORS = frozenset({
+    "not_in_channel", "channel_not_found", "is_archived", "restricted_action", "access_denied", "missing_scope",
+    "invalid_blocks", "invalid_blocks_format", "msg_too_long", "no_text", "cant_update_message",
+    "message_not_found", "edit_window_closed", "user_not_in_channel", "invalid_arguments", "invalid_auth",
+    "not_authed", "account_inactive", "token_revoked", "invalid_thread_ts", "thread_not_found",
+    "used_url", "expired_url", "invalid_token", "no_service", "channel_is_archived",
+    "posting_to_general_channel_denied", "not_allowed_token_type", "ekm_access_denied", "user_not_found",
+    "invalid_channel",
+})
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """How a call ended: `ts` of a posted message, or `error` (Slack's error code) when it never can be sent."""
+
+    ok: bool
+    ts: str | None = None
+    error: str | None = None
+
+
+AfterHook = Callable[[dict[str, Any], Delivery], Awaitable[None]]
+
+
+def lane_of(kind: str, payload: dict[str, Any]) -> str:
+    if kind in ("post", "file"):
+        return f"channel:{payload.get('channel', '')}"
+    if kind == "respond":
+        return "respond:" + hashlib.sha256(str(payload.get("url", "")).encode()).hexdigest()[:12]
+    return kind  # update, ephemeral
+
+
+def _rate(lane: str) -> tuple[float, float]:
+    if lane.startswith("channel:"):
+        return POST_RATE, POST_BURST
+    if lane.startswith("respond:"):
+        return RESPONSE_URL_RATE, RESPONSE_URL_BURST
+    if lane == "update":
+        return UPDATE_RATE, UPDATE_BURST
+    return TIER4_RATE, TIER4_BURST
+
+
+class _Retry(Exception):
+    def __init__(self, wait: float, reason: str, throttled: bool = False):
+        super().__init__(reason)
+        self.wait = wait
+        self.reason = reason
+        self.throttled = throttled
+
+
+class Outbox:
+    def __init__(self, store: Store, client: AsyncWebClient, metrics: Metrics, *,
+                 clock: Callable[[], float] = time.time):
+        self.store = store
+        self.client = client
+        self.metrics = metrics
+        self.clock = clock
+        self._lanes: dict[str, list[int]] = {}
+        self._workers: dict[str, asyncio.Task[None]] = {}
+        self._buckets: dict[str, Bucket] = {}
+        self._waiting: dict[int, asyncio.Future[Delivery]] = {}
+        self._queued_at: dict[int, tuple[str, float]] = {}
+        self._not_before: dict[int, float] = {}
+        self._after: dict[str, AfterHook] = {}
+        self._closing = False
+
+    # ---------------------------------------------------------------- putting calls in
+
+    def on_sent(self, name: str, hook: AfterHook) -> None:
+        """Run `hook(after, delivery)` once a call queued with `after={"hook": name, …}` has ended, whichever
+        replica sends it (the hook must only touch the database and Slack, never this process's memory)."""
+        self._after[name] = hook
+
+    async def submit(self, kind: str, payload: dict[str, Any], *, coalesce: str | None = None,
+                     after: dict[str, Any] | None = None) -> tuple[int, asyncio.Future[Delivery]]:
+        """Store the call, then queue it. The future resolves when it has been sent (or can never be)."""
+        lane = lane_of(kind, payload)
+        message_id, merged = await self.store.enqueue(kind, lane, payload, self.clock(), coalesce=coalesce,
+                                                      after=after)
+        if merged and message_id in self._waiting:
+            return message_id, self._waiting[message_id]
+        future: asyncio.Future[Delivery] = asyncio.get_running_loop().create_future()
+        self._waiting[message_id] = future
+        self._queue(lane, message_id)
+        return message_id, future
+
+    async def send(self, kind: str, payload: dict[str, Any], **options: Any) -> Delivery:
+        _, future = await self.submit(kind, payload, **options)
+        return await future
+
+    async def withdraw(self, message_id: int) -> bool:
+        """Take a call back before it is sent. False when it is being sent already (or was)."""
+        if not await self.store.withdraw(message_id):
+            return False
+        lane = self._queued_at.get(message_id, ("", 0.0))[0]
+        with contextlib.suppress(ValueError):
+            self._lanes.get(lane, []).remove(message_id)
+        self._queued_at.pop(message_id, None)
+        self._not_before.pop(message_id, None)
+        future = self._waiting.pop(message_id, None)
+        if future is not None and not future.done():
+            future.set_result(Delivery(ok=False, error="withdrawn"))
+        return True
+
+    def resume(self, rows: list[Queued]) -> None:
+        """Calls this replica now owns that no one in this process is waiting for (restart, adoption)."""
+        for row in sorted(rows, key=lambda r: r.id):
+            if row.id not in self._queued_at:
+                self._not_before[row.id] = row.not_before
+                self._queue(row.lane, row.id, row.created)
+
+    def _queue(self, lane: str, message_id: int, created: float | None = None) -> None:
+        self._lanes.setdefault(lane, []).append(message_id)
+        self._queued_at[message_id] = (lane, created if created is not None else self.clock())
+        self._observe(lane)
+        if self._closing:
+            return
+        worker = self._workers.get(lane)
+        if worker is None or worker.done():
+            self._workers[lane] = asyncio.create_task(self._drain(lane), name=f"outbox {lane}")
+
+    # ---------------------------------------------------------------- what is waiting
+
+    def depth(self) -> int:
+        return sum(len(ids) for ids in self._lanes.values())
+
+    def oldest_age(self, lane: str | None = None) -> float:
+        now = self.clock()
+        ages = [now - at for mid, (ln, at) in self._queued_at.items() if lane is None or ln == lane]
+        return max(ages, default=0.0)
+
+    def _observe(self, lane: str) -> None:
+        self.metrics.outbox_depth.labels(lane=lane).set(len(self._lanes.get(lane, ())))
+        self.metrics.outbox_oldest.labels(lane=lane).set(self.oldest_age(lane))
+
+    async def idle(self, timeout: float = 30.0) -> None:  # noqa: ASYNC109
+        """Wait until every queued call has been sent (tests, the benchmark, a clean shutdown)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while any(self._lanes.values()) and loop.time() < deadline:  # noqa: ASYNC110 - tests and shutdown only
+            await asyncio.sleep(0.02)
+
+    # ---------------------------------------------------------------- sending
+
+    def bucket(self, lane: str) -> Bucket:
+        if lane not in self._buckets:
+            self._buckets[lane] = Bucket(*_rate(lane))
+        return self._buckets[lane]
+
+    async def _drain(self, lane: str) -> None:
+        ids = self._lanes[lane]
+        attempts = 0
+        while ids and not self._closing:
+            message_id = ids[0]
+            try:
+                # Waits happen before the call is taken, so it can still be withdrawn while it waits.
+                wait = self._not_before.get(message_id, 0.0) - self.clock()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                await self.bucket(lane).acquire()
+                if not ids or ids[0] != message_id:
+                    continue  # withdrawn while waiting
+                row = await self.store.take(message_id)
+                if row is None:  # sent by someone else, withdrawn, or merged away
+                    self._finish(lane, message_id, None)
+                    continue
+                delivery = await self._call(row)
+            except _Retry as retry:
+                attempts += 1
+                if retry.throttled:
+                    self.bucket(lane).pause(retry.wait)
+                log.warning("Slack call %s (%s) will be tried again in %.1f s: %s", message_id, lane, retry.wait,
+                            retry.reason)
+                not_before = self.clock() + (0 if retry.throttled else retry.wait)
+                self._not_before[message_id] = not_before
+                with contextlib.suppress(StoreUnavailable):
+                    await self.store.later(message_id, not_before, attempts)
+                continue
+            except StoreUnavailable:
+                await asyncio.sleep(1.0)  # the database is away: the call is safe in it, try again soon
+                continue
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("unexpected failure sending Slack call %s; it stays queued", message_id)
+                await asyncio.sleep(min(MAX_BACKOFF, 2.0 ** min(attempts, 6)))
+                attempts += 1
+                continue
+            attempts = 0
+            await self._settle(row, delivery)
+            self._finish(lane, message_id, delivery)
+
+    def _finish(self, lane: str, message_id: int, delivery: Delivery | None) -> None:
+        ids = self._lanes.get(lane, [])
+        if ids and ids[0] == message_id:
+            ids.pop(0)
+        self._queued_at.pop(message_id, None)
+        self._not_before.pop(message_id, None)
+        self._observe(lane)
+        future = self._waiting.pop(message_id, None)
+        if future is not None and not future.done():
+            future.set_result(delivery or Delivery(ok=True))
+
+    async def _settle(self, row: Queued, delivery: Delivery) -> None:
+        with contextlib.suppress(StoreUnavailable):
+            await self.store.sent(row.id, delivery.ts or (f"error:{delivery.error}" if delivery.error else None))
+        if row.after:
+            hook = self._after.get(str(row.after.get("hook")))
+            if hook is not None:
+                try:
+                    await hook(row.after, delivery)
+                except Exception:
+                    log.exception("could not record where a Slack message went (%s)", row.after.get("hook"))
+
+    async def _call(self, row: Queued) -> Delivery:
+        method = {"post": "chat.postMessage", "update": "chat.update", "ephemeral": "chat.postEphemeral",
+                  "file": "files.upload", "respond": "response_url"}.get(row.kind, row.kind)
+        try:
+            if row.kind == "post":
+                response = await self.client.chat_postMessage(**row.payload)
+                return Delivery(ok=True, ts=str(response["ts"]))
+            if row.kind == "update":
+                await self.client.chat_update(**row.payload)
+                return Delivery(ok=True, ts=row.payload.get("ts"))
+            if row.kind == "ephemeral":
+                await self.client.chat_postEphemeral(**row.payload)
+                return Delivery(ok=True)
+            if row.kind == "file":
+                await self.client.files_upload_v2(**row.payload)
+                return Delivery(ok=True)
+            if row.kind == "respond":
+                return await self._respond(row.payload)
+            raise ValueError(f"unknown outbox call {row.kind}")
+        except SlackApiError as exc:
+            status = exc.response.status_code
+            code = str(exc.response.get("error") or f"http_{status}")
+            if status == 429 or code == "ratelimited":
+                self.metrics.rate_limited.labels(platform="slack", method=method).inc()
+                self._throttled(exc.response.headers, code)
+            if status >= 500 or code in ("internal_error", "fatal_error", "service_unavailable", "request_timeout"):
+                raise _Retry(self._backoff(row), f"{method} answered {code}") from exc
+            if code in FINAL_ERRORS or status < 500:
+                return Delivery(ok=False, error=code)
+            raise
+        except (SlackClientError, aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise _Retry(self._backoff(row), f"{method}: {type(exc).__name__}") from exc
+
+    def _throttled(self, headers: Any, code: str) -> NoReturn:
+        raw = None
+        if headers:
+            raw = headers.get("Retry-After") or headers.get("retry-after")
+            if isinstance(raw, list):
+                raw = raw[0] if raw else None
+        try:
+            wait = max(0.0, float(raw)) if raw is not None else DEFAULT_RETRY_AFTER
+        except ValueError:
+            wait = DEFAULT_RETRY_AFTER
+        raise _Retry(min(wait, 600.0), f"Slack rate limit ({code})", throttled=True)
+
+    @staticmethod
+    def _backoff(row: Queued) -> float:
+        return min(MAX_BACKOFF, 0.5 * 2.0 ** min(row.attempts, 7))
+
+    async def _respond(self, payload: dict[str, Any]) -> Delivery:
+        body = {k: v for k, v in payload.items() if k != "url"}
+        response = await AsyncWebhookClient(payload["url"]).send_dict(body)
+        if response.status_code == 429:
+            self.metrics.rate_limited.labels(platform="slack", method="response_url").inc()
+            self._throttled(response.headers, "ratelimited")
+        if response.status_code >= 500:
+            raise _Retry(DEFAULT_RETRY_AFTER * 2, f"response_url answered HTTP {response.status_code}")
+        if response.status_code != 200:
+            return Delivery(ok=False, error=(response.body or f"http_{response.status_code}")[:60])
+        return Delivery(ok=True)
+
+    # ---------------------------------------------------------------- stopping
+
+    async def close(self, grace: float = 2.0) -> None:
+        """Stop sending. What is still queued stays in the database for the next owner."""
+        await self.idle(grace)
+        self._closing = True
+        for worker in self._workers.values():
+            worker.cancel()
+        for worker in self._workers.values():
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await worker
+        for future in self._waiting.values():
+            if not future.done():
+                future.cancel()
