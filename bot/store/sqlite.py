@@ -88,6 +88,9 @@ class SqliteStore(Store):
         self._locks: dict[str, asyncio.Lock] = {}
         self._users: dict[str, int] = {}
         self._subscribers: dict[str, list[Callable[[str], None]]] = {}
+        # Coalescing is an UPDATE then maybe an INSERT, two awaits apart: enqueues take turns, or two at once
+        # would both find nothing to merge into and both insert.
+        self._enqueueing = asyncio.Lock()
 
     async def open(self) -> None:
         self._db = await aiosqlite.connect(self.path)
@@ -229,18 +232,19 @@ class SqliteStore(Store):
     async def enqueue(self, kind: str, lane: str, payload: dict[str, Any], now: float, *,
                       coalesce: str | None = None, after: dict[str, Any] | None = None) -> tuple[int, bool]:
         text = json.dumps(payload)
-        if coalesce is not None:
-            merged = await self._rows("UPDATE outbox SET payload = ? WHERE coalesce_key = ? AND state = 'queued'"
-                                      " RETURNING id", (text, coalesce))
-            if merged:
-                await self.db.commit()
-                return int(merged[0]["id"]), True
-        rows = await self._rows(
-            "INSERT INTO outbox (kind, lane, payload, after, coalesce_key, created, owner, lease_until)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-            (kind, lane, text, json.dumps(after) if after else None, coalesce, now, self.owner,
-             now + LEASE_SECONDS))
-        await self.db.commit()
+        async with self._enqueueing:
+            if coalesce is not None:
+                merged = await self._rows("UPDATE outbox SET payload = ? WHERE coalesce_key = ? AND state = 'queued'"
+                                          " RETURNING id", (text, coalesce))
+                if merged:
+                    await self.db.commit()
+                    return int(merged[0]["id"]), True
+            rows = await self._rows(
+                "INSERT INTO outbox (kind, lane, payload, after, coalesce_key, created, owner, lease_until)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                (kind, lane, text, json.dumps(after) if after else None, coalesce, now, self.owner,
+                 now + LEASE_SECONDS))
+            await self.db.commit()
         return int(rows[0]["id"]), False
 
     async def take(self, message_id: int) -> Queued | None:
