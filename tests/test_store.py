@@ -22,8 +22,8 @@ import pytest
 
 from bot.store import LEASE_SECONDS, AuditEntry, Claim, SqliteStore, Store, StoreUnavailable, mask_url, open_store
 from bot.store import sqlite as sqlite_module
-from bot.store.pg_listen import channel_name, lock_key
 from bot.store.pg_schema import MIGRATIONS as PG_MIGRATIONS
+from bot.store.pg_shared import channel_name, lock_key
 from bot.store.postgres import PostgresStore
 from tests.pg import PostgresServer
 

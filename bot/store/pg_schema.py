@@ -6,7 +6,7 @@ import contextlib
 import time
 from typing import Any
 
-from bot.store.pg_listen import lock_key
+from bot.store.pg_shared import lock_key
 
 # Versioned schema: each entry runs once, in order, in a transaction; `schema_version` records how far a database
 # is. Version 1 is SQLite's final schema (its versions 1 and 2) in PostgreSQL's types. `user` is a reserved word.

@@ -8,12 +8,11 @@ LISTEN/NOTIFY (`publish`, `subscribe`). Times are the replicas' `time.time()` as
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import math
 import time
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -30,8 +29,8 @@ from bot.store.base import (
     mask_url,
     new_owner_id,
 )
-from bot.store.pg_listen import Listener, channel_name, lock_key
 from bot.store.pg_schema import migrate
+from bot.store.pg_shared import AdvisoryLocks, Listener, channel_name, lock_key
 
 # "The database can't be reached right now" (down, restarting, a network blip), as opposed to a wrong query.
 _UNREACHABLE: tuple[type[BaseException], ...] = (
@@ -66,9 +65,8 @@ class PostgresStore(Store):
         self._secrets = sorted({s for s in (password, unquote(password)) if s}, key=len, reverse=True)
         self._pool: Any = None
         # At most half the pool holds lock()s, so whoever holds one always finds a connection for its own work.
-        self._lock_slots = asyncio.Semaphore(self.pool_size // 2)
-        self._locks: dict[int, asyncio.Lock] = {}
-        self._users: dict[int, int] = {}
+        self._advisory = AdvisoryLocks(lambda: self.pool, self._translate, slots=self.pool_size // 2,
+                                       acquire_timeout=timeout, wait_timeout=lock_timeout)
         self._listener = Listener(self._connect)
         self._connect_options: dict[str, Any] = {
             "timeout": timeout,
@@ -87,6 +85,9 @@ class PostgresStore(Store):
 
     def _unavailable(self, exc: BaseException) -> StoreUnavailable:
         return StoreUnavailable(f"PostgreSQL at {mask_url(self.url)} is unavailable: {self._describe(exc)}")
+
+    def _translate(self, exc: BaseException) -> BaseException:
+        return self._unavailable(exc) if unreachable(exc) else exc
 
     async def _connect(self) -> Any:
         return await asyncpg.connect(self.url, **self._connect_options)
@@ -172,39 +173,8 @@ class PostgresStore(Store):
 
     # ---------------------------------------------------------------- between replicas
 
-    @asynccontextmanager
-    async def lock(self, name: str) -> AsyncIterator[None]:
-        key = lock_key(name)
-        local = self._locks.setdefault(key, asyncio.Lock())
-        self._users[key] = self._users.get(key, 0) + 1
-        try:
-            # Waiters for one name queue in this process first: one connection per name per replica at most.
-            async with local, self._lock_slots:
-                try:
-                    conn = await self.pool.acquire(timeout=self.timeout)
-                except Exception as exc:
-                    raise (self._unavailable(exc) if unreachable(exc) else exc) from exc
-                try:
-                    try:
-                        await conn.execute("SELECT pg_advisory_lock($1)", key, timeout=self.lock_timeout)
-                    except TimeoutError as exc:
-                        raise StoreUnavailable(f"no lock on {name!r} within {self.lock_timeout:g} s: another "
-                                               "replica holds it, or the database does not answer") from exc
-                    except Exception as exc:
-                        raise (self._unavailable(exc) if unreachable(exc) else exc) from exc
-                    try:
-                        yield
-                    finally:
-                        # If the session is gone, so is its lock. If this is cancelled, the pool's reset of the
-                        # connection (pg_advisory_unlock_all) or its termination lets go instead.
-                        with contextlib.suppress(Exception):
-                            await conn.execute("SELECT pg_advisory_unlock($1)", key, timeout=self.timeout)
-                finally:
-                    await self.pool.release(conn)  # shielded by asyncpg: runs to the end even when cancelled
-        finally:
-            self._users[key] -= 1
-            if not self._users[key]:  # keep memory flat: no local lock outlives its users
-                del self._users[key], self._locks[key]
+    def lock(self, name: str) -> AbstractAsyncContextManager[None]:
+        return self._advisory.hold(name)
 
     async def publish(self, topic: str, message: str) -> None:
         channel = channel_name(topic)

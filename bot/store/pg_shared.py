@@ -1,4 +1,5 @@
-"""PostgreSQL plumbing for `PostgresStore` that is not SQL: lock keys, channel names, and the LISTEN connection."""
+"""PostgreSQL between replicas, for `PostgresStore`: advisory locks (`lock()`), NOTIFY channel names, and the
+connection that LISTENs for other replicas' events."""
 
 from __future__ import annotations
 
@@ -7,8 +8,11 @@ import contextlib
 import hashlib
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
+
+from bot.store.base import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +37,58 @@ def channel_name(topic: str) -> str:
         digest = hashlib.sha256(topic.encode()).hexdigest()[:10]
         name = f"{name[:MAX_CHANNEL - len(digest) - 1]}_{digest}"
     return name
+
+
+class AdvisoryLocks:
+    """`lock(name)` across replicas: pg_advisory_lock on a pooled connection held for as long as the lock is.
+
+    Waiters for one name queue in this process first, so a replica uses at most one connection per name; and at
+    most `slots` connections hold or wait for locks at once, so a holder always finds one for the work it does.
+    """
+
+    def __init__(self, pool: Callable[[], Any], translate: Callable[[BaseException], BaseException], *,
+                 slots: int, acquire_timeout: float, wait_timeout: float) -> None:
+        self._pool = pool
+        self._translate = translate  # outages become StoreUnavailable
+        self._slots = asyncio.Semaphore(slots)
+        self.acquire_timeout = acquire_timeout
+        self.wait_timeout = wait_timeout
+        self._locks: dict[int, asyncio.Lock] = {}
+        self._users: dict[int, int] = {}
+
+    @asynccontextmanager
+    async def hold(self, name: str) -> AsyncIterator[None]:
+        key = lock_key(name)
+        local = self._locks.setdefault(key, asyncio.Lock())
+        self._users[key] = self._users.get(key, 0) + 1
+        try:
+            async with local, self._slots:
+                pool = self._pool()
+                try:
+                    conn = await pool.acquire(timeout=self.acquire_timeout)
+                except Exception as exc:
+                    raise self._translate(exc) from exc
+                try:
+                    try:
+                        await conn.execute("SELECT pg_advisory_lock($1)", key, timeout=self.wait_timeout)
+                    except TimeoutError as exc:
+                        raise StoreUnavailable(f"no lock on {name!r} within {self.wait_timeout:g} s: another "
+                                               "replica holds it, or the database does not answer") from exc
+                    except Exception as exc:
+                        raise self._translate(exc) from exc
+                    try:
+                        yield
+                    finally:
+                        # If the session is gone, so is its lock. If this is cancelled, the pool's reset of the
+                        # connection (pg_advisory_unlock_all) or its termination lets go instead.
+                        with contextlib.suppress(Exception):
+                            await conn.execute("SELECT pg_advisory_unlock($1)", key, timeout=self.acquire_timeout)
+                finally:
+                    await pool.release(conn)  # shielded by asyncpg: runs to the end even when cancelled
+        finally:
+            self._users[key] -= 1
+            if not self._users[key]:  # keep memory flat: no local lock outlives its users
+                del self._users[key], self._locks[key]
 
 
 class Listener:
