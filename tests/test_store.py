@@ -610,6 +610,20 @@ def test_lock_keys_and_channel_names():
     assert all(len(n) <= 63 and n.replace("_", "").isalnum() and n == n.lower() for n in names)
 
 
+async def test_postgres_refuses_a_message_too_long_for_notify_plainly(pg_url):
+    store = PostgresStore(pg_url, "A")
+    got: list[str] = []
+    store.subscribe("events", got.append)
+    await store.open()
+    try:
+        with pytest.raises(ValueError, match="8000 bytes"):
+            await store.publish("events", "é" * 4000)
+        await store.publish("events", "x" * 7999)
+        await eventually(lambda: got == ["x" * 7999])
+    finally:
+        await store.close()
+
+
 async def test_postgres_replicas_starting_together_migrate_once(pg_url):
     replicas = [PostgresStore(pg_url, f"R{i}") for i in range(6)]
     try:

@@ -32,6 +32,8 @@ from bot.store.base import (
 from bot.store.pg_schema import migrate
 from bot.store.pg_shared import AdvisoryLocks, Listener, channel_name, lock_key
 
+MAX_NOTIFY_BYTES = 8000  # PostgreSQL refuses a NOTIFY payload this long or longer
+
 # "The database can't be reached right now" (down, restarting, a network blip), as opposed to a wrong query.
 _UNREACHABLE: tuple[type[BaseException], ...] = (
     asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError, asyncpg.AdminShutdownError,
@@ -177,6 +179,9 @@ class PostgresStore(Store):
         return self._advisory.hold(name)
 
     async def publish(self, topic: str, message: str) -> None:
+        if len(message.encode()) >= MAX_NOTIFY_BYTES:
+            raise ValueError(f"a message for {topic!r} must be under {MAX_NOTIFY_BYTES} bytes (NOTIFY's limit): "
+                             "publish an id and keep the rest in a table")
         channel = channel_name(topic)
         if self._listener.has(channel):  # our own subscription must be listening before our message goes out
             await self._listener.ready(self.timeout)
