@@ -200,6 +200,23 @@ class PostgresServer:
         with contextlib.suppress(Exception):
             atexit.unregister(self.stop)
 
+    def halt(self, mode: str = "immediate") -> None:
+        """An outage: stop the server (`immediate`: as if it crashed) but keep its data and port for `resume()`."""
+        root = self._require_root()
+        self._run(["pg_ctl", "stop", "-D", str(root / "data"), "-m", mode, "-w", "-t", "30"], root, timeout=60)
+        self._running = False
+
+    def resume(self) -> None:
+        """Start a halted server again, on the same port: clients with the old URL can connect again."""
+        root = self._require_root()
+        done = self._run(["pg_ctl", "start", "-D", str(root / "data"), "-l", str(root / "postgres.log"),
+                          "-o", f"-p {self.port}", "-w", "-t", "60", "-s"], root, check=False,
+                         start_new_session=True)
+        if done.returncode != 0:
+            raise PostgresError(f"pg_ctl start (resume) failed:\n{done.stderr.strip()}\n--- server log ---\n"
+                                f"{self.log().strip()}")
+        self._running = True
+
     def __enter__(self) -> PostgresServer:
         return self.start()
 

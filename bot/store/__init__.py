@@ -3,7 +3,17 @@ claims, alerts, follows, bulk runs, the audit trail. Imports neither Slack nor R
 
 from __future__ import annotations
 
-from bot.store.base import LEASE_SECONDS, Adopted, AuditEntry, Claim, Queued, Store, StoreUnavailable, new_owner_id
+from bot.store.base import (
+    LEASE_SECONDS,
+    Adopted,
+    AuditEntry,
+    Claim,
+    Queued,
+    Store,
+    StoreUnavailable,
+    mask_url,
+    new_owner_id,
+)
 from bot.store.sqlite import SqliteStore
 
 
@@ -21,4 +31,4 @@ def open_store(target: str, owner: str | None = None) -> Store:
 
 
 __all__ = ["LEASE_SECONDS", "Adopted", "AuditEntry", "Claim", "Queued", "SqliteStore", "Store", "StoreUnavailable",
-           "is_database_url", "new_owner_id", "open_store"]
+           "is_database_url", "mask_url", "new_owner_id", "open_store"]

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import abc
 import json
+import re
 import secrets
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 # A lease this long survives a busy event loop and a slow database; a dead replica's work moves on within it.
 LEASE_SECONDS = 15.0
@@ -77,6 +79,23 @@ class Adopted:
     outbox: list[Queued] = field(default_factory=list)
     inbox: list[Queued] = field(default_factory=list)
     follows: list[str] = field(default_factory=list)
+
+
+def mask_url(url: str) -> str:
+    """A database URL fit for a message or a log: the password (in the authority or the query) shown as `***`.
+
+    `postgresql://user:secret@host:5432/db` -> `postgresql://user:***@host:5432/db`. Anything else passes unchanged.
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparsable database URL>"
+    netloc = parts.netloc
+    userinfo, at, hostport = netloc.rpartition("@")
+    if at and ":" in userinfo:
+        netloc = f"{userinfo.split(':', 1)[0]}:***@{hostport}"
+    query = re.sub(r"(?i)(^|&)(password=)[^&]*", r"\1\2***", parts.query)
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 class StoreUnavailable(Exception):

@@ -211,6 +211,8 @@ class SqliteStore(Store):
             "INSERT INTO claims (endpoint, job, user, at, owner, lease_until) VALUES (?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (endpoint, job) DO UPDATE SET user = excluded.user, at = excluded.at,"
             " owner = excluded.owner, lease_until = excluded.lease_until WHERE claims.lease_until < ?"
+            # A followed job stays claimed even between its owner's death and another replica's adoption.
+            " AND NOT EXISTS (SELECT 1 FROM follows f WHERE f.endpoint = claims.endpoint AND f.job = claims.job)"
             " RETURNING owner",
             (endpoint, job, user, now, self.owner, now + LEASE_SECONDS, now), commit=True)
         if taken:
@@ -241,16 +243,17 @@ class SqliteStore(Store):
     async def enqueue(self, kind: str, lane: str, payload: dict[str, Any], now: float, *,
                       coalesce: str | None = None, after: dict[str, Any] | None = None) -> tuple[int, bool]:
         text = json.dumps(payload)
-        if coalesce is not None:
-            merged = await self._rows("UPDATE outbox SET payload = ? WHERE coalesce_key = ? AND state = 'queued'"
-                                      " RETURNING id", (text, coalesce), commit=True)
-            if merged:
-                return int(merged[0]["id"]), True
-        rows = await self._rows(
-            "INSERT INTO outbox (kind, lane, payload, after, coalesce_key, created, owner, lease_until)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-            (kind, lane, text, json.dumps(after) if after else None, coalesce, now, self.owner,
-             now + LEASE_SECONDS), commit=True)
+        async with self._mutex:  # the UPDATE and the INSERT as one step: two enqueues at once must not both insert
+            if coalesce is not None:
+                merged = await self._rows_locked("UPDATE outbox SET payload = ? WHERE coalesce_key = ?"
+                                                 " AND state = 'queued' RETURNING id", (text, coalesce), commit=True)
+                if merged:
+                    return int(merged[0]["id"]), True
+            rows = await self._rows_locked(
+                "INSERT INTO outbox (kind, lane, payload, after, coalesce_key, created, owner, lease_until)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                (kind, lane, text, json.dumps(after) if after else None, coalesce, now, self.owner,
+                 now + LEASE_SECONDS), commit=True)
         return int(rows[0]["id"]), False
 
     async def take(self, message_id: int) -> Queued | None:
@@ -262,8 +265,8 @@ class SqliteStore(Store):
         await self._write("UPDATE outbox SET state = 'sent', result = ? WHERE id = ?", (result, message_id))
 
     async def later(self, message_id: int, not_before: float, attempts: int) -> None:
-        await self._write("UPDATE outbox SET state = 'queued', not_before = ?, attempts = ? WHERE id = ?",
-                          (not_before, attempts, message_id))
+        await self._write("UPDATE outbox SET state = 'queued', not_before = ?, attempts = ? WHERE id = ?"
+                          " AND owner = ? AND state = 'sending'", (not_before, attempts, message_id, self.owner))
 
     async def withdraw(self, message_id: int) -> bool:
         rows = await self._rows("UPDATE outbox SET state = 'withdrawn' WHERE id = ? AND state = 'queued'"

@@ -1,0 +1,418 @@
+"""The shared store for several replicas: PostgreSQL through an asyncpg pool.
+
+The same tables and the same semantics as SqliteStore. What SQLite gets from being one process, PostgreSQL gets
+from row locks (claims, adoption with SKIP LOCKED), advisory locks (migrations, `lock()`, coalescing) and
+LISTEN/NOTIFY (`publish`, `subscribe`). Times are the replicas' `time.time()` as DOUBLE PRECISION; JSON is TEXT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import asyncpg
+
+from bot.store.base import (
+    LEASE_SECONDS,
+    Adopted,
+    AuditEntry,
+    Claim,
+    Queued,
+    Store,
+    StoreUnavailable,
+    mask_url,
+    new_owner_id,
+)
+from bot.store.pg_schema import migrate
+from bot.store.pg_shared import AdvisoryLocks, Listener, channel_name, lock_key
+
+MAX_NOTIFY_BYTES = 8000  # PostgreSQL refuses a NOTIFY payload this long or longer
+
+# "The database can't be reached right now" (down, restarting, a network blip), as opposed to a wrong query.
+_UNREACHABLE: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError, asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError, asyncpg.TooManyConnectionsError, OSError, TimeoutError)
+
+
+def unreachable(exc: BaseException) -> bool:
+    # InterfaceError: a closed pool or connection; its DataError subclass (a bad argument) is a bug, not an outage.
+    return isinstance(exc, _UNREACHABLE) or (isinstance(exc, asyncpg.InterfaceError)
+                                             and not isinstance(exc, ValueError))
+
+
+def _queued(row: Any) -> Queued:
+    after = row.get("after")
+    return Queued(id=row["id"], kind=row["kind"], payload=Queued.decode(row["payload"]), lane=row.get("lane", ""),
+                  attempts=row["attempts"], not_before=row.get("not_before", 0.0), created=row["created"],
+                  after=Queued.decode(after) if after else None)
+
+
+class PostgresStore(Store):
+    shared = True
+
+    def __init__(self, url: str, owner: str | None = None, *, pool_size: int = 10, timeout: float = 10.0,
+                 lock_timeout: float = 120.0) -> None:
+        self.url = url
+        self.owner = owner or new_owner_id()
+        self.pool_size = max(pool_size, 2)
+        self.timeout = timeout            # for a query, and for a free connection from the pool
+        self.lock_timeout = lock_timeout  # for another replica to let go of a lock()
+        password = urlsplit(url).password or ""
+        self._secrets = sorted({s for s in (password, unquote(password)) if s}, key=len, reverse=True)
+        self._pool: Any = None
+        # At most half the pool holds lock()s, so whoever holds one always finds a connection for its own work.
+        self._advisory = AdvisoryLocks(lambda: self.pool, self._translate, slots=self.pool_size // 2,
+                                       acquire_timeout=timeout, wait_timeout=lock_timeout)
+        self._listener = Listener(self._connect)
+        self._connect_options: dict[str, Any] = {
+            "timeout": timeout,
+            # The server notices a vanished replica within ~25 s and ends its session (and its advisory locks).
+            "server_settings": {"application_name": f"runpod-retry {self.owner}", "tcp_keepalives_idle": "10",
+                                "tcp_keepalives_interval": "5", "tcp_keepalives_count": "3"},
+        }
+
+    # ---------------------------------------------------------------- life
+
+    def _describe(self, exc: BaseException) -> str:
+        text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+    def _unavailable(self, exc: BaseException) -> StoreUnavailable:
+        return StoreUnavailable(f"PostgreSQL at {mask_url(self.url)} is unavailable: {self._describe(exc)}")
+
+    def _translate(self, exc: BaseException) -> BaseException:
+        return self._unavailable(exc) if unreachable(exc) else exc
+
+    async def _connect(self) -> Any:
+        return await asyncpg.connect(self.url, **self._connect_options)
+
+    async def open(self) -> None:
+        try:
+            self._pool = await asyncpg.create_pool(self.url, min_size=1, max_size=self.pool_size,
+                                                   max_inactive_connection_lifetime=60, **self._connect_options)
+            async with self._pool.acquire(timeout=self.timeout) as conn:
+                await migrate(conn, lock_timeout=self.lock_timeout, query_timeout=self.timeout)
+        except BaseException as exc:
+            if self._pool is not None:
+                self._pool.terminate()
+                self._pool = None
+            if not isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError | OSError | TimeoutError):
+                raise
+            # From None: the message says it all, and nothing chained can print the password.
+            raise StoreUnavailable(f"cannot open the PostgreSQL database {mask_url(self.url)}: "
+                                   f"{self._describe(exc)}") from None
+        self._listener.start()  # if `subscribe` came before `open`
+        if self._listener.has_any():
+            await self._listener.ready(self.timeout)
+
+    async def close(self) -> None:
+        await self._listener.stop()
+        if self._pool is not None:  # kept once closed: using the store then raises StoreUnavailable
+            try:
+                await asyncio.wait_for(self._pool.close(), self.timeout)
+            except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                self._pool.terminate()
+
+    async def ping(self) -> bool:
+        try:
+            async with asyncio.timeout(2.0):
+                return bool(await self._fetchval("SELECT 1"))
+        except Exception:
+            return False
+
+    # ---------------------------------------------------------------- queries
+
+    @property
+    def pool(self) -> Any:
+        if self._pool is None:
+            raise RuntimeError("store is not open")
+        return self._pool
+
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[Any]:
+        """A pooled connection; outages become StoreUnavailable. A connection that died is not put back in use:
+        the pool sees it closed and connects afresh on a later acquire."""
+        try:
+            async with self.pool.acquire(timeout=self.timeout) as conn:
+                yield conn
+        except Exception as exc:
+            if unreachable(exc):
+                raise self._unavailable(exc) from exc
+            raise
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[Any]:
+        async with self._connection() as conn, conn.transaction():
+            yield conn
+
+    async def _execute(self, sql: str, *args: Any) -> None:
+        async with self._connection() as conn:
+            await conn.execute(sql, *args, timeout=self.timeout)
+
+    async def _fetch(self, sql: str, *args: Any) -> list[Any]:
+        async with self._connection() as conn:
+            return list(await conn.fetch(sql, *args, timeout=self.timeout))
+
+    async def _fetchval(self, sql: str, *args: Any) -> Any:
+        async with self._connection() as conn:
+            return await conn.fetchval(sql, *args, timeout=self.timeout)
+
+    async def prune(self, before: float) -> None:
+        async with self._transaction() as conn:
+            for sql in ("DELETE FROM alerts WHERE updated < $1", "DELETE FROM storms WHERE updated < $1",
+                        "DELETE FROM bulk_runs WHERE updated < $1", "DELETE FROM failures WHERE seen_at < $1",
+                        "DELETE FROM outbox WHERE state NOT IN ('queued', 'sending') AND created < $1",
+                        "DELETE FROM inbox WHERE done = 1 AND created < $1"):
+                await conn.execute(sql, before, timeout=self.timeout)
+
+    # ---------------------------------------------------------------- between replicas
+
+    def lock(self, name: str) -> AbstractAsyncContextManager[None]:
+        return self._advisory.hold(name)
+
+    async def publish(self, topic: str, message: str) -> None:
+        if len(message.encode()) >= MAX_NOTIFY_BYTES:
+            raise ValueError(f"a message for {topic!r} must be under {MAX_NOTIFY_BYTES} bytes (NOTIFY's limit): "
+                             "publish an id and keep the rest in a table")
+        channel = channel_name(topic)
+        if self._listener.has(channel):  # our own subscription must be listening before our message goes out
+            await self._listener.ready(self.timeout)
+        await self._execute("SELECT pg_notify($1, $2)", channel, message)
+
+    def subscribe(self, topic: str, callback: Callable[[str], None]) -> None:
+        self._listener.add(channel_name(topic), callback)
+        if self._pool is not None:
+            self._listener.start()
+
+    async def listening(self, within: float = 10.0) -> bool:
+        """Wait until every `subscribe` so far is listening (PostgreSQL only: `subscribe` can't wait itself)."""
+        return await self._listener.ready(within)
+
+    # ---------------------------------------------------------------- leases
+
+    async def renew(self, now: float) -> None:
+        until = now + LEASE_SECONDS
+        # One statement at a time, not one transaction: holding these rows while waiting for others'
+        # could deadlock with an `adopt` elsewhere. Done and sent rows need no lease: nobody adopts them.
+        for sql in ("UPDATE claims SET lease_until = $1 WHERE owner = $2",
+                    "UPDATE follows SET lease_until = $1 WHERE owner = $2",
+                    "UPDATE inbox SET lease_until = $1 WHERE owner = $2 AND done = 0",
+                    "UPDATE outbox SET lease_until = $1 WHERE owner = $2 AND state IN ('queued', 'sending')"):
+            await self._execute(sql, until, self.owner)
+
+    async def adopt(self, now: float, *, everything: bool = False) -> Adopted:
+        until = now + LEASE_SECONDS
+        cutoff = math.inf if everything else now
+        args = (self.owner, until, cutoff)
+        for attempt in range(3):
+            try:
+                async with self._transaction() as conn:
+                    # SKIP LOCKED: a row another replica is adopting right now is theirs, never both's.
+                    follows = await conn.fetch(
+                        "UPDATE follows SET owner = $1, lease_until = $2 WHERE (endpoint, job) IN (SELECT endpoint,"
+                        " job FROM follows WHERE owner != $1 AND lease_until < $3 FOR UPDATE SKIP LOCKED)"
+                        " RETURNING data", *args, timeout=self.timeout)
+                    inbox = await conn.fetch(
+                        "UPDATE inbox SET owner = $1, lease_until = $2 WHERE id IN (SELECT id FROM inbox"
+                        " WHERE done = 0 AND owner != $1 AND lease_until < $3 FOR UPDATE SKIP LOCKED) RETURNING *",
+                        *args, timeout=self.timeout)
+                    outbox = await conn.fetch(
+                        "UPDATE outbox SET owner = $1, lease_until = $2, state = 'queued' WHERE id IN (SELECT id"
+                        " FROM outbox WHERE state IN ('queued', 'sending') AND owner != $1 AND lease_until < $3"
+                        " FOR UPDATE SKIP LOCKED) RETURNING *", *args, timeout=self.timeout)
+                    # A claim moves with its followed job; other claims of a dead owner simply run out.
+                    await conn.execute(
+                        "UPDATE claims SET owner = $1, lease_until = $2 WHERE EXISTS (SELECT 1 FROM follows f"
+                        " WHERE f.endpoint = claims.endpoint AND f.job = claims.job AND f.owner = $1)",
+                        self.owner, until, timeout=self.timeout)
+                    if everything:
+                        await conn.execute("DELETE FROM claims WHERE owner != $1", self.owner, timeout=self.timeout)
+                break
+            except asyncpg.DeadlockDetectedError:  # rolled back whole: nothing was adopted, so try again
+                if attempt == 2:
+                    raise
+        return Adopted(outbox=sorted((_queued(r) for r in outbox), key=lambda q: q.id),
+                       inbox=sorted((_queued(r) for r in inbox), key=lambda q: q.id),
+                       follows=[r["data"] for r in follows])
+
+    async def hand_over(self) -> None:
+        async with self._transaction() as conn:
+            for table in ("claims", "follows", "inbox", "outbox"):
+                await conn.execute(f"UPDATE {table} SET lease_until = 0 WHERE owner = $1", self.owner,
+                                   timeout=self.timeout)
+
+    # ---------------------------------------------------------------- claims
+
+    async def claim(self, endpoint: str, job: str, user: str, now: float) -> Claim | None:
+        # One statement: among simultaneous claims (any replica) exactly one inserts or takes over an expired row.
+        for _ in range(3):
+            taken = await self._fetchval(
+                'INSERT INTO claims (endpoint, job, "user", at, owner, lease_until) VALUES ($1, $2, $3, $4, $5, $6)'
+                ' ON CONFLICT (endpoint, job) DO UPDATE SET "user" = excluded."user", at = excluded.at,'
+                " owner = excluded.owner, lease_until = excluded.lease_until WHERE claims.lease_until < $4"
+                # A followed job stays claimed even between its owner's death and another replica's adoption.
+                " AND NOT EXISTS (SELECT 1 FROM follows f WHERE f.endpoint = claims.endpoint AND f.job = claims.job)"
+                " RETURNING owner", endpoint, job, user, now, self.owner, now + LEASE_SECONDS)
+            if taken is not None:
+                return None
+            existing = await self.claimed(endpoint, job)
+            if existing is not None:
+                return existing
+            # Released between the two statements: try again rather than report a holder that is gone.
+        return Claim(user, now, self.owner)
+
+    async def release(self, endpoint: str, job: str) -> None:
+        await self._execute("DELETE FROM claims WHERE endpoint = $1 AND job = $2", endpoint, job)
+
+    async def claimed(self, endpoint: str, job: str) -> Claim | None:
+        rows = await self._fetch('SELECT "user", at, owner FROM claims WHERE endpoint = $1 AND job = $2',
+                                 endpoint, job)
+        return Claim(rows[0]["user"], rows[0]["at"], rows[0]["owner"]) if rows else None
+
+    # ---------------------------------------------------------------- inbox
+
+    async def accept(self, kind: str, payload: dict[str, Any], now: float) -> int:
+        return int(await self._fetchval(
+            "INSERT INTO inbox (kind, payload, created, owner, lease_until) VALUES ($1, $2, $3, $4, $5) RETURNING id",
+            kind, json.dumps(payload), now, self.owner, now + LEASE_SECONDS))
+
+    async def done(self, work_id: int) -> None:
+        await self._execute("UPDATE inbox SET done = 1 WHERE id = $1", work_id)
+
+    # ---------------------------------------------------------------- outbox
+
+    async def enqueue(self, kind: str, lane: str, payload: dict[str, Any], now: float, *,
+                      coalesce: str | None = None, after: dict[str, Any] | None = None) -> tuple[int, bool]:
+        text = json.dumps(payload)
+        async with self._transaction() as conn:
+            if coalesce is not None:
+                # Replicas enqueueing the same key together take turns, so they don't both insert a row.
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", lock_key(f"outbox coalesce: {coalesce}"),
+                                   timeout=self.timeout)
+                merged = await conn.fetch("UPDATE outbox SET payload = $1 WHERE coalesce_key = $2"
+                                          " AND state = 'queued' RETURNING id", text, coalesce, timeout=self.timeout)
+                if merged:
+                    return min(int(r["id"]) for r in merged), True
+            row_id = await conn.fetchval(
+                "INSERT INTO outbox (kind, lane, payload, after, coalesce_key, created, owner, lease_until)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+                kind, lane, text, json.dumps(after) if after else None, coalesce, now, self.owner,
+                now + LEASE_SECONDS, timeout=self.timeout)
+        return int(row_id), False
+
+    async def take(self, message_id: int) -> Queued | None:
+        rows = await self._fetch("UPDATE outbox SET state = 'sending' WHERE id = $1 AND state = 'queued'"
+                                 " AND owner = $2 RETURNING *", message_id, self.owner)
+        return _queued(rows[0]) if rows else None
+
+    async def sent(self, message_id: int, result: str | None) -> None:
+        await self._execute("UPDATE outbox SET state = 'sent', result = $1 WHERE id = $2", result, message_id)
+
+    async def later(self, message_id: int, not_before: float, attempts: int) -> None:
+        # Only while still ours: a replica that was slow, not dead, must not requeue a row another one adopted.
+        await self._execute("UPDATE outbox SET state = 'queued', not_before = $1, attempts = $2 WHERE id = $3"
+                            " AND owner = $4 AND state = 'sending'", not_before, attempts, message_id, self.owner)
+
+    async def withdraw(self, message_id: int) -> bool:
+        rows = await self._fetch("UPDATE outbox SET state = 'withdrawn' WHERE id = $1 AND state = 'queued'"
+                                 " RETURNING id", message_id)
+        return bool(rows)
+
+    async def queued(self) -> list[Queued]:
+        rows = await self._fetch("SELECT * FROM outbox WHERE owner = $1 AND state IN ('queued', 'sending')"
+                                 " ORDER BY id", self.owner)
+        return [_queued(r) for r in rows]
+
+    # ---------------------------------------------------------------- audit
+
+    async def audit(self, entry: AuditEntry) -> None:
+        await self._execute(
+            'INSERT INTO audit (at, "user", channel, endpoint, job, source, outcome, called, http_status,'
+            " job_status, detail) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            entry.at or time.time(), entry.user, entry.channel, entry.endpoint, entry.job, entry.source,
+            entry.outcome, int(entry.called), entry.http_status, entry.job_status, entry.detail)
+
+    async def history(self, limit: int) -> list[dict[str, Any]]:
+        return [dict(r) for r in await self._fetch("SELECT * FROM audit ORDER BY id DESC LIMIT $1", limit)]
+
+    async def retries_since(self, endpoint: str, job: str, since: float) -> int:
+        return int(await self._fetchval(
+            "SELECT COUNT(*) FROM audit WHERE endpoint = $1 AND job = $2 AND called = 1 AND at >= $3",
+            endpoint, job, since))
+
+    # ---------------------------------------------------------------- alerts, follows, storms (JSON blobs)
+
+    async def save_alert(self, endpoint: str, job: str, data: str) -> None:
+        await self._execute("INSERT INTO alerts (endpoint, job, data, updated) VALUES ($1, $2, $3, $4)"
+                            " ON CONFLICT (endpoint, job) DO UPDATE SET data = excluded.data,"
+                            " updated = excluded.updated",
+                            endpoint, job, data, time.time())
+
+    async def load_alert(self, endpoint: str, job: str) -> str | None:
+        value = await self._fetchval("SELECT data FROM alerts WHERE endpoint = $1 AND job = $2", endpoint, job)
+        return str(value) if value is not None else None
+
+    async def recent_alerts(self, since: float) -> list[str]:
+        return [r["data"] for r in await self._fetch("SELECT data FROM alerts WHERE updated >= $1", since)]
+
+    async def save_follow(self, endpoint: str, job: str, data: str) -> None:
+        await self._execute("INSERT INTO follows (endpoint, job, data, owner, lease_until) VALUES ($1, $2, $3, $4, $5)"
+                            " ON CONFLICT (endpoint, job) DO UPDATE SET data = excluded.data, owner = excluded.owner,"
+                            " lease_until = excluded.lease_until",
+                            endpoint, job, data, self.owner, time.time() + LEASE_SECONDS)
+
+    async def drop_follow(self, endpoint: str, job: str) -> None:
+        await self._execute("DELETE FROM follows WHERE endpoint = $1 AND job = $2", endpoint, job)
+
+    async def follows(self) -> list[str]:
+        return [r["data"] for r in await self._fetch("SELECT data FROM follows WHERE owner = $1", self.owner)]
+
+    async def save_storm(self, storm_id: str, data: str) -> None:
+        await self._execute("INSERT INTO storms (id, data, updated) VALUES ($1, $2, $3) ON CONFLICT (id)"
+                            " DO UPDATE SET data = excluded.data, updated = excluded.updated",
+                            storm_id, data, time.time())
+
+    async def load_storm(self, storm_id: str) -> str | None:
+        value = await self._fetchval("SELECT data FROM storms WHERE id = $1", storm_id)
+        return str(value) if value is not None else None
+
+    async def recent_storms(self, since: float) -> list[str]:
+        return [r["data"] for r in await self._fetch("SELECT data FROM storms WHERE updated >= $1 ORDER BY updated",
+                                                     since)]
+
+    async def save_bulk(self, run_id: str, data: str) -> None:
+        await self._execute("INSERT INTO bulk_runs (id, data, updated) VALUES ($1, $2, $3) ON CONFLICT (id)"
+                            " DO UPDATE SET data = excluded.data, updated = excluded.updated",
+                            run_id, data, time.time())
+
+    async def recent_bulks(self, since: float) -> list[str]:
+        return [r["data"] for r in await self._fetch("SELECT data FROM bulk_runs WHERE updated >= $1", since)]
+
+    # ---------------------------------------------------------------- failures seen (for `failed`)
+
+    async def record_failure(self, endpoint: str, job: str, status: str, error: str | None, at: float) -> None:
+        await self._execute(
+            "INSERT INTO failures (endpoint, job, status, error, seen_at, retried) VALUES ($1, $2, $3, $4, $5, 0)"
+            " ON CONFLICT (endpoint, job) DO UPDATE SET status = excluded.status, error = excluded.error,"
+            " seen_at = excluded.seen_at, retried = 0", endpoint, job, status, error, at)
+
+    async def mark_retried(self, endpoint: str, jobs: list[str]) -> None:
+        await self._execute("UPDATE failures SET retried = 1 WHERE endpoint = $1 AND job = ANY($2::text[])",
+                            endpoint, jobs)
+
+    async def recent_failures(self, endpoint: str, since: float) -> list[dict[str, Any]]:
+        rows = await self._fetch(
+            "SELECT job, status, error, seen_at FROM failures WHERE endpoint = $1 AND seen_at >= $2 AND retried = 0"
+            # A retry RunPod took since the failure was seen (by any route: button, command, bulk) counts too.
+            " AND NOT EXISTS (SELECT 1 FROM audit WHERE audit.endpoint = failures.endpoint AND audit.job = failures.job"
+            " AND audit.outcome = 'requeued' AND audit.at >= failures.seen_at)"
+            " ORDER BY seen_at", endpoint, since)
+        return [dict(r) for r in rows]
