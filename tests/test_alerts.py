@@ -334,9 +334,8 @@ async def test_job_that_is_running_is_refused_with_its_state_on_thread_and_alert
 @pytest.mark.parametrize("fault, words", [
     ({"status": 503}, "server error"),
     ({"status": 500, "body": "<html><body><h1>Internal Server Error</h1></body></html>"}, "server error"),
-    ({"status": 429, "headers": {"Retry-After": "0"}, "times": 2}, "rate-limiting"),
     ({"delay": 1.0}, "did not answer in time"),
-], ids=["503", "500-html", "429", "timeout"])
+], ids=["503", "500-html", "timeout"])
 async def test_transient_runpod_trouble_during_the_click_is_explained_and_retry_is_offered_again(
         make_app, mode, slack, runpod, fault, words):
     app = await make_app(mode, RUNPOD_TIMEOUT="0.3", RUNPOD_MAX_ATTEMPTS="2")
@@ -354,6 +353,23 @@ async def test_transient_runpod_trouble_during_the_click_is_explained_and_retry_
     assert actions.RETRY in buttons(final), "a transient failure must leave Retry available"
     assert "<html>" not in message_text(reply)
     assert not slack.rejected()
+
+
+@pytest.mark.parametrize("retry_after", ["1", None], ids=["retry-after", "no-retry-after"])
+async def test_a_click_that_meets_runpods_429s_is_told_it_is_queued_and_then_gets_the_result(
+        make_app, slack, runpod, retry_after):
+    app = await make_app("http", RUNPOD_MAX_ATTEMPTS="2")
+    alert = await alert_via_webhook(app, runpod, "job-t9")
+    runpod.fault("retry", status=429, times=3, **({"headers": {"Retry-After": retry_after}} if retry_after else {}))
+
+    await click_retry(app, alert)
+    await app.settle(timeout=20)
+
+    replies = [message_text(m) for m in app.thread(ALERTS, alert["ts"])]
+    assert "throttling" in replies[0] and "job-t9" in replies[0] and "queued" in replies[0], replies
+    assert any("back in the queue" in r for r in replies[1:]), replies
+    assert [c.status for c in runpod.calls_to("retry")] == [429, 429, 429, 200], "a 429 is a wait, not an outcome"
+    assert len([r for r in replies if "throttling" in r]) == 1, "told once, not per 429"
 
 
 # ---------------------------------------------------------------- following

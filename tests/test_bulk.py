@@ -53,7 +53,7 @@ async def bulk(app, jobs: list[str], user: str = "U1") -> dict[str, Any]:  # typ
     """Run a bulk retry to its very end; returns the parent message as it looks then."""
     ack = await app.command(f"{EP} " + " ".join(jobs), user=user, channel=CHANNEL)
     assert ack.status == 200 and ack.latency < 1.0, ack
-    await app.settle(timeout=20)
+    await app.settle(timeout=60)  # RunPod's /retry limit (100 per 10 s) sets the pace of a long list
     [parent] = app.top_level(CHANNEL)
     return parent
 
@@ -149,8 +149,8 @@ async def test_an_invalid_id_in_a_long_list_runs_nothing_and_names_the_bad_ids_p
     assert not slack.rejected()
 
 
-async def test_a_429_storm_during_a_bulk_retry_still_gives_every_job_an_outcome(make_app, runpod, slack):
-    # Two attempts per call: the jobs that meet two 429s in a row give up, the others get through.
+async def test_a_429_storm_during_a_bulk_retry_is_waited_out_and_every_job_is_requeued(make_app, runpod, slack):
+    # In a bulk run a 429 is a wait, not an outcome: every job goes through once RunPod lets it.
     app = await make_app("http", RUNPOD_MAX_ATTEMPTS="2", **FAST)
     jobs = add_jobs(runpod, 40)
     runpod.fault("retry", status=429, headers={"Retry-After": "0"}, times=40)
@@ -158,24 +158,19 @@ async def test_a_429_storm_during_a_bulk_retry_still_gives_every_job_an_outcome(
     parent = await bulk(app, jobs)
 
     calls = runpod.calls_to("retry")
-    assert len(calls) == 40 + len({c.job for c in calls if c.status == 200})
-    assert sorted({c.job for c in calls}) == jobs
-    taken = {c.job for c in calls if c.status == 200}
+    assert len(calls) == 40 + 40, "each job: one 429, then requeued"
+    assert sorted({c.job for c in calls if c.status == 200}) == jobs
+    assert sorted(c.job for c in calls if c.status == 200) == jobs, "each job requeued exactly once"
     rows = await app.rt.store.history(200)
     outcomes = {r["job"]: r["outcome"] for r in rows}
     assert sorted(outcomes) == jobs, "every job has an audited outcome"
-    assert {job for job, outcome in outcomes.items() if outcome == "requeued"} == taken
-    assert 0 < len(taken) < 40, "some jobs got through, some gave up"
-    assert set(outcomes.values()) <= {"requeued", "rate_limited"}
+    assert set(outcomes.values()) == {"requeued"}
     [summary] = app.thread(CHANNEL, parent["ts"])
     summary_text = message_text(summary)
     for job in jobs:
         assert job in summary_text
-    for job in set(jobs) - taken:
-        assert f"{job}  429   rate-limited by RunPod" in summary_text
-    text = message_text(parent)
-    assert f"{len(taken)} completed" in text and f"{40 - len(taken)} not retried" in text
-    assert not slack.rejected()
+    assert "rate-limited" not in summary_text
+    assert "40 completed" in message_text(parent) and "0 not retried" in message_text(parent)
 
 
 async def test_a_restart_in_the_middle_of_a_bulk_retry_still_gives_every_job_an_outcome(make_app, runpod, slack):

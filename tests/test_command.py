@@ -205,18 +205,13 @@ def _rate_limited_twice(runpod: FakeRunPod) -> None:
     runpod.fault("retry", status=429, body={"error": "too many requests"}, headers={"Retry-After": "0"}, times=2)
 
 
-def _rate_limited_forever(runpod: FakeRunPod) -> None:
-    # RUNPOD_MAX_ATTEMPTS is 3 in this case: three 429s are "forever" as far as the app can tell.
-    runpod.fault("retry", status=429, body="Too Many Requests", headers={"Retry-After": "0"}, times=3)
-
-
 FAULT_CASES: list[tuple[str, Any, dict[str, str], list[str], int]] = [
     # (id, setup, env, phrases the thread must contain, RunPod /retry calls)
     ("401", _unauthorized, {}, ["HTTP 401", "RUNPOD_API_KEY", "refused the API key"], 1),
     ("403", _forbidden, {}, ["HTTP 403", "RUNPOD_API_KEY", "refused the API key"], 1),
     ("404", lambda rp: rp.expire("ep1", "job-x"), {}, ["HTTP 404", "expired", "30 minutes", "does not know"], 1),
-    ("429-then-ok", _rate_limited_twice, {}, ["HTTP 200", "back in the queue", '"status": "IN_QUEUE"'], 3),
-    ("429-forever", _rate_limited_forever, {"RUNPOD_MAX_ATTEMPTS": "3"}, ["HTTP 429", "rate-limiting", "Wait"], 3),
+    ("429-then-ok", _rate_limited_twice, {}, ["throttling", "queued", "HTTP 200", "back in the queue",
+                                              '"status": "IN_QUEUE"'], 3),
     ("500-html", lambda rp: rp.fault("retry", status=500, body=HTML_500), {},
      ["HTTP 500", "server error", "500 Internal Server Error upstream worker crashed"], 1),
     ("502-html", lambda rp: rp.fault("retry", status=502, body=HTML_502), {},
@@ -243,12 +238,33 @@ async def test_each_runpod_answer_is_explained_in_the_thread_and_the_app_keeps_s
     await app.settle()
     assert len(runpod.calls_to("retry")) == retry_calls, runpod.describe()
     parent, replies = first_reply(app)
-    result = message_text(replies[0])
+    result = "\n".join(message_text(reply) for reply in replies)
     for phrase in phrases:
         assert phrase in result, f"{phrase!r} not in:\n{result}"
     assert "job-x" in message_text(parent) and "ep1" in result
     everything = slack_messages_text(slack)
     assert not TAG.search(everything) and "&lt;html" not in everything and "&lt;h1" not in everything
+    assert not slack.rejected()
+    await assert_still_serving(app, runpod)
+
+
+async def test_429s_until_the_jobs_retry_window_closes_say_rate_limited_and_the_app_keeps_serving(
+        make_app, runpod, slack):
+    app = await make_app("http", RUNPOD_MAX_ATTEMPTS="3")
+    app.rt.service.retry_window = 2.0  # RunPod keeps a job 30 minutes; two seconds here
+    runpod.add_job("ep1", "job-x", status="FAILED")
+    # No Retry-After: the app backs off 0.5 s, 1 s, 2 s..., so the window closes after the third try.
+    runpod.fault("retry", status=429, body="Too Many Requests", times=3)
+
+    ack = await app.command("ep1 job-x")
+    await app.settle(timeout=20)
+
+    assert ack.status == 200 and ack.latency < 1.0
+    assert len(runpod.calls_to("retry")) >= 3, "429s are waited out, not given up on after a few tries"
+    _parent, replies = first_reply(app)
+    texts = [message_text(r) for r in replies]
+    assert "throttling" in texts[0] and "queued" in texts[0]
+    assert "HTTP 429" in texts[-1] and "rate-limiting" in texts[-1] and "Wait" in texts[-1]
     assert not slack.rejected()
     await assert_still_serving(app, runpod)
 

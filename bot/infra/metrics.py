@@ -45,5 +45,8 @@ class Metrics:
     def observe_runpod(self, op: str, outcome: str, seconds: float) -> None:
         self.runpod_latency.labels(op=op, outcome=outcome).observe(seconds)
 
+    def observe_runpod_rate(self, endpoint: str, op: str, per_second: float) -> None:
+        self.runpod_rate.labels(endpoint=endpoint, op=op).set(per_second)
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -24,6 +24,7 @@ from bot.core.answers import (
     redact,
 )
 from bot.core.ids import id_problem
+from bot.runpod.limits import RunPodLimits
 
 MAX_BACKOFF = 30.0
 MAX_RETRY_AFTER = 60.0
@@ -40,6 +41,8 @@ def _timed_out(exc: BaseException) -> bool:
 
 Sleep = Callable[[float], Awaitable[None]]
 Observer = Callable[[str, str, float], None]
+# Told once when RunPod throttles a call that will wait rather than fail: the seconds until the next try.
+Throttled = Callable[[float], Awaitable[None]]
 
 
 class RunPodClient:
@@ -47,8 +50,12 @@ class RunPodClient:
 
     One shared `httpx.AsyncClient`. Its transport is aiohttp's connection pool (httpx-aiohttp): httpcore's own
     pool does work proportional to the requests in flight on every request, which made a 200-command burst
-    CPU-bound (see bench/). The pool is sized so a burst never queues behind it; 429s are retried a bounded
-    number of times (Retry-After, else exponential backoff).
+    CPU-bound (see bench/). The pool is sized so a burst never queues behind it.
+
+    Every call waits its turn in RunPod's limit for its endpoint and operation (bot/runpod/limits.py), so a bulk
+    retry, a storm's Retry all and thousands of follows share one allowance. A 429 is a wait, not an answer: the
+    call goes again after Retry-After (else exponential backoff) until `until` (a wall-clock time, such as the end of
+    the job's retry window) has passed; without `until`, after `max_attempts` tries.
     """
 
     def __init__(
@@ -64,6 +71,8 @@ class RunPodClient:
         transport: httpx.AsyncBaseTransport | None = None,
         sleep: Sleep = asyncio.sleep,
         observe: Observer | None = None,
+        rate_limits: RunPodLimits | None = None,
+        on_rate_limited: Callable[[str, str], None] | None = None,
     ):
         self._base = base_url.rstrip("/")
         self._default_key = api_key
@@ -72,6 +81,8 @@ class RunPodClient:
         self._backoff_base = backoff_base
         self._sleep = sleep
         self._observe = observe
+        self._limits = rate_limits or RunPodLimits()
+        self._on_rate_limited = on_rate_limited
         self._secrets = tuple(k for k in (api_key, *self._keys.values()) if k)
         self._timeout = timeout
         limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=100)
@@ -92,13 +103,14 @@ class RunPodClient:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def retry(self, endpoint: str, job: str) -> RunPodReply:
+    async def retry(self, endpoint: str, job: str, *, until: float | None = None,
+                    throttled: Throttled | None = None) -> RunPodReply:
         """POST /{endpoint}/retry/{job}: requeue a FAILED or TIMED_OUT job."""
-        return await self._call("retry", "POST", endpoint, job)
+        return await self._call("retry", "POST", endpoint, job, until=until, throttled=throttled)
 
-    async def status(self, endpoint: str, job: str) -> RunPodReply:
+    async def status(self, endpoint: str, job: str, *, until: float | None = None) -> RunPodReply:
         """GET /{endpoint}/status/{job}."""
-        return await self._call("status", "GET", endpoint, job)
+        return await self._call("status", "GET", endpoint, job, until=until)
 
     def _headers(self, endpoint: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self._keys.get(endpoint, self._default_key)}"}
@@ -111,33 +123,49 @@ class RunPodClient:
                 pass
         return min(self._backoff_base * 2 ** (attempt - 1) * (1 + random.random() / 4), MAX_BACKOFF)
 
-    async def _call(self, op: str, method: str, endpoint: str, job: str) -> RunPodReply:
+    async def _call(self, op: str, method: str, endpoint: str, job: str | None, *, until: float | None = None,
+                    throttled: Throttled | None = None) -> RunPodReply:
         # The last line of defence: the caller validated already, but an ID never reaches a URL unchecked.
         for value in (endpoint, job):
-            if id_problem(value):
+            if value is not None and id_problem(value):
                 raise ValueError("invalid RunPod ID")
-        url = f"{self._base}/{endpoint}/{op}/{job}"
-        for attempt in range(1, self._max_attempts + 1):
-            started = time.monotonic()
-            try:
-                async with asyncio.timeout(self._timeout):  # one bound for the whole call, not per read
-                    response = await self._http.request(method, url, headers=self._headers(endpoint))
-            except (TimeoutError, httpx.TransportError) as exc:
-                elapsed = time.monotonic() - started
-                if _timed_out(exc):
-                    self._note(op, "timeout", started)
-                    raise RunPodTimeout(f"RunPod did not answer {op} within the timeout", op=op,
-                                        elapsed=elapsed) from exc
-                self._note(op, "unreachable", started)
-                cause = type(exc.__cause__ or exc).__name__
-                raise RunPodUnreachable(f"could not reach RunPod ({cause})", op=op, elapsed=elapsed) from exc
+        url = f"{self._base}/{endpoint}/{op}" + (f"/{job}" if job is not None else "")
+        limit = self._limits(endpoint, op)
+        attempt = 0
+        while True:
+            attempt += 1
+            async with limit.slot():
+                started = time.monotonic()
+                try:
+                    async with asyncio.timeout(self._timeout):  # one bound for the whole call, not per read
+                        response = await self._http.request(method, url, headers=self._headers(endpoint))
+                except (TimeoutError, httpx.TransportError) as exc:
+                    elapsed = time.monotonic() - started
+                    if _timed_out(exc):
+                        self._note(op, "timeout", started)
+                        raise RunPodTimeout(f"RunPod did not answer {op} within the timeout", op=op,
+                                            elapsed=elapsed) from exc
+                    self._note(op, "unreachable", started)
+                    cause = type(exc.__cause__ or exc).__name__
+                    raise RunPodUnreachable(f"could not reach RunPod ({cause})", op=op, elapsed=elapsed) from exc
             elapsed = time.monotonic() - started
             self._note(op, str(response.status_code), started)
-            if response.status_code == 429 and attempt < self._max_attempts:
-                await self._sleep(self._backoff(attempt, response.headers.get("Retry-After")))
-                continue
-            return self._interpret(op, response.status_code, response.text, elapsed)
-        raise AssertionError("unreachable")  # pragma: no cover
+            if response.status_code != 429:
+                limit.success()
+                self._limits.changed(endpoint, op)
+                return self._interpret(op, response.status_code, response.text, elapsed)
+            wait = self._backoff(attempt, response.headers.get("Retry-After"))
+            limit.throttled(wait)
+            self._limits.changed(endpoint, op)
+            if self._on_rate_limited is not None:
+                self._on_rate_limited(endpoint, op)
+            out_of_time = until is not None and time.time() + wait > until
+            out_of_tries = until is None and attempt >= self._max_attempts
+            if out_of_time or out_of_tries:
+                return self._interpret(op, response.status_code, response.text, elapsed)
+            if throttled is not None and attempt == 1:
+                await throttled(wait)
+            await self._sleep(wait)
 
     def _note(self, op: str, outcome: str, started: float) -> None:
         if self._observe is not None:

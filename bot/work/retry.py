@@ -9,12 +9,21 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from bot.core import messages
-from bot.core.outcome import UNCERTAIN, Kind, Outcome, classify_error, classify_retry, classify_status
+from bot.core.outcome import (
+    RETENTION_SECONDS,
+    UNCERTAIN,
+    Kind,
+    Outcome,
+    classify_error,
+    classify_retry,
+    classify_status,
+)
 from bot.infra.config import Settings
 from bot.infra.logs import ctx
 from bot.infra.metrics import Metrics
 from bot.infra.tasks import Background
 from bot.runpod import RunPodClient, RunPodError, RunPodReply
+from bot.runpod.client import Throttled
 from bot.slack.out import Place, SlackOut
 from bot.store import AuditEntry, Store
 from bot.work.access import AccessPolicy
@@ -66,6 +75,7 @@ class RetryService:
         self.settings = settings
         self.background = background
         self.clock = clock
+        self.retry_window = float(RETENTION_SECONDS)  # the longest a job can still be retried from now
         self.claims: dict[Key, Claim] = {}
         self.audit_channel = AuditChannel(out, settings.audit_channel, background) if settings.audit_channel else None
         follower.on_end.append(lambda target, _final: self.release(target.endpoint, target.job))
@@ -149,11 +159,15 @@ class RetryService:
 
     # ---------------------------------------------------------------- RunPod
 
-    async def call_retry(self, endpoint: str, job: str) -> Outcome:
+    async def call_retry(self, endpoint: str, job: str, *, until: float | None = None,
+                         throttled: Throttled | None = None) -> Outcome:
         """POST /retry. When RunPod refuses, GET /status says why in plain words; when its answer was lost or
-        garbled, GET /status says whether the retry took effect."""
+        garbled, GET /status says whether the retry took effect. RunPod's 429s are waited out until `until`
+        (default: the longest a job can still be retried from now)."""
+        until = until if until is not None else self.clock() + self.retry_window
         try:
-            answer: RunPodReply | RunPodError = await self.runpod.retry(endpoint, job)
+            answer: RunPodReply | RunPodError = await self.runpod.retry(endpoint, job, until=until,
+                                                                         throttled=throttled)
         except RunPodError as exc:
             answer = exc
         probe: RunPodReply | RunPodError | None = None
@@ -171,12 +185,16 @@ class RetryService:
             return classify_error(endpoint, job, exc)
 
     async def attempt(self, who: Who, endpoint: str, job: str, place: Place, *, post: bool = True,
-                      follow: bool = True) -> Outcome:
+                      follow: bool = True, until: float | None = None) -> Outcome:
         """Retry a claimed job: call, record, reply, announce, follow. Releases the claim unless the job is now
         being followed."""
         log_ctx = ctx(user=who.user, channel=who.channel, endpoint=endpoint, job=job, source=who.source.value)
         try:
-            outcome = await self.call_retry(endpoint, job)
+            async def queued_behind_limit(wait: float) -> None:
+                await self.out.post(place, messages.retry_throttled(endpoint, job, wait))
+
+            outcome = await self.call_retry(endpoint, job, until=until,
+                                            throttled=queued_behind_limit if post else None)
             self.metrics.retries.labels(outcome=outcome.kind.value, source=who.source.value).inc()
             log.info("retry %s", outcome.kind.value, extra={**log_ctx, "http_status": outcome.http_status})
             await self.record(AuditEntry(who.user, who.channel, endpoint, job, who.source, outcome.kind.value,

@@ -18,6 +18,7 @@ from bot.infra.config import Settings
 from bot.infra.metrics import Metrics
 from bot.infra.tasks import Background
 from bot.runpod import RunPodClient
+from bot.runpod.limits import RunPodLimits
 from bot.slack.out import SlackOut, make_client
 from bot.slack.outbox import Outbox
 from bot.store import LEASE_SECONDS, Store, open_store
@@ -52,7 +53,10 @@ class Runtime:
         self.runpod = RunPodClient(settings.runpod_api_url, settings.runpod_api_key,
                                    endpoint_keys=settings.runpod_endpoint_keys, timeout=settings.runpod_timeout,
                                    max_attempts=settings.runpod_max_attempts,
-                                   observe=self.metrics.observe_runpod)
+                                   observe=self.metrics.observe_runpod,
+                                   rate_limits=RunPodLimits(observe=self.metrics.observe_runpod_rate),
+                                   on_rate_limited=lambda _endpoint, op: self.metrics.rate_limited.labels(
+                                       platform="runpod", method=op).inc())
         self.access = AccessPolicy(settings, self._group_members)
         self.desk = AlertDesk(self.store, self.out, self.metrics)
         self.events = JobEvents()

@@ -59,6 +59,7 @@ from bot.core.messages.command import (
     outcome_message,
     outcome_needs_file,
     refusal,
+    retry_throttled,
     usage_error,
     without_thread_hint,
 )
@@ -138,6 +139,7 @@ __all__ = [
     "results_json",
     "results_table",
     "retry_all_running",
+    "retry_throttled",
     "section",
     "shutting_down",
     "slack_time",

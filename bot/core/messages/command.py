@@ -115,3 +115,12 @@ def fallback_note(error: str) -> Message:
 
 
 # ---------------------------------------------------------------- following a retried job
+
+
+def retry_throttled(endpoint: str, job: str, wait: float) -> Message:
+    """RunPod answered 429: the retry is not lost, it waits its turn."""
+    return message(f"RunPod is throttling retries on endpoint {endpoint}; the retry of job {job} is queued",
+                   [section(f":hourglass_flowing_sand: RunPod is limiting how fast retries can be sent to endpoint "
+                            f"{code(endpoint)} right now. Your retry of job {code(job)} is queued and goes through as "
+                            f"soon as RunPod allows (first try again in about {max(1, round(wait))} s). The result "
+                            "will be posted here; nothing else to do.")])
