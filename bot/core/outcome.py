@@ -200,8 +200,8 @@ def classify_retry(endpoint: str, job: str, answer: RunPodReply | RunPodError,
         return outcome  # refused although retryable: nothing more to explain than what RunPod said
     return Outcome(
         Kind.NOT_RETRYABLE, endpoint, job,
-        f"Not retried: job `{job}` on endpoint `{endpoint}` {state_sentence(state)}, and only a failed or timed-out "
-        "job can be retried",
+        f"Not retried: job `{job}` on endpoint `{endpoint}` {'already ' if state == 'COMPLETED' else ''}"
+        f"{state_sentence(state)}, and only a failed or timed-out job can be retried",
         _NOT_RETRYABLE_ADVICE.get(state or "", f"{_status_command(endpoint, job)} shows its details."),
         answer.status, state, answer.body if answer.body is not None else probe.body, answer.excerpt,
     )

@@ -48,8 +48,8 @@ def help_message() -> Message:
 
 def usage_error(problem: str, form: str = RETRY_FORM) -> Message:
     """The problem and the one form it is about; the whole help is one `help` away, not repeated every time."""
-    return message(f"{COMMAND}: {problem}", [section(f":warning: {problem}"),
-                                             context(f"Usage: {form}. {HELP_FORM} shows every form.")])
+    usage = f"{HELP_FORM} shows every form." if form in problem else f"Usage: {form}. {HELP_FORM} shows every form."
+    return message(f"{COMMAND}: {problem}", [section(f":warning: {problem}"), context(usage)])
 
 
 def refusal(reason: str) -> Message:

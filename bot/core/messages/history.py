@@ -69,11 +69,12 @@ def history_message(rows: Iterable[dict[str, Any]], limit: int) -> Message:
     rows = list(rows)
     if not rows:
         return message("No retry attempts recorded yet.", [section("No retry attempts recorded yet.")])
-    blocks: list[dict[str, Any]] = [section(f"*Last {len(rows)} retry attempts*, newest first, in your time zone:")]
+    title = f"Last {len(rows)} retry attempts" if len(rows) > 1 else "The last retry attempt"
+    blocks: list[dict[str, Any]] = [section(f"*{title}*, newest first, in your time zone:")]
     for start in range(0, len(rows), ROWS_PER_SECTION):
         cells = [cell for row in rows[start:start + ROWS_PER_SECTION] for cell in _attempt_fields(row)]
         blocks.append({"type": "section", "fields": cells})
-    return message(f"Last {len(rows)} retry attempts", blocks)
+    return message(title, blocks)
 
 
 def audit_text(entry: Any, *, mentions: bool = True) -> str:

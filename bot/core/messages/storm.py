@@ -173,7 +173,8 @@ def failed_running(endpoint: str, count: int, user: str, at: float, *, viewer: s
     by = who(user, viewer)
     progress = f"The progress is in {link(where, 'its message in the channel')}." if where else \
         "The progress will be in the channel."
-    what = f"{count} jobs" if count != 1 else "1 job"
+    # `count` is 0 while the first Confirm is still reading the list.
+    what = f"{count} jobs" if count > 1 else "1 job" if count == 1 else "the jobs that failed recently"
     return message(f"Already retrying {what} on endpoint {endpoint}",
                    [section(f":hourglass_flowing_sand: {'You' if by == 'you' else by} started retrying {what} of "
                             f"endpoint {code(endpoint)} at {slack_time(at)}; it is still under way, so nothing more "
