@@ -1,5 +1,5 @@
-"""Whether the app can post where its settings send messages (the alert and audit channels), said plainly at
-start-up, so a wrong channel is found before an alert is lost in it.
+"""Whether the app can post where its settings send messages (the alert and audit channels), said plainly, so a
+wrong channel is found before an alert is lost in it (`Runtime.check_channels`, meant for start-up).
 
 The check posts nothing anyone sees: it schedules a message far ahead in the channel (chat.scheduleMessage needs
 only `chat:write`, like posting, and is refused the same way) and deletes it at once.
