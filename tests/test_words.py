@@ -760,6 +760,8 @@ def test_every_new_message_is_valid_block_kit():
     for msg in built:
         assert_valid(msg)
     assert "Retry before" not in message_text(built[-2])
+    pinging = Storm(EP, ALERTS, now, now, {f"j{n}": StormJob("FAILED", "<!channel> boom", now) for n in range(6)})
+    assert "<!channel>" not in messages.storm_alert(pinging, now)["text"]
     assert buttons(built[-3]) == {}
 
 

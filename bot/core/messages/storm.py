@@ -91,7 +91,7 @@ def storm_alert(storm: Storm, now: float | None = None, *, enabled: bool = True)
         buttons.append(button("Status", actions.STORM_STATUS, actions.storm_value(endpoint, storm.storm_id)))
     if buttons:
         blocks.append({"type": "actions", "block_id": "storm_actions", "elements": buttons})
-    common = "; ".join(f"{error} ({count})" for error, count in top)
+    common = "; ".join(f"{escape(error)} ({count})" for error, count in top)  # RunPod's words never ping
     can = f" Retry before {slack_time(storm.first_deadline)}." if enabled and remaining \
         and now < storm.first_deadline else ""
     return message(f"{n} jobs failed on endpoint {endpoint}: {common}.{can}", blocks)
