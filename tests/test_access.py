@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import sys
 import time
 from itertools import pairwise
@@ -21,6 +22,13 @@ from tests.fakes.slack import SlackFault
 from tests.harness import SECRETS, button_value, message_text
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def history_rows(app: Any, url: str) -> list[str]:
+    """The attempts `history` showed through the response_url: two cells each (when, who, where | what, which)."""
+    [reply] = app.responses(url)
+    cells = [f["text"] for block in reply["blocks"] for f in block.get("fields") or []]
+    return [cells[n] + "\n" + cells[n + 1] for n in range(0, len(cells), 2)]
 
 
 def private_replies(app: Any, url: str) -> list[str]:
@@ -70,9 +78,11 @@ async def test_user_not_on_the_list_is_refused_privately_for_retry_status_bulk_a
     assert runpod.calls == [], runpod.describe()
     assert channel_posts(slack)[before:] == [], slack.describe()
     assert app.top_level("C1") == []
-    for ack in acks:
+    for n, ack in enumerate(acks):
         [told] = private_replies(app, ack.response_url)
-        assert "not on the list of people who may retry" in told
+        # A status check is refused in words about status checks, not about retrying (issue 14).
+        may = "may use this app, status checks included" if n in (1, 4) else "may retry"
+        assert f"not on the list of people who {may}" in told
         assert "<@U1>" in told and "<@U2>" in told and "<!subteam^S1>" in told
     assert "Retrying" not in message_text(app.posts("CALERTS")[0])
 
@@ -215,7 +225,7 @@ async def test_history_shows_every_attempt_and_refusal_privately_newest_first(ma
     runpod.add_job("ep1", "job-btn", status="FAILED")
     app = await make_app(RUNPOD_RETRY_ALLOWED_USERS="U1,U2")
     alert = await alert_for(app, "ep1", "job-btn")
-    minutes = {time.strftime("%m-%d %H:%M", time.gmtime())}
+    started = time.time()
 
     await app.command("ep1 job-ok", user="U1", channel="C1")
     await app.settle()
@@ -225,7 +235,6 @@ async def test_history_shows_every_attempt_and_refusal_privately_newest_first(ma
     await app.settle()
     await app.command("ep1 job-ok", user="U9", channel="C2")  # not on the list
     await app.settle()
-    minutes.add(time.strftime("%m-%d %H:%M", time.gmtime()))
     calls_before = len(runpod.calls)
 
     ack = await app.command("history", user="U9", channel="C3")
@@ -233,24 +242,25 @@ async def test_history_shows_every_attempt_and_refusal_privately_newest_first(ma
 
     assert len(runpod.calls) == calls_before  # history calls nothing
     assert app.top_level("C3") == []
-    [table] = private_replies(app, ack.response_url)
-    lines = [line.strip("`") for line in table.splitlines() if "ep1/" in line]
-    assert len(lines) == 4, table
+    private_replies(app, ack.response_url)
+    lines = history_rows(app, ack.response_url)
+    assert len(lines) == 4, lines
     refusal, gone, button, command = lines
-    assert "U9" in refusal and "C2" in refusal and "command" in refusal and "refused:access" in refusal
-    assert "not on the list" in refusal
-    assert "U1" in gone and "ep1/job-gone" in gone and "not_found" in gone and "404" in gone
-    assert "U2" in button and "CALERTS" in button and "button" in button and "ep1/job-btn" in button
-    assert "requeued" in button and "200" in button and "IN_QUEUE" in button
-    assert "U1" in command and "C1" in command and "command" in command and "ep1/job-ok" in command
-    assert "requeued" in command and "200" in command and "IN_QUEUE" in command
-    assert all(any(m in line for m in minutes) for line in lines)
+    # People and channels as mentions, plain reasons instead of codes, RunPod's JSON nowhere (issue 14).
+    assert "<@U9>" in refusal and "<#C2>" in refusal and "by command" in refusal
+    assert "refused: not allowed" in refusal and "refused:access" not in refusal
+    assert "<@U1>" in gone and "`ep1` · `job-gone`" in gone and "RunPod does not know the job" in gone
+    assert "<@U2>" in button and "<#CALERTS>" in button and "Retry button" in button and "`job-btn`" in button
+    assert "retried: RunPod took it" in button
+    assert "<@U1>" in command and "<#C1>" in command and "by command" in command and "`job-ok`" in command
+    assert "retried: RunPod took it" in command
+    for line in lines:  # in the reader's time: a date token, for the moment it happened
+        [at] = [int(n) for n in re.findall(r"<!date\^(\d+)\^", line)]
+        assert started - 1 <= at <= time.time() + 1
 
     short = await app.command("history 2", user="U1")
     await app.settle()
-    [table2] = private_replies(app, short.response_url)
-    lines2 = [line.strip("`") for line in table2.splitlines() if "ep1/" in line]
-    assert lines2 == [refusal, gone]
+    assert history_rows(app, short.response_url) == [refusal, gone]
 
 
 async def test_audit_channel_gets_one_line_per_attempt(make_app, runpod, slack):
@@ -264,9 +274,9 @@ async def test_audit_channel_gets_one_line_per_attempt(make_app, runpod, slack):
 
     lines = [message_text(m) for m in app.top_level("CAUDIT")]
     assert len(lines) == 2, lines
-    assert "<@U1>" in lines[0] and "job-1" in lines[0] and "requeued" in lines[0] and "HTTP 200" in lines[0]
+    assert "<@U1>" in lines[0] and "job-1" in lines[0] and "retried: RunPod took it" in lines[0]
     assert "<#C1>" in lines[0]
-    assert "<@U5>" in lines[1] and "refused:access" in lines[1]
+    assert "<@U5>" in lines[1] and "refused: not allowed" in lines[1]
     assert app.posts("CAUDIT") == app.top_level("CAUDIT")  # one line each, no threads
 
 
@@ -280,11 +290,12 @@ async def test_history_says_how_each_retry_was_asked_for_bulk_included(make_app,
     ack = await app.command("history", user="U2")
     await app.settle()
 
-    [table] = private_replies(app, ack.response_url)
-    lines = sorted(line.strip("`") for line in table.splitlines() if "ep1/" in line)
-    assert len(lines) == 2, table
+    private_replies(app, ack.response_url)
+    lines = sorted(history_rows(app, ack.response_url), key=lambda line: "job-y" in line)
+    assert len(lines) == 2, lines
     for line, job in zip(lines, ("job-x", "job-y"), strict=True):
-        assert f"ep1/{job}" in line and "bulk" in line and "U1" in line and "requeued" in line and "200" in line
+        assert f"`ep1` · `{job}`" in line and "in a bulk retry" in line and "<@U1>" in line
+        assert "retried: RunPod took it" in line
 
 
 # ---------------------------------------------------------------- several RunPod accounts
@@ -359,9 +370,10 @@ async def test_a_bulk_retry_reaches_the_audit_channel_as_a_few_batched_messages(
     await app.settle()
 
     posts = [c for c in slack.calls_to("chat.postMessage") if c.args.get("channel") == "CAUDIT"]
-    lines = [line for c in posts for line in message_text({"blocks": c.args["blocks"]}).splitlines() if line]
+    shown = app.posts("CAUDIT")  # as they read now: each batch was edited to mention people (no notification)
+    lines = [line for m in shown for line in message_text({"blocks": m["blocks"]}).splitlines() if line]
     assert sorted(line.split("`")[3] for line in lines) == sorted(jobs), "one line per attempt, none lost"
-    assert all("bulk" in line and "requeued" in line and "<@U1>" in line for line in lines)
+    assert all("in a bulk retry" in line and "RunPod took it" in line and "<@U1>" in line for line in lines)
     assert 2 <= len(posts) <= 4, len(posts)  # batched, not 60 posts
     gaps = [b.at - a.at for a, b in pairwise(posts)]
     assert all(gap >= 0.9 for gap in gaps), gaps

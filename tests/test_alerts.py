@@ -89,7 +89,7 @@ async def test_failure_webhook_answers_fast_and_posts_one_alert_with_facts_deadl
     [alert] = app.posts(ALERTS)
     assert not alert.get("thread_ts")
     text = message_text(alert)
-    for fact in ("ep1", "job-a1", status, "CUDA out of memory", "0.6 s", "1.2 s", words):
+    for fact in ("ep1", "job-a1", status.replace("_", " "), "CUDA out of memory", "0.6 s", "1.2 s", words):
         assert fact in text, f"{fact!r} missing from the alert:\n{text}"
     assert "retried until" in text
     deadline_line = next(line for line in text.splitlines() if "retried until" in line and DATE.search(line))
@@ -236,7 +236,7 @@ async def test_click_retry_requeues_once_reports_in_the_alert_thread_and_follows
     states = updates_of(slack, alert["ts"])
     assert "Retrying, requested by <@U7>" in states[0]
     assert actions.RETRY not in buttons(slack.calls_to("chat.update")[0].args)
-    requeued = [s for s in states if "now IN_QUEUE" in s]
+    requeued = [s for s in states if "waiting in the queue" in s]
     assert requeued and "Retried by <@U7>" in requeued[0], states
     replies = app.thread(ALERTS, alert["ts"])
     assert len(replies) == 2, slack.describe()
@@ -326,7 +326,7 @@ async def test_job_that_is_running_is_refused_with_its_state_on_thread_and_alert
     said = message_text(reply)
     assert "HTTP 400" in said and "IN_PROGRESS" in said and "running" in said
     final = current(app, alert)
-    assert "IN_PROGRESS" in message_text(final) and "could not be retried" in message_text(final)
+    assert "is running on a worker" in message_text(final) and "could not be retried" in message_text(final)
     assert actions.RETRY not in buttons(final)
     assert len(runpod.calls_to("retry")) == 1
 
@@ -418,11 +418,11 @@ async def test_a_job_that_never_ends_is_given_up_on_and_the_thread_says_how_to_c
     await app.settle()
 
     last = message_text(app.thread(ALERTS, alert["ts"])[-1])
-    assert "stopped following" in last and "IN_PROGRESS" in last
+    assert "stopped following" in last and "running on a worker" in last
     assert "/runpod-retry status ep1 job-p2" in last
     assert "1 minutes" not in last
     final = current(app, alert)
-    assert "IN_PROGRESS" in message_text(final) and actions.STATUS in buttons(final)
+    assert "Running" in message_text(final) and actions.STATUS in buttons(final)
     assert app.rt.follower.following(EP, "job-p2") is None
 
 
@@ -436,7 +436,7 @@ async def test_a_retried_job_that_gets_cancelled_is_not_called_a_failure_and_is_
     assert "cancelled" in last and "<@U7>" in last and "again" not in last
     assert "can still be retried" not in last
     final = current(app, alert)
-    assert "CANCELLED" in message_text(final) and actions.RETRY not in buttons(final)
+    assert "was cancelled" in message_text(final) and actions.RETRY not in buttons(final)
 
 
 async def test_slack_refusing_chat_update_does_not_stop_the_retry_or_its_report(app, slack, runpod):
@@ -603,7 +603,7 @@ async def test_the_original_failure_redelivered_after_a_successful_retry_does_no
 
 
 @pytest.mark.parametrize(("status", "shown"), [("COMPLETED", "Retried outside this app; completed"),
-                                               ("CANCELLED", "Outside this app, it ended CANCELLED")])
+                                               ("CANCELLED", "Outside this app, it was cancelled")])
 async def test_a_job_that_ends_outside_the_app_settles_its_alert(make_app, slack, runpod, status, shown):
     app = await make_app("http")
     alert = await alert_via_webhook(app, runpod, "job-elsewhere")

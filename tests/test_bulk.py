@@ -76,15 +76,17 @@ async def test_fifty_jobs_one_parent_one_summary_every_job_retried_once_audited_
     assert retried_jobs(runpod) == jobs, "every job exactly once"
     assert runpod.max_in_flight_by_op["retry"] <= CONCURRENCY
     text = message_text(parent)
-    assert "Retrying 50 jobs on endpoint `ep1`, requested by <@U1>" in text
+    assert "Retried 50 jobs on endpoint `ep1`, requested by <@U1>" in text  # not "Retrying" once all ended
     assert "50/50 done" in text and "50 completed" in text and "0 failed again" in text
     assert "0 still running" in text and "Every retried job has ended" in text
     [summary] = app.thread(CHANNEL, parent["ts"])
     summary_text = message_text(summary)
     for job in jobs:
-        assert f"{job}  200   IN_QUEUE" in summary_text
-        assert f'"job": "{job}"' in summary_text, "the JSON results are in the reply"
-    assert not slack.calls_to("files.completeUploadExternal"), "50 results fit in the message"
+        assert f"{job}  retried, completed" in summary_text, "the table keeps up as jobs end"
+    # RunPod's JSON answers are attached, not poured into the thread under the table.
+    assert '"job":' not in summary_text and "attached" in summary_text
+    [upload] = slack.uploads.values()
+    assert [r["job"] for r in json.loads(upload)["results"]] == jobs
     assert_paced(slack, parent["ts"])
     rows = await app.rt.store.history(50)
     assert sorted(r["job"] for r in rows) == jobs
@@ -127,7 +129,7 @@ async def test_duplicates_are_dropped_whatever_the_separators(make_app, runpod, 
 
     assert retried_jobs(runpod) == jobs
     [parent] = app.top_level(CHANNEL)
-    assert "Retrying 3 jobs" in message_text(parent)
+    assert "Retried 3 jobs" in message_text(parent)
 
 
 async def test_an_invalid_id_in_a_long_list_runs_nothing_and_names_the_bad_ids_privately(make_app, mode, runpod,
@@ -169,8 +171,9 @@ async def test_a_429_storm_during_a_bulk_retry_is_waited_out_and_every_job_is_re
     summary_text = message_text(summary)
     for job in jobs:
         assert job in summary_text
-    assert "rate-limited" not in summary_text
+    assert "rate-limited" not in summary_text and "limiting requests" not in summary_text
     assert "40 completed" in message_text(parent) and "0 not retried" in message_text(parent)
+    assert not slack.rejected()
 
 
 async def test_a_restart_in_the_middle_of_a_bulk_retry_still_gives_every_job_an_outcome(make_app, runpod, slack):
@@ -214,11 +217,11 @@ async def test_mixed_outcomes_are_listed_job_by_job(make_app, runpod, slack):
     def row(job: str) -> str:
         return next(line for line in lines if line.startswith(job + " "))
 
-    assert row("job-ok").split()[1:] == ["200", "IN_QUEUE"]
-    assert row("job-again").split()[1:] == ["200", "IN_QUEUE"]
-    assert "404" in row("job-gone") and "not found" in row("job-gone")
-    assert "400" in row("job-done") and "not retryable: the job is COMPLETED" in row("job-done")
-    assert "-" in row("job-spent").split() and "already retried once in the last hour" in row("job-spent")
+    assert row("job-ok").split()[1:] == ["retried,", "completed"]
+    assert row("job-again").split()[1:] == ["retried,", "failed", "again"]
+    assert "not retried: RunPod does not know it" in row("job-gone")
+    assert "not retried: the job already completed" in row("job-done")
+    assert "retry limit reached" in row("job-spent") and "already retried once in the last hour" in row("job-spent")
     text = message_text(parent)
     assert "1 completed" in text and "1 failed again" in text and "3 not retried" in text
     assert "Failed again:* `job-again`" in text
@@ -277,7 +280,7 @@ async def test_failed_shows_the_count_privately_then_confirm_runs_it_as_a_bulk_r
     [answer] = app.responses(click.response_url)
     assert answer.get("replace_original") is True and "Retrying 3 jobs" in message_text(answer)
     [parent] = app.top_level(CHANNEL)
-    assert "Retrying 3 jobs on endpoint `ep1`" in message_text(parent) and "3 completed" in message_text(parent)
+    assert "Retried 3 jobs on endpoint `ep1`" in message_text(parent) and "3 completed" in message_text(parent)
     assert len(app.thread(CHANNEL, parent["ts"])) == 1
     rows = await app.rt.store.history(10)
     assert {r["source"] for r in rows} == {"bulk"}

@@ -41,7 +41,7 @@ async def test_cli_posts_the_alert_says_where_and_the_app_retries_it_on_click(tm
     [alert] = [m for (channel, _), m in slack.messages.items() if channel == "C9"]
     assert f"channel C9, message ts {alert['ts']}" in out
     text = message_text(alert)
-    for fact in ("ep1", "job-9", "TIMED_OUT", "timed out", "worker lost", "retried until"):
+    for fact in ("ep1", "job-9", "TIMED OUT", "timed out", "worker lost", "retried until"):
         assert fact in text, f"{fact!r} missing:\n{text}"
     assert buttons(alert)[actions.RETRY]["value"] == "ep1/job-9"
     assert BOT_TOKEN not in out + err

@@ -208,7 +208,7 @@ async def test_status_posts_a_tally_of_the_jobs_states_in_the_thread(make_app, m
     assert sorted(c.job for c in runpod.calls_to("status")) == sorted(jobs) and not runpod.calls_to("retry")
     [status] = [m for m in app.thread(ALERTS, alert["ts"]) if "Status of the 8 jobs" in message_text(m)]
     text = message_text(status)
-    assert "6 FAILED" in text and "1 COMPLETED" in text and "1 gone from RunPod (404)" in text and "<@U3>" in text
+    assert "6 failed" in text and "1 completed" in text and "1 no longer known to RunPod" in text and "<@U3>" in text
     assert not slack.rejected()
 
 

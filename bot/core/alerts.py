@@ -8,9 +8,11 @@ from enum import StrEnum
 from typing import Any
 
 from bot.core.ids import is_valid_id
-from bot.core.outcome import RETENTION_SECONDS, RETRYABLE, TRANSIENT, Kind, Outcome
+from bot.core.outcome import RETENTION_SECONDS, RETRYABLE, TRANSIENT, Kind, Outcome, state_sentence
 
 MAX_ERROR_CHARS = 1500
+# The retry budget counts RunPod calls per job over this window (RUNPOD_RETRY_MAX_PER_JOB per hour).
+BUDGET_WINDOW = 3600.0
 
 
 class Phase(StrEnum):
@@ -42,6 +44,9 @@ class Alert:
     note: str | None = None
     retry_offered: bool = True
     retries: int = 0
+    retried_at: tuple[float, ...] = ()  # every retry call RunPod got for this job, for the hourly budget
+    report_url: str | None = None       # where the last retry is reported, when not in this alert's thread
+                                        # ("" when nothing can link there: a command's response_url)
 
     @property
     def deadline(self) -> float:
@@ -59,6 +64,7 @@ class Alert:
     def from_json(cls, text: str) -> Alert:
         data = json.loads(text)
         data["phase"] = Phase(data["phase"])
+        data["retried_at"] = tuple(data.get("retried_at") or ())
         return cls(**data)
 
 
@@ -130,6 +136,19 @@ def refused(alert: Alert, outcome: Outcome) -> Alert:
                    or outcome.job_status in RETRYABLE)
 
 
+def called(alert: Alert, now: float) -> Alert:
+    """RunPod got a retry call for this job (whatever it answered): it counts toward the hourly budget."""
+    return replace(alert, retried_at=(*[t for t in alert.retried_at if now - t < BUDGET_WINDOW], now))
+
+
+def next_retry_at(alert: Alert, now: float, limit: int) -> float | None:
+    """When the hourly budget allows this job another retry; None when it allows one now."""
+    recent = sorted(t for t in alert.retried_at if now - t < BUDGET_WINDOW)
+    if len(recent) < limit:
+        return None
+    return recent[len(recent) - limit] + BUDGET_WINDOW
+
+
 def progressed(alert: Alert, job_status: str) -> Alert:
     return replace(alert, job_status=job_status)
 
@@ -145,7 +164,7 @@ def finished(alert: Alert, body: dict[str, Any], now: float) -> Alert:
                    job_status=status, status=status if status in RETRYABLE else alert.status,
                    error=trim_error(body.get("error")) or alert.error, ended_at=now,
                    execution_ms=execution, retry_offered=status in RETRYABLE,
-                   note=None if status in RETRYABLE else f"it ended {status or 'in an unknown state'}")
+                   note=None if status in RETRYABLE else f"it {state_sentence(status or None)}")
 
 
 def failed_again_outside(alert: Alert, body: dict[str, Any], now: float) -> Alert:

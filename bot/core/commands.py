@@ -8,7 +8,14 @@ from dataclasses import dataclass
 from bot.core.ids import id_problem, shorten
 
 COMMAND = "/runpod-retry"
-RESERVED_WORDS = ("help", "status", "history", "failed")
+RESERVED_WORDS = ("help", "retry", "status", "history", "failed")
+# Each form as a person types it: a usage error shows the one form it is about, not the whole help.
+RETRY_FORM = f"`{COMMAND} <endpointId> <jobId>`"
+BULK_FORM = f"`{COMMAND} <endpointId> <jobId> <jobId> …`"
+STATUS_FORM = f"`{COMMAND} status <endpointId> <jobId>`"
+FAILED_FORM = f"`{COMMAND} failed <endpointId> [30m]`"
+HISTORY_FORM = f"`{COMMAND} history [N]`"
+HELP_FORM = f"`{COMMAND} help`"
 DEFAULT_HISTORY = 10
 MAX_HISTORY = 50
 DEFAULT_FAILED_WINDOW = 30 * 60
@@ -59,12 +66,14 @@ Command = Help | Retry | Status | History | RetryFailed
 
 
 class UsageError(ValueError):
-    """The text cannot be run. `problem` says what is wrong, for the person who typed it."""
+    """The text cannot be run. `problem` says what is wrong, for the person who typed it; `form` is the one usage
+    line it is about."""
 
-    def __init__(self, problem: str, bad_ids: tuple[str, ...] = ()):
+    def __init__(self, problem: str, bad_ids: tuple[str, ...] = (), form: str = RETRY_FORM):
         super().__init__(problem)
         self.problem = problem
         self.bad_ids = bad_ids
+        self.form = form
 
 
 def _unwrap_slack_link(token: str) -> str:
@@ -94,25 +103,30 @@ def _check(kind: str, value: str) -> str | None:
     return None if problem is None else f"{kind} `{shorten(value)}`: {problem}"
 
 
-def _targets(tokens: list[str]) -> tuple[str, tuple[str, ...]]:
+def _targets(tokens: list[str], form: str = RETRY_FORM,
+             verb: str = "retried") -> tuple[str, tuple[str, ...]]:
     """The endpoint and the de-duplicated job IDs; every ID is checked before anything is returned."""
     if not tokens:
-        raise UsageError("Tell me which job: `/runpod-retry <endpointId> <jobId>`.")
-    endpoint, first_job = _split_target(tokens[0])
+        raise UsageError(f"Tell me which job: {form}.", form=form)
+    try:
+        endpoint, first_job = _split_target(tokens[0])
+    except UsageError as exc:
+        raise UsageError(exc.problem, form=form) from None
     rest = tokens[1:]
     jobs: list[str] = []
     if endpoint is None:
         endpoint = first_job
         if not rest:
-            raise UsageError(f"I got only `{shorten(endpoint)}`. I need an endpoint ID and a job ID: "
-                             "`/runpod-retry <endpointId> <jobId>`.")
+            raise UsageError(f"I got only `{shorten(endpoint)}`. I need an endpoint ID and a job ID: {form}.",
+                             form=form)
     else:
         jobs.append(first_job)
     for token in rest:
         other_endpoint, job = _split_target(token)
         if other_endpoint is not None and other_endpoint != endpoint:
             raise UsageError(f"All jobs must be on one endpoint: `{shorten(endpoint)}` and "
-                             f"`{shorten(other_endpoint)}` were both given. Run one command per endpoint.")
+                             f"`{shorten(other_endpoint)}` were both given. Run one command per endpoint.",
+                             form=BULK_FORM)
         jobs.append(job)
     problems = [p for p in [_check("endpoint ID", endpoint)] if p]
     bad: list[str] = [endpoint] if problems else []
@@ -124,23 +138,24 @@ def _targets(tokens: list[str]) -> tuple[str, tuple[str, ...]]:
     if problems:
         shown = problems[:10]
         more = f"\n…and {len(problems) - 10} more." if len(problems) > 10 else ""
-        raise UsageError("Nothing was retried. Fix these IDs and try again:\n• " + "\n• ".join(shown) + more,
-                         tuple(bad))
+        raise UsageError(f"Nothing was {verb}. Fix these IDs and try again:\n• " + "\n• ".join(shown) + more,
+                         tuple(bad), form)
     unique = tuple(dict.fromkeys(jobs))
     if len(unique) > MAX_BULK_JOBS:
         raise UsageError(f"That is {len(unique)} jobs; one command takes at most {MAX_BULK_JOBS}. "
-                         "Split the list.")
+                         "Split the list.", form=BULK_FORM)
     return endpoint, unique
 
 
 def _parse_window(text: str) -> int:
     match = _WINDOW_RE.match(text.lower())
     if not match:
-        raise UsageError(f"`{shorten(text)}` is not a time window. Use minutes like `30m`, or `2h`, `90s`.")
+        raise UsageError(f"`{shorten(text)}` is not a time window. Use minutes like `30m`, or `2h`, `90s`.",
+                         form=FAILED_FORM)
     amount = int(match.group(1))
     seconds = amount * {"s": 1, "m": 60, "h": 3600, None: 60}[match.group(2)]
     if not 0 < seconds <= MAX_FAILED_WINDOW:
-        raise UsageError("The window must be between 1 second and 24 hours.")
+        raise UsageError("The window must be between 1 second and 24 hours.", form=FAILED_FORM)
     return seconds
 
 
@@ -149,28 +164,33 @@ def parse_command(text: str) -> Command:
     tokens = [t for t in _SEPARATORS.split(_SLACK_LINK_RE.sub(r"\1", text).strip()) if t]
     if not tokens or tokens[0].lower() in ("help", "-h", "--help", "?"):
         if len(tokens) > 1:
-            raise UsageError("`help` takes no other words.")
+            raise UsageError("`help` takes no other words.", form=HELP_FORM)
         return Help()
     word, args = tokens[0].lower(), tokens[1:]
-    if word == "status":
+    if word == "retry":
+        # `retry` is the verb people type first: it means what the bare form means, never an endpoint ID.
         endpoint, jobs = _targets(args)
+        return Retry(endpoint, jobs)
+    if word == "status":
+        endpoint, jobs = _targets(args, STATUS_FORM, "checked")
         if len(jobs) != 1:
-            raise UsageError("`status` takes one job: `/runpod-retry status <endpointId> <jobId>`.")
+            raise UsageError(f"`status` takes one job: {STATUS_FORM}.", form=STATUS_FORM)
         return Status(endpoint, jobs[0])
     if word == "history":
         if len(args) > 1:
-            raise UsageError("`history` takes at most one number: `/runpod-retry history 20`.")
+            raise UsageError("`history` takes at most one number: `/runpod-retry history 20`.", form=HISTORY_FORM)
         if not args:
             return History()
         if not args[0].isdigit() or not 1 <= int(args[0]) <= MAX_HISTORY:
-            raise UsageError(f"`history` takes a number from 1 to {MAX_HISTORY}, got `{shorten(args[0])}`.")
+            raise UsageError(f"`history` takes a number from 1 to {MAX_HISTORY}, got `{shorten(args[0])}`.",
+                             form=HISTORY_FORM)
         return History(int(args[0]))
     if word == "failed":
         if not args or len(args) > 2:
-            raise UsageError("Use `/runpod-retry failed <endpointId> [30m]`.")
+            raise UsageError(f"Use {FAILED_FORM}.", form=FAILED_FORM)
         problem = _check("endpoint ID", args[0])
         if problem:
-            raise UsageError(f"Nothing was retried. {problem}.", (args[0],))
+            raise UsageError(f"Nothing was retried. {problem}.", (args[0],), FAILED_FORM)
         window = _parse_window(args[1]) if len(args) == 2 else DEFAULT_FAILED_WINDOW
         return RetryFailed(args[0], window)
     endpoint, jobs = _targets(tokens)

@@ -7,7 +7,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from bot.core.outcome import RETENTION_SECONDS, RETRYABLE, Kind, Outcome
+from bot.core.outcome import RETENTION_SECONDS, RETRYABLE, Kind, Outcome, state_sentence
 
 # RunPod's answers after which retrying the same job again makes no sense (for `failed`: not offered again).
 SETTLED = frozenset({Kind.REQUEUED.value, Kind.NOT_FOUND.value, Kind.NOT_RETRYABLE.value})
@@ -15,16 +15,17 @@ SETTLED = frozenset({Kind.REQUEUED.value, Kind.NOT_FOUND.value, Kind.NOT_RETRYAB
 UNKNOWN = "UNKNOWN"
 ERROR_KEY_CHARS = 120
 
+# Why a job was not retried, in a few plain words (a table row reads "not retried: <this>").
 _SHORT = {
-    Kind.NOT_RETRYABLE: "not retryable: the job is {job_status}",
-    Kind.NOT_FOUND: "not found: wrong ID, or its result expired",
+    Kind.NOT_RETRYABLE: "the job {state}",
+    Kind.NOT_FOUND: "RunPod does not know it (wrong ID, or its result expired)",
     Kind.UNAUTHORIZED: "RunPod refused the API key",
     Kind.REFUSED: "RunPod refused the retry",
-    Kind.RATE_LIMITED: "rate-limited by RunPod, gave up after several tries",
-    Kind.SERVER_ERROR: "RunPod server error",
-    Kind.TIMEOUT: "no answer in time (it may have gone through)",
-    Kind.UNREACHABLE: "RunPod unreachable",
-    Kind.BAD_RESPONSE: "answer was not JSON (it may have gone through)",
+    Kind.RATE_LIMITED: "RunPod was limiting requests, and still was after several tries",
+    Kind.SERVER_ERROR: "RunPod had a server error (the retry may have gone through)",
+    Kind.TIMEOUT: "no answer in time (the retry may have gone through)",
+    Kind.UNREACHABLE: "RunPod could not be reached (the retry may have gone through)",
+    Kind.BAD_RESPONSE: "RunPod's answer was not JSON (the retry may have gone through)",
 }
 
 
@@ -43,14 +44,16 @@ class JobResult:
     outcome: str                 # an outcome Kind value, "refused:<reason>" (the app's rules) or "error"
     http_status: int | None = None
     job_status: str | None = None
-    detail: str | None = None    # why it was not retried, in a few words
+    detail: str | None = None    # why it was not retried, in a few plain words
     body: Any = None             # the JSON RunPod returned
 
     @classmethod
     def of(cls, outcome: Outcome) -> JobResult:
         detail = None
         if not outcome.ok:
-            detail = _SHORT.get(outcome.kind, outcome.kind.value).format(job_status=outcome.job_status)
+            already = "already " if outcome.job_status == "COMPLETED" else ""
+            detail = _SHORT.get(outcome.kind, outcome.kind.value).format(
+                state=already + state_sentence(outcome.job_status))
             said = _runpod_error(outcome)
             if said and outcome.kind is not Kind.NOT_RETRYABLE:
                 detail += f" ({said[:120]})"

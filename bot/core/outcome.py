@@ -29,13 +29,28 @@ _STATE_WORDS = {
     "TIMED_OUT": "timed out",
 }
 
+# The same states as verbs, for sentences: "job `j` failed", "job `j` is waiting in the queue for a worker".
+_STATE_SENTENCES = {
+    "IN_QUEUE": "is waiting in the queue for a worker",
+    "IN_PROGRESS": "is running on a worker",
+    "RUNNING": "is running on a worker",
+    "COMPLETED": "completed",
+    "FAILED": "failed",
+    "CANCELLED": "was cancelled",
+    "TIMED_OUT": "timed out",
+}
+
 _NOT_RETRYABLE_ADVICE = {
     "IN_QUEUE": "It is already queued: wait for it. I'll not retry a job that is still alive.",
     "IN_PROGRESS": "It is running right now: wait for it to finish.",
     "RUNNING": "It is running right now: wait for it to finish.",
     "COMPLETED": "It already completed: there is nothing to retry.",
-    "CANCELLED": "A cancelled job cannot be retried; resubmit it with `/run` if it is still needed.",
+    "CANCELLED": "A cancelled job cannot be retried; resubmit it if it is still needed.",
 }
+
+# How long RunPod keeps a finished job, in words (its docs speak of `/run` and `/runsync` jobs).
+RETENTION_WORDS = ("RunPod forgets a finished job about 30 minutes after it ends (1 minute after, for a job that "
+                   "was run synchronously); a forgotten job cannot be retried.")
 
 
 class Kind(StrEnum):
@@ -77,15 +92,26 @@ class Outcome:
 
     @property
     def headline(self) -> str:
-        """The summary with the HTTP status, as one line."""
-        status = f"HTTP {self.http_status}" if self.http_status is not None else "no HTTP answer"
-        return f"{self.summary} ({status})"
+        """The one sentence a person reads first. HTTP codes stay out of it: they label RunPod's answer."""
+        return self.summary
+
+    @property
+    def answer_label(self) -> str:
+        """What labels RunPod's own answer under the sentence: "RunPod's answer (HTTP 200)"."""
+        return f"RunPod's answer (HTTP {self.http_status})" if self.http_status is not None else "RunPod's answer"
 
 
 def state_words(status: str | None) -> str:
     if not status:
         return "in an unknown state"
     return _STATE_WORDS.get(status, f"in state {status}")
+
+
+def state_sentence(status: str | None) -> str:
+    """The state as the rest of a sentence about the job: "failed", "is running on a worker"."""
+    if not status:
+        return "is in an unknown state"
+    return _STATE_SENTENCES.get(status, f"is in state {status}")
 
 
 def _ref(endpoint: str, job: str) -> str:
@@ -100,8 +126,7 @@ def _expired_or_unknown(endpoint: str, job: str, http_status: int | None, body: 
     return Outcome(
         Kind.NOT_FOUND, endpoint, job,
         f"RunPod does not know {_ref(endpoint, job)}: the ID is wrong, or the job's result has expired",
-        "RunPod keeps `/run` results 30 minutes and `/runsync` results 1 minute after they end; an expired "
-        "job cannot be retried. Check both IDs; if it expired, resubmit the job with its original input.",
+        f"{RETENTION_WORDS} Check both IDs; if it expired, submit the job again with its original input.",
         http_status, None, body, short,
     )
 
@@ -138,9 +163,12 @@ def classify_error(endpoint: str, job: str, error: RunPodError) -> Outcome:
     if status == 404:
         return _expired_or_unknown(endpoint, job, status, body, short)
     if status is not None and status >= 500:
+        # Like a timeout, a server error after a retry was sent does not prove the retry did not happen.
+        advice = (f"It is on RunPod's side, and the retry may still have gone through: check with {check} before "
+                  "trying again." if error.op == "retry" else
+                  f"It is on RunPod's side. Try again in a minute; {check} shows the job's state.")
         return Outcome(Kind.SERVER_ERROR, endpoint, job, f"RunPod had a server error about {ref}{detail}",
-                       f"It is on RunPod's side. Try again in a minute; {check} shows the job's state.",
-                       status, None, body, short)
+                       advice, status, None, body, short)
     return Outcome(Kind.REFUSED, endpoint, job, f"RunPod refused the request for {ref}{detail}",
                    f"Only FAILED or TIMED_OUT jobs can be retried. {check} shows its state.",
                    status, None, body, short)
@@ -151,8 +179,9 @@ def classify_retry(endpoint: str, job: str, answer: RunPodReply | RunPodError,
     """What a `/retry` answer means. `probe` is the `/status` answer fetched after a refusal, if any."""
     if isinstance(answer, RunPodReply):
         now = answer.job_status or "unknown"
-        return Outcome(Kind.REQUEUED, endpoint, job,
-                       f"Job `{job}` is back in the queue on endpoint `{endpoint}` (now {now})",
+        where = ("is back in the queue" if now in ("IN_QUEUE", "unknown") else
+                 "is running again" if now in ALIVE else f"was retried and {state_sentence(now)}")
+        return Outcome(Kind.REQUEUED, endpoint, job, f"Job `{job}` on endpoint `{endpoint}` {where}",
                        "Same job ID, same input, old output removed. I'll follow it and post here when it ends.",
                        answer.http_status, now, answer.body)
     outcome = classify_error(endpoint, job, answer)
@@ -171,8 +200,8 @@ def classify_retry(endpoint: str, job: str, answer: RunPodReply | RunPodError,
         return outcome  # refused although retryable: nothing more to explain than what RunPod said
     return Outcome(
         Kind.NOT_RETRYABLE, endpoint, job,
-        f"RunPod refused: job `{job}` is {state_words(state)} ({state}); only FAILED or TIMED_OUT jobs can be "
-        "retried",
+        f"Not retried: job `{job}` on endpoint `{endpoint}` {'already ' if state == 'COMPLETED' else ''}"
+        f"{state_sentence(state)}, and only a failed or timed-out job can be retried",
         _NOT_RETRYABLE_ADVICE.get(state or "", f"{_status_command(endpoint, job)} shows its details."),
         answer.status, state, answer.body if answer.body is not None else probe.body, answer.excerpt,
     )
@@ -188,15 +217,15 @@ def _settle_uncertain(outcome: Outcome, answer: RunPodError, probe: RunPodReply 
         return Outcome(
             Kind.REQUEUED, endpoint, job,
             f"RunPod's answer to the retry was lost ({outcome.kind.value.replace('_', ' ')}), but job `{job}` on "
-            f"endpoint `{endpoint}` is now {state}: the retry went through",
+            f"endpoint `{endpoint}` {state_sentence(state).replace('is ', 'is now ', 1)}: the retry went through",
             "I'll follow it and post here when it ends. The JSON below is its current status.",
             answer.status, state, probe.body, answer.excerpt)
     if state in RETRYABLE:
         return replace(outcome, job_status=state, advice=(
-            f"RunPod still shows the job as {state}, so the retry has not taken effect (yet). Wait a minute, then "
-            f"check with {_status_command(endpoint, job)} before retrying again."))
+            f"RunPod still shows the job as {state_words(state)}, so the retry has not taken effect (yet). Wait a "
+            f"minute, then check with {_status_command(endpoint, job)} before retrying again."))
     return replace(outcome, job_status=state,
-                   advice=f"RunPod now shows the job as {state_words(state)} ({state}). Nothing more to do here.")
+                   advice=f"RunPod now shows the job as {state_words(state)}. Nothing more to do here.")
 
 
 def classify_status(endpoint: str, job: str, answer: RunPodReply | RunPodError) -> Outcome:
@@ -204,7 +233,7 @@ def classify_status(endpoint: str, job: str, answer: RunPodReply | RunPodError) 
     if isinstance(answer, RunPodError):
         return classify_error(endpoint, job, answer)
     state = answer.job_status
-    summary = f"Job `{job}` on endpoint `{endpoint}` is {state_words(state)}"
+    summary = f"Job `{job}` on endpoint `{endpoint}` {state_sentence(state)}"
     error = answer.body.get("error")
     if state in RETRYABLE:
         if isinstance(error, str) and error:

@@ -20,7 +20,7 @@ def register(app: AsyncApp, rt: Runtime) -> None:
             command = parse_command(body.get("text") or "")
         except UsageError as exc:
             rt.metrics.refusals.labels(reason="usage").inc()
-            await ack(**messages.usage_error(exc.problem))
+            await ack(**messages.usage_error(exc.problem, exc.form))
             return
         if isinstance(command, Help):
             await ack(**messages.help_message())

@@ -82,11 +82,13 @@ class AccessPolicy:
         parts = [f"<@{u}>" for u in sorted(self.users)[:10]] + [f"<!subteam^{g}>" for g in self.groups[:10]]
         return ", ".join(parts)
 
-    async def refusal(self, user: str, channel: str, endpoint: str | None) -> str | None:
-        """Why `user` may not retry here, for them to read; None when allowed."""
+    async def refusal(self, user: str, channel: str, endpoint: str | None, action: str = "retry") -> str | None:
+        """Why `user` may not `action` ("retry", or "check" a job's status) here, for them to read; None when
+        allowed."""
+        doing = "Retries are" if action == "retry" else "Status checks are"
         if self.channels and channel not in self.channels:
             where = ", ".join(f"<#{c}>" for c in sorted(self.channels)[:10])
-            return f"Retries are not enabled in this channel. Use one of: {where}."
+            return f"{doing} not enabled in this channel. Use one of: {where}."
         if endpoint is not None and self.endpoints and endpoint not in self.endpoints:
             return (f"This app is not set up to call endpoint `{endpoint}`. An admin can add it to "
                     "RUNPOD_RETRY_ENDPOINTS.")
@@ -95,5 +97,10 @@ class AccessPolicy:
             return ("I could not check your user-group membership with Slack just now, so nothing was done. Try "
                     f"again in a minute, or ask one of: {self.who_may()}.")
         if not allowed:
-            return f"You are not on the list of people who may retry RunPod jobs. Ask one of: {self.who_may()}."
+            verb = "retry RunPod jobs" if action == "retry" else "use this app, status checks included"
+            return f"You are not on the list of people who may {verb}. Ask one of: {self.who_may()}."
         return None
+
+    def enabled(self, endpoint: str) -> bool:
+        """Whether the app may call RunPod about this endpoint at all (RUNPOD_RETRY_ENDPOINTS)."""
+        return not self.endpoints or endpoint in self.endpoints

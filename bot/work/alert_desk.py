@@ -14,12 +14,14 @@ from bot.core import messages
 from bot.core.alerts import (
     Alert,
     Phase,
+    called,
     expired,
     failed_again_outside,
     finished,
     gave_up,
     interrupted,
     new_alert,
+    next_retry_at,
     parse_job_body,
     progressed,
     refused,
@@ -42,18 +44,30 @@ REDELIVERY_WINDOW = 5 * 60.0
 MEMORY_SECONDS = 24 * 3600.0
 # How often alerts past their retry deadline are redrawn without their Retry button.
 SWEEP_SECONDS = 30.0
+# An alert that cannot be posted is told to the audit channel at most this often per channel.
+UNDELIVERED_NOTICE_SECONDS = 10 * 60.0
 
 
 class AlertDesk:
     """Owns the alert messages. Subscribes to job events (bot.work.events) to keep each alert current."""
 
-    def __init__(self, store: Store, out: SlackOut, metrics: Metrics, clock: Callable[[], float] = time.time):
+    def __init__(self, store: Store, out: SlackOut, metrics: Metrics, clock: Callable[[], float] = time.time, *,
+                 max_retries: int | None = None, enabled: Callable[[str], bool] = lambda _endpoint: True,
+                 audit_channel: str = ""):
         self.store = store
         self.out = out
         self.metrics = metrics
         self.clock = clock
+        # What keeps the buttons honest: the hourly retry budget, and which endpoints the app may call at all.
+        self.max_retries = max_retries
+        self.enabled = enabled
+        self.audit_channel = audit_channel  # where an alert Slack refused is reported, with how to fix it
+        self.workspace_url: str | None = None  # auth.test's `url`, for links to messages (set at start-up)
         self._alerts: dict[Key, Alert] = {}
         self._locks: dict[Key, asyncio.Lock] = {}
+        self._blocked_until: dict[Key, float] = {}  # alerts drawn without Retry until their budget frees up
+        self._undelivered_told: dict[str, float] = {}  # channel -> when the audit channel was last told
+        self.undelivered: dict[str, float] = {}  # channel -> when an alert there was last refused by Slack
 
     async def load(self) -> None:
         for data in await self.store.recent_alerts(self.clock() - MEMORY_SECONDS):
@@ -71,19 +85,36 @@ class AlertDesk:
                 self._alerts[key] = Alert.from_json(data)
         return self._alerts.get(key)
 
+    def render(self, alert: Alert) -> dict[str, Any]:
+        """The alert's message now. Retry is drawn only when a click would be let through (see retry_block)."""
+        now = self.clock()
+        key = (alert.endpoint, alert.job)
+        again = next_retry_at(alert, now, self.max_retries) if self.max_retries else None
+        if again is not None and alert.retry_offered and now < alert.deadline:
+            self._blocked_until[key] = again  # the sweep redraws it with Retry once the budget allows
+        else:
+            self._blocked_until.pop(key, None)
+        return messages.alert_message(alert, now, max_retries=self.max_retries, enabled=self.enabled(alert.endpoint))
+
+    def link(self, alert: Alert) -> str | None:
+        return messages.permalink(self.workspace_url, alert.channel, alert.ts, alert.thread_ts) if alert.ts else None
+
     async def save(self, alert: Alert) -> Alert:
         """Remember the alert and bring its Slack message up to date."""
         self._alerts[(alert.endpoint, alert.job)] = alert
         await self.store.save_alert(alert.endpoint, alert.job, alert.to_json())
         if alert.ts:
-            await self.out.update(alert.channel, alert.ts, messages.alert_message(alert, self.clock()))
+            await self.out.update(alert.channel, alert.ts, self.render(alert))
         return alert
 
     async def post(self, alert: Alert) -> Alert:
-        ts = await self.out.post(Place(alert.channel, thread_ts=alert.thread_ts),
-                                 messages.alert_message(alert, self.clock()))
+        ts = await self.out.post(Place(alert.channel, thread_ts=alert.thread_ts), self.render(alert))
         if ts is None:
-            log.error("alert for job %s on %s could not be posted to %s", alert.job, alert.endpoint, alert.channel)
+            log.error("alert for job %s on %s could not be posted to %s: invite the app to that channel "
+                      "(/invite @RunPod Retry) or fix RUNPOD_ALERT_CHANNEL", alert.job, alert.endpoint, alert.channel)
+            await self.tell_undelivered(alert.channel, alert.endpoint, alert.job, alert.status, alert.error)
+        else:
+            self.undelivered.pop(alert.channel, None)
         alert = replace(alert, ts=ts)
         self._alerts[(alert.endpoint, alert.job)] = alert
         await self.store.save_alert(alert.endpoint, alert.job, alert.to_json())
@@ -91,8 +122,23 @@ class AlertDesk:
             self.metrics.alerts.labels(kind="single").inc()
         return alert
 
+    async def tell_undelivered(self, channel: str, endpoint: str, job: str, status: str, error: str | None,
+                               count: int = 1) -> None:
+        """Slack refused an alert: an alert nobody sees must not vanish into a log line. The audit channel (when
+        set, and not the broken channel itself) is told how to fix it, at most every 10 minutes per channel."""
+        now = self.clock()
+        self.undelivered[channel] = now
+        if not self.audit_channel or self.audit_channel == channel:
+            return
+        if now - self._undelivered_told.get(channel, float("-inf")) < UNDELIVERED_NOTICE_SECONDS:
+            return
+        self._undelivered_told[channel] = now
+        await self.out.post(Place(self.audit_channel), messages.alert_undelivered(endpoint, job, status, error,
+                                                                                  channel, count))
+
     async def sweep_expired(self) -> int:
-        """Redraw alerts whose retry deadline passed, so nobody presses a Retry that can no longer work."""
+        """Redraw alerts whose retry deadline passed, so nobody presses a Retry that can no longer work; and alerts
+        whose retry budget freed up, so Retry comes back."""
         now = self.clock()
         stale = [a for a in self._alerts.values() if a.ts and a.retry_offered and now >= a.deadline
                  and a.phase in (Phase.FAILED, Phase.FAILED_AGAIN, Phase.REFUSED)]
@@ -101,6 +147,12 @@ class AlertDesk:
                 current = self._alerts.get((alert.endpoint, alert.job))
                 if current is alert:  # unchanged while we waited for the lock
                     await self.save(expired(alert))
+        freed = [key for key, until in self._blocked_until.items() if now >= until]
+        for key in freed:
+            async with self.lock(key):
+                freed_alert = self._alerts.get(key)
+                if freed_alert is not None and self._blocked_until.get(key, now + 1) <= now:
+                    await self.save(freed_alert)
         return len(stale)
 
     async def keep_current(self, stop: asyncio.Event) -> None:
@@ -158,16 +210,29 @@ class AlertDesk:
                 # A button on a message this app has no record of (lost database, or posted elsewhere): adopt it.
                 alert = Alert(endpoint=endpoint, job=job, channel=origin.channel, status="FAILED",
                               ended_at=self.clock(), ts=origin.ts, thread_ts=origin.thread_ts)
-            if alert is not None and alert.ts:
+            if alert is not None and alert.ts and alert.phase is not Phase.COMPLETED:
+                # A completed alert keeps saying so while a late retry is asked; RunPod will refuse it anyway.
                 await self.save(retrying(alert, user, self.clock()))
 
-    async def retried(self, user: str, endpoint: str, job: str, outcome: Outcome) -> None:
+    async def retried(self, user: str, endpoint: str, job: str, outcome: Outcome,
+                      report: MessageRef | None = None) -> None:
         async with self.lock((endpoint, job)):
             alert = await self.get(endpoint, job)
             if alert is not None and alert.ts:
                 now = self.clock()
-                await self.save(requeued(alert, user, now, outcome.job_status) if outcome.ok
-                                else refused(alert, outcome))
+                alert = called(alert, now)  # RunPod got a call: it counts toward the hourly budget
+                if alert.phase is Phase.COMPLETED and not outcome.ok:
+                    # A late retry of a job that already completed after a retry: the alert already says how it
+                    # ended, and "could not be retried" would turn that success into a warning.
+                    self._alerts[(endpoint, job)] = alert
+                    await self.store.save_alert(endpoint, job, alert.to_json())
+                    return
+                if report is None or report.ts == alert.reply_thread:
+                    url = None  # reported in the alert's own thread
+                else:  # elsewhere: a command's thread, a bulk run's message ("" where no link can point)
+                    url = messages.permalink(self.workspace_url, report.channel, report.ts) if report.ts else ""
+                alert = requeued(alert, user, now, outcome.job_status) if outcome.ok else refused(alert, outcome)
+                await self.save(replace(alert, report_url=url))
 
     async def retry_interrupted(self, endpoint: str, job: str) -> None:
         async with self.lock((endpoint, job)):

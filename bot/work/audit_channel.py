@@ -1,5 +1,8 @@
 """The optional audit channel: one line per attempt, batched so a bulk retry of hundreds of jobs becomes a
-few messages a second apart instead of hundreds of posts that Slack would throttle."""
+few messages a second apart instead of hundreds of posts that Slack would throttle.
+
+People are named without notifying them on every attempt: each batch is posted with plain names, then edited to
+mentions (Slack does not notify a mention added by an edit)."""
 
 from __future__ import annotations
 
@@ -29,6 +32,8 @@ class AuditChannel:
     async def _write(self, _part: str) -> None:
         batch, self._pending = self._pending[:LINES_PER_MESSAGE], self._pending[LINES_PER_MESSAGE:]
         if batch:
-            await self.out.post(Place(self.channel), messages.audit_lines(batch))
+            ts = await self.out.post(Place(self.channel), messages.audit_lines(batch, mentions=False))
+            if ts:
+                await self.out.update(self.channel, ts, messages.audit_lines(batch))
         if self._pending and self._pacer is not None:
             self._pacer.mark("lines")

@@ -45,6 +45,9 @@ class BulkRun:
     changed: Callable[[str | None], None] = _quietly  # a job's answer or end arrived (None: the run as a whole)
     results: dict[str, JobResult] = field(default_factory=dict)
     finals: dict[str, str] = field(default_factory=dict)
+    table: bool = True                    # the summary lists each job (a grouped alert's job list does instead)
+    summary_ts: str | None = None         # the summary reply, kept current as jobs end
+    summarized: bool = False              # the summary reply went out
 
     def tally(self) -> Tally:
         return Tally.of(self.jobs, self.results, self.finals)
@@ -60,7 +63,7 @@ class BulkRun:
         return json.dumps({
             "who": {"user": self.who.user, "channel": self.who.channel, "source": self.who.source.value},
             "endpoint": self.endpoint, "jobs": list(self.jobs), "channel": self.place.channel,
-            "thread_ts": self.place.thread_ts, "finals": self.finals,
+            "thread_ts": self.place.thread_ts, "finals": self.finals, "summary_ts": self.summary_ts,
             "results": {job: asdict(replace(r, body=None)) for job, r in self.results.items()}})
 
     @classmethod
@@ -68,7 +71,8 @@ class BulkRun:
         data = json.loads(text)
         who = Who(data["who"]["user"], data["who"]["channel"], Source(data["who"]["source"]))
         return cls(who, data["endpoint"], tuple(data["jobs"]), Place(data["channel"], thread_ts=data["thread_ts"]),
-                   results={job: JobResult(**r) for job, r in data["results"].items()}, finals=data["finals"])
+                   results={job: JobResult(**r) for job, r in data["results"].items()}, finals=data["finals"],
+                   summary_ts=data.get("summary_ts"), summarized=True)
 
     def again(self) -> list[str]:
         return failed_again(self.jobs, self.results, self.finals)
@@ -84,6 +88,8 @@ class BulkRunner:
         # One bound for every bulk run together: RunPod's rate limits are per account, not per command.
         self.slots = asyncio.Semaphore(settings.bulk_concurrency)
         self._following: dict[Key, BulkRun] = {}
+        # `failed` confirmations under way, by endpoint: (who confirmed, when, how many jobs, link to the run).
+        self._confirmed: dict[str, tuple[str, float, int, str | None]] = {}
         self.follower.on_end.append(self._ended)
 
     # ---------------------------------------------------------------- the command
@@ -95,12 +101,18 @@ class BulkRunner:
             return
         await self._with_parent(who, endpoint, jobs)
 
-    async def _with_parent(self, who: Who, endpoint: str, jobs: tuple[str, ...]) -> None:
+    async def _with_parent(self, who: Who, endpoint: str, jobs: tuple[str, ...],
+                           posted: Callable[[str | None], None] | None = None) -> None:
         place = Place(who.channel, response_url=who.response_url)
         place.thread_ts = await self.out.post(place, messages.bulk_parent(who.user, endpoint, Tally(len(jobs)), []))
+        if posted is not None:
+            posted(messages.permalink(self.service.workspace_url, place.channel, place.thread_ts)
+                   if place.thread_ts else None)
         run = BulkRun(who, endpoint, jobs, place)
         if place.thread_ts:
             self._keep_parent_current(run)
+        elif place.via_response_url:
+            self._final_tally_via_response_url(run)
         await self.run(run)
         if place.thread_ts:
             # Saved now, not only at the next paced update: a restart a moment later must still find it.
@@ -110,7 +122,11 @@ class BulkRunner:
         assert run.place.thread_ts is not None
         ts = run.place.thread_ts
 
-        async def write(_part: str) -> None:
+        async def write(part: str) -> None:
+            if part == "summary":
+                if run.summary_ts:
+                    await self.out.update(run.place.channel, run.summary_ts, self._summary_message(run)[0])
+                return
             await self.out.update(run.place.channel, ts,
                                   messages.bulk_parent(run.who.user, run.endpoint, run.tally(), run.again()))
             if run.tally().sent:
@@ -118,7 +134,29 @@ class BulkRunner:
 
         # The parent was just posted: its first update waits too.
         pacer = Pacer(write, self.service.background, f"bulk parent {run.endpoint}", wait_first=True)
-        run.changed = lambda _job: pacer.mark("parent")
+
+        def changed(job: str | None) -> None:
+            pacer.mark("parent")
+            if job is not None and run.summary_ts and run.table:
+                pacer.mark("summary")  # a job ended: its line in the summary says how
+
+        run.changed = changed
+
+    def _final_tally_via_response_url(self, run: BulkRun) -> None:
+        """Where the app cannot post (the run's messages went through the command's response_url), no message can
+        be kept current: when every job has ended, the final tally is sent there too."""
+        told = False
+
+        def changed(_job: str | None) -> None:
+            nonlocal told
+            if told or not run.summarized or not run.tally().ended:
+                return
+            told = True
+            final = messages.bulk_final(run.who.user, run.endpoint, run.tally(), run.again())
+            self.service.background.spawn(self.out.respond(run.place, final, in_channel=True),
+                                          name=f"bulk final tally {run.endpoint}")
+
+        run.changed = changed
 
     async def _save(self, run: BulkRun) -> None:
         try:
@@ -143,6 +181,7 @@ class BulkRunner:
         if settled:
             await self.store.mark_retried(run.endpoint, settled)
         await self._summary(run)
+        run.summarized = True
         run.changed(None)
 
     def adopt(self, run: BulkRun, jobs: list[str]) -> None:
@@ -156,7 +195,7 @@ class BulkRunner:
                 if not self.service.background.accepting:
                     # Stopping: the jobs not reached yet get their outcome now, and the summary still goes out.
                     result = await self._refused(run.who, run.endpoint, job, "shutdown",
-                                                 "not retried: the app was restarting; retry it again")
+                                                 "the app was restarting; retry it again")
                 else:
                     result = await self._retry(run, job)
             except Exception as exc:  # one job's trouble must not lose the others' outcomes
@@ -188,8 +227,9 @@ class BulkRunner:
         existing = self.service.claim(endpoint, job, who.user)
         if existing is not None:
             self.service.metrics.duplicates.labels(kind=who.source.value).inc()
-            return await self._refused(who, endpoint, job, "duplicate",
-                                       f"refused: already being retried (by {existing.user})")
+            by = "you, a moment ago" if existing.user == who.user else "someone else"
+            return await self._refused(who, endpoint, job, "duplicate", f"already being retried (by {by})",
+                                       f"already being retried by {existing.user}")
         budget = await self.service.over_budget(endpoint, job)
         if budget is not None:
             self.service.release(endpoint, job)
@@ -197,7 +237,7 @@ class BulkRunner:
             limit = self.settings.max_retries_per_job
             times = "once" if limit == 1 else f"{limit} times"
             return await self._refused(who, endpoint, job, "budget",
-                                       f"refused: already retried {times} in the last hour (the limit)", budget)
+                                       f"retry limit reached: already retried {times} in the last hour", budget)
         return None
 
     async def _refused(self, who: Who, endpoint: str, job: str, code: str, detail: str,
@@ -206,15 +246,21 @@ class BulkRunner:
                                              detail=(audit_detail or detail)[:300]))
         return JobResult(job, f"refused:{code}", detail=detail)
 
-    async def _summary(self, run: BulkRun) -> None:
-        results = [run.results[job] for job in run.jobs]
+    def _summary_message(self, run: BulkRun) -> tuple[dict[str, Any], str | None, str]:
+        results = [run.results[job] for job in run.jobs if job in run.results]
         filename = f"runpod-retry-{run.endpoint}-{len(results)}-jobs.json"
         msg, attachment = messages.bulk_summary(run.endpoint, results, filename,
-                                                can_attach=not run.place.via_response_url)
-        await self.out.post(run.place, msg)
+                                                can_attach=not run.place.via_response_url, finals=run.finals,
+                                                table=run.table)
+        return msg, attachment, filename
+
+    async def _summary(self, run: BulkRun) -> None:
+        msg, attachment, filename = self._summary_message(run)
+        run.summary_ts = await self.out.post(run.place, msg)
         if attachment is not None:
             await self.out.attach(run.place, attachment, filename,
-                                  f"Results of retrying {len(results)} jobs on endpoint `{run.endpoint}`")
+                                  f"RunPod's answers for the {len(run.jobs)} jobs retried on endpoint "
+                                  f"`{run.endpoint}`")
 
     async def _ended(self, target: FollowTarget, final: dict[str, Any] | None) -> None:
         """A followed job ended (any follow, not only bulk ones)."""
@@ -257,18 +303,39 @@ class BulkRunner:
         await self.out.ephemeral(who.channel, who.user, msg, who.response_url)
 
     async def confirm_recent(self, who: Who, endpoint: str, window: int) -> None:
-        """Confirm clicked: the list is read again (it may have changed since), then it runs as a bulk retry."""
+        """Confirm clicked: the list is read again (it may have changed since), then it runs as a bulk retry.
+
+        A second Confirm (a double click, or a colleague's) while that run is under way is told it is running and
+        who started it: by then its jobs are being retried, and "nothing failed recently" would be wrong."""
         who = replace(who, source=Source.BULK)
-        if not await self.service.gate(who, endpoint, ()):
-            return
-        rows = await self.store.recent_failures(endpoint, time.time() - window)
-        jobs = tuple(row["job"] for row in rows[:MAX_BULK_JOBS])
         question = Place(who.channel, response_url=who.response_url)
-        if not jobs:
-            await self.out.respond(question, messages.failed_none(endpoint, window), replace_original=True)
+        running = self._confirmed.get(endpoint)
+        if running is not None:
+            user, at, count, where = running
+            self.service.metrics.duplicates.labels(kind="failed").inc()
+            await self.out.respond(question, messages.failed_running(endpoint, count, user, at, viewer=who.user,
+                                                                     where=where), replace_original=True)
             return
-        await self.out.respond(question, messages.failed_started(endpoint, len(jobs)), replace_original=True)
-        await self._with_parent(who, endpoint, jobs)
+        # Taken before any await, so a second click arriving meanwhile sees it.
+        self._confirmed[endpoint] = (who.user, time.time(), 0, None)
+        try:
+            if not await self.service.gate(who, endpoint, ()):
+                return
+            rows = await self.store.recent_failures(endpoint, time.time() - window)
+            jobs = tuple(row["job"] for row in rows[:MAX_BULK_JOBS])
+            if not jobs:
+                await self.out.respond(question, messages.failed_none(endpoint, window), replace_original=True)
+                return
+            self._confirmed[endpoint] = (who.user, self._confirmed[endpoint][1], len(jobs), None)
+            await self.out.respond(question, messages.failed_started(endpoint, len(jobs)), replace_original=True)
+
+            def posted(where: str | None) -> None:
+                user, at, count, _ = self._confirmed[endpoint]
+                self._confirmed[endpoint] = (user, at, count, where)
+
+            await self._with_parent(who, endpoint, jobs, posted)
+        finally:
+            self._confirmed.pop(endpoint, None)
 
     async def cancel_recent(self, who: Who, endpoint: str) -> None:
         await self.out.respond(Place(who.channel, response_url=who.response_url),

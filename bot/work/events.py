@@ -30,8 +30,10 @@ class JobListener(Protocol):
     async def retrying(self, user: str, endpoint: str, job: str, origin: MessageRef | None) -> None:
         """Someone's retry of the job is about to be sent."""
 
-    async def retried(self, user: str, endpoint: str, job: str, outcome: Outcome) -> None:
-        """RunPod answered the retry (requeued, or refused and why)."""
+    async def retried(self, user: str, endpoint: str, job: str, outcome: Outcome,
+                      report: MessageRef | None = None) -> None:
+        """RunPod answered the retry (requeued, or refused and why). `report` is the message whose thread reports
+        it (its `ts` is empty when replies go through a command's response_url instead)."""
 
     async def retry_interrupted(self, endpoint: str, job: str) -> None:
         """The retry stopped before an answer was recorded (an error in the app, or shutdown)."""
@@ -62,8 +64,9 @@ class JobEvents:
     async def retrying(self, user: str, endpoint: str, job: str, origin: MessageRef | None = None) -> None:
         await self._tell("retrying", lambda s: s.retrying(user, endpoint, job, origin))
 
-    async def retried(self, user: str, endpoint: str, job: str, outcome: Outcome) -> None:
-        await self._tell("retried", lambda s: s.retried(user, endpoint, job, outcome))
+    async def retried(self, user: str, endpoint: str, job: str, outcome: Outcome,
+                      report: MessageRef | None = None) -> None:
+        await self._tell("retried", lambda s: s.retried(user, endpoint, job, outcome, report))
 
     async def retry_interrupted(self, endpoint: str, job: str) -> None:
         await self._tell("retry_interrupted", lambda s: s.retry_interrupted(endpoint, job))

@@ -175,7 +175,8 @@ class Follower:
                 except RunPodError as exc:
                     outcome = classify_error(target.endpoint, target.job, exc)
                     if exc.status == 404:
-                        reason = "RunPod no longer knows the job (its result expired or its TTL passed)"
+                        reason = ("RunPod no longer knows the job (its result expired, or it outlived the time "
+                                  "limit it was submitted with)")
                         break
                     errors += 1
                     log.warning("status check failed (%s), will keep trying", outcome.kind, extra=log_ctx)

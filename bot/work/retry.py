@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
 from bot.core import messages
+from bot.core.alerts import BUDGET_WINDOW, Alert, Phase
 from bot.core.outcome import (
     RETENTION_SECONDS,
     UNCERTAIN,
@@ -33,7 +34,6 @@ from bot.work.follow import Follower, FollowTarget
 
 log = logging.getLogger(__name__)
 
-BUDGET_WINDOW = 3600.0
 PROBE_AFTER = UNCERTAIN | {Kind.REFUSED}
 Key = tuple[str, str]
 
@@ -64,7 +64,8 @@ class Who:
 class RetryService:
     def __init__(self, runpod: RunPodClient, out: SlackOut, store: Store, events: JobEvents, follower: Follower,
                  access: AccessPolicy, metrics: Metrics, settings: Settings, background: Background,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time,
+                 alert_of: Callable[[str, str], Awaitable[Alert | None]] | None = None):
         self.runpod = runpod
         self.out = out
         self.store = store
@@ -77,6 +78,9 @@ class RetryService:
         self.clock = clock
         self.retry_window = float(RETENTION_SECONDS)  # the longest a job can still be retried from now
         self.claims: dict[Key, Claim] = {}
+        # The job's alert, if it has one (the alert desk's view): where results are shown, and whether it ended.
+        self.alert_of = alert_of
+        self.workspace_url: str | None = None  # auth.test's `url`, for links to messages (set at start-up)
         self.audit_channel = AuditChannel(out, settings.audit_channel, background) if settings.audit_channel else None
         follower.on_end.append(lambda target, _final: self.release(target.endpoint, target.job))
 
@@ -90,9 +94,9 @@ class RetryService:
                                          detail=reason[:300]))
         await self.out.ephemeral(who.channel, who.user, messages.refusal(reason), who.response_url)
 
-    async def gate(self, who: Who, endpoint: str, jobs: tuple[str, ...]) -> bool:
-        """Access rules. False (and the person told) when refused."""
-        reason = await self.access.refusal(who.user, who.channel, endpoint)
+    async def gate(self, who: Who, endpoint: str, jobs: tuple[str, ...], action: str = "retry") -> bool:
+        """Access rules. False (and the person told) when refused. `action` is "retry" or "check"."""
+        reason = await self.access.refusal(who.user, who.channel, endpoint, action)
         if reason is None:
             return True
         await self.refuse(who, endpoint, jobs, reason, "access")
@@ -117,15 +121,36 @@ class RetryService:
     def release(self, endpoint: str, job: str) -> None:
         self.claims.pop((endpoint, job), None)
 
+    async def alert(self, endpoint: str, job: str) -> Alert | None:
+        if self.alert_of is None:
+            return None
+        try:
+            return await self.alert_of(endpoint, job)
+        except Exception:  # only words depend on it: never let it stop a retry
+            log.exception("could not look up the alert", extra=ctx(endpoint=endpoint, job=job))
+            return None
+
+    async def where(self, endpoint: str, job: str) -> str | None:
+        """A link to where this job's retry result is shown: the thread it is followed into, else its alert."""
+        target = self.follower.following(endpoint, job)
+        if target is not None and target.thread_ts:
+            return messages.permalink(self.workspace_url, target.channel, target.thread_ts)
+        alert = await self.alert(endpoint, job)
+        if alert is not None and alert.ts:
+            return messages.permalink(self.workspace_url, alert.channel, alert.ts, alert.thread_ts)
+        return None
+
     async def over_budget(self, endpoint: str, job: str) -> str | None:
         used = await self.store.retries_since(endpoint, job, self.clock() - BUDGET_WINDOW)
         limit = self.settings.max_retries_per_job
         if used < limit:
             return None
         times = "once" if used == 1 else f"{used} times"
+        where = await self.where(endpoint, job)
+        last = f" The last result is in {messages.link(where, 'its alert or thread')}." if where else ""
         return (f"Job `{job}` on endpoint `{endpoint}` was already retried {times} in the last hour (the "
                 f"limit is {limit}). A job that keeps failing needs a human look at its input or its worker, "
-                "not another retry.")
+                f"not another retry.{last}")
 
     async def admit(self, who: Who, endpoint: str, job: str) -> bool:
         """Access, exactly-once and budget for one job. True means the job is claimed for `who`."""
@@ -137,7 +162,8 @@ class RetryService:
             await self.record(AuditEntry(who.user, who.channel, endpoint, job, who.source, "refused:duplicate",
                                          detail=f"already retried by {existing.user}"))
             await self.out.ephemeral(who.channel, who.user,
-                                     messages.already_claimed(endpoint, job, existing.user, existing.at),
+                                     messages.already_claimed(endpoint, job, existing.user, existing.at,
+                                                              viewer=who.user, where=await self.where(endpoint, job)),
                                      who.response_url)
             return False
         budget = await self.over_budget(endpoint, job)
@@ -202,7 +228,10 @@ class RetryService:
                                          detail=None if outcome.ok else (outcome.excerpt or outcome.summary)[:300]))
             if post:
                 await self.out.post_outcome(place, outcome)
-            await self.events.retried(who.user, endpoint, job, outcome)
+            # Where this retry is reported (a command's thread, a bulk run's message); ts "" when that is the
+            # command's response_url, which nothing can link to.
+            report = MessageRef(place.channel, "" if place.via_response_url else place.thread_ts or "")
+            await self.events.retried(who.user, endpoint, job, outcome, report)
             if outcome.ok and follow:
                 await self.follower.start(FollowTarget(
                     endpoint, job, place.channel, place.thread_ts, who.user, who.source.value, self.clock(),
@@ -229,8 +258,24 @@ class RetryService:
         await self.events.retrying(who.user, endpoint, job)
         await self.attempt(who, endpoint, job, place)
 
+    async def already_completed(self, who: Who, endpoint: str, job: str) -> bool:
+        """A late click (a confirm dialog left open, or Retry all got there first) on an alert whose job already
+        completed after a retry: the clicker is told privately and the alert stays as it is. RunPod is not called."""
+        alert = await self.alert(endpoint, job)
+        if alert is None or alert.phase is not Phase.COMPLETED:
+            return False
+        await self.record(AuditEntry(who.user, who.channel, endpoint, job, who.source, "refused:completed",
+                                     job_status="COMPLETED", detail="it already completed after a retry"))
+        where = messages.permalink(self.workspace_url, alert.channel, alert.ts, alert.thread_ts) if alert.ts else None
+        await self.out.ephemeral(who.channel, who.user,
+                                 messages.already_completed(endpoint, job, alert.actor, alert.acted_at,
+                                                            viewer=who.user, where=where), who.response_url)
+        return True
+
     async def retry_from_button(self, who: Who, endpoint: str, job: str, channel: str, message_ts: str,
                                 thread_ts: str | None) -> None:
+        if await self.already_completed(who, endpoint, job):
+            return
         if not await self.admit(who, endpoint, job):
             return
         await self.events.retrying(who.user, endpoint, job, MessageRef(channel, message_ts, thread_ts))
@@ -239,7 +284,7 @@ class RetryService:
 
     async def status(self, who: Who, endpoint: str, job: str, place: Place | None = None) -> None:
         """Show the job's status JSON without changing anything."""
-        if not await self.gate(who, endpoint, (job,)):
+        if not await self.gate(who, endpoint, (job,), "check"):
             return
         if place is None:
             place = Place(who.channel, response_url=who.response_url)

@@ -25,6 +25,7 @@ from bot.store import LEASE_SECONDS, Store, open_store
 from bot.work.access import AccessPolicy
 from bot.work.alert_desk import AlertDesk
 from bot.work.bulk import BulkRunner
+from bot.work.channels import ChannelState, check_channels
 from bot.work.events import JobEvents
 from bot.work.follow import Follower
 from bot.work.retry import RetryService, Who
@@ -58,16 +59,18 @@ class Runtime:
                                    on_rate_limited=lambda _endpoint, op: self.metrics.rate_limited.labels(
                                        platform="runpod", method=op).inc())
         self.access = AccessPolicy(settings, self._group_members)
-        self.desk = AlertDesk(self.store, self.out, self.metrics)
+        self.desk = AlertDesk(self.store, self.out, self.metrics, max_retries=settings.max_retries_per_job,
+                              enabled=self.access.enabled, audit_channel=settings.audit_channel)
         self.events = JobEvents()
         self.events.subscribe(self.desk)
         self.follower = Follower(self.runpod, self.out, self.store, self.events, self.metrics, settings,
                                  self.background)
         self.service = RetryService(self.runpod, self.out, self.store, self.events, self.follower, self.access,
-                                    self.metrics, settings, self.background)
+                                    self.metrics, settings, self.background, alert_of=self.desk.get)
         self.bulk = BulkRunner(self.service, settings)
         self.storms = StormDesk(self.bulk, self.desk, settings)
         self.auth: dict[str, Any] | None = None
+        self.channel_states: list[ChannelState] = []
         self._stopping = asyncio.Event()
         self._sweeper: asyncio.Task[None] | None = None
         self._leases: asyncio.Task[None] | None = None
@@ -89,8 +92,25 @@ class Runtime:
         await self.storms.load()
         await self.bulk.load()
 
+    async def check_channels(self) -> list[ChannelState]:
+        """Whether the alert and audit channels can be posted to; logged plainly (see bot.work.channels)."""
+        self.channel_states = await check_channels(self.client, self.settings)
+        return self.channel_states
+
+    def channel_report(self) -> dict[str, Any]:
+        """For /healthz: each configured channel, whether the app can post there (the start-up check, then what
+        the last alert found), and `ok` false when alerts are being lost."""
+        report: dict[str, Any] = {state.role.split()[0]: state.as_json() for state in self.channel_states}
+        for channel, at in self.desk.undelivered.items():
+            report.setdefault("alert", {"channel": channel, "setting": "RUNPOD_ALERT_CHANNEL"})
+            report["alert"].update(can_post=False, last_refused_at=at)
+        report["ok"] = all(entry.get("can_post") is not False for entry in report.values() if isinstance(entry, dict))
+        return report
+
     async def start(self) -> None:
         """After Slack is reachable: pick up work the previous run left, and keep alerts current."""
+        url = (self.auth or {}).get("url")
+        self.service.workspace_url = self.desk.workspace_url = url if isinstance(url, str) else None
         self._sweeper = asyncio.create_task(self.desk.keep_current(self._stopping), name="expired alerts")
         # A lone instance owns everything the previous run left; a replica takes only what was handed over.
         await self.store.adopt(time.time(), everything=not self.store.shared)

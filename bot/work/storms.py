@@ -130,13 +130,17 @@ class StormDesk:
     async def _write(self, storm: Storm, part: str) -> None:
         """One Slack call: the grouped alert, or one page of its job list. Then the state is saved."""
         if part == MAIN:
-            msg = messages.storm_alert(storm, self.clock())
+            msg = messages.storm_alert(storm, self.clock(), enabled=self.service.access.enabled(storm.endpoint))
             if storm.ts is None:
                 storm.ts = await self.out.post(Place(storm.channel), msg)
                 if storm.ts:
                     self.metrics.alerts.labels(kind="storm").inc()
                     for page in range(storm.page_count(PAGE_SIZE)):
                         self._pacer(storm).mark(f"page:{page}")
+                else:
+                    first = next(iter(storm.jobs.values()))
+                    await self.desk.tell_undelivered(storm.channel, storm.endpoint, next(iter(storm.jobs)),
+                                                     first.status, first.error, len(storm.jobs))
             else:
                 await self.out.update(storm.channel, storm.ts, msg)
         elif storm.ts is not None:
@@ -162,9 +166,11 @@ class StormDesk:
         return self._storms.get(key)
 
     def _run(self, storm: Storm, who: Who, jobs: tuple[str, ...]) -> BulkRun:
+        # No table in the summary: the grouped alert's job list already says what happened to each job, live.
         return BulkRun(who, storm.endpoint, jobs, Place(storm.channel, thread_ts=storm.ts,
                                                         response_url=who.response_url),
-                       changed=lambda job: self._mark(storm, job), results=storm.results, finals=storm.finals)
+                       changed=lambda job: self._mark(storm, job), results=storm.results, finals=storm.finals,
+                       table=False)
 
     async def retry_all(self, who: Who, endpoint: str, storm_id: str) -> None:
         """Retry every job of the grouped alert not retried yet, as one bulk retry reported in its thread."""
@@ -177,7 +183,8 @@ class StormDesk:
             return
         if storm.running and storm.retry_by and storm.retry_at:
             self.metrics.duplicates.labels(kind=who.source.value).inc()
-            await self.out.ephemeral(who.channel, who.user, messages.retry_all_running(storm.retry_by, storm.retry_at),
+            await self.out.ephemeral(who.channel, who.user,
+                                     messages.retry_all_running(storm.retry_by, storm.retry_at, viewer=who.user),
                                      who.response_url)
             return
         jobs = storm.unretried()
@@ -201,7 +208,7 @@ class StormDesk:
             await self.out.ephemeral(who.channel, who.user, messages.storm_unknown(), who.response_url)
             return
         jobs = tuple(storm.jobs)
-        if not await self.service.gate(who, endpoint, jobs):
+        if not await self.service.gate(who, endpoint, jobs, "check"):
             return
         outcomes = await self.bulk.check_all(endpoint, jobs)
         await self.out.post(Place(storm.channel, thread_ts=storm.ts, response_url=who.response_url),

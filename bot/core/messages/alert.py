@@ -6,7 +6,7 @@ import time
 from typing import Any
 
 from bot.core import actions
-from bot.core.alerts import Alert, Phase
+from bot.core.alerts import Alert, Phase, next_retry_at
 from bot.core.ids import shorten
 from bot.core.messages.blocks import (
     Message,
@@ -18,12 +18,14 @@ from bot.core.messages.blocks import (
     escape,
     fields,
     header,
+    link,
     mention,
     message,
+    plain,
     section,
     slack_time,
 )
-from bot.core.outcome import seconds_text, state_words
+from bot.core.outcome import seconds_text, state_sentence, state_words
 
 _PHASE_HEADERS = {
     Phase.FAILED: ":red_circle: RunPod job {status}",
@@ -35,19 +37,68 @@ _PHASE_HEADERS = {
     Phase.UNKNOWN: ":grey_question: RunPod job: outcome unknown",
 }
 
+# A job's state in a word or two, for the header and the Status field (RunPod's names stay in its JSON).
+_SHORT_STATES = {
+    "IN_QUEUE": "waiting in the queue",
+    "IN_PROGRESS": "running",
+    "RUNNING": "running",
+    "COMPLETED": "completed",
+    "FAILED": "failed",
+    "CANCELLED": "cancelled",
+    "TIMED_OUT": "timed out",
+}
 
-def alert_state_line(alert: Alert, now: float) -> str:
+OFFERS_RETRY = (Phase.FAILED, Phase.FAILED_AGAIN, Phase.REFUSED)
+NOT_ENABLED = ("Retries are not enabled for this endpoint: this app is not set up to call it, so it cannot retry or "
+               "check the job from here. An admin can add it to `RUNPOD_RETRY_ENDPOINTS`.")
+FORGOTTEN = "RunPod has probably removed this job by now (30 minutes after it ended): it cannot be retried."
+
+
+def short_state(status: str | None) -> str:
+    return _SHORT_STATES.get(status or "", status or "unknown")
+
+
+def retry_block(alert: Alert, now: float, *, max_retries: int | None = None, enabled: bool = True) -> str | None:
+    """Why the alert offers no Retry although the job could be retried, in words; None when it offers one.
+
+    The buttons never offer what the app would refuse: an endpoint outside RUNPOD_RETRY_ENDPOINTS, or a job whose
+    hourly retry budget is spent."""
+    if not alert.retry_offered or alert.phase not in OFFERS_RETRY or now >= alert.deadline:
+        return None
+    if not enabled:
+        return NOT_ENABLED
+    if max_retries:
+        again = next_retry_at(alert, now, max_retries)
+        if again is not None:
+            limit = f"Retry limit reached ({max_retries} per hour)"
+            if again >= alert.deadline:
+                return f"{limit}: RunPod will have forgotten the job before another retry is allowed."
+            return f"{limit}; next allowed at {slack_time(again)}."
+    return None
+
+
+def _retry_window(alert: Alert, now: float, block: str | None) -> str:
+    """What can be done about a job that failed: until when it can be retried, or why it cannot."""
+    if now >= alert.deadline:
+        return FORGOTTEN
+    return block or f"Can be retried until {slack_time(alert.deadline)} (30 minutes after it ended)."
+
+
+def alert_state_line(alert: Alert, now: float, *, max_retries: int | None = None, enabled: bool = True) -> str:
     who = mention(alert.actor)
     at = slack_time(alert.acted_at) if alert.acted_at else ""
-    deadline = slack_time(alert.deadline)
+    block = retry_block(alert, now, max_retries=max_retries, enabled=enabled)
     if alert.phase is Phase.FAILED:
-        if now >= alert.deadline:
-            return "RunPod has probably removed this job by now (30 minutes after it ended): it cannot be retried."
-        return f"Can be retried until {deadline} (30 minutes after it ended)."
+        return _retry_window(alert, now, block)
     if alert.phase is Phase.RETRYING:
         return f"Retrying, requested by {who} at {at}…"
     if alert.phase is Phase.REQUEUED:
-        return f"Retried by {who} at {at}, now {alert.job_status}. Following it; the outcome will be in the thread."
+        now_state = f"the job {state_sentence(alert.job_status)}"
+        if alert.report_url is not None:
+            # Retried from elsewhere (a command, a retry of many jobs): the details are there, not in this thread.
+            return (f"Retried by {who} at {at} ({link(alert.report_url, 'where it was asked')}); {now_state}. "
+                    "Following it: this alert will show how it ends.")
+        return f"Retried by {who} at {at}; {now_state}. Following it: this alert and its thread will show how it ends."
     if alert.phase is Phase.COMPLETED:
         took = seconds_text(alert.execution_ms)
         by = f"Retried by {who} at {at}" if alert.actor else "Retried outside this app"
@@ -56,21 +107,66 @@ def alert_state_line(alert: Alert, now: float) -> str:
         again = f"Retried by {who} at {at}; it {state_words(alert.status)} again."
         if now >= alert.deadline:
             return f"{again} RunPod has probably removed it by now (30 minutes after it ended): it cannot be retried."
-        return f"{again} Can be retried until {deadline}."
+        return f"{again} {block or f'Can be retried until {slack_time(alert.deadline)}.'}"
     if alert.phase is Phase.REFUSED:
-        return f"{alert.note or 'RunPod refused the retry'}. Details in the thread."
+        details = "Details in the thread." if alert.report_url is None else \
+            f"The details are {link(alert.report_url, 'where it was asked')}."
+        line = f"{alert.note or 'RunPod refused the retry'}. {details}"
+        if alert.retry_offered:
+            line += " " + (block or (f"You can try again until {slack_time(alert.deadline)}."
+                                     if now < alert.deadline else FORGOTTEN))
+        return line
     what = alert.note or "I stopped following it before it ended"
     if not alert.actor:
         return f"Outside this app, {what}. Press *Status* to see where it is now."
     return f"Retried by {who} at {at}; {what}. Press *Status* to see where it is now."
 
 
-def alert_message(alert: Alert, now: float | None = None) -> Message:
+def _first_line(error: str | None, limit: int = 150) -> str | None:
+    for line in (error or "").splitlines():
+        if line.strip():
+            return clip(line.strip(), limit)
+    return None
+
+
+def alert_notification(alert: Alert, now: float, *, max_retries: int | None = None, enabled: bool = True) -> str:
+    """The fallback text, which is what a phone shows: what happened first, then why, then what can be done."""
+    ref = f"job {alert.job} on {alert.endpoint}"
+    what = alert.status.replace("_", " ")
+    error = _first_line(alert.error)
+    why = f": {escape(error)}" if error else ""  # RunPod's words can hold `<!channel>`: shown, never pinging
+    block = retry_block(alert, now, max_retries=max_retries, enabled=enabled)
+    if block:
+        can = "Retry limit reached." if block.startswith("Retry limit") else "Retries are not enabled for it."
+    elif now >= alert.deadline or not alert.retry_offered:
+        can = "Too late to retry." if now >= alert.deadline else ""
+    else:
+        can = f"Retry before {slack_time(alert.deadline)}."
+    if alert.phase is Phase.FAILED:
+        return f"{what}: {ref}{why}. {can}".strip()
+    if alert.phase is Phase.FAILED_AGAIN:
+        return f"{what} again after a retry: {ref}{why}. {can}".strip()
+    if alert.phase is Phase.RETRYING:
+        return f"Retrying {ref}"
+    if alert.phase is Phase.REQUEUED:
+        return f"Retried {ref}: {short_state(alert.job_status)}"
+    if alert.phase is Phase.COMPLETED:
+        return f"Completed after a retry: {ref}"
+    if alert.phase is Phase.REFUSED:
+        note = escape(plain(alert.note or "RunPod refused the retry").replace("`", ""))
+        return f"Not retried: {ref}: {note}. {can}".strip()
+    return f"Outcome unknown: {ref}: {escape(plain(alert.note or 'I stopped following it'))}"
+
+
+def alert_message(alert: Alert, now: float | None = None, *, max_retries: int | None = None,
+                  enabled: bool = True) -> Message:
+    """`max_retries` (the hourly budget) and `enabled` (the endpoint is one the app may call) keep the buttons
+    honest: Retry is offered only when a click would be let through."""
     now = time.time() if now is None else now
     title = _PHASE_HEADERS[alert.phase].format(status=alert.status.replace("_", " ").lower(),
-                                               job_status=alert.job_status or "")
+                                               job_status=short_state(alert.job_status))
     facts = [("Endpoint", code(alert.endpoint)), ("Job", code(alert.job)),
-             ("Status", alert.job_status or alert.status),
+             ("Status", short_state(alert.job_status or alert.status).capitalize()),
              ("Failed at", slack_time(alert.ended_at, "{date_short_pretty} {time}"))]
     delay, run = seconds_text(alert.delay_ms), seconds_text(alert.execution_ms)
     if delay:
@@ -81,21 +177,19 @@ def alert_message(alert: Alert, now: float | None = None) -> Message:
     if alert.error:
         label = "Error (before the retry)" if alert.phase is Phase.COMPLETED else "Error"
         blocks.append(section(f"*{label}*\n```{escape(clip(alert.error, 2800))}```"))
-    blocks.append(context(alert_state_line(alert, now)))
+    blocks.append(context(alert_state_line(alert, now, max_retries=max_retries, enabled=enabled)))
     value = actions.job_value(alert.endpoint, alert.job)
     buttons = []
-    if alert.retry_offered and alert.phase in (Phase.FAILED, Phase.FAILED_AGAIN, Phase.REFUSED) \
-            and now < alert.deadline:
+    if alert.retry_offered and alert.phase in OFFERS_RETRY and now < alert.deadline \
+            and retry_block(alert, now, max_retries=max_retries, enabled=enabled) is None:
         buttons.append(button("Retry", actions.RETRY, value, style="primary", confirm=confirm_dialog(
             "Retry this job?", f"Requeue job `{shorten(alert.job, 120)}` on endpoint `{shorten(alert.endpoint, 60)}`"
             " with its original input. Its old output is removed.", "Retry")))
-    buttons.append(button("Status", actions.STATUS, value))
-    blocks.append({"type": "actions", "block_id": "alert_actions", "elements": buttons})
-    text = f"RunPod job {alert.job} on endpoint {alert.endpoint}: {alert_state_line(alert, now)}"
-    return message(text, blocks)
-
-
-# ---------------------------------------------------------------- history
+    if enabled:  # Status calls RunPod too: on an endpoint the app may not call, it would only be refused
+        buttons.append(button("Status", actions.STATUS, value))
+    if buttons:
+        blocks.append({"type": "actions", "block_id": "alert_actions", "elements": buttons})
+    return message(alert_notification(alert, now, max_retries=max_retries, enabled=enabled), blocks)
 
 
 def alert_refailed(alert: Alert) -> Message:
@@ -103,3 +197,19 @@ def alert_refailed(alert: Alert) -> Message:
                    [section(f":red_circle: Job {code(alert.job)} on endpoint {code(alert.endpoint)} "
                             f"{state_words(alert.status)} again. The alert above is up to date; it can be retried "
                             f"until {slack_time(alert.deadline)}.")])
+
+
+def alert_undelivered(endpoint: str, job: str, status: str, error: str | None, channel: str,
+                      count: int = 1) -> Message:
+    """An alert Slack would not take (the app is not in the channel, or it does not exist): said where someone
+    can fix it, with the fix. `count` > 1: a grouped alert for that many jobs."""
+    why = f" ({escape(_first_line(error) or '')})" if error else ""
+    what = (f"the grouped alert for {count} failed jobs on endpoint {code(endpoint)}" if count > 1 else
+            f"the failure alert for job {code(job)} on endpoint {code(endpoint)} ({state_words(status)}{why})")
+    return message(f"A RunPod failure alert could not be posted in channel {channel}: invite the app there",
+                   [section(f":warning: I could not post {what} in <#{channel}>: Slack refused it, most likely "
+                            "because I am not a member of that channel."),
+                    context(f"To fix it, type `/invite @RunPod Retry` in <#{channel}> (or set `RUNPOD_ALERT_CHANNEL` "
+                            "to a channel I am in). RunPod's next delivery of a failure then posts its alert. Until "
+                            f"then, `/runpod-retry failed {endpoint}` lists and retries the jobs that failed. While "
+                            "this lasts I say it at most every 10 minutes; the app's log names every alert lost.")])

@@ -91,6 +91,26 @@ def mention(user: str | None) -> str:
     return f"<@{user}>" if user else "someone"
 
 
+def who(user: str | None, viewer: str | None) -> str:
+    """The person as the viewer reads it: "you" when it is the viewer themself, else a mention."""
+    return "you" if user and user == viewer else mention(user)
+
+
+def permalink(workspace_url: str | None, channel: str, ts: str, thread_ts: str | None = None) -> str:
+    """A link to a message (`ts`), opened in its thread when it is a reply. `workspace_url` is auth.test's `url`;
+    without it, slack.com's own address, which Slack sends on to the reader's workspace."""
+    root = (workspace_url or "https://slack.com/").rstrip("/")
+    url = f"{root}/archives/{channel}/p{ts.replace('.', '')}"
+    if thread_ts and thread_ts != ts:
+        url += f"?thread_ts={thread_ts}&cid={channel}"
+    return url
+
+
+def link(url: str | None, label: str) -> str:
+    """A mrkdwn link, or the bare label when there is no address."""
+    return f"<{url}|{label}>" if url else label
+
+
 def slack_time(epoch: float, fmt: str = "{time}") -> str:
     """A timestamp each reader sees in their own time zone, with a UTC fallback."""
     fallback = time.strftime("%H:%M UTC", time.gmtime(epoch))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from bot.core.commands import COMMAND, MAX_BULK_JOBS, MAX_HISTORY
+from bot.core.commands import COMMAND, HELP_FORM, MAX_BULK_JOBS, MAX_HISTORY, RETRY_FORM
 from bot.core.messages.blocks import (
     MAX_BLOCKS,
     Message,
@@ -13,12 +13,14 @@ from bot.core.messages.blocks import (
     context,
     escape,
     json_sections,
+    link,
     mention,
     message,
     section,
     slack_time,
+    who,
 )
-from bot.core.outcome import Outcome
+from bot.core.outcome import ALIVE, RETRYABLE, UNCERTAIN, Kind, Outcome
 
 USAGE = (
     f"*`{COMMAND}` — retry failed RunPod Serverless jobs*\n"
@@ -32,7 +34,8 @@ USAGE = (
     f"• `{COMMAND} history [N]` shows the last N retry attempts (default 10, at most {MAX_HISTORY}).\n"
     f"• `{COMMAND} help` shows this.\n"
     "RunPod keeps a finished job for about 30 minutes; after that it cannot be retried. "
-    "`help`, `status`, `history` and `failed` are reserved words, not IDs."
+    "`help`, `retry`, `status`, `history` and `failed` are reserved words, not IDs "
+    f"(`{COMMAND} retry <endpointId> <jobId>` works too)."
 )
 
 
@@ -43,8 +46,10 @@ def help_message() -> Message:
     return message(f"How to use {COMMAND}", [section(USAGE)])
 
 
-def usage_error(problem: str) -> Message:
-    return message(f"{COMMAND}: {problem}", [section(f":warning: {problem}"), context(USAGE)])
+def usage_error(problem: str, form: str = RETRY_FORM) -> Message:
+    """The problem and the one form it is about; the whole help is one `help` away, not repeated every time."""
+    usage = f"{HELP_FORM} shows every form." if form in problem else f"Usage: {form}. {HELP_FORM} shows every form."
+    return message(f"{COMMAND}: {problem}", [section(f":warning: {problem}"), context(usage)])
 
 
 def refusal(reason: str) -> Message:
@@ -72,36 +77,82 @@ def command_parent(user: str, endpoint: str, job: str, verb: str = "retry") -> M
                     {**context("The result is in the thread."), "block_id": THREAD_HINT}])
 
 
+STATE_ICONS = {
+    "COMPLETED": ":white_check_mark:",
+    "FAILED": ":red_circle:",
+    "TIMED_OUT": ":red_circle:",
+    "CANCELLED": ":no_entry_sign:",
+}
+
+
+def state_icon(status: str | None) -> str:
+    """The icon of a job's state: what the job is, not how the HTTP call went."""
+    if status in ALIVE:
+        return ":hourglass_flowing_sand:"
+    return STATE_ICONS.get(status or "", ":grey_question:")
+
+
+def outcome_icon(outcome: Outcome) -> str:
+    if outcome.kind in (Kind.STATUS, Kind.REQUEUED, Kind.NOT_RETRYABLE):
+        return state_icon(outcome.job_status)
+    if outcome.kind in UNCERTAIN:
+        return ":warning:"  # it may have gone through: not a plain failure
+    if outcome.job_status in RETRYABLE:
+        return ":red_circle:"
+    return ":x:"
+
+
 def outcome_blocks(outcome: Outcome, *, prefix: str = "") -> list[dict[str, Any]]:
-    icon = ":white_check_mark:" if outcome.ok else ":x:"
-    head = f"{icon} {prefix}{outcome.headline}."
+    head = f"{outcome_icon(outcome)} {prefix}{outcome.headline}."
     return [section(head), context(outcome.advice)]
 
 
 def outcome_message(outcome: Outcome, *, prefix: str = "", attach_note: str | None = None) -> Message:
-    """The result reply: status, one plain line, and the exact JSON RunPod returned (or an excerpt)."""
+    """The result reply: the sentence and what to do first, then the exact JSON RunPod returned (or an excerpt)
+    under a small label, where it does not bury the sentence."""
     blocks = outcome_blocks(outcome, prefix=prefix)
     if outcome.body is not None:
         sections = json_sections(outcome.body)
         if sections is None:
-            blocks.append(context(attach_note or "The JSON is long: it is attached to this thread as a file."))
+            blocks.append(context(f"{outcome.answer_label}: "
+                                  + (attach_note or "it is long, so it is attached to this thread as a file.")))
         else:
-            blocks.append(context("What RunPod returned:"))
+            blocks.append(context(f"{outcome.answer_label}:"))
             blocks.extend(sections)
     elif outcome.excerpt:
-        blocks.append(context(f"RunPod's answer (excerpt, not JSON): {escape(outcome.excerpt)}"))
-    return message(f"{prefix}{outcome.headline}", blocks)
+        blocks.append(context(f"{outcome.answer_label}, not JSON: {escape(outcome.excerpt)}"))
+    return message(f"{prefix}{outcome.headline}".strip() or f"RunPod's answer about job {outcome.job}", blocks)
 
 
 def outcome_needs_file(outcome: Outcome) -> bool:
     return outcome.body is not None and json_sections(outcome.body) is None
 
 
-def already_claimed(endpoint: str, job: str, user: str, at: float) -> Message:
-    text = (f"{mention(user)} already retried job {code(job)} on endpoint {code(endpoint)} at "
-            f"{slack_time(at)}; it is being followed. Watch the thread for the result.")
-    return message(f"Already retried by someone else at {time.strftime('%H:%M UTC', time.gmtime(at))}",
+def already_claimed(endpoint: str, job: str, user: str, at: float, *, viewer: str | None = None,
+                    where: str | None = None) -> Message:
+    """A second retry of a job already being retried: who did (you, or a colleague), when, and where the result
+    will be (`where` is a link to that thread)."""
+    by = who(user, viewer)
+    result = (f"The result will be in {link(where, 'that thread')}." if where
+              else "The result will be in the thread where it was asked for.")
+    text = (f"{'You' if by == 'you' else by} already retried job {code(job)} on endpoint {code(endpoint)} "
+            f"at {slack_time(at)}, so nothing more was done. {result}")
+    plain_by = "You" if by == "you" else "Someone else"
+    return message(f"{plain_by} already retried job {job} at {time.strftime('%H:%M UTC', time.gmtime(at))}",
                    [section(f":hourglass_flowing_sand: {text}")])
+
+
+def already_completed(endpoint: str, job: str, actor: str | None, at: float | None, *, viewer: str | None = None,
+                      where: str | None = None) -> Message:
+    """A late Retry click on a job that already completed after a retry: told privately; the alert stays."""
+    if actor and at:
+        after = f"after {who(actor, viewer)} retried it at {slack_time(at)}"
+    else:
+        after = "after a retry outside this app"
+    shown = f"{link(where, 'The alert')} shows the result." if where else "The alert shows the result."
+    return message(f"Job {job} already completed: nothing was done",
+                   [section(f":white_check_mark: Job {code(job)} on endpoint {code(endpoint)} already completed "
+                            f"{after}, so nothing was done. {shown}")])
 
 
 def fallback_note(error: str) -> Message:

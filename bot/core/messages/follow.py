@@ -17,41 +17,50 @@ from bot.core.messages.blocks import (
     message,
     section,
 )
-from bot.core.outcome import seconds_text
+from bot.core.outcome import RETRYABLE, seconds_text, state_words
 
 
 def follow_outcome(endpoint: str, job: str, body: dict[str, Any], actor: str | None) -> Message:
     status = str(body.get("status", "")).upper()
     ref = f"job {code(job)} on endpoint {code(endpoint)}"
+    shown: dict[str, Any] = body
+    label = "RunPod's final answer:"
     if status == "COMPLETED":
         took = seconds_text(body.get("executionTime"))
         text = f":white_check_mark: The retry worked: {ref} *completed*" + (f" in {took}." if took else ".")
         lines = [section(text)]
+        plain_text = f"The retry worked: job {job} on {endpoint} completed"
     elif status == "CANCELLED":
         # Not "again": it did not fail, someone stopped it, and RunPod cannot retry a cancelled job.
         text = f":no_entry_sign: {mention(actor)}, the retried {ref} was *cancelled* before it ended."
-        lines = [section(text), context("A cancelled job cannot be retried; resubmit it with `/run` if it is still "
+        lines = [section(text), context("A cancelled job cannot be retried; resubmit it if it is still "
                                         "needed.")]
+        plain_text = f"{mention(actor)}: the retried job {job} on {endpoint} was cancelled"
     else:
         error = trim_error(body.get("error"))
-        text = (f":red_circle: {mention(actor)}, the retried {ref} ended *{status or 'in an unknown state'}* "
-                f"again.")
+        how = f"*{state_words(status)}* again" if status in RETRYABLE else \
+            f"ended *{state_words(status) if status else 'in an unknown state'}*"
+        text = f":red_circle: {mention(actor)}, the retried {ref} {how}."
         lines = [section(text)]
         if error:
             lines.append(section(f"```{escape(clip(error, 2500))}```"))
+            # The error is shown once, above: RunPod's answer below leaves it out instead of repeating it.
+            shown = {k: v for k, v in body.items() if k != "error"}
+            label = "RunPod's final answer (its `error` is shown above):"
         lines.append(context("A job that keeps failing needs a look at its input or worker, not another retry. "
                              "It can still be retried for about 30 minutes."))
-    sections = json_sections(body, max_sections=4)
+        first = (error or "").strip().splitlines()[0][:150] if error else ""
+        plain_text = (f"{mention(actor)}: {status.replace('_', ' ') or 'ENDED'} again after a retry: job {job} on "
+                      f"{endpoint}" + (f": {escape(first)}" if first else ""))
+    sections = json_sections(shown, max_sections=4)
     if sections:
+        lines.append(context(label))
         lines.extend(sections)
-    plain = f"Retried job {job} on endpoint {endpoint}: {status or 'unknown'}"
-    if status != "COMPLETED":
-        plain = f"{mention(actor)}: {plain}"  # the notification preview carries the mention too
-    return message(plain, lines)
+    return message(plain_text, lines)
 
 
 def follow_gave_up(endpoint: str, job: str, reason: str, last_status: str | None) -> Message:
-    last = f" Last known state: {last_status}." if last_status else ""
+    last = f" Last known state: {state_words(last_status)}." if last_status else ""
     return message(f"Stopped following job {job}",
                    [section(f":grey_question: I stopped following job {code(job)} on endpoint {code(endpoint)}: "
                             f"{reason}.{last} Check it with `{COMMAND} status {endpoint} {job}`.")])

@@ -2,52 +2,93 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from bot.core.messages.blocks import (
-    JSON_CHUNK,
     MAX_SECTION_TEXT,
     Message,
-    _chunks,
     clip,
     code,
     mention,
     message,
     plain,
     section,
+    slack_time,
 )
+from bot.core.outcome import state_sentence
+
+# What an attempt's recorded outcome (an outcome Kind, or "refused:<reason>" for the app's own rules) means.
+_REASONS: dict[str, tuple[str, str]] = {
+    "requeued": (":white_check_mark:", "retried: RunPod took it"),
+    "not_found": (":x:", "not retried: RunPod does not know the job (wrong ID, or its result expired)"),
+    "not_retryable": (":information_source:", "not retried: the job {state}"),
+    "unauthorized": (":x:", "not retried: RunPod refused the API key"),
+    "refused": (":x:", "not retried: RunPod refused it"),
+    "rate_limited": (":x:", "not retried: RunPod was limiting requests"),
+    "server_error": (":warning:", "RunPod had a server error (the retry may have gone through)"),
+    "timeout": (":warning:", "RunPod did not answer in time (the retry may have gone through)"),
+    "unreachable": (":warning:", "could not reach RunPod (the retry may have gone through)"),
+    "bad_response": (":warning:", "RunPod's answer was garbled (the retry may have gone through)"),
+    "refused:access": (":no_entry:", "refused: not allowed for this person, channel or endpoint"),
+    "refused:budget": (":no_entry:", "refused: retry limit for the hour reached"),
+    "refused:duplicate": (":hourglass_flowing_sand:", "not retried again: it was already being retried"),
+    "refused:completed": (":white_check_mark:", "not retried: it had already completed"),
+    "refused:shutdown": (":warning:", "not retried: the app was restarting"),
+    "refused:error": (":boom:", "not retried: the app hit an error"),
+}
+
+_HOW = {"command": "by command", "button": "with an alert's Retry button", "bulk": "in a bulk retry",
+        "retry_all": "with Retry all"}
+
+ROWS_PER_SECTION = 5  # a section holds at most 10 fields: five attempts, two columns each
+
+
+def attempt_words(outcome: str, job_status: str | None = None) -> tuple[str, str]:
+    """(icon, plain reason) for a recorded outcome; codes never reach the reader."""
+    icon, words = _REASONS.get(outcome, (":grey_question:", "something else happened"))
+    already = "already " if job_status == "COMPLETED" else ""
+    return icon, words.format(state=already + state_sentence(job_status))
+
+
+def how_words(source: str) -> str:
+    return _HOW.get(source, f"via {source}")
+
+
+def _attempt_fields(row: dict[str, Any]) -> list[dict[str, Any]]:
+    icon, reason = attempt_words(str(row.get("outcome") or ""), row.get("job_status"))
+    when = slack_time(float(row["at"]), "{date_short_pretty} {time}")
+    left = f"{when} · {mention(row.get('user'))}\nin <#{row['channel']}>, {how_words(str(row.get('source')))}"
+    right = f"{icon} {reason}\n{code(str(row['endpoint']))} · {code(str(row['job']))}"
+    return [{"type": "mrkdwn", "text": clip(left, 2000)}, {"type": "mrkdwn", "text": clip(right, 2000)}]
 
 
 def history_message(rows: Iterable[dict[str, Any]], limit: int) -> Message:
+    """Past attempts in two fixed columns (when, who and where | what happened to which job), in the reader's time,
+    with people and channels as mentions. Only the person who asked sees it, so mentions notify nobody."""
     rows = list(rows)
     if not rows:
         return message("No retry attempts recorded yet.", [section("No retry attempts recorded yet.")])
-    lines = [f"{'when (UTC)':<11}  {'user':<11} {'channel':<11} {'how':<8} endpoint/job  {'outcome':<13} HTTP  "
-             "job status or reason"]
-    for row in rows:
-        when = time.strftime("%m-%d %H:%M", time.gmtime(row["at"]))
-        http = row.get("http_status") or "-"
-        result = clip(plain(str(row.get("job_status") or row.get("detail") or "")), 120)
-        lines.append(f"{when}  {row['user']:<11} {row['channel']:<11} {row['source']:<8} "
-                     f"{row['endpoint']}/{row['job']}  {row['outcome']:<13} {http}  {result}")
-    blocks = [section(f"*Last {len(rows)} retry attempts* (newest first, times UTC)")]
-    blocks.extend(section(f"```{chunk}```") for chunk in _chunks("\n".join(lines), JSON_CHUNK)[:10])
-    return message(f"Last {len(rows)} retry attempts", blocks)
+    title = f"Last {len(rows)} retry attempts" if len(rows) > 1 else "The last retry attempt"
+    blocks: list[dict[str, Any]] = [section(f"*{title}*, newest first, in your time zone:")]
+    for start in range(0, len(rows), ROWS_PER_SECTION):
+        cells = [cell for row in rows[start:start + ROWS_PER_SECTION] for cell in _attempt_fields(row)]
+        blocks.append({"type": "section", "fields": cells})
+    return message(title, blocks)
 
 
-def audit_text(entry: Any) -> str:
-    """One attempt (an AuditEntry) as one line of the audit channel."""
-    http = f" HTTP {entry.http_status}" if entry.http_status is not None else ""
-    status = f" {entry.job_status}" if entry.job_status else ""
-    return (f"{mention(entry.user)} · {entry.source} · {code(entry.endpoint)}/{code(entry.job)} · "
-            f"{entry.outcome}{http}{status} · in <#{entry.channel}>")
+def audit_text(entry: Any, *, mentions: bool = True) -> str:
+    """One attempt (an AuditEntry) as one line of the audit channel. Without `mentions`, people are named as plain
+    text: the line is posted that way, then edited to a mention, which Slack does not notify."""
+    icon, reason = attempt_words(entry.outcome, entry.job_status)
+    person = mention(entry.user) if mentions else plain(mention(entry.user))
+    return (f"{icon} {person} {how_words(entry.source)} in <#{entry.channel}>: {reason} — "
+            f"{code(entry.endpoint)} · {code(entry.job)}")
 
 
-def audit_lines(entries: Sequence[Any]) -> Message:
+def audit_lines(entries: Sequence[Any], *, mentions: bool = True) -> Message:
     """Several attempts, one line each, in as few sections as Slack's limits allow."""
-    lines = [clip(audit_text(e), 500) for e in entries]
+    lines = [clip(audit_text(e, mentions=mentions), 500) for e in entries]
     sections: list[str] = []
     for line in lines:
         if sections and len(sections[-1]) + 1 + len(line) <= MAX_SECTION_TEXT:
@@ -55,7 +96,7 @@ def audit_lines(entries: Sequence[Any]) -> Message:
         else:
             sections.append(line)
     first = entries[0]
-    text = f"{first.source} {first.endpoint}/{first.job}: {first.outcome}"
+    text = f"Job {first.job} on {first.endpoint}: {attempt_words(first.outcome, first.job_status)[1]}"
     if len(entries) > 1:
         text += f" (and {len(entries) - 1} more attempts)"
     return message(text, [section(chunk) for chunk in sections])

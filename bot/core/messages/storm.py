@@ -11,6 +11,7 @@ from bot.core import actions
 from bot.core.commands import COMMAND, MAX_BULK_JOBS
 from bot.core.groups import Storm, error_key, failed_again
 from bot.core.ids import shorten
+from bot.core.messages.alert import NOT_ENABLED
 from bot.core.messages.blocks import (
     JSON_CHUNK,
     Message,
@@ -24,16 +25,23 @@ from bot.core.messages.blocks import (
     fields,
     header,
     job_list,
+    link,
     mention,
     message,
     section,
     slack_time,
+    who,
     window_text,
 )
-from bot.core.messages.bulk import JOB_COLUMN, tally_blocks
+from bot.core.messages.bulk import FINAL_WORDS, JOB_COLUMN, tally_blocks
 
 
 def _deadline_line(storm: Storm, now: float) -> str:
+    if not storm.unretried():
+        # Nothing is left to retry: a deadline would only rush people to do what is already done.
+        if storm.running:
+            return "*Retry all* is under way for every job of this alert; the tally below keeps up."
+        return "Every job of this alert was retried; the tally below shows how they ended."
     if now < storm.first_deadline:
         latest = ""
         if storm.last_deadline - storm.first_deadline >= 60:
@@ -46,8 +54,9 @@ def _deadline_line(storm: Storm, now: float) -> str:
     return "RunPod has probably forgotten these jobs by now (30 minutes after they failed): they cannot be retried."
 
 
-def storm_alert(storm: Storm, now: float | None = None) -> Message:
-    """One grouped alert for many failures of one endpoint."""
+def storm_alert(storm: Storm, now: float | None = None, *, enabled: bool = True) -> Message:
+    """One grouped alert for many failures of one endpoint. `enabled`: the endpoint is one the app may call (else
+    Retry all and Status would only be refused, so they are not offered)."""
     now = time.time() if now is None else now
     n, endpoint = len(storm.jobs), storm.endpoint
     top = storm.top_errors(3)
@@ -57,10 +66,11 @@ def storm_alert(storm: Storm, now: float | None = None) -> Message:
     errors = "\n".join(f"• {count}× `{escape(clip(error, 400))}`" for error, count in top)
     blocks: list[dict[str, Any]] = [header(f":rotating_light: {n} jobs failed on endpoint {endpoint}"),
                                     fields(facts), section(f"*Most common errors*\n{errors}"),
-                                    context(_deadline_line(storm, now))]
+                                    context(_deadline_line(storm, now) if enabled else NOT_ENABLED)]
     note = "The job list is in the thread."
     if storm.singles:
-        note += (f" The first {storm.singles} also got alerts of their own above, before the storm was recognised; "
+        # Not "above": a single alert still being posted can land below the grouped one.
+        note += (f" The first {storm.singles} also got alerts of their own, posted before the storm was recognised; "
                  "they are counted here too.")
     blocks.append(context(note))
     if storm.retry_by and storm.retry_at:
@@ -69,7 +79,7 @@ def storm_alert(storm: Storm, now: float | None = None) -> Message:
         blocks.extend(tally_blocks(storm.tally(), failed_again(storm.requested, storm.results, storm.finals)))
     remaining = len(storm.unretried())
     buttons = []
-    if remaining and not storm.running and now < storm.last_deadline:
+    if enabled and remaining and not storm.running and now < storm.last_deadline:
         what = f"{remaining} jobs" if remaining > 1 else "1 job"
         buttons.append(button("Retry all", actions.RETRY_ALL, actions.storm_value(endpoint, storm.storm_id),
                               style="primary", confirm=confirm_dialog(
@@ -77,14 +87,14 @@ def storm_alert(storm: Storm, now: float | None = None) -> Message:
                                   f"Requeue the {what} of this alert on endpoint `{shorten(endpoint, 60)}` not "
                                   "retried yet, each with its original input. Their old output is removed.",
                                   f"Retry {what}")))
-    buttons.append(button("Status", actions.STORM_STATUS, actions.storm_value(endpoint, storm.storm_id)))
-    blocks.append({"type": "actions", "block_id": "storm_actions", "elements": buttons})
-    common = "; ".join(f"{error} ({count})" for error, count in top)
-    return message(f"{n} jobs failed on endpoint {endpoint}: {common}", blocks)
-
-
-_FINAL_WORDS = {"": "running", "COMPLETED": "completed", "FAILED": "failed again", "TIMED_OUT": "timed out again",
-                "CANCELLED": "cancelled", "UNKNOWN": "no longer followed"}
+    if enabled:
+        buttons.append(button("Status", actions.STORM_STATUS, actions.storm_value(endpoint, storm.storm_id)))
+    if buttons:
+        blocks.append({"type": "actions", "block_id": "storm_actions", "elements": buttons})
+    common = "; ".join(f"{escape(error)} ({count})" for error, count in top)  # RunPod's words never ping
+    can = f" Retry before {slack_time(storm.first_deadline)}." if enabled and remaining \
+        and now < storm.first_deadline else ""
+    return message(f"{n} jobs failed on endpoint {endpoint}: {common}.{can}", blocks)
 
 
 def _storm_line(storm: Storm, job: str, width: int) -> str:
@@ -95,7 +105,7 @@ def _storm_line(storm: Storm, job: str, width: int) -> str:
         if not result.requeued:
             line += f"  → not retried: {clip(result.describe(), 60)}"
         else:
-            line += f"  → retried, {_FINAL_WORDS.get(storm.finals.get(job) or '', 'ended')}"
+            line += f"  → retried, {FINAL_WORDS.get(storm.finals.get(job) or '', 'ended')}"
     return line
 
 
@@ -136,9 +146,10 @@ def failed_offer(endpoint: str, window: float, rows: Sequence[dict[str, Any]], c
     """The private question before `failed` retries anything: how many, which, and Confirm / Cancel."""
     jobs = [row["job"] for row in rows]
     what = f"{len(jobs)} jobs" if len(jobs) != 1 else "1 job"
+    were = "were" if len(jobs) != 1 else "was"
     top = Counter(error_key(row.get("status") or "FAILED", row.get("error")) for row in rows).most_common(3)
     blocks = [section(f":arrows_counterclockwise: *{what}* of endpoint {code(endpoint)} failed in the last "
-                      f"{window_text(window)} and were not retried yet: {job_list(jobs)}."),
+                      f"{window_text(window)} and {were} not retried yet: {job_list(jobs)}."),
               section("*Most common errors*\n" + "\n".join(f"• {n}× `{escape(clip(e, 300))}`" for e, n in top))]
     if capped:
         blocks.append(context(f"{capped} more are not included: one retry takes at most {MAX_BULK_JOBS} jobs. "
@@ -154,6 +165,20 @@ def failed_started(endpoint: str, count: int) -> Message:
     return message(f"Retrying {count} jobs on endpoint {endpoint}",
                    [section(f":arrows_counterclockwise: Retrying {count} jobs on endpoint {code(endpoint)}; the "
                             "progress and the results are in the channel.")])
+
+
+def failed_running(endpoint: str, count: int, user: str, at: float, *, viewer: str | None = None,
+                   where: str | None = None) -> Message:
+    """A second Confirm while the first one's retry is still running: it is under way, and who started it."""
+    by = who(user, viewer)
+    progress = f"The progress is in {link(where, 'its message in the channel')}." if where else \
+        "The progress will be in the channel."
+    # `count` is 0 while the first Confirm is still reading the list.
+    what = f"{count} jobs" if count > 1 else "1 job" if count == 1 else "the jobs that failed recently"
+    return message(f"Already retrying {what} on endpoint {endpoint}",
+                   [section(f":hourglass_flowing_sand: {'You' if by == 'you' else by} started retrying {what} of "
+                            f"endpoint {code(endpoint)} at {slack_time(at)}; it is still under way, so nothing more "
+                            f"was done. {progress}")])
 
 
 def failed_cancelled(endpoint: str) -> Message:
