@@ -243,3 +243,28 @@ async def test_python_m_bot_serves_the_command_and_exits_0_on_sigterm(slack, run
     assert [c.token for c in slack.calls_to("auth.test")] == [BOT_TOKEN]
     sent = json.dumps([c.args for c in slack.calls], default=str)
     assert not [s for s in SECRETS if s in sent]
+
+
+# ---------------------------------------------------------------- a database that cannot be used
+
+
+async def test_a_sqlite_file_that_cannot_be_opened_is_one_plain_message_naming_the_setting(slack, runpod, tmp_path):
+    missing = tmp_path / "no-such-folder" / "state.db"
+    proc = await exec_bot(tmp_path, clean_env(**fake_env(slack, runpod, tmp_path, RUNPOD_RETRY_DB=str(missing))))
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=30)
+
+    assert proc.returncode == 2
+    said = (out + err).decode()
+    assert "Traceback" not in said
+    assert "RUNPOD_RETRY_DB" in said and str(missing) in said and "folder exists" in said, said
+
+
+async def test_an_unreachable_postgresql_is_one_plain_message_with_the_password_masked(slack, runpod, tmp_path):
+    url = "postgresql://retry:hunter2-secret@127.0.0.1:1/runpod_retry"  # nothing listens on port 1
+    proc = await exec_bot(tmp_path, clean_env(**fake_env(slack, runpod, tmp_path, RUNPOD_RETRY_DB=url)))
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=30)
+
+    assert proc.returncode == 2
+    said = (out + err).decode()
+    assert "Traceback" not in said and "hunter2-secret" not in said
+    assert "RUNPOD_RETRY_DB" in said and "127.0.0.1:1" in said and "retry:" in said, said

@@ -23,6 +23,7 @@ from slack_sdk.web.async_slack_response import AsyncSlackResponse
 from bot import listeners
 from bot.app import webhook
 from bot.infra.config import Settings
+from bot.store import StoreUnavailable
 from bot.infra.metrics import CONTENT_TYPE
 from bot.work.runtime import Runtime
 
@@ -141,7 +142,10 @@ class App:
             raise
 
     async def _start(self, host: str) -> None:
-        await self.rt.open()
+        try:
+            await self.rt.open()
+        except StoreUnavailable as exc:
+            raise StartupError(f"the database in RUNPOD_RETRY_DB cannot be used: {exc}") from None
         auth = await check_slack(self.rt)
         self.rt.auth = dict(auth.data) if isinstance(auth.data, dict) else {}
         prime_authorization(self.bolt, auth)

@@ -62,8 +62,9 @@ SETTINGS: tuple[Setting, ...] = (
             "work. Empty: everywhere."),
     Setting("RUNPOD_RETRY_ENDPOINTS", "", "Comma-separated endpoint IDs the app will ever call. Empty: any."),
     Setting("RUNPOD_RETRY_MAX_PER_JOB", "3", "Manual retries allowed for one job per hour."),
-    Setting("RUNPOD_RETRY_DB", "runpod-retry.db", "SQLite file holding the audit trail, alerts and followed "
-            "jobs."),
+    Setting("RUNPOD_RETRY_DB", "runpod-retry.db", "Where the app keeps its state (audit trail, alerts, followed jobs, "
+            "queued Slack messages): a SQLite file path for one instance, or a postgresql://user:password@host:5432/db "
+            "URL shared by several replicas."),
     Setting("RUNPOD_AUDIT_CHANNEL", "", "Optional channel ID that gets one line per retry attempt."),
     Setting("RUNPOD_BULK_CONCURRENCY", "8", "How many RunPod calls a bulk retry makes at once."),
     Setting("RUNPOD_STORM_THRESHOLD", "5", "Failures of one endpoint within the storm window that turn single "

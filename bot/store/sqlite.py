@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -12,7 +13,16 @@ from typing import Any
 
 import aiosqlite
 
-from bot.store.base import LEASE_SECONDS, Adopted, AuditEntry, Claim, Queued, Store, new_owner_id
+from bot.store.base import (
+    LEASE_SECONDS,
+    Adopted,
+    AuditEntry,
+    Claim,
+    Queued,
+    Store,
+    StoreUnavailable,
+    new_owner_id,
+)
 
 # Versioned schema: each entry runs once, in order; PRAGMA user_version records how far a database is.
 # Version 1 is the schema of the first release (created with IF NOT EXISTS, so older files pass through it).
@@ -93,6 +103,14 @@ class SqliteStore(Store):
         self._subscribers: dict[str, list[Callable[[str], None]]] = {}
 
     async def open(self) -> None:
+        try:
+            await self._open()
+        except (sqlite3.Error, OSError) as exc:
+            await self.close()
+            raise StoreUnavailable(f"cannot open the SQLite file {self.path!r} ({exc}). Check that its folder "
+                                   "exists and that this user may write there.") from None
+
+    async def _open(self) -> None:
         self._db = await aiosqlite.connect(self.path)
         self._db.row_factory = aiosqlite.Row
         await self._db.execute("PRAGMA journal_mode=WAL")
