@@ -23,8 +23,8 @@ from slack_sdk.web.async_slack_response import AsyncSlackResponse
 from bot import listeners
 from bot.app import webhook
 from bot.infra.config import Settings
-from bot.store import StoreUnavailable
 from bot.infra.metrics import CONTENT_TYPE
+from bot.store import StoreUnavailable
 from bot.work.runtime import Runtime
 
 log = logging.getLogger(__name__)

@@ -1,13 +1,17 @@
-"""A loopback stand-in for the RunPod Serverless job API (/v2/{endpoint}/{retry,status,cancel,health}).
+"""A loopback stand-in for the RunPod Serverless job API (/v2/{endpoint}/{run,retry,status,cancel,health}).
 
 Jobs follow RunPod's documented rules (only FAILED / TIMED_OUT can be retried, same job id, output cleared,
 expired jobs answer 404); faults (HTTP errors, HTML bodies, delays, dropped connections) are scripted per op.
+Rate limits per endpoint and operation (`limits.RunPodLimits`: requests per window, requests in flight) answer
+429 before anything else; every such 429 is recorded in `limit_hits`. /health is configured per endpoint
+(`runpod_health`).
 """
 
 from __future__ import annotations
 
 import time
-from collections import deque
+import uuid
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -16,11 +20,13 @@ from typing import Any
 from aiohttp import web
 
 from ._server import LoopbackServer, poll_until, reset_connection
+from .limits import RateLimitHit, RunPodLimiter, RunPodLimits, max_in_window, retry_after_value
+from .runpod_health import HEALTH_PRESETS, Health, health_body
 
 STATUSES = frozenset({"IN_QUEUE", "IN_PROGRESS", "RUNNING", "COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"})
 RETRYABLE = frozenset({"FAILED", "TIMED_OUT"})
 CANCELLABLE = frozenset({"IN_QUEUE", "IN_PROGRESS", "RUNNING"})
-OPS = ("retry", "status", "cancel", "health")
+OPS = ("run", "retry", "status", "cancel", "health")
 
 JSONDict = dict[str, Any]
 
@@ -38,7 +44,7 @@ class RunPodFault:
 
 @dataclass
 class RunPodCall:
-    op: str  # "retry" | "status" | "cancel" | "health" | "unknown"
+    op: str  # "run" | "retry" | "status" | "cancel" | "health" | "unknown"
     endpoint: str
     job: str | None
     method: str
@@ -47,6 +53,7 @@ class RunPodCall:
     status: int | None = None  # HTTP status answered; None if dropped or still in flight
     body: Any = None  # what was answered (dict for JSON answers, str otherwise)
     fault: RunPodFault | None = None
+    limited: str | None = None  # refused by the rate limits: "window" | "concurrency"
 
 
 @dataclass
@@ -90,13 +97,18 @@ class Job:
 
 
 class FakeRunPod(LoopbackServer):
-    def __init__(self, default_key: str = "rp-test-key") -> None:
+    """`FakeRunPod(limits=RunPodLimits(window=0.5))`; `runpod.limits = RunPodLimits.off()` in a test."""
+
+    def __init__(self, default_key: str = "rp-test-key", limits: RunPodLimits | None = None) -> None:
         super().__init__()
         self.default_key = default_key
         self.api_keys: dict[str, str] = {}
         self.endpoints: set[str] = set()
         self.jobs: dict[tuple[str, str], Job] = {}
         self.calls: list[RunPodCall] = []
+        self.limit_hits: list[RateLimitHit] = []  # every 429 the limits caused, in order
+        self.health: dict[str, Health] = {}  # per endpoint; absent: HEALTH_PRESETS["healthy"]
+        self.limits = limits if limits is not None else RunPodLimits.defaults()
         self.latency = 0.0
         self.in_flight = 0
         self.max_in_flight = 0
@@ -105,11 +117,24 @@ class FakeRunPod(LoopbackServer):
         self._faults: dict[str, deque[RunPodFault]] = {}
 
     @property
+    def limits(self) -> RunPodLimits:
+        return self._limits
+
+    @limits.setter
+    def limits(self, limits: RunPodLimits) -> None:
+        """Assigning new limits empties every window (requests already in flight still count)."""
+        in_flight = self._limiter.in_flight if hasattr(self, "_limiter") else {}
+        self._limits = limits
+        self._limiter = RunPodLimiter(limits)
+        self._limiter.in_flight.update(in_flight)
+
+    @property
     def url(self) -> str:
         return f"{self.base}/v2"
 
     def build_app(self) -> web.Application:
         app = web.Application()
+        app.router.add_post("/v2/{endpoint}/run", self._route("run"))
         app.router.add_post("/v2/{endpoint}/retry/{job}", self._route("retry"))
         app.router.add_get("/v2/{endpoint}/status/{job}", self._route("status"))
         app.router.add_post("/v2/{endpoint}/cancel/{job}", self._route("cancel"))
@@ -150,13 +175,45 @@ class FakeRunPod(LoopbackServer):
         one = RunPodFault(status, body, headers, delay, reset, garbage, applied)
         self._faults.setdefault(op, deque()).extend([one] * times)
 
+    def set_health(self, endpoint: str, health: Health | str | None = None, **fields: Any) -> None:
+        """Configure /health for `endpoint`: a Health, a HEALTH_PRESETS name, or Health's fields as keywords."""
+        if isinstance(health, str):
+            health = HEALTH_PRESETS[health]
+        self.health[endpoint] = health if health is not None else Health(**fields)
+        self.endpoints.add(endpoint)
+
     def calls_to(self, op: str) -> list[RunPodCall]:
         return [c for c in self.calls if c.op == op]
 
+    def accepted(self, op: str, endpoint: str | None = None) -> list[RunPodCall]:
+        """Calls to `op` that got past the rate limits (whatever they were answered), oldest first."""
+        return [c for c in self.calls
+                if c.op == op and c.limited is None and endpoint in (None, c.endpoint)]
+
+    def rate_limited(self, op: str | None = None, endpoint: str | None = None) -> list[RateLimitHit]:
+        """The 429s the limits caused (scripted 429s are in `calls` only)."""
+        return [h for h in self.limit_hits if op in (None, h.method) and endpoint in (None, h.endpoint)]
+
+    def requeued(self, endpoint: str | None = None) -> Counter[tuple[str, str]]:
+        """(endpoint, job) -> how many /retry calls requeued it (answered 200): "each job exactly once"."""
+        return Counter((c.endpoint, c.job or "") for c in self.accepted("retry", endpoint) if c.status == 200)
+
+    def peak(self, op: str, window: float | None = None, endpoint: str | None = None) -> int:
+        """The most accepted `op` calls (to `endpoint`) in any `window` seconds (default: the limits' window)."""
+        window = self.limits.window if window is None else window
+        return max_in_window((c.at for c in self.accepted(op, endpoint)), window)
+
+    def peak_concurrency(self, op: str, endpoint: str | None = None) -> int:
+        """The most accepted `op` calls in flight at once (per endpoint; the highest endpoint if None)."""
+        peaks = self._limiter.peak_in_flight
+        return max((n for (ep, o), n in peaks.items() if o == op and endpoint in (None, ep)), default=0)
+
     def describe(self) -> str:
-        lines = [f"{len(self.calls)} recorded RunPod calls (max in flight {self.max_in_flight}):"]
+        lines = [f"{len(self.calls)} recorded RunPod calls (max in flight {self.max_in_flight}, "
+                 f"{len(self.limit_hits)} rate limited):"]
         lines += [f"  {c.method} {c.op} {c.endpoint}/{c.job} -> {c.status} {c.body!r:.200}"
-                  + (f" fault={c.fault}" if c.fault else "") for c in self.calls]
+                  + (f" fault={c.fault}" if c.fault else "") + (f" limited={c.limited}" if c.limited else "")
+                  for c in self.calls]
         return "\n".join(lines)
 
     async def wait_for(self, predicate: Callable[[FakeRunPod], Any], timeout: float = 5.0) -> Any:  # noqa: ASYNC109
@@ -185,7 +242,11 @@ class FakeRunPod(LoopbackServer):
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         self.in_flight_by_op[op] = self.in_flight_by_op.get(op, 0) + 1
         self.max_in_flight_by_op[op] = max(self.max_in_flight_by_op.get(op, 0), self.in_flight_by_op[op])
+        admitted = False
         try:
+            if op != "unknown" and (limited := self._rate_limit(call)) is not None:
+                return limited
+            admitted = op != "unknown"
             if self.latency:
                 await self.sleep(self.latency)
             response = await self._faulted(request, call) or self._answer(call)
@@ -194,6 +255,31 @@ class FakeRunPod(LoopbackServer):
         finally:
             self.in_flight -= 1
             self.in_flight_by_op[op] -= 1
+            if admitted:
+                self._limiter.release(call.endpoint, op)
+
+    def _rate_limit(self, call: RunPodCall) -> web.Response | None:
+        """A 429 if `call` is over its endpoint's limit for its op (recorded in `limit_hits`), else None."""
+        verdict = self._limiter.admit(self.limits, call.endpoint, call.op, call.at)
+        if verdict is None:
+            return None
+        scope, wait = verdict
+        limits = self.limits
+        retry_after = retry_after_value(limits.retry_after, wait, self._limiter.rng)
+        call.limited = scope
+        self.limit_hits.append(RateLimitHit(call.op, call.at, scope, retry_after, endpoint=call.endpoint,
+                                            job=call.job))
+        headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+        if limits.body is not None:
+            response = (_json(call, 429, limits.body, headers) if isinstance(limits.body, dict)
+                        else _text(call, 429, limits.body, headers))
+        else:
+            limit = limits.ops[call.op]
+            what = (f"{limit.concurrent} concurrent" if scope == "concurrency"
+                    else f"{limit.requests} per {limits.window:g}s")
+            response = _json(call, 429, {"error": f"Too Many Requests: /{call.op} is limited to {what}"}, headers)
+        call.status = 429
+        return response
 
     def _next_fault(self, op: str) -> RunPodFault | None:
         for key in (op, "*"):
@@ -232,7 +318,11 @@ class FakeRunPod(LoopbackServer):
         if call.endpoint not in self.endpoints:
             return _json(call, 404, {"error": f"endpoint {call.endpoint} not found"})
         if call.op == "health":
-            return _json(call, 200, self._health(call.endpoint))
+            return self._health(call)
+        if call.op == "run":
+            job = self.add_job(call.endpoint, f"{uuid.uuid4()}-u1", "IN_QUEUE", error=None)
+            job.pending = deque(job.after_retry)  # polling /status walks it to COMPLETED
+            return _json(call, 200, {"id": job.id, "status": "IN_QUEUE"})
         job = self.jobs.get((call.endpoint, call.job or ""))
         if job is None or job.expired:
             return _json(call, 404, {"error": "request does not exist"})
@@ -253,19 +343,14 @@ class FakeRunPod(LoopbackServer):
         job.pending.clear()
         return _json(call, 200, {"id": job.id, "status": "CANCELLED"})
 
-    def _health(self, endpoint: str) -> JSONDict:
-        jobs = [j for j in self.jobs.values() if j.endpoint == endpoint and not j.expired]
-
-        def count(*statuses: str) -> int:
-            return sum(j.status in statuses for j in jobs)
-
-        running = count("IN_PROGRESS", "RUNNING")
-        return {
-            "jobs": {"completed": count("COMPLETED"), "failed": count("FAILED", "TIMED_OUT"),
-                     "inProgress": running, "inQueue": count("IN_QUEUE"),
-                     "retried": sum(j.retries for j in jobs)},
-            "workers": {"idle": 1, "running": running},
-        }
+    def _health(self, call: RunPodCall) -> web.Response:
+        health = self.health.get(call.endpoint, HEALTH_PRESETS["healthy"])
+        if health.status != 200 or health.body is not None:
+            if isinstance(health.body, dict):
+                return _json(call, health.status, health.body)
+            return _text(call, health.status, health.body or HTTPStatus(health.status).phrase)
+        jobs = [j for j in self.jobs.values() if j.endpoint == call.endpoint and not j.expired]
+        return _json(call, 200, health_body(health, (j.status for j in jobs), sum(j.retries for j in jobs)))
 
 
 def _json(
