@@ -13,6 +13,9 @@ from dataclasses import dataclass
 from bot.infra.ratelimit import Window
 
 WINDOW_SECONDS = 10.0
+# RunPod counts a call when it arrives, we when we send it: a burst that arrives late would still be in RunPod's
+# window when ours has moved on. A little extra width keeps the two from overlapping (300 retries: 21 s, not 20 s).
+WINDOW_MARGIN = 0.5
 
 
 @dataclass(frozen=True)
@@ -38,7 +41,7 @@ class RunPodLimits:
     def __init__(self, limits: dict[str, OpLimit] | None = None, window: float = WINDOW_SECONDS,
                  observe: Callable[[str, str, float], None] | None = None):
         self._limits = {**DOCUMENTED, **(limits or {})}
-        self._window = window
+        self._window = window + WINDOW_MARGIN
         self._observe = observe
         self._windows: dict[tuple[str, str], Window] = {}
 

@@ -89,16 +89,17 @@ class SlackOut:
         return None
 
     async def _delivered(self, message_id: int, pending: asyncio.Future[Delivery], place: Place) -> Delivery:
-        """Wait for a post. A person waiting on a command is not kept waiting on a Slack outage: when the channel
-        cannot be posted to for a while and there is a response_url, the post is taken back and said there."""
+        """Wait for a post. A person waiting on a command is not kept waiting on a Slack outage: when Slack keeps
+        failing the post (errors, not just pacing) for a while and there is a response_url, the post is taken back
+        and said there instead."""
         if place.response_url is None:
             return await pending
-        try:
-            return await asyncio.wait_for(asyncio.shield(pending), RESPONSE_URL_AFTER)
-        except TimeoutError:
-            if await self.outbox.withdraw(message_id):
-                return Delivery(ok=False, error=messages.SLACK_UNAVAILABLE)
-            return await pending
+        while True:
+            try:
+                return await asyncio.wait_for(asyncio.shield(pending), RESPONSE_URL_AFTER)
+            except TimeoutError:
+                if self.outbox.failing(message_id) and await self.outbox.withdraw(message_id):
+                    return Delivery(ok=False, error=messages.SLACK_UNAVAILABLE)
 
     async def respond(self, place: Place, msg: Message, *, in_channel: bool = False,
                       replace_original: bool = False) -> bool:

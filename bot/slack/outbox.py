@@ -104,6 +104,7 @@ class Outbox:
         self._waiting: dict[int, asyncio.Future[Delivery]] = {}
         self._queued_at: dict[int, tuple[str, float]] = {}
         self._not_before: dict[int, float] = {}
+        self._failed: set[int] = set()  # calls Slack answered with an error (not a 429) at least once
         self._after: dict[str, AfterHook] = {}
         self._closing = False
 
@@ -131,6 +132,10 @@ class Outbox:
         _, future = await self.submit(kind, payload, **options)
         return await future
 
+    def failing(self, message_id: int) -> bool:
+        """Slack has answered this call with an error (5xx, a dropped connection), not just asked it to wait."""
+        return message_id in self._failed
+
     async def withdraw(self, message_id: int) -> bool:
         """Take a call back before it is sent. False when it is being sent already (or was)."""
         if not await self.store.withdraw(message_id):
@@ -140,6 +145,7 @@ class Outbox:
             self._lanes.get(lane, []).remove(message_id)
         self._queued_at.pop(message_id, None)
         self._not_before.pop(message_id, None)
+        self._failed.discard(message_id)
         future = self._waiting.pop(message_id, None)
         if future is not None and not future.done():
             future.set_result(Delivery(ok=False, error="withdrawn"))
@@ -210,6 +216,8 @@ class Outbox:
                 delivery = await self._call(row)
             except _Retry as retry:
                 attempts += 1
+                if not retry.throttled:
+                    self._failed.add(message_id)
                 if retry.throttled:
                     self.bucket(lane).pause(retry.wait)
                 log.warning("Slack call %s (%s) will be tried again in %.1f s: %s", message_id, lane, retry.wait,
@@ -239,6 +247,7 @@ class Outbox:
             ids.pop(0)
         self._queued_at.pop(message_id, None)
         self._not_before.pop(message_id, None)
+        self._failed.discard(message_id)
         self._observe(lane)
         future = self._waiting.pop(message_id, None)
         if future is not None and not future.done():

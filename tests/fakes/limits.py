@@ -271,10 +271,12 @@ class RunPodLimits:
         return cls(rate_limits=RUNPOD_RATE_LIMITS_BY_DEFAULT)
 
 
-# Off by default: the app does not pace its RunPod calls yet. With the documented limits on, one test fails:
-# test_bulk.py::test_three_hundred_jobs_progress_is_paced_and_the_json_results_come_as_a_file sends ~300 /retry
-# in about a second (limit: 100 per 10 s; ~320 answered 429) and does not settle within 20 s. Turn them on per
-# test with `runpod.limits = RunPodLimits(...)`, or for a whole run with FAKE_RUNPOD_LIMITS=1.
+# Off by default: with the documented limits on, one test fails,
+# test_bulk.py::test_three_hundred_jobs_progress_is_paced_and_the_json_results_come_as_a_file. Before the app's
+# RunPod limiter (183bb2b) it sent ~300 /retry in a second (~320 answered 429) and did not settle in 20 s; since,
+# it paces /retry (the test takes ~30 s) but two retries at window edges still get 429 and are retried last, so
+# the test's job-order assertion fails. Turn the limits on per test with `runpod.limits = RunPodLimits(...)`, or
+# for a whole run with FAKE_RUNPOD_LIMITS=1.
 RUNPOD_RATE_LIMITS_BY_DEFAULT = os.environ.get("FAKE_RUNPOD_LIMITS", "0") == "1"
 
 
