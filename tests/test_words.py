@@ -20,6 +20,7 @@ from bot.core.groups import JobResult, Storm, StormJob, Tally
 from bot.core.outcome import Kind, Outcome, classify_retry, classify_status
 from bot.runpod import RunPodHTTPError, RunPodReply
 from tests.fakes import block_problems
+from tests.fakes.slack import SlackFault
 from tests.harness import message_text
 
 EP = "ep1"
@@ -140,8 +141,9 @@ def schedule_message_in(slack) -> list[str]:  # type: ignore[no-untyped-def]
 async def test_1_the_start_up_check_says_plainly_which_channel_cannot_be_posted_to(make_app, slack, caplog):
     caplog.set_level(logging.INFO)
     deleted = schedule_message_in(slack)
-    app = await make_app("http", RUNPOD_AUDIT_CHANNEL=AUDIT)
+    app = await make_app("http", RUNPOD_AUDIT_CHANNEL=AUDIT)  # checks both as it starts
     slack.not_in_channel.add(ALERTS)
+    deleted.clear()
 
     states = await app.rt.check_channels()
 
@@ -159,7 +161,8 @@ async def test_1_the_start_up_check_says_plainly_which_channel_cannot_be_posted_
 
 async def test_1_a_check_slack_cannot_answer_says_so_instead_of_guessing(make_app, slack, caplog):
     caplog.set_level(logging.INFO)
-    app = await make_app("http")  # the stand-in does not know chat.scheduleMessage: like a Slack outage
+    app = await make_app("http")
+    slack.script("chat.scheduleMessage", *[SlackFault(status=503)] * 3)  # Slack cannot answer the check
 
     [state] = await app.rt.check_channels()
 
@@ -772,3 +775,16 @@ def test_parse_status_keeps_its_own_form():
     with pytest.raises(UsageError) as caught:
         parse_command("status ep1")
     assert caught.value.form == "`/runpod-retry status <endpointId> <jobId>`"
+
+
+async def test_1_healthz_says_which_channel_cannot_be_posted_to(make_app, slack):
+    slack.not_in_channel.add(ALERTS)
+    app = await make_app("http")  # the start-up check runs as the app starts
+
+    status, text = await app.get("/healthz")
+
+    assert status == 200  # a settings problem, not a reason to restart the process
+    report = json.loads(text)["channels"]
+    assert report["ok"] is False
+    assert report["alert"]["channel"] == ALERTS and report["alert"]["can_post"] is False
+    assert report["alert"]["error"] == "not_in_channel"

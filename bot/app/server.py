@@ -89,7 +89,10 @@ def web_app(rt: Runtime, bolt: AsyncApp, socket: SocketHandler | None) -> web.Ap
         rt.metrics.slack_connected.set(1 if connected else 0)
         body = {"ok": connected, "mode": "socket" if socket else "http",
                 "slack": "connected" if connected else "disconnected", "following": len(rt.follower),
-                "in_flight": len(rt.background), "accepting": rt.background.accepting}
+                "in_flight": len(rt.background), "accepting": rt.background.accepting,
+                # A channel the app cannot post in is a settings problem, said here; it is not a 503, which would
+                # make an orchestrator restart the process in a loop without fixing anything.
+                "channels": rt.channel_report()}
         return web.json_response(body, status=200 if connected and rt.background.accepting else 503)
 
     async def metrics(_: web.Request) -> web.Response:
@@ -164,6 +167,7 @@ class App:
         log.info("runpod-retry is up in %s mode, listening on port %s", "Socket Mode" if self.socket else "HTTP",
                  self.port)
         log.info(self.rt.access.describe())
+        await self.rt.check_channels()
         await self.rt.start()
 
     async def stop(self, grace: float = SHUTDOWN_GRACE) -> None:

@@ -40,6 +40,7 @@ class WebMethodsMixin:
         self._ts_counter = 100
         self._file_counter = 100
         self._pending_files: dict[str, JSONDict] = {}
+        self.scheduled: dict[str, JSONDict] = {}  # chat.scheduleMessage's messages not yet deleted
 
     def _channel_error(self, channel: Any) -> str | None:
         if not channel or channel in self.missing_channels:
@@ -51,6 +52,20 @@ class WebMethodsMixin:
     def _next_ts(self) -> str:
         self._ts_counter += 1
         return f"{FIRST_TS}.{self._ts_counter:06d}"
+
+    def _schedule_message(self, call: Any) -> JSONDict:
+        """chat.scheduleMessage: refused where chat.postMessage would be (the app checks channels with it)."""
+        if error := self._channel_error(call.args.get("channel")):
+            return {"ok": False, "error": error}
+        scheduled = f"Q{self._next_ts().replace('.', '')}"
+        self.scheduled[scheduled] = dict(call.args)
+        return {"ok": True, "channel": call.args["channel"], "scheduled_message_id": scheduled,
+                "post_at": call.args.get("post_at")}
+
+    def _delete_scheduled(self, call: Any) -> JSONDict:
+        if self.scheduled.pop(str(call.args.get("scheduled_message_id")), None) is None:
+            return {"ok": False, "error": "invalid_scheduled_message_id"}
+        return {"ok": True}
 
     def _auth_test(self, call: Any) -> JSONDict:
         return {
