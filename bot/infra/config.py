@@ -75,8 +75,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("RUNPOD_FOLLOW_MAX", "3600", "How long, in seconds, a retried job is followed before the app gives "
             "up and says so."),
     Setting("RUNPOD_TIMEOUT", "10", "Timeout, in seconds, of one RunPod API call."),
-    Setting("RUNPOD_MAX_ATTEMPTS", "4", "Attempts per RunPod call when it answers 429 (waits `Retry-After`, "
-            "else backs off exponentially)."),
+    Setting("RUNPOD_MAX_ATTEMPTS", "4", "Attempts per RunPod status or health check when it answers 429 (waits "
+            "`Retry-After`, else backs off exponentially). A retry is not bounded by this: its 429s are waited out "
+            "until the job's 30-minute retry window closes."),
     Setting("SLACK_PING_INTERVAL", "10", "Socket Mode keep-alive ping interval, in seconds (a dropped socket "
             "is noticed within a few of these)."),
     Setting("LOG_FORMAT", "text", "`json` for one JSON object per line; `text` otherwise."),
