@@ -48,6 +48,7 @@ if str(ROOT) not in sys.path:
 from tests.fakes import FakeRunPod, FakeSlack, SlackCall  # noqa: E402
 from tests.fakes.limits import SLACK_POST_PER_CHANNEL, RunPodLimits, SlackLimits  # noqa: E402
 from tests.fakes.slack import form_encode, sign, slash_command_body  # noqa: E402
+from tests.harness import message_text  # noqa: E402
 
 BOT_TOKEN = "xoxb-bench-bot-token"
 RUNPOD_KEY = "rp-bench-key"
@@ -258,21 +259,7 @@ def burst_endpoint(i: int) -> str:
 
 def call_text(call: SlackCall) -> str:
     """What a person reads in a posted message: fallback text and every text in its blocks."""
-    parts = [str(call.args.get("text") or "")]
-
-    def walk(node: Any) -> None:
-        if isinstance(node, dict):
-            for key, value in node.items():
-                if key == "text" and isinstance(value, str):
-                    parts.append(value)
-                else:
-                    walk(value)
-        elif isinstance(node, list):
-            for item in node:
-                walk(item)
-
-    walk(call.args.get("blocks") or [])
-    return "\n".join(parts)
+    return message_text({"text": call.args.get("text"), "blocks": call.args.get("blocks")})
 
 
 def result_replies(slack: FakeSlack, since: int = 0) -> dict[tuple[str, str], SlackCall]:
