@@ -485,13 +485,19 @@ async def test_huge_json_where_the_bot_cannot_post_still_reaches_the_caller(make
 
 async def test_429_without_retry_after_backs_off_exponentially_and_retry_after_is_capped(runpod):
     from bot.runpod import MAX_RETRY_AFTER, RunPodClient, RunPodRateLimited
+    from bot.runpod.limits import RunPodLimits
 
     waits: list[float] = []
+    slept = [1000.0]
 
     async def record(seconds: float) -> None:
         waits.append(seconds)
+        slept[0] += seconds
 
-    client = RunPodClient(runpod.url, "rp-test-key", max_attempts=4, backoff_base=0.5, sleep=record)
+    # The limiter's own pause after a 429 runs on a clock that the recorded waits move forward.
+    limits = RunPodLimits(clock=lambda: slept[0])
+    client = RunPodClient(runpod.url, "rp-test-key", max_attempts=4, backoff_base=0.5, sleep=record,
+                          rate_limits=limits)
     runpod.add_job("ep1", "job-1", status="FAILED")
     try:
         runpod.fault("retry", status=429, times=4)
@@ -503,6 +509,7 @@ async def test_429_without_retry_after_backs_off_exponentially_and_retry_after_i
             assert base <= wait <= base * 1.25
 
         waits.clear()
+        slept[0] += 10  # the pause RunPod asked for after the last 429 has passed
         runpod.fault("retry", status=429, headers={"Retry-After": "3600"})
         runpod.fault("retry", status=429, headers={"Retry-After": "soon"})
         reply = await client.retry("ep1", "job-1")

@@ -39,7 +39,8 @@ class RunPodLimits:
     """One `Window` per (endpoint, operation), made on first use."""
 
     def __init__(self, limits: dict[str, OpLimit] | None = None, window: float = WINDOW_SECONDS,
-                 observe: Callable[[str, str, float], None] | None = None):
+                 observe: Callable[[str, str, float], None] | None = None, clock: Callable[[], float] | None = None):
+        self._clock = clock
         self._limits = {**DOCUMENTED, **(limits or {})}
         self._window = window + WINDOW_MARGIN
         self._observe = observe
@@ -50,7 +51,7 @@ class RunPodLimits:
         window = self._windows.get(key)
         if window is None:
             limit = self._limits.get(op, DOCUMENTED["cancel"])
-            window = self._windows[key] = Window(limit.per_window, self._window, limit.concurrent)
+            window = self._windows[key] = Window(limit.per_window, self._window, limit.concurrent, clock=self._clock)
         return window
 
     def changed(self, endpoint: str, op: str) -> None:
