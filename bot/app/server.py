@@ -87,13 +87,21 @@ def web_app(rt: Runtime, bolt: AsyncApp, socket: SocketHandler | None) -> web.Ap
     async def healthz(_: web.Request) -> web.Response:
         connected = True if socket is None else await socket.client.is_connected()
         rt.metrics.slack_connected.set(1 if connected else 0)
-        body = {"ok": connected, "mode": "socket" if socket else "http",
-                "slack": "connected" if connected else "disconnected", "following": len(rt.follower),
-                "in_flight": len(rt.background), "accepting": rt.background.accepting,
-                # A channel the app cannot post in is a settings problem, said here; it is not a 503, which would
-                # make an orchestrator restart the process in a loop without fixing anything.
-                "channels": rt.channel_report()}
-        return web.json_response(body, status=200 if connected and rt.background.accepting else 503)
+        database = await rt.store.ping()
+        rt.database_state(database)
+        body: dict[str, Any] = {
+            "ok": connected and database, "mode": "socket" if socket else "http",
+            "slack": "connected" if connected else "disconnected",
+            "database": "reachable" if database else "unreachable", "following": len(rt.follower),
+            "in_flight": len(rt.background), "accepting": rt.background.accepting,
+            # A channel the app cannot post in is a settings problem, said here; it is not a 503, which would
+            # make an orchestrator restart the process in a loop without fixing anything.
+            "channels": rt.channel_report()}
+        if not database:
+            body["reason"] = ("the app cannot reach its database (RUNPOD_RETRY_DB); commands and clicks are "
+                              "answered with 'try again in a minute' until it is back")
+        ok = connected and database and rt.background.accepting
+        return web.json_response(body, status=200 if ok else 503)
 
     async def metrics(_: web.Request) -> web.Response:
         # HTTP mode has no connection to lose: Slack reaches the app, so it reads 1 from the first scrape.

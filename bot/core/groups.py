@@ -194,6 +194,27 @@ class Storm:
         self.last_at = max(self.last_at, at)
         return True
 
+    def merge(self, stored: Storm) -> None:
+        """Take in what another replica saved (shared store): its jobs, its grouped alert and pages, its Retry all.
+        In place, so a Retry all running here keeps sharing `results` and `finals`; what this replica knows too
+        (its own run's results) wins over the stored copy."""
+        for job, failure in stored.jobs.items():
+            self.jobs.setdefault(job, failure)
+        self.jobs = {job: self.jobs[job] for job in [*stored.jobs, *[j for j in self.jobs if j not in stored.jobs]]}
+        self.last_at = max(self.last_at, stored.last_at)
+        self.singles = max(self.singles, stored.singles)
+        self.ts = self.ts or stored.ts
+        pages = max(len(self.pages), len(stored.pages))
+        self.pages = [(self.pages[i] if i < len(self.pages) else "") or
+                      (stored.pages[i] if i < len(stored.pages) else "") for i in range(pages)]
+        self.requested.extend(job for job in stored.requested if job not in self.requested)
+        for job, result in stored.results.items():
+            self.results.setdefault(job, result)
+        for job, final in stored.finals.items():
+            self.finals.setdefault(job, final)
+        self.retry_by = self.retry_by or stored.retry_by
+        self.retry_at = self.retry_at or stored.retry_at
+
     def unretried(self) -> tuple[str, ...]:
         taken = set(self.requested)
         return tuple(job for job in self.jobs if job not in taken)

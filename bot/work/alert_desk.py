@@ -6,7 +6,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from typing import Any
 
@@ -74,12 +75,23 @@ class AlertDesk:
             alert = Alert.from_json(data)
             self._alerts[(alert.endpoint, alert.job)] = alert
 
-    def lock(self, key: Key) -> asyncio.Lock:
-        return self._locks.setdefault(key, asyncio.Lock())
+    @asynccontextmanager
+    async def lock(self, key: Key) -> AsyncIterator[None]:
+        """One read-modify-write of the job's alert at a time: in this process, and with several replicas on a
+        shared store across all of them (an advisory lock), so a failure redelivered to another replica finds
+        the alert the first delivery posted."""
+        async with self._locks.setdefault(key, asyncio.Lock()):
+            if not self.store.shared:
+                yield
+                return
+            async with self.store.lock(f"alert:{key[0]}/{key[1]}"):
+                yield
 
     async def get(self, endpoint: str, job: str) -> Alert | None:
+        """The job's alert. With a shared store it is read from the database every time (another replica may
+        have changed it); the cache serves a lone instance."""
         key = (endpoint, job)
-        if key not in self._alerts:
+        if key not in self._alerts or self.store.shared:
             data = await self.store.load_alert(endpoint, job)
             if data is not None:
                 self._alerts[key] = Alert.from_json(data)
@@ -140,17 +152,19 @@ class AlertDesk:
         """Redraw alerts whose retry deadline passed, so nobody presses a Retry that can no longer work; and alerts
         whose retry budget freed up, so Retry comes back."""
         now = self.clock()
+        if self.store.shared:  # alerts other replicas posted or changed are swept too (whoever gets there first)
+            await self.load()
         stale = [a for a in self._alerts.values() if a.ts and a.retry_offered and now >= a.deadline
                  and a.phase in (Phase.FAILED, Phase.FAILED_AGAIN, Phase.REFUSED)]
         for alert in stale:
             async with self.lock((alert.endpoint, alert.job)):
-                current = self._alerts.get((alert.endpoint, alert.job))
-                if current is alert:  # unchanged while we waited for the lock
+                current = await self.get(alert.endpoint, alert.job)
+                if current == alert:  # unchanged while we waited for the lock
                     await self.save(expired(alert))
         freed = [key for key, until in self._blocked_until.items() if now >= until]
         for key in freed:
             async with self.lock(key):
-                freed_alert = self._alerts.get(key)
+                freed_alert = await self.get(*key)
                 if freed_alert is not None and self._blocked_until.get(key, now + 1) <= now:
                     await self.save(freed_alert)
         return len(stale)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from typing import Any
 
 import aiohttp
 from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from bot.core import messages
 from bot.core.alerts import BadJobBody, parse_job_body
@@ -21,7 +23,7 @@ from bot.runpod import RunPodClient
 from bot.runpod.limits import RunPodLimits
 from bot.slack.out import SlackOut, make_client
 from bot.slack.outbox import Outbox
-from bot.store import LEASE_SECONDS, Store, open_store
+from bot.store import LEASE_SECONDS, Store, StoreUnavailable, open_store
 from bot.work.access import AccessPolicy
 from bot.work.alert_desk import AlertDesk
 from bot.work.bulk import BulkRunner
@@ -35,6 +37,9 @@ log = logging.getLogger(__name__)
 
 # Alerts, storms and seen failures older than this are dropped at start-up; the audit trail is kept.
 KEEP_SECONDS = 7 * 24 * 3600.0
+# Replicas tell each other about webhooks for followed jobs on this topic: the one following the job ends it at once.
+FOLLOW_TOPIC = "follow"
+MAX_FOLLOW_NEWS = 7000  # bytes; a bigger webhook body is announced without it (its follower asks /status instead)
 
 
 class Runtime:
@@ -74,6 +79,23 @@ class Runtime:
         self._stopping = asyncio.Event()
         self._sweeper: asyncio.Task[None] | None = None
         self._leases: asyncio.Task[None] | None = None
+        self.database_lost_at: float | None = None  # when the database was last found unreachable (None: fine)
+        if self.store.shared:
+            self.store.subscribe(FOLLOW_TOPIC, self._followed_elsewhere)
+
+    @property
+    def database_lost(self) -> bool:
+        return self.database_lost_at is not None
+
+    def database_state(self, reachable: bool) -> None:
+        """What a lease renewal, /healthz or a request found: logged once when it changes."""
+        if reachable and self.database_lost_at is not None:
+            log.warning("the database is reachable again (it was away for %.0f s)", time.time() - self.database_lost_at)
+            self.database_lost_at = None
+        elif not reachable and self.database_lost_at is None:
+            log.error("the database (RUNPOD_RETRY_DB) cannot be reached; commands and clicks are answered with "
+                      "'try again in a minute' until it is back")
+            self.database_lost_at = time.time()
 
     async def _group_members(self, group: str) -> list[str]:
         response = await self.client.usergroups_users_list(usergroup=group)
@@ -125,11 +147,15 @@ class Runtime:
         while not self._stopping.is_set():
             try:
                 await self.store.renew(time.time())
+                self.database_state(True)
                 if self.store.shared:
                     adopted = await self.store.adopt(time.time())
                     self.outbox.resume(adopted.outbox)
                     if adopted.follows:
                         await self.follower.resume_all()
+            except StoreUnavailable as exc:
+                self.database_state(False)
+                log.warning("could not renew this replica's leases: %s", exc)
             except Exception:
                 log.exception("could not renew this replica's leases")
             with contextlib.suppress(TimeoutError):
@@ -164,6 +190,9 @@ class Runtime:
         if self.follower.nudge(endpoint, job, body):
             self.metrics.webhooks.labels(result="followed").inc()
             return "followed"
+        if self.store.shared:
+            # Another replica may be following it: the one that owns the follow ends it at once.
+            self.background.spawn(self._tell_followers(endpoint, job, body), name=f"follow news {endpoint}/{job}")
         if status not in RETRYABLE:
             if status in TERMINAL:
                 # An alert still offering Retry for a job that ended another way (retried outside this app,
@@ -179,6 +208,26 @@ class Runtime:
         self.background.spawn(self.failure(endpoint, body), name=f"alert {endpoint}/{job}")
         return "accepted"
 
+    async def _tell_followers(self, endpoint: str, job: str, body: dict[str, Any]) -> None:
+        news = json.dumps({"endpoint": endpoint, "job": job, "body": body})
+        if len(news.encode()) > MAX_FOLLOW_NEWS:
+            news = json.dumps({"endpoint": endpoint, "job": job, "body": {"id": job}})  # a wake-up: ask /status
+        try:
+            await self.store.publish(FOLLOW_TOPIC, news)
+        except Exception as exc:  # the follower still polls /status: the end is only later, not lost
+            log.warning("could not tell the other replicas about job %s on %s: %s", job, endpoint, exc)
+
+    def _followed_elsewhere(self, news: str) -> None:
+        """Another replica (or this one) got a webhook for a job: if this replica follows it, that ends the wait."""
+        try:
+            data = json.loads(news)
+            endpoint, job, body = str(data["endpoint"]), str(data["job"]), dict(data.get("body") or {})
+        except (ValueError, KeyError, TypeError):
+            log.warning("ignored a malformed follow message from another replica")
+            return
+        if self.follower.nudge(endpoint, job, body):
+            self.metrics.webhooks.labels(result="followed").inc()
+
     async def failure(self, endpoint: str, body: dict[str, Any], channel: str | None = None) -> tuple[str, Any]:
         job, status = parse_job_body(body)
         await self.store.record_failure(endpoint, job, status, str(body.get("error") or "")[:500] or None,
@@ -191,10 +240,26 @@ class Runtime:
         """Run a listener's work; any unexpected failure is told to the person who asked, never swallowed."""
         try:
             await work
+        except StoreUnavailable as exc:
+            self.database_state(False)
+            log.warning("could not handle %s: %s", what, exc, extra={"user": who.user})
+            await self.tell_directly(who, messages.database_unreachable())
         except Exception as exc:
             log.exception("unexpected failure while handling %s", what, extra={"user": who.user})
             await self.out.ephemeral(who.channel, who.user, messages.internal_error(what, type(exc).__name__),
                                      who.response_url)
+
+    async def tell_directly(self, who: Who, msg: dict[str, Any]) -> None:
+        """Privately, without the outbox (it stores every call first, and the database is away)."""
+        try:
+            if who.response_url:
+                await AsyncWebhookClient(who.response_url, session=self.client.session).send(
+                    text=msg["text"], blocks=msg.get("blocks"), response_type="ephemeral")
+            else:
+                await self.client.chat_postEphemeral(channel=who.channel, user=who.user, text=msg["text"],
+                                                     blocks=msg.get("blocks"))
+        except Exception:
+            log.exception("could not tell the person the database is unreachable", extra={"user": who.user})
 
 
 __all__ = ["BadJobBody", "Runtime"]

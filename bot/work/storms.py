@@ -8,10 +8,12 @@ too, and Retry all covers them; the exactly-once claim keeps a job from being re
 
 from __future__ import annotations
 
+import json
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import replace
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import asdict, replace
 from typing import Any
 
 from bot.core import messages
@@ -29,6 +31,9 @@ log = logging.getLogger(__name__)
 MAIN = "main"
 PAGE_SIZE = 200  # jobs per message of the job list in the thread (about a dozen sections at most)
 MEMORY_SECONDS = 24 * 3600.0
+# With a shared store, a storms-table row per endpoint keeps its failures in the window and its open storm, so every
+# replica groups as one would.
+WINDOW = "window:"
 
 
 class StormDesk:
@@ -51,6 +56,8 @@ class StormDesk:
         """After a restart: storms come back, an open one keeps collecting, Retry all's follows report again."""
         now = self.clock()
         for data in await self.store.recent_storms(now - MEMORY_SECONDS):
+            if '"window"' in data[:20]:  # an endpoint's window (shared store), read under its lock when needed
+                continue
             storm = Storm.from_json(data)
             # Jobs whose retry never got an answer before the stop: offer them to Retry all again.
             storm.requested = [job for job in storm.requested if job in storm.results]
@@ -67,19 +74,67 @@ class StormDesk:
     async def failure(self, endpoint: str, body: dict[str, Any], channel: str) -> tuple[str, Any]:
         """A job failed. Returns what the alert desk returns, or ("grouped" | "duplicate", storm).
 
-        Decides without awaiting, so hundreds of webhooks arriving together give exactly one grouped alert.
+        Decides without awaiting, so hundreds of webhooks arriving together give exactly one grouped alert; with a
+        shared store, under the endpoint's lock with the window read from and written back to the database, so
+        webhooks spread over replicas are grouped exactly as on one.
         """
         job, status = parse_job_body(body)
         error = trim_error(body.get("error"))
-        now = self.clock()
-        storm = self._collecting(endpoint, now) or self._count(endpoint, channel, job, StormJob(status, error, now))
+        async with self._shared(endpoint):
+            now = self.clock()
+            storm = (self._collecting(endpoint, now)
+                     or self._count(endpoint, channel, job, StormJob(status, error, now)))
+            added = storm is not None and storm.add(job, status, error, now)
+            if self.store.shared:
+                await self._persist(endpoint)
         if storm is None:
             return await self.desk.failure(endpoint, body, channel)
-        if not storm.add(job, status, error, now):
+        if not added:
             self.metrics.duplicates.labels(kind="webhook").inc()
             return "duplicate", storm
         self._mark(storm, job)
         return "grouped", storm
+
+    @asynccontextmanager
+    async def _shared(self, endpoint: str, storm_key: str | None = None) -> AsyncIterator[None]:
+        """Alone: nothing. With a shared store: the endpoint's storm lock, holding the window and storms as the
+        database has them (another replica may have changed them since)."""
+        if not self.store.shared:
+            yield
+            return
+        async with self.store.lock(f"storm:{endpoint}"):
+            data = await self.store.load_storm(WINDOW + endpoint)
+            window = json.loads(data) if data else {}
+            self._recent[endpoint] = {job: StormJob(**f) for job, f in (window.get("recent") or {}).items()}
+            for key in {k for k in (window.get("open"), storm_key) if k}:
+                await self._refresh(key)
+            opened = self._storms.get(window.get("open") or "")
+            if opened is not None:
+                self._open[endpoint] = opened
+            else:
+                self._open.pop(endpoint, None)
+            yield
+
+    async def _refresh(self, key: str) -> Storm | None:
+        """The storm as the store has it, merged into this replica's copy (kept: a Retry all may share it)."""
+        data = await self.store.load_storm(key)
+        if data is None:
+            return self._storms.get(key)
+        stored = Storm.from_json(data)
+        mine = self._storms.get(key)
+        if mine is None:
+            self._storms[key] = mine = stored
+        else:
+            mine.merge(stored)
+        return mine
+
+    async def _persist(self, endpoint: str) -> None:
+        opened = self._open.get(endpoint)
+        recent = {job: asdict(f) for job, f in self._recent.get(endpoint, {}).items()}
+        await self.store.save_storm(WINDOW + endpoint, json.dumps({"window": endpoint, "recent": recent,
+                                                                   "open": opened.key if opened else None}))
+        if opened is not None:
+            await self.store.save_storm(opened.key, opened.to_json())
 
     def _collecting(self, endpoint: str, now: float) -> Storm | None:
         storm = self._open.get(endpoint)
@@ -96,7 +151,7 @@ class StormDesk:
         if job in seen or len(seen) + 1 < self.settings.storm_threshold:
             seen.setdefault(job, failure)
             return None
-        del self._recent[endpoint]
+        self._recent[endpoint] = {}
         self._forget_old(failure.at)
         storm = Storm(endpoint, channel, started=failure.at, last_at=failure.at, jobs=dict(seen), singles=len(seen))
         self._open[endpoint] = storm
@@ -128,7 +183,13 @@ class StormDesk:
             pacer.mark(f"page:{storm.page_of(job, PAGE_SIZE)}")
 
     async def _write(self, storm: Storm, part: str) -> None:
-        """One Slack call: the grouped alert, or one page of its job list. Then the state is saved."""
+        """One Slack call: the grouped alert, or one page of its job list. Then the state is saved. With a shared
+        store under the endpoint's lock, from the stored state: one replica posts the grouped alert and each page,
+        and whichever replica redraws it draws every failure any replica added."""
+        async with self._shared(storm.endpoint, storm.key):
+            await self._write_part(storm, part)
+
+    async def _write_part(self, storm: Storm, part: str) -> None:
         if part == MAIN:
             msg = messages.storm_alert(storm, self.clock(), enabled=self.service.access.enabled(storm.endpoint))
             if storm.ts is None:
@@ -159,6 +220,8 @@ class StormDesk:
 
     async def find(self, endpoint: str, storm_id: str) -> Storm | None:
         key = f"{endpoint}/{storm_id}"
+        if self.store.shared:
+            return await self._refresh(key)
         if key not in self._storms:
             data = await self.store.load_storm(key)
             if data is not None:
@@ -181,19 +244,26 @@ class StormDesk:
             return
         if not await self.service.gate(who, endpoint, storm.unretried()):
             return
-        if storm.running and storm.retry_by and storm.retry_at:
+        async with self._shared(endpoint, storm.key):
+            # Another replica's Retry all took every job and some have not ended: it is running, there.
+            elsewhere = self.store.shared and not storm.unretried() and not storm.tally().ended
+            busy = (storm.running or elsewhere) and storm.retry_by and storm.retry_at
+            jobs = () if busy else storm.unretried()
+            if jobs:
+                # No await since the check above: a second click sees `running` (other replicas: the store).
+                storm.running, storm.retry_by, storm.retry_at = True, who.user, self.clock()
+                storm.requested.extend(jobs)
+                if self.store.shared:
+                    await self.store.save_storm(storm.key, storm.to_json())
+        if busy and storm.retry_by and storm.retry_at:
             self.metrics.duplicates.labels(kind=who.source.value).inc()
             await self.out.ephemeral(who.channel, who.user,
                                      messages.retry_all_running(storm.retry_by, storm.retry_at, viewer=who.user),
                                      who.response_url)
             return
-        jobs = storm.unretried()
         if not jobs:
             await self.out.ephemeral(who.channel, who.user, messages.nothing_to_retry(endpoint), who.response_url)
             return
-        # No await since the check above: a second click sees `running`.
-        storm.running, storm.retry_by, storm.retry_at = True, who.user, self.clock()
-        storm.requested.extend(jobs)
         self._mark(storm, None)
         try:
             await self.bulk.run(self._run(storm, who, jobs))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import time
 import uuid
 from dataclasses import dataclass
@@ -43,6 +44,8 @@ class SocketModeMixin:
         self._sockets: list[_LiveSocket] = []
         self._sent_at: dict[str, float] = {}
         self._acks: dict[str, _Ack] = {}
+        self.socket_rng = random.Random()
+        self.socket_sent_to: dict[str, int] = {}  # envelope_id -> the socket (its number in the URL) it went to
 
     def _connections_open(self, call: Any) -> JSONDict:
         self._socket_counter += 1
@@ -98,8 +101,10 @@ class SocketModeMixin:
         count: int = await poll_until(lambda: self.live_sockets, timeout, self._describe_sockets)
         return count
 
-    async def socket_send(self, type_: str, payload: JSONDict, accepts_response_payload: bool = True) -> str:
-        """Send an envelope to the newest live socket; returns its envelope_id."""
+    async def socket_send(self, type_: str, payload: JSONDict, accepts_response_payload: bool = True, *,
+                          spread: bool = False) -> str:
+        """Send an envelope to the newest live socket (`spread`: to a random one, as Slack does when an app holds
+        several connections); returns its envelope_id."""
         if not self._sockets:
             raise RuntimeError("no live Socket Mode connection")
         envelope_id = str(uuid.uuid4())
@@ -110,7 +115,9 @@ class SocketModeMixin:
         if type_ == "events_api":
             envelope |= {"retry_attempt": 0, "retry_reason": ""}
         self._sent_at[envelope_id] = time.monotonic()
-        await self._sockets[-1].ws.send_json(envelope)
+        sock = self.socket_rng.choice(self._sockets) if spread else self._sockets[-1]
+        self.socket_sent_to[envelope_id] = sock.n
+        await sock.ws.send_json(envelope)
         return envelope_id
 
     async def send_disconnect(self, reason: str = "refresh_requested") -> None:

@@ -80,7 +80,7 @@ from bot.core.messages.command import (
     usage_error,
     without_thread_hint,
 )
-from bot.core.messages.errors import bad_button, internal_error, shutting_down
+from bot.core.messages.errors import bad_button, database_unreachable, internal_error, shutting_down
 from bot.core.messages.follow import follow_gave_up, follow_outcome, follow_resumed, follow_trouble
 from bot.core.messages.history import attempt_words, audit_lines, audit_text, history_message, how_words
 from bot.core.messages.storm import (
@@ -132,6 +132,7 @@ __all__ = [
     "command_parent",
     "confirm_dialog",
     "context",
+    "database_unreachable",
     "escape",
     "failed_cancelled",
     "failed_none",

@@ -17,6 +17,13 @@ def shutting_down() -> Message:
                                                      "again in a few seconds.")])
 
 
+def database_unreachable() -> Message:
+    return message("The app cannot reach its database right now; try again in a minute",
+                   [section(":warning: The app cannot reach its database right now; try again in a minute. "
+                            "Nothing was done: without its database the app cannot make sure a job is retried "
+                            "only once.")])
+
+
 def bad_button() -> Message:
     return message("That button's data is not valid",
                    [section(":warning: That button does not carry a valid endpoint and job ID, so nothing was done. "
