@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
@@ -103,6 +104,12 @@ class SqliteStore(Store):
         self._subscribers: dict[str, list[Callable[[str], None]]] = {}
 
     async def open(self) -> None:
+        folder = os.path.dirname(os.path.abspath(self.path))
+        if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+            # Said before aiosqlite starts its thread: a connect that fails there can outlive the event loop.
+            raise StoreUnavailable(f"cannot open the SQLite file {self.path!r}: its folder {folder!r} does not exist "
+                                   "or this user may not write there. Check that its folder exists and that this "
+                                   "user may write there.")
         try:
             await self._open()
         except (sqlite3.Error, OSError) as exc:
