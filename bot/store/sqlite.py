@@ -89,6 +89,10 @@ def _queued(row: Any) -> Queued:
                   after=Queued.decode(row["after"]) if "after" in row.keys() and row["after"] else None)
 
 
+def _writable_folder(folder: str) -> bool:
+    return os.path.isdir(folder) and os.access(folder, os.W_OK)
+
+
 class SqliteStore(Store):
     shared = False
 
@@ -105,7 +109,7 @@ class SqliteStore(Store):
 
     async def open(self) -> None:
         folder = os.path.dirname(os.path.abspath(self.path))
-        if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+        if not await asyncio.to_thread(_writable_folder, folder):
             # Said before aiosqlite starts its thread: a connect that fails there can outlive the event loop.
             raise StoreUnavailable(f"cannot open the SQLite file {self.path!r}: its folder {folder!r} does not exist "
                                    "or this user may not write there. Check that its folder exists and that this "
