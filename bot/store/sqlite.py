@@ -89,8 +89,10 @@ def _queued(row: Any) -> Queued:
                   after=Queued.decode(row["after"]) if "after" in row.keys() and row["after"] else None)
 
 
-def _writable_folder(folder: str) -> bool:
-    return os.path.isdir(folder) and os.access(folder, os.W_OK)
+def _writable_folder(path: str) -> str | None:
+    """None when the file's folder exists and may be written to; else the folder."""
+    folder = os.path.dirname(os.path.abspath(path))
+    return None if os.path.isdir(folder) and os.access(folder, os.W_OK) else folder
 
 
 class SqliteStore(Store):
@@ -108,8 +110,8 @@ class SqliteStore(Store):
         self._subscribers: dict[str, list[Callable[[str], None]]] = {}
 
     async def open(self) -> None:
-        folder = os.path.dirname(os.path.abspath(self.path))
-        if not await asyncio.to_thread(_writable_folder, folder):
+        folder = await asyncio.to_thread(_writable_folder, self.path)
+        if folder is not None:
             # Said before aiosqlite starts its thread: a connect that fails there can outlive the event loop.
             raise StoreUnavailable(f"cannot open the SQLite file {self.path!r}: its folder {folder!r} does not exist "
                                    "or this user may not write there. Check that its folder exists and that this "
