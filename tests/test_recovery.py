@@ -3,6 +3,7 @@ it settles what a stop, an outage or an error cut off."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from typing import Any
 
@@ -50,3 +51,33 @@ async def test_a_follow_that_hits_an_unexpected_error_still_ends_and_lets_go_of_
     assert "unexpected error while following" in app.thread_text(ALERTS, alert["ts"])
     assert len(app.rt.follower) == 0 and await app.rt.store.follows() == []
     assert await app.rt.store.claimed(EP, "job-8") is None
+
+
+# ---------------------------------------------------------------- start-up
+
+
+def test_the_slack_client_retries_a_dropped_connection_twice_not_once():
+    from slack_sdk.http_retry.builtin_async_handlers import AsyncConnectionErrorRetryHandler
+
+    from bot.slack.out import make_client
+
+    client = make_client("xoxb-test", "http://127.0.0.1:9/api/")
+    handlers = [h for h in client.retry_handlers if isinstance(h, AsyncConnectionErrorRetryHandler)]
+    assert [h.max_retry_count for h in handlers] == [2]
+
+
+async def test_a_port_in_use_is_still_named_at_start_up(runpod, slack, tmp_path, capsys):
+    import socket
+
+    from bot.app.server import serve
+    from bot.infra.config import load_settings
+    from tests.harness import Harness
+
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = Harness(slack, runpod, tmp_path).env | {"PORT": str(port)}
+        code = await asyncio.wait_for(serve(load_settings(env)), timeout=20)
+    err = capsys.readouterr().err
+    assert code == 2 and f"could not listen on port {port}" in err and "Set PORT to a free port" in err

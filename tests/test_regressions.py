@@ -155,6 +155,37 @@ async def test_r5_follow_resumed_after_downtime_gives_up_without_checking_status
     assert "The retry worked" in thread, "the resumed follow gave up without one status check"
 
 
+# ------------------------------------------------------------------ R8: a Slack blip at start-up (resume) kills start
+
+
+async def test_r8_slack_blip_while_resuming_follows_aborts_startup_with_a_wrong_message(make_app, slack, runpod,
+                                                                                        capsys):
+    from bot.app.server import serve
+    from bot.infra.config import load_settings
+
+    runpod.add_job(EP, "job-t", status="FAILED", after_retry=("IN_PROGRESS",))
+    app = await make_app("http")
+    await app.command(f"{EP} job-t", user="U1")
+    await runpod.wait_for(lambda f: len(f.calls_to("status")) >= 2)
+    await app.stop()                                    # the follow is stored for the next start
+    app.app = None
+
+    slack.resets["chat.postMessage"] = 2                 # one dropped connection (and its one retry) at start-up
+    # ADAPTED: a start that succeeds serves until SIGTERM, so serve() runs as a task and gets SIGTERM once the
+    # resumed follow has said so in its thread (the version written first waited 20 s, then timed out).
+    import signal
+    server = asyncio.create_task(serve(load_settings(app.env)))
+    await slack.wait_for(lambda s: server.done() or any("Following job job-t again" in str(c.args)
+                                                        for c in s.calls_to("chat.postMessage")), timeout=20)
+    if not server.done():
+        await asyncio.sleep(0.3)
+        signal.raise_signal(signal.SIGTERM)
+    code = await asyncio.wait_for(server, timeout=20)
+    err = capsys.readouterr().err
+    print(f"\n[R8] python -m bot would exit with {code}; stderr: {err.strip()[:300]}")
+    assert code != 2, "a transient Slack error during resume made the app refuse to start"
+
+
 async def _rewind_alerts(db_path: str, seconds: float) -> int:
     import aiosqlite
     async with aiosqlite.connect(db_path) as db:
