@@ -4,10 +4,13 @@ it settles what a stop, an outage or an error cut off."""
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
+import time
 from typing import Any
 
 from bot.core import actions
+from tests.fakes.slack import SlackFault
 from tests.harness import button_value, message_text
 
 EP = "ep1"
@@ -33,6 +36,35 @@ async def post_alert(app: Any, runpod: Any, job: str, **opts: Any) -> dict[str, 
     return alert
 
 
+# ---------------------------------------------------------------- the webhook's inbox
+
+
+async def test_an_alert_slack_has_not_taken_survives_a_restart_and_is_posted_once(make_app, runpod, slack):
+    app = await make_app()
+    slack.script("chat.postMessage", *[SlackFault(status=503)] * 50)  # Slack is down for a while
+    status, _ = await app.webhook(EP, {"id": "job-4", **FAILED_BODY})
+    assert status == 200
+    await slack.wait_calls("chat.postMessage", 2)
+    stored = json.loads(await app.rt.store.load_alert(EP, "job-4"))
+    assert stored["ts"] is None and stored["posting"]
+    status, answer = await app.webhook(EP, {"id": "job-4", **FAILED_BODY})  # a redelivery meanwhile
+    assert (status, answer["result"]) == (200, "accepted")  # stored; its alert is the one on its way
+    await app.stop()
+    app.app = None
+
+    slack._faults.clear()  # Slack is back
+    await app.start()
+    await app.settle()
+    [alert] = app.top_level(ALERTS)
+    stored = json.loads(await app.rt.store.load_alert(EP, "job-4"))
+    assert stored["ts"] == alert["ts"] and not stored["posting"]
+    # Its buttons work: the app knows where it is.
+    runpod.add_job(EP, "job-4", status="FAILED", after_retry=("COMPLETED",))
+    await app.click(actions.RETRY, button_value(alert, actions.RETRY), message_ts=alert["ts"])
+    await app.settle()
+    assert "The retry worked" in app.thread_text(ALERTS, alert["ts"])
+
+
 # ---------------------------------------------------------------- follows, stale alerts, grouped alerts
 
 
@@ -51,6 +83,22 @@ async def test_a_follow_that_hits_an_unexpected_error_still_ends_and_lets_go_of_
     assert "unexpected error while following" in app.thread_text(ALERTS, alert["ts"])
     assert len(app.rt.follower) == 0 and await app.rt.store.follows() == []
     assert await app.rt.store.claimed(EP, "job-8") is None
+
+
+async def test_retry_all_clicked_after_the_deadline_is_refused_and_the_alert_redrawn(make_app, runpod, slack):
+    app = await make_app(RUNPOD_STORM_THRESHOLD="3")
+    for i in range(3):
+        runpod.add_job(EP, f"job-{i}", status="FAILED")
+        await app.webhook(EP, {"id": f"job-{i}", **FAILED_BODY})
+    await app.settle()
+    [storm] = [m for m in app.top_level(ALERTS) if "jobs failed on endpoint" in message_text(m)]
+    value = button_value(storm, actions.RETRY_ALL)
+    app.rt.storms.clock = lambda: time.time() + 31 * 60  # before the sweep came round
+    ack = await app.click(actions.RETRY_ALL, value, message_ts=storm["ts"])
+    await app.settle()
+    assert "Too late to retry" in told(app, ack)
+    assert runpod.calls_to("retry") == []
+    assert actions.RETRY_ALL not in json.dumps(app.slack.messages[(ALERTS, storm["ts"])])
 
 
 # ---------------------------------------------------------------- start-up

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -20,6 +21,7 @@ from aiohttp import web
 from bot.core import actions
 from tests.fakes import FakeSlack
 from tests.fakes._server import reset_connection
+from tests.fakes.slack import SlackFault
 from tests.harness import APP_TOKEN, BOT_TOKEN, button_value, message_text
 
 EP = "ep1"
@@ -109,6 +111,35 @@ async def test_r1b_slack_reset_during_follow_kills_the_follow_and_leaks_the_clai
     assert "The retry worked" in thread, "the outcome of the retried job was never reported"
 
 
+# ------------------------------------------------------------------ R2: webhook 200, alert never posted
+
+
+async def test_r2_webhook_answered_200_but_slack_5xx_loses_the_alert(make_app, slack, runpod):
+    app = await make_app("http")
+    slack.script("chat.postMessage", *[SlackFault(status=503)] * 3)  # ~2 s of Slack trouble
+    code, answer = await app.webhook(EP, {"id": "job-3", **FAILED_BODY})
+    await app.settle()
+    print("\n[R2] webhook answered:", code, answer)
+    await asyncio.sleep(3.0)   # Slack is healthy again; RunPod does not redeliver a 200
+    await app.settle()
+    stored = json.loads(await app.rt.store.load_alert(EP, "job-3"))
+    print("[R2] stored alert ts:", stored["ts"], "| alerts in channel:", len(app.top_level(ALERTS)))
+    assert code == 200
+    assert app.top_level(ALERTS), "RunPod was told 200, and the failure alert was never posted"
+
+
+async def test_r2b_webhook_answered_200_but_slack_reset_loses_the_alert(make_app, slack, runpod):
+    app = await make_app("http")
+    slack.resets["chat.postMessage"] = 2
+    code, answer = await app.webhook(EP, {"id": "job-4", **FAILED_BODY})
+    await app.settle()
+    print("\n[R2b] webhook answered:", code, answer)
+    await asyncio.sleep(2.0)
+    print("[R2b] stored alert:", await app.rt.store.load_alert(EP, "job-4"),
+          "| alerts in channel:", len(app.top_level(ALERTS)))
+    assert app.top_level(ALERTS), "RunPod was told 200, and the failure alert was never posted"
+
+
 # ------------------------------------------------------------------ R3: duplicate original webhook ends the follow
 
 
@@ -155,6 +186,23 @@ async def test_r5_follow_resumed_after_downtime_gives_up_without_checking_status
     assert "The retry worked" in thread, "the resumed follow gave up without one status check"
 
 
+# ------------------------------------------------------------------ R7: in-memory alerts never leave memory
+
+
+async def test_r7_alert_desk_memory_only_grows(make_app, slack, runpod):
+    app = await make_app("http", RUNPOD_STORM_THRESHOLD="100000")
+    for i in range(300):
+        await app.webhook(f"ep{i % 50}", {"id": f"job-{i}", **FAILED_BODY})
+    await app.settle(30)
+    desk = app.rt.desk
+    desk.clock = lambda: time.time() + 2 * 24 * 3600   # two days later (MEMORY_SECONDS is one day)
+    await desk.sweep_expired()
+    await app.webhook("ep0", {"id": "job-new", **FAILED_BODY})
+    await app.settle()
+    print(f"\n[R7] two days later: {len(desk._alerts)} alerts and {len(desk._locks)} locks held in memory")
+    assert len(desk._alerts) < 300, "alerts older than MEMORY_SECONDS are never dropped from memory"
+
+
 # ------------------------------------------------------------------ R8: a Slack blip at start-up (resume) kills start
 
 
@@ -186,6 +234,29 @@ async def test_r8_slack_blip_while_resuming_follows_aborts_startup_with_a_wrong_
     assert code != 2, "a transient Slack error during resume made the app refuse to start"
 
 
+# ------------------------------------------------------------------ R9: shutdown waits for the expiry sweep
+
+
+async def test_r9_sigterm_waits_for_a_whole_expiry_sweep(make_app, slack, runpod):
+    app = await make_app("http", RUNPOD_STORM_THRESHOLD="100000")
+    for i in range(15):
+        await app.webhook(f"ep{i}", {"id": f"job-{i}", **FAILED_BODY})
+    await app.settle()
+    await app.stop()
+    app.app = None
+    # The app was down across the alerts' 30-minute retry deadline (or they expire together while it runs).
+    rows = await _rewind_alerts(app.env["RUNPOD_RETRY_DB"], 31 * 60)
+    slack.script("chat.update", *[SlackFault(status=429, headers={"Retry-After": "1"})] * 15)  # Slack rate-limits
+    await app.start()
+    await slack.wait_calls("chat.update", 1)
+    t0 = time.monotonic()
+    await app.stop()          # what SIGTERM runs (grace 8 s; README: "exits within 10")
+    took = time.monotonic() - t0
+    print(f"\n[R9] {rows} expired alerts; stop() took {took:.1f} s")
+    app.app = None
+    assert took < 10, "shutdown blocked behind the expiry sweep"
+
+
 async def _rewind_alerts(db_path: str, seconds: float) -> int:
     import aiosqlite
     async with aiosqlite.connect(db_path) as db:
@@ -197,3 +268,43 @@ async def _rewind_alerts(db_path: str, seconds: float) -> int:
                              (json.dumps(d), endpoint, job))
         await db.commit()
     return len(rows)
+
+
+# ------------------------------------------------------------------ R10: a grouped alert never loses Retry all
+
+
+async def test_r10_grouped_alert_keeps_retry_all_after_the_deadline(make_app, slack, runpod):
+    app = await make_app("http", RUNPOD_STORM_THRESHOLD="3")
+    jobs = [f"job-{i}" for i in range(6)]
+    for j in jobs:
+        runpod.add_job(EP, j, status="FAILED")
+        await app.webhook(EP, {"id": j, **FAILED_BODY})
+    await app.settle()
+    [storm] = [m for m in app.top_level(ALERTS) if "jobs failed on endpoint" in message_text(m)]
+    # 31 minutes later: RunPod has forgotten the jobs; the app's periodic sweep runs.
+    for j in jobs:
+        runpod.expire(EP, j)
+    later = lambda: time.time() + 31 * 60  # noqa: E731
+    app.rt.desk.clock = later
+    app.rt.storms.clock = later
+    await app.rt.desk.sweep_expired()
+    await app.settle()
+    shown = app.slack.messages[(ALERTS, storm["ts"])]
+    has_retry_all = actions.RETRY_ALL in json.dumps(shown)
+    print("\n[R10] grouped alert still offers Retry all after the deadline:", has_retry_all)
+    if has_retry_all:
+        await app.click(actions.RETRY_ALL, button_value(shown, actions.RETRY_ALL), message_ts=storm["ts"])
+        await app.settle()
+        print("[R10] clicking it made", len(runpod.calls_to("retry")), "RunPod /retry calls, answers:",
+              sorted({c.status for c in runpod.calls_to("retry")}))
+    assert not has_retry_all, "Retry all is still offered for jobs RunPod has forgotten"
+
+
+# ------------------------------------------------------------------ suspicions that did NOT reproduce (these pass)
+
+
+async def test_nr_simultaneous_duplicate_webhooks_give_one_alert(make_app, slack, runpod):
+    app = await make_app("http")
+    await asyncio.gather(*[app.webhook(EP, {"id": "job-d", **FAILED_BODY}) for _ in range(20)])
+    await app.settle()
+    assert len(app.top_level(ALERTS)) == 1

@@ -42,6 +42,7 @@ class Alert:
     note: str | None = None
     retry_offered: bool = True
     retries: int = 0
+    posting: bool = False         # its message is queued for Slack and `ts` not known yet
 
     @property
     def deadline(self) -> float:

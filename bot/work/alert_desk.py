@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 
@@ -29,6 +30,7 @@ from bot.core.alerts import (
 from bot.core.outcome import Outcome
 from bot.infra.metrics import Metrics
 from bot.slack.out import Place, SlackOut
+from bot.slack.outbox import Delivery
 from bot.store import Store
 from bot.work.events import MessageRef
 
@@ -38,10 +40,12 @@ Key = tuple[str, str]
 # RunPod redelivers a webhook up to twice, 10 s apart: a second failure of the same job inside this window
 # is the same failure.
 REDELIVERY_WINDOW = 5 * 60.0
-# Alerts older than this are no longer kept in memory (RunPod forgets the job after 30 minutes anyway).
+# Alerts untouched for this long leave memory (RunPod forgets the job after 30 minutes anyway); the store keeps them.
 MEMORY_SECONDS = 24 * 3600.0
 # How often alerts past their retry deadline are redrawn without their Retry button.
 SWEEP_SECONDS = 30.0
+# The outbox hook that records where an alert was posted, whenever (and by whichever replica) Slack takes it.
+POSTED_HOOK = "alert_posted"
 
 
 class AlertDesk:
@@ -54,6 +58,10 @@ class AlertDesk:
         self.clock = clock
         self._alerts: dict[Key, Alert] = {}
         self._locks: dict[Key, asyncio.Lock] = {}
+        # Other messages with a retry deadline (grouped alerts), redrawn by the same sweep.
+        self.sweepers: list[Callable[[], Awaitable[object]]] = []
+        self.stopping = asyncio.Event()  # shutdown began: a sweep under way stops between two alerts
+        out.outbox.on_sent(POSTED_HOOK, self._posted)
 
     async def load(self) -> None:
         for data in await self.store.recent_alerts(self.clock() - MEMORY_SECONDS):
@@ -80,28 +88,72 @@ class AlertDesk:
         return alert
 
     async def post(self, alert: Alert) -> Alert:
-        ts = await self.out.post(Place(alert.channel, thread_ts=alert.thread_ts),
-                                 messages.alert_message(alert, self.clock()))
-        if ts is None:
-            log.error("alert for job %s on %s could not be posted to %s", alert.job, alert.endpoint, alert.channel)
-        alert = replace(alert, ts=ts)
+        """Queue the alert's message and store the alert. Slack's trouble (a 5xx, a dropped connection, a restart
+        in between) delays the post, never loses it: the outbox sends it, then `_posted` records its ts.
+
+        Queued before it is stored: a crash between the two can post an alert twice, never lose one."""
+        alert = replace(alert, ts=None, posting=True)
+        await self.out.post_later(Place(alert.channel, thread_ts=alert.thread_ts),
+                                  messages.alert_message(alert, self.clock()),
+                                  after={"hook": POSTED_HOOK, "endpoint": alert.endpoint, "job": alert.job,
+                                         "shown": _fingerprint(alert)})
         self._alerts[(alert.endpoint, alert.job)] = alert
         await self.store.save_alert(alert.endpoint, alert.job, alert.to_json())
-        if ts:
-            self.metrics.alerts.labels(kind="single").inc()
         return alert
 
+    async def _posted(self, after: dict[str, Any], delivery: Delivery) -> None:
+        """The outbox sent (or could never send) an alert's message: record where it is."""
+        key = (str(after.get("endpoint")), str(after.get("job")))
+        async with self.lock(key):
+            alert = await self.get(*key)
+            if alert is None or alert.ts is not None:
+                return
+            if not delivery.ok or not delivery.ts:
+                log.error("alert for job %s on %s could not be posted to %s: %s", alert.job, alert.endpoint,
+                          alert.channel, delivery.error)
+                alert = replace(alert, posting=False)  # a redelivered failure may try again
+                self._alerts[key] = alert
+                await self.store.save_alert(alert.endpoint, alert.job, alert.to_json())
+                return
+            changed = _fingerprint(alert) != after.get("shown")
+            alert = replace(alert, ts=delivery.ts, posting=False)
+            self.metrics.alerts.labels(kind="single").inc()
+            if changed:  # someone acted on the job while its alert was on its way: show that
+                await self.save(alert)
+            else:
+                self._alerts[key] = alert
+                await self.store.save_alert(alert.endpoint, alert.job, alert.to_json())
+
     async def sweep_expired(self) -> int:
-        """Redraw alerts whose retry deadline passed, so nobody presses a Retry that can no longer work."""
+        """Redraw alerts whose retry deadline passed, so nobody presses a Retry that can no longer work; then the
+        grouped alerts (`sweepers`); then alerts untouched for MEMORY_SECONDS leave memory. Stops between two
+        alerts as soon as shutdown begins."""
         now = self.clock()
         stale = [a for a in self._alerts.values() if a.ts and a.retry_offered and now >= a.deadline
                  and a.phase in (Phase.FAILED, Phase.FAILED_AGAIN, Phase.REFUSED)]
         for alert in stale:
+            if self.stopping.is_set():
+                return 0
             async with self.lock((alert.endpoint, alert.job)):
                 current = self._alerts.get((alert.endpoint, alert.job))
                 if current is alert:  # unchanged while we waited for the lock
                     await self.save(expired(alert))
+        for sweep in self.sweepers:
+            if self.stopping.is_set():
+                return 0
+            await sweep()
+        self.forget_old(now)
         return len(stale)
+
+    def forget_old(self, now: float) -> None:
+        """Alerts untouched for MEMORY_SECONDS leave memory, and so do locks nobody holds: memory stays flat in a
+        process that runs for months. `get` reads an alert back from the store if a late click needs it."""
+        for key, alert in list(self._alerts.items()):
+            lock = self._locks.get(key)
+            if now - max(alert.ended_at, alert.acted_at or 0.0) > MEMORY_SECONDS and not (lock and lock.locked()):
+                del self._alerts[key]
+        for key in [k for k, lock in self._locks.items() if k not in self._alerts and not lock.locked()]:
+            del self._locks[key]
 
     async def keep_current(self, stop: asyncio.Event) -> None:
         """Until `stop`: sweep expired alerts every SWEEP_SECONDS."""
@@ -129,8 +181,12 @@ class AlertDesk:
         key = (endpoint, fresh.job)
         async with self.lock(key):
             existing = await self.get(endpoint, fresh.job)
+            if existing is not None and existing.ts is None and existing.posting:
+                # Its message is on its way to Slack (queued through an outage, or a restart): the same failure.
+                self.metrics.duplicates.labels(kind="webhook").inc()
+                return "duplicate", existing
             if existing is None or existing.ts is None:
-                # Never posted (Slack refused or was down): this delivery gets its chance to post it.
+                # Never posted (Slack refused it for good): this delivery gets its chance to post it.
                 alert = await (post or self.post)(fresh)
                 return "posted", alert
             recent = self.clock() - existing.ended_at < REDELIVERY_WINDOW
@@ -145,9 +201,9 @@ class AlertDesk:
                 self.metrics.duplicates.labels(kind="webhook").inc()
                 return "duplicate", existing
             alert = await self.save(failed_again_outside(existing, body, self.clock()))
-            if alert.ts:
-                await self.out.post(Place(alert.channel, thread_ts=alert.reply_thread), messages.alert_refailed(alert))
-            return "updated", alert
+        # Outside the lock: waiting on Slack must not hold up the job's other events.
+        await self.out.post(Place(alert.channel, thread_ts=alert.reply_thread), messages.alert_refailed(alert))
+        return "updated", alert
 
     # ---------------------------------------------------------------- job events (see bot.work.events)
 
@@ -158,13 +214,13 @@ class AlertDesk:
                 # A button on a message this app has no record of (lost database, or posted elsewhere): adopt it.
                 alert = Alert(endpoint=endpoint, job=job, channel=origin.channel, status="FAILED",
                               ended_at=self.clock(), ts=origin.ts, thread_ts=origin.thread_ts)
-            if alert is not None and alert.ts:
+            if alert is not None and (alert.ts or alert.posting):
                 await self.save(retrying(alert, user, self.clock()))
 
     async def retried(self, user: str, endpoint: str, job: str, outcome: Outcome) -> None:
         async with self.lock((endpoint, job)):
             alert = await self.get(endpoint, job)
-            if alert is not None and alert.ts:
+            if alert is not None and (alert.ts or alert.posting):
                 now = self.clock()
                 await self.save(requeued(alert, user, now, outcome.job_status) if outcome.ok
                                 else refused(alert, outcome))
@@ -178,11 +234,17 @@ class AlertDesk:
     async def progressed(self, endpoint: str, job: str, status: str) -> None:
         async with self.lock((endpoint, job)):
             alert = await self.get(endpoint, job)
-            if alert is not None and alert.ts and alert.phase is Phase.REQUEUED and alert.job_status != status:
+            if alert is not None and (alert.ts or alert.posting) and alert.phase is Phase.REQUEUED \
+                    and alert.job_status != status:
                 await self.save(progressed(alert, status))
 
     async def ended(self, endpoint: str, job: str, final: dict[str, Any] | None, reason: str) -> None:
         async with self.lock((endpoint, job)):
             alert = await self.get(endpoint, job)
-            if alert is not None and alert.ts and alert.phase in (Phase.RETRYING, Phase.REQUEUED):
+            if alert is not None and (alert.ts or alert.posting) and alert.phase in (Phase.RETRYING, Phase.REQUEUED):
                 await self.save(finished(alert, final, self.clock()) if final is not None else gave_up(alert, reason))
+
+
+def _fingerprint(alert: Alert) -> str:
+    """The alert's state as its message shows it (where it was posted left out)."""
+    return hashlib.sha256(replace(alert, ts=None, posting=False).to_json().encode()).hexdigest()[:16]

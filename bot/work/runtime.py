@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 
 # Alerts, storms and seen failures older than this are dropped at start-up; the audit trail is kept.
 KEEP_SECONDS = 7 * 24 * 3600.0
+# At shutdown, how long a periodic task (the expiry sweep, the lease keeper) may take to notice before it is cancelled.
+PERIODIC_GRACE = 1.0
 
 
 class Runtime:
@@ -64,7 +66,7 @@ class Runtime:
         self.bulk = BulkRunner(self.service, settings)
         self.storms = StormDesk(self.bulk, self.desk, settings)
         self.auth: dict[str, Any] | None = None
-        self._stopping = asyncio.Event()
+        self._stopping = self.desk.stopping  # one event: shutdown began
         self._sweeper: asyncio.Task[None] | None = None
         self._leases: asyncio.Task[None] | None = None
 
@@ -113,9 +115,14 @@ class Runtime:
 
     async def close(self, grace: float = 8.0) -> None:
         self._stopping.set()
-        for task in (self._sweeper, self._leases):
-            if task is not None:
-                await task
+        # The sweep stops between two alerts; what it is waiting for gets PERIODIC_GRACE, then it is cancelled.
+        periodic = {task for task in (self._sweeper, self._leases) if task is not None}
+        if periodic:
+            _done, late = await asyncio.wait(periodic, timeout=PERIODIC_GRACE)
+            for task in late:
+                task.cancel()
+            if late:
+                await asyncio.wait(late)
         self.follower.hand_over()
         cancelled = await self.background.drain(grace)
         if cancelled:

@@ -46,6 +46,7 @@ class StormDesk:
         self._open: dict[str, Storm] = {}                  # endpoint -> the storm collecting its failures
         self._storms: dict[str, Storm] = {}                # storm key -> storm, for the buttons
         self._pacers: dict[str, Pacer] = {}
+        desk.sweepers.append(self.sweep_expired)
 
     async def load(self) -> None:
         """After a restart: storms come back, an open one keeps collecting, Retry all's follows report again."""
@@ -104,6 +105,17 @@ class StormDesk:
         log.warning("%d jobs of endpoint %s failed within %.0f s: grouping their failures into one alert",
                     len(seen) + 1, endpoint, self.settings.storm_window)
         return storm
+
+    async def sweep_expired(self) -> int:
+        """Grouped alerts whose last job passed its retry deadline are redrawn once, without Retry all (run by the
+        alert desk's periodic sweep, as single alerts are)."""
+        now = self.clock()
+        stale = [storm for storm in self._storms.values()
+                 if storm.ts and not storm.running and not storm.expired and now >= storm.last_deadline]
+        for storm in stale:
+            storm.expired = True
+            self._mark(storm, None)
+        return len(stale)
 
     def _forget_old(self, now: float) -> None:
         """Storms idle for a day leave memory (RunPod forgot their jobs long ago); the store keeps them."""
@@ -183,6 +195,12 @@ class StormDesk:
         jobs = storm.unretried()
         if not jobs:
             await self.out.ephemeral(who.channel, who.user, messages.nothing_to_retry(endpoint), who.response_url)
+            return
+        if self.clock() >= storm.last_deadline:
+            # A message drawn before the deadline (its redraw has not run yet): RunPod has forgotten the jobs.
+            storm.expired = True
+            self._mark(storm, None)
+            await self.out.ephemeral(who.channel, who.user, messages.storm_expired(endpoint), who.response_url)
             return
         # No await since the check above: a second click sees `running`.
         storm.running, storm.retry_by, storm.retry_at = True, who.user, self.clock()

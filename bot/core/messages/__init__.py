@@ -65,6 +65,7 @@ from bot.core.messages.command import (
 from bot.core.messages.errors import bad_button, internal_error, shutting_down
 from bot.core.messages.follow import follow_gave_up, follow_outcome, follow_resumed, follow_trouble
 from bot.core.messages.history import audit_lines, audit_text, history_message
+from bot.core.messages.recovery import storm_expired
 from bot.core.messages.storm import (
     failed_cancelled,
     failed_none,
@@ -142,6 +143,7 @@ __all__ = [
     "shutting_down",
     "slack_time",
     "storm_alert",
+    "storm_expired",
     "storm_jobs_page",
     "storm_unknown",
     "tally_blocks",
