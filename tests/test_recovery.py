@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 from bot.core import actions
+from bot.core.alerts import retrying
 from tests.fakes.slack import SlackFault
 from tests.harness import button_value, message_text
 
@@ -65,6 +66,37 @@ async def test_an_alert_slack_has_not_taken_survives_a_restart_and_is_posted_onc
     assert "The retry worked" in app.thread_text(ALERTS, alert["ts"])
 
 
+# ---------------------------------------------------------------- the budget
+
+
+async def test_a_retry_whose_answer_was_lost_counts_toward_the_budget(make_app, runpod, slack):
+    runpod.add_job(EP, "job-6", status="FAILED")
+    app = await make_app(RUNPOD_RETRY_MAX_PER_JOB="1")
+    runpod.fault("retry", status=503)   # the retry's answer is a 503...
+    runpod.fault("status", status=503)  # ...and /status cannot tell whether it took effect
+    await app.command(f"{EP} job-6", user="U1")
+    await app.settle()
+    [entry] = await app.rt.store.history(10)
+    assert (entry["outcome"], entry["called"]) == ("server_error", 1)
+
+    ack = await app.command(f"{EP} job-6", user="U2")
+    await app.settle()
+    assert "already retried once in the last hour" in told(app, ack)
+    assert len(runpod.calls_to("retry")) == 1
+
+
+async def test_a_retry_runpod_refused_does_not_count_toward_the_budget(make_app, runpod, slack):
+    runpod.add_job(EP, "job-7", status="IN_PROGRESS")
+    app = await make_app(RUNPOD_RETRY_MAX_PER_JOB="1")
+    await app.command(f"{EP} job-7", user="U1")  # refused: the job is running
+    await app.settle()
+    runpod.job(EP, "job-7").status = "FAILED"
+    await app.command(f"{EP} job-7", user="U2")
+    await app.settle()
+    assert [c.status for c in runpod.calls_to("retry")][-1] == 200
+    assert [e["called"] for e in await app.rt.store.history(10)] == [1, 0]
+
+
 # ---------------------------------------------------------------- follows, stale alerts, grouped alerts
 
 
@@ -83,6 +115,19 @@ async def test_a_follow_that_hits_an_unexpected_error_still_ends_and_lets_go_of_
     assert "unexpected error while following" in app.thread_text(ALERTS, alert["ts"])
     assert len(app.rt.follower) == 0 and await app.rt.store.follows() == []
     assert await app.rt.store.claimed(EP, "job-8") is None
+
+
+async def test_a_new_failure_of_a_job_left_retrying_without_a_claim_updates_its_alert(make_app, runpod, slack):
+    app = await make_app()
+    alert = await post_alert(app, runpod, "job-9")
+    stale = await app.rt.desk.get(EP, "job-9")
+    await app.rt.desk.save(retrying(stale, "U1", time.time() - 600))  # work that was cut off long ago
+    await app.settle()
+    status, _ = await app.webhook(EP, {"id": "job-9", "status": "FAILED", "error": "worker lost"})
+    await app.settle()
+    stored = json.loads(await app.rt.store.load_alert(EP, "job-9"))
+    assert status == 200 and stored["phase"] == "failed_again" and stored["retry_offered"]
+    assert "Retrying" not in message_text(app.slack.messages[(ALERTS, alert["ts"])])
 
 
 async def test_retry_all_clicked_after_the_deadline_is_refused_and_the_alert_redrawn(make_app, runpod, slack):

@@ -80,6 +80,40 @@ async def claim_on(app, job: str, endpoint: str = EP):  # type: ignore[no-untype
 # ------------------------------------------------------------------ R1: claim leaked by a Slack network error
 
 
+async def test_r1_slack_reset_during_command_retry_leaks_the_claim_forever(make_app, slack, runpod):
+    app = await make_app("http")
+    alert = await post_alert(app, runpod, "job-1")
+
+    # Slack drops the connection on chat.update (the alert's "Retrying…" redraw) a few times in a row.
+    slack.resets["chat.update"] = 2
+    first = await app.command(f"{EP} job-1", user="U1")
+    await app.settle()
+    print("\n[R1] first command, user told:", told(app, first)[:200])
+    print("[R1] RunPod /retry calls after first command:", len(runpod.calls_to("retry")))
+    print("[R1] claim held:", await claim_on(app, "job-1"))
+    stored = json.loads(await app.rt.store.load_alert(EP, "job-1"))
+    print("[R1] stored alert phase:", stored["phase"])
+
+    # Slack is fine again. Another engineer tries the command.
+    # ADAPTED: with the fix the first retry goes through and the job completes, so the alert rightly has no Retry
+    # button left to click; the claim must be free and the alert settled all the same.
+    assert await claim_on(app, "job-1") is None
+    assert stored["phase"] != "retrying"
+    second = await app.command(f"{EP} job-1", user="U2")
+    await app.settle()
+    print("[R1] second command, user told:", told(app, second)[:200])
+    assert "Already retried by someone else" not in told(app, second)
+    print("[R1] RunPod /retry calls in total:", len(runpod.calls_to("retry")))
+    # A new failure of the job reported by RunPod is swallowed too:
+    code, answer = await app.webhook(EP, {"id": "job-1", "status": "FAILED", "error": "worker lost"})
+    await app.settle()
+    print("[R1] a new failure webhook for the job ->", code, answer,
+          "| alert now:", now_shown(app, alert)[:120].replace("\n", " "))
+
+    # Expected: RunPod was never called, so the job can still be retried by someone.
+    assert len(runpod.calls_to("retry")) >= 1, "the job could never be retried again (claim leaked)"
+
+
 async def test_r1b_slack_reset_during_follow_kills_the_follow_and_leaks_the_claim(make_app, slack, runpod):
     app = await make_app("http")
     job = None
@@ -184,6 +218,25 @@ async def test_r5_follow_resumed_after_downtime_gives_up_without_checking_status
     print("\n[R5] status calls after restart:", len(runpod.calls_to("status")) - before)
     print("[R5] last reply:", message_text(app.thread("C1", parent["ts"])[-1])[:200])
     assert "The retry worked" in thread, "the resumed follow gave up without one status check"
+
+
+# ------------------------------------------------------------------ R6: budget spent by calls RunPod refused
+
+
+async def test_r6_budget_counts_retries_runpod_never_took(make_app, slack, runpod):
+    runpod.add_job(EP, "job-b", status="FAILED")
+    app = await make_app("http")
+    runpod.fault("retry", status=503, body="<html>502 Bad Gateway</html>", times=3)   # a RunPod gateway blip
+    for user in ("U1", "U2", "U3"):
+        ack = await app.command(f"{EP} job-b", user=user)
+        await app.settle()
+    first = app.top_level("C1")[0]
+    print("\n[R6] first attempt's reply:", app.thread_text("C1", first["ts"])[:260].replace("\n", " "))
+    print("[R6] RunPod retries that took effect:", runpod.job(EP, "job-b").retries)
+    ack = await app.command(f"{EP} job-b", user="U4")   # RunPod is fine again
+    await app.settle()
+    print("[R6] 4th attempt, user told:", told(app, ack)[:220])
+    assert runpod.job(EP, "job-b").retries == 1, "refused by the hourly budget although RunPod never requeued it"
 
 
 # ------------------------------------------------------------------ R7: in-memory alerts never leave memory
@@ -301,6 +354,18 @@ async def test_r10_grouped_alert_keeps_retry_all_after_the_deadline(make_app, sl
 
 
 # ------------------------------------------------------------------ suspicions that did NOT reproduce (these pass)
+
+
+async def test_nr_mixed_simultaneous_clicks_and_commands_give_one_runpod_call(make_app, slack, runpod):
+    app = await make_app("http")
+    alert = await post_alert(app, runpod, "job-x")
+    value = button_value(alert, actions.RETRY)
+    await asyncio.gather(*[app.click(actions.RETRY, value, message_ts=alert["ts"], user=f"U{i}") for i in range(10)],
+                         *[app.command(f"{EP} job-x", user=f"V{i}") for i in range(10)])
+    await app.settle()
+    assert len(runpod.calls_to("retry")) == 1
+    # The claims moved from the service's memory to the store: "no claim left" is asked of the store.
+    assert await claim_on(app, "job-x") is None and len(app.rt.follower) == 0
 
 
 async def test_nr_simultaneous_duplicate_webhooks_give_one_alert(make_app, slack, runpod):

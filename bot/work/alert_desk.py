@@ -196,7 +196,7 @@ class AlertDesk:
             if recent and (existing.phase in (Phase.FAILED, Phase.FAILED_AGAIN) or same_failure):
                 self.metrics.duplicates.labels(kind="webhook").inc()
                 return "duplicate", existing
-            if existing.phase in (Phase.RETRYING, Phase.REQUEUED):
+            if existing.phase in (Phase.RETRYING, Phase.REQUEUED) and await self._in_flight(endpoint, fresh.job):
                 # A retry is in flight and its follower will report; this event is its echo or a race.
                 self.metrics.duplicates.labels(kind="webhook").inc()
                 return "duplicate", existing
@@ -204,6 +204,15 @@ class AlertDesk:
         # Outside the lock: waiting on Slack must not hold up the job's other events.
         await self.out.post(Place(alert.channel, thread_ts=alert.reply_thread), messages.alert_refailed(alert))
         return "updated", alert
+
+    async def _in_flight(self, endpoint: str, job: str) -> bool:
+        """Someone holds the job (a retry waiting for RunPod, or its follow): an alert saying so is current. With
+        no claim, "retrying" is left over from work that was cut off, and a new failure is news."""
+        try:
+            return await self.store.claimed(endpoint, job) is not None
+        except Exception:
+            log.exception("could not check whether job %s on %s is being retried", job, endpoint)
+            return True
 
     # ---------------------------------------------------------------- job events (see bot.work.events)
 

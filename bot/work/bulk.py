@@ -168,37 +168,29 @@ class BulkRunner:
         run.changed(job)
 
     async def _retry(self, run: BulkRun, job: str) -> JobResult:
+        """Exactly once and the retry budget, per job, then the retry. A refusal is an outcome like any other:
+        recorded, listed in the summary, never a silent skip (and not one private message per job)."""
         who, endpoint, key = run.who, run.endpoint, (run.endpoint, job)
-        refusal = await self._admit(who, endpoint, job)
-        if refusal is not None:
-            return refusal
-        # Registered before the call: a job that ends quickly may end before `attempt` returns.
-        self._following[key] = run
-        try:
-            outcome = await self.service.attempt(who, endpoint, job, run.place, post=False)
-        finally:
-            if self.follower.following(endpoint, job) is None:
-                self._following.pop(key, None)
-                self.service.release(endpoint, job)
+        async with self.service.claims.hold(endpoint, job, who.user) as hold:
+            if hold.taken_by is not None:
+                self.service.metrics.duplicates.labels(kind=who.source.value).inc()
+                return await self._refused(who, endpoint, job, "duplicate",
+                                           f"refused: already being retried (by {hold.taken_by.user})")
+            budget = await self.service.over_budget(endpoint, job)
+            if budget is not None:
+                self.service.metrics.refusals.labels(reason="budget").inc()
+                limit = self.settings.max_retries_per_job
+                times = "once" if limit == 1 else f"{limit} times"
+                return await self._refused(who, endpoint, job, "budget",
+                                           f"refused: already retried {times} in the last hour (the limit)", budget)
+            # Registered before the call: a job that ends quickly may end before `attempt` returns.
+            self._following[key] = run
+            try:
+                outcome = await self.service.attempt(who, endpoint, job, run.place, hold, post=False)
+            finally:
+                if self.follower.following(endpoint, job) is None:
+                    self._following.pop(key, None)
         return JobResult.of(outcome)
-
-    async def _admit(self, who: Who, endpoint: str, job: str) -> JobResult | None:
-        """Exactly once and the retry budget, per job. A refusal is an outcome like any other: recorded,
-        listed in the summary, never a silent skip (and not one private message per job)."""
-        existing = self.service.claim(endpoint, job, who.user)
-        if existing is not None:
-            self.service.metrics.duplicates.labels(kind=who.source.value).inc()
-            return await self._refused(who, endpoint, job, "duplicate",
-                                       f"refused: already being retried (by {existing.user})")
-        budget = await self.service.over_budget(endpoint, job)
-        if budget is not None:
-            self.service.release(endpoint, job)
-            self.service.metrics.refusals.labels(reason="budget").inc()
-            limit = self.settings.max_retries_per_job
-            times = "once" if limit == 1 else f"{limit} times"
-            return await self._refused(who, endpoint, job, "budget",
-                                       f"refused: already retried {times} in the last hour (the limit)", budget)
-        return None
 
     async def _refused(self, who: Who, endpoint: str, job: str, code: str, detail: str,
                        audit_detail: str | None = None) -> JobResult:

@@ -19,6 +19,7 @@ from bot.slack.out import Place, SlackOut
 from bot.store import AuditEntry, Store
 from bot.work.access import AccessPolicy
 from bot.work.audit_channel import AuditChannel
+from bot.work.claims import Claims, Hold
 from bot.work.events import JobEvents, MessageRef
 from bot.work.follow import Follower, FollowTarget
 
@@ -26,7 +27,6 @@ log = logging.getLogger(__name__)
 
 BUDGET_WINDOW = 3600.0
 PROBE_AFTER = UNCERTAIN | {Kind.REFUSED}
-Key = tuple[str, str]
 
 
 class Source(StrEnum):
@@ -34,12 +34,6 @@ class Source(StrEnum):
     BUTTON = "button"
     BULK = "bulk"
     RETRY_ALL = "retry_all"
-
-
-@dataclass(frozen=True)
-class Claim:
-    user: str
-    at: float
 
 
 @dataclass(frozen=True)
@@ -66,9 +60,10 @@ class RetryService:
         self.settings = settings
         self.background = background
         self.clock = clock
-        self.claims: dict[Key, Claim] = {}
+        self.claims = Claims(store, background, clock)
         self.audit_channel = AuditChannel(out, settings.audit_channel, background) if settings.audit_channel else None
-        follower.on_end.append(lambda target, _final: self.release(target.endpoint, target.job))
+        # A follow holds its job's claim until the job ends.
+        follower.on_end.append(lambda target, _final: self.claims.follow_ended(target.endpoint, target.job))
 
     # ---------------------------------------------------------------- rules
 
@@ -88,25 +83,6 @@ class RetryService:
         await self.refuse(who, endpoint, jobs, reason, "access")
         return False
 
-    def claim(self, endpoint: str, job: str, user: str) -> Claim | None:
-        """Take the job for one retry. Returns the existing claim when someone already has it.
-
-        No await between the check and the set: on one event loop this is atomic, so simultaneous clicks
-        give exactly one RunPod call.
-        """
-        key = (endpoint, job)
-        existing = self.claims.get(key)
-        if existing is not None:
-            return existing
-        following = self.follower.following(endpoint, job)
-        if following is not None:
-            return Claim(following.user, following.started)
-        self.claims[key] = Claim(user, self.clock())
-        return None
-
-    def release(self, endpoint: str, job: str) -> None:
-        self.claims.pop((endpoint, job), None)
-
     async def over_budget(self, endpoint: str, job: str) -> str | None:
         used = await self.store.retries_since(endpoint, job, self.clock() - BUDGET_WINDOW)
         limit = self.settings.max_retries_per_job
@@ -117,11 +93,9 @@ class RetryService:
                 f"limit is {limit}). A job that keeps failing needs a human look at its input or its worker, "
                 "not another retry.")
 
-    async def admit(self, who: Who, endpoint: str, job: str) -> bool:
-        """Access, exactly-once and budget for one job. True means the job is claimed for `who`."""
-        if not await self.gate(who, endpoint, (job,)):
-            return False
-        existing = self.claim(endpoint, job, who.user)
+    async def admitted(self, who: Who, endpoint: str, job: str, hold: Hold) -> bool:
+        """Exactly once and the hourly budget, inside `claims.hold`. False (and the person told) when refused."""
+        existing = hold.taken_by
         if existing is not None:
             self.metrics.duplicates.labels(kind=who.source.value).inc()
             await self.record(AuditEntry(who.user, who.channel, endpoint, job, who.source, "refused:duplicate",
@@ -132,7 +106,6 @@ class RetryService:
             return False
         budget = await self.over_budget(endpoint, job)
         if budget is not None:
-            self.release(endpoint, job)
             await self.refuse(who, endpoint, (job,), budget, "budget")
             return False
         return True
@@ -170,54 +143,66 @@ class RetryService:
         except RunPodError as exc:
             return classify_error(endpoint, job, exc)
 
-    async def attempt(self, who: Who, endpoint: str, job: str, place: Place, *, post: bool = True,
+    async def attempt(self, who: Who, endpoint: str, job: str, place: Place, hold: Hold, *,
+                      origin: MessageRef | None = None, announce: bool = False, post: bool = True,
                       follow: bool = True) -> Outcome:
-        """Retry a claimed job: call, record, reply, announce, follow. Releases the claim unless the job is now
-        being followed."""
-        log_ctx = ctx(user=who.user, channel=who.channel, endpoint=endpoint, job=job, source=who.source.value)
+        """Retry a job claimed by `hold`: call, record, reply, announce, follow (the follow keeps the claim)."""
         try:
+            if announce:
+                await self.events.retrying(who.user, endpoint, job, origin)
             outcome = await self.call_retry(endpoint, job)
-            self.metrics.retries.labels(outcome=outcome.kind.value, source=who.source.value).inc()
-            log.info("retry %s", outcome.kind.value, extra={**log_ctx, "http_status": outcome.http_status})
-            await self.record(AuditEntry(who.user, who.channel, endpoint, job, who.source, outcome.kind.value,
-                                         called=True, http_status=outcome.http_status, job_status=outcome.job_status,
-                                         detail=None if outcome.ok else (outcome.excerpt or outcome.summary)[:300]))
-            if post:
-                await self.out.post_outcome(place, outcome)
-            await self.events.retried(who.user, endpoint, job, outcome)
-            if outcome.ok and follow:
-                await self.follower.start(FollowTarget(
-                    endpoint, job, place.channel, place.thread_ts, who.user, who.source.value, self.clock(),
-                    response_url=place.response_url if place.via_response_url else None, quiet=not post))
-            return outcome
+            await self.conclude(who, endpoint, job, place, outcome, hold, post=post, follow=follow)
         except BaseException:
             await self.events.retry_interrupted(endpoint, job)
             raise
-        finally:
-            if self.follower.following(endpoint, job) is None:
-                self.release(endpoint, job)
+        return outcome
+
+    async def conclude(self, who: Who, endpoint: str, job: str, place: Place, outcome: Outcome, hold: Hold, *,
+                       post: bool, follow: bool) -> None:
+        """RunPod's answer: record, reply, announce, follow."""
+        log_ctx = ctx(user=who.user, channel=who.channel, endpoint=endpoint, job=job, source=who.source.value)
+        self.metrics.retries.labels(outcome=outcome.kind.value, source=who.source.value).inc()
+        log.info("retry %s", outcome.kind.value, extra={**log_ctx, "http_status": outcome.http_status})
+        # The budget counts only retries RunPod took or may have taken, never one it refused or did not act on.
+        await self.record(AuditEntry(who.user, who.channel, endpoint, job, who.source, outcome.kind.value,
+                                     called=outcome.may_have_taken_effect,
+                                     http_status=outcome.http_status, job_status=outcome.job_status,
+                                     detail=None if outcome.ok else (outcome.excerpt or outcome.summary)[:300]))
+        if post:
+            await self.out.post_outcome(place, outcome)
+        await self.events.retried(who.user, endpoint, job, outcome)
+        if outcome.ok and follow:
+            hold.keep_for_follow()  # before the follow starts: a job that ends at once releases the claim itself
+            try:
+                await self.follower.start(FollowTarget(
+                    endpoint, job, place.channel, place.thread_ts, who.user, who.source.value, self.clock(),
+                    response_url=place.response_url if place.via_response_url else None, quiet=not post))
+            except BaseException:
+                hold.kept = False
+                raise
 
     # ---------------------------------------------------------------- the two ways in
 
     async def retry_from_command(self, who: Who, endpoint: str, job: str) -> None:
-        if not await self.admit(who, endpoint, job):
+        if not await self.gate(who, endpoint, (job,)):
             return
-        place = Place(who.channel, response_url=who.response_url)
-        try:
+        async with self.claims.hold(endpoint, job, who.user) as hold:
+            if not await self.admitted(who, endpoint, job, hold):
+                return
+            place = Place(who.channel, response_url=who.response_url)
             place.thread_ts = await self.out.post(place, messages.command_parent(who.user, endpoint, job))
-        except BaseException:
-            self.release(endpoint, job)
-            raise
-        await self.events.retrying(who.user, endpoint, job)
-        await self.attempt(who, endpoint, job, place)
+            await self.attempt(who, endpoint, job, place, hold, announce=True)
 
     async def retry_from_button(self, who: Who, endpoint: str, job: str, channel: str, message_ts: str,
                                 thread_ts: str | None) -> None:
-        if not await self.admit(who, endpoint, job):
+        if not await self.gate(who, endpoint, (job,)):
             return
-        await self.events.retrying(who.user, endpoint, job, MessageRef(channel, message_ts, thread_ts))
-        place = Place(channel, thread_ts=thread_ts or message_ts, response_url=who.response_url)
-        await self.attempt(who, endpoint, job, place)
+        async with self.claims.hold(endpoint, job, who.user) as hold:
+            if not await self.admitted(who, endpoint, job, hold):
+                return
+            place = Place(channel, thread_ts=thread_ts or message_ts, response_url=who.response_url)
+            await self.attempt(who, endpoint, job, place, hold, announce=True,
+                               origin=MessageRef(channel, message_ts, thread_ts))
 
     async def status(self, who: Who, endpoint: str, job: str, place: Place | None = None) -> None:
         """Show the job's status JSON without changing anything."""
