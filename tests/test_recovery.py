@@ -11,6 +11,7 @@ from typing import Any
 
 from bot.core import actions
 from bot.core.alerts import retrying
+from bot.store import SqliteStore, StoreUnavailable
 from tests.fakes.slack import SlackFault
 from tests.harness import button_value, message_text
 
@@ -38,6 +39,64 @@ async def post_alert(app: Any, runpod: Any, job: str, **opts: Any) -> dict[str, 
 
 
 # ---------------------------------------------------------------- the webhook's inbox
+
+
+async def test_a_failure_is_stored_before_the_200_and_done_once_its_alert_is_queued(make_app, runpod, slack):
+    app = await make_app()
+    release = asyncio.Event()
+    real_failure = app.rt.failure
+
+    async def held_failure(*args: Any, **kwargs: Any) -> Any:
+        await release.wait()
+        return await real_failure(*args, **kwargs)
+
+    app.rt.failure = held_failure
+    status, answer = await app.webhook(EP, {"id": "job-1", **FAILED_BODY})
+    assert (status, answer["result"]) == (200, "accepted")
+    assert inbox_rows(app) == [("webhook", 0)]  # stored when RunPod was answered, not handled yet
+    release.set()
+    await app.settle()
+    assert inbox_rows(app) == [("webhook", 1)]
+    assert len(app.top_level(ALERTS)) == 1
+
+
+async def test_a_failure_accepted_but_not_handled_before_a_stop_is_alerted_at_the_next_start(make_app, runpod,
+                                                                                            slack):
+    app = await make_app()
+    await app.stop()
+    app.app = None
+    previous = SqliteStore(app.env["RUNPOD_RETRY_DB"], owner="previous-run")  # the run that answered RunPod 200
+    await previous.open()
+    await previous.accept("webhook", {"endpoint": EP, "body": {"id": "job-2", **FAILED_BODY}}, time.time())
+    await previous.close()
+
+    await app.start()
+    await app.settle()
+    [alert] = app.top_level(ALERTS)
+    assert "job-2" in message_text(alert) and "CUDA out of memory" in message_text(alert)
+    assert inbox_rows(app) == [("webhook", 1)]
+    await app.restart()  # done work is not taken up again
+    await app.settle()
+    assert len(app.top_level(ALERTS)) == 1
+
+
+async def test_a_webhook_the_store_cannot_take_is_answered_503_so_runpod_sends_it_again(make_app, runpod, slack):
+    app = await make_app()
+    real_accept = app.rt.store.accept
+
+    async def down(*_args: Any, **_kwargs: Any) -> int:
+        raise StoreUnavailable("the database is restarting")
+
+    app.rt.store.accept = down
+    status, answer = await app.webhook(EP, {"id": "job-3", **FAILED_BODY})
+    assert status == 503 and "send again" in answer["error"]
+    await app.settle()
+    assert not app.top_level(ALERTS)
+
+    app.rt.store.accept = real_accept  # RunPod's next delivery, 10 s later
+    status, _ = await app.webhook(EP, {"id": "job-3", **FAILED_BODY})
+    await app.settle()
+    assert status == 200 and len(app.top_level(ALERTS)) == 1
 
 
 async def test_an_alert_slack_has_not_taken_survives_a_restart_and_is_posted_once(make_app, runpod, slack):

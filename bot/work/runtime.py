@@ -20,7 +20,7 @@ from bot.infra.tasks import Background
 from bot.runpod import RunPodClient
 from bot.slack.out import SlackOut, make_client
 from bot.slack.outbox import Outbox
-from bot.store import LEASE_SECONDS, Store, open_store
+from bot.store import LEASE_SECONDS, Queued, Store, StoreUnavailable, open_store
 from bot.work.access import AccessPolicy
 from bot.work.alert_desk import AlertDesk
 from bot.work.bulk import BulkRunner
@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 KEEP_SECONDS = 7 * 24 * 3600.0
 # At shutdown, how long a periodic task (the expiry sweep, the lease keeper) may take to notice before it is cancelled.
 PERIODIC_GRACE = 1.0
+# An accepted failure the database could not take is tried again after these pauses.
+STORE_RETRY_PAUSES = (1.0, 2.0, 4.0, 8.0, 16.0)
 
 
 class Runtime:
@@ -91,12 +93,27 @@ class Runtime:
         """After Slack is reachable: pick up work the previous run left, and keep alerts current."""
         self._sweeper = asyncio.create_task(self.desk.keep_current(self._stopping), name="expired alerts")
         # A lone instance owns everything the previous run left; a replica takes only what was handed over.
-        await self.store.adopt(time.time(), everything=not self.store.shared)
+        adopted = await self.store.adopt(time.time(), everything=not self.store.shared)
         self.outbox.resume(await self.store.queued())
         self._leases = asyncio.create_task(self.keep_leases(), name="leases")
         resumed = await self.follower.resume_all()
         if resumed:
             log.info("resumed following %d retried jobs", resumed)
+        self.resume_inbox(adopted.inbox)
+
+    def resume_inbox(self, rows: list[Queued]) -> None:
+        """Work accepted but never finished, because the process that took it stopped or died: failure webhooks
+        answered 200 whose alert was not stored yet."""
+        for row in rows:
+            if row.kind == "webhook":
+                endpoint, body = str(row.payload.get("endpoint")), dict(row.payload.get("body") or {})
+                self.background.spawn(self._failure_accepted(row.id, endpoint, body),
+                                      name=f"alert {endpoint}/{body.get('id')} (accepted before a restart)")
+            else:
+                log.warning("unknown accepted work %r left by an earlier run; dropped", row.kind)
+                self.background.spawn(self._finished(row.id), name="drop unknown work")
+        if rows:
+            log.info("took on %d pieces of work an earlier run accepted and did not finish", len(rows))
 
     async def keep_leases(self) -> None:
         """Keep this replica's leases alive; take over work whose owner died (replicas only)."""
@@ -108,6 +125,7 @@ class Runtime:
                     self.outbox.resume(adopted.outbox)
                     if adopted.follows:
                         await self.follower.resume_all()
+                    self.resume_inbox(adopted.inbox)
             except Exception:
                 log.exception("could not renew this replica's leases")
             with contextlib.suppress(TimeoutError):
@@ -138,10 +156,12 @@ class Runtime:
 
     # ---------------------------------------------------------------- RunPod's webhook
 
-    def job_event(self, endpoint: str, body: dict[str, Any]) -> str:
+    async def job_event(self, endpoint: str, body: dict[str, Any]) -> str:
         """A job JSON from RunPod's webhook (already authenticated). Returns what was done with it.
 
-        Runs synchronously up to the point where it decides, so duplicates arriving together are caught.
+        A failure is stored (the inbox) before this returns, so before RunPod is answered 200: RunPod does not send
+        it again after a 200, and a restart before its alert is stored takes it up again. When the store cannot
+        take it, this raises, and the webhook answers an error so that RunPod sends it again.
         """
         job, status = parse_job_body(body)
         if self.follower.nudge(endpoint, job, body):
@@ -158,9 +178,34 @@ class Runtime:
             log.warning("a failure webhook arrived but RUNPOD_ALERT_CHANNEL is not set; no alert posted")
             self.metrics.webhooks.labels(result="no_channel").inc()
             return "no_channel"
+        work_id = await self.store.accept("webhook", {"endpoint": endpoint, "body": body}, time.time())
         self.metrics.webhooks.labels(result="failure").inc()
-        self.background.spawn(self.failure(endpoint, body), name=f"alert {endpoint}/{job}")
+        self.background.spawn(self._failure_accepted(work_id, endpoint, body), name=f"alert {endpoint}/{job}")
         return "accepted"
+
+    async def _failure_accepted(self, work_id: int, endpoint: str, body: dict[str, Any]) -> None:
+        """An accepted failure: done once its alert is stored and queued for Slack (or it joined a grouped alert).
+        Cut off by a shutdown, or the database away for long, it stays in the inbox for the next owner."""
+        for pause in (*STORE_RETRY_PAUSES, None):
+            try:
+                await self.failure(endpoint, body)
+                break
+            except StoreUnavailable:
+                if pause is None:
+                    log.error("the database stayed away; a failure webhook waits in the inbox for the next start",
+                              extra={"endpoint": endpoint})
+                    return
+                await asyncio.sleep(pause)
+            except Exception:  # the app's own error: logged, and not tried again at every start
+                log.exception("could not handle a failure webhook", extra={"endpoint": endpoint})
+                break
+        await self._finished(work_id)
+
+    async def _finished(self, work_id: int) -> None:
+        try:
+            await self.store.done(work_id)
+        except Exception:
+            log.exception("could not mark accepted work as done; it is taken up again at the next start")
 
     async def failure(self, endpoint: str, body: dict[str, Any], channel: str | None = None) -> tuple[str, Any]:
         job, status = parse_job_body(body)

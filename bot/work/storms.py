@@ -80,6 +80,8 @@ class StormDesk:
             self.metrics.duplicates.labels(kind="webhook").inc()
             return "duplicate", storm
         self._mark(storm, job)
+        # Stored before the webhook counts as handled: a restart before the paced redraw still knows the job.
+        await self.store.save_storm(storm.key, storm.to_json())
         return "grouped", storm
 
     def _collecting(self, endpoint: str, now: float) -> Storm | None:
