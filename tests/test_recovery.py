@@ -125,6 +125,65 @@ async def test_an_alert_slack_has_not_taken_survives_a_restart_and_is_posted_onc
     assert "The retry worked" in app.thread_text(ALERTS, alert["ts"])
 
 
+# ---------------------------------------------------------------- a retry cut off by a shutdown
+
+
+async def test_a_retry_cut_off_by_a_shutdown_is_settled_with_status_at_the_next_start(make_app, runpod, slack):
+    app = await make_app(RUNPOD_TIMEOUT="10")
+    alert = await post_alert(app, runpod, "job-5", after_retry=("IN_PROGRESS",))
+    job = runpod.job(EP, "job-5")
+    runpod.fault("retry", delay=9.0)  # RunPod is slower than the shutdown grace
+    await app.click(actions.RETRY, button_value(alert, actions.RETRY), message_ts=alert["ts"], user="U1")
+    await runpod.wait_calls("retry")
+    await app.stop()  # a deploy: the click's work is cancelled while RunPod still has the retry
+    app.app = None
+    await asyncio.sleep(1.5)  # RunPod carries the retry out
+    assert job.retries == 1
+
+    before = len(runpod.calls_to("status"))
+    await app.start()
+    await runpod.wait_for(lambda f: len(f.calls_to("status")) > before)
+    await asyncio.sleep(0.5)
+    stored = json.loads(await app.rt.store.load_alert(EP, "job-5"))
+    assert stored["phase"] == "requeued" and stored["actor"] == "U1"
+    [entry] = await app.rt.store.history(10)
+    assert (entry["outcome"], entry["called"], entry["user"], entry["source"]) == ("requeued", 1, "U1", "button")
+    assert len(app.rt.follower) == 1 and await app.rt.store.claimed(EP, "job-5") is not None
+    assert "After the restart" in app.thread_text(ALERTS, alert["ts"])
+    assert await app.rt.store.retries_since(EP, "job-5", 0) == 1
+
+    job.status = "COMPLETED"
+    await app.settle()
+    assert "The retry worked" in app.thread_text(ALERTS, alert["ts"])
+    assert await app.rt.store.claimed(EP, "job-5") is None  # the follow let go of the job when it ended
+    await app.restart()  # settled once: nothing left to settle
+    await app.settle()
+    assert len(await app.rt.store.history(10)) == 1
+
+
+async def test_an_unexpected_error_mid_retry_frees_the_claim_and_brings_the_retry_button_back(make_app, runpod,
+                                                                                              slack):
+    """Not only a Slack blip: any error between the claim and the end of the retry frees the claim and never
+    leaves the alert "retrying"."""
+    app = await make_app()
+    alert = await post_alert(app, runpod, "job-c")
+    real = app.rt.out.post_outcome
+
+    async def broken(*_args: Any, **_kwargs: Any) -> None:
+        raise RuntimeError("disk full")
+
+    app.rt.out.post_outcome = broken
+    first = await app.command(f"{EP} job-c", user="U1")
+    await app.settle()
+    app.rt.out.post_outcome = real
+    assert "Something went wrong" in told(app, first)
+    assert await app.rt.store.claimed(EP, "job-c") is None
+    stored = json.loads(await app.rt.store.load_alert(EP, "job-c"))
+    assert stored["phase"] != "retrying"
+    assert actions.RETRY in json.dumps(app.slack.messages[(ALERTS, alert["ts"])])  # the button is back
+    assert inbox_rows(app) == [("webhook", 1), ("retry", 1)]  # not settled again at every start
+
+
 # ---------------------------------------------------------------- the budget
 
 

@@ -249,6 +249,9 @@ class Store(abc.ABC):
     async def save_bulk(self, run_id: str, data: str) -> None: ...
 
     @abc.abstractmethod
+    async def load_bulk(self, run_id: str) -> str | None: ...
+
+    @abc.abstractmethod
     async def recent_bulks(self, since: float) -> list[str]: ...
 
     # ---------------------------------------------------------------- failures seen (for `failed`)

@@ -14,7 +14,7 @@ from typing import Any
 from bot.core import messages
 from bot.core.commands import MAX_BULK_JOBS
 from bot.core.groups import UNKNOWN, JobResult, Tally, failed_again
-from bot.core.outcome import RETRYABLE, Outcome
+from bot.core.outcome import RETRYABLE, Kind, Outcome
 from bot.infra.config import Settings
 from bot.infra.logs import ctx
 from bot.slack.out import Place
@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 Key = tuple[str, str]
 # Bulk retries older than this are not picked up again after a restart (their jobs' follows have long ended).
 MEMORY_SECONDS = 24 * 3600.0
+# A job whose retry was sent when a shutdown cut the run off; the next start settles it and updates the line.
+CUT_OFF = "no answer before the app restarted (it may have gone through; checked with /status after the restart)"
 
 
 def _quietly(_job: str | None) -> None:
@@ -45,6 +47,7 @@ class BulkRun:
     changed: Callable[[str | None], None] = _quietly  # a job's answer or end arrived (None: the run as a whole)
     results: dict[str, JobResult] = field(default_factory=dict)
     finals: dict[str, str] = field(default_factory=dict)
+    ref: str = ""   # what a retry settled after a restart reports to: "bulk:<run id>" or "storm:<storm key>"
 
     def tally(self) -> Tally:
         return Tally.of(self.jobs, self.results, self.finals)
@@ -54,6 +57,10 @@ class BulkRun:
         """Jobs RunPod requeued that have not ended yet."""
         return [job for job in self.jobs if job in self.results and self.results[job].requeued
                 and job not in self.finals]
+
+    @property
+    def run_id(self) -> str:
+        return f"{self.place.channel}/{self.place.thread_ts}"
 
     def to_json(self) -> str:
         """What a restart needs to keep the parent message's tally current (RunPod's JSON was already shown)."""
@@ -67,8 +74,10 @@ class BulkRun:
     def from_json(cls, text: str) -> BulkRun:
         data = json.loads(text)
         who = Who(data["who"]["user"], data["who"]["channel"], Source(data["who"]["source"]))
-        return cls(who, data["endpoint"], tuple(data["jobs"]), Place(data["channel"], thread_ts=data["thread_ts"]),
-                   results={job: JobResult(**r) for job, r in data["results"].items()}, finals=data["finals"])
+        run = cls(who, data["endpoint"], tuple(data["jobs"]), Place(data["channel"], thread_ts=data["thread_ts"]),
+                  results={job: JobResult(**r) for job, r in data["results"].items()}, finals=data["finals"])
+        run.ref = f"bulk:{run.run_id}"
+        return run
 
     def again(self) -> list[str]:
         return failed_again(self.jobs, self.results, self.finals)
@@ -84,7 +93,10 @@ class BulkRunner:
         # One bound for every bulk run together: RunPod's rate limits are per account, not per command.
         self.slots = asyncio.Semaphore(settings.bulk_concurrency)
         self._following: dict[Key, BulkRun] = {}
+        # Bulk runs this process keeps current, by run id: one object per run, whoever updates it.
+        self._runs: dict[str, BulkRun] = {}
         self.follower.on_end.append(self._ended)
+        service.on_settled.append(self._settled)
 
     # ---------------------------------------------------------------- the command
 
@@ -100,11 +112,16 @@ class BulkRunner:
         place.thread_ts = await self.out.post(place, messages.bulk_parent(who.user, endpoint, Tally(len(jobs)), []))
         run = BulkRun(who, endpoint, jobs, place)
         if place.thread_ts:
+            run.ref = f"bulk:{run.run_id}"
+            self._runs[run.run_id] = run
             self._keep_parent_current(run)
-        await self.run(run)
-        if place.thread_ts:
-            # Saved now, not only at the next paced update: a restart a moment later must still find it.
-            await self._save(run)
+        try:
+            await self.run(run)
+        finally:
+            if place.thread_ts:
+                # Saved now, not only at the next paced update: a restart a moment later must still find it.
+                await self._save(run)
+            self._let_go(run)
 
     def _keep_parent_current(self, run: BulkRun) -> None:
         assert run.place.thread_ts is not None
@@ -122,7 +139,7 @@ class BulkRunner:
 
     async def _save(self, run: BulkRun) -> None:
         try:
-            await self.store.save_bulk(f"{run.place.channel}/{run.place.thread_ts}", run.to_json())
+            await self.store.save_bulk(run.run_id, run.to_json())
         except Exception:  # the tally in Slack is still right; only a restart would lose track of it
             log.exception("could not save the bulk retry's state", extra=ctx(endpoint=run.endpoint))
 
@@ -131,14 +148,60 @@ class BulkRunner:
         for data in await self.store.recent_bulks(time.time() - MEMORY_SECONDS):
             run = BulkRun.from_json(data)
             if run.running:
+                self._runs[run.run_id] = run
                 self._keep_parent_current(run)
                 self.adopt(run, run.running)
+
+    async def _find(self, run_id: str) -> BulkRun | None:
+        """The run, as this process keeps it, or as the store has it (a replica's run, adopted with its work)."""
+        run = self._runs.get(run_id)
+        if run is None:
+            data = await self.store.load_bulk(run_id)
+            run = self._runs.get(run_id)  # loaded by a settle running alongside
+            if run is None and data is not None:
+                run = self._runs[run_id] = BulkRun.from_json(data)
+                if run.place.thread_ts:
+                    self._keep_parent_current(run)
+        return run
+
+    def _let_go(self, run: BulkRun) -> None:
+        """A run whose jobs have all been answered and ended needs no keeping any more."""
+        if run.tally().ended and self._runs.get(run.run_id) is run:
+            del self._runs[run.run_id]
+
+    async def _settled(self, sent: dict[str, Any], outcome: Outcome) -> None:
+        """After a restart, a retry of a bulk run whose answer was lost was settled by /status: its line and the
+        parent's tally show the answer, and its follow reports its end to the run again."""
+        ref = str(sent.get("run") or "")
+        if not ref.startswith("bulk:"):
+            return
+        run = await self._find(ref.removeprefix("bulk:"))
+        if run is None or outcome.job not in run.jobs:
+            return
+        run.results[outcome.job] = JobResult.of(outcome)
+        if outcome.ok:
+            self._following[(run.endpoint, outcome.job)] = run
+        run.changed(outcome.job)
+        await self._save(run)
+        self._let_go(run)
 
     # ---------------------------------------------------------------- the run
 
     async def run(self, run: BulkRun) -> None:
-        """Retry every job (at most RUNPOD_BULK_CONCURRENCY at once), then post the one summary reply."""
-        await asyncio.gather(*(self._retry_one(run, job) for job in run.jobs))
+        """Retry every job (at most RUNPOD_BULK_CONCURRENCY at once), then post the one summary reply. Cut off by a
+        shutdown (RunPod slower than the grace), every job still gets its line and the summary still goes out; the
+        retries already sent are settled with /status by whoever takes the work on next."""
+        try:
+            await asyncio.gather(*(self._retry_one(run, job) for job in run.jobs))
+        except asyncio.CancelledError:
+            for job in run.jobs:
+                run.results.setdefault(job, JobResult(job, "refused:shutdown",
+                                                      detail="not retried: the app was restarting; retry it again"))
+            await self._finish(run)
+            raise
+        await self._finish(run)
+
+    async def _finish(self, run: BulkRun) -> None:
         settled = [job for job in run.jobs if run.results[job].settled]
         if settled:
             await self.store.mark_retried(run.endpoint, settled)
@@ -186,7 +249,11 @@ class BulkRunner:
             # Registered before the call: a job that ends quickly may end before `attempt` returns.
             self._following[key] = run
             try:
-                outcome = await self.service.attempt(who, endpoint, job, run.place, hold, post=False)
+                outcome = await self.service.attempt(who, endpoint, job, run.place, hold, post=False, run=run.ref)
+            except asyncio.CancelledError:
+                if hold.sent:
+                    run.results[job] = JobResult(job, Kind.TIMEOUT.value, detail=CUT_OFF)
+                raise
             finally:
                 if self.follower.following(endpoint, job) is None:
                     self._following.pop(key, None)
@@ -223,6 +290,7 @@ class BulkRunner:
         if run is not None:
             run.finals[target.job] = status
             run.changed(target.job)
+            self._let_go(run)
 
     # ---------------------------------------------------------------- status of many jobs
 

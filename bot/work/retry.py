@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass
 from enum import StrEnum
+from typing import Any
 
 from bot.core import messages
 from bot.core.outcome import UNCERTAIN, Kind, Outcome, classify_error, classify_retry, classify_status
@@ -14,9 +16,9 @@ from bot.infra.config import Settings
 from bot.infra.logs import ctx
 from bot.infra.metrics import Metrics
 from bot.infra.tasks import Background
-from bot.runpod import RunPodClient, RunPodError, RunPodReply
+from bot.runpod import RunPodClient, RunPodError, RunPodReply, RunPodTimeout
 from bot.slack.out import Place, SlackOut
-from bot.store import AuditEntry, Store
+from bot.store import AuditEntry, Queued, Store, StoreUnavailable
 from bot.work.access import AccessPolicy
 from bot.work.audit_channel import AuditChannel
 from bot.work.claims import Claims, Hold
@@ -26,6 +28,8 @@ from bot.work.follow import Follower, FollowTarget
 log = logging.getLogger(__name__)
 
 BUDGET_WINDOW = 3600.0
+# Settling a retry the database could not take is tried again after these pauses.
+SETTLE_RETRY_PAUSES = (1.0, 2.0, 4.0, 8.0, 16.0)
 PROBE_AFTER = UNCERTAIN | {Kind.REFUSED}
 
 
@@ -45,6 +49,21 @@ class Who:
     source: Source
     response_url: str | None = None
 
+    def to_json(self) -> dict[str, Any]:
+        return {"user": self.user, "channel": self.channel, "source": self.source.value,
+                "response_url": self.response_url}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Who:
+        return cls(data["user"], data["channel"], Source(data["source"]), data.get("response_url"))
+
+
+def sent_record(who: Who, endpoint: str, job: str, place: Place, post: bool, follow: bool,
+                run: str | None) -> dict[str, Any]:
+    """What settling a retry needs when its answer is lost: the inbox row written before it is sent."""
+    return {"endpoint": endpoint, "job": job, "who": who.to_json(), "place": asdict(place), "post": post,
+            "follow": follow, "run": run}
+
 
 class RetryService:
     def __init__(self, runpod: RunPodClient, out: SlackOut, store: Store, events: JobEvents, follower: Follower,
@@ -61,6 +80,9 @@ class RetryService:
         self.background = background
         self.clock = clock
         self.claims = Claims(store, background, clock)
+        # Told of each retry settled after a restart, before it is recorded (a bulk run or grouped alert updates
+        # its line): `hook(sent_record, outcome)`.
+        self.on_settled: list[Callable[[dict[str, Any], Outcome], Awaitable[None]]] = []
         self.audit_channel = AuditChannel(out, settings.audit_channel, background) if settings.audit_channel else None
         # A follow holds its job's claim until the job ends.
         follower.on_end.append(lambda target, _final: self.claims.follow_ended(target.endpoint, target.job))
@@ -145,31 +167,50 @@ class RetryService:
 
     async def attempt(self, who: Who, endpoint: str, job: str, place: Place, hold: Hold, *,
                       origin: MessageRef | None = None, announce: bool = False, post: bool = True,
-                      follow: bool = True) -> Outcome:
-        """Retry a job claimed by `hold`: call, record, reply, announce, follow (the follow keeps the claim)."""
+                      follow: bool = True, run: str | None = None) -> Outcome:
+        """Retry a job claimed by `hold`: call, record, reply, announce, follow (the follow keeps the claim).
+
+        That the retry is sent is written down first (an inbox row): when the app stops before RunPod answers (a
+        deploy while RunPod is slow), the next start, or another replica, settles it with a /status check
+        (`settle`) instead of leaving it unknown. `run` names the bulk run or grouped alert it belongs to."""
+        work_id: int | None = None
         try:
             if announce:
                 await self.events.retrying(who.user, endpoint, job, origin)
+            work_id = await self.store.accept("retry", sent_record(who, endpoint, job, place, post, follow, run),
+                                              self.clock())
+            hold.sent = True
             outcome = await self.call_retry(endpoint, job)
             await self.conclude(who, endpoint, job, place, outcome, hold, post=post, follow=follow)
-        except BaseException:
-            await self.events.retry_interrupted(endpoint, job)
+        except asyncio.CancelledError:
+            # Shutting down. Sent: the inbox row stays and whoever adopts it settles it. Not sent: nothing to settle.
+            if not hold.sent:
+                await self.events.retry_interrupted(endpoint, job)
             raise
+        except Exception:
+            await self.events.retry_interrupted(endpoint, job)
+            if work_id is not None:
+                await self._done(work_id)  # an error of the app's own: not worth trying again at every start
+            raise
+        await self._done(work_id)
         return outcome
 
     async def conclude(self, who: Who, endpoint: str, job: str, place: Place, outcome: Outcome, hold: Hold, *,
-                       post: bool, follow: bool) -> None:
-        """RunPod's answer: record, reply, announce, follow."""
+                       post: bool, follow: bool, counted: bool = True, prefix: str = "") -> None:
+        """RunPod's answer (or the /status check that settled it): record, reply, announce, follow. When `hold` is
+        someone else's, only record and reply: the alert and the follow are theirs."""
         log_ctx = ctx(user=who.user, channel=who.channel, endpoint=endpoint, job=job, source=who.source.value)
         self.metrics.retries.labels(outcome=outcome.kind.value, source=who.source.value).inc()
         log.info("retry %s", outcome.kind.value, extra={**log_ctx, "http_status": outcome.http_status})
         # The budget counts only retries RunPod took or may have taken, never one it refused or did not act on.
         await self.record(AuditEntry(who.user, who.channel, endpoint, job, who.source, outcome.kind.value,
-                                     called=outcome.may_have_taken_effect,
+                                     called=counted and outcome.may_have_taken_effect,
                                      http_status=outcome.http_status, job_status=outcome.job_status,
                                      detail=None if outcome.ok else (outcome.excerpt or outcome.summary)[:300]))
         if post:
-            await self.out.post_outcome(place, outcome)
+            await self.out.post_outcome(place, outcome, prefix=prefix)
+        if not hold.ours:
+            return
         await self.events.retried(who.user, endpoint, job, outcome)
         if outcome.ok and follow:
             hold.keep_for_follow()  # before the follow starts: a job that ends at once releases the claim itself
@@ -180,6 +221,54 @@ class RetryService:
             except BaseException:
                 hold.kept = False
                 raise
+
+    async def _done(self, work_id: int) -> None:
+        try:
+            await self.store.done(work_id)
+        except Exception:  # the next start settles it again: a second reply at worst, never a second count
+            log.exception("could not mark a retry as answered")
+
+    async def settle(self, row: Queued) -> None:
+        """A retry sent before the app stopped (this process's predecessor, or a replica that died) whose answer
+        never came: /status tells whether it took effect. It is then recorded, replied, announced and followed as
+        if RunPod had answered, so no alert is left "retrying" and the budget sees it."""
+        endpoint, job = str(row.payload.get("endpoint")), str(row.payload.get("job"))
+        for pause in (*SETTLE_RETRY_PAUSES, None):
+            try:
+                await self._settle(row, endpoint, job)
+                break
+            except StoreUnavailable:
+                if pause is None:  # left in the inbox: the next start (or another replica) settles it
+                    log.error("the database stayed away; a retry is left to settle later",
+                              extra=ctx(endpoint=endpoint, job=job))
+                    return
+                await asyncio.sleep(pause)
+            except Exception:  # the app's own error: logged, and not tried again at every start
+                log.exception("could not settle a retry left unanswered", extra=ctx(endpoint=endpoint, job=job))
+                break
+        # A cancellation (stopping again) skips this: still unsettled, so the next owner settles it.
+        await self._done(row.id)
+
+    async def _settle(self, row: Queued, endpoint: str, job: str) -> None:
+        data = row.payload
+        who, place = Who.from_json(data["who"]), Place(**data["place"])
+        async with self.claims.hold(endpoint, job, who.user) as hold:
+            hold.sent = True
+            try:
+                probe: RunPodReply | RunPodError = await self.runpod.status(endpoint, job)
+            except RunPodError as exc:
+                probe = exc
+            lost = RunPodTimeout("the app stopped before RunPod answered the retry", op="retry")
+            outcome = classify_retry(endpoint, job, lost, probe)
+            # Settled once already (cut off again before it was marked): counted then, not again.
+            counted = await self.store.retries_since(endpoint, job, row.created) == 0
+            for hook in self.on_settled:
+                try:
+                    await hook(data, outcome)
+                except Exception:
+                    log.exception("could not report a settled retry", extra=ctx(endpoint=endpoint, job=job))
+            await self.conclude(who, endpoint, job, place, outcome, hold, post=bool(data.get("post")),
+                                follow=bool(data.get("follow")), counted=counted, prefix=messages.AFTER_RESTART)
 
     # ---------------------------------------------------------------- the two ways in
 

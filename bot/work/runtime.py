@@ -103,12 +103,15 @@ class Runtime:
 
     def resume_inbox(self, rows: list[Queued]) -> None:
         """Work accepted but never finished, because the process that took it stopped or died: failure webhooks
-        answered 200 whose alert was not stored yet."""
+        answered 200 whose alert was not stored yet, and retries sent to RunPod whose answer never came."""
         for row in rows:
             if row.kind == "webhook":
                 endpoint, body = str(row.payload.get("endpoint")), dict(row.payload.get("body") or {})
                 self.background.spawn(self._failure_accepted(row.id, endpoint, body),
                                       name=f"alert {endpoint}/{body.get('id')} (accepted before a restart)")
+            elif row.kind == "retry":
+                self.background.spawn(self.service.settle(row),
+                                      name=f"settle {row.payload.get('endpoint')}/{row.payload.get('job')}")
             else:
                 log.warning("unknown accepted work %r left by an earlier run; dropped", row.kind)
                 self.background.spawn(self._finished(row.id), name="drop unknown work")

@@ -16,7 +16,8 @@ from typing import Any
 
 from bot.core import messages
 from bot.core.alerts import parse_job_body, trim_error
-from bot.core.groups import Storm, StormJob
+from bot.core.groups import JobResult, Storm, StormJob
+from bot.core.outcome import Outcome
 from bot.infra.config import Settings
 from bot.slack.out import Place
 from bot.slack.pacing import Pacer
@@ -47,6 +48,7 @@ class StormDesk:
         self._storms: dict[str, Storm] = {}                # storm key -> storm, for the buttons
         self._pacers: dict[str, Pacer] = {}
         desk.sweepers.append(self.sweep_expired)
+        self.service.on_settled.append(self._settled)
 
     async def load(self) -> None:
         """After a restart: storms come back, an open one keeps collecting, Retry all's follows report again."""
@@ -119,6 +121,24 @@ class StormDesk:
             self._mark(storm, None)
         return len(stale)
 
+    async def _settled(self, sent: dict[str, Any], outcome: Outcome) -> None:
+        """After a restart, a Retry all's retry whose answer was lost was settled by /status: the grouped alert
+        counts it, and its follow reports its end to the storm again."""
+        ref = str(sent.get("run") or "")
+        if not ref.startswith("storm:"):
+            return
+        endpoint, _, storm_id = ref.removeprefix("storm:").partition("/")
+        storm = await self.find(endpoint, storm_id)
+        if storm is None or outcome.job not in storm.jobs:
+            return
+        storm.results[outcome.job] = JobResult.of(outcome)
+        if outcome.job not in storm.requested:
+            storm.requested.append(outcome.job)
+        if outcome.ok:
+            who = Who.from_json(sent["who"])
+            self.bulk.adopt(self._run(storm, who, (outcome.job,)), [outcome.job])
+        self._mark(storm, outcome.job)
+
     def _forget_old(self, now: float) -> None:
         """Storms idle for a day leave memory (RunPod forgot their jobs long ago); the store keeps them."""
         for key, storm in list(self._storms.items()):
@@ -178,7 +198,8 @@ class StormDesk:
     def _run(self, storm: Storm, who: Who, jobs: tuple[str, ...]) -> BulkRun:
         return BulkRun(who, storm.endpoint, jobs, Place(storm.channel, thread_ts=storm.ts,
                                                         response_url=who.response_url),
-                       changed=lambda job: self._mark(storm, job), results=storm.results, finals=storm.finals)
+                       changed=lambda job: self._mark(storm, job), results=storm.results, finals=storm.finals,
+                       ref=f"storm:{storm.key}")
 
     async def retry_all(self, who: Who, endpoint: str, storm_id: str) -> None:
         """Retry every job of the grouped alert not retried yet, as one bulk retry reported in its thread."""

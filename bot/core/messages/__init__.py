@@ -65,7 +65,7 @@ from bot.core.messages.command import (
 from bot.core.messages.errors import bad_button, internal_error, shutting_down
 from bot.core.messages.follow import follow_gave_up, follow_outcome, follow_resumed, follow_trouble
 from bot.core.messages.history import audit_lines, audit_text, history_message
-from bot.core.messages.recovery import storm_expired
+from bot.core.messages.recovery import AFTER_RESTART, storm_expired
 from bot.core.messages.storm import (
     failed_cancelled,
     failed_none,
@@ -78,6 +78,7 @@ from bot.core.messages.storm import (
 )
 
 __all__ = [
+    "AFTER_RESTART",
     "JOB_COLUMN",
     "JSON_CHUNK",
     "MAX_BLOCKS",

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from bot.core.messages.blocks import Message, code, message, section
 
+# Before the reply to a retry whose answer was lost in a restart and was settled with a /status check afterwards.
+AFTER_RESTART = "After the restart: "
+
 
 def storm_expired(endpoint: str) -> Message:
     return message("Too late to retry these jobs",
