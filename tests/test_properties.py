@@ -27,6 +27,7 @@ from bot.core.commands import Help, History, Retry, RetryFailed, Status, UsageEr
 from bot.core.ids import MAX_ID_LENGTH
 from bot.core.outcome import Kind, Outcome
 from tests.fakes import FakeRunPod, FakeSlack, block_problems
+from tests.fakes.limits import SlackLimits
 from tests.harness import APP_TOKEN, BOT_TOKEN, RUNPOD_KEY, Harness
 
 T = TypeVar("T")
@@ -199,7 +200,9 @@ class LiveApp:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="live app", daemon=True)
         self.thread.start()
-        self.slack = FakeSlack(valid_tokens={BOT_TOKEN}, valid_app_tokens={APP_TOKEN})
+        # Hundreds of generated commands into one channel: these properties are about what is accepted and said,
+        # not pacing (tests/test_limits.py covers that), so Slack's per-channel rate is left out here.
+        self.slack = FakeSlack(valid_tokens={BOT_TOKEN}, valid_app_tokens={APP_TOKEN}, limits=SlackLimits.off())
         self.runpod = FakeRunPod(default_key=RUNPOD_KEY)
         self.run(self.slack.start())
         self.run(self.runpod.start())

@@ -193,6 +193,8 @@ async def test_alerts_storms_and_bulk_runs_round_trip(store):
     await store.save_bulk("run-2", "b2")
     await store.save_bulk("run-1", "b1 done")
     assert sorted(await store.recent_bulks(time.time() - 60)) == ["b1 done", "b2"]
+    assert await store.load_bulk("run-1") == "b1 done"
+    assert await store.load_bulk("run-3") is None
     assert await store.recent_bulks(time.time() + 60) == []
 
 

@@ -166,7 +166,11 @@ class App:
         # aiohttp's default listen backlog (128) drops the SYNs of a bigger burst of slash commands; the client
         # then retries after 1 s, so those acks take over a second (bench/). The kernel caps it at somaxconn.
         site = web.TCPSite(self._runner, host, self.settings.port, backlog=1024)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:  # only here: aiohttp's network errors are OSErrors too, and are not about the port
+            raise StartupError(f"could not listen on port {self.settings.port} ({exc.strerror}). "
+                               "Set PORT to a free port.") from None
         sockets = site._server.sockets if site._server else []  # type: ignore[attr-defined]
         self.port = sockets[0].getsockname()[1] if sockets else self.settings.port
         if self.socket is not None:
@@ -199,10 +203,6 @@ async def serve(settings: Settings) -> int:
         await app.start()
     except StartupError as exc:
         print(f"runpod-retry cannot start: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        print(f"runpod-retry cannot start: could not listen on port {settings.port} ({exc.strerror}). "
-              "Set PORT to a free port.", file=sys.stderr)
         return 2
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

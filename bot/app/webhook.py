@@ -1,4 +1,4 @@
-"""RunPod's job webhook: authenticate, validate, answer fast; the Slack work happens after."""
+"""RunPod's job webhook: authenticate, validate, store a failure, answer fast; the Slack work happens after."""
 
 from __future__ import annotations
 
@@ -46,10 +46,19 @@ def handler(rt: Runtime) -> Callable[[web.Request], Awaitable[web.Response]]:
             return _bad("body too large", 413)
         try:
             body = json.loads(raw)
-            result = rt.job_event(endpoint, body)
-        except (ValueError, BadJobBody) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        except ValueError:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
             rt.metrics.webhooks.labels(result="malformed").inc()
-            return _bad(f"not a RunPod job: {exc}" if isinstance(exc, BadJobBody) else "body is not JSON")
+            return _bad("body is not JSON")
+        try:
+            result = await rt.job_event(endpoint, body)
+        except BadJobBody as exc:
+            rt.metrics.webhooks.labels(result="malformed").inc()
+            return _bad(f"not a RunPod job: {exc}")
+        except Exception:
+            # Not stored, so not answered 200: RunPod sends it again (twice, 10 s apart).
+            log.exception("could not accept a RunPod webhook")
+            rt.metrics.webhooks.labels(result="unstored").inc()
+            return web.json_response({"ok": False, "error": "could not record the event, send again"}, status=503)
         return web.json_response({"ok": True, "result": result})
 
     return runpod_webhook

@@ -47,6 +47,7 @@ class Alert:
     retried_at: tuple[float, ...] = ()  # every retry call RunPod got for this job, for the hourly budget
     report_url: str | None = None       # where the last retry is reported, when not in this alert's thread
                                         # ("" when nothing can link there: a command's response_url)
+    posting: bool = False         # its message is queued for Slack and `ts` not known yet
 
     @property
     def deadline(self) -> float:

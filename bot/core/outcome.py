@@ -91,6 +91,15 @@ class Outcome:
         return self.kind in (Kind.REQUEUED, Kind.STATUS)
 
     @property
+    def may_have_taken_effect(self) -> bool:
+        """RunPod requeued the job, or may have: its answer was lost or garbled and no /status check showed the job
+        still failed. Only these count toward the hourly retry budget; a refusal does not, nor a call a /status
+        check settled as not taken effect."""
+        if self.kind is Kind.REQUEUED:
+            return True
+        return self.kind in UNCERTAIN and self.job_status not in RETRYABLE
+
+    @property
     def headline(self) -> str:
         """The one sentence a person reads first. HTTP codes stay out of it: they label RunPod's answer."""
         return self.summary

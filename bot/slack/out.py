@@ -88,6 +88,13 @@ class SlackOut:
         await self.respond(place, msg, in_channel=True)
         return None
 
+    async def post_later(self, place: Place, msg: Message, *, after: dict[str, Any]) -> None:
+        """Queue a post without waiting for Slack: the outbox sends it (through Slack's trouble, across restarts)
+        and then runs the `after` hook, which records where it went. For messages nobody waits on (alerts)."""
+        await self.outbox.submit("post", {
+            "channel": place.channel, "thread_ts": place.thread_ts, "unfurl_links": False, "unfurl_media": False,
+            **msg}, after=after)
+
     async def _delivered(self, message_id: int, pending: asyncio.Future[Delivery], place: Place) -> Delivery:
         """Wait for a post. A person waiting on a command is not kept waiting on a Slack outage: when Slack keeps
         failing the post (errors, not just pacing) for a while and there is a response_url, the post is taken back

@@ -38,7 +38,7 @@ class AuditEntry:
     job: str
     source: str       # command | button | bulk | retry_all | shortcut | cli
     outcome: str      # requeued, not_found, …, or refused:<reason>
-    called: bool = False  # a RunPod retry call was made (counts toward the budget)
+    called: bool = False  # RunPod took the retry, or may have (counts toward the budget)
     http_status: int | None = None
     job_status: str | None = None
     detail: str | None = None
@@ -247,6 +247,9 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def save_bulk(self, run_id: str, data: str) -> None: ...
+
+    @abc.abstractmethod
+    async def load_bulk(self, run_id: str) -> str | None: ...
 
     @abc.abstractmethod
     async def recent_bulks(self, since: float) -> list[str]: ...

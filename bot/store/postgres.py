@@ -393,6 +393,10 @@ class PostgresStore(Store):
                             " DO UPDATE SET data = excluded.data, updated = excluded.updated",
                             run_id, data, time.time())
 
+    async def load_bulk(self, run_id: str) -> str | None:
+        value = await self._fetchval("SELECT data FROM bulk_runs WHERE id = $1", run_id)
+        return str(value) if value is not None else None
+
     async def recent_bulks(self, since: float) -> list[str]:
         return [r["data"] for r in await self._fetch("SELECT data FROM bulk_runs WHERE updated >= $1", since)]
 

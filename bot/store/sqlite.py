@@ -368,6 +368,10 @@ class SqliteStore(Store):
         await self._write("INSERT OR REPLACE INTO bulk_runs (id, data, updated) VALUES (?, ?, ?)",
                           (run_id, data, time.time()))
 
+    async def load_bulk(self, run_id: str) -> str | None:
+        rows = await self._rows("SELECT data FROM bulk_runs WHERE id = ?", (run_id,))
+        return rows[0][0] if rows else None
+
     async def recent_bulks(self, since: float) -> list[str]:
         return [row[0] for row in await self._rows("SELECT data FROM bulk_runs WHERE updated >= ?", (since,))]
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from typing import Any
@@ -32,6 +33,7 @@ from bot.core.alerts import (
 from bot.core.outcome import Outcome
 from bot.infra.metrics import Metrics
 from bot.slack.out import Place, SlackOut
+from bot.slack.outbox import Delivery
 from bot.store import Store
 from bot.work.events import MessageRef
 
@@ -41,12 +43,14 @@ Key = tuple[str, str]
 # RunPod redelivers a webhook up to twice, 10 s apart: a second failure of the same job inside this window
 # is the same failure.
 REDELIVERY_WINDOW = 5 * 60.0
-# Alerts older than this are no longer kept in memory (RunPod forgets the job after 30 minutes anyway).
+# Alerts untouched for this long leave memory (RunPod forgets the job after 30 minutes anyway); the store keeps them.
 MEMORY_SECONDS = 24 * 3600.0
 # How often alerts past their retry deadline are redrawn without their Retry button.
 SWEEP_SECONDS = 30.0
 # An alert that cannot be posted is told to the audit channel at most this often per channel.
 UNDELIVERED_NOTICE_SECONDS = 10 * 60.0
+# The outbox hook that records where an alert was posted, whenever (and by whichever replica) Slack takes it.
+POSTED_HOOK = "alert_posted"
 
 
 class AlertDesk:
@@ -69,6 +73,10 @@ class AlertDesk:
         self._blocked_until: dict[Key, float] = {}  # alerts drawn without Retry until their budget frees up
         self._undelivered_told: dict[str, float] = {}  # channel -> when the audit channel was last told
         self.undelivered: dict[str, float] = {}  # channel -> when an alert there was last refused by Slack
+        # Other messages with a retry deadline (grouped alerts), redrawn by the same sweep.
+        self.sweepers: list[Callable[[], Awaitable[object]]] = []
+        self.stopping = asyncio.Event()  # shutdown began: a sweep under way stops between two alerts
+        out.outbox.on_sent(POSTED_HOOK, self._posted)
 
     async def load(self) -> None:
         for data in await self.store.recent_alerts(self.clock() - MEMORY_SECONDS):
@@ -120,19 +128,43 @@ class AlertDesk:
         return alert
 
     async def post(self, alert: Alert) -> Alert:
-        ts = await self.out.post(Place(alert.channel, thread_ts=alert.thread_ts), self.render(alert))
-        if ts is None:
-            log.error("alert for job %s on %s could not be posted to %s: invite the app to that channel "
-                      "(/invite @RunPod Retry) or fix RUNPOD_ALERT_CHANNEL", alert.job, alert.endpoint, alert.channel)
-            await self.tell_undelivered(alert.channel, alert.endpoint, alert.job, alert.status, alert.error)
-        else:
-            self.undelivered.pop(alert.channel, None)
-        alert = replace(alert, ts=ts)
+        """Queue the alert's message and store the alert. Slack's trouble (a 5xx, a dropped connection, a restart
+        in between) delays the post, never loses it: the outbox sends it, then `_posted` records its ts.
+
+        Queued before it is stored: a crash between the two can post an alert twice, never lose one."""
+        alert = replace(alert, ts=None, posting=True)
+        await self.out.post_later(Place(alert.channel, thread_ts=alert.thread_ts), self.render(alert),
+                                  after={"hook": POSTED_HOOK, "endpoint": alert.endpoint, "job": alert.job,
+                                         "shown": _fingerprint(alert)})
         self._alerts[(alert.endpoint, alert.job)] = alert
         await self.store.save_alert(alert.endpoint, alert.job, alert.to_json())
-        if ts:
-            self.metrics.alerts.labels(kind="single").inc()
         return alert
+
+    async def _posted(self, after: dict[str, Any], delivery: Delivery) -> None:
+        """The outbox sent (or could never send) an alert's message: record where it is."""
+        key = (str(after.get("endpoint")), str(after.get("job")))
+        async with self.lock(key):
+            alert = await self.get(*key)
+            if alert is None or alert.ts is not None:
+                return
+            if not delivery.ok or not delivery.ts:
+                log.error("alert for job %s on %s could not be posted to %s (%s): invite the app to that channel "
+                          "(/invite @RunPod Retry) or fix RUNPOD_ALERT_CHANNEL", alert.job, alert.endpoint,
+                          alert.channel, delivery.error)
+                alert = replace(alert, posting=False)  # a redelivered failure may try again
+                self._alerts[key] = alert
+                await self.store.save_alert(alert.endpoint, alert.job, alert.to_json())
+                await self.tell_undelivered(alert.channel, alert.endpoint, alert.job, alert.status, alert.error)
+                return
+            self.undelivered.pop(alert.channel, None)
+            changed = _fingerprint(alert) != after.get("shown")
+            alert = replace(alert, ts=delivery.ts, posting=False)
+            self.metrics.alerts.labels(kind="single").inc()
+            if changed:  # someone acted on the job while its alert was on its way: show that
+                await self.save(alert)
+            else:
+                self._alerts[key] = alert
+                await self.store.save_alert(alert.endpoint, alert.job, alert.to_json())
 
     async def tell_undelivered(self, channel: str, endpoint: str, job: str, status: str, error: str | None,
                                count: int = 1) -> None:
@@ -149,25 +181,45 @@ class AlertDesk:
                                                                                   channel, count))
 
     async def sweep_expired(self) -> int:
-        """Redraw alerts whose retry deadline passed, so nobody presses a Retry that can no longer work; and alerts
-        whose retry budget freed up, so Retry comes back."""
+        """Redraw alerts whose retry deadline passed, so nobody presses a Retry that can no longer work; alerts
+        whose retry budget freed up, so Retry comes back; then the grouped alerts (`sweepers`); then alerts
+        untouched for MEMORY_SECONDS leave memory. Stops between two alerts as soon as shutdown begins."""
         now = self.clock()
         if self.store.shared:  # alerts other replicas posted or changed are swept too (whoever gets there first)
             await self.load()
         stale = [a for a in self._alerts.values() if a.ts and a.retry_offered and now >= a.deadline
                  and a.phase in (Phase.FAILED, Phase.FAILED_AGAIN, Phase.REFUSED)]
         for alert in stale:
+            if self.stopping.is_set():
+                return 0
             async with self.lock((alert.endpoint, alert.job)):
                 current = await self.get(alert.endpoint, alert.job)
                 if current == alert:  # unchanged while we waited for the lock
                     await self.save(expired(alert))
         freed = [key for key, until in self._blocked_until.items() if now >= until]
         for key in freed:
+            if self.stopping.is_set():
+                return 0
             async with self.lock(key):
                 freed_alert = await self.get(*key)
                 if freed_alert is not None and self._blocked_until.get(key, now + 1) <= now:
                     await self.save(freed_alert)
+        for sweep in self.sweepers:
+            if self.stopping.is_set():
+                return 0
+            await sweep()
+        self.forget_old(now)
         return len(stale)
+
+    def forget_old(self, now: float) -> None:
+        """Alerts untouched for MEMORY_SECONDS leave memory, and so do locks nobody holds: memory stays flat in a
+        process that runs for months. `get` reads an alert back from the store if a late click needs it."""
+        for key, alert in list(self._alerts.items()):
+            lock = self._locks.get(key)
+            if now - max(alert.ended_at, alert.acted_at or 0.0) > MEMORY_SECONDS and not (lock and lock.locked()):
+                del self._alerts[key]
+        for key in [k for k, lock in self._locks.items() if k not in self._alerts and not lock.locked()]:
+            del self._locks[key]
 
     async def keep_current(self, stop: asyncio.Event) -> None:
         """Until `stop`: sweep expired alerts every SWEEP_SECONDS."""
@@ -195,8 +247,12 @@ class AlertDesk:
         key = (endpoint, fresh.job)
         async with self.lock(key):
             existing = await self.get(endpoint, fresh.job)
+            if existing is not None and existing.ts is None and existing.posting:
+                # Its message is on its way to Slack (queued through an outage, or a restart): the same failure.
+                self.metrics.duplicates.labels(kind="webhook").inc()
+                return "duplicate", existing
             if existing is None or existing.ts is None:
-                # Never posted (Slack refused or was down): this delivery gets its chance to post it.
+                # Never posted (Slack refused it for good): this delivery gets its chance to post it.
                 alert = await (post or self.post)(fresh)
                 return "posted", alert
             recent = self.clock() - existing.ended_at < REDELIVERY_WINDOW
@@ -206,14 +262,23 @@ class AlertDesk:
             if recent and (existing.phase in (Phase.FAILED, Phase.FAILED_AGAIN) or same_failure):
                 self.metrics.duplicates.labels(kind="webhook").inc()
                 return "duplicate", existing
-            if existing.phase in (Phase.RETRYING, Phase.REQUEUED):
+            if existing.phase in (Phase.RETRYING, Phase.REQUEUED) and await self._in_flight(endpoint, fresh.job):
                 # A retry is in flight and its follower will report; this event is its echo or a race.
                 self.metrics.duplicates.labels(kind="webhook").inc()
                 return "duplicate", existing
             alert = await self.save(failed_again_outside(existing, body, self.clock()))
-            if alert.ts:
-                await self.out.post(Place(alert.channel, thread_ts=alert.reply_thread), messages.alert_refailed(alert))
-            return "updated", alert
+        # Outside the lock: waiting on Slack must not hold up the job's other events.
+        await self.out.post(Place(alert.channel, thread_ts=alert.reply_thread), messages.alert_refailed(alert))
+        return "updated", alert
+
+    async def _in_flight(self, endpoint: str, job: str) -> bool:
+        """Someone holds the job (a retry waiting for RunPod, or its follow): an alert saying so is current. With
+        no claim, "retrying" is left over from work that was cut off, and a new failure is news."""
+        try:
+            return await self.store.claimed(endpoint, job) is not None
+        except Exception:
+            log.exception("could not check whether job %s on %s is being retried", job, endpoint)
+            return True
 
     # ---------------------------------------------------------------- job events (see bot.work.events)
 
@@ -224,7 +289,7 @@ class AlertDesk:
                 # A button on a message this app has no record of (lost database, or posted elsewhere): adopt it.
                 alert = Alert(endpoint=endpoint, job=job, channel=origin.channel, status="FAILED",
                               ended_at=self.clock(), ts=origin.ts, thread_ts=origin.thread_ts)
-            if alert is not None and alert.ts and alert.phase is not Phase.COMPLETED:
+            if alert is not None and (alert.ts or alert.posting) and alert.phase is not Phase.COMPLETED:
                 # A completed alert keeps saying so while a late retry is asked; RunPod will refuse it anyway.
                 await self.save(retrying(alert, user, self.clock()))
 
@@ -232,7 +297,7 @@ class AlertDesk:
                       report: MessageRef | None = None) -> None:
         async with self.lock((endpoint, job)):
             alert = await self.get(endpoint, job)
-            if alert is not None and alert.ts:
+            if alert is not None and (alert.ts or alert.posting):
                 now = self.clock()
                 alert = called(alert, now)  # RunPod got a call: it counts toward the hourly budget
                 if alert.phase is Phase.COMPLETED and not outcome.ok:
@@ -257,11 +322,17 @@ class AlertDesk:
     async def progressed(self, endpoint: str, job: str, status: str) -> None:
         async with self.lock((endpoint, job)):
             alert = await self.get(endpoint, job)
-            if alert is not None and alert.ts and alert.phase is Phase.REQUEUED and alert.job_status != status:
+            if alert is not None and (alert.ts or alert.posting) and alert.phase is Phase.REQUEUED \
+                    and alert.job_status != status:
                 await self.save(progressed(alert, status))
 
     async def ended(self, endpoint: str, job: str, final: dict[str, Any] | None, reason: str) -> None:
         async with self.lock((endpoint, job)):
             alert = await self.get(endpoint, job)
-            if alert is not None and alert.ts and alert.phase in (Phase.RETRYING, Phase.REQUEUED):
+            if alert is not None and (alert.ts or alert.posting) and alert.phase in (Phase.RETRYING, Phase.REQUEUED):
                 await self.save(finished(alert, final, self.clock()) if final is not None else gave_up(alert, reason))
+
+
+def _fingerprint(alert: Alert) -> str:
+    """The alert's state as its message shows it (where it was posted left out)."""
+    return hashlib.sha256(replace(alert, ts=None, posting=False).to_json().encode()).hexdigest()[:16]

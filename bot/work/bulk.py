@@ -14,7 +14,7 @@ from typing import Any
 from bot.core import messages
 from bot.core.commands import MAX_BULK_JOBS
 from bot.core.groups import UNKNOWN, JobResult, Tally, failed_again
-from bot.core.outcome import RETRYABLE, Outcome
+from bot.core.outcome import RETRYABLE, Kind, Outcome
 from bot.infra.config import Settings
 from bot.infra.logs import ctx
 from bot.slack.out import Place
@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 Key = tuple[str, str]
 # Bulk retries older than this are not picked up again after a restart (their jobs' follows have long ended).
 MEMORY_SECONDS = 24 * 3600.0
+# A job whose retry was sent when a shutdown cut the run off; the next start settles it and updates the line.
+CUT_OFF = "no answer before the app restarted (it may have gone through; checked with /status after the restart)"
 
 
 def _quietly(_job: str | None) -> None:
@@ -48,6 +50,7 @@ class BulkRun:
     table: bool = True                    # the summary lists each job (a grouped alert's job list does instead)
     summary_ts: str | None = None         # the summary reply, kept current as jobs end
     summarized: bool = False              # the summary reply went out
+    ref: str = ""   # what a retry settled after a restart reports to: "bulk:<run id>" or "storm:<storm key>"
 
     def tally(self) -> Tally:
         return Tally.of(self.jobs, self.results, self.finals)
@@ -57,6 +60,10 @@ class BulkRun:
         """Jobs RunPod requeued that have not ended yet."""
         return [job for job in self.jobs if job in self.results and self.results[job].requeued
                 and job not in self.finals]
+
+    @property
+    def run_id(self) -> str:
+        return f"{self.place.channel}/{self.place.thread_ts}"
 
     def to_json(self) -> str:
         """What a restart needs to keep the parent message's tally current (RunPod's JSON was already shown)."""
@@ -70,9 +77,11 @@ class BulkRun:
     def from_json(cls, text: str) -> BulkRun:
         data = json.loads(text)
         who = Who(data["who"]["user"], data["who"]["channel"], Source(data["who"]["source"]))
-        return cls(who, data["endpoint"], tuple(data["jobs"]), Place(data["channel"], thread_ts=data["thread_ts"]),
-                   results={job: JobResult(**r) for job, r in data["results"].items()}, finals=data["finals"],
-                   summary_ts=data.get("summary_ts"), summarized=True)
+        run = cls(who, data["endpoint"], tuple(data["jobs"]), Place(data["channel"], thread_ts=data["thread_ts"]),
+                  results={job: JobResult(**r) for job, r in data["results"].items()}, finals=data["finals"],
+                  summary_ts=data.get("summary_ts"), summarized=True)
+        run.ref = f"bulk:{run.run_id}"
+        return run
 
     def again(self) -> list[str]:
         return failed_again(self.jobs, self.results, self.finals)
@@ -90,7 +99,10 @@ class BulkRunner:
         self._following: dict[Key, BulkRun] = {}
         # `failed` confirmations under way, by endpoint: (who confirmed, when, how many jobs, link to the run).
         self._confirmed: dict[str, tuple[str, float, int, str | None]] = {}
+        # Bulk runs this process keeps current, by run id: one object per run, whoever updates it.
+        self._runs: dict[str, BulkRun] = {}
         self.follower.on_end.append(self._ended)
+        service.on_settled.append(self._settled)
 
     # ---------------------------------------------------------------- the command
 
@@ -110,13 +122,18 @@ class BulkRunner:
                    if place.thread_ts else None)
         run = BulkRun(who, endpoint, jobs, place)
         if place.thread_ts:
+            run.ref = f"bulk:{run.run_id}"
+            self._runs[run.run_id] = run
             self._keep_parent_current(run)
         elif place.via_response_url:
             self._final_tally_via_response_url(run)
-        await self.run(run)
-        if place.thread_ts:
-            # Saved now, not only at the next paced update: a restart a moment later must still find it.
-            await self._save(run)
+        try:
+            await self.run(run)
+        finally:
+            if place.thread_ts:
+                # Saved now, not only at the next paced update: a restart a moment later must still find it.
+                await self._save(run)
+            self._let_go(run)
 
     def _keep_parent_current(self, run: BulkRun) -> None:
         assert run.place.thread_ts is not None
@@ -160,7 +177,7 @@ class BulkRunner:
 
     async def _save(self, run: BulkRun) -> None:
         try:
-            await self.store.save_bulk(f"{run.place.channel}/{run.place.thread_ts}", run.to_json())
+            await self.store.save_bulk(run.run_id, run.to_json())
         except Exception:  # the tally in Slack is still right; only a restart would lose track of it
             log.exception("could not save the bulk retry's state", extra=ctx(endpoint=run.endpoint))
 
@@ -169,14 +186,60 @@ class BulkRunner:
         for data in await self.store.recent_bulks(time.time() - MEMORY_SECONDS):
             run = BulkRun.from_json(data)
             if run.running:
+                self._runs[run.run_id] = run
                 self._keep_parent_current(run)
                 self.adopt(run, run.running)
+
+    async def _find(self, run_id: str) -> BulkRun | None:
+        """The run, as this process keeps it, or as the store has it (a replica's run, adopted with its work)."""
+        run = self._runs.get(run_id)
+        if run is None:
+            data = await self.store.load_bulk(run_id)
+            run = self._runs.get(run_id)  # loaded by a settle running alongside
+            if run is None and data is not None:
+                run = self._runs[run_id] = BulkRun.from_json(data)
+                if run.place.thread_ts:
+                    self._keep_parent_current(run)
+        return run
+
+    def _let_go(self, run: BulkRun) -> None:
+        """A run whose jobs have all been answered and ended needs no keeping any more."""
+        if run.tally().ended and self._runs.get(run.run_id) is run:
+            del self._runs[run.run_id]
+
+    async def _settled(self, sent: dict[str, Any], outcome: Outcome) -> None:
+        """After a restart, a retry of a bulk run whose answer was lost was settled by /status: its line and the
+        parent's tally show the answer, and its follow reports its end to the run again."""
+        ref = str(sent.get("run") or "")
+        if not ref.startswith("bulk:"):
+            return
+        run = await self._find(ref.removeprefix("bulk:"))
+        if run is None or outcome.job not in run.jobs:
+            return
+        run.results[outcome.job] = JobResult.of(outcome)
+        if outcome.ok:
+            self._following[(run.endpoint, outcome.job)] = run
+        run.changed(outcome.job)
+        await self._save(run)
+        self._let_go(run)
 
     # ---------------------------------------------------------------- the run
 
     async def run(self, run: BulkRun) -> None:
-        """Retry every job (at most RUNPOD_BULK_CONCURRENCY at once), then post the one summary reply."""
-        await asyncio.gather(*(self._retry_one(run, job) for job in run.jobs))
+        """Retry every job (at most RUNPOD_BULK_CONCURRENCY at once), then post the one summary reply. Cut off by a
+        shutdown (RunPod slower than the grace), every job still gets its line and the summary still goes out; the
+        retries already sent are settled with /status by whoever takes the work on next."""
+        try:
+            await asyncio.gather(*(self._retry_one(run, job) for job in run.jobs))
+        except asyncio.CancelledError:
+            for job in run.jobs:
+                run.results.setdefault(job, JobResult(job, "refused:shutdown",
+                                                      detail="not retried: the app was restarting; retry it again"))
+            await self._finish(run)
+            raise
+        await self._finish(run)
+
+    async def _finish(self, run: BulkRun) -> None:
         settled = [job for job in run.jobs if run.results[job].settled]
         if settled:
             await self.store.mark_retried(run.endpoint, settled)
@@ -207,38 +270,34 @@ class BulkRunner:
         run.changed(job)
 
     async def _retry(self, run: BulkRun, job: str) -> JobResult:
+        """Exactly once and the retry budget, per job, then the retry. A refusal is an outcome like any other:
+        recorded, listed in the summary, never a silent skip (and not one private message per job)."""
         who, endpoint, key = run.who, run.endpoint, (run.endpoint, job)
-        refusal = await self._admit(who, endpoint, job)
-        if refusal is not None:
-            return refusal
-        # Registered before the call: a job that ends quickly may end before `attempt` returns.
-        self._following[key] = run
-        try:
-            outcome = await self.service.attempt(who, endpoint, job, run.place, post=False)
-        finally:
-            if self.follower.following(endpoint, job) is None:
-                self._following.pop(key, None)
-                self.service.release(endpoint, job)
+        async with self.service.claims.hold(endpoint, job, who.user) as hold:
+            if hold.taken_by is not None:
+                self.service.metrics.duplicates.labels(kind=who.source.value).inc()
+                by = "you, a moment ago" if hold.taken_by.user == who.user else "someone else"
+                return await self._refused(who, endpoint, job, "duplicate", f"already being retried (by {by})",
+                                           f"already being retried by {hold.taken_by.user}")
+            budget = await self.service.over_budget(endpoint, job)
+            if budget is not None:
+                self.service.metrics.refusals.labels(reason="budget").inc()
+                limit = self.settings.max_retries_per_job
+                times = "once" if limit == 1 else f"{limit} times"
+                return await self._refused(who, endpoint, job, "budget",
+                                           f"retry limit reached: already retried {times} in the last hour", budget)
+            # Registered before the call: a job that ends quickly may end before `attempt` returns.
+            self._following[key] = run
+            try:
+                outcome = await self.service.attempt(who, endpoint, job, run.place, hold, post=False, run=run.ref)
+            except asyncio.CancelledError:
+                if hold.sent:
+                    run.results[job] = JobResult(job, Kind.TIMEOUT.value, detail=CUT_OFF)
+                raise
+            finally:
+                if self.follower.following(endpoint, job) is None:
+                    self._following.pop(key, None)
         return JobResult.of(outcome)
-
-    async def _admit(self, who: Who, endpoint: str, job: str) -> JobResult | None:
-        """Exactly once and the retry budget, per job. A refusal is an outcome like any other: recorded,
-        listed in the summary, never a silent skip (and not one private message per job)."""
-        existing = self.service.claim(endpoint, job, who.user)
-        if existing is not None:
-            self.service.metrics.duplicates.labels(kind=who.source.value).inc()
-            by = "you, a moment ago" if existing.user == who.user else "someone else"
-            return await self._refused(who, endpoint, job, "duplicate", f"already being retried (by {by})",
-                                       f"already being retried by {existing.user}")
-        budget = await self.service.over_budget(endpoint, job)
-        if budget is not None:
-            self.service.release(endpoint, job)
-            self.service.metrics.refusals.labels(reason="budget").inc()
-            limit = self.settings.max_retries_per_job
-            times = "once" if limit == 1 else f"{limit} times"
-            return await self._refused(who, endpoint, job, "budget",
-                                       f"retry limit reached: already retried {times} in the last hour", budget)
-        return None
 
     async def _refused(self, who: Who, endpoint: str, job: str, code: str, detail: str,
                        audit_detail: str | None = None) -> JobResult:
@@ -277,6 +336,7 @@ class BulkRunner:
         if run is not None:
             run.finals[target.job] = status
             run.changed(target.job)
+            self._let_go(run)
 
     # ---------------------------------------------------------------- status of many jobs
 

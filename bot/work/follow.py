@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from bot.core import messages
-from bot.core.outcome import TERMINAL, classify_error
+from bot.core.outcome import RETRYABLE, TERMINAL, classify_error
 from bot.infra.config import Settings
 from bot.infra.logs import ctx
 from bot.infra.metrics import Metrics
@@ -127,15 +127,18 @@ class Follower:
             event.set()
 
     async def resume_all(self) -> int:
-        """Pick up the jobs that were being followed when the app stopped."""
+        """Pick up the jobs that were being followed when the app stopped. Never waits on Slack (each follow says
+        it resumed from its own task), and one follow's trouble does not keep the others or the start back."""
         count = 0
         for data in await self.store.follows():
-            target = FollowTarget.from_json(data)
-            if target.key in self._active:
+            try:
+                target = FollowTarget.from_json(data)
+                if target.key in self._active:
+                    continue
+                await self.start(target, resumed=True)
+            except Exception:
+                log.exception("could not resume following a job (stored as %s)", data[:200])
                 continue
-            if not target.quiet:
-                await self.out.post(target.place(), messages.follow_resumed(target.endpoint, target.job))
-            await self.start(target, resumed=True)
             count += 1
         return count
 
@@ -153,23 +156,31 @@ class Follower:
         log_ctx = ctx(user=target.user, endpoint=target.endpoint, job=target.job, source=target.source)
         interval = self.settings.follow_interval
         deadline = target.started + self.settings.follow_max
+        too_long = f"it had not ended after {duration_text(self.settings.follow_max)}"
         last_status: str | None = None
         errors = 0
         final: dict[str, Any] | None = None
         reason = ""
         try:
+            if resumed and not target.quiet:
+                await self._say(target, messages.follow_resumed(target.endpoint, target.job))
             while True:
-                remaining = deadline - self.clock()
-                if remaining <= 0:
-                    reason = f"it had not ended after {duration_text(self.settings.follow_max)}"
-                    break
-                news = await self._wait(key, min(interval, remaining))
-                if self._handing_over:
-                    self._forget(key)
-                    return
-                if news is not None and str(news.get("status", "")).upper() in TERMINAL:
-                    final = news
-                    break
+                # Past the deadline (also when it passed while the app was down): one last look, then give up.
+                last_look = deadline - self.clock() <= 0
+                claimed: dict[str, Any] | None = None
+                if not last_look:
+                    news = await self._wait(key, min(interval, deadline - self.clock()))
+                    if self._handing_over:
+                        self._forget(key)
+                        return
+                    news_status = str((news or {}).get("status", "")).upper()
+                    if news_status in TERMINAL and news_status not in RETRYABLE:
+                        final = news
+                        break
+                    if news_status in RETRYABLE:
+                        # RunPod documents duplicate deliveries: this may be the very failure that was retried.
+                        # It is believed only when /status, asked right now, says the same.
+                        claimed = news
                 try:
                     reply = await self.runpod.status(target.endpoint, target.job)
                 except RunPodError as exc:
@@ -178,27 +189,50 @@ class Follower:
                         reason = ("RunPod no longer knows the job (its result expired, or it outlived the time "
                                   "limit it was submitted with)")
                         break
+                    if last_look:
+                        reason = too_long
+                        break
                     errors += 1
                     log.warning("status check failed (%s), will keep trying", outcome.kind, extra=log_ctx)
                     if errors == WARN_AFTER_ERRORS and not target.quiet:
-                        await self.out.post(target.place(), messages.follow_trouble(target.endpoint, target.job,
-                                                                                      outcome.summary))
+                        await self._say(target, messages.follow_trouble(target.endpoint, target.job,
+                                                                        outcome.summary))
                     interval = min(interval * GROWTH * 2, MAX_INTERVAL)
                     continue
                 errors = 0
                 status = (reply.job_status or "").upper()
                 if status in TERMINAL:
-                    final = reply.body
+                    # A confirmed failure event keeps its own body (RunPod's error text for this run).
+                    confirmed = claimed is not None and str(claimed.get("status", "")).upper() == status
+                    final = claimed if confirmed else reply.body
                     break
+                if claimed is not None:
+                    log.info("ignored a %s event for a job that is %s (a redelivery of the retried failure)",
+                             claimed.get("status"), status or "unknown", extra=log_ctx)
                 if status and status != last_status:
                     last_status = status
                     await self.events.progressed(target.endpoint, target.job, status)
+                if last_look:
+                    reason = too_long
+                    break
                 interval = min(interval * GROWTH, MAX_INTERVAL)
         except asyncio.CancelledError:
             # Shutting down: the follow stays in the store and resumes on the next start.
             self._forget(key)
             raise
+        except Exception:
+            # Never a follow that silently stops: /healthz would count it and the job would stay claimed.
+            log.exception("following failed", extra=log_ctx)
+            final, reason = None, "the app hit an unexpected error while following it (it is in the app's log)"
         await self._finish(target, final, reason, last_status)
+
+    async def _say(self, target: FollowTarget, msg: messages.Message) -> None:
+        """A progress note in the thread: Slack's trouble costs this note, never the follow."""
+        try:
+            await self.out.post(target.place(), msg)
+        except Exception:
+            log.exception("could not post a note about a followed job",
+                          extra=ctx(endpoint=target.endpoint, job=target.job))
 
     def _forget(self, key: Key) -> None:
         self._active.pop(key, None)
@@ -208,6 +242,8 @@ class Follower:
 
     async def _finish(self, target: FollowTarget, final: dict[str, Any] | None, reason: str,
                       last_status: str | None) -> None:
+        """Say how the job ended, then let go of it. Each step runs even when an earlier one failed: a follow
+        always leaves memory and the store, and the end hooks (which release the job's claim) always run."""
         key = target.key
         try:
             if not target.quiet:
@@ -221,8 +257,15 @@ class Follower:
                      extra=ctx(user=target.user, endpoint=target.endpoint, job=target.job))
         finally:
             self._forget(key)
-            await self.store.drop_follow(target.endpoint, target.job)
+            log_ctx = ctx(endpoint=target.endpoint, job=target.job)
+            try:
+                await self.store.drop_follow(target.endpoint, target.job)
+            except Exception:
+                log.exception("could not forget a follow that ended", extra=log_ctx)
             for hook in self.on_end:
-                result = hook(target, final)
-                if asyncio.iscoroutine(result):
-                    await result
+                try:
+                    result = hook(target, final)
+                    if asyncio.iscoroutine(result):
+                        await result
+                except Exception:
+                    log.exception("a follow's end hook failed", extra=log_ctx)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from enum import StrEnum
+from typing import Any
 
 from bot.core import messages
 from bot.core.alerts import BUDGET_WINDOW, Alert, Phase
@@ -23,19 +25,21 @@ from bot.infra.config import Settings
 from bot.infra.logs import ctx
 from bot.infra.metrics import Metrics
 from bot.infra.tasks import Background
-from bot.runpod import RunPodClient, RunPodError, RunPodReply
+from bot.runpod import RunPodClient, RunPodError, RunPodReply, RunPodTimeout
 from bot.runpod.client import Throttled
 from bot.slack.out import Place, SlackOut
-from bot.store import AuditEntry, Store
+from bot.store import AuditEntry, Queued, Store, StoreUnavailable
 from bot.work.access import AccessPolicy
 from bot.work.audit_channel import AuditChannel
+from bot.work.claims import Claims, Hold
 from bot.work.events import JobEvents, MessageRef
 from bot.work.follow import Follower, FollowTarget
 
 log = logging.getLogger(__name__)
 
+# Settling a retry the database could not take is tried again after these pauses.
+SETTLE_RETRY_PAUSES = (1.0, 2.0, 4.0, 8.0, 16.0)
 PROBE_AFTER = UNCERTAIN | {Kind.REFUSED}
-Key = tuple[str, str]
 
 
 class Source(StrEnum):
@@ -46,12 +50,6 @@ class Source(StrEnum):
 
 
 @dataclass(frozen=True)
-class Claim:
-    user: str
-    at: float
-
-
-@dataclass(frozen=True)
 class Who:
     """The person asking and where they asked."""
 
@@ -59,6 +57,21 @@ class Who:
     channel: str
     source: Source
     response_url: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"user": self.user, "channel": self.channel, "source": self.source.value,
+                "response_url": self.response_url}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Who:
+        return cls(data["user"], data["channel"], Source(data["source"]), data.get("response_url"))
+
+
+def sent_record(who: Who, endpoint: str, job: str, place: Place, post: bool, follow: bool,
+                run: str | None) -> dict[str, Any]:
+    """What settling a retry needs when its answer is lost: the inbox row written before it is sent."""
+    return {"endpoint": endpoint, "job": job, "who": who.to_json(), "place": asdict(place), "post": post,
+            "follow": follow, "run": run}
 
 
 class RetryService:
@@ -76,13 +89,17 @@ class RetryService:
         self.settings = settings
         self.background = background
         self.clock = clock
+        self.claims = Claims(store, background, clock)
         self.retry_window = float(RETENTION_SECONDS)  # the longest a job can still be retried from now
-        self.claims: dict[Key, Claim] = {}
         # The job's alert, if it has one (the alert desk's view): where results are shown, and whether it ended.
         self.alert_of = alert_of
         self.workspace_url: str | None = None  # auth.test's `url`, for links to messages (set at start-up)
+        # Told of each retry settled after a restart, before it is recorded (a bulk run or grouped alert updates
+        # its line): `hook(sent_record, outcome)`.
+        self.on_settled: list[Callable[[dict[str, Any], Outcome], Awaitable[None]]] = []
         self.audit_channel = AuditChannel(out, settings.audit_channel, background) if settings.audit_channel else None
-        follower.on_end.append(lambda target, _final: self.release(target.endpoint, target.job))
+        # A follow holds its job's claim until the job ends.
+        follower.on_end.append(lambda target, _final: self.claims.follow_ended(target.endpoint, target.job))
 
     # ---------------------------------------------------------------- rules
 
@@ -101,25 +118,6 @@ class RetryService:
             return True
         await self.refuse(who, endpoint, jobs, reason, "access")
         return False
-
-    def claim(self, endpoint: str, job: str, user: str) -> Claim | None:
-        """Take the job for one retry. Returns the existing claim when someone already has it.
-
-        No await between the check and the set: on one event loop this is atomic, so simultaneous clicks
-        give exactly one RunPod call.
-        """
-        key = (endpoint, job)
-        existing = self.claims.get(key)
-        if existing is not None:
-            return existing
-        following = self.follower.following(endpoint, job)
-        if following is not None:
-            return Claim(following.user, following.started)
-        self.claims[key] = Claim(user, self.clock())
-        return None
-
-    def release(self, endpoint: str, job: str) -> None:
-        self.claims.pop((endpoint, job), None)
 
     async def alert(self, endpoint: str, job: str) -> Alert | None:
         if self.alert_of is None:
@@ -152,11 +150,9 @@ class RetryService:
                 f"limit is {limit}). A job that keeps failing needs a human look at its input or its worker, "
                 f"not another retry.{last}")
 
-    async def admit(self, who: Who, endpoint: str, job: str) -> bool:
-        """Access, exactly-once and budget for one job. True means the job is claimed for `who`."""
-        if not await self.gate(who, endpoint, (job,)):
-            return False
-        existing = self.claim(endpoint, job, who.user)
+    async def admitted(self, who: Who, endpoint: str, job: str, hold: Hold) -> bool:
+        """Exactly once and the hourly budget, inside `claims.hold`. False (and the person told) when refused."""
+        existing = hold.taken_by
         if existing is not None:
             self.metrics.duplicates.labels(kind=who.source.value).inc()
             await self.record(AuditEntry(who.user, who.channel, endpoint, job, who.source, "refused:duplicate",
@@ -168,7 +164,6 @@ class RetryService:
             return False
         budget = await self.over_budget(endpoint, job)
         if budget is not None:
-            self.release(endpoint, job)
             await self.refuse(who, endpoint, (job,), budget, "budget")
             return False
         return True
@@ -210,53 +205,130 @@ class RetryService:
         except RunPodError as exc:
             return classify_error(endpoint, job, exc)
 
-    async def attempt(self, who: Who, endpoint: str, job: str, place: Place, *, post: bool = True,
-                      follow: bool = True, until: float | None = None) -> Outcome:
-        """Retry a claimed job: call, record, reply, announce, follow. Releases the claim unless the job is now
-        being followed."""
-        log_ctx = ctx(user=who.user, channel=who.channel, endpoint=endpoint, job=job, source=who.source.value)
+    async def attempt(self, who: Who, endpoint: str, job: str, place: Place, hold: Hold, *,
+                      origin: MessageRef | None = None, announce: bool = False, post: bool = True,
+                      follow: bool = True, run: str | None = None, until: float | None = None) -> Outcome:
+        """Retry a job claimed by `hold`: call, record, reply, announce, follow (the follow keeps the claim).
+
+        That the retry is sent is written down first (an inbox row): when the app stops before RunPod answers (a
+        deploy while RunPod is slow), the next start, or another replica, settles it with a /status check
+        (`settle`) instead of leaving it unknown. `run` names the bulk run or grouped alert it belongs to."""
+        work_id: int | None = None
         try:
+            if announce:
+                await self.events.retrying(who.user, endpoint, job, origin)
+            work_id = await self.store.accept("retry", sent_record(who, endpoint, job, place, post, follow, run),
+                                              self.clock())
+            hold.sent = True
+
             async def queued_behind_limit(wait: float) -> None:
                 await self.out.post(place, messages.retry_throttled(endpoint, job, wait))
 
             outcome = await self.call_retry(endpoint, job, until=until,
                                             throttled=queued_behind_limit if post else None)
-            self.metrics.retries.labels(outcome=outcome.kind.value, source=who.source.value).inc()
-            log.info("retry %s", outcome.kind.value, extra={**log_ctx, "http_status": outcome.http_status})
-            await self.record(AuditEntry(who.user, who.channel, endpoint, job, who.source, outcome.kind.value,
-                                         called=True, http_status=outcome.http_status, job_status=outcome.job_status,
-                                         detail=None if outcome.ok else (outcome.excerpt or outcome.summary)[:300]))
-            if post:
-                await self.out.post_outcome(place, outcome)
-            # Where this retry is reported (a command's thread, a bulk run's message); ts "" when that is the
-            # command's response_url, which nothing can link to.
-            report = MessageRef(place.channel, "" if place.via_response_url else place.thread_ts or "")
-            await self.events.retried(who.user, endpoint, job, outcome, report)
-            if outcome.ok and follow:
+            await self.conclude(who, endpoint, job, place, outcome, hold, post=post, follow=follow)
+        except asyncio.CancelledError:
+            # Shutting down. Sent: the inbox row stays and whoever adopts it settles it. Not sent: nothing to settle.
+            if not hold.sent:
+                await self.events.retry_interrupted(endpoint, job)
+            raise
+        except Exception:
+            await self.events.retry_interrupted(endpoint, job)
+            if work_id is not None:
+                await self._done(work_id)  # an error of the app's own: not worth trying again at every start
+            raise
+        await self._done(work_id)
+        return outcome
+
+    async def conclude(self, who: Who, endpoint: str, job: str, place: Place, outcome: Outcome, hold: Hold, *,
+                       post: bool, follow: bool, counted: bool = True, prefix: str = "") -> None:
+        """RunPod's answer (or the /status check that settled it): record, reply, announce, follow. When `hold` is
+        someone else's, only record and reply: the alert and the follow are theirs."""
+        log_ctx = ctx(user=who.user, channel=who.channel, endpoint=endpoint, job=job, source=who.source.value)
+        self.metrics.retries.labels(outcome=outcome.kind.value, source=who.source.value).inc()
+        log.info("retry %s", outcome.kind.value, extra={**log_ctx, "http_status": outcome.http_status})
+        # The budget counts only retries RunPod took or may have taken, never one it refused or did not act on.
+        await self.record(AuditEntry(who.user, who.channel, endpoint, job, who.source, outcome.kind.value,
+                                     called=counted and outcome.may_have_taken_effect,
+                                     http_status=outcome.http_status, job_status=outcome.job_status,
+                                     detail=None if outcome.ok else (outcome.excerpt or outcome.summary)[:300]))
+        if post:
+            await self.out.post_outcome(place, outcome, prefix=prefix)
+        if not hold.ours:
+            return
+        # Where this retry is reported (a command's thread, a bulk run's message); ts "" when that is the
+        # command's response_url, which nothing can link to.
+        report = MessageRef(place.channel, "" if place.via_response_url else place.thread_ts or "")
+        await self.events.retried(who.user, endpoint, job, outcome, report)
+        if outcome.ok and follow:
+            hold.keep_for_follow()  # before the follow starts: a job that ends at once releases the claim itself
+            try:
                 await self.follower.start(FollowTarget(
                     endpoint, job, place.channel, place.thread_ts, who.user, who.source.value, self.clock(),
                     response_url=place.response_url if place.via_response_url else None, quiet=not post))
-            return outcome
-        except BaseException:
-            await self.events.retry_interrupted(endpoint, job)
-            raise
-        finally:
-            if self.follower.following(endpoint, job) is None:
-                self.release(endpoint, job)
+            except BaseException:
+                hold.kept = False
+                raise
+
+    async def _done(self, work_id: int) -> None:
+        try:
+            await self.store.done(work_id)
+        except Exception:  # the next start settles it again: a second reply at worst, never a second count
+            log.exception("could not mark a retry as answered")
+
+    async def settle(self, row: Queued) -> None:
+        """A retry sent before the app stopped (this process's predecessor, or a replica that died) whose answer
+        never came: /status tells whether it took effect. It is then recorded, replied, announced and followed as
+        if RunPod had answered, so no alert is left "retrying" and the budget sees it."""
+        endpoint, job = str(row.payload.get("endpoint")), str(row.payload.get("job"))
+        for pause in (*SETTLE_RETRY_PAUSES, None):
+            try:
+                await self._settle(row, endpoint, job)
+                break
+            except StoreUnavailable:
+                if pause is None:  # left in the inbox: the next start (or another replica) settles it
+                    log.error("the database stayed away; a retry is left to settle later",
+                              extra=ctx(endpoint=endpoint, job=job))
+                    return
+                await asyncio.sleep(pause)
+            except Exception:  # the app's own error: logged, and not tried again at every start
+                log.exception("could not settle a retry left unanswered", extra=ctx(endpoint=endpoint, job=job))
+                break
+        # A cancellation (stopping again) skips this: still unsettled, so the next owner settles it.
+        await self._done(row.id)
+
+    async def _settle(self, row: Queued, endpoint: str, job: str) -> None:
+        data = row.payload
+        who, place = Who.from_json(data["who"]), Place(**data["place"])
+        async with self.claims.hold(endpoint, job, who.user) as hold:
+            hold.sent = True
+            try:
+                probe: RunPodReply | RunPodError = await self.runpod.status(endpoint, job)
+            except RunPodError as exc:
+                probe = exc
+            lost = RunPodTimeout("the app stopped before RunPod answered the retry", op="retry")
+            outcome = classify_retry(endpoint, job, lost, probe)
+            # Settled once already (cut off again before it was marked): counted then, not again.
+            counted = await self.store.retries_since(endpoint, job, row.created) == 0
+            for hook in self.on_settled:
+                try:
+                    await hook(data, outcome)
+                except Exception:
+                    log.exception("could not report a settled retry", extra=ctx(endpoint=endpoint, job=job))
+            await self.conclude(who, endpoint, job, place, outcome, hold, post=bool(data.get("post")),
+                                follow=bool(data.get("follow")), counted=counted, prefix=messages.AFTER_RESTART)
 
     # ---------------------------------------------------------------- the two ways in
 
     async def retry_from_command(self, who: Who, endpoint: str, job: str) -> None:
-        if not await self.admit(who, endpoint, job):
+        if not await self.gate(who, endpoint, (job,)):
             return
-        place = Place(who.channel, response_url=who.response_url)
-        try:
+        async with self.claims.hold(endpoint, job, who.user) as hold:
+            if not await self.admitted(who, endpoint, job, hold):
+                return
+            place = Place(who.channel, response_url=who.response_url)
             place.thread_ts = await self.out.post(place, messages.command_parent(who.user, endpoint, job))
-        except BaseException:
-            self.release(endpoint, job)
-            raise
-        await self.events.retrying(who.user, endpoint, job)
-        await self.attempt(who, endpoint, job, place)
+            await self.attempt(who, endpoint, job, place, hold, announce=True)
 
     async def already_completed(self, who: Who, endpoint: str, job: str) -> bool:
         """A late click (a confirm dialog left open, or Retry all got there first) on an alert whose job already
@@ -276,11 +348,14 @@ class RetryService:
                                 thread_ts: str | None) -> None:
         if await self.already_completed(who, endpoint, job):
             return
-        if not await self.admit(who, endpoint, job):
+        if not await self.gate(who, endpoint, (job,)):
             return
-        await self.events.retrying(who.user, endpoint, job, MessageRef(channel, message_ts, thread_ts))
-        place = Place(channel, thread_ts=thread_ts or message_ts, response_url=who.response_url)
-        await self.attempt(who, endpoint, job, place)
+        async with self.claims.hold(endpoint, job, who.user) as hold:
+            if not await self.admitted(who, endpoint, job, hold):
+                return
+            place = Place(channel, thread_ts=thread_ts or message_ts, response_url=who.response_url)
+            await self.attempt(who, endpoint, job, place, hold, announce=True,
+                               origin=MessageRef(channel, message_ts, thread_ts))
 
     async def status(self, who: Who, endpoint: str, job: str, place: Place | None = None) -> None:
         """Show the job's status JSON without changing anything."""

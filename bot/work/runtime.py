@@ -23,7 +23,7 @@ from bot.runpod import RunPodClient
 from bot.runpod.limits import RunPodLimits
 from bot.slack.out import SlackOut, make_client
 from bot.slack.outbox import Outbox
-from bot.store import LEASE_SECONDS, Store, StoreUnavailable, open_store
+from bot.store import LEASE_SECONDS, Queued, Store, StoreUnavailable, open_store
 from bot.work.access import AccessPolicy
 from bot.work.alert_desk import AlertDesk
 from bot.work.bulk import BulkRunner
@@ -40,6 +40,10 @@ KEEP_SECONDS = 7 * 24 * 3600.0
 # Replicas tell each other about webhooks for followed jobs on this topic: the one following the job ends it at once.
 FOLLOW_TOPIC = "follow"
 MAX_FOLLOW_NEWS = 7000  # bytes; a bigger webhook body is announced without it (its follower asks /status instead)
+# At shutdown, how long a periodic task (the expiry sweep, the lease keeper) may take to notice before it is cancelled.
+PERIODIC_GRACE = 1.0
+# An accepted failure the database could not take is tried again after these pauses.
+STORE_RETRY_PAUSES = (1.0, 2.0, 4.0, 8.0, 16.0)
 
 
 class Runtime:
@@ -76,7 +80,7 @@ class Runtime:
         self.storms = StormDesk(self.bulk, self.desk, settings)
         self.auth: dict[str, Any] | None = None
         self.channel_states: list[ChannelState] = []
-        self._stopping = asyncio.Event()
+        self._stopping = self.desk.stopping  # one event: shutdown began
         self._sweeper: asyncio.Task[None] | None = None
         self._leases: asyncio.Task[None] | None = None
         self.database_lost_at: float | None = None  # when the database was last found unreachable (None: fine)
@@ -135,12 +139,30 @@ class Runtime:
         self.service.workspace_url = self.desk.workspace_url = url if isinstance(url, str) else None
         self._sweeper = asyncio.create_task(self.desk.keep_current(self._stopping), name="expired alerts")
         # A lone instance owns everything the previous run left; a replica takes only what was handed over.
-        await self.store.adopt(time.time(), everything=not self.store.shared)
+        adopted = await self.store.adopt(time.time(), everything=not self.store.shared)
         self.outbox.resume(await self.store.queued())
         self._leases = asyncio.create_task(self.keep_leases(), name="leases")
         resumed = await self.follower.resume_all()
         if resumed:
             log.info("resumed following %d retried jobs", resumed)
+        self.resume_inbox(adopted.inbox)
+
+    def resume_inbox(self, rows: list[Queued]) -> None:
+        """Work accepted but never finished, because the process that took it stopped or died: failure webhooks
+        answered 200 whose alert was not stored yet, and retries sent to RunPod whose answer never came."""
+        for row in rows:
+            if row.kind == "webhook":
+                endpoint, body = str(row.payload.get("endpoint")), dict(row.payload.get("body") or {})
+                self.background.spawn(self._failure_accepted(row.id, endpoint, body),
+                                      name=f"alert {endpoint}/{body.get('id')} (accepted before a restart)")
+            elif row.kind == "retry":
+                self.background.spawn(self.service.settle(row),
+                                      name=f"settle {row.payload.get('endpoint')}/{row.payload.get('job')}")
+            else:
+                log.warning("unknown accepted work %r left by an earlier run; dropped", row.kind)
+                self.background.spawn(self._finished(row.id), name="drop unknown work")
+        if rows:
+            log.info("took on %d pieces of work an earlier run accepted and did not finish", len(rows))
 
     async def keep_leases(self) -> None:
         """Keep this replica's leases alive; take over work whose owner died (replicas only)."""
@@ -153,6 +175,7 @@ class Runtime:
                     self.outbox.resume(adopted.outbox)
                     if adopted.follows:
                         await self.follower.resume_all()
+                    self.resume_inbox(adopted.inbox)
             except StoreUnavailable as exc:
                 self.database_state(False)
                 log.warning("could not renew this replica's leases: %s", exc)
@@ -163,9 +186,14 @@ class Runtime:
 
     async def close(self, grace: float = 8.0) -> None:
         self._stopping.set()
-        for task in (self._sweeper, self._leases):
-            if task is not None:
-                await task
+        # The sweep stops between two alerts; what it is waiting for gets PERIODIC_GRACE, then it is cancelled.
+        periodic = {task for task in (self._sweeper, self._leases) if task is not None}
+        if periodic:
+            _done, late = await asyncio.wait(periodic, timeout=PERIODIC_GRACE)
+            for task in late:
+                task.cancel()
+            if late:
+                await asyncio.wait(late)
         self.follower.hand_over()
         cancelled = await self.background.drain(grace)
         if cancelled:
@@ -181,10 +209,12 @@ class Runtime:
 
     # ---------------------------------------------------------------- RunPod's webhook
 
-    def job_event(self, endpoint: str, body: dict[str, Any]) -> str:
+    async def job_event(self, endpoint: str, body: dict[str, Any]) -> str:
         """A job JSON from RunPod's webhook (already authenticated). Returns what was done with it.
 
-        Runs synchronously up to the point where it decides, so duplicates arriving together are caught.
+        A failure is stored (the inbox) before this returns, so before RunPod is answered 200: RunPod does not send
+        it again after a 200, and a restart before its alert is stored takes it up again. When the store cannot
+        take it, this raises, and the webhook answers an error so that RunPod sends it again.
         """
         job, status = parse_job_body(body)
         if self.follower.nudge(endpoint, job, body):
@@ -204,8 +234,9 @@ class Runtime:
             log.warning("a failure webhook arrived but RUNPOD_ALERT_CHANNEL is not set; no alert posted")
             self.metrics.webhooks.labels(result="no_channel").inc()
             return "no_channel"
+        work_id = await self.store.accept("webhook", {"endpoint": endpoint, "body": body}, time.time())
         self.metrics.webhooks.labels(result="failure").inc()
-        self.background.spawn(self.failure(endpoint, body), name=f"alert {endpoint}/{job}")
+        self.background.spawn(self._failure_accepted(work_id, endpoint, body), name=f"alert {endpoint}/{job}")
         return "accepted"
 
     async def _tell_followers(self, endpoint: str, job: str, body: dict[str, Any]) -> None:
@@ -227,6 +258,30 @@ class Runtime:
             return
         if self.follower.nudge(endpoint, job, body):
             self.metrics.webhooks.labels(result="followed").inc()
+
+    async def _failure_accepted(self, work_id: int, endpoint: str, body: dict[str, Any]) -> None:
+        """An accepted failure: done once its alert is stored and queued for Slack (or it joined a grouped alert).
+        Cut off by a shutdown, or the database away for long, it stays in the inbox for the next owner."""
+        for pause in (*STORE_RETRY_PAUSES, None):
+            try:
+                await self.failure(endpoint, body)
+                break
+            except StoreUnavailable:
+                if pause is None:
+                    log.error("the database stayed away; a failure webhook waits in the inbox for the next start",
+                              extra={"endpoint": endpoint})
+                    return
+                await asyncio.sleep(pause)
+            except Exception:  # the app's own error: logged, and not tried again at every start
+                log.exception("could not handle a failure webhook", extra={"endpoint": endpoint})
+                break
+        await self._finished(work_id)
+
+    async def _finished(self, work_id: int) -> None:
+        try:
+            await self.store.done(work_id)
+        except Exception:
+            log.exception("could not mark accepted work as done; it is taken up again at the next start")
 
     async def failure(self, endpoint: str, body: dict[str, Any], channel: str | None = None) -> tuple[str, Any]:
         job, status = parse_job_body(body)

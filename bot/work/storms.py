@@ -18,7 +18,8 @@ from typing import Any
 
 from bot.core import messages
 from bot.core.alerts import parse_job_body, trim_error
-from bot.core.groups import Storm, StormJob
+from bot.core.groups import JobResult, Storm, StormJob
+from bot.core.outcome import Outcome
 from bot.infra.config import Settings
 from bot.slack.out import Place
 from bot.slack.pacing import Pacer
@@ -51,6 +52,8 @@ class StormDesk:
         self._open: dict[str, Storm] = {}                  # endpoint -> the storm collecting its failures
         self._storms: dict[str, Storm] = {}                # storm key -> storm, for the buttons
         self._pacers: dict[str, Pacer] = {}
+        desk.sweepers.append(self.sweep_expired)
+        self.service.on_settled.append(self._settled)
 
     async def load(self) -> None:
         """After a restart: storms come back, an open one keeps collecting, Retry all's follows report again."""
@@ -93,6 +96,8 @@ class StormDesk:
             self.metrics.duplicates.labels(kind="webhook").inc()
             return "duplicate", storm
         self._mark(storm, job)
+        # Stored before the webhook counts as handled: a restart before the paced redraw still knows the job.
+        await self.store.save_storm(storm.key, storm.to_json())
         return "grouped", storm
 
     @asynccontextmanager
@@ -159,6 +164,35 @@ class StormDesk:
         log.warning("%d jobs of endpoint %s failed within %.0f s: grouping their failures into one alert",
                     len(seen) + 1, endpoint, self.settings.storm_window)
         return storm
+
+    async def sweep_expired(self) -> int:
+        """Grouped alerts whose last job passed its retry deadline are redrawn once, without Retry all (run by the
+        alert desk's periodic sweep, as single alerts are)."""
+        now = self.clock()
+        stale = [storm for storm in self._storms.values()
+                 if storm.ts and not storm.running and not storm.expired and now >= storm.last_deadline]
+        for storm in stale:
+            storm.expired = True
+            self._mark(storm, None)
+        return len(stale)
+
+    async def _settled(self, sent: dict[str, Any], outcome: Outcome) -> None:
+        """After a restart, a Retry all's retry whose answer was lost was settled by /status: the grouped alert
+        counts it, and its follow reports its end to the storm again."""
+        ref = str(sent.get("run") or "")
+        if not ref.startswith("storm:"):
+            return
+        endpoint, _, storm_id = ref.removeprefix("storm:").partition("/")
+        storm = await self.find(endpoint, storm_id)
+        if storm is None or outcome.job not in storm.jobs:
+            return
+        storm.results[outcome.job] = JobResult.of(outcome)
+        if outcome.job not in storm.requested:
+            storm.requested.append(outcome.job)
+        if outcome.ok:
+            who = Who.from_json(sent["who"])
+            self.bulk.adopt(self._run(storm, who, (outcome.job,)), [outcome.job])
+        self._mark(storm, outcome.job)
 
     def _forget_old(self, now: float) -> None:
         """Storms idle for a day leave memory (RunPod forgot their jobs long ago); the store keeps them."""
@@ -233,7 +267,7 @@ class StormDesk:
         return BulkRun(who, storm.endpoint, jobs, Place(storm.channel, thread_ts=storm.ts,
                                                         response_url=who.response_url),
                        changed=lambda job: self._mark(storm, job), results=storm.results, finals=storm.finals,
-                       table=False)
+                       table=False, ref=f"storm:{storm.key}")
 
     async def retry_all(self, who: Who, endpoint: str, storm_id: str) -> None:
         """Retry every job of the grouped alert not retried yet, as one bulk retry reported in its thread."""
@@ -243,6 +277,12 @@ class StormDesk:
             await self.out.ephemeral(who.channel, who.user, messages.storm_unknown(), who.response_url)
             return
         if not await self.service.gate(who, endpoint, storm.unretried()):
+            return
+        if self.clock() >= storm.last_deadline:
+            # A message drawn before the deadline (its redraw has not run yet): RunPod has forgotten the jobs.
+            storm.expired = True
+            self._mark(storm, None)
+            await self.out.ephemeral(who.channel, who.user, messages.storm_expired(endpoint), who.response_url)
             return
         async with self._shared(endpoint, storm.key):
             # Another replica's Retry all took every job and some have not ended: it is running, there.

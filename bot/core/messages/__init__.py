@@ -83,6 +83,7 @@ from bot.core.messages.command import (
 from bot.core.messages.errors import bad_button, database_unreachable, internal_error, shutting_down
 from bot.core.messages.follow import follow_gave_up, follow_outcome, follow_resumed, follow_trouble
 from bot.core.messages.history import attempt_words, audit_lines, audit_text, history_message, how_words
+from bot.core.messages.recovery import AFTER_RESTART, storm_expired
 from bot.core.messages.storm import (
     failed_cancelled,
     failed_none,
@@ -96,6 +97,7 @@ from bot.core.messages.storm import (
 )
 
 __all__ = [
+    "AFTER_RESTART",
     "FINAL_WORDS",
     "JOB_COLUMN",
     "JSON_CHUNK",
@@ -178,6 +180,7 @@ __all__ = [
     "slack_time",
     "state_icon",
     "storm_alert",
+    "storm_expired",
     "storm_jobs_page",
     "storm_unknown",
     "tally_blocks",

@@ -1,0 +1,111 @@
+"""Exactly once: the claim on a job, held in the store so every replica sees it, taken and released only here.
+
+A claim is taken when someone asks to retry a job and lives until the retry is answered, or, when RunPod requeued
+the job, until the follow of the retried job ends (`Hold.keep_for_follow`, then `Claims.follow_ended`). Whatever
+happens in between (a refusal, an error, a Slack or RunPod outage, a shutdown that cancels the work), leaving the
+`hold()` block releases the claim unless a follow took it over: a claim cannot leak.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+from bot.infra.logs import ctx
+from bot.infra.tasks import Background
+from bot.store import Claim, Store
+
+log = logging.getLogger(__name__)
+
+# A release the database did not take (it was away) is tried again after these pauses; meanwhile the lease is
+# still renewed by this replica, so the job stays refused until it goes through.
+RELEASE_RETRY_DELAYS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+
+
+@dataclass
+class Hold:
+    """One attempt's claim on a job. `taken_by` is set when someone else holds the job: nothing is ours then."""
+
+    endpoint: str
+    job: str
+    user: str
+    taken_by: Claim | None = None
+    kept: bool = False   # a follow of the retried job holds the claim now, and ends it
+    sent: bool = False   # the retry went to RunPod (its answer may still be missing)
+
+    @property
+    def ours(self) -> bool:
+        return self.taken_by is None
+
+    def keep_for_follow(self) -> None:
+        self.kept = True
+
+
+class Claims:
+    def __init__(self, store: Store, background: Background, clock: Callable[[], float] = time.time):
+        self.store = store
+        self.background = background
+        self.clock = clock
+
+    @contextlib.asynccontextmanager
+    async def hold(self, endpoint: str, job: str, user: str) -> AsyncIterator[Hold]:
+        """Claim the job for `user` for the length of the block. Check `Hold.ours` first."""
+        hold = Hold(endpoint, job, user)
+        hold.taken_by = await self._take(endpoint, job, user)
+        try:
+            yield hold
+        finally:
+            if hold.ours and not hold.kept:
+                await self._release(endpoint, job)
+
+    async def follow_ended(self, endpoint: str, job: str) -> None:
+        """The follow that held the job's claim ended: the job can be retried again."""
+        await self._release(endpoint, job)
+
+    async def _take(self, endpoint: str, job: str, user: str) -> Claim | None:
+        # Shielded: a cancellation while the database answers must not leave a claim nobody knows is ours.
+        taking = asyncio.ensure_future(self.store.claim(endpoint, job, user, self.clock()))
+        try:
+            return await asyncio.shield(taking)
+        except asyncio.CancelledError:
+            taking.add_done_callback(lambda done: self._taken_too_late(done, endpoint, job))
+            raise
+
+    def _taken_too_late(self, taking: asyncio.Future[Claim | None], endpoint: str, job: str) -> None:
+        if not taking.cancelled() and taking.exception() is None and taking.result() is None:
+            self.background.spawn(self._release_later(endpoint, job), name=f"release {endpoint}/{job}")
+
+    async def _release(self, endpoint: str, job: str) -> None:
+        """The one place a claim ends. Runs to the end even when the work around it is being cancelled; when the
+        database is away, it is tried again in the background (this replica keeps the lease until then)."""
+        releasing = asyncio.ensure_future(self.store.release(endpoint, job))
+        try:
+            await asyncio.shield(releasing)
+            return
+        except asyncio.CancelledError:
+            releasing.add_done_callback(lambda done: self._released_late(done, endpoint, job))
+            raise
+        except Exception as exc:
+            log.warning("could not release the claim on a job (%s); trying again", type(exc).__name__,
+                        extra=ctx(endpoint=endpoint, job=job))
+        self.background.spawn(self._release_later(endpoint, job), name=f"release {endpoint}/{job}")
+
+    def _released_late(self, releasing: asyncio.Future[None], endpoint: str, job: str) -> None:
+        if releasing.cancelled() or releasing.exception() is not None:
+            self.background.spawn(self._release_later(endpoint, job), name=f"release {endpoint}/{job}")
+
+    async def _release_later(self, endpoint: str, job: str) -> None:
+        for delay in RELEASE_RETRY_DELAYS:
+            await asyncio.sleep(delay)
+            try:
+                await self.store.release(endpoint, job)
+                return
+            except Exception:
+                log.warning("could not release the claim on a job; trying again", extra=ctx(endpoint=endpoint,
+                                                                                             job=job))
+        log.error("could not release the claim on a job; it stays refused until this replica stops",
+                  extra=ctx(endpoint=endpoint, job=job))
