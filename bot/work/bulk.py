@@ -21,6 +21,7 @@ from bot.slack.out import Place
 from bot.slack.pacing import Pacer
 from bot.store import AuditEntry
 from bot.work.follow import FollowTarget
+from bot.work.health import EndpointHealth
 from bot.work.retry import RetryService, Source, Who
 
 log = logging.getLogger(__name__)
@@ -90,6 +91,7 @@ class BulkRunner:
         self._following: dict[Key, BulkRun] = {}
         # `failed` confirmations under way, by endpoint: (who confirmed, when, how many jobs, link to the run).
         self._confirmed: dict[str, tuple[str, float, int, str | None]] = {}
+        self.health: EndpointHealth | None = None  # health snapshots for `failed` and the summary; set at wiring
         self.follower.on_end.append(self._ended)
 
     # ---------------------------------------------------------------- the command
@@ -251,10 +253,13 @@ class BulkRunner:
         filename = f"runpod-retry-{run.endpoint}-{len(results)}-jobs.json"
         msg, attachment = messages.bulk_summary(run.endpoint, results, filename,
                                                 can_attach=not run.place.via_response_url, finals=run.finals,
-                                                table=run.table)
+                                                table=run.table,
+                                                health=self.health.peek(run.endpoint) if self.health else None)
         return msg, attachment, filename
 
     async def _summary(self, run: BulkRun) -> None:
+        if self.health is not None:
+            await self.health.get(run.endpoint)  # a fresh snapshot for the summary, if RunPod answers in time
         msg, attachment, filename = self._summary_message(run)
         run.summary_ts = await self.out.post(run.place, msg)
         if attachment is not None:
@@ -299,7 +304,9 @@ class BulkRunner:
         if not rows:
             msg = messages.failed_none(endpoint, window)
         else:
-            msg = messages.failed_offer(endpoint, window, rows[:MAX_BULK_JOBS], max(len(rows) - MAX_BULK_JOBS, 0))
+            health = await self.health.get(endpoint) if self.health is not None else None
+            msg = messages.failed_offer(endpoint, window, rows[:MAX_BULK_JOBS], max(len(rows) - MAX_BULK_JOBS, 0),
+                                        health=health)
         await self.out.ephemeral(who.channel, who.user, msg, who.response_url)
 
     async def confirm_recent(self, who: Who, endpoint: str, window: int) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 from bot.core import messages
 from bot.core.alerts import parse_job_body, trim_error
 from bot.core.groups import Storm, StormJob
+from bot.core.health import Health
 from bot.infra.config import Settings
 from bot.slack.out import Place
 from bot.slack.pacing import Pacer
@@ -46,6 +47,8 @@ class StormDesk:
         self._open: dict[str, Storm] = {}                  # endpoint -> the storm collecting its failures
         self._storms: dict[str, Storm] = {}                # storm key -> storm, for the buttons
         self._pacers: dict[str, Pacer] = {}
+        # The endpoint's latest health snapshot (cached, no I/O) for the grouped alert; set at wiring.
+        self.health: Callable[[str], Health | None] = lambda _endpoint: None
 
     async def load(self) -> None:
         """After a restart: storms come back, an open one keeps collecting, Retry all's follows report again."""
@@ -130,7 +133,8 @@ class StormDesk:
     async def _write(self, storm: Storm, part: str) -> None:
         """One Slack call: the grouped alert, or one page of its job list. Then the state is saved."""
         if part == MAIN:
-            msg = messages.storm_alert(storm, self.clock(), enabled=self.service.access.enabled(storm.endpoint))
+            msg = messages.storm_alert(storm, self.clock(), enabled=self.service.access.enabled(storm.endpoint),
+                                       health=self.health(storm.endpoint))
             if storm.ts is None:
                 storm.ts = await self.out.post(Place(storm.channel), msg)
                 if storm.ts:
@@ -156,6 +160,11 @@ class StormDesk:
             storm.pages[page] = await self.out.post(Place(storm.channel, thread_ts=storm.ts), msg) or ""
 
     # ---------------------------------------------------------------- the buttons
+
+    def holding(self, endpoint: str, job: str) -> Storm | None:
+        """The posted grouped alert that lists this job, if one is in memory (for a retry asked elsewhere)."""
+        return next((storm for storm in self._storms.values()
+                     if storm.endpoint == endpoint and job in storm.jobs and storm.ts), None)
 
     async def find(self, endpoint: str, storm_id: str) -> Storm | None:
         key = f"{endpoint}/{storm_id}"
