@@ -114,9 +114,10 @@ def _stats_line(stats: EndpointStats, health: Health | None) -> str:
     if ended:
         line += f" ({round(100 * stats.completed / ended)}% of those that ended completed)"
     reason = unlikely_reason(health) if health is not None else None
+    line += "."
     if reason:
-        line += f"\n      :warning: now: {reason}"
-    return line + "."
+        line += f" :warning: Now {reason}."
+    return line
 
 
 def home_view(viewer: str, now: float, access: Access, failures: Sequence[Failure], following: Sequence[Followed],
