@@ -162,3 +162,16 @@ async def test_url_verification_is_answered_in_http_mode(make_app):
     ack = await app.event(url_verification("challenge-42"))
 
     assert ack.status == 200 and "challenge-42" in ack.text
+
+
+async def test_no_retry_is_offered_for_a_job_whose_hourly_budget_is_spent(make_app, runpod, slack):
+    app = await make_app("http", RUNPOD_RETRY_MAX_PER_JOB="1")
+    runpod.add_job(EP, "job-3", after_retry=("FAILED",))
+    await app.command(f"{EP} job-3", channel="C1")  # retried once; it fails again and is offered again…
+    await app.settle()
+    assert [r["job"] for r in await app.rt.store.unretried_failures(0, 5)] == ["job-3"]
+
+    view = await open_home(app, "U1")
+
+    assert home_buttons(view) == {}  # …but not by Home: the budget is spent
+    assert "Retry limit reached (1 per hour)" in message_text(view)

@@ -88,14 +88,14 @@ async def test_bad_input_exits_2_and_reaches_nothing(tmp_path, runpod, args, say
 async def test_an_endpoint_outside_the_allowlist_exits_2_and_reaches_nothing(tmp_path, runpod):
     code, out, err = await run_bot(tmp_path, runpod, "retry", EP, "job-1", RUNPOD_RETRY_ENDPOINTS="ep2,ep3")
 
-    assert code == 2 and "not set up to call endpoint ep1" in err and "RUNPOD_RETRY_ENDPOINTS" in err
+    assert code == 2 and not out and "not set up to call endpoint ep1" in err and "RUNPOD_RETRY_ENDPOINTS" in err
     assert runpod.calls == []
 
 
 async def test_without_an_api_key_it_says_which_setting_and_exits_2(tmp_path, runpod):
     code, out, err = await run_bot(tmp_path, runpod, "retry", EP, "job-1", RUNPOD_API_KEY="")
 
-    assert code == 2 and "RUNPOD_API_KEY" in err and "Traceback" not in err
+    assert code == 2 and not out and "RUNPOD_API_KEY" in err and "Traceback" not in err
     assert runpod.calls == []
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from bot.core import messages
+from bot.core.alerts import BUDGET_WINDOW
 from bot.core.messages.home import MAX_FAILURES
 from bot.core.outcome import RETENTION_SECONDS, Outcome
 from bot.infra.config import Settings
@@ -45,7 +46,7 @@ class _Shared:
     """What every viewer's Home shows alike, read once per redraw round."""
 
     now: float
-    failures: list[dict[str, Any]]
+    failures: list[messages.Failure]
     more: int
     following: list[messages.Followed]
     attempts: list[dict[str, Any]]
@@ -154,10 +155,11 @@ class HomeDesk:
                                       messages.permalink(url, t.channel, t.thread_ts) if t.thread_ts else None)
                     for t in following]
         stats = [messages.EndpointStats(**row) for row in await self.store.retry_stats(now - DAY)]
-        return _Shared(now, rows[:MAX_FAILURES], max(0, len(rows) - MAX_FAILURES),
-                       followed, await self.store.history(10), stats)
+        failures = [await self._failure(row) for row in rows[:MAX_FAILURES]]
+        return _Shared(now, failures, max(0, len(rows) - MAX_FAILURES), followed, await self.store.history(10), stats)
 
-    async def _failure(self, row: dict[str, Any], may: bool | None) -> messages.Failure:
+    async def _failure(self, row: dict[str, Any]) -> messages.Failure:
+        """A failure as everyone's Home shows it; `blocked` says why Retry is not offered to anyone."""
         endpoint, job = str(row["endpoint"]), str(row["job"])
         seen = float(row["seen_at"])
         alert = await self.service.alert(endpoint, job)
@@ -169,14 +171,15 @@ class HomeDesk:
             channel, url = storm.channel, messages.permalink(self.service.workspace_url, storm.channel, storm.ts)
         else:
             channel, url = None, None
+        limit = self.settings.max_retries_per_job
         blocked = None
         if not self.access.enabled(endpoint):
             blocked = "Retries are not enabled for this endpoint (RUNPOD_RETRY_ENDPOINTS)."
-        elif may is not True:
-            blocked = "You may not retry it (see above)."
         elif self.access.channels and channel not in self.access.channels:
             # A Retry here reports where the job's alert is, else in your direct messages with the app.
             blocked = "Retry it with the command in a channel where retries are enabled."
+        elif await self.store.retries_since(endpoint, job, self.clock() - BUDGET_WINDOW) >= limit:
+            blocked = f"Retry limit reached ({limit} per hour)."
         return messages.Failure(endpoint, job, str(row["status"]), row.get("error"), seen, seen + RETENTION_SECONDS,
                                 blocked, url)
 
@@ -184,7 +187,8 @@ class HomeDesk:
         may = await self.access.may_act(user)
         access = messages.Access(may, tuple(sorted(self.access.channels)), tuple(sorted(self.access.endpoints)),
                                  self.access.who_may(), self.settings.max_retries_per_job)
-        failures = [await self._failure(row, may) for row in shared.failures]
+        failures = [f if may is True or f.blocked else replace(f, blocked="You may not retry it (see above).")
+                    for f in shared.failures]
         health = [h for s in shared.stats if (h := self.health.peek(s.endpoint)) is not None]
         return messages.home_view(user, shared.now, access, failures, shared.following, shared.attempts,
                                   shared.stats, more_failures=shared.more, health=health, refresh=MIN_INTERVAL)
