@@ -175,3 +175,41 @@ async def test_no_retry_is_offered_for_a_job_whose_hourly_budget_is_spent(make_a
 
     assert home_buttons(view) == {}  # …but not by Home: the budget is spent
     assert "Retry limit reached (1 per hour)" in message_text(view)
+
+
+def test_the_home_view_stays_within_slacks_limits_whatever_the_numbers():
+    from bot.core import messages
+    from bot.core.health import parse_health
+
+    long_id = "j" * 128
+    failures = [messages.Failure("e" * 128, f"{long_id[:-3]}{n:03}", "FAILED", "x" * 5000, 1.0, 1801.0,
+                                 None if n % 2 else "Retry limit reached (3 per hour).", "https://x/" + "y" * 200)
+                for n in range(100)]
+    following = [messages.Followed("e" * 128, long_id, "U1", 1.0, "https://x/" + "y" * 200) for _ in range(100)]
+    attempts = [{"at": 1.0, "user": "cli:dana", "channel": "", "source": "cli", "outcome": "requeued",
+                 "endpoint": "e" * 128, "job": long_id, "job_status": "IN_QUEUE"} for _ in range(50)]
+    stats = [messages.EndpointStats("e" * 127 + str(n % 10), 999, 998, 997, 1) for n in range(200)]
+    health = [parse_health("e" * 127 + "1", {"workers": {"unhealthy": 5}}, 1.0)]
+    access = messages.Access(False, tuple(f"C{n}" for n in range(50)), tuple("e" * 128 for _ in range(50)),
+                             ", ".join(f"<@U{n}>" for n in range(10)))
+
+    view = messages.home_view("U1", 2.0, access, failures, following, attempts, stats, more_failures=7,
+                              health=health)
+
+    assert view_problems(view) == []
+    assert len(view["blocks"]) <= 100
+    assert sum(b.get("accessory", {}).get("action_id") == actions.RETRY for b in view["blocks"]) == 10
+
+
+async def test_with_two_replicas_a_failure_on_one_redraws_a_home_opened_on_the_other(make_app, runpod, slack, pg_url):
+    first = await make_app("http", RUNPOD_RETRY_DB=pg_url)
+    second = await make_app("http", RUNPOD_RETRY_DB=pg_url)
+    view = await open_home(first, "U1")
+    assert "job-r1" not in message_text(view)
+
+    runpod.add_job(EP, "job-r1")
+    status, _ = await second.webhook(EP, {"id": "job-r1", "status": "FAILED", "error": "OOM"})
+
+    assert status == 200
+    now = await slack.wait_for(lambda s: "job-r1" in message_text(s.home("U1")) and s.home("U1"))
+    assert set(home_buttons(now)) == {"job-r1"}

@@ -175,3 +175,18 @@ async def test_a_trigger_slack_says_expired_is_told_privately_with_what_to_type(
     [told] = app.responses(ack.response_url)
     assert "expired_trigger_id" in message_text(told) and "/runpod-retry <endpointId> <jobId>" in message_text(told)
     assert not slack.open_views()
+
+
+def test_the_form_stays_valid_with_a_thousand_long_job_ids_and_says_what_did_not_fit():
+    from bot.core import messages
+    from bot.core.forms import Origin
+
+    jobs = [f"{'j' * 120}{n:04}" for n in range(1000)]
+    view = messages.retry_form(Origin("C1", "shortcut", "1.2", "https://hooks.slack.com/x" * 100),
+                               [f"ep{n}" for n in range(150)], endpoint="ep1", jobs=jobs, found="x" * 5000)
+
+    assert view_problems(view) == []
+    assert len(field(view, actions.JOBS_BLOCK)["initial_value"]) <= 3000
+    assert "did not fit in the field" in message_text(view)
+    assert field(view, actions.ENDPOINT_BLOCK)["type"] == "plain_text_input"  # over 100 endpoints: typed
+    assert len(view["private_metadata"]) <= 3000

@@ -8,12 +8,11 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import replace
 
 from bot.core import messages
 from bot.core.health import Health, health_problem, parse_health
 from bot.runpod import RunPodClient, RunPodError, RunPodTimeout
-from bot.work.retry import RetryService, Source, Who
+from bot.work.retry import RetryService, Who
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +95,7 @@ class EndpointHealth:
     async def show(self, service: RetryService, who: Who, endpoint: str) -> None:
         """The endpoint's health, privately to who asked: counts in words, a warning, RunPod's JSON. The same access
         rules as a status check."""
-        if not await service.gate(replace(who, source=Source.COMMAND), endpoint, (), "check"):
+        if not await service.gate(who, endpoint, (), "check"):
             return
         result = await self.check(endpoint, wait=TIMEOUT + 1)
         if isinstance(result, Health):

@@ -125,10 +125,13 @@ class HomeDesk:
                 self._dirty.discard(user)
             due = [u for u in self._viewers if (u in self._dirty and now - self._drawn.get(u, 0) >= MIN_INTERVAL)
                    or now - self._drawn.get(u, 0) >= IDLE_REDRAW]
-            if due:
-                self._dirty.difference_update(due)
-                await self.draw(due)
-            await self._tell()
+            try:
+                if due:
+                    self._dirty.difference_update(due)
+                    await self.draw(due)
+                await self._tell()
+            except Exception:  # the database away, say: try again at the next round
+                log.exception("could not bring the Home tabs up to date")
             waits = [MIN_INTERVAL - (now - self._drawn.get(u, 0)) for u in self._dirty]
             waits += [IDLE_REDRAW - (now - self._drawn.get(u, 0)) for u in self._viewers]
             timeout = max(0.2, min([*waits, IDLE_REDRAW]))

@@ -54,4 +54,6 @@ async def bulk_in_thread(bulk: BulkRunner, who: Who, endpoint: str, jobs: tuple[
                 pacer.mark("summary")  # a job ended: its line in the summary says how
 
         run.changed = changed
+    elif place.via_response_url:
+        bulk._final_tally_via_response_url(run)  # as for a command: the tally, once every job ended
     await bulk.run(run)

@@ -32,6 +32,7 @@ from bot.core.outcome import state_words
 MAX_HOME_BLOCKS = 100
 MAX_FAILURES = 20
 MAX_FOLLOWED = 15
+MAX_STATS = 30
 UPDATED = "home_updated"  # block_id of the "updated at" line, which alone changes every redraw
 
 
@@ -107,9 +108,14 @@ def _failure_block(failure: Failure) -> dict[str, Any]:
     return block
 
 
+def _sections(lines: Sequence[str], per_section: int = 6) -> list[dict[str, Any]]:
+    """Lines in sections few enough to stay under a section's 3000 characters (each line is well under 500)."""
+    return [section("\n".join(lines[i:i + per_section])) for i in range(0, len(lines), per_section)]
+
+
 def _stats_line(stats: EndpointStats, health: Health | None) -> str:
     ended = stats.completed + stats.failed_again
-    line = (f"{code(stats.endpoint)}: {stats.sent} retr{'y' if stats.sent == 1 else 'ies'} sent, RunPod took "
+    line = (f"{code(shorten(stats.endpoint))}: {stats.sent} retr{'y' if stats.sent == 1 else 'ies'} sent, RunPod took "
             f"{stats.requeued}; {stats.completed} completed, {stats.failed_again} failed again")
     if ended:
         line += f" ({round(100 * stats.completed / ended)}% of those that ended completed)"
@@ -144,7 +150,7 @@ def home_view(viewer: str, now: float, access: Access, failures: Sequence[Failur
                  for f in following[:MAX_FOLLOWED]]
         if len(following) > MAX_FOLLOWED:
             lines.append(f"…and {len(following) - MAX_FOLLOWED} more.")
-        blocks.append(section("\n".join(lines)))
+        blocks.extend(_sections(lines))
     else:
         blocks.append(context("None right now."))
     blocks += [{"type": "divider"}, section("*Last attempts*, newest first, in your time zone")]
@@ -155,7 +161,10 @@ def home_view(viewer: str, now: float, access: Access, failures: Sequence[Failur
     blocks += [{"type": "divider"}, section("*Retry success by endpoint*, last 24 hours")]
     snapshots = {h.endpoint: h for h in health}
     if stats:
-        blocks.append(section("\n".join(_stats_line(s, snapshots.get(s.endpoint)) for s in stats[:25])))
+        lines = [_stats_line(s, snapshots.get(s.endpoint)) for s in stats[:MAX_STATS]]
+        if len(stats) > MAX_STATS:
+            lines.append(f"…and {len(stats) - MAX_STATS} more endpoints.")
+        blocks.extend(_sections(lines))
     else:
         blocks.append(context("No retries in the last 24 hours."))
     blocks = blocks[:MAX_HOME_BLOCKS - 1]
