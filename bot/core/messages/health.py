@@ -53,7 +53,8 @@ def health_message(endpoint: str, health: Health | None, problem: str | None = N
         return message(f"Could not check the health of endpoint {endpoint}",
                        [section(f":grey_question: I could not check the health of endpoint {code(endpoint)}: "
                                 f"{why}."),
-                        context(f"Nothing else was done. Try again with `{COMMAND} health {endpoint}`.")])
+                        context(f"A health check changes nothing on RunPod. `{COMMAND} health {endpoint}` asks "
+                                "again.")])
     warning = health_warning(health)
     icon = ":warning:" if warning else ":stethoscope:"
     blocks: list[dict[str, Any]] = [
