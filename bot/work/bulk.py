@@ -178,6 +178,8 @@ class BulkRunner:
 
     async def run(self, run: BulkRun) -> None:
         """Retry every job (at most RUNPOD_BULK_CONCURRENCY at once), then post the one summary reply."""
+        if self.health is not None:
+            self.health.warm(run.endpoint)  # ready for the summary by the time the retries are done
         await asyncio.gather(*(self._retry_one(run, job) for job in run.jobs))
         settled = [job for job in run.jobs if run.results[job].settled]
         if settled:

@@ -61,21 +61,36 @@ class EndpointHealth:
             self._last[endpoint] = result
         return result
 
-    async def check(self, endpoint: str, *, wait: float | None = None) -> Result | None:
-        """A fresh snapshot (cached for CACHE_SECONDS, a failure for FAILURE_SECONDS), or the error; None when the
-        check did not finish within `wait` seconds (it goes on, and fills the cache) or is not allowed."""
-        if not self.configured or not self.enabled(endpoint):
-            return None
+    def _fresh(self, endpoint: str) -> Result | None:
         cached = self._cache.get(endpoint)
-        if cached is not None:
-            age = self.clock() - cached[0]
-            if age <= (CACHE_SECONDS if isinstance(cached[1], Health) else FAILURE_SECONDS):
-                return cached[1]
+        if cached is not None and self.clock() - cached[0] <= (
+                CACHE_SECONDS if isinstance(cached[1], Health) else FAILURE_SECONDS):
+            return cached[1]
+        return None
+
+    def _start(self, endpoint: str) -> asyncio.Task[Result]:
+        """The check under way for `endpoint`, started if there is none: callers at the same moment share it."""
         task = self._fetching.get(endpoint)
         if task is None:
             task = asyncio.ensure_future(self._fetch(endpoint))
             self._fetching[endpoint] = task
             task.add_done_callback(lambda _: self._fetching.pop(endpoint, None))
+        return task
+
+    def warm(self, endpoint: str) -> None:
+        """Start a check now, without waiting, so a snapshot is ready when a message needs it later."""
+        if self.configured and self.enabled(endpoint) and self._fresh(endpoint) is None:
+            self._start(endpoint)
+
+    async def check(self, endpoint: str, *, wait: float | None = None) -> Result | None:
+        """A fresh snapshot (cached for CACHE_SECONDS, a failure for FAILURE_SECONDS), or the error; None when the
+        check did not finish within `wait` seconds (it goes on, and fills the cache) or is not allowed."""
+        if not self.configured or not self.enabled(endpoint):
+            return None
+        fresh = self._fresh(endpoint)
+        if fresh is not None:
+            return fresh
+        task = self._start(endpoint)
         try:
             return await asyncio.wait_for(asyncio.shield(task), wait)
         except TimeoutError:
