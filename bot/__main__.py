@@ -1,4 +1,5 @@
-"""`python -m bot` runs the app; `python -m bot alert …` posts a failure alert from a shell or a monitor."""
+"""`python -m bot` runs the app; `python -m bot alert …` posts a failure alert from a shell or a monitor;
+`python -m bot retry …` and `python -m bot status …` retry or check jobs from a shell."""
 
 from __future__ import annotations
 
@@ -13,6 +14,11 @@ HELP = """usage:
   python -m bot                     run the app (Socket Mode when SLACK_APP_TOKEN is set, else HTTP mode)
   python -m bot alert <endpointId> <jobId> [--status FAILED|TIMED_OUT] [--error TEXT] [--channel ID]
                                     post a failure alert with Retry and Status buttons
+  python -m bot retry <endpointId> <jobId> [<jobId> …] [--json]
+                                    retry jobs (same checks, allowlist, budget and audit as in Slack);
+                                    exit 0 all requeued, 1 any refused, 2 usage or configuration error
+  python -m bot status <endpointId> <jobId> [--json]
+                                    print a job's status (RunPod's JSON), changing nothing
 Settings come from the environment and from .env in the working directory; see .env.example."""
 
 
@@ -47,6 +53,18 @@ def _alert(argv: Sequence[str]) -> int:
     return asyncio.run(post_alert(settings, args.endpoint, args.job, args.status, args.error, args.channel))
 
 
+def _terminal(argv: Sequence[str]) -> int:
+    from bot.app.terminal import parse, run
+
+    args = parse(argv)
+    try:
+        settings = load_settings(read_env(), serving=False, needs=("RUNPOD_API_KEY",))
+    except ConfigError as exc:
+        print(config_problem(exc).replace("cannot start", "cannot run"), file=sys.stderr)
+        return 2
+    return asyncio.run(run(settings, argv[0], args.endpoint, args.jobs, args.json))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in ("-h", "--help", "help"):
@@ -54,6 +72,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if argv and argv[0] == "alert":
         return _alert(argv[1:])
+    if argv and argv[0] in ("retry", "status"):
+        return _terminal(argv)
     if argv:
         print(f"unknown arguments: {' '.join(argv)}\n\n{HELP}", file=sys.stderr)
         return 2

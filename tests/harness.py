@@ -141,6 +141,26 @@ class Harness:
         status, body, latency = await self.post_signed(interaction_form_body(payload))
         return Ack(status, body, latency, response_url)
 
+    async def interact(self, payload: dict[str, Any]) -> Ack:
+        """Any interaction payload (a view submission, a message shortcut, a button on a view), in this mode."""
+        if self.mode == "socket":
+            started = time.perf_counter()
+            envelope = await self.slack.socket_send("interactive", payload)
+            ack = await self.slack.wait_ack(envelope)
+            return Ack(200, ack["payload"] or {}, time.perf_counter() - started, payload.get("response_url") or "")
+        status, body, latency = await self.post_signed(interaction_form_body(payload))
+        return Ack(status, body, latency, payload.get("response_url") or "")
+
+    async def event(self, body: dict[str, Any]) -> Ack:
+        """An Events API body (`event_callback`; `url_verification` in HTTP mode), in this mode."""
+        if self.mode == "socket":
+            started = time.perf_counter()
+            envelope = await self.slack.socket_send("events_api", body)
+            ack = await self.slack.wait_ack(envelope)
+            return Ack(200, ack["payload"] or {}, time.perf_counter() - started, "")
+        status, answer, latency = await self.post_signed(json.dumps(body), content_type="application/json")
+        return Ack(status, answer, latency, "")
+
     async def webhook(self, endpoint: str, body: Any, token: str | None = WEBHOOK_SECRET) -> tuple[int, Any]:
         assert self.http is not None
         query = f"?token={token}" if token is not None else ""
@@ -178,6 +198,12 @@ class Harness:
 
     def everything_sent_to_slack(self) -> str:
         return json.dumps([c.args for c in self.slack.calls], default=str)
+
+
+def job_calls(runpod: Any) -> list[Any]:
+    """RunPod calls about jobs (retry, status, …): every call but GET /health, which alerts, confirmations and
+    summaries read to show the endpoint's health (issue 12) and which changes nothing."""
+    return [c for c in runpod.calls if c.op != "health"]
 
 
 def message_text(msg: dict[str, Any]) -> str:

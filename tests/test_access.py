@@ -19,7 +19,7 @@ import pytest
 
 from bot.core import actions
 from tests.fakes.slack import SlackFault
-from tests.harness import SECRETS, button_value, message_text
+from tests.harness import SECRETS, button_value, job_calls, message_text
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -75,7 +75,7 @@ async def test_user_not_on_the_list_is_refused_privately_for_retry_status_bulk_a
             await app.click(actions.STATUS, button_value(alert, actions.STATUS), message_ts=alert["ts"], user="U9")]
     await app.settle()
 
-    assert runpod.calls == [], runpod.describe()
+    assert job_calls(runpod) == [], runpod.describe()
     assert channel_posts(slack)[before:] == [], slack.describe()
     assert app.top_level("C1") == []
     for n, ack in enumerate(acks):

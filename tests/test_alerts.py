@@ -12,7 +12,7 @@ import pytest
 
 from bot.core import actions
 from tests.fakes.slack import SlackFault
-from tests.harness import SECRETS, message_text
+from tests.harness import SECRETS, job_calls, message_text
 
 EP = "ep1"
 ALERTS = "CALERTS"
@@ -103,7 +103,7 @@ async def test_failure_webhook_answers_fast_and_posts_one_alert_with_facts_deadl
     assert retry["value"] == status_button["value"] == "ep1/job-a1"
     assert actions.parse_job_value(retry["value"]) == ("ep1", "job-a1")
     assert not slack.rejected()
-    assert not runpod.calls, "posting an alert must not touch RunPod"
+    assert not job_calls(runpod), "posting an alert must not retry or check the job (only the endpoint's health)"
 
 
 async def test_long_traceback_is_trimmed_to_its_last_lines_and_slack_accepts_the_alert(make_app, slack):
@@ -616,4 +616,4 @@ async def test_a_job_that_ends_outside_the_app_settles_its_alert(make_app, slack
     assert code == 200, answer
     assert shown in message_text(current(app, alert))
     assert actions.RETRY not in buttons(current(app, alert))
-    assert len(app.top_level(ALERTS)) == 1 and runpod.calls == []
+    assert len(app.top_level(ALERTS)) == 1 and job_calls(runpod) == []

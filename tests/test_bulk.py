@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from bot.core import actions
-from tests.harness import SECRETS, message_text
+from tests.harness import SECRETS, job_calls, message_text
 
 EP = "ep1"
 CHANNEL = "C1"
@@ -263,7 +263,7 @@ async def test_failed_shows_the_count_privately_then_confirm_runs_it_as_a_bulk_r
     ack = await app.command(f"failed {EP} 30m", user="U1", channel=CHANNEL)
     await app.settle()
 
-    assert not runpod.calls and not app.posts(CHANNEL), "nothing runs before Confirm"
+    assert not job_calls(runpod) and not app.posts(CHANNEL), "nothing runs before Confirm"
     [offer] = app.responses(ack.response_url)
     offer_text = message_text(offer)
     assert "3 jobs" in offer_text and "30 minutes" in offer_text and all(job in offer_text for job in jobs)
@@ -300,7 +300,7 @@ async def test_failed_with_nothing_recent_is_told_privately(make_app, runpod, sl
 
     [told] = app.responses(ack.response_url)
     assert "No job of endpoint `ep2`" in message_text(told) and "30 minutes" in message_text(told)
-    assert not runpod.calls and not app.posts(CHANNEL)
+    assert not job_calls(runpod) and not app.posts(CHANNEL)
 
 
 async def test_failed_leaves_out_jobs_already_retried_and_cancel_runs_nothing(make_app, runpod, slack):

@@ -86,3 +86,26 @@ def test_bot_scopes_cover_commands_and_posting(manifest):
 
 def test_socket_mode_is_on_by_default(manifest):
     assert manifest.get("settings", {}).get("socket_mode_enabled") is True
+
+
+# ---------------------------------------------------------------- issue 12: the shortcut, the Home tab, events
+
+
+def test_declares_the_message_shortcut_with_the_apps_callback_id(manifest):
+    from bot.core import actions
+
+    [shortcut] = manifest["features"]["shortcuts"]
+    assert shortcut["type"] == "message" and shortcut["callback_id"] == actions.SHORTCUT
+    assert shortcut["name"] == "Retry RunPod jobs"
+
+
+def test_enables_the_home_tab_and_subscribes_to_app_home_opened(manifest):
+    assert manifest["features"]["app_home"]["home_tab_enabled"] is True
+    events = manifest["settings"]["event_subscriptions"]
+    assert "app_home_opened" in events["bot_events"]
+    # HTTP mode takes events at the same Request URL as commands and clicks.
+    assert events["request_url"].startswith("https://") and events["request_url"].endswith("/slack/events")
+
+
+def test_usage_hint_mentions_health(manifest):
+    assert "health <endpointId>" in _slash_command(manifest)["usage_hint"]

@@ -23,7 +23,7 @@ from slack_sdk.models.blocks import Block
 
 from bot.core import messages
 from bot.core.alerts import Alert, Phase
-from bot.core.commands import Help, History, Retry, RetryFailed, Status, UsageError, parse_command
+from bot.core.commands import CheckHealth, Help, History, Retry, RetryFailed, Status, UsageError, parse_command
 from bot.core.ids import MAX_ID_LENGTH
 from bot.core.outcome import Kind, Outcome
 from tests.fakes import FakeRunPod, FakeSlack, block_problems
@@ -54,7 +54,7 @@ TRICKY = ["&", "<", ">", "```", "`", "*", "_", "~", "<!channel>", "<@U1>", "\n",
 texts = st.text(max_size=300) | st.lists(st.sampled_from(TRICKY) | st.text(max_size=8), max_size=40).map("".join)
 huge_texts = texts | repeated(st.sampled_from(TRICKY) | st.text(min_size=1, max_size=10), 6000)
 
-WORDS = ["status", "history", "failed", "help", "STATUS", "-h", "?", "30m", "2h", "90s", "0", "50", "51",
+WORDS = ["status", "history", "failed", "help", "health", "STATUS", "-h", "?", "30m", "2h", "90s", "0", "50", "51",
          "https://api.runpod.ai/v2/ep1/status/job-1", "<https://api.runpod.ai/v2/ep1/retry/job-2|link>",
          "http://example.com/x", "ep1 job-1", "ep1/job-3", "ep1/", "/job", "ep2/job-4", "<ep1>", "a" * 129]
 command_texts = texts | st.lists(st.sampled_from(WORDS) | any_ids | st.text(max_size=12),
@@ -123,11 +123,11 @@ def test_any_text_is_a_command_with_valid_ids_or_a_usage_error(text: str) -> Non
         assert exc.problem
         assert_postable(messages.usage_error(exc.problem))
         return
-    assert isinstance(command, Help | Retry | Status | History | RetryFailed)
+    assert isinstance(command, Help | Retry | Status | History | RetryFailed | CheckHealth)
     if isinstance(command, Retry):
         assert command.jobs and all(ID_RE.match(job) for job in command.jobs)
         assert len(set(command.jobs)) == len(command.jobs)
-    if isinstance(command, Retry | Status | RetryFailed):
+    if isinstance(command, Retry | Status | RetryFailed | CheckHealth):
         assert ID_RE.match(command.endpoint)
     if isinstance(command, Status):
         assert ID_RE.match(command.job)
@@ -136,7 +136,7 @@ def test_any_text_is_a_command_with_valid_ids_or_a_usage_error(text: str) -> Non
 @PROPS
 @given(any_ids, st.lists(any_ids, min_size=1, max_size=20), st.sampled_from([" ", ",", "\n", " , "]))
 def test_valid_ids_always_parse_to_exactly_those_ids(endpoint: str, jobs: list[str], sep: str) -> None:
-    if endpoint.lower() in ("help", "status", "history", "failed") or endpoint in ("-h",):
+    if endpoint.lower() in ("help", "retry", "status", "history", "failed", "health") or endpoint in ("-h",):
         return  # reserved words are commands, not endpoints
     command = parse_command(endpoint + " " + sep.join(jobs))
     assert command == Retry(endpoint, tuple(dict.fromkeys(jobs)))
@@ -281,7 +281,7 @@ def test_any_command_text_is_acked_and_only_valid_ids_reach_runpod(live: LiveApp
 
 def test_the_live_app_posted_nothing_slack_refused_and_is_still_healthy(live: LiveApp) -> None:
     # Runs after the live properties above (same module, same app): whatever they threw at it, it is healthy.
-    live.run(live.app.settle(timeout=20))
+    live.run(live.app.settle(timeout=60), timeout=90)
     status, _ = live.run(live.app.get("/healthz"))
     assert status == 200
     assert live.slack.rejected() == [], live.slack.describe()

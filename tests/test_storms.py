@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from bot.core import actions
-from tests.harness import message_text
+from tests.harness import job_calls, message_text
 
 EP = "ep1"
 ALERTS = "CALERTS"
@@ -121,7 +121,8 @@ async def test_three_hundred_failure_webhooks_give_one_grouped_alert_with_counts
     assert len(slack.calls_to("chat.postMessage")) == 4 + 1 + 2, "four singles, one grouped alert, two pages"
     assert len(slack.calls_to("chat.update")) <= 10
     assert_paced(slack, alert["ts"])
-    assert not runpod.calls
+    assert not job_calls(runpod)
+    assert len(runpod.calls_to("health")) == 1, "300 alerts, one health check: it is cached per endpoint"
     assert not slack.rejected()
 
 

@@ -13,6 +13,15 @@ CANCEL_FAILED = "runpod_cancel_failed"
 
 ALL = (RETRY, STATUS, RETRY_ALL, STORM_STATUS, CONFIRM_FAILED, CANCEL_FAILED)
 
+# The message shortcut "Retry RunPod jobs" (manifest.yml `features.shortcuts[].callback_id`) and the retry form
+# (a modal) it and an empty `/runpod-retry` open: its callback ID, and its fields' block and action IDs.
+SHORTCUT = "runpod_retry_shortcut"
+RETRY_MODAL = "runpod_retry_modal"
+ENDPOINT_BLOCK = "endpoint"
+ENDPOINT_INPUT = "endpoint_input"
+JOBS_BLOCK = "jobs"
+JOBS_INPUT = "jobs_input"
+
 
 def job_value(endpoint: str, job: str) -> str:
     return f"{endpoint}/{job}"

@@ -8,13 +8,14 @@ from dataclasses import dataclass
 from bot.core.ids import id_problem, shorten
 
 COMMAND = "/runpod-retry"
-RESERVED_WORDS = ("help", "retry", "status", "history", "failed")
+RESERVED_WORDS = ("help", "retry", "status", "history", "failed", "health")
 # Each form as a person types it: a usage error shows the one form it is about, not the whole help.
 RETRY_FORM = f"`{COMMAND} <endpointId> <jobId>`"
 BULK_FORM = f"`{COMMAND} <endpointId> <jobId> <jobId> …`"
 STATUS_FORM = f"`{COMMAND} status <endpointId> <jobId>`"
 FAILED_FORM = f"`{COMMAND} failed <endpointId> [30m]`"
 HISTORY_FORM = f"`{COMMAND} history [N]`"
+HEALTH_FORM = f"`{COMMAND} health <endpointId>`"
 HELP_FORM = f"`{COMMAND} help`"
 DEFAULT_HISTORY = 10
 MAX_HISTORY = 50
@@ -62,7 +63,12 @@ class RetryFailed:
     window_seconds: int = DEFAULT_FAILED_WINDOW
 
 
-Command = Help | Retry | Status | History | RetryFailed
+@dataclass(frozen=True)
+class CheckHealth:
+    endpoint: str
+
+
+Command = Help | Retry | Status | History | RetryFailed | CheckHealth
 
 
 class UsageError(ValueError):
@@ -159,9 +165,22 @@ def _parse_window(text: str) -> int:
     return seconds
 
 
+def split_words(text: str) -> list[str]:
+    """The words of a command or of a list of job IDs: separated by spaces, commas or new lines, Slack's links
+    unwrapped first (their labels may hold spaces)."""
+    return [t for t in _SEPARATORS.split(_SLACK_LINK_RE.sub(r"\1", text).strip()) if t]
+
+
+def parse_job_list(endpoint: str, text: str) -> Retry:
+    """An endpoint and a list of job IDs given apart (the retry form's two fields), read with the command's grammar:
+    the same separators, `endpoint/job` and RunPod links, the same checks. Raises UsageError."""
+    found, jobs = _targets([endpoint, *split_words(text)])
+    return Retry(found, jobs)
+
+
 def parse_command(text: str) -> Command:
     """Parse the text after `/runpod-retry`. Raises UsageError with a message meant for the caller."""
-    tokens = [t for t in _SEPARATORS.split(_SLACK_LINK_RE.sub(r"\1", text).strip()) if t]
+    tokens = split_words(text)
     if not tokens or tokens[0].lower() in ("help", "-h", "--help", "?"):
         if len(tokens) > 1:
             raise UsageError("`help` takes no other words.", form=HELP_FORM)
@@ -193,5 +212,12 @@ def parse_command(text: str) -> Command:
             raise UsageError(f"Nothing was retried. {problem}.", (args[0],), FAILED_FORM)
         window = _parse_window(args[1]) if len(args) == 2 else DEFAULT_FAILED_WINDOW
         return RetryFailed(args[0], window)
+    if word == "health":
+        if len(args) != 1:
+            raise UsageError(f"`health` takes one endpoint ID: {HEALTH_FORM}.", form=HEALTH_FORM)
+        problem = _check("endpoint ID", args[0])
+        if problem:
+            raise UsageError(f"Nothing was checked. {problem}.", (args[0],), HEALTH_FORM)
+        return CheckHealth(args[0])
     endpoint, jobs = _targets(tokens)
     return Retry(endpoint, jobs)

@@ -158,10 +158,11 @@ def _missing(name: str) -> str:
     return f"{name} is not set ({s.meaning.split('.')[0]}). Get it from: {s.where}."
 
 
-def load_settings(env: Mapping[str, str], *, serving: bool = True) -> Settings:
+def load_settings(env: Mapping[str, str], *, serving: bool = True, needs: tuple[str, ...] | None = None) -> Settings:
     """Validate `env` (already merged, see `read_env`) into Settings, or raise ConfigError naming every problem.
 
-    `serving=False` is for the `alert` command, which only posts to Slack.
+    `serving=False` is for the `alert` command, which only posts to Slack. `needs` names the settings that must be
+    set instead (the `retry` and `status` commands need RunPod's key, not Slack's token).
     """
     problems: list[str] = []
 
@@ -169,7 +170,9 @@ def load_settings(env: Mapping[str, str], *, serving: bool = True) -> Settings:
         value = env.get(name, "")
         return value if value else (_BY_NAME[name].default or "")
 
-    for name in ("SLACK_BOT_TOKEN", "RUNPOD_API_KEY") if serving else ("SLACK_BOT_TOKEN",):
+    if needs is None:
+        needs = ("SLACK_BOT_TOKEN", "RUNPOD_API_KEY") if serving else ("SLACK_BOT_TOKEN",)
+    for name in needs:
         if not get(name):
             problems.append(_missing(name))
     if serving and not get("SLACK_APP_TOKEN") and not get("SLACK_SIGNING_SECRET"):

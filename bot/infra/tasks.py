@@ -53,5 +53,6 @@ class Background:
         while self._tasks:
             remaining = deadline - loop.time()
             if remaining <= 0:
-                raise TimeoutError(f"{len(self._tasks)} background tasks still running")
+                raise TimeoutError(f"{len(self._tasks)} background tasks still running: "
+                                   f"{sorted(t.get_name() for t in self._tasks)[:5]}")
             await asyncio.wait(set(self._tasks), timeout=remaining)

@@ -7,7 +7,7 @@ from typing import Any
 
 from slack_bolt.async_app import AsyncApp
 
-from bot.listeners import buttons, command
+from bot.listeners import buttons, command, home, modal, shortcut
 from bot.work.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -17,6 +17,9 @@ def register(app: AsyncApp, rt: Runtime) -> None:
     """Attach every listener to `app`."""
     command.register(app, rt)
     buttons.register(app, rt)
+    modal.register(app, rt)
+    shortcut.register(app, rt)
+    home.register(app, rt)
 
     @app.error
     async def on_error(error: Exception, body: dict[str, Any]) -> None:

@@ -52,8 +52,10 @@ def register(app: AsyncApp, rt: Runtime) -> None:
                 return
             await ack_then_run(rt, ack, click.who, what(target), lambda: work(click, target))
 
+    # A Retry on the Home tab comes from a view, not a message: it goes where that job's retry belongs.
     button(actions.RETRY, actions.parse_job_value, lambda t: f"the retry of job `{t[1]}`",
-           lambda c, t: rt.service.retry_from_button(c.who, t[0], t[1], c.channel, c.message_ts, c.thread_ts))
+           lambda c, t: rt.service.retry_from_button(c.who, t[0], t[1], c.channel, c.message_ts, c.thread_ts)
+           if c.message_ts else rt.home.retry(c.who, *t))
     button(actions.STATUS, actions.parse_job_value, lambda t: f"the status of job `{t[1]}`",
            lambda c, t: rt.service.status(c.who, t[0], t[1], Place(c.channel, thread_ts=c.thread_ts or c.message_ts,
                                                             response_url=c.who.response_url)))

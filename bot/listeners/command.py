@@ -1,4 +1,5 @@
-"""`/runpod-retry`: parse the text while acking (usage errors and help are the ack itself), then run it."""
+"""`/runpod-retry`: parse the text while acking (usage errors and help are the ack itself), then run it. With no
+text, the retry form (bot/listeners/modal.py)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,20 @@ from typing import Any
 from slack_bolt.async_app import AsyncAck, AsyncApp
 
 from bot.core import messages
-from bot.core.commands import COMMAND, Help, History, Retry, RetryFailed, Status, UsageError, parse_command
+from bot.core.commands import (
+    COMMAND,
+    CheckHealth,
+    Help,
+    History,
+    Retry,
+    RetryFailed,
+    Status,
+    UsageError,
+    parse_command,
+)
+from bot.core.forms import Origin
 from bot.listeners.ack import ack_then_run
+from bot.listeners.modal import open_form
 from bot.work.retry import Source, Who
 from bot.work.runtime import Runtime
 
@@ -16,6 +29,15 @@ from bot.work.runtime import Runtime
 def register(app: AsyncApp, rt: Runtime) -> None:
     @app.command(COMMAND)
     async def on_command(ack: AsyncAck, body: dict[str, Any]) -> None:
+        if not (body.get("text") or "").strip():
+            # No text: the retry form, opened at once (the trigger_id lives 3 seconds).
+            who = Who(user=body.get("user_id", ""), channel=body.get("channel_id", ""), source=Source.MODAL,
+                      response_url=body.get("response_url"))
+            view = messages.retry_form(Origin(who.channel, "command", response_url=who.response_url),
+                                       rt.settings.allowed_endpoints)
+            await ack_then_run(rt, ack, who, "the retry form", lambda: open_form(rt, who, body.get("trigger_id"),
+                                                                                 view))
+            return
         try:
             command = parse_command(body.get("text") or "")
         except UsageError as exc:
@@ -38,6 +60,9 @@ def register(app: AsyncApp, rt: Runtime) -> None:
         elif isinstance(command, Retry):
             await ack_then_run(rt, ack, who, f"the retry of {len(command.jobs)} jobs",
                                lambda: rt.bulk.from_command(who, command.endpoint, command.jobs))
+        elif isinstance(command, CheckHealth):
+            await ack_then_run(rt, ack, who, f"the health of endpoint `{command.endpoint}`",
+                               lambda: rt.health.show(rt.service, who, command.endpoint))
         elif isinstance(command, RetryFailed):
             await ack_then_run(rt, ack, who, "the retry of recent failures",
                                lambda: rt.bulk.offer_recent(who, command.endpoint, command.window_seconds))

@@ -112,6 +112,10 @@ class RunPodClient:
         """GET /{endpoint}/status/{job}."""
         return await self._call("status", "GET", endpoint, job, until=until)
 
+    async def health(self, endpoint: str) -> RunPodReply:
+        """GET /{endpoint}/health: the endpoint's job and worker counts (every field optional)."""
+        return await self._call("health", "GET", endpoint, None)
+
     def _headers(self, endpoint: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self._keys.get(endpoint, self._default_key)}"}
 

@@ -124,13 +124,20 @@ class SlackOut:
         return delivery.ok
 
     async def ephemeral(self, channel: str, user: str, msg: Message, response_url: str | None = None) -> bool:
-        """A message only `user` sees: via response_url when there is one (works everywhere), else postEphemeral."""
+        """A message only `user` sees: via response_url when there is one (works everywhere), else postEphemeral;
+        in the app's own direct messages with `user` (channel = their user ID), a plain message: only they see it."""
         if response_url:
             return await self.respond(Place(channel, response_url=response_url), msg)
+        if channel == user:
+            return await self.post(Place(channel), msg) is not None
         delivery = await self.outbox.send("ephemeral", {"channel": channel, "user": user, **msg})
         if not delivery.ok:
             log.error("could not show a private message to %s: %s", user, delivery.error)
         return delivery.ok
+
+    async def publish_home(self, user: str, view: dict[str, Any]) -> None:
+        """Queue `user`'s Home tab (views.publish); a newer view of the same Home replaces one still waiting."""
+        await self.outbox.submit("publish", {"user_id": user, "view": view}, coalesce=f"publish:{user}")
 
     async def update(self, channel: str, ts: str, msg: Message) -> None:
         """Queue the message's new state; an older state still waiting is replaced, not sent."""

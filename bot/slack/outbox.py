@@ -70,6 +70,8 @@ def lane_of(kind: str, payload: dict[str, Any]) -> str:
         return f"channel:{payload.get('channel', '')}"
     if kind == "respond":
         return "respond:" + hashlib.sha256(str(payload.get("url", "")).encode()).hexdigest()[:12]
+    if kind == "publish":
+        return "views"  # views.publish: Tier 4, like ephemerals, but a lane of its own so a busy Home waits alone
     return kind  # update, ephemeral
 
 
@@ -266,7 +268,7 @@ class Outbox:
 
     async def _call(self, row: Queued) -> Delivery:
         method = {"post": "chat.postMessage", "update": "chat.update", "ephemeral": "chat.postEphemeral",
-                  "file": "files.upload", "respond": "response_url"}.get(row.kind, row.kind)
+                  "file": "files.upload", "respond": "response_url", "publish": "views.publish"}.get(row.kind, row.kind)
         try:
             if row.kind == "post":
                 response = await self.client.chat_postMessage(**row.payload)
@@ -282,6 +284,9 @@ class Outbox:
                 return Delivery(ok=True)
             if row.kind == "respond":
                 return await self._respond(row.payload)
+            if row.kind == "publish":
+                await self.client.views_publish(**row.payload)
+                return Delivery(ok=True)
             raise ValueError(f"unknown outbox call {row.kind}")
         except SlackApiError as exc:
             status = exc.response.status_code

@@ -264,3 +264,24 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def recent_failures(self, endpoint: str, since: float) -> list[dict[str, Any]]: ...
+
+    # ---------------------------------------------------------------- the Home tab: what is going on
+
+    @abc.abstractmethod
+    async def unretried_failures(self, since: float, limit: int) -> list[dict[str, Any]]:
+        """Failures seen since `since` on any endpoint and not retried since (the same rule as `recent_failures`),
+        newest first, at most `limit`: endpoint, job, status, error, seen_at."""
+
+    @abc.abstractmethod
+    async def followed_jobs(self, limit: int) -> list[str]:
+        """Jobs being followed now by any replica (as saved by `save_follow`), at most `limit`."""
+
+    @abc.abstractmethod
+    async def record_retry_end(self, endpoint: str, job: str, status: str, at: float) -> None:
+        """A retried job ended: `status` is RunPod's last word (COMPLETED, FAILED, …) or UNKNOWN when following
+        stopped first. Counted by `retry_stats`."""
+
+    @abc.abstractmethod
+    async def retry_stats(self, since: float) -> list[dict[str, Any]]:
+        """Per endpoint with retries since `since`, by endpoint ID: `sent` (retries RunPod got), `requeued` (it took
+        them), `completed` and `failed_again` (how the retried jobs ended)."""

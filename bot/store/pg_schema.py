@@ -62,6 +62,14 @@ CREATE INDEX outbox_open ON outbox (state, lease_until);
 CREATE INDEX outbox_coalesce ON outbox (coalesce_key, state);
 CREATE INDEX outbox_owner ON outbox (owner, state);
 """,
+    """
+CREATE TABLE retry_ends (
+    id BIGSERIAL PRIMARY KEY, endpoint TEXT NOT NULL, job TEXT NOT NULL, status TEXT NOT NULL,
+    at DOUBLE PRECISION NOT NULL
+);
+CREATE INDEX retry_ends_at ON retry_ends (at);
+CREATE INDEX audit_at ON audit (at);
+""",
 ]
 
 MIGRATION_LOCK = lock_key("runpod-retry: schema migrations")

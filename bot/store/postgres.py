@@ -31,6 +31,7 @@ from bot.store.base import (
 )
 from bot.store.pg_schema import migrate
 from bot.store.pg_shared import AdvisoryLocks, Listener, channel_name, lock_key
+from bot.store.reports import PostgresReports
 
 MAX_NOTIFY_BYTES = 8000  # PostgreSQL refuses a NOTIFY payload this long or longer
 
@@ -53,7 +54,7 @@ def _queued(row: Any) -> Queued:
                   after=Queued.decode(after) if after else None)
 
 
-class PostgresStore(Store):
+class PostgresStore(PostgresReports, Store):
     shared = True
 
     def __init__(self, url: str, owner: str | None = None, *, pool_size: int = 10, timeout: float = 10.0,
@@ -169,6 +170,7 @@ class PostgresStore(Store):
         async with self._transaction() as conn:
             for sql in ("DELETE FROM alerts WHERE updated < $1", "DELETE FROM storms WHERE updated < $1",
                         "DELETE FROM bulk_runs WHERE updated < $1", "DELETE FROM failures WHERE seen_at < $1",
+                        "DELETE FROM retry_ends WHERE at < $1",
                         "DELETE FROM outbox WHERE state NOT IN ('queued', 'sending') AND created < $1",
                         "DELETE FROM inbox WHERE done = 1 AND created < $1"):
                 await conn.execute(sql, before, timeout=self.timeout)

@@ -24,6 +24,7 @@ from bot.store.base import (
     StoreUnavailable,
     new_owner_id,
 )
+from bot.store.reports import SqliteReports
 
 # Versioned schema: each entry runs once, in order; PRAGMA user_version records how far a database is.
 # Version 1 is the schema of the first release (created with IF NOT EXISTS, so older files pass through it).
@@ -80,6 +81,14 @@ CREATE TABLE outbox (
 CREATE INDEX outbox_open ON outbox (state, lease_until);
 CREATE INDEX outbox_coalesce ON outbox (coalesce_key, state);
 """,
+    """
+CREATE TABLE retry_ends (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, endpoint TEXT NOT NULL, job TEXT NOT NULL, status TEXT NOT NULL,
+    at REAL NOT NULL
+);
+CREATE INDEX retry_ends_at ON retry_ends (at);
+CREATE INDEX audit_at ON audit (at);
+""",
 ]
 
 def _queued(row: Any) -> Queued:
@@ -95,7 +104,7 @@ def _writable_folder(path: str) -> str | None:
     return None if os.path.isdir(folder) and os.access(folder, os.W_OK) else folder
 
 
-class SqliteStore(Store):
+class SqliteStore(SqliteReports, Store):
     shared = False
 
     def __init__(self, path: str, owner: str | None = None):
@@ -177,6 +186,7 @@ class SqliteStore(Store):
     async def prune(self, before: float) -> None:
         for sql in ("DELETE FROM alerts WHERE updated < ?", "DELETE FROM storms WHERE updated < ?",
                     "DELETE FROM bulk_runs WHERE updated < ?", "DELETE FROM failures WHERE seen_at < ?",
+                    "DELETE FROM retry_ends WHERE at < ?",
                     "DELETE FROM outbox WHERE state NOT IN ('queued', 'sending') AND created < ?",
                     "DELETE FROM inbox WHERE done = 1 AND created < ?"):
             await self._write(sql, (before,))

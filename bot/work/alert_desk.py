@@ -30,6 +30,7 @@ from bot.core.alerts import (
     requeued,
     retrying,
 )
+from bot.core.health import Health
 from bot.core.outcome import Outcome
 from bot.infra.metrics import Metrics
 from bot.slack.out import Place, SlackOut
@@ -77,6 +78,8 @@ class AlertDesk:
         self.sweepers: list[Callable[[], Awaitable[object]]] = []
         self.stopping = asyncio.Event()  # shutdown began: a sweep under way stops between two alerts
         out.outbox.on_sent(POSTED_HOOK, self._posted)
+        # The endpoint's latest health snapshot (cached, no I/O), shown while Retry is offered; set at wiring.
+        self.health: Callable[[str], Health | None] = lambda _endpoint: None
 
     async def load(self) -> None:
         for data in await self.store.recent_alerts(self.clock() - MEMORY_SECONDS):
@@ -114,7 +117,8 @@ class AlertDesk:
             self._blocked_until[key] = again  # the sweep redraws it with Retry once the budget allows
         else:
             self._blocked_until.pop(key, None)
-        return messages.alert_message(alert, now, max_retries=self.max_retries, enabled=self.enabled(alert.endpoint))
+        return messages.alert_message(alert, now, max_retries=self.max_retries, enabled=self.enabled(alert.endpoint),
+                                      health=self.health(alert.endpoint))
 
     def link(self, alert: Alert) -> str | None:
         return messages.permalink(self.workspace_url, alert.channel, alert.ts, alert.thread_ts) if alert.ts else None

@@ -21,6 +21,7 @@ from bot.slack.out import Place
 from bot.slack.pacing import Pacer
 from bot.store import AuditEntry
 from bot.work.follow import FollowTarget
+from bot.work.health import EndpointHealth
 from bot.work.retry import RetryService, Source, Who
 
 log = logging.getLogger(__name__)
@@ -101,6 +102,7 @@ class BulkRunner:
         self._confirmed: dict[str, tuple[str, float, int, str | None]] = {}
         # Bulk runs this process keeps current, by run id: one object per run, whoever updates it.
         self._runs: dict[str, BulkRun] = {}
+        self.health: EndpointHealth | None = None  # health snapshots for `failed` and the summary; set at wiring
         self.follower.on_end.append(self._ended)
         service.on_settled.append(self._settled)
 
@@ -229,6 +231,8 @@ class BulkRunner:
         """Retry every job (at most RUNPOD_BULK_CONCURRENCY at once), then post the one summary reply. Cut off by a
         shutdown (RunPod slower than the grace), every job still gets its line and the summary still goes out; the
         retries already sent are settled with /status by whoever takes the work on next."""
+        if self.health is not None:
+            self.health.warm(run.endpoint)  # ready for the summary by the time the retries are done
         try:
             await asyncio.gather(*(self._retry_one(run, job) for job in run.jobs))
         except asyncio.CancelledError:
@@ -310,10 +314,13 @@ class BulkRunner:
         filename = f"runpod-retry-{run.endpoint}-{len(results)}-jobs.json"
         msg, attachment = messages.bulk_summary(run.endpoint, results, filename,
                                                 can_attach=not run.place.via_response_url, finals=run.finals,
-                                                table=run.table)
+                                                table=run.table,
+                                                health=self.health.peek(run.endpoint) if self.health else None)
         return msg, attachment, filename
 
     async def _summary(self, run: BulkRun) -> None:
+        if self.health is not None:
+            await self.health.get(run.endpoint)  # a fresh snapshot for the summary, if RunPod answers in time
         msg, attachment, filename = self._summary_message(run)
         run.summary_ts = await self.out.post(run.place, msg)
         if attachment is not None:
@@ -359,7 +366,9 @@ class BulkRunner:
         if not rows:
             msg = messages.failed_none(endpoint, window)
         else:
-            msg = messages.failed_offer(endpoint, window, rows[:MAX_BULK_JOBS], max(len(rows) - MAX_BULK_JOBS, 0))
+            health = await self.health.get(endpoint) if self.health is not None else None
+            msg = messages.failed_offer(endpoint, window, rows[:MAX_BULK_JOBS], max(len(rows) - MAX_BULK_JOBS, 0),
+                                        health=health)
         await self.out.ephemeral(who.channel, who.user, msg, who.response_url)
 
     async def confirm_recent(self, who: Who, endpoint: str, window: int) -> None:

@@ -47,6 +47,10 @@ class Source(StrEnum):
     BUTTON = "button"
     BULK = "bulk"
     RETRY_ALL = "retry_all"
+    MODAL = "modal"         # the retry form opened by `/runpod-retry` with no text
+    SHORTCUT = "shortcut"   # the message shortcut "Retry RunPod jobs"
+    HOME = "home"           # a Retry button on the Home tab
+    CLI = "cli"             # `python -m bot retry` from a shell
 
 
 @dataclass(frozen=True)

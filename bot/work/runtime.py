@@ -30,6 +30,8 @@ from bot.work.bulk import BulkRunner
 from bot.work.channels import ChannelState, check_channels
 from bot.work.events import JobEvents
 from bot.work.follow import Follower
+from bot.work.health import EndpointHealth
+from bot.work.home import HomeDesk
 from bot.work.retry import RetryService, Who
 from bot.work.storms import StormDesk
 
@@ -78,11 +80,18 @@ class Runtime:
                                     self.metrics, settings, self.background, alert_of=self.desk.get)
         self.bulk = BulkRunner(self.service, settings)
         self.storms = StormDesk(self.bulk, self.desk, settings)
+        # Endpoint health beside alerts, confirmations and summaries; the Home tab kept current by job events.
+        self.health = EndpointHealth(self.runpod, self.access.enabled, configured=bool(settings.runpod_api_key))
+        self.desk.health = self.storms.health = self.health.peek
+        self.bulk.health = self.health
+        self.home = HomeDesk(self.service, self.storms, self.health, settings)
+        self.events.subscribe(self.home)
         self.auth: dict[str, Any] | None = None
         self.channel_states: list[ChannelState] = []
         self._stopping = self.desk.stopping  # one event: shutdown began
         self._sweeper: asyncio.Task[None] | None = None
         self._leases: asyncio.Task[None] | None = None
+        self._home: asyncio.Task[None] | None = None
         self.database_lost_at: float | None = None  # when the database was last found unreachable (None: fine)
         if self.store.shared:
             self.store.subscribe(FOLLOW_TOPIC, self._followed_elsewhere)
@@ -138,6 +147,7 @@ class Runtime:
         url = (self.auth or {}).get("url")
         self.service.workspace_url = self.desk.workspace_url = url if isinstance(url, str) else None
         self._sweeper = asyncio.create_task(self.desk.keep_current(self._stopping), name="expired alerts")
+        self._home = asyncio.create_task(self.home.keep_current(self._stopping), name="home tabs")
         # A lone instance owns everything the previous run left; a replica takes only what was handed over.
         adopted = await self.store.adopt(time.time(), everything=not self.store.shared)
         self.outbox.resume(await self.store.queued())
@@ -187,7 +197,7 @@ class Runtime:
     async def close(self, grace: float = 8.0) -> None:
         self._stopping.set()
         # The sweep stops between two alerts; what it is waiting for gets PERIODIC_GRACE, then it is cancelled.
-        periodic = {task for task in (self._sweeper, self._leases) if task is not None}
+        periodic = {task for task in (self._sweeper, self._leases, self._home) if task is not None}
         if periodic:
             _done, late = await asyncio.wait(periodic, timeout=PERIODIC_GRACE)
             for task in late:
@@ -287,7 +297,10 @@ class Runtime:
         job, status = parse_job_body(body)
         await self.store.record_failure(endpoint, job, status, str(body.get("error") or "")[:500] or None,
                                         time.time())
-        return await self.storms.failure(endpoint, body, channel or self.settings.alert_channel)
+        await self.health.get(endpoint)  # the alert shows the endpoint's health, when RunPod answers in time
+        result = await self.storms.failure(endpoint, body, channel or self.settings.alert_channel)
+        await self.home.changed()
+        return result
 
     # ---------------------------------------------------------------- errors, once
 

@@ -19,6 +19,7 @@ from typing import Any
 from bot.core import messages
 from bot.core.alerts import parse_job_body, trim_error
 from bot.core.groups import JobResult, Storm, StormJob
+from bot.core.health import Health
 from bot.core.outcome import Outcome
 from bot.infra.config import Settings
 from bot.slack.out import Place
@@ -54,6 +55,8 @@ class StormDesk:
         self._pacers: dict[str, Pacer] = {}
         desk.sweepers.append(self.sweep_expired)
         self.service.on_settled.append(self._settled)
+        # The endpoint's latest health snapshot (cached, no I/O) for the grouped alert; set at wiring.
+        self.health: Callable[[str], Health | None] = lambda _endpoint: None
 
     async def load(self) -> None:
         """After a restart: storms come back, an open one keeps collecting, Retry all's follows report again."""
@@ -225,7 +228,8 @@ class StormDesk:
 
     async def _write_part(self, storm: Storm, part: str) -> None:
         if part == MAIN:
-            msg = messages.storm_alert(storm, self.clock(), enabled=self.service.access.enabled(storm.endpoint))
+            msg = messages.storm_alert(storm, self.clock(), enabled=self.service.access.enabled(storm.endpoint),
+                                       health=self.health(storm.endpoint))
             if storm.ts is None:
                 storm.ts = await self.out.post(Place(storm.channel), msg)
                 if storm.ts:
@@ -251,6 +255,11 @@ class StormDesk:
             storm.pages[page] = await self.out.post(Place(storm.channel, thread_ts=storm.ts), msg) or ""
 
     # ---------------------------------------------------------------- the buttons
+
+    def holding(self, endpoint: str, job: str) -> Storm | None:
+        """The posted grouped alert that lists this job, if one is in memory (for a retry asked elsewhere)."""
+        return next((storm for storm in self._storms.values()
+                     if storm.endpoint == endpoint and job in storm.jobs and storm.ts), None)
 
     async def find(self, endpoint: str, storm_id: str) -> Storm | None:
         key = f"{endpoint}/{storm_id}"

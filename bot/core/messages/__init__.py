@@ -82,7 +82,10 @@ from bot.core.messages.command import (
 )
 from bot.core.messages.errors import bad_button, database_unreachable, internal_error, shutting_down
 from bot.core.messages.follow import follow_gave_up, follow_outcome, follow_resumed, follow_trouble
-from bot.core.messages.history import attempt_words, audit_lines, audit_text, history_message, how_words
+from bot.core.messages.health import confirm_warning, health_blocks, health_line, health_message
+from bot.core.messages.history import attempt_words, audit_lines, audit_text, history_message, how_words, where_words
+from bot.core.messages.home import Access, EndpointStats, Failure, Followed, home_key, home_view
+from bot.core.messages.modal import form_unavailable, prefill, retry_form, thread_request
 from bot.core.messages.recovery import AFTER_RESTART, storm_expired
 from bot.core.messages.storm import (
     failed_cancelled,
@@ -113,6 +116,10 @@ __all__ = [
     "TABLE_SECTIONS",
     "THREAD_HINT",
     "USAGE",
+    "Access",
+    "EndpointStats",
+    "Failure",
+    "Followed",
     "Message",
     "alert_message",
     "alert_notification",
@@ -133,6 +140,7 @@ __all__ = [
     "code",
     "command_parent",
     "confirm_dialog",
+    "confirm_warning",
     "context",
     "database_unreachable",
     "escape",
@@ -147,10 +155,16 @@ __all__ = [
     "follow_outcome",
     "follow_resumed",
     "follow_trouble",
+    "form_unavailable",
     "group_status",
     "header",
+    "health_blocks",
+    "health_line",
+    "health_message",
     "help_message",
     "history_message",
+    "home_key",
+    "home_view",
     "how_words",
     "internal_error",
     "job_list",
@@ -167,12 +181,14 @@ __all__ = [
     "outcome_needs_file",
     "permalink",
     "plain",
+    "prefill",
     "refusal",
     "render_json",
     "results_json",
     "results_table",
     "retry_all_running",
     "retry_block",
+    "retry_form",
     "retry_throttled",
     "section",
     "short_state",
@@ -185,7 +201,9 @@ __all__ = [
     "storm_unknown",
     "tally_blocks",
     "tally_text",
+    "thread_request",
     "usage_error",
+    "where_words",
     "who",
     "window_text",
     "without_thread_hint",

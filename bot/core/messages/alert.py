@@ -7,6 +7,7 @@ from typing import Any
 
 from bot.core import actions
 from bot.core.alerts import Alert, Phase, next_retry_at
+from bot.core.health import Health
 from bot.core.ids import shorten
 from bot.core.messages.blocks import (
     Message,
@@ -25,6 +26,7 @@ from bot.core.messages.blocks import (
     section,
     slack_time,
 )
+from bot.core.messages.health import confirm_warning, health_blocks
 from bot.core.outcome import seconds_text, state_sentence, state_words
 
 _PHASE_HEADERS = {
@@ -159,9 +161,10 @@ def alert_notification(alert: Alert, now: float, *, max_retries: int | None = No
 
 
 def alert_message(alert: Alert, now: float | None = None, *, max_retries: int | None = None,
-                  enabled: bool = True) -> Message:
+                  enabled: bool = True, health: Health | None = None) -> Message:
     """`max_retries` (the hourly budget) and `enabled` (the endpoint is one the app may call) keep the buttons
-    honest: Retry is offered only when a click would be let through."""
+    honest: Retry is offered only when a click would be let through. `health`, the endpoint's latest health
+    snapshot, is shown while Retry is offered, with a warning when retrying now is unlikely to work."""
     now = time.time() if now is None else now
     title = _PHASE_HEADERS[alert.phase].format(status=alert.status.replace("_", " ").lower(),
                                                job_status=short_state(alert.job_status))
@@ -182,9 +185,11 @@ def alert_message(alert: Alert, now: float | None = None, *, max_retries: int | 
     buttons = []
     if alert.retry_offered and alert.phase in OFFERS_RETRY and now < alert.deadline \
             and retry_block(alert, now, max_retries=max_retries, enabled=enabled) is None:
+        blocks.extend(health_blocks(health))
         buttons.append(button("Retry", actions.RETRY, value, style="primary", confirm=confirm_dialog(
-            "Retry this job?", f"Requeue job `{shorten(alert.job, 120)}` on endpoint `{shorten(alert.endpoint, 60)}`"
-            " with its original input. Its old output is removed.", "Retry")))
+            "Retry this job?", confirm_warning(
+                f"Requeue job `{shorten(alert.job, 120)}` on endpoint `{shorten(alert.endpoint, 60)}` with its "
+                "original input. Its old output is removed.", health), "Retry")))
     if enabled:  # Status calls RunPod too: on an endpoint the app may not call, it would only be refused
         buttons.append(button("Status", actions.STATUS, value))
     if buttons:

@@ -88,6 +88,9 @@ def message(text: str, blocks: list[dict[str, Any]]) -> Message:
 
 
 def mention(user: str | None) -> str:
+    """A Slack user as a mention; someone outside Slack (`cli:dana`, from a terminal) by name."""
+    if user and ":" in user:
+        return f"`{escape(user)}`"
     return f"<@{user}>" if user else "someone"
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from bot.core.commands import COMMAND
 from bot.core.groups import JobResult, Tally
+from bot.core.health import Health
 from bot.core.messages.alert import short_state
 from bot.core.messages.blocks import (
     JSON_CHUNK,
@@ -26,6 +27,7 @@ from bot.core.messages.blocks import (
     who,
 )
 from bot.core.messages.command import THREAD_HINT
+from bot.core.messages.health import health_blocks
 from bot.core.outcome import Outcome
 
 TABLE_SECTIONS = 30      # a summary table longer than this goes into the attached file
@@ -124,15 +126,19 @@ def results_json(endpoint: str, results: Sequence[JobResult]) -> str:
 
 
 def bulk_summary(endpoint: str, results: Sequence[JobResult], filename: str, *, can_attach: bool = True,
-                 finals: Mapping[str, str] | None = None, table: bool = True) -> tuple[Message, str | None]:
+                 finals: Mapping[str, str] | None = None, table: bool = True,
+                 health: Health | None = None) -> tuple[Message, str | None]:
     """The one thread reply of a bulk retry: what happened to each job, in words (built again as jobs end, so it
     never stays at "still running"), and RunPod's JSON answers attached as `filename` rather than poured into the
     thread. Returns the message and the text to attach, if any. `table=False` (a grouped alert, whose job list
-    already shows each job) leaves the table out."""
+    already shows each job) leaves the table out. `health`: the endpoint's health snapshot, with a warning when the
+    requeued jobs are unlikely to get a worker soon."""
     taken = sum(r.requeued for r in results)
     left = len(results) - taken
     blocks = [section(f"*Results for {len(results)} jobs on endpoint {code(endpoint)}:* RunPod took {taken}; "
                       f"{left} {'was' if left == 1 else 'were'} not retried.")]
+    if taken:
+        blocks.extend(health_blocks(health))
     cut = False
     if table:
         rows = _chunks(results_table(results, finals), JSON_CHUNK)

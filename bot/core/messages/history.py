@@ -39,7 +39,8 @@ _REASONS: dict[str, tuple[str, str]] = {
 }
 
 _HOW = {"command": "by command", "button": "with an alert's Retry button", "bulk": "in a bulk retry",
-        "retry_all": "with Retry all"}
+        "retry_all": "with Retry all", "modal": "with the retry form", "shortcut": "with the message shortcut",
+        "home": "from the Home tab", "cli": "from a terminal"}
 
 ROWS_PER_SECTION = 5  # a section holds at most 10 fields: five attempts, two columns each
 
@@ -55,10 +56,20 @@ def how_words(source: str) -> str:
     return _HOW.get(source, f"via {source}")
 
 
+def where_words(channel: str | None) -> str:
+    """Where an attempt was asked: a channel as a link; the app's direct messages; or nowhere in Slack (a shell)."""
+    if not channel:
+        return "outside Slack"
+    if channel[0] in "UWD":
+        return "in a direct message with the app"
+    return f"in <#{channel}>"
+
+
 def _attempt_fields(row: dict[str, Any]) -> list[dict[str, Any]]:
     icon, reason = attempt_words(str(row.get("outcome") or ""), row.get("job_status"))
     when = slack_time(float(row["at"]), "{date_short_pretty} {time}")
-    left = f"{when} · {mention(row.get('user'))}\nin <#{row['channel']}>, {how_words(str(row.get('source')))}"
+    how = how_words(str(row.get("source")))
+    left = f"{when} · {mention(row.get('user'))}\n{where_words(row.get('channel'))}, {how}"
     right = f"{icon} {reason}\n{code(str(row['endpoint']))} · {code(str(row['job']))}"
     return [{"type": "mrkdwn", "text": clip(left, 2000)}, {"type": "mrkdwn", "text": clip(right, 2000)}]
 
@@ -82,7 +93,7 @@ def audit_text(entry: Any, *, mentions: bool = True) -> str:
     text: the line is posted that way, then edited to a mention, which Slack does not notify."""
     icon, reason = attempt_words(entry.outcome, entry.job_status)
     person = mention(entry.user) if mentions else plain(mention(entry.user))
-    return (f"{icon} {person} {how_words(entry.source)} in <#{entry.channel}>: {reason} — "
+    return (f"{icon} {person} {how_words(entry.source)} {where_words(entry.channel)}: {reason} — "
             f"{code(entry.endpoint)} · {code(entry.job)}")
 
 

@@ -10,6 +10,7 @@ from typing import Any
 from bot.core import actions
 from bot.core.commands import COMMAND, MAX_BULK_JOBS
 from bot.core.groups import Storm, error_key, failed_again
+from bot.core.health import Health
 from bot.core.ids import shorten
 from bot.core.messages.alert import NOT_ENABLED
 from bot.core.messages.blocks import (
@@ -34,6 +35,7 @@ from bot.core.messages.blocks import (
     window_text,
 )
 from bot.core.messages.bulk import FINAL_WORDS, JOB_COLUMN, tally_blocks
+from bot.core.messages.health import confirm_warning, health_blocks
 
 
 def _deadline_line(storm: Storm, now: float) -> str:
@@ -54,9 +56,11 @@ def _deadline_line(storm: Storm, now: float) -> str:
     return "RunPod has probably forgotten these jobs by now (30 minutes after they failed): they cannot be retried."
 
 
-def storm_alert(storm: Storm, now: float | None = None, *, enabled: bool = True) -> Message:
+def storm_alert(storm: Storm, now: float | None = None, *, enabled: bool = True,
+                health: Health | None = None) -> Message:
     """One grouped alert for many failures of one endpoint. `enabled`: the endpoint is one the app may call (else
-    Retry all and Status would only be refused, so they are not offered)."""
+    Retry all and Status would only be refused, so they are not offered). `health`: the endpoint's latest health
+    snapshot, shown (and warned about in Retry all's confirmation) while Retry all is offered."""
     now = time.time() if now is None else now
     n, endpoint = len(storm.jobs), storm.endpoint
     top = storm.top_errors(3)
@@ -81,12 +85,13 @@ def storm_alert(storm: Storm, now: float | None = None, *, enabled: bool = True)
     buttons = []
     if enabled and remaining and not storm.running and now < storm.last_deadline:
         what = f"{remaining} jobs" if remaining > 1 else "1 job"
+        blocks.extend(health_blocks(health))
         buttons.append(button("Retry all", actions.RETRY_ALL, actions.storm_value(endpoint, storm.storm_id),
                               style="primary", confirm=confirm_dialog(
-                                  f"Retry {what}?",
-                                  f"Requeue the {what} of this alert on endpoint `{shorten(endpoint, 60)}` not "
-                                  "retried yet, each with its original input. Their old output is removed.",
-                                  f"Retry {what}")))
+                                  f"Retry {what}?", confirm_warning(
+                                      f"Requeue the {what} of this alert on endpoint `{shorten(endpoint, 60)}` not "
+                                      "retried yet, each with its original input. Their old output is removed.",
+                                      health), f"Retry {what}")))
     if enabled:
         buttons.append(button("Status", actions.STORM_STATUS, actions.storm_value(endpoint, storm.storm_id)))
     if buttons:
@@ -142,8 +147,10 @@ def failed_none(endpoint: str, window: float) -> Message:
                             f"`{COMMAND} status {endpoint} <jobId>`.")])
 
 
-def failed_offer(endpoint: str, window: float, rows: Sequence[dict[str, Any]], capped: int = 0) -> Message:
-    """The private question before `failed` retries anything: how many, which, and Confirm / Cancel."""
+def failed_offer(endpoint: str, window: float, rows: Sequence[dict[str, Any]], capped: int = 0, *,
+                 health: Health | None = None) -> Message:
+    """The private question before `failed` retries anything: how many, which, the endpoint's health (with a warning
+    when retrying now is unlikely to work), and Confirm / Cancel."""
     jobs = [row["job"] for row in rows]
     what = f"{len(jobs)} jobs" if len(jobs) != 1 else "1 job"
     were = "were" if len(jobs) != 1 else "was"
@@ -154,6 +161,7 @@ def failed_offer(endpoint: str, window: float, rows: Sequence[dict[str, Any]], c
     if capped:
         blocks.append(context(f"{capped} more are not included: one retry takes at most {MAX_BULK_JOBS} jobs. "
                               "Run the command again afterwards for the rest."))
+    blocks.extend(health_blocks(health))
     value = actions.window_value(endpoint, int(window))
     blocks.append({"type": "actions", "block_id": "failed_actions", "elements": [
         button(f"Retry {what}", actions.CONFIRM_FAILED, value, style="primary"),

@@ -1,0 +1,65 @@
+"""The retry form: `/runpod-retry` with no text and the message shortcut open it (views.open straight away, within
+the 3 seconds a trigger_id lives: nothing waits on RunPod or the database before); a submission with bad input is
+answered next to its fields and the form stays open; a good one runs as the command does."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from slack_bolt.async_app import AsyncAck, AsyncApp
+from slack_sdk.errors import SlackApiError, SlackClientError
+
+from bot.core import actions, messages
+from bot.core.forms import Origin, check_form, submitted
+from bot.listeners.ack import ack_then_run
+from bot.slack.out import error_code
+from bot.work import threads
+from bot.work.retry import Source, Who
+from bot.work.runtime import Runtime
+
+RESTARTING = "The app is restarting, so nothing was done. Press Retry again in a few seconds."
+STALE = "This form is from an older version of the app. Close it and open it again."
+
+
+async def open_form(rt: Runtime, who: Who, trigger_id: Any, view: dict[str, Any]) -> None:
+    """views.open, directly (not through the outbox: the trigger expires in 3 seconds). When Slack will not open it,
+    the person is told privately what to type instead."""
+    try:
+        await rt.client.views_open(trigger_id=str(trigger_id or ""), view=view)
+    except (SlackApiError, SlackClientError, OSError, TimeoutError) as exc:
+        await rt.out.ephemeral(who.channel, who.user, messages.form_unavailable(error_code(exc)), who.response_url)
+
+
+def register(app: AsyncApp, rt: Runtime) -> None:
+    @app.view(actions.RETRY_MODAL)
+    async def on_submit(ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]) -> None:
+        origin = Origin.decode(view.get("private_metadata"))
+        if origin is None:
+            await ack(response_action="errors", errors={actions.JOBS_BLOCK: STALE})
+            return
+        endpoint, jobs_text = submitted((view.get("state") or {}).get("values"))
+        checked = check_form(endpoint, jobs_text, rt.settings.allowed_endpoints)
+        if isinstance(checked, dict):
+            rt.metrics.refusals.labels(reason="usage").inc()
+            await ack(response_action="errors", errors=checked)
+            return
+        if not rt.background.accepting:
+            await ack(response_action="errors", errors={actions.JOBS_BLOCK: RESTARTING})
+            return
+        shortcut = origin.source == "shortcut" and origin.thread_ts is not None
+        who = Who(user=(body.get("user") or {}).get("id", ""), channel=origin.channel,
+                  source=Source.SHORTCUT if shortcut else Source.MODAL, response_url=origin.response_url)
+        endpoint, jobs = checked.endpoint, checked.jobs
+        what = f"the retry of job `{jobs[0]}`" if len(jobs) == 1 else f"the retry of {len(jobs)} jobs"
+        if shortcut and origin.thread_ts is not None:
+            thread = origin.thread_ts
+            if len(jobs) == 1:
+                await ack_then_run(rt, ack, who, what, lambda: threads.retry_in_thread(
+                    rt.service, who, endpoint, jobs[0], origin.channel, thread))
+            else:
+                await ack_then_run(rt, ack, who, what, lambda: threads.bulk_in_thread(
+                    rt.bulk, who, endpoint, jobs, origin.channel, thread))
+        elif len(jobs) == 1:
+            await ack_then_run(rt, ack, who, what, lambda: rt.service.retry_from_command(who, endpoint, jobs[0]))
+        else:
+            await ack_then_run(rt, ack, who, what, lambda: rt.bulk.from_command(who, endpoint, jobs))
