@@ -189,7 +189,10 @@ async def test_history_and_failed_are_shared_whichever_replica_answers(cluster, 
         ack = await cluster.command(f"failed {EP}", user="U5")
         await wait_until(lambda a=ack: slack.responses.get(a.response_url), 10, "the answer to failed")
         answers.append(told_privately(slack, ack.response_url))
-    assert len(set(answers)) == 1, answers
+    # The endpoint-health line is each replica's own 30-second snapshot (worker counts move while a job runs):
+    # the jobs offered are what must agree.
+    offered = {"\n".join(line for line in a.splitlines() if "Workers:" not in line) for a in answers}
+    assert len(offered) == 1, answers
     assert all(f"job-h{n}-u1" in answers[0] for n in range(3)) and "job-r-u1" not in answers[0], answers[0]
     ack = await cluster.command("history 5", user="U6")
     await wait_until(lambda: slack.responses.get(ack.response_url), 10, "the history")
