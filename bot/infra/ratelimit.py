@@ -63,6 +63,10 @@ class Window:
     The client counts the way the server does, so it can use the whole allowance without meeting a 429. When a 429
     comes anyway (the real limit is lower, or another client shares it), the allowance halves and the window pauses;
     each success gives one back, up to `limit`.
+
+    A call is counted from when its answer lands, not from when it was sent: RunPod counts it on arrival, which is
+    somewhere in between, and a loaded process can take longer than any fixed margin to get it there (2000 polls at
+    once arrived 0.5 s after they were stamped, and the next 2000 met 429s). Until it lands, a call holds its place.
     """
 
     def __init__(self, limit: int, window: float, concurrent: int, *, clock: Callable[[], float] | None = None):
@@ -70,7 +74,9 @@ class Window:
         self.allowance = limit
         self.window = window
         self._clock = clock or asyncio.get_running_loop().time
-        self._sent: deque[float] = deque()
+        self._landed: deque[float] = deque()
+        self._in_flight = 0
+        self._one_landed = asyncio.Event()
         self._paused_until = 0.0
         self._last_cut = float("-inf")
         self._slots = asyncio.Semaphore(concurrent)
@@ -81,23 +87,36 @@ class Window:
         """The allowance as calls per second (for metrics)."""
         return self.allowance / self.window
 
-    def _wait(self) -> float:
+    def _wait(self) -> float | None:
+        """Seconds until the next call may go; None while that depends on a call still in flight."""
         now = self._clock()
-        while self._sent and self._sent[0] <= now - self.window:
-            self._sent.popleft()
-        wait = self._paused_until - now
-        if len(self._sent) >= self.allowance:
-            wait = max(wait, self._sent[len(self._sent) - self.allowance] + self.window - now)
-        return max(0.0, wait)
+        while self._landed and self._landed[0] <= now - self.window:
+            self._landed.popleft()
+        wait = max(0.0, self._paused_until - now)
+        over = len(self._landed) + self._in_flight - self.allowance
+        if over < 0:
+            return wait
+        if over < len(self._landed):
+            return max(wait, self._landed[over] + self.window - now)
+        return None
 
     @contextlib.asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
         async with self._slots:
             async with self._turn:
-                while (wait := self._wait()) > 0:  # noqa: ASYNC110 - the wait is computed; no event to await
-                    await asyncio.sleep(wait)
-                self._sent.append(self._clock())
-            yield
+                while (wait := self._wait()) != 0:
+                    if wait is None:
+                        self._one_landed.clear()
+                        await self._one_landed.wait()
+                    else:
+                        await asyncio.sleep(wait)
+                self._in_flight += 1
+            try:
+                yield
+            finally:
+                self._in_flight -= 1
+                self._landed.append(self._clock())
+                self._one_landed.set()
 
     def success(self) -> None:
         self.allowance = min(self.limit, self.allowance + max(1, self.limit // 10))
