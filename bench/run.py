@@ -76,7 +76,8 @@ NAIVE_REPLY_CAP = 100.0    # the baseline is slow; its wait is bounded too
 READY_CAP = 30.0
 RESULTS = ROOT / "bench" / "RESULTS.md"
 README = ROOT / "README.md"
-SECTIONS = ("burst", "bulk", "limits", "naive")
+SECTIONS = ("burst", "bulk", "limits", "replicas", "naive")
+REPLICAS = 3               # issue 11: the burst spread over this many replicas on one PostgreSQL
 
 # Real limits (issue 10, point 4)
 STORM_ENDPOINTS = ("storm-a", "storm-b", "storm-c")
@@ -274,7 +275,9 @@ def result_replies(slack: FakeSlack, since: int = 0) -> dict[tuple[str, str], Sl
     return first
 
 
-async def burst(port: int, slack: FakeSlack, runpod: FakeRunPod, n: int, reply_cap: float, tag: str) -> Burst:
+async def burst(ports: list[int], slack: FakeSlack, runpod: FakeRunPod, n: int, reply_cap: float,
+                tag: str) -> Burst:
+    """The burst; command i goes to ports[i % len(ports)] (several replicas behind a round-robin balancer)."""
     runpod.latency = BURST_LATENCY
     runpod.max_in_flight = 0
     first_call = len(slack.calls)
@@ -285,9 +288,11 @@ async def burst(port: int, slack: FakeSlack, runpod: FakeRunPod, n: int, reply_c
                                              channel_id=burst_channel(i), response_url=slack.new_response_url(),
                                              trigger_id=f"T.{i}"))
               for i, job in enumerate(jobs)]
-    requests = [raw_post(port, "/slack/events", body, sign(body, SIGNING_SECRET)) for body in bodies]
+    targets = [ports[i % len(ports)] for i in range(n)]
+    requests = [raw_post(port, "/slack/events", body, sign(body, SIGNING_SECRET))
+                for port, body in zip(targets, bodies, strict=True)]
 
-    async def one(request: bytes) -> tuple[bool, float]:
+    async def one(port: int, request: bytes) -> tuple[bool, float]:
         # Raw streams, not an HTTP client library: a client's own per-request overhead, paid 200 times on this
         # process's single event loop, would be counted as the app's latency.
         sent = time.perf_counter()
@@ -306,7 +311,7 @@ async def burst(port: int, slack: FakeSlack, runpod: FakeRunPod, n: int, reply_c
             return False, ACK_CAP
 
     start = time.monotonic()
-    acks = await asyncio.gather(*(one(request) for request in requests))
+    acks = await asyncio.gather(*(one(port, request) for port, request in zip(targets, requests, strict=True)))
     await poll(lambda: len(result_replies(slack, first_call)) >= n, max(0.0, start + reply_cap - time.monotonic()),
                0.01)
     replies = result_replies(slack, first_call)
@@ -606,6 +611,54 @@ async def run_limits(workdir: Path) -> Limits:
     return Limits(storm_result, bulk_result)
 
 
+# ---------------------------------------------------------------- several replicas (issue 11)
+
+
+@dataclass
+class Setup:
+    name: str
+    burst: Burst
+    requeued_once: int   # jobs of the burst RunPod requeued exactly once
+    requeued_more: int   # ... more than once (must be 0)
+    ready: float         # slowest replica: start -> ready
+
+
+async def run_setup(workdir: Path, name: str, db: str, replicas: int) -> Setup:
+    """`replicas` app processes on one database; the burst spread over them round-robin."""
+    async with FakeSlack(valid_tokens={BOT_TOKEN}) as slack, FakeRunPod(default_key=RUNPOD_KEY) as runpod:
+        env = base_env(slack, runpod, workdir) | {"RUNPOD_RETRY_DB": db, "LOG_FORMAT": "json"}
+        procs = [await spawn(f"{name}-{i}", [sys.executable, "-m", "bot"], env, workdir) for i in range(replicas)]
+        try:
+            async with aiohttp.ClientSession() as http:
+                await asyncio.gather(*(wait_ready(proc, http, need_200=True) for proc in procs))
+                await asyncio.sleep(1.0)
+                print(f"  {name}: {replicas} ready; burst…", file=sys.stderr)
+                result = await burst([proc.port for proc in procs], slack, runpod, BURST, REPLY_CAP, name)
+                runpod.latency = 0.0
+                for proc in procs:
+                    await idle(proc, http)
+            await asyncio.gather(*(proc.stop() for proc in procs))
+        finally:
+            for proc in procs:
+                if proc.process.returncode is None:
+                    proc.process.kill()
+                    await proc.process.wait()
+        counts = runpod.requeued()
+        mine = [n for (_, job), n in counts.items() if job.startswith(name)]
+    return Setup(name, result, sum(1 for n in mine if n == 1), sum(1 for n in mine if n > 1),
+                 max(proc.ready_after for proc in procs))
+
+
+async def run_replicas(workdir: Path) -> list[Setup]:
+    """One replica on SQLite, then REPLICAS on one PostgreSQL (the embedded server the tests use)."""
+    from tests.pg import PostgresServer
+
+    setups = [await run_setup(workdir, "sqlite", str(workdir / "one.db"), 1)]
+    with PostgresServer() as server:
+        setups.append(await run_setup(workdir, "postgres", server.create_database("bench"), REPLICAS))
+    return setups
+
+
 # ---------------------------------------------------------------- the two implementations
 
 
@@ -636,7 +689,7 @@ async def run_app(workdir: Path, sections: set[str]) -> Row:
                 print(f"  app ready in {proc.ready_after:.2f} s, idle RSS {idle_rss:.1f} MB; burst…", file=sys.stderr)
                 runs = []
                 for run in range(BURST_RUNS if "burst" in sections else 0):
-                    runs.append(await burst(proc.port, slack, runpod, BURST, REPLY_CAP, f"burst{run}"))
+                    runs.append(await burst([proc.port], slack, runpod, BURST, REPLY_CAP, f"burst{run}"))
                     runpod.latency = 0.0  # let the follows finish quickly; they are not measured
                     await idle(proc, http)
                 bulk_result = None
@@ -666,7 +719,7 @@ async def run_naive(workdir: Path) -> Row:
             idle_rss = proc.rss_mb()
             print(f"  baseline ready in {proc.ready_after:.2f} s; burst (slow, bounded at {NAIVE_REPLY_CAP:.0f} s)…",
                   file=sys.stderr)
-            result = await burst(proc.port, slack, runpod, BURST, NAIVE_REPLY_CAP, "naive")
+            result = await burst([proc.port], slack, runpod, BURST, NAIVE_REPLY_CAP, "naive")
             peak = proc.rss_mb("VmHWM")
         finally:
             proc.process.kill()  # the development server has no graceful shutdown worth measuring
@@ -693,7 +746,8 @@ def check(ok: bool) -> str:
     return "met" if ok else "**missed**"
 
 
-def report(rows: list[Row], limits: Limits | None, elapsed: float, sections: set[str]) -> str:
+def report(rows: list[Row], limits: Limits | None, elapsed: float, sections: set[str],
+           setups: list[Setup] | None = None) -> str:
     """The whole Markdown report; `###` headings (the README demotes them one level)."""
     lines = [
         "# Benchmark results",
@@ -711,6 +765,8 @@ def report(rows: list[Row], limits: Limits | None, elapsed: float, sections: set
         lines += bulk_section(app)
     if limits is not None:
         lines += limits_section(limits)
+    if setups:
+        lines += replicas_section(setups)
     if app is not None:
         lines += goals_section(app)
         lines += details_section(rows)
@@ -852,6 +908,29 @@ def limits_section(lim: Limits) -> list[str]:
     ]
 
 
+def replicas_section(setups: list[Setup]) -> list[str]:
+    lines = [
+        f"### Replicas: the same {BURST}-command burst, one replica on SQLite beside {REPLICAS} on PostgreSQL",
+        "",
+        f"As in the burst section (one channel per command, {BURST_ENDPOINTS} endpoints, RunPod answering in "
+        f"{BURST_LATENCY:.0f} s), once each. With several replicas, command i goes to replica i mod "
+        f"{REPLICAS}, as a round-robin load balancer sends them; every replica claims each job in the shared "
+        "database before calling RunPod, and stores every Slack message in the shared outbox before sending it. "
+        "PostgreSQL is the embedded server the tests use (fsync off, on the same 2 cores as everything else).",
+        "",
+        "| setup | ack p50 | ack p99 | ack max | acks over 3 s | all result replies posted | "
+        "jobs requeued once / more than once | slowest start → ready |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for setup in setups:
+        b = setup.burst
+        label = "1 replica, SQLite" if setup.name == "sqlite" else f"{REPLICAS} replicas, PostgreSQL"
+        lines.append(f"| {label} | {ms(statistics.median(b.latencies))} | {ms(b.pct(0.99))} | "
+                     f"{ms(max(b.latencies))} | {b.over(ACK_LIMIT)} | {replies_cell(b, REPLY_CAP)} | "
+                     f"{setup.requeued_once}/{BURST} / {setup.requeued_more} | {setup.ready:.2f} s |")
+    return [*lines, ""]
+
+
 def goals_section(app: Row) -> list[str]:
     b, bk = app.burst, app.bulk
     lines = ["### Goals (burst and bulk)", ""]
@@ -930,12 +1009,13 @@ async def main(sections: set[str], write: bool) -> int:
             rows.append(await run_app(workdir, sections))
         if "limits" in sections:
             limits = await run_limits(workdir)
+        setups = await run_replicas(workdir) if "replicas" in sections else None
         if "naive" in sections:
             if not rows:
                 print("  (the baseline is shown beside the app's burst: add `burst`)", file=sys.stderr)
             else:
                 rows.append(await run_naive(workdir))
-    text = report(rows, limits, time.monotonic() - started, sections)
+    text = report(rows, limits, time.monotonic() - started, sections, setups)
     print(text)
     if write:
         RESULTS.write_text(text)

@@ -229,3 +229,30 @@ async def test_a_restart_forgets_week_old_alerts_but_keeps_the_audit_trail(make_
     assert await app.rt.store.load_alert("ep1", "job-old") is None
     assert await app.rt.store.recent_failures("ep1", 0) == []
     assert [r["job"] for r in await app.rt.store.history(10)] == ["job-old"]
+
+
+async def test_a_bulk_retry_cut_off_by_kill_9_is_finished_by_the_next_start_each_job_once(slack, runpod, tmp_path):
+    from tests.fakes.limits import SlackLimits
+    from tests.replicas import Replicas, wait_until
+
+    slack.limits = SlackLimits.off()
+    jobs = [f"job-k{n:02d}" for n in range(16)]
+    for job in jobs:
+        runpod.add_job("ep1", job, status="FAILED")
+    runpod.fault("retry", delay=0.5, times=len(jobs))  # slow enough to be cut off half way
+    async with Replicas(slack, runpod, str(tmp_path / "bot.db"), tmp_path, n=1, RUNPOD_BULK_CONCURRENCY="4") as app:
+        assert (await app.command(f"ep1 {' '.join(jobs)}", user="U1")).status == 200
+        await wait_until(lambda: len(runpod.calls_to("retry")) >= 6, 20, "the first retries")
+        await app.kill(0)
+        # RunPod answers what it received, whoever is left to hear it: the retries in flight take effect.
+        await asyncio.sleep(1.0)
+        await app.start(0)
+
+        def parent() -> str:
+            return "\n".join(message_text(m) for (c, _), m in slack.messages.items()
+                             if c == "C1" and not m.get("thread_ts") and "16 jobs" in message_text(m))
+
+        await wait_until(lambda: "16 completed" in parent(), 60, "the run finished after the restart")
+    assert set(runpod.requeued("ep1")) == {("ep1", job) for job in jobs}, "every job retried"
+    assert set(runpod.requeued("ep1").values()) == {1}, "none twice"
+    assert sum("Results for 16 jobs" in message_text(m) for m in slack.messages.values()) == 1

@@ -4,7 +4,6 @@ over them (HTTP: a random replica per request; Socket Mode: each envelope to a r
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import time
 from collections import Counter
@@ -20,10 +19,6 @@ from tests.replicas import Replicas, wait_until
 EP = "ep1"
 ALERTS = "CALERTS"
 FAILED = {"status": "FAILED", "error": "CUDA out of memory", "executionTime": 1200, "delayTime": 300}
-# Exactly once across replicas needs the claims in the database (bot/work/claims.py, from the `defects` work); until
-# that is merged, each process holds its own claims and these tests are expected to fail.
-claims_in_db = pytest.mark.xfail(importlib.util.find_spec("bot.work.claims") is None, strict=True,
-                                 reason="claims still live in each process's memory")
 
 
 def top_level(slack: Any, channel: str = ALERTS) -> list[dict[str, Any]]:
@@ -130,7 +125,6 @@ async def test_a_storm_spread_over_three_replicas_is_grouped_as_on_one(cluster, 
 # ---------------------------------------------------------------- exactly once
 
 
-@claims_in_db
 @pytest.mark.parametrize("cluster", ["http", "socket"], indirect=True)
 async def test_ten_clicks_on_one_retry_spread_over_replicas_make_one_runpod_call(cluster, slack, runpod):
     alert = await one_alert(cluster, slack, runpod, "job-c10-u1")
@@ -155,7 +149,6 @@ async def test_ten_clicks_on_one_retry_spread_over_replicas_make_one_runpod_call
         assert len(set(slack.socket_sent_to.values())) > 1  # the envelopes really were spread
 
 
-@claims_in_db
 async def test_the_same_bulk_command_on_two_replicas_retries_each_job_once(cluster, slack, runpod):
     jobs = [f"job-b{n}-u1" for n in range(12)]
     for job in jobs:
@@ -170,6 +163,37 @@ async def test_the_same_bulk_command_on_two_replicas_retries_each_job_once(clust
 
     assert len(runpod.calls_to("retry")) == 12, runpod.describe()
     assert set(runpod.requeued(EP).values()) == {1} and len(runpod.requeued(EP)) == 12
+
+
+async def test_a_bulk_retry_whose_replica_dies_is_finished_by_another_each_job_once(cluster, slack, runpod):
+    jobs = [f"job-d{n:02d}-u1" for n in range(24)]
+    for job in jobs:
+        runpod.add_job(EP, job, status="FAILED")
+    # RunPod answers each retry after half a second: the run is a third of the way through when its replica dies,
+    # with some retries sent and not answered yet.
+    runpod.fault("retry", delay=0.5, times=len(jobs))
+    ack = await cluster.command(f"{EP} {' '.join(jobs)}", user="U1", replica=0)
+    assert ack.status == 200
+    await wait_until(lambda: len(runpod.calls_to("retry")) >= 8, 20, "the first retries")
+    await cluster.kill(0)
+    killed = time.monotonic()
+
+    def parent() -> dict[str, Any] | None:
+        found = [m for m in top_level(slack, "C1") if "24 jobs" in message_text(m)]
+        return found[0] if found else None
+
+    await wait_until(lambda: any("Results for 24 jobs" in message_text(m) for m in slack.messages.values()), 60,
+                     "the summary, posted by the replica that took the run over")
+    await wait_until(lambda: "24 completed" in message_text(parent() or {}), 30, "the tally completed")
+    print(f"run finished {time.monotonic() - killed:.1f} s after kill -9")
+
+    assert set(runpod.requeued(EP)) == {(EP, job) for job in jobs}, "every job retried"
+    assert set(runpod.requeued(EP).values()) == {1}, "none twice"
+    summaries = [m for m in slack.messages.values() if "Results for 24 jobs" in message_text(m)]
+    assert len(summaries) == 1
+    shown = message_text(parent() or {})
+    assert shown.startswith("retried 24 jobs"), shown
+    no_duplicate_posts(slack)
 
 
 @pytest.mark.parametrize("cluster", ["socket"], indirect=True)

@@ -198,6 +198,27 @@ async def test_alerts_storms_and_bulk_runs_round_trip(store):
     assert await store.recent_bulks(time.time() + 60) == []
 
 
+async def test_a_bulk_runs_jobs_are_recorded_one_row_each_by_any_replica(store, stores):
+    other = await stores("B")  # another replica (SQLite: a second connection to the same file)
+    assert await store.bulk_jobs("bulk:C1/1.0") == {}
+    await store.save_bulk_job("bulk:C1/1.0", "job-1", result='{"outcome": "requeued"}')
+    await other.save_bulk_job("bulk:C1/1.0", "job-2", result='{"outcome": "refused:budget"}')
+    await other.save_bulk_job("bulk:C1/1.0", "job-1", final="COMPLETED")  # the answer is kept
+    await store.save_bulk_job("bulk:C1/2.0", "job-1", result='{"outcome": "error"}')
+    assert await store.bulk_jobs("bulk:C1/1.0") == {"job-1": ('{"outcome": "requeued"}', "COMPLETED"),
+                                                    "job-2": ('{"outcome": "refused:budget"}', None)}
+
+
+async def test_open_work_lists_unfinished_work_of_one_kind_whoever_holds_it(store, stores):
+    other = await stores("B")
+    first = await store.accept("retry", {"job": "job-1"}, time.time())
+    await other.accept("retry", {"job": "job-2"}, time.time())
+    await store.accept("bulk", {"run": "C1/1.0"}, time.time())
+    await store.done(first)
+    assert [row.payload for row in await store.open_work("retry")] == [{"job": "job-2"}]
+    assert [row.payload for row in await other.open_work("bulk")] == [{"run": "C1/1.0"}]
+
+
 async def test_follows_belong_to_the_replica_that_saved_them(store, stores):
     other = await stores("B")
     await store.save_follow("ep1", "job-1", "f1")

@@ -175,6 +175,10 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def done(self, work_id: int) -> None: ...
 
+    @abc.abstractmethod
+    async def open_work(self, kind: str) -> list[Queued]:
+        """Accepted work of this kind not finished yet, whoever holds it, oldest first."""
+
     # ---------------------------------------------------------------- outbox: messages for Slack
 
     @abc.abstractmethod
@@ -253,6 +257,16 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def recent_bulks(self, since: float) -> list[str]: ...
+
+    @abc.abstractmethod
+    async def save_bulk_job(self, run_id: str, job: str, *, result: str | None = None,
+                            final: str | None = None) -> None:
+        """One job's answer (JSON) or ending (a status) in a bulk run; what is None is left as it was. A row per job,
+        so replicas reporting different jobs of one run never overwrite each other."""
+
+    @abc.abstractmethod
+    async def bulk_jobs(self, run_id: str) -> dict[str, tuple[str | None, str | None]]:
+        """Every job of the run recorded so far: job -> (answer JSON, ending)."""
 
     # ---------------------------------------------------------------- failures seen (for `failed`)
 

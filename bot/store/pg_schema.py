@@ -70,6 +70,14 @@ CREATE TABLE retry_ends (
 CREATE INDEX retry_ends_at ON retry_ends (at);
 CREATE INDEX audit_at ON audit (at);
 """,
+    """
+CREATE TABLE bulk_jobs (
+    run_id TEXT NOT NULL, job TEXT NOT NULL, result TEXT, final TEXT, updated DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (run_id, job)
+);
+CREATE INDEX bulk_jobs_updated ON bulk_jobs (updated);
+CREATE INDEX inbox_kind_open ON inbox (kind) WHERE done = 0;
+""",
 ]
 
 MIGRATION_LOCK = lock_key("runpod-retry: schema migrations")

@@ -169,7 +169,8 @@ class PostgresStore(PostgresReports, Store):
     async def prune(self, before: float) -> None:
         async with self._transaction() as conn:
             for sql in ("DELETE FROM alerts WHERE updated < $1", "DELETE FROM storms WHERE updated < $1",
-                        "DELETE FROM bulk_runs WHERE updated < $1", "DELETE FROM failures WHERE seen_at < $1",
+                        "DELETE FROM bulk_runs WHERE updated < $1", "DELETE FROM bulk_jobs WHERE updated < $1",
+                        "DELETE FROM failures WHERE seen_at < $1",
                         "DELETE FROM retry_ends WHERE at < $1",
                         "DELETE FROM outbox WHERE state NOT IN ('queued', 'sending') AND created < $1",
                         "DELETE FROM inbox WHERE done = 1 AND created < $1"):
@@ -289,6 +290,10 @@ class PostgresStore(PostgresReports, Store):
     async def done(self, work_id: int) -> None:
         await self._execute("UPDATE inbox SET done = 1 WHERE id = $1", work_id)
 
+    async def open_work(self, kind: str) -> list[Queued]:
+        return [_queued(r) for r in await self._fetch("SELECT * FROM inbox WHERE done = 0 AND kind = $1 ORDER BY id",
+                                                      kind)]
+
     # ---------------------------------------------------------------- outbox
 
     async def enqueue(self, kind: str, lane: str, payload: dict[str, Any], now: float, *,
@@ -401,6 +406,18 @@ class PostgresStore(PostgresReports, Store):
 
     async def recent_bulks(self, since: float) -> list[str]:
         return [r["data"] for r in await self._fetch("SELECT data FROM bulk_runs WHERE updated >= $1", since)]
+
+    async def save_bulk_job(self, run_id: str, job: str, *, result: str | None = None,
+                            final: str | None = None) -> None:
+        await self._execute("INSERT INTO bulk_jobs (run_id, job, result, final, updated) VALUES ($1, $2, $3, $4, $5)"
+                            " ON CONFLICT (run_id, job) DO UPDATE SET"
+                            " result = COALESCE(excluded.result, bulk_jobs.result),"
+                            " final = COALESCE(excluded.final, bulk_jobs.final), updated = excluded.updated",
+                            run_id, job, result, final, time.time())
+
+    async def bulk_jobs(self, run_id: str) -> dict[str, tuple[str | None, str | None]]:
+        rows = await self._fetch("SELECT job, result, final FROM bulk_jobs WHERE run_id = $1", run_id)
+        return {r["job"]: (r["result"], r["final"]) for r in rows}
 
     # ---------------------------------------------------------------- failures seen (for `failed`)
 

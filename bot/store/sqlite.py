@@ -89,6 +89,13 @@ CREATE TABLE retry_ends (
 CREATE INDEX retry_ends_at ON retry_ends (at);
 CREATE INDEX audit_at ON audit (at);
 """,
+    """
+CREATE TABLE bulk_jobs (
+    run_id TEXT NOT NULL, job TEXT NOT NULL, result TEXT, final TEXT, updated REAL NOT NULL,
+    PRIMARY KEY (run_id, job)
+);
+CREATE INDEX bulk_jobs_updated ON bulk_jobs (updated);
+""",
 ]
 
 def _queued(row: Any) -> Queued:
@@ -185,7 +192,8 @@ class SqliteStore(SqliteReports, Store):
 
     async def prune(self, before: float) -> None:
         for sql in ("DELETE FROM alerts WHERE updated < ?", "DELETE FROM storms WHERE updated < ?",
-                    "DELETE FROM bulk_runs WHERE updated < ?", "DELETE FROM failures WHERE seen_at < ?",
+                    "DELETE FROM bulk_runs WHERE updated < ?", "DELETE FROM bulk_jobs WHERE updated < ?",
+                    "DELETE FROM failures WHERE seen_at < ?",
                     "DELETE FROM retry_ends WHERE at < ?",
                     "DELETE FROM outbox WHERE state NOT IN ('queued', 'sending') AND created < ?",
                     "DELETE FROM inbox WHERE done = 1 AND created < ?"):
@@ -278,6 +286,10 @@ class SqliteStore(SqliteReports, Store):
 
     async def done(self, work_id: int) -> None:
         await self._write("UPDATE inbox SET done = 1 WHERE id = ?", (work_id,))
+
+    async def open_work(self, kind: str) -> list[Queued]:
+        return [_queued(r) for r in await self._rows("SELECT * FROM inbox WHERE done = 0 AND kind = ? ORDER BY id",
+                                                     (kind,))]
 
     # ---------------------------------------------------------------- outbox
 
@@ -384,6 +396,17 @@ class SqliteStore(SqliteReports, Store):
 
     async def recent_bulks(self, since: float) -> list[str]:
         return [row[0] for row in await self._rows("SELECT data FROM bulk_runs WHERE updated >= ?", (since,))]
+
+    async def save_bulk_job(self, run_id: str, job: str, *, result: str | None = None,
+                            final: str | None = None) -> None:
+        await self._write("INSERT INTO bulk_jobs (run_id, job, result, final, updated) VALUES (?, ?, ?, ?, ?)"
+                          " ON CONFLICT (run_id, job) DO UPDATE SET result = COALESCE(excluded.result, result),"
+                          " final = COALESCE(excluded.final, final), updated = excluded.updated",
+                          (run_id, job, result, final, time.time()))
+
+    async def bulk_jobs(self, run_id: str) -> dict[str, tuple[str | None, str | None]]:
+        rows = await self._rows("SELECT job, result, final FROM bulk_jobs WHERE run_id = ?", (run_id,))
+        return {row[0]: (row[1], row[2]) for row in rows}
 
     # ---------------------------------------------------------------- failures seen (for `failed`)
 

@@ -4,22 +4,22 @@ summary reply, every job followed to its end and counted. Also `failed`: retry w
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 from bot.core import messages
 from bot.core.commands import MAX_BULK_JOBS
-from bot.core.groups import UNKNOWN, JobResult, Tally, failed_again
+from bot.core.groups import UNKNOWN, JobResult, Tally
 from bot.core.outcome import RETRYABLE, Kind, Outcome
 from bot.infra.config import Settings
 from bot.infra.logs import ctx
 from bot.slack.out import Place
 from bot.slack.pacing import Pacer
-from bot.store import AuditEntry
+from bot.store import AuditEntry, Queued
+from bot.work.bulk_run import BulkRun, catch_up, save_answer, save_ending
 from bot.work.follow import FollowTarget
 from bot.work.health import EndpointHealth
 from bot.work.retry import RetryService, Source, Who
@@ -29,63 +29,10 @@ log = logging.getLogger(__name__)
 Key = tuple[str, str]
 # Bulk retries older than this are not picked up again after a restart (their jobs' follows have long ended).
 MEMORY_SECONDS = 24 * 3600.0
+# Taking a run over: how long to wait for the retries the dead replica had sent to be settled before the summary.
+SETTLE_WAIT = 60.0
 # A job whose retry was sent when a shutdown cut the run off; the next start settles it and updates the line.
 CUT_OFF = "no answer before the app restarted (it may have gone through; checked with /status after the restart)"
-
-
-def _quietly(_job: str | None) -> None:
-    """A run whose progress nobody displays (its parent message could not be posted)."""
-
-
-@dataclass
-class BulkRun:
-    """One bulk retry. A storm's Retry all shares `results` and `finals` with the storm, which keeps them."""
-
-    who: Who
-    endpoint: str
-    jobs: tuple[str, ...]
-    place: Place                                   # the thread the summary reply goes to
-    changed: Callable[[str | None], None] = _quietly  # a job's answer or end arrived (None: the run as a whole)
-    results: dict[str, JobResult] = field(default_factory=dict)
-    finals: dict[str, str] = field(default_factory=dict)
-    table: bool = True                    # the summary lists each job (a grouped alert's job list does instead)
-    summary_ts: str | None = None         # the summary reply, kept current as jobs end
-    summarized: bool = False              # the summary reply went out
-    ref: str = ""   # what a retry settled after a restart reports to: "bulk:<run id>" or "storm:<storm key>"
-
-    def tally(self) -> Tally:
-        return Tally.of(self.jobs, self.results, self.finals)
-
-    @property
-    def running(self) -> list[str]:
-        """Jobs RunPod requeued that have not ended yet."""
-        return [job for job in self.jobs if job in self.results and self.results[job].requeued
-                and job not in self.finals]
-
-    @property
-    def run_id(self) -> str:
-        return f"{self.place.channel}/{self.place.thread_ts}"
-
-    def to_json(self) -> str:
-        """What a restart needs to keep the parent message's tally current (RunPod's JSON was already shown)."""
-        return json.dumps({
-            "who": {"user": self.who.user, "channel": self.who.channel, "source": self.who.source.value},
-            "endpoint": self.endpoint, "jobs": list(self.jobs), "channel": self.place.channel,
-            "thread_ts": self.place.thread_ts, "finals": self.finals, "summary_ts": self.summary_ts,
-            "results": {job: asdict(replace(r, body=None)) for job, r in self.results.items()}})
-
-    @classmethod
-    def from_json(cls, text: str) -> BulkRun:
-        data = json.loads(text)
-        who = Who(data["who"]["user"], data["who"]["channel"], Source(data["who"]["source"]))
-        run = cls(who, data["endpoint"], tuple(data["jobs"]), Place(data["channel"], thread_ts=data["thread_ts"]),
-                  results={job: JobResult(**r) for job, r in data["results"].items()}, finals=data["finals"],
-                  summary_ts=data.get("summary_ts"), summarized=True)
-        run.ref = f"bulk:{run.run_id}"
-        return run
-
-    def again(self) -> list[str]:
-        return failed_again(self.jobs, self.results, self.finals)
 
 
 class BulkRunner:
@@ -127,6 +74,7 @@ class BulkRunner:
             run.ref = f"bulk:{run.run_id}"
             self._runs[run.run_id] = run
             self._keep_parent_current(run)
+            await self._own(run)
         elif place.via_response_url:
             self._final_tally_via_response_url(run)
         try:
@@ -137,11 +85,23 @@ class BulkRunner:
                 await self._save(run)
             self._let_go(run)
 
+    async def _own(self, run: BulkRun) -> None:
+        """The run is written down, with an inbox row this replica holds while it runs: if the replica dies, the
+        replica that adopts the row finishes the run (`resume`)."""
+        try:
+            await self._save(run, strict=True)
+            run.work_id = await self.store.accept("bulk", {"run": run.run_id}, time.time())
+        except Exception:  # the run goes on; only a death before its end would leave it unfinished
+            log.exception("could not write the bulk retry down", extra=ctx(endpoint=run.endpoint))
+
     def _keep_parent_current(self, run: BulkRun) -> None:
         assert run.place.thread_ts is not None
         ts = run.place.thread_ts
 
         async def write(part: str) -> None:
+            if self.store.shared:
+                # Other replicas may report some of its jobs (follows they adopted): what they recorded counts too.
+                await catch_up(self.store, run)
             if part == "summary":
                 if run.summary_ts:
                     await self.out.update(run.place.channel, run.summary_ts, self._summary_message(run)[0])
@@ -177,11 +137,20 @@ class BulkRunner:
 
         run.changed = changed
 
-    async def _save(self, run: BulkRun) -> None:
+    async def _save(self, run: BulkRun, *, strict: bool = False) -> None:
         try:
             await self.store.save_bulk(run.run_id, run.to_json())
         except Exception:  # the tally in Slack is still right; only a restart would lose track of it
+            if strict:
+                raise
             log.exception("could not save the bulk retry's state", extra=ctx(endpoint=run.endpoint))
+
+    async def _saved(self, run: BulkRun, job: str, *, ending: bool = False) -> None:
+        """One job's answer (or ending) in its own row: what another replica taking the run over reads."""
+        try:
+            await (save_ending if ending else save_answer)(self.store, run, job)
+        except Exception:
+            log.exception("could not save a bulk retry's job", extra=ctx(endpoint=run.endpoint, job=job))
 
     async def load(self) -> None:
         """After a restart: bulk retries whose jobs are still followed keep their parent's tally current."""
@@ -200,9 +169,50 @@ class BulkRunner:
             run = self._runs.get(run_id)  # loaded by a settle running alongside
             if run is None and data is not None:
                 run = self._runs[run_id] = BulkRun.from_json(data)
+                await catch_up(self.store, run)
                 if run.place.thread_ts:
                     self._keep_parent_current(run)
         return run
+
+    async def resume(self, row: Queued) -> None:
+        """A bulk run whose replica died (or stopped before its summary went out): the jobs it had not reached are
+        retried here, once each; the retries it had sent are settled by whoever adopted them; the summary goes out
+        and the parent's tally is completed as the jobs end."""
+        run = await self._find(str(row.payload.get("run") or ""))
+        if run is None:
+            await self._let_row_go(row.id)
+            return
+        run.work_id = row.id
+        await catch_up(self.store, run)
+        for job in run.running:
+            self._following[(run.endpoint, job)] = run
+        settling = {str(r.payload.get("job")) for r in await self.store.open_work("retry")
+                    if r.payload.get("run") == run.ref}
+        todo = [job for job in run.unanswered if job not in settling]
+        log.info("taking over a bulk retry: %d jobs still to retry, %d being settled", len(todo), len(settling),
+                 extra=ctx(endpoint=run.endpoint))
+        run.changed(None)
+        if todo:
+            await asyncio.gather(*(self._retry_one(run, job) for job in todo))
+        deadline = time.monotonic() + SETTLE_WAIT
+        while run.unanswered and time.monotonic() < deadline:
+            await asyncio.sleep(1.0)
+            for job in await catch_up(self.store, run):
+                run.changed(job)
+        if run.summarized:
+            await self._let_row_go(run.work_id)
+        else:
+            await self._finish(run)
+        await self._save(run)
+        self._let_go(run)
+
+    async def _let_row_go(self, work_id: int | None) -> None:
+        if work_id is None:
+            return
+        try:
+            await self.store.done(work_id)
+        except Exception:  # taken over again after the next death: the summary at worst twice, no retry twice
+            log.exception("could not mark a bulk retry as finished")
 
     def _let_go(self, run: BulkRun) -> None:
         """A run whose jobs have all been answered and ended needs no keeping any more."""
@@ -221,6 +231,7 @@ class BulkRunner:
         run.results[outcome.job] = JobResult.of(outcome)
         if outcome.ok:
             self._following[(run.endpoint, outcome.job)] = run
+        await self._saved(run, outcome.job)
         run.changed(outcome.job)
         await self._save(run)
         self._let_go(run)
@@ -250,6 +261,10 @@ class BulkRunner:
         await self._summary(run)
         run.summarized = True
         run.changed(None)
+        if run.work_id is not None:
+            await self._save(run)
+            await self._let_row_go(run.work_id)
+            run.work_id = None
 
     def adopt(self, run: BulkRun, jobs: list[str]) -> None:
         """After a restart: the follows of these jobs resumed; report their ends to `run` again."""
@@ -271,6 +286,7 @@ class BulkRunner:
                                              f"the app failed while retrying it ({type(exc).__name__}); check it "
                                              "with the status command")
         run.results[job] = result
+        await self._saved(run, job)
         run.changed(job)
 
     async def _retry(self, run: BulkRun, job: str) -> JobResult:
@@ -292,8 +308,13 @@ class BulkRunner:
                                            f"retry limit reached: already retried {times} in the last hour", budget)
             # Registered before the call: a job that ends quickly may end before `attempt` returns.
             self._following[key] = run
+            async def answered(outcome: Outcome) -> None:
+                run.results[job] = JobResult.of(outcome)
+                await self._saved(run, job)
+
             try:
-                outcome = await self.service.attempt(who, endpoint, job, run.place, hold, post=False, run=run.ref)
+                outcome = await self.service.attempt(who, endpoint, job, run.place, hold, post=False, run=run.ref,
+                                                     answered=answered)
             except asyncio.CancelledError:
                 if hold.sent:
                     run.results[job] = JobResult(job, Kind.TIMEOUT.value, detail=CUT_OFF)
@@ -340,8 +361,14 @@ class BulkRunner:
             log.exception("could not record the repeated failure", extra=ctx(endpoint=target.endpoint,
                                                                                job=target.job))
         run = self._following.pop(target.key, None)
+        if run is None and target.quiet and target.thread_ts:
+            # A bulk run's job whose follow this replica adopted from one that died: its run is found by its place.
+            run = await self._find(f"{target.channel}/{target.thread_ts}")
+            if run is not None and target.job not in run.jobs:
+                run = None
         if run is not None:
             run.finals[target.job] = status
+            await self._saved(run, target.job, ending=True)
             run.changed(target.job)
             self._let_go(run)
 

@@ -211,12 +211,15 @@ class RetryService:
 
     async def attempt(self, who: Who, endpoint: str, job: str, place: Place, hold: Hold, *,
                       origin: MessageRef | None = None, announce: bool = False, post: bool = True,
-                      follow: bool = True, run: str | None = None, until: float | None = None) -> Outcome:
+                      follow: bool = True, run: str | None = None, until: float | None = None,
+                      answered: Callable[[Outcome], Awaitable[None]] | None = None) -> Outcome:
         """Retry a job claimed by `hold`: call, record, reply, announce, follow (the follow keeps the claim).
 
         That the retry is sent is written down first (an inbox row): when the app stops before RunPod answers (a
         deploy while RunPod is slow), the next start, or another replica, settles it with a /status check
-        (`settle`) instead of leaving it unknown. `run` names the bulk run or grouped alert it belongs to."""
+        (`settle`) instead of leaving it unknown. `run` names the bulk run or grouped alert it belongs to;
+        `answered` records the answer there before the inbox row is let go, so whoever takes the run over finds
+        each job either answered or still to settle, never neither."""
         work_id: int | None = None
         try:
             if announce:
@@ -231,6 +234,8 @@ class RetryService:
             outcome = await self.call_retry(endpoint, job, until=until,
                                             throttled=queued_behind_limit if post else None)
             await self.conclude(who, endpoint, job, place, outcome, hold, post=post, follow=follow)
+            if answered is not None:
+                await answered(outcome)
         except asyncio.CancelledError:
             # Shutting down. Sent: the inbox row stays and whoever adopts it settles it. Not sent: nothing to settle.
             if not hold.sent:

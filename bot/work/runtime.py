@@ -159,7 +159,8 @@ class Runtime:
 
     def resume_inbox(self, rows: list[Queued]) -> None:
         """Work accepted but never finished, because the process that took it stopped or died: failure webhooks
-        answered 200 whose alert was not stored yet, and retries sent to RunPod whose answer never came."""
+        answered 200 whose alert was not stored yet, retries sent to RunPod whose answer never came, and bulk
+        retries that had not reached every job or posted their summary."""
         for row in rows:
             if row.kind == "webhook":
                 endpoint, body = str(row.payload.get("endpoint")), dict(row.payload.get("body") or {})
@@ -168,6 +169,8 @@ class Runtime:
             elif row.kind == "retry":
                 self.background.spawn(self.service.settle(row),
                                       name=f"settle {row.payload.get('endpoint')}/{row.payload.get('job')}")
+            elif row.kind == "bulk":
+                self.background.spawn(self.bulk.resume(row), name=f"bulk retry {row.payload.get('run')}")
             else:
                 log.warning("unknown accepted work %r left by an earlier run; dropped", row.kind)
                 self.background.spawn(self._finished(row.id), name="drop unknown work")

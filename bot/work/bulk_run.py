@@ -1,0 +1,105 @@
+"""One bulk retry's state (a command's list of jobs, or a grouped alert's Retry all) and how it is kept in the store:
+the run as one JSON row, and each job's answer and ending as a row of its own, so that replicas reporting different
+jobs of one run never overwrite each other, and a replica taking a dead one's run over knows what is left to do."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+
+from bot.core.groups import JobResult, Tally, failed_again
+from bot.slack.out import Place
+from bot.store import Store
+from bot.work.retry import Source, Who
+
+
+def _quietly(_job: str | None) -> None:
+    """A run whose progress nobody displays (its parent message could not be posted)."""
+
+
+@dataclass
+class BulkRun:
+    """One bulk retry. A storm's Retry all shares `results` and `finals` with the storm, which keeps them."""
+
+    who: Who
+    endpoint: str
+    jobs: tuple[str, ...]
+    place: Place                                   # the thread the summary reply goes to
+    changed: Callable[[str | None], None] = _quietly  # a job's answer or end arrived (None: the run as a whole)
+    results: dict[str, JobResult] = field(default_factory=dict)
+    finals: dict[str, str] = field(default_factory=dict)
+    table: bool = True                    # the summary lists each job (a grouped alert's job list does instead)
+    summary_ts: str | None = None         # the summary reply, kept current as jobs end
+    summarized: bool = False              # the summary reply went out
+    ref: str = ""   # what a retry settled after a restart reports to: "bulk:<run id>" or "storm:<storm key>"
+    started: float = field(default_factory=time.time)
+    work_id: int | None = None            # the inbox row that makes this replica the run's owner until it is done
+
+    def tally(self) -> Tally:
+        return Tally.of(self.jobs, self.results, self.finals)
+
+    @property
+    def running(self) -> list[str]:
+        """Jobs RunPod requeued that have not ended yet."""
+        return [job for job in self.jobs if job in self.results and self.results[job].requeued
+                and job not in self.finals]
+
+    @property
+    def unanswered(self) -> list[str]:
+        return [job for job in self.jobs if job not in self.results]
+
+    @property
+    def run_id(self) -> str:
+        return f"{self.place.channel}/{self.place.thread_ts}"
+
+    def to_json(self) -> str:
+        """What a restart needs to keep the parent message's tally current (RunPod's JSON was already shown)."""
+        return json.dumps({
+            "who": {"user": self.who.user, "channel": self.who.channel, "source": self.who.source.value},
+            "endpoint": self.endpoint, "jobs": list(self.jobs), "channel": self.place.channel,
+            "thread_ts": self.place.thread_ts, "finals": self.finals, "summary_ts": self.summary_ts,
+            "summarized": self.summarized, "started": self.started,
+            "results": {job: asdict(replace(r, body=None)) for job, r in self.results.items()}})
+
+    @classmethod
+    def from_json(cls, text: str) -> BulkRun:
+        data = json.loads(text)
+        who = Who(data["who"]["user"], data["who"]["channel"], Source(data["who"]["source"]))
+        run = cls(who, data["endpoint"], tuple(data["jobs"]), Place(data["channel"], thread_ts=data["thread_ts"]),
+                  results={job: JobResult(**r) for job, r in data["results"].items()}, finals=data["finals"],
+                  summary_ts=data.get("summary_ts"), summarized=data.get("summarized", True),
+                  started=data.get("started", 0.0))
+        run.ref = f"bulk:{run.run_id}"
+        return run
+
+    def again(self) -> list[str]:
+        return failed_again(self.jobs, self.results, self.finals)
+
+
+async def save_answer(store: Store, run: BulkRun, job: str) -> None:
+    """The job's answer, in its own row (without RunPod's JSON: that was shown already)."""
+    if run.ref and job in run.results:
+        await store.save_bulk_job(run.ref, job, result=json.dumps(asdict(replace(run.results[job], body=None))))
+
+
+async def save_ending(store: Store, run: BulkRun, job: str) -> None:
+    if run.ref and job in run.finals:
+        await store.save_bulk_job(run.ref, job, final=run.finals[job])
+
+
+async def catch_up(store: Store, run: BulkRun) -> list[str]:
+    """Add what other replicas recorded for the run's jobs; returns the jobs that changed. What this process knows
+    already is kept (it may hold RunPod's JSON, which the rows leave out)."""
+    changed = []
+    for job, (result, final) in (await store.bulk_jobs(run.ref)).items():
+        if job not in run.jobs:
+            continue
+        if result and job not in run.results:
+            run.results[job] = JobResult(**json.loads(result))
+            changed.append(job)
+        if final and job not in run.finals:
+            run.finals[job] = final
+            changed.append(job)
+    return changed
