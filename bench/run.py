@@ -1,8 +1,9 @@
 """Benchmark: the app against loopback stand-ins for Slack and RunPod, beside the obvious implementation.
 
 Run from the repository root: `python bench/run.py` (about 3 minutes; `--skip-naive` leaves out the slow
-baseline; `--only SECTION` runs one of burst, bulk, limits, naive and writes nothing). Prints Markdown tables and
-writes them to bench/RESULTS.md and between the `<!-- bench:start -->` / `<!-- bench:end -->` markers in README.md.
+baseline; `--only SECTION` runs one of burst, bulk, limits, replicas, naive and writes nothing). Prints Markdown
+tables and writes them to bench/RESULTS.md and between the `<!-- bench:start -->` / `<!-- bench:end -->` markers
+in README.md.
 
 Set-up, so the numbers mean what they say:
 - The app runs as its own process (`python -m bot`, HTTP mode, exactly as deployed), so its event loop does not
@@ -16,6 +17,8 @@ Set-up, so the numbers mean what they say:
 - Real limits (issue 10): a separate app process, with the Slack stand-in at Slack's limits and the RunPod stand-in
   at RunPod's documented ones; a 150-failure storm into one alert channel, then a 300-job bulk retry, each timed
   beside the floor the limits allow.
+- Replicas (issue 11): the same burst once into one process on SQLite, then spread round-robin over 3 processes
+  on one PostgreSQL (the embedded server the tests use).
 - The baseline (bench/naive_app.py) gets the same burst, the same stand-ins and the same measurement.
 """
 
@@ -784,8 +787,8 @@ def report(rows: list[Row], limits: Limits | None, elapsed: float, sections: set
         "posting with the sync `WebClient`; it gets the same burst and stand-ins. Everything is on 127.0.0.1.",
         "",
         "Reproduce from the repository root: `. .venv/bin/activate && python bench/run.py` (about 3 minutes; "
-        "`--skip-naive` leaves out the baseline, about 1.5 minutes; `--only limits` (or burst, bulk, naive) runs "
-        "one section and prints it without writing files). The tables are written to bench/RESULTS.md and "
+        "`--skip-naive` leaves out the baseline, about 1.5 minutes; `--only limits` (or burst, bulk, replicas, "
+        "naive) runs one section and prints it without writing files). The tables are written to bench/RESULTS.md and "
         "between the bench markers in README.md.",
     ]
     return "\n".join(lines) + "\n"

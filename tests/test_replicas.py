@@ -13,7 +13,7 @@ import pytest
 
 from bot.core import actions
 from tests.fakes.limits import SlackLimits
-from tests.harness import message_text
+from tests.harness import button_value, message_text
 from tests.replicas import Replicas, wait_until
 
 EP = "ep1"
@@ -193,6 +193,39 @@ async def test_a_bulk_retry_whose_replica_dies_is_finished_by_another_each_job_o
     assert len(summaries) == 1
     shown = message_text(parent() or {})
     assert shown.startswith("retried 24 jobs"), shown
+    no_duplicate_posts(slack)
+
+
+async def test_a_retry_all_whose_replica_dies_is_finished_by_another_each_job_once(cluster, slack, runpod):
+    jobs = [f"job-s{n:02d}-u1" for n in range(24)]
+    for job in jobs:
+        runpod.add_job(EP, job, status="FAILED")
+    for job in jobs:
+        assert await cluster.webhook(EP, {"id": job, **FAILED}) == 200
+
+    def grouped() -> list[dict[str, Any]]:
+        return [m for m in top_level(slack) if "jobs failed on endpoint" in message_text(m)]
+
+    [storm] = await wait_until(grouped, 20, "the grouped alert")
+    await wait_until(lambda: "24 jobs failed" in message_text(slack.messages[(ALERTS, storm["ts"])]), 20,
+                     "the grouped alert counting all 24 failures")
+    await asyncio.sleep(2.5)  # every replica's redraw has landed: the Retry all button carries the whole storm
+    storm = slack.messages[(ALERTS, storm["ts"])]
+
+    runpod.fault("retry", delay=0.5, times=len(jobs))
+    await cluster.click(actions.RETRY_ALL, button_value(storm, actions.RETRY_ALL), message_ts=storm["ts"],
+                        user="U1", replica=0)
+    await wait_until(lambda: len(runpod.calls_to("retry")) >= 8, 20, "the first retries")
+    await cluster.kill(0)
+
+    def shown() -> str:
+        return message_text(slack.messages[(ALERTS, storm["ts"])])
+
+    # The first failures also got alerts of their own; the grouped alert counts them, and Retry all takes them on.
+    await wait_until(lambda: "24 completed" in shown(), 60,
+                     "every job of the grouped alert retried and completed, by the replicas left")
+    assert set(runpod.requeued(EP)) == {(EP, job) for job in jobs}, "every job retried"
+    assert set(runpod.requeued(EP).values()) == {1}, "none twice"
     no_duplicate_posts(slack)
 
 

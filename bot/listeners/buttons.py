@@ -64,6 +64,6 @@ def register(app: AsyncApp, rt: Runtime) -> None:
     button(actions.STORM_STATUS, actions.parse_storm_value, lambda _: "the status of the grouped jobs",
            lambda c, t: rt.storms.status(c.who, *t))
     button(actions.CONFIRM_FAILED, actions.parse_window_value, lambda _: "the retry of recent failures",
-           lambda c, t: rt.bulk.confirm_recent(c.who, *t))
+           lambda c, t: rt.recent.confirm(c.who, *t))
     button(actions.CANCEL_FAILED, actions.parse_window_value, lambda _: "cancelling",
-           lambda c, t: rt.bulk.cancel_recent(c.who, t[0]))
+           lambda c, t: rt.recent.cancel(c.who, t[0]))

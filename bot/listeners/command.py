@@ -65,7 +65,7 @@ def register(app: AsyncApp, rt: Runtime) -> None:
                                lambda: rt.health.show(rt.service, who, command.endpoint))
         elif isinstance(command, RetryFailed):
             await ack_then_run(rt, ack, who, "the retry of recent failures",
-                               lambda: rt.bulk.offer_recent(who, command.endpoint, command.window_seconds))
+                               lambda: rt.recent.offer(who, command.endpoint, command.window_seconds))
 
     async def show_history(who: Who, limit: int) -> None:
         rows = await rt.store.history(limit)

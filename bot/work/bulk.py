@@ -1,17 +1,16 @@
 """Retrying many jobs at once: one parent message with progress, bounded concurrency toward RunPod, one
-summary reply, every job followed to its end and counted. Also `failed`: retry what failed recently."""
+summary reply, every job followed to its end and counted; a run whose replica died is finished by another."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 
 from bot.core import messages
-from bot.core.commands import MAX_BULK_JOBS
 from bot.core.groups import UNKNOWN, JobResult, Tally
 from bot.core.outcome import RETRYABLE, Kind, Outcome
 from bot.infra.config import Settings
@@ -45,11 +44,11 @@ class BulkRunner:
         # One bound for every bulk run together: RunPod's rate limits are per account, not per command.
         self.slots = asyncio.Semaphore(settings.bulk_concurrency)
         self._following: dict[Key, BulkRun] = {}
-        # `failed` confirmations under way, by endpoint: (who confirmed, when, how many jobs, link to the run).
-        self._confirmed: dict[str, tuple[str, float, int, str | None]] = {}
         # Bulk runs this process keeps current, by run id: one object per run, whoever updates it.
         self._runs: dict[str, BulkRun] = {}
-        self.health: EndpointHealth | None = None  # health snapshots for `failed` and the summary; set at wiring
+        self.health: EndpointHealth | None = None  # health snapshots for the summary (and `failed`); set at wiring
+        # Other owners of runs (a grouped alert's Retry all): how a follow adopted from a dead replica finds its run.
+        self.finders: list[Callable[[FollowTarget], Awaitable[BulkRun | None]]] = []
         self.follower.on_end.append(self._ended)
         service.on_settled.append(self._settled)
 
@@ -60,9 +59,9 @@ class BulkRunner:
         who = replace(who, source=Source.BULK)
         if not await self.service.gate(who, endpoint, jobs):
             return
-        await self._with_parent(who, endpoint, jobs)
+        await self.with_parent(who, endpoint, jobs)
 
-    async def _with_parent(self, who: Who, endpoint: str, jobs: tuple[str, ...],
+    async def with_parent(self, who: Who, endpoint: str, jobs: tuple[str, ...],
                            posted: Callable[[str | None], None] | None = None) -> None:
         place = Place(who.channel, response_url=who.response_url)
         place.thread_ts = await self.out.post(place, messages.bulk_parent(who.user, endpoint, Tally(len(jobs)), []))
@@ -76,7 +75,7 @@ class BulkRunner:
             self._keep_parent_current(run)
             await self._own(run)
         elif place.via_response_url:
-            self._final_tally_via_response_url(run)
+            self.final_tally_via_response_url(run)
         try:
             await self.run(run)
         finally:
@@ -94,6 +93,15 @@ class BulkRunner:
         except Exception:  # the run goes on; only a death before its end would leave it unfinished
             log.exception("could not write the bulk retry down", extra=ctx(endpoint=run.endpoint))
 
+    async def _own_retry_all(self, run: BulkRun) -> None:
+        """A grouped alert's Retry all holds an inbox row while it runs, as a command's bulk retry does."""
+        endpoint, _, storm_id = run.ref.removeprefix("storm:").partition("/")
+        try:
+            run.work_id = await self.store.accept("retry_all", {"endpoint": endpoint, "storm": storm_id,
+                                                                "who": run.who.to_json()}, time.time())
+        except Exception:
+            log.exception("could not write the Retry all down", extra=ctx(endpoint=run.endpoint))
+
     def _keep_parent_current(self, run: BulkRun) -> None:
         assert run.place.thread_ts is not None
         ts = run.place.thread_ts
@@ -104,7 +112,7 @@ class BulkRunner:
                 await catch_up(self.store, run)
             if part == "summary":
                 if run.summary_ts:
-                    await self.out.update(run.place.channel, run.summary_ts, self._summary_message(run)[0])
+                    await self.out.update(run.place.channel, run.summary_ts, self.summary_message(run)[0])
                 return
             await self.out.update(run.place.channel, ts,
                                   messages.bulk_parent(run.who.user, run.endpoint, run.tally(), run.again()))
@@ -121,7 +129,7 @@ class BulkRunner:
 
         run.changed = changed
 
-    def _final_tally_via_response_url(self, run: BulkRun) -> None:
+    def final_tally_via_response_url(self, run: BulkRun) -> None:
         """Where the app cannot post (the run's messages went through the command's response_url), no message can
         be kept current: when every job has ended, the final tally is sent there too."""
         told = False
@@ -182,8 +190,15 @@ class BulkRunner:
         if run is None:
             await self._let_row_go(row.id)
             return
-        run.work_id = row.id
-        await catch_up(self.store, run)
+        await self.take_over(run, row.id)
+        await self._save(run)
+        self._let_go(run)
+
+    async def take_over(self, run: BulkRun, work_id: int) -> None:
+        """Finish a run another process started (a command's bulk retry, or a grouped alert's Retry all)."""
+        run.work_id = work_id
+        for job in await catch_up(self.store, run):
+            run.changed(job)
         for job in run.running:
             self._following[(run.endpoint, job)] = run
         settling = {str(r.payload.get("job")) for r in await self.store.open_work("retry")
@@ -203,8 +218,6 @@ class BulkRunner:
             await self._let_row_go(run.work_id)
         else:
             await self._finish(run)
-        await self._save(run)
-        self._let_go(run)
 
     async def _let_row_go(self, work_id: int | None) -> None:
         if work_id is None:
@@ -244,6 +257,8 @@ class BulkRunner:
         retries already sent are settled with /status by whoever takes the work on next."""
         if self.health is not None:
             self.health.warm(run.endpoint)  # ready for the summary by the time the retries are done
+        if run.work_id is None and run.ref.startswith("storm:"):
+            await self._own_retry_all(run)
         try:
             await asyncio.gather(*(self._retry_one(run, job) for job in run.jobs))
         except asyncio.CancelledError:
@@ -262,7 +277,8 @@ class BulkRunner:
         run.summarized = True
         run.changed(None)
         if run.work_id is not None:
-            await self._save(run)
+            if run.ref.startswith("bulk:"):  # a grouped alert's Retry all is kept by its storm
+                await self._save(run)
             await self._let_row_go(run.work_id)
             run.work_id = None
 
@@ -330,7 +346,7 @@ class BulkRunner:
                                              detail=(audit_detail or detail)[:300]))
         return JobResult(job, f"refused:{code}", detail=detail)
 
-    def _summary_message(self, run: BulkRun) -> tuple[dict[str, Any], str | None, str]:
+    def summary_message(self, run: BulkRun) -> tuple[dict[str, Any], str | None, str]:
         results = [run.results[job] for job in run.jobs if job in run.results]
         filename = f"runpod-retry-{run.endpoint}-{len(results)}-jobs.json"
         msg, attachment = messages.bulk_summary(run.endpoint, results, filename,
@@ -342,7 +358,7 @@ class BulkRunner:
     async def _summary(self, run: BulkRun) -> None:
         if self.health is not None:
             await self.health.get(run.endpoint)  # a fresh snapshot for the summary, if RunPod answers in time
-        msg, attachment, filename = self._summary_message(run)
+        msg, attachment, filename = self.summary_message(run)
         run.summary_ts = await self.out.post(run.place, msg)
         if attachment is not None:
             await self.out.attach(run.place, attachment, filename,
@@ -364,6 +380,8 @@ class BulkRunner:
         if run is None and target.quiet and target.thread_ts:
             # A bulk run's job whose follow this replica adopted from one that died: its run is found by its place.
             run = await self._find(f"{target.channel}/{target.thread_ts}")
+            for find in self.finders:
+                run = run or await find(target)
             if run is not None and target.job not in run.jobs:
                 run = None
         if run is not None:
@@ -381,58 +399,3 @@ class BulkRunner:
                 return await self.service.call_status(endpoint, job)
 
         return list(await asyncio.gather(*(one(job) for job in jobs)))
-
-    # ---------------------------------------------------------------- `failed`: what failed recently
-
-    async def offer_recent(self, who: Who, endpoint: str, window: int) -> None:
-        """`/runpod-retry failed <endpoint> [30m]`: privately, the count and a Confirm button; nothing runs yet."""
-        who = replace(who, source=Source.BULK)
-        if not await self.service.gate(who, endpoint, ()):
-            return
-        rows = await self.store.recent_failures(endpoint, time.time() - window)
-        if not rows:
-            msg = messages.failed_none(endpoint, window)
-        else:
-            health = await self.health.get(endpoint) if self.health is not None else None
-            msg = messages.failed_offer(endpoint, window, rows[:MAX_BULK_JOBS], max(len(rows) - MAX_BULK_JOBS, 0),
-                                        health=health)
-        await self.out.ephemeral(who.channel, who.user, msg, who.response_url)
-
-    async def confirm_recent(self, who: Who, endpoint: str, window: int) -> None:
-        """Confirm clicked: the list is read again (it may have changed since), then it runs as a bulk retry.
-
-        A second Confirm (a double click, or a colleague's) while that run is under way is told it is running and
-        who started it: by then its jobs are being retried, and "nothing failed recently" would be wrong."""
-        who = replace(who, source=Source.BULK)
-        question = Place(who.channel, response_url=who.response_url)
-        running = self._confirmed.get(endpoint)
-        if running is not None:
-            user, at, count, where = running
-            self.service.metrics.duplicates.labels(kind="failed").inc()
-            await self.out.respond(question, messages.failed_running(endpoint, count, user, at, viewer=who.user,
-                                                                     where=where), replace_original=True)
-            return
-        # Taken before any await, so a second click arriving meanwhile sees it.
-        self._confirmed[endpoint] = (who.user, time.time(), 0, None)
-        try:
-            if not await self.service.gate(who, endpoint, ()):
-                return
-            rows = await self.store.recent_failures(endpoint, time.time() - window)
-            jobs = tuple(row["job"] for row in rows[:MAX_BULK_JOBS])
-            if not jobs:
-                await self.out.respond(question, messages.failed_none(endpoint, window), replace_original=True)
-                return
-            self._confirmed[endpoint] = (who.user, self._confirmed[endpoint][1], len(jobs), None)
-            await self.out.respond(question, messages.failed_started(endpoint, len(jobs)), replace_original=True)
-
-            def posted(where: str | None) -> None:
-                user, at, count, _ = self._confirmed[endpoint]
-                self._confirmed[endpoint] = (user, at, count, where)
-
-            await self._with_parent(who, endpoint, jobs, posted)
-        finally:
-            self._confirmed.pop(endpoint, None)
-
-    async def cancel_recent(self, who: Who, endpoint: str) -> None:
-        await self.out.respond(Place(who.channel, response_url=who.response_url),
-                               messages.failed_cancelled(endpoint), replace_original=True)

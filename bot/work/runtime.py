@@ -32,6 +32,7 @@ from bot.work.events import JobEvents
 from bot.work.follow import Follower
 from bot.work.health import EndpointHealth
 from bot.work.home import HomeDesk
+from bot.work.recent import RecentFailures
 from bot.work.retry import RetryService, Who
 from bot.work.storms import StormDesk
 
@@ -80,6 +81,7 @@ class Runtime:
                                     self.metrics, settings, self.background, alert_of=self.desk.get)
         self.bulk = BulkRunner(self.service, settings)
         self.storms = StormDesk(self.bulk, self.desk, settings)
+        self.recent = RecentFailures(self.bulk)
         # Endpoint health beside alerts, confirmations and summaries; the Home tab kept current by job events.
         self.health = EndpointHealth(self.runpod, self.access.enabled, configured=bool(settings.runpod_api_key))
         self.desk.health = self.storms.health = self.health.peek
@@ -171,6 +173,8 @@ class Runtime:
                                       name=f"settle {row.payload.get('endpoint')}/{row.payload.get('job')}")
             elif row.kind == "bulk":
                 self.background.spawn(self.bulk.resume(row), name=f"bulk retry {row.payload.get('run')}")
+            elif row.kind == "retry_all":
+                self.background.spawn(self.storms.resume(row), name=f"retry all {row.payload.get('storm')}")
             else:
                 log.warning("unknown accepted work %r left by an earlier run; dropped", row.kind)
                 self.background.spawn(self._finished(row.id), name="drop unknown work")

@@ -24,8 +24,10 @@ from bot.core.outcome import Outcome
 from bot.infra.config import Settings
 from bot.slack.out import Place
 from bot.slack.pacing import Pacer
+from bot.store import Queued
 from bot.work.alert_desk import AlertDesk
 from bot.work.bulk import BulkRun, BulkRunner
+from bot.work.follow import FollowTarget
 from bot.work.retry import Source, Who
 
 log = logging.getLogger(__name__)
@@ -55,6 +57,7 @@ class StormDesk:
         self._pacers: dict[str, Pacer] = {}
         desk.sweepers.append(self.sweep_expired)
         self.service.on_settled.append(self._settled)
+        bulk.finders.append(self._run_of)
         # The endpoint's latest health snapshot (cached, no I/O) for the grouped alert; set at wiring.
         self.health: Callable[[str], Health | None] = lambda _endpoint: None
 
@@ -270,6 +273,38 @@ class StormDesk:
             if data is not None:
                 self._storms[key] = Storm.from_json(data)
         return self._storms.get(key)
+
+    async def resume(self, row: Queued) -> None:
+        """A Retry all whose replica died (or stopped before it ended): finished here (see BulkRunner.take_over)."""
+        endpoint, storm_id = str(row.payload.get("endpoint")), str(row.payload.get("storm"))
+        storm = await self.find(endpoint, storm_id)
+        if storm is None or not storm.requested:
+            await self.store.done(row.id)
+            return
+        who = Who.from_json(dict(row.payload.get("who") or {}))
+        storm.running, storm.retry_by = True, storm.retry_by or who.user
+        try:
+            await self.bulk.take_over(self._run(storm, who, tuple(storm.requested)), row.id)
+        finally:
+            storm.running = False
+            self._mark(storm, None)
+
+    async def _run_of(self, target: FollowTarget) -> BulkRun | None:
+        """The Retry all a followed job belongs to, for a follow adopted from a replica that died."""
+        storm = self.holding(target.endpoint, target.job)
+        if storm is None or storm.ts != target.thread_ts:
+            for data in await self.store.recent_storms(self.clock() - MEMORY_SECONDS):
+                if '"window"' not in data[:20] and f'"{target.thread_ts}"' in data:
+                    found = Storm.from_json(data)
+                    if found.ts == target.thread_ts and found.endpoint == target.endpoint:
+                        storm = found
+                        break
+            else:
+                return None
+        storm = await self.find(storm.endpoint, storm.storm_id)
+        if storm is None or target.job not in storm.requested:
+            return None
+        return self._run(storm, Who(storm.retry_by or target.user, storm.channel, Source.RETRY_ALL), (target.job,))
 
     def _run(self, storm: Storm, who: Who, jobs: tuple[str, ...]) -> BulkRun:
         # No table in the summary: the grouped alert's job list already says what happened to each job, live.

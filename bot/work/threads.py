@@ -39,7 +39,7 @@ async def bulk_in_thread(bulk: BulkRunner, who: Who, endpoint: str, jobs: tuple[
         async def write(part: str) -> None:
             if part == "summary":
                 if run.summary_ts:
-                    await service.out.update(channel, run.summary_ts, bulk._summary_message(run)[0])
+                    await service.out.update(channel, run.summary_ts, bulk.summary_message(run)[0])
                 return
             await service.out.update(channel, progress_ts, messages.bulk_parent(
                 who.user, endpoint, run.tally(), run.again(), threaded=False))
@@ -53,5 +53,5 @@ async def bulk_in_thread(bulk: BulkRunner, who: Who, endpoint: str, jobs: tuple[
 
         run.changed = changed
     elif place.via_response_url:
-        bulk._final_tally_via_response_url(run)  # as for a command: the tally, once every job ended
+        bulk.final_tally_via_response_url(run)  # as for a command: the tally, once every job ended
     await bulk.run(run)
