@@ -7,13 +7,8 @@ In-process restarts use Harness.restart() (a new App on the same SQLite file); t
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
 import signal
-import socket
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -21,9 +16,8 @@ import aiohttp
 from bot.core import actions
 from bot.store import AuditEntry
 from tests.fakes.slack import form_encode, sign, slash_command_body
-from tests.harness import BOT_TOKEN, RUNPOD_KEY, SIGNING_SECRET, WEBHOOK_SECRET, button_value, message_text
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.harness import SIGNING_SECRET, WEBHOOK_SECRET, button_value, message_text
+from tests.process import AppProcess
 
 
 def history_lines(app: Any, url: str) -> list[str]:
@@ -120,12 +114,6 @@ async def test_a_job_followed_when_the_app_stopped_is_followed_again_and_its_out
 # ---------------------------------------------------------------- SIGTERM on a real process
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def signed_command(http: aiohttp.ClientSession, port: int, slack: Any, text: str,
                          user: str = "U1") -> tuple[int, str]:
     fields = slash_command_body(text, user_id=user, channel_id="C1", response_url=slack.new_response_url())
@@ -139,55 +127,24 @@ async def test_sigterm_finishes_the_retry_in_flight_hands_over_the_follow_and_ex
                                                                                       tmp_path):
     runpod.add_job("ep1", "job-1", status="FAILED")
     runpod.add_job("ep1", "job-2", status="FAILED")
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG")}
-    env |= {"PYTHONPATH": str(ROOT), "SLACK_BOT_TOKEN": BOT_TOKEN, "RUNPOD_API_KEY": RUNPOD_KEY,
-            "SLACK_SIGNING_SECRET": SIGNING_SECRET, "RUNPOD_API_URL": runpod.url, "SLACK_API_URL": slack.api_url,
-            "PORT": str(port), "RUNPOD_RETRY_DB": str(tmp_path / "runpod-retry.db"), "RUNPOD_ALERT_CHANNEL": "CALERTS",
-            "RUNPOD_FOLLOW_INTERVAL": "0.05", "RUNPOD_WEBHOOK_SECRET": WEBHOOK_SECRET, "LOG_FORMAT": "text"}
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "bot", cwd=tmp_path, env=env,
-                                                stderr=asyncio.subprocess.PIPE)
-    log: list[str] = []
+    async with AppProcess(slack, runpod, tmp_path, RUNPOD_ALERT_CHANNEL="CALERTS",
+                          RUNPOD_FOLLOW_INTERVAL="0.05") as proc, aiohttp.ClientSession() as http:
+        port, log = proc.port, proc.log
+        runpod.latency = 1.0
+        status, _ = await signed_command(http, port, slack, "ep1 job-1")
+        assert status == 200
+        await runpod.wait_calls("retry")  # RunPod has the request and answers in about a second
+        proc.signal(signal.SIGTERM)
+        stopped_at = time.monotonic()
 
-    async def read_log() -> None:
-        assert proc.stderr is not None
-        while line := await proc.stderr.readline():
-            log.append(line.decode(errors="replace"))
-
-    reader = asyncio.create_task(read_log())
-    try:
-        async with aiohttp.ClientSession() as http:
-            async def healthy() -> bool:
-                with contextlib.suppress(aiohttp.ClientError):
-                    async with http.get(f"http://127.0.0.1:{port}/healthz") as response:
-                        return response.status == 200
-                return False
-
-            deadline = time.monotonic() + 20
-            while not await healthy():
-                assert proc.returncode is None and time.monotonic() < deadline, "".join(log)
-                await asyncio.sleep(0.05)
-
-            runpod.latency = 1.0
-            status, _ = await signed_command(http, port, slack, "ep1 job-1")
-            assert status == 200
-            await runpod.wait_calls("retry")  # RunPod has the request and answers in about a second
-            proc.send_signal(signal.SIGTERM)
-            stopped_at = time.monotonic()
-
-            await slack.wait_for(lambda _: any("stopping" in line for line in log), timeout=5)
-            status, late = await signed_command(http, port, slack, "ep1 job-2", user="U2")
-            failure = {"id": "job-3", "status": "FAILED", "error": "worker lost"}
-            async with http.post(f"http://127.0.0.1:{port}/runpod/webhook/ep1?token={WEBHOOK_SECRET}",
-                                 json=failure) as response:
-                webhook_status = response.status
-            code = await asyncio.wait_for(proc.wait(), timeout=10)
-            took = time.monotonic() - stopped_at
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-        await reader
+        await slack.wait_for(lambda _: any("stopping" in line for line in log), timeout=5)
+        status, late = await signed_command(http, port, slack, "ep1 job-2", user="U2")
+        failure = {"id": "job-3", "status": "FAILED", "error": "worker lost"}
+        async with http.post(f"http://127.0.0.1:{port}/runpod/webhook/ep1?token={WEBHOOK_SECRET}",
+                             json=failure) as response:
+            webhook_status = response.status
+        code = await proc.wait(timeout=10)
+        took = time.monotonic() - stopped_at
 
     text = "".join(log)
     assert code == 0, text

@@ -23,6 +23,7 @@ from tests.fakes import FakeSlack
 from tests.fakes._server import reset_connection
 from tests.fakes.slack import SlackFault
 from tests.harness import APP_TOKEN, BOT_TOKEN, button_value, message_text
+from tests.test_alerts import alert_via_webhook
 
 EP = "ep1"
 ALERTS = "CALERTS"
@@ -54,16 +55,6 @@ async def slack() -> AsyncIterator[FakeSlack]:  # overrides conftest's `slack` f
     await fake.stop()
 
 
-async def post_alert(app, runpod, job: str, **opts: Any) -> dict[str, Any]:  # type: ignore[no-untyped-def]
-    runpod.add_job(EP, job, status="FAILED", **opts)
-    status, answer = await app.webhook(EP, {"id": job, **FAILED_BODY})
-    assert status == 200, answer
-    await app.slack.wait_for(lambda s: [m for m in app.top_level(ALERTS) if job in message_text(m)])
-    await app.settle()
-    [alert] = [m for m in app.top_level(ALERTS) if job in message_text(m)]
-    return alert
-
-
 def now_shown(app, alert) -> str:  # type: ignore[no-untyped-def]
     return message_text(app.slack.messages[(ALERTS, alert["ts"])])
 
@@ -82,7 +73,7 @@ async def claim_on(app, job: str, endpoint: str = EP):  # type: ignore[no-untype
 
 async def test_r1_slack_reset_during_command_retry_leaks_the_claim_forever(make_app, slack, runpod):
     app = await make_app("http")
-    alert = await post_alert(app, runpod, "job-1")
+    alert = await alert_via_webhook(app, runpod, "job-1")
 
     # Slack drops the connection on chat.update (the alert's "Retrying…" redraw) a few times in a row.
     slack.resets["chat.update"] = 2
@@ -117,7 +108,7 @@ async def test_r1_slack_reset_during_command_retry_leaks_the_claim_forever(make_
 async def test_r1b_slack_reset_during_follow_kills_the_follow_and_leaks_the_claim(make_app, slack, runpod):
     app = await make_app("http")
     job = None
-    alert = await post_alert(app, runpod, "job-2", after_retry=("IN_QUEUE",))
+    alert = await alert_via_webhook(app, runpod, "job-2", after_retry=("IN_QUEUE",))
     job = runpod.job(EP, "job-2")
     await app.click(actions.RETRY, button_value(alert, actions.RETRY), message_ts=alert["ts"], user="U1")
     await runpod.wait_for(lambda f: len(f.calls_to("status")) >= 2)  # requeued and being followed
@@ -179,7 +170,7 @@ async def test_r2b_webhook_answered_200_but_slack_reset_loses_the_alert(make_app
 
 async def test_r3_duplicate_of_the_original_failure_webhook_ends_the_follow_as_failed_again(make_app, slack, runpod):
     app = await make_app("http")
-    alert = await post_alert(app, runpod, "job-5", after_retry=("IN_PROGRESS",))
+    alert = await alert_via_webhook(app, runpod, "job-5", after_retry=("IN_PROGRESS",))
     job = runpod.job(EP, "job-5")
     await app.click(actions.RETRY, button_value(alert, actions.RETRY), message_ts=alert["ts"], user="U1")
     await runpod.wait_for(lambda f: len(f.calls_to("status")) >= 2)  # requeued, running, followed
@@ -203,69 +194,40 @@ async def test_r3_duplicate_of_the_original_failure_webhook_ends_the_follow_as_f
 
 
 async def test_r4_sigterm_during_a_slow_retry_leaves_the_alert_retrying_forever(make_app, slack, runpod, tmp_path):
-    import contextlib
-    import os
     import signal
-    import sys
 
     import aiohttp
 
     from tests.fakes.slack import block_actions_payload, interaction_form_body, sign
-    from tests.harness import RUNPOD_KEY, SIGNING_SECRET, WEBHOOK_SECRET
-    from tests.test_durable import ROOT, free_port
+    from tests.harness import SIGNING_SECRET, WEBHOOK_SECRET
+    from tests.process import AppProcess
 
     job = runpod.add_job(EP, "job-s", status="FAILED", after_retry=("IN_PROGRESS",))
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG")}
-    env |= {"PYTHONPATH": str(ROOT), "SLACK_BOT_TOKEN": BOT_TOKEN, "RUNPOD_API_KEY": RUNPOD_KEY,
-            "SLACK_SIGNING_SECRET": SIGNING_SECRET, "RUNPOD_API_URL": runpod.url, "SLACK_API_URL": slack.api_url,
-            "PORT": str(port), "RUNPOD_RETRY_DB": str(tmp_path / "runpod-retry.db"), "RUNPOD_ALERT_CHANNEL": ALERTS,
-            "RUNPOD_WEBHOOK_SECRET": WEBHOOK_SECRET, "LOG_FORMAT": "text"}   # RUNPOD_TIMEOUT: default 10 s
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "bot", cwd=tmp_path, env=env,
-                                                stderr=asyncio.subprocess.PIPE)
-    log: list[str] = []
+    # RUNPOD_TIMEOUT: the default 10 s
+    async with AppProcess(slack, runpod, tmp_path, RUNPOD_ALERT_CHANNEL=ALERTS) as proc, \
+            aiohttp.ClientSession() as http:
+        base, log = proc.base, proc.log
+        async with http.post(f"{base}/runpod/webhook/{EP}?token={WEBHOOK_SECRET}",
+                             json={"id": "job-s", **FAILED_BODY}) as r:
+            assert r.status == 200
+        await slack.wait_for(lambda s: [m for (c, _), m in s.messages.items() if c == ALERTS])
+        [(_, ts)] = [k for k in slack.messages if k[0] == ALERTS]
+        alert = slack.messages[(ALERTS, ts)]
 
-    async def read_log() -> None:
-        assert proc.stderr is not None
-        while line := await proc.stderr.readline():
-            log.append(line.decode(errors="replace"))
-
-    reader = asyncio.create_task(read_log())
-    try:
-        async with aiohttp.ClientSession() as http:
-            base = f"http://127.0.0.1:{port}"
-            for _ in range(400):
-                with contextlib.suppress(aiohttp.ClientError):
-                    async with http.get(f"{base}/healthz") as r:
-                        if r.status == 200:
-                            break
-                await asyncio.sleep(0.05)
-            async with http.post(f"{base}/runpod/webhook/{EP}?token={WEBHOOK_SECRET}",
-                                 json={"id": "job-s", **FAILED_BODY}) as r:
-                assert r.status == 200
-            await slack.wait_for(lambda s: [m for (c, _), m in s.messages.items() if c == ALERTS])
-            [(_, ts)] = [k for k in slack.messages if k[0] == ALERTS]
-            alert = slack.messages[(ALERTS, ts)]
-
-            runpod.fault("retry", delay=9.0)   # RunPod answers in 9 s: inside the app's own 10 s timeout
-            payload = block_actions_payload(actions.RETRY, button_value(alert, actions.RETRY), user_id="U1",
-                                            channel_id=ALERTS, message_ts=ts, thread_ts=None,
-                                            response_url=slack.new_response_url())
-            body = interaction_form_body(payload)
-            headers = sign(body, SIGNING_SECRET)
-            headers["Content-Type"] = "application/x-www-form-urlencoded"
-            async with http.post(f"{base}/slack/events", data=body, headers=headers) as r:
-                assert r.status == 200
-            await runpod.wait_calls("retry")
-            proc.send_signal(signal.SIGTERM)            # a deploy
-            t0 = time.monotonic()
-            code = await asyncio.wait_for(proc.wait(), timeout=15)
-            print(f"\n[R4] exit code {code} after {time.monotonic() - t0:.1f} s")
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-        await reader
+        runpod.fault("retry", delay=9.0)   # RunPod answers in 9 s: inside the app's own 10 s timeout
+        payload = block_actions_payload(actions.RETRY, button_value(alert, actions.RETRY), user_id="U1",
+                                        channel_id=ALERTS, message_ts=ts, thread_ts=None,
+                                        response_url=slack.new_response_url())
+        body = interaction_form_body(payload)
+        headers = sign(body, SIGNING_SECRET)
+        headers["Content-Type"] = "application/x-www-form-urlencoded"
+        async with http.post(f"{base}/slack/events", data=body, headers=headers) as r:
+            assert r.status == 200
+        await runpod.wait_calls("retry")
+        proc.signal(signal.SIGTERM)            # a deploy
+        t0 = time.monotonic()
+        code = await proc.wait(timeout=15)
+        print(f"\n[R4] exit code {code} after {time.monotonic() - t0:.1f} s")
     await asyncio.sleep(1.5)   # RunPod finishes the request the app gave up on
     print("[R4] log:", "".join(line for line in log if "WARNING" in line or "ERROR" in line).strip()[:400])
     print("[R4] RunPod's view of the job:", job.status, "| retries:", job.retries)
@@ -474,7 +436,7 @@ async def test_r10_grouped_alert_keeps_retry_all_after_the_deadline(make_app, sl
 
 async def test_nr_mixed_simultaneous_clicks_and_commands_give_one_runpod_call(make_app, slack, runpod):
     app = await make_app("http")
-    alert = await post_alert(app, runpod, "job-x")
+    alert = await alert_via_webhook(app, runpod, "job-x")
     value = button_value(alert, actions.RETRY)
     await asyncio.gather(*[app.click(actions.RETRY, value, message_ts=alert["ts"], user=f"U{i}") for i in range(10)],
                          *[app.command(f"{EP} job-x", user=f"V{i}") for i in range(10)])
