@@ -29,6 +29,7 @@ from bot.store.base import (
     mask_url,
     new_owner_id,
 )
+from bot.store.blobs import PostgresBlobs
 from bot.store.pg_schema import migrate
 from bot.store.pg_shared import AdvisoryLocks, Listener, channel_name, lock_key
 from bot.store.reports import PostgresReports
@@ -54,7 +55,7 @@ def _queued(row: Any) -> Queued:
                   after=Queued.decode(after) if after else None)
 
 
-class PostgresStore(PostgresReports, Store):
+class PostgresStore(PostgresReports, PostgresBlobs, Store):
     shared = True
 
     def __init__(self, url: str, owner: str | None = None, *, pool_size: int = 10, timeout: float = 10.0,
@@ -355,20 +356,7 @@ class PostgresStore(PostgresReports, Store):
             "SELECT COUNT(*) FROM audit WHERE endpoint = $1 AND job = $2 AND called = 1 AND at >= $3",
             endpoint, job, since))
 
-    # ---------------------------------------------------------------- alerts, follows, storms (JSON blobs)
-
-    async def save_alert(self, endpoint: str, job: str, data: str) -> None:
-        await self._execute("INSERT INTO alerts (endpoint, job, data, updated) VALUES ($1, $2, $3, $4)"
-                            " ON CONFLICT (endpoint, job) DO UPDATE SET data = excluded.data,"
-                            " updated = excluded.updated",
-                            endpoint, job, data, time.time())
-
-    async def load_alert(self, endpoint: str, job: str) -> str | None:
-        value = await self._fetchval("SELECT data FROM alerts WHERE endpoint = $1 AND job = $2", endpoint, job)
-        return str(value) if value is not None else None
-
-    async def recent_alerts(self, since: float) -> list[str]:
-        return [r["data"] for r in await self._fetch("SELECT data FROM alerts WHERE updated >= $1", since)]
+    # ---------------------------------------------------------------- follows (alerts, storms, bulk runs: blobs.py)
 
     async def save_follow(self, endpoint: str, job: str, data: str) -> None:
         await self._execute("INSERT INTO follows (endpoint, job, data, owner, lease_until) VALUES ($1, $2, $3, $4, $5)"
@@ -381,43 +369,6 @@ class PostgresStore(PostgresReports, Store):
 
     async def follows(self) -> list[str]:
         return [r["data"] for r in await self._fetch("SELECT data FROM follows WHERE owner = $1", self.owner)]
-
-    async def save_storm(self, storm_id: str, data: str) -> None:
-        await self._execute("INSERT INTO storms (id, data, updated) VALUES ($1, $2, $3) ON CONFLICT (id)"
-                            " DO UPDATE SET data = excluded.data, updated = excluded.updated",
-                            storm_id, data, time.time())
-
-    async def load_storm(self, storm_id: str) -> str | None:
-        value = await self._fetchval("SELECT data FROM storms WHERE id = $1", storm_id)
-        return str(value) if value is not None else None
-
-    async def recent_storms(self, since: float) -> list[str]:
-        return [r["data"] for r in await self._fetch("SELECT data FROM storms WHERE updated >= $1 ORDER BY updated",
-                                                     since)]
-
-    async def save_bulk(self, run_id: str, data: str) -> None:
-        await self._execute("INSERT INTO bulk_runs (id, data, updated) VALUES ($1, $2, $3) ON CONFLICT (id)"
-                            " DO UPDATE SET data = excluded.data, updated = excluded.updated",
-                            run_id, data, time.time())
-
-    async def load_bulk(self, run_id: str) -> str | None:
-        value = await self._fetchval("SELECT data FROM bulk_runs WHERE id = $1", run_id)
-        return str(value) if value is not None else None
-
-    async def recent_bulks(self, since: float) -> list[str]:
-        return [r["data"] for r in await self._fetch("SELECT data FROM bulk_runs WHERE updated >= $1", since)]
-
-    async def save_bulk_job(self, run_id: str, job: str, *, result: str | None = None,
-                            final: str | None = None) -> None:
-        await self._execute("INSERT INTO bulk_jobs (run_id, job, result, final, updated) VALUES ($1, $2, $3, $4, $5)"
-                            " ON CONFLICT (run_id, job) DO UPDATE SET"
-                            " result = COALESCE(excluded.result, bulk_jobs.result),"
-                            " final = COALESCE(excluded.final, bulk_jobs.final), updated = excluded.updated",
-                            run_id, job, result, final, time.time())
-
-    async def bulk_jobs(self, run_id: str) -> dict[str, tuple[str | None, str | None]]:
-        rows = await self._fetch("SELECT job, result, final FROM bulk_jobs WHERE run_id = $1", run_id)
-        return {r["job"]: (r["result"], r["final"]) for r in rows}
 
     # ---------------------------------------------------------------- failures seen (for `failed`)
 

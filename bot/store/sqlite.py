@@ -24,6 +24,7 @@ from bot.store.base import (
     StoreUnavailable,
     new_owner_id,
 )
+from bot.store.blobs import SqliteBlobs
 from bot.store.reports import SqliteReports
 
 # Versioned schema: each entry runs once, in order; PRAGMA user_version records how far a database is.
@@ -111,7 +112,7 @@ def _writable_folder(path: str) -> str | None:
     return None if os.path.isdir(folder) and os.access(folder, os.W_OK) else folder
 
 
-class SqliteStore(SqliteReports, Store):
+class SqliteStore(SqliteReports, SqliteBlobs, Store):
     shared = False
 
     def __init__(self, path: str, owner: str | None = None):
@@ -350,18 +351,7 @@ class SqliteStore(SqliteReports, Store):
                                 (endpoint, job, since))
         return int(rows[0][0]) if rows else 0
 
-    # ---------------------------------------------------------------- alerts, follows, storms (JSON blobs)
-
-    async def save_alert(self, endpoint: str, job: str, data: str) -> None:
-        await self._write("INSERT OR REPLACE INTO alerts (endpoint, job, data, updated) VALUES (?, ?, ?, ?)",
-                          (endpoint, job, data, time.time()))
-
-    async def load_alert(self, endpoint: str, job: str) -> str | None:
-        rows = await self._rows("SELECT data FROM alerts WHERE endpoint = ? AND job = ?", (endpoint, job))
-        return rows[0][0] if rows else None
-
-    async def recent_alerts(self, since: float) -> list[str]:
-        return [row[0] for row in await self._rows("SELECT data FROM alerts WHERE updated >= ?", (since,))]
+    # ---------------------------------------------------------------- follows (alerts, storms, bulk runs: blobs.py)
 
     async def save_follow(self, endpoint: str, job: str, data: str) -> None:
         await self._write("INSERT OR REPLACE INTO follows (endpoint, job, data, owner, lease_until)"
@@ -374,40 +364,6 @@ class SqliteStore(SqliteReports, Store):
         return [row[0] for row in await self._rows("SELECT data FROM follows WHERE owner = ?", (self.owner,))]
 
     # A storm's id is `endpoint/<start in ms>`: one endpoint can have several grouped alerts over a day.
-    async def save_storm(self, storm_id: str, data: str) -> None:
-        await self._write("INSERT OR REPLACE INTO storms (id, data, updated) VALUES (?, ?, ?)",
-                          (storm_id, data, time.time()))
-
-    async def load_storm(self, storm_id: str) -> str | None:
-        rows = await self._rows("SELECT data FROM storms WHERE id = ?", (storm_id,))
-        return rows[0][0] if rows else None
-
-    async def recent_storms(self, since: float) -> list[str]:
-        return [row[0] for row in await self._rows("SELECT data FROM storms WHERE updated >= ? ORDER BY updated",
-                                                   (since,))]
-
-    async def save_bulk(self, run_id: str, data: str) -> None:
-        await self._write("INSERT OR REPLACE INTO bulk_runs (id, data, updated) VALUES (?, ?, ?)",
-                          (run_id, data, time.time()))
-
-    async def load_bulk(self, run_id: str) -> str | None:
-        rows = await self._rows("SELECT data FROM bulk_runs WHERE id = ?", (run_id,))
-        return rows[0][0] if rows else None
-
-    async def recent_bulks(self, since: float) -> list[str]:
-        return [row[0] for row in await self._rows("SELECT data FROM bulk_runs WHERE updated >= ?", (since,))]
-
-    async def save_bulk_job(self, run_id: str, job: str, *, result: str | None = None,
-                            final: str | None = None) -> None:
-        await self._write("INSERT INTO bulk_jobs (run_id, job, result, final, updated) VALUES (?, ?, ?, ?, ?)"
-                          " ON CONFLICT (run_id, job) DO UPDATE SET result = COALESCE(excluded.result, result),"
-                          " final = COALESCE(excluded.final, final), updated = excluded.updated",
-                          (run_id, job, result, final, time.time()))
-
-    async def bulk_jobs(self, run_id: str) -> dict[str, tuple[str | None, str | None]]:
-        rows = await self._rows("SELECT job, result, final FROM bulk_jobs WHERE run_id = ?", (run_id,))
-        return {row[0]: (row[1], row[2]) for row in rows}
-
     # ---------------------------------------------------------------- failures seen (for `failed`)
 
     async def record_failure(self, endpoint: str, job: str, status: str, error: str | None, at: float) -> None:
