@@ -47,8 +47,9 @@ class BulkRunner:
         # Bulk runs this process keeps current, by run id: one object per run, whoever updates it.
         self._runs: dict[str, BulkRun] = {}
         self.health: EndpointHealth | None = None  # health snapshots for the summary (and `failed`); set at wiring
-        # Other owners of runs (a grouped alert's Retry all): how a follow adopted from a dead replica finds its run.
-        self.finders: list[Callable[[FollowTarget], Awaitable[BulkRun | None]]] = []
+        # Other owners of runs (a grouped alert's Retry all): the run a job of theirs belongs to, by the run's ref
+        # ("storm:…"), for a settled retry or a follow taken over from another process: `find(ref, job, user)`.
+        self.finders: list[Callable[[str, str, str], Awaitable[BulkRun | None]]] = []
         self.follower.on_end.append(self._ended)
         service.on_settled.append(self._settled)
 
@@ -73,7 +74,7 @@ class BulkRunner:
             run.ref = f"bulk:{run.run_id}"
             self._runs[run.run_id] = run
             self._keep_parent_current(run)
-            await self._own(run)
+            await self.own(run, "bulk", {"run": run.run_id})
         elif place.via_response_url:
             self.final_tally_via_response_url(run)
         try:
@@ -84,23 +85,16 @@ class BulkRunner:
                 await self._save(run)
             self._let_go(run)
 
-    async def _own(self, run: BulkRun) -> None:
-        """The run is written down, with an inbox row this replica holds while it runs: if the replica dies, the
-        replica that adopts the row finishes the run (`resume`)."""
+    async def own(self, run: BulkRun, kind: str, payload: dict[str, Any]) -> None:
+        """An inbox row this replica holds while the run goes on (`_finish` lets it go): if the replica dies, the
+        one that adopts the row finishes the run (`take_over`). `kind` says who resumes it: "bulk" (here) or
+        "retry_all" (the grouped alert's storm desk)."""
         try:
-            await self._save(run, strict=True)
-            run.work_id = await self.store.accept("bulk", {"run": run.run_id}, time.time())
+            if kind == "bulk":
+                await self._save(run, strict=True)  # what `resume` reads
+            run.work_id = await self.store.accept(kind, payload, time.time())
         except Exception:  # the run goes on; only a death before its end would leave it unfinished
             log.exception("could not write the bulk retry down", extra=ctx(endpoint=run.endpoint))
-
-    async def _own_retry_all(self, run: BulkRun) -> None:
-        """A grouped alert's Retry all holds an inbox row while it runs, as a command's bulk retry does."""
-        endpoint, _, storm_id = run.ref.removeprefix("storm:").partition("/")
-        try:
-            run.work_id = await self.store.accept("retry_all", {"endpoint": endpoint, "storm": storm_id,
-                                                                "who": run.who.to_json()}, time.time())
-        except Exception:
-            log.exception("could not write the Retry all down", extra=ctx(endpoint=run.endpoint))
 
     def _keep_parent_current(self, run: BulkRun) -> None:
         assert run.place.thread_ts is not None
@@ -161,9 +155,12 @@ class BulkRunner:
             log.exception("could not save a bulk retry's job", extra=ctx(endpoint=run.endpoint, job=job))
 
     async def load(self) -> None:
-        """After a restart: bulk retries whose jobs are still followed keep their parent's tally current."""
+        """After a restart: bulk retries whose jobs are still followed keep their parent's tally current. With
+        replicas, other live replicas own their runs: a run is read when one of its jobs needs it (`_find`)."""
+        if self.store.shared:
+            return
         for data in await self.store.recent_bulks(time.time() - MEMORY_SECONDS):
-            run = BulkRun.from_json(data)
+            run = await self._loaded(data)
             if run.running:
                 self._runs[run.run_id] = run
                 self._keep_parent_current(run)
@@ -176,10 +173,32 @@ class BulkRunner:
             data = await self.store.load_bulk(run_id)
             run = self._runs.get(run_id)  # loaded by a settle running alongside
             if run is None and data is not None:
-                run = self._runs[run_id] = BulkRun.from_json(data)
-                await catch_up(self.store, run)
+                run = self._runs[run_id] = await self._loaded(data)
                 if run.place.thread_ts:
                     self._keep_parent_current(run)
+        elif self.store.shared and run.work_id is None:
+            # Another replica may own it and have moved on (its summary posted): take that in before writing it.
+            data = await self.store.load_bulk(run_id)
+            if data is not None:
+                stored = BulkRun.from_json(data)
+                run.summary_ts = run.summary_ts or stored.summary_ts
+                run.summarized = run.summarized or stored.summarized
+            await catch_up(self.store, run)
+        return run
+
+    async def _run_of(self, ref: str, job: str, user: str) -> BulkRun | None:
+        """The run `ref` names, if `job` is one of its jobs: this runner's, or a grouped alert's (`finders`)."""
+        run = await self._find(ref.removeprefix("bulk:")) if ref.startswith("bulk:") else None
+        for find in self.finders:
+            if run is not None:
+                break
+            run = await find(ref, job, user)
+        return run if run is not None and job in run.jobs else None
+
+    async def _loaded(self, data: str) -> BulkRun:
+        """A run as the store has it: its JSON row, with the job rows any replica wrote since."""
+        run = BulkRun.from_json(data)
+        await catch_up(self.store, run)
         return run
 
     async def resume(self, row: Queued) -> None:
@@ -214,6 +233,8 @@ class BulkRunner:
             await asyncio.sleep(1.0)
             for job in await catch_up(self.store, run):
                 run.changed(job)
+        for job in run.unanswered:  # still being settled: the summary says what is known, and the settle follows
+            run.results[job] = JobResult(job, Kind.TIMEOUT.value, detail=CUT_OFF)
         if run.summarized:
             await self._let_row_go(run.work_id)
         else:
@@ -236,18 +257,17 @@ class BulkRunner:
         """After a restart, a retry of a bulk run whose answer was lost was settled by /status: its line and the
         parent's tally show the answer, and its follow reports its end to the run again."""
         ref = str(sent.get("run") or "")
-        if not ref.startswith("bulk:"):
-            return
-        run = await self._find(ref.removeprefix("bulk:"))
-        if run is None or outcome.job not in run.jobs:
+        run = await self._run_of(ref, outcome.job, str((sent.get("who") or {}).get("user") or "")) if ref else None
+        if run is None:
             return
         run.results[outcome.job] = JobResult.of(outcome)
         if outcome.ok:
             self._following[(run.endpoint, outcome.job)] = run
         await self._saved(run, outcome.job)
         run.changed(outcome.job)
-        await self._save(run)
-        self._let_go(run)
+        if ref.startswith("bulk:"):
+            await self._save(run)
+            self._let_go(run)
 
     # ---------------------------------------------------------------- the run
 
@@ -257,23 +277,21 @@ class BulkRunner:
         retries already sent are settled with /status by whoever takes the work on next."""
         if self.health is not None:
             self.health.warm(run.endpoint)  # ready for the summary by the time the retries are done
-        if run.work_id is None and run.ref.startswith("storm:"):
-            await self._own_retry_all(run)
         try:
             await asyncio.gather(*(self._retry_one(run, job) for job in run.jobs))
         except asyncio.CancelledError:
             for job in run.jobs:
                 run.results.setdefault(job, JobResult(job, "refused:shutdown",
                                                       detail="not retried: the app was restarting; retry it again"))
-            await self._finish(run)
+            await self._finish(run, fresh_health=False)  # the drain's grace is short: no wait on /health
             raise
         await self._finish(run)
 
-    async def _finish(self, run: BulkRun) -> None:
+    async def _finish(self, run: BulkRun, *, fresh_health: bool = True) -> None:
         settled = [job for job in run.jobs if run.results[job].settled]
         if settled:
             await self.store.mark_retried(run.endpoint, settled)
-        await self._summary(run)
+        await self._summary(run, fresh_health=fresh_health)
         run.summarized = True
         run.changed(None)
         if run.work_id is not None:
@@ -301,8 +319,9 @@ class BulkRunner:
                 result = await self._refused(run.who, run.endpoint, job, "error",
                                              f"the app failed while retrying it ({type(exc).__name__}); check it "
                                              "with the status command")
-        run.results[job] = result
-        await self._saved(run, job)
+        if run.results.get(job) is not result:  # RunPod's answers were saved as they came (`answered`)
+            run.results[job] = result
+            await self._saved(run, job)
         run.changed(job)
 
     async def _retry(self, run: BulkRun, job: str) -> JobResult:
@@ -338,7 +357,7 @@ class BulkRunner:
             finally:
                 if self.follower.following(endpoint, job) is None:
                     self._following.pop(key, None)
-        return JobResult.of(outcome)
+        return run.results.get(job) or JobResult.of(outcome)
 
     async def _refused(self, who: Who, endpoint: str, job: str, code: str, detail: str,
                        audit_detail: str | None = None) -> JobResult:
@@ -355,8 +374,8 @@ class BulkRunner:
                                                 health=self.health.peek(run.endpoint) if self.health else None)
         return msg, attachment, filename
 
-    async def _summary(self, run: BulkRun) -> None:
-        if self.health is not None:
+    async def _summary(self, run: BulkRun, *, fresh_health: bool = True) -> None:
+        if self.health is not None and fresh_health:
             await self.health.get(run.endpoint)  # a fresh snapshot for the summary, if RunPod answers in time
         msg, attachment, filename = self.summary_message(run)
         run.summary_ts = await self.out.post(run.place, msg)
@@ -377,13 +396,9 @@ class BulkRunner:
             log.exception("could not record the repeated failure", extra=ctx(endpoint=target.endpoint,
                                                                                job=target.job))
         run = self._following.pop(target.key, None)
-        if run is None and target.quiet and target.thread_ts:
-            # A bulk run's job whose follow this replica adopted from one that died: its run is found by its place.
-            run = await self._find(f"{target.channel}/{target.thread_ts}")
-            for find in self.finders:
-                run = run or await find(target)
-            if run is not None and target.job not in run.jobs:
-                run = None
+        if run is None and target.run:
+            # A follow this replica took over from another process: its run is found by the ref the retry gave it.
+            run = await self._run_of(target.run, target.job, target.user)
         if run is not None:
             run.finals[target.job] = status
             await self._saved(run, target.job, ending=True)

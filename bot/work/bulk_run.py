@@ -96,10 +96,13 @@ async def catch_up(store: Store, run: BulkRun) -> list[str]:
     for job, (result, final) in (await store.bulk_jobs(run.ref)).items():
         if job not in run.jobs:
             continue
+        new = False
         if result and job not in run.results:
             run.results[job] = JobResult(**json.loads(result))
-            changed.append(job)
+            new = True
         if final and job not in run.finals:
             run.finals[job] = final
+            new = True
+        if new:
             changed.append(job)
     return changed

@@ -42,6 +42,7 @@ class FollowTarget:
     started: float
     response_url: str | None = None
     quiet: bool = False   # part of a bulk run: report to `on_end` only, not with a thread post of its own
+    run: str = ""         # the bulk run or grouped alert it belongs to ("bulk:…", "storm:…"), as the retry said
 
     @property
     def key(self) -> Key:

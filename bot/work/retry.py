@@ -233,7 +233,7 @@ class RetryService:
 
             outcome = await self.call_retry(endpoint, job, until=until,
                                             throttled=queued_behind_limit if post else None)
-            await self.conclude(who, endpoint, job, place, outcome, hold, post=post, follow=follow)
+            await self.conclude(who, endpoint, job, place, outcome, hold, post=post, follow=follow, run=run)
             if answered is not None:
                 await answered(outcome)
         except asyncio.CancelledError:
@@ -250,7 +250,8 @@ class RetryService:
         return outcome
 
     async def conclude(self, who: Who, endpoint: str, job: str, place: Place, outcome: Outcome, hold: Hold, *,
-                       post: bool, follow: bool, counted: bool = True, prefix: str = "") -> None:
+                       post: bool, follow: bool, counted: bool = True, prefix: str = "",
+                       run: str | None = None) -> None:
         """RunPod's answer (or the /status check that settled it): record, reply, announce, follow. When `hold` is
         someone else's, only record and reply: the alert and the follow are theirs."""
         log_ctx = ctx(user=who.user, channel=who.channel, endpoint=endpoint, job=job, source=who.source.value)
@@ -274,7 +275,8 @@ class RetryService:
             try:
                 await self.follower.start(FollowTarget(
                     endpoint, job, place.channel, place.thread_ts, who.user, who.source.value, self.clock(),
-                    response_url=place.response_url if place.via_response_url else None, quiet=not post))
+                    response_url=place.response_url if place.via_response_url else None, quiet=not post,
+                    run=run or ""))
             except BaseException:
                 hold.kept = False
                 raise
@@ -325,7 +327,8 @@ class RetryService:
                 except Exception:
                     log.exception("could not report a settled retry", extra=ctx(endpoint=endpoint, job=job))
             await self.conclude(who, endpoint, job, place, outcome, hold, post=bool(data.get("post")),
-                                follow=bool(data.get("follow")), counted=counted, prefix=messages.AFTER_RESTART)
+                                follow=bool(data.get("follow")), counted=counted, prefix=messages.AFTER_RESTART,
+                                run=data.get("run"))
 
     # ---------------------------------------------------------------- the two ways in
 

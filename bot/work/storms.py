@@ -18,16 +18,14 @@ from typing import Any
 
 from bot.core import messages
 from bot.core.alerts import parse_job_body, trim_error
-from bot.core.groups import JobResult, Storm, StormJob
+from bot.core.groups import Storm, StormJob
 from bot.core.health import Health
-from bot.core.outcome import Outcome
 from bot.infra.config import Settings
 from bot.slack.out import Place
 from bot.slack.pacing import Pacer
 from bot.store import Queued
 from bot.work.alert_desk import AlertDesk
 from bot.work.bulk import BulkRun, BulkRunner
-from bot.work.follow import FollowTarget
 from bot.work.retry import Source, Who
 
 log = logging.getLogger(__name__)
@@ -56,7 +54,6 @@ class StormDesk:
         self._storms: dict[str, Storm] = {}                # storm key -> storm, for the buttons
         self._pacers: dict[str, Pacer] = {}
         desk.sweepers.append(self.sweep_expired)
-        self.service.on_settled.append(self._settled)
         bulk.finders.append(self._run_of)
         # The endpoint's latest health snapshot (cached, no I/O) for the grouped alert; set at wiring.
         self.health: Callable[[str], Health | None] = lambda _endpoint: None
@@ -182,24 +179,6 @@ class StormDesk:
             self._mark(storm, None)
         return len(stale)
 
-    async def _settled(self, sent: dict[str, Any], outcome: Outcome) -> None:
-        """After a restart, a Retry all's retry whose answer was lost was settled by /status: the grouped alert
-        counts it, and its follow reports its end to the storm again."""
-        ref = str(sent.get("run") or "")
-        if not ref.startswith("storm:"):
-            return
-        endpoint, _, storm_id = ref.removeprefix("storm:").partition("/")
-        storm = await self.find(endpoint, storm_id)
-        if storm is None or outcome.job not in storm.jobs:
-            return
-        storm.results[outcome.job] = JobResult.of(outcome)
-        if outcome.job not in storm.requested:
-            storm.requested.append(outcome.job)
-        if outcome.ok:
-            who = Who.from_json(sent["who"])
-            self.bulk.adopt(self._run(storm, who, (outcome.job,)), [outcome.job])
-        self._mark(storm, outcome.job)
-
     def _forget_old(self, now: float) -> None:
         """Storms idle for a day leave memory (RunPod forgot their jobs long ago); the store keeps them."""
         for key, storm in list(self._storms.items()):
@@ -278,33 +257,32 @@ class StormDesk:
         """A Retry all whose replica died (or stopped before it ended): finished here (see BulkRunner.take_over)."""
         endpoint, storm_id = str(row.payload.get("endpoint")), str(row.payload.get("storm"))
         storm = await self.find(endpoint, storm_id)
-        if storm is None or not storm.requested:
+        jobs = tuple(str(job) for job in row.payload.get("jobs") or ())
+        if storm is None or not jobs:
             await self.store.done(row.id)
             return
+        # A restart's `load` offers jobs never answered to Retry all again: this run takes them back.
+        storm.requested.extend(job for job in jobs if job not in storm.requested)
         who = Who.from_json(dict(row.payload.get("who") or {}))
         storm.running, storm.retry_by = True, storm.retry_by or who.user
         try:
-            await self.bulk.take_over(self._run(storm, who, tuple(storm.requested)), row.id)
+            await self.bulk.take_over(self._run(storm, who, jobs), row.id)
         finally:
             storm.running = False
             self._mark(storm, None)
 
-    async def _run_of(self, target: FollowTarget) -> BulkRun | None:
-        """The Retry all a followed job belongs to, for a follow adopted from a replica that died."""
-        storm = self.holding(target.endpoint, target.job)
-        if storm is None or storm.ts != target.thread_ts:
-            for data in await self.store.recent_storms(self.clock() - MEMORY_SECONDS):
-                if '"window"' not in data[:20] and f'"{target.thread_ts}"' in data:
-                    found = Storm.from_json(data)
-                    if found.ts == target.thread_ts and found.endpoint == target.endpoint:
-                        storm = found
-                        break
-            else:
-                return None
-        storm = await self.find(storm.endpoint, storm.storm_id)
-        if storm is None or target.job not in storm.requested:
+    async def _run_of(self, ref: str, job: str, user: str) -> BulkRun | None:
+        """The grouped alert's Retry all `ref` ("storm:<endpoint>/<id>") names, for a job of it settled or followed
+        here after another process stopped."""
+        if not ref.startswith("storm:"):
             return None
-        return self._run(storm, Who(storm.retry_by or target.user, storm.channel, Source.RETRY_ALL), (target.job,))
+        endpoint, _, storm_id = ref.removeprefix("storm:").partition("/")
+        storm = await self.find(endpoint, storm_id)
+        if storm is None or job not in storm.jobs:
+            return None
+        if job not in storm.requested:
+            storm.requested.append(job)
+        return self._run(storm, Who(storm.retry_by or user, storm.channel, Source.RETRY_ALL), (job,))
 
     def _run(self, storm: Storm, who: Who, jobs: tuple[str, ...]) -> BulkRun:
         # No table in the summary: the grouped alert's job list already says what happened to each job, live.
@@ -349,8 +327,11 @@ class StormDesk:
             await self.out.ephemeral(who.channel, who.user, messages.nothing_to_retry(endpoint), who.response_url)
             return
         self._mark(storm, None)
+        run = self._run(storm, who, jobs)
+        await self.bulk.own(run, "retry_all", {"endpoint": endpoint, "storm": storm_id, "who": who.to_json(),
+                                               "jobs": list(jobs)})
         try:
-            await self.bulk.run(self._run(storm, who, jobs))
+            await self.bulk.run(run)
         finally:
             storm.running = False
             self._mark(storm, None)
