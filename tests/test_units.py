@@ -150,6 +150,7 @@ def test_other_commands(text, expected):
     ("history abc", "takes a number", ()),
     ("history 0", "takes a number", ()),
     ("history 51", "takes a number", ()),
+    ("history ²", "takes a number", ()),  # a digit to str.isdigit, not to int()
     ("history 1 2", "at most one number", ()),
     ("help me", "no other words", ()),
     ("failed", "failed <endpointId>", ()),

@@ -196,6 +196,10 @@ def test_2_notification_texts_for_every_phase_say_what_happened_first():
         (Alert(EP, "job-1", ALERTS, "FAILED", now, ts="1.2", phase=Phase.COMPLETED, actor="U1", acted_at=now),
          "Completed after a retry: job job-1 on ep1"),
         (refused_alert, "Not retried: job job-1 on ep1: RunPod refused the API key for endpoint ep1. Retry before"),
+        # A note that is itself an outcome's "Not retried: …" summary is not said twice.
+        (Alert(EP, "job-1", ALERTS, "FAILED", now - 60, ts="1.2", phase=Phase.REFUSED, actor="U1", acted_at=now,
+               note="Not retried: job `job-1` on endpoint `ep1` is waiting in the queue"),
+         "Not retried: job job-1 on ep1: job job-1 on endpoint ep1 is waiting in the queue. Retry before"),
     ]
     for alert, starts in cases:
         msg = messages.alert_message(alert, now)
@@ -788,3 +792,11 @@ async def test_1_healthz_says_which_channel_cannot_be_posted_to(make_app, slack)
     assert report["ok"] is False
     assert report["alert"]["channel"] == ALERTS and report["alert"]["can_post"] is False
     assert report["alert"]["error"] == "not_in_channel"
+
+
+def test_one_job_is_one_job_not_one_jobs():
+    one = Tally(1, answered=1, completed=1)
+    assert "Retried 1 job on endpoint" in message_text(messages.bulk_parent("U1", EP, one, []))
+    assert message_text(messages.bulk_final("U1", EP, one, [])).startswith("The job has ended: ")
+    assert "Retrying 1 job on endpoint" in message_text(messages.failed_started(EP, 1))
+    assert "Retrying 3 jobs on endpoint" in message_text(messages.failed_started(EP, 3))

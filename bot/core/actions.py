@@ -44,7 +44,7 @@ def storm_value(endpoint: str, storm_id: str) -> str:
 
 def parse_storm_value(value: object) -> tuple[str, str] | None:
     target = parse_job_value(value)
-    if target is None or not target[1].isdigit():
+    if target is None or not (target[1].isascii() and target[1].isdigit()):
         return None
     return target
 
@@ -57,6 +57,8 @@ def parse_window_value(value: object) -> tuple[str, int] | None:
     if not isinstance(value, str) or len(value) > 200:
         return None
     endpoint, sep, seconds = value.partition("/")
-    if not sep or not is_valid_id(endpoint) or not seconds.isdigit() or not 0 < int(seconds) <= 86400:
+    if not sep or not is_valid_id(endpoint) or not (seconds.isascii() and seconds.isdigit()):
+        return None
+    if not 0 < int(seconds) <= 86400:
         return None
     return endpoint, int(seconds)

@@ -200,7 +200,8 @@ def parse_command(text: str) -> Command:
             raise UsageError("`history` takes at most one number: `/runpod-retry history 20`.", form=HISTORY_FORM)
         if not args:
             return History()
-        if not args[0].isdigit() or not 1 <= int(args[0]) <= MAX_HISTORY:
+        # isascii: "²" and other digits Unicode knows pass isdigit() but not int().
+        if not (args[0].isascii() and args[0].isdigit()) or not 1 <= int(args[0]) <= MAX_HISTORY:
             raise UsageError(f"`history` takes a number from 1 to {MAX_HISTORY}, got `{shorten(args[0])}`.",
                              form=HISTORY_FORM)
         return History(int(args[0]))

@@ -155,7 +155,7 @@ def alert_notification(alert: Alert, now: float, *, max_retries: int | None = No
     if alert.phase is Phase.COMPLETED:
         return f"Completed after a retry: {ref}"
     if alert.phase is Phase.REFUSED:
-        note = escape(plain(alert.note or "RunPod refused the retry").replace("`", ""))
+        note = escape(plain(alert.note or "RunPod refused the retry").replace("`", "")).removeprefix("Not retried: ")
         return f"Not retried: {ref}: {note}. {can}".strip()
     return f"Outcome unknown: {ref}: {escape(plain(alert.note or 'I stopped following it'))}"
 

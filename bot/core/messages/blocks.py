@@ -87,6 +87,11 @@ def message(text: str, blocks: list[dict[str, Any]]) -> Message:
     return {"text": clip(_DATE_TOKEN.sub(r"\1", text), MAX_FALLBACK_TEXT), "blocks": blocks[:MAX_BLOCKS]}
 
 
+def count(n: int, word: str, words: str | None = None) -> str:
+    """"1 job", "3 jobs": a number with its noun, singular or plural (`words` where "s" will not do)."""
+    return f"{n} {word if n == 1 else words or word + 's'}"
+
+
 def mention(user: str | None) -> str:
     """A Slack user as a mention; someone outside Slack (`cli:dana`, from a terminal) by name."""
     if user and ":" in user:

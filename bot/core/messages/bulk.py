@@ -18,6 +18,7 @@ from bot.core.messages.blocks import (
     clip,
     code,
     context,
+    count,
     escape,
     job_list,
     mention,
@@ -86,8 +87,8 @@ def bulk_parent(user: str, endpoint: str, t: Tally, again: Sequence[str], *, thr
     """The one channel message of a bulk retry: who asked, progress, then the tally. Once every job has ended it
     says so in its title: "Retried", not "Retrying"."""
     verb = "Retried" if t.ended else "Retrying"
-    title = f"{verb} {t.total} jobs on endpoint {code(endpoint)}, requested by {mention(user)}"
-    return message(f"{verb.lower()} {t.total} jobs on endpoint {endpoint}, requested by {mention(user)}: "
+    title = f"{verb} {count(t.total, 'job')} on endpoint {code(endpoint)}, requested by {mention(user)}"
+    return message(f"{verb.lower()} {count(t.total, 'job')} on endpoint {endpoint}, requested by {mention(user)}: "
                    f"{_tally_plain(t)}", [section(f"{_tally_icon(t)} *{title}*"),
                                           *tally_blocks(t, again, threaded=threaded)])
 
@@ -95,7 +96,8 @@ def bulk_parent(user: str, endpoint: str, t: Tally, again: Sequence[str], *, thr
 def bulk_final(user: str, endpoint: str, t: Tally, again: Sequence[str]) -> Message:
     """The final tally where there is no thread and no message to keep current (the response_url fallback)."""
     msg = bulk_parent(user, endpoint, t, again, threaded=False)
-    return {**msg, "text": f"All {t.total} jobs have ended: {msg['text']}"}
+    ended = "The job has ended" if t.total == 1 else f"All {t.total} jobs have ended"
+    return {**msg, "text": f"{ended}: {msg['text']}"}
 
 
 # How a retried job ended, in words (the tally counts the same finals).
@@ -135,7 +137,7 @@ def bulk_summary(endpoint: str, results: Sequence[JobResult], filename: str, *, 
     requeued jobs are unlikely to get a worker soon."""
     taken = sum(r.requeued for r in results)
     left = len(results) - taken
-    blocks = [section(f"*Results for {len(results)} jobs on endpoint {code(endpoint)}:* RunPod took {taken}; "
+    blocks = [section(f"*Results for {count(len(results), 'job')} on endpoint {code(endpoint)}:* RunPod took {taken}; "
                       f"{left} {'was' if left == 1 else 'were'} not retried.")]
     if taken:
         blocks.extend(health_blocks(health))
@@ -160,7 +162,8 @@ def bulk_summary(endpoint: str, results: Sequence[JobResult], filename: str, *, 
         blocks.append(context("RunPod's answers are too long to show here, and I cannot attach files in this "
                               f"channel. Invite me to it, or check single jobs with `{COMMAND} status "
                               f"{endpoint} <jobId>`."))
-    return message(f"Results for {len(results)} jobs on endpoint {endpoint}: RunPod took {taken}", blocks), attachment
+    return message(f"Results for {count(len(results), 'job')} on endpoint {endpoint}: RunPod took {taken}",
+                   blocks), attachment
 
 
 def group_status(endpoint: str, outcomes: Sequence[Outcome], user: str) -> Message:
@@ -172,12 +175,13 @@ def group_status(endpoint: str, outcomes: Sequence[Outcome], user: str) -> Messa
 
     counts = Counter(state(o) for o in outcomes)
     still_failed = [o.job for o in outcomes if o.ok and o.job_status in ("FAILED", "TIMED_OUT")]
-    tally = " · ".join(f"{count} {state}" for state, count in counts.most_common())
-    blocks = [section(f":mag: *Status of the {len(outcomes)} jobs of this alert* on endpoint {code(endpoint)}, "
+    tally = " · ".join(f"{n} {state}" for state, n in counts.most_common())
+    blocks = [section(f":mag: *Status of the {count(len(outcomes), 'job')} of this alert* on endpoint "
+                      f"{code(endpoint)}, "
                       f"checked for {mention(user)}: {escape(tally)}")]
     if still_failed:
         blocks.append(section(f"*Still failed:* {job_list(still_failed)}."))
-    return message(f"Status of {len(outcomes)} jobs on endpoint {endpoint}: {tally}", blocks)
+    return message(f"Status of {count(len(outcomes), 'job')} on endpoint {endpoint}: {tally}", blocks)
 
 
 def retry_all_running(user: str, at: float, *, viewer: str | None = None) -> Message:

@@ -10,6 +10,7 @@ from bot.core.messages.blocks import (
     Message,
     clip,
     code,
+    count,
     mention,
     message,
     plain,
@@ -109,5 +110,5 @@ def audit_lines(entries: Sequence[Any], *, mentions: bool = True) -> Message:
     first = entries[0]
     text = f"Job {first.job} on {first.endpoint}: {attempt_words(first.outcome, first.job_status)[1]}"
     if len(entries) > 1:
-        text += f" (and {len(entries) - 1} more attempts)"
+        text += f" (and {count(len(entries) - 1, 'more attempt')})"
     return message(text, [section(chunk) for chunk in sections])

@@ -10,7 +10,7 @@ from bot.core import actions
 from bot.core.commands import COMMAND, MAX_BULK_JOBS
 from bot.core.forms import Origin
 from bot.core.ids import shorten
-from bot.core.messages.blocks import Message, clip, code, context, escape, mention, message, section
+from bot.core.messages.blocks import Message, clip, code, context, count, escape, mention, message, section
 from bot.core.references import Findings, describe_places
 
 MAX_OPTIONS = 100       # a static select's options
@@ -65,7 +65,8 @@ def retry_form(origin: Origin, endpoints: Sequence[str], *, endpoint: str | None
         blocks.append(section(found))
     text, left_out = _fitting(jobs)
     if left_out:
-        blocks.append(context(f"{left_out} more job IDs did not fit in the field (it holds {MAX_INPUT} characters). "
+        blocks.append(context(f"{count(left_out, 'more job ID')} did not fit in the field (it holds {MAX_INPUT} "
+                              "characters). "
                               f"Retry them with `{COMMAND} <endpointId> <jobId> …` (up to {MAX_BULK_JOBS} jobs)."))
     blocks.append(_endpoint_input(endpoints, endpoint))
     element: dict[str, Any] = {"type": "plain_text_input", "action_id": actions.JOBS_INPUT, "multiline": True,
@@ -110,7 +111,10 @@ def prefill(findings: Findings, allowed: Sequence[str] = ()) -> tuple[str | None
         lines.append(f"It also names jobs on other endpoints: {named}. One form retries one endpoint; use the "
                      "shortcut again for those.")
     if findings.references and findings.loose_jobs:
-        lines.append(f"{len(findings.loose_jobs)} more job IDs in it have no endpoint next to them and are left out.")
+        lines.append(f"{count(len(findings.loose_jobs), 'more job ID')} in it "
+                     f"{'has' if len(findings.loose_jobs) == 1 else 'have'} no endpoint next to "
+                     f"{'it' if len(findings.loose_jobs) == 1 else 'them'} and "
+                     f"{'is' if len(findings.loose_jobs) == 1 else 'are'} left out.")
     if endpoint is not None and allowed and endpoint not in allowed:
         lines.append(f":no_entry: Endpoint {code(endpoint)} is not one this app may call (RUNPOD_RETRY_ENDPOINTS), "
                      "so it is not chosen below.")

@@ -34,6 +34,9 @@ from bot.core.messages.blocks import (
     who,
     window_text,
 )
+from bot.core.messages.blocks import (
+    count as jobs_count,
+)
 from bot.core.messages.bulk import FINAL_WORDS, JOB_COLUMN, tally_blocks
 from bot.core.messages.health import confirm_warning, health_blocks
 
@@ -170,9 +173,10 @@ def failed_offer(endpoint: str, window: float, rows: Sequence[dict[str, Any]], c
 
 
 def failed_started(endpoint: str, count: int) -> Message:
-    return message(f"Retrying {count} jobs on endpoint {endpoint}",
-                   [section(f":arrows_counterclockwise: Retrying {count} jobs on endpoint {code(endpoint)}; the "
-                            "progress and the results are in the channel.")])
+    what = jobs_count(count, "job")
+    return message(f"Retrying {what} on endpoint {endpoint}",
+                   [section(f":arrows_counterclockwise: Retrying {what} on endpoint {code(endpoint)}; the progress "
+                            "and the results are in the channel.")])
 
 
 def failed_running(endpoint: str, count: int, user: str, at: float, *, viewer: str | None = None,
