@@ -105,3 +105,64 @@ async def test_a_dropped_socket_shows_on_healthz_until_it_reconnects_then_comman
     assert "job-after-drop" in message_text(parent)
     assert len(results_in_thread(app, "C1", parent["ts"])) == 1
     assert ack.latency < 1.0
+
+
+async def test_an_ok_without_a_ts_puts_the_result_in_the_channel_not_in_a_thread_named_none(app, slack, runpod):
+    # Slack said ok but not where the parent went: the result is still seen, in the channel.
+    runpod.add_job("ep1", "job-odd", status="FAILED")
+    slack.script("chat.postMessage", SlackFault(body={"ok": True}))
+
+    ack = await app.command("ep1 job-odd")
+
+    assert ack.status == 200
+    await app.settle()
+    shown = [message_text(m) for m in app.top_level("C1")]
+    assert any("job-odd" in t and "back in the queue" in t for t in shown), slack.describe()
+    assert not [m for m in slack.messages.values() if m.get("thread_ts") == "None"]
+    assert len(runpod.calls_to("retry")) == 1
+
+
+async def test_an_unexpected_failure_sending_a_message_leaves_it_queued_and_it_is_sent_once(tmp_path):
+    from bot.infra.metrics import Metrics
+    from bot.slack.outbox import Outbox
+    from bot.store import open_store
+
+    class Flaky:  # a Web API client whose first answer breaks in a way the outbox has no name for
+        def __init__(self) -> None:
+            self.calls = 0
+
+        async def chat_postMessage(self, **payload: object) -> dict[str, str]:
+            self.calls += 1
+            if self.calls == 1:
+                raise RuntimeError("unexpected")
+            return {"ts": "1.5"}
+
+    store = open_store(str(tmp_path / "outbox.db"))
+    await store.open()
+    client = Flaky()
+    outbox = Outbox(store, client, Metrics())  # type: ignore[arg-type]
+    try:
+        _id, pending = await outbox.submit("post", {"channel": "C1", "text": "hello"})
+        delivery = await asyncio.wait_for(pending, 10)
+        assert (delivery.ok, delivery.ts, client.calls) == (True, "1.5", 2)
+        assert await store.queued() == []
+    finally:
+        await outbox.close(0.1)
+        await store.close()
+
+
+async def test_a_click_while_the_database_is_away_is_told_so_privately_and_nothing_is_done(app, slack, runpod):
+    from bot.core import actions
+    from tests.harness import button_value
+    from tests.test_alerts import ALERTS, alert_via_webhook
+
+    alert = await alert_via_webhook(app, runpod, "job-db1")
+    app.rt.database_state(False)  # a lease renewal found the database away
+
+    ack = await app.click(actions.RETRY, button_value(alert, actions.RETRY), message_ts=alert["ts"], channel=ALERTS)
+    url = ack.response_url
+
+    assert ack.status == 200
+    await slack.wait_for(lambda s: s.responses.get(url))
+    assert "cannot reach its database" in message_text(slack.responses[url][0])
+    assert runpod.calls_to("retry") == []

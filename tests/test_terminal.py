@@ -112,6 +112,17 @@ async def test_the_hourly_budget_applies_across_runs(tmp_path, runpod):
     assert [r["outcome"] for r in await audit_rows(tmp_path)] == ["refused:budget", "requeued"]
 
 
+async def test_a_retry_runpod_refused_does_not_use_up_the_budget(tmp_path, runpod):
+    runpod.add_job(EP, "job-1", status="IN_PROGRESS")  # still running: RunPod refuses the retry
+
+    first = await run_bot(tmp_path, runpod, "retry", EP, "job-1", RUNPOD_RETRY_MAX_PER_JOB="1")
+    runpod.job(EP, "job-1").status = "FAILED"  # now it failed
+    second = await run_bot(tmp_path, runpod, "retry", EP, "job-1", RUNPOD_RETRY_MAX_PER_JOB="1")
+
+    assert first[0] == 1 and second[0] == 0, (first, second)
+    assert len(runpod.requeued(EP)) == 1
+
+
 async def test_status_prints_the_json_changes_nothing_and_exits_0_or_1(tmp_path, runpod):
     runpod.add_job(EP, "job-1", error="CUDA out of memory")
 

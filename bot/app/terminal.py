@@ -96,7 +96,8 @@ async def _retry(rt: Runtime, endpoint: str, jobs: tuple[str, ...], as_json: boo
             outcome = await service.call_retry(endpoint, job)
             rt.metrics.retries.labels(outcome=outcome.kind.value, source=Source.CLI.value).inc()
             detail = None if outcome.ok else (outcome.excerpt or outcome.summary)[:300]
-            await service.record(AuditEntry(user, "", endpoint, job, Source.CLI, outcome.kind.value, called=True,
+            await service.record(AuditEntry(user, "", endpoint, job, Source.CLI, outcome.kind.value,
+                                            called=outcome.may_have_taken_effect,
                                             http_status=outcome.http_status, job_status=outcome.job_status,
                                             detail=detail))
             _print(outcome, as_json)

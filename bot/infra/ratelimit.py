@@ -52,10 +52,6 @@ class Bucket:
         self._tokens = 0.0
         self._stamp = max(now, self._stamp)
 
-    @property
-    def paused_for(self) -> float:
-        return max(0.0, self._paused_until - self._clock())
-
 
 class Window:
     """At most `limit` calls in any `window` seconds and `concurrent` at once: RunPod's documented shape.

@@ -32,8 +32,9 @@ def read_click(body: dict[str, Any]) -> Click:
     container = body.get("container") or {}
     message = body.get("message") or {}
     channel = (body.get("channel") or {}).get("id") or container.get("channel_id") or ""
-    who = Who(user=(body.get("user") or {}).get("id", ""), channel=channel, source=Source.BUTTON,
-              response_url=body.get("response_url"))
+    user = (body.get("user") or {}).get("id", "")
+    # A click on the Home tab has no channel: what the person is told then goes to their messages with the app.
+    who = Who(user=user, channel=channel or user, source=Source.BUTTON, response_url=body.get("response_url"))
     action = (body.get("actions") or [{}])[0]
     return Click(who, channel, container.get("message_ts") or message.get("ts") or "",
                  container.get("thread_ts") or message.get("thread_ts"), action.get("value"))
@@ -48,9 +49,9 @@ def register(app: AsyncApp, rt: Runtime) -> None:
             target = parse(click.value)
             if target is None:
                 await ack_then_run(rt, ack, click.who, "a button", lambda: rt.out.ephemeral(
-                    click.channel, click.who.user, messages.bad_button(), click.who.response_url))
+                    click.channel, click.who.user, messages.bad_button(), click.who.response_url), ack_is_seen=False)
                 return
-            await ack_then_run(rt, ack, click.who, what(target), lambda: work(click, target))
+            await ack_then_run(rt, ack, click.who, what(target), lambda: work(click, target), ack_is_seen=False)
 
     # A Retry on the Home tab comes from a view, not a message: it goes where that job's retry belongs.
     button(actions.RETRY, actions.parse_job_value, lambda t: f"the retry of job `{t[1]}`",

@@ -18,6 +18,7 @@ from bot.work.retry import Source, Who
 from bot.work.runtime import Runtime
 
 RESTARTING = "The app is restarting, so nothing was done. Press Retry again in a few seconds."
+DATABASE_AWAY = "The app cannot reach its database right now, so nothing was done. Press Retry again in a minute."
 STALE = "This form is from an older version of the app. Close it and open it again."
 
 
@@ -46,6 +47,9 @@ def register(app: AsyncApp, rt: Runtime) -> None:
         if not rt.background.accepting:
             await ack(response_action="errors", errors={actions.JOBS_BLOCK: RESTARTING})
             return
+        if rt.database_lost:
+            await ack(response_action="errors", errors={actions.JOBS_BLOCK: DATABASE_AWAY})
+            return
         shortcut = origin.source == "shortcut" and origin.thread_ts is not None
         who = Who(user=(body.get("user") or {}).get("id", ""), channel=origin.channel,
                   source=Source.SHORTCUT if shortcut else Source.MODAL, response_url=origin.response_url)
@@ -55,11 +59,12 @@ def register(app: AsyncApp, rt: Runtime) -> None:
             thread = origin.thread_ts
             if len(jobs) == 1:
                 await ack_then_run(rt, ack, who, what, lambda: threads.retry_in_thread(
-                    rt.service, who, endpoint, jobs[0], origin.channel, thread))
+                    rt.service, who, endpoint, jobs[0], origin.channel, thread), ack_is_seen=False)
             else:
                 await ack_then_run(rt, ack, who, what, lambda: threads.bulk_in_thread(
-                    rt.bulk, who, endpoint, jobs, origin.channel, thread))
+                    rt.bulk, who, endpoint, jobs, origin.channel, thread), ack_is_seen=False)
         elif len(jobs) == 1:
-            await ack_then_run(rt, ack, who, what, lambda: rt.service.retry_from_command(who, endpoint, jobs[0]))
+            await ack_then_run(rt, ack, who, what, lambda: rt.service.retry_from_command(who, endpoint, jobs[0]),
+                               ack_is_seen=False)
         else:
-            await ack_then_run(rt, ack, who, what, lambda: rt.bulk.from_command(who, endpoint, jobs))
+            await ack_then_run(rt, ack, who, what, lambda: rt.bulk.from_command(who, endpoint, jobs), ack_is_seen=False)

@@ -33,4 +33,4 @@ def register(app: AsyncApp, rt: Runtime) -> None:
                                        found=found)
             await open_form(rt, who, body.get("trigger_id"), view)
 
-        await ack_then_run(rt, ack, who, "the retry form", open_prefilled)
+        await ack_then_run(rt, ack, who, "the retry form", open_prefilled, ack_is_seen=False)

@@ -108,9 +108,9 @@ class RunPodClient:
         """POST /{endpoint}/retry/{job}: requeue a FAILED or TIMED_OUT job."""
         return await self._call("retry", "POST", endpoint, job, until=until, throttled=throttled)
 
-    async def status(self, endpoint: str, job: str, *, until: float | None = None) -> RunPodReply:
+    async def status(self, endpoint: str, job: str) -> RunPodReply:
         """GET /{endpoint}/status/{job}."""
-        return await self._call("status", "GET", endpoint, job, until=until)
+        return await self._call("status", "GET", endpoint, job)
 
     async def health(self, endpoint: str) -> RunPodReply:
         """GET /{endpoint}/health: the endpoint's job and worker counts (every field optional)."""

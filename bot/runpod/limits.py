@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from bot.infra.ratelimit import Window
 
 WINDOW_SECONDS = 10.0
-# RunPod counts a call when it arrives, we when we send it: a burst that arrives late would still be in RunPod's
-# window when ours has moved on. A little extra width keeps the two from overlapping (300 retries: 21 s, not 20 s).
+# The window counts a call from when its answer lands, never earlier than RunPod counted it (ratelimit.Window); a
+# little extra width covers what that cannot: a call sent after another arriving before it, by a few milliseconds.
 WINDOW_MARGIN = 0.5
 
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 
 import aiohttp
-from slack_sdk.errors import SlackApiError, SlackClientError
+from slack_sdk.errors import SlackApiError, SlackClientError, SlackRequestError
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
@@ -41,16 +41,6 @@ RESPONSE_URL_RATE, RESPONSE_URL_BURST = 1.0, 3.0
 DEFAULT_RETRY_AFTER = 1.0   # a 429 without Retry-After
 MAX_BACKOFF = 60.0          # between tries after network errors and 5xx
 
-# Answers after which the same call can never succeed.
-FINAL_ERRORS = frozenset({
-    "not_in_channel", "channel_not_found", "is_archived", "restricted_action", "access_denied", "missing_scope",
-    "invalid_blocks", "invalid_blocks_format", "msg_too_long", "no_text", "cant_update_message",
-    "message_not_found", "edit_window_closed", "user_not_in_channel", "invalid_arguments", "invalid_auth",
-    "not_authed", "account_inactive", "token_revoked", "invalid_thread_ts", "thread_not_found",
-    "used_url", "expired_url", "invalid_token", "no_service", "channel_is_archived",
-    "posting_to_general_channel_denied", "not_allowed_token_type", "ekm_access_denied", "user_not_found",
-    "invalid_channel",
-})
 
 
 @dataclass(frozen=True)
@@ -177,8 +167,10 @@ class Outbox:
 
     def oldest_age(self, lane: str | None = None) -> float:
         now = self.clock()
-        ages = [now - at for mid, (ln, at) in self._queued_at.items() if lane is None or ln == lane]
-        return max(ages, default=0.0)
+        if lane is not None:  # a lane is first in, first out: its oldest call is its head
+            ids = self._lanes.get(lane)
+            return now - self._queued_at[ids[0]][1] if ids and ids[0] in self._queued_at else 0.0
+        return max((now - at for _lane, at in self._queued_at.values()), default=0.0)
 
     def _observe(self, lane: str) -> None:
         self.metrics.outbox_depth.labels(lane=lane).set(len(self._lanes.get(lane, ())))
@@ -200,9 +192,11 @@ class Outbox:
 
     async def _drain(self, lane: str) -> None:
         ids = self._lanes[lane]
-        attempts = 0
+        attempts, counting = 0, None  # tries of the message at the head of the lane
         while ids and not self._closing:
             message_id = ids[0]
+            if counting != message_id:
+                attempts, counting = 0, message_id
             try:
                 # Waits happen before the call is taken, so it can still be withdrawn while it waits.
                 wait = self._not_before.get(message_id, 0.0) - self.clock()
@@ -218,30 +212,39 @@ class Outbox:
                 delivery = await self._call(row)
             except _Retry as retry:
                 attempts += 1
-                if not retry.throttled:
-                    self._failed.add(message_id)
-                if retry.throttled:
-                    self.bucket(lane).pause(retry.wait)
-                log.warning("Slack call %s (%s) will be tried again in %.1f s: %s", message_id, lane, retry.wait,
-                            retry.reason)
-                not_before = self.clock() + (0 if retry.throttled else retry.wait)
-                self._not_before[message_id] = not_before
-                with contextlib.suppress(StoreUnavailable):
-                    await self.store.later(message_id, not_before, attempts)
+                await self._again(lane, message_id, retry, attempts)
                 continue
             except StoreUnavailable:
                 await asyncio.sleep(1.0)  # the database is away: the call is safe in it, try again soon
                 continue
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception as exc:
                 log.exception("unexpected failure sending Slack call %s; it stays queued", message_id)
-                await asyncio.sleep(min(MAX_BACKOFF, 2.0 ** min(attempts, 6)))
                 attempts += 1
+                await self._again(lane, message_id, _Retry(min(MAX_BACKOFF, 2.0 ** min(attempts, 6)),
+                                                           type(exc).__name__), attempts)
                 continue
-            attempts = 0
             await self._settle(row, delivery)
             self._finish(lane, message_id, delivery)
+
+    async def _again(self, lane: str, message_id: int, retry: _Retry, attempts: int) -> None:
+        """The call goes back to `queued` in the store (so that it is taken again, here or after a restart) and
+        waits; a 429 pauses its whole lane."""
+        if retry.throttled:
+            self.bucket(lane).pause(retry.wait)
+        else:
+            self._failed.add(message_id)
+        log.warning("Slack call %s (%s) will be tried again in %.1f s: %s", message_id, lane, retry.wait,
+                    retry.reason)
+        not_before = self.clock() + (0 if retry.throttled else retry.wait)
+        self._not_before[message_id] = not_before
+        while not self._closing:
+            try:
+                await self.store.later(message_id, not_before, attempts)
+                return
+            except StoreUnavailable:  # left "sending", the next take would not find it: wait for the database
+                await asyncio.sleep(1.0)
 
     def _finish(self, lane: str, message_id: int, delivery: Delivery | None) -> None:
         ids = self._lanes.get(lane, [])
@@ -272,7 +275,8 @@ class Outbox:
         try:
             if row.kind == "post":
                 response = await self.client.chat_postMessage(**row.payload)
-                return Delivery(ok=True, ts=str(response["ts"]))
+                ts = response.get("ts")  # slack_sdk answers None for a missing key: never thread under "None"
+                return Delivery(ok=True, ts=str(ts) if ts else None)
             if row.kind == "update":
                 await self.client.chat_update(**row.payload)
                 return Delivery(ok=True, ts=row.payload.get("ts"))
@@ -296,11 +300,13 @@ class Outbox:
                 self._throttled(exc.response.headers, code)
             if status >= 500 or code in ("internal_error", "fatal_error", "service_unavailable", "request_timeout"):
                 raise _Retry(self._backoff(row), f"{method} answered {code}") from exc
-            if code in FINAL_ERRORS or status < 500:
-                return Delivery(ok=False, error=code)
-            raise
-        except (SlackClientError, aiohttp.ClientError, OSError, TimeoutError) as exc:
+            # Any other answer (not_in_channel, invalid_blocks, …) would be the same the next time.
+            return Delivery(ok=False, error=code)
+        except (SlackRequestError, aiohttp.ClientError, OSError, TimeoutError) as exc:
             raise _Retry(self._backoff(row), f"{method}: {type(exc).__name__}") from exc
+        except SlackClientError as exc:  # the call itself is malformed: it would fail the same way every time
+            log.error("Slack call %s (%s) cannot be sent: %s", row.id, method, type(exc).__name__)
+            return Delivery(ok=False, error=type(exc).__name__)
 
     def _throttled(self, headers: Any, code: str) -> NoReturn:
         raw = None

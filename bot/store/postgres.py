@@ -234,8 +234,9 @@ class PostgresStore(PostgresReports, PostgresBlobs, Store):
                         " FOR UPDATE SKIP LOCKED) RETURNING *", *args, timeout=self.timeout)
                     # A claim moves with its followed job; other claims of a dead owner simply run out.
                     await conn.execute(
-                        "UPDATE claims SET owner = $1, lease_until = $2 WHERE EXISTS (SELECT 1 FROM follows f"
-                        " WHERE f.endpoint = claims.endpoint AND f.job = claims.job AND f.owner = $1)",
+                        "UPDATE claims SET owner = $1, lease_until = $2 WHERE claims.owner != $1 AND EXISTS"
+                        " (SELECT 1 FROM follows f WHERE f.endpoint = claims.endpoint AND f.job = claims.job"
+                        " AND f.owner = $1)",
                         self.owner, until, timeout=self.timeout)
                     if everything:
                         await conn.execute("DELETE FROM claims WHERE owner != $1", self.owner, timeout=self.timeout)

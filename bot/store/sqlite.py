@@ -225,8 +225,10 @@ class SqliteStore(SqliteReports, SqliteBlobs, Store):
 
     async def renew(self, now: float) -> None:
         until = now + LEASE_SECONDS
-        await self._script([(f"UPDATE {table} SET lease_until = ? WHERE owner = ?", (until, self.owner))
-                            for table in ("claims", "follows", "inbox", "outbox")])
+        # Done and sent rows need no lease: nobody adopts them (and there are a week's worth of them).
+        await self._script([(f"UPDATE {table} SET lease_until = ? WHERE owner = ?{only}", (until, self.owner))
+                            for table, only in (("claims", ""), ("follows", ""), ("inbox", " AND done = 0"),
+                                                ("outbox", " AND state IN ('queued', 'sending')"))])
 
     async def adopt(self, now: float, *, everything: bool = False) -> Adopted:
         until = now + LEASE_SECONDS
@@ -240,8 +242,9 @@ class SqliteStore(SqliteReports, SqliteBlobs, Store):
             (f"UPDATE outbox SET owner = ?, lease_until = ?, state = 'queued' WHERE state IN ('queued', 'sending')"
              f" AND {others} RETURNING *", (self.owner, until, self.owner, cutoff)),
             # A claim moves with its followed job; other claims of a dead owner simply run out.
-            ("UPDATE claims SET owner = ?, lease_until = ? WHERE EXISTS (SELECT 1 FROM follows f WHERE"
-             " f.endpoint = claims.endpoint AND f.job = claims.job AND f.owner = ?)", (self.owner, until, self.owner)),
+            ("UPDATE claims SET owner = ?, lease_until = ? WHERE owner != ? AND EXISTS (SELECT 1 FROM follows f"
+             " WHERE f.endpoint = claims.endpoint AND f.job = claims.job AND f.owner = ?)",
+             (self.owner, until, self.owner, self.owner)),
         ]
         if everything:
             statements.append(("DELETE FROM claims WHERE owner != ?", (self.owner,)))

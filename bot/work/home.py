@@ -213,8 +213,8 @@ class HomeDesk:
             key = messages.home_key(view)
             if self._keys.get(user) == key:
                 continue
-            self._keys[user] = key
             await self.service.out.publish_home(user, view)
+            self._keys[user] = key  # after: a publish that failed is tried again at the next redraw
 
     # ---------------------------------------------------------------- its Retry buttons
 

@@ -211,7 +211,7 @@ class RetryService:
 
     async def attempt(self, who: Who, endpoint: str, job: str, place: Place, hold: Hold, *,
                       origin: MessageRef | None = None, announce: bool = False, post: bool = True,
-                      follow: bool = True, run: str | None = None, until: float | None = None,
+                      follow: bool = True, run: str | None = None,
                       answered: Callable[[Outcome], Awaitable[None]] | None = None) -> Outcome:
         """Retry a job claimed by `hold`: call, record, reply, announce, follow (the follow keeps the claim).
 
@@ -229,9 +229,11 @@ class RetryService:
             hold.sent = True
 
             async def queued_behind_limit(wait: float) -> None:
-                await self.out.post(place, messages.retry_throttled(endpoint, job, wait))
+                # Not awaited here: the retry's wait for RunPod's limit must not also wait for Slack's pace.
+                self.background.spawn(self.out.post(place, messages.retry_throttled(endpoint, job, wait)),
+                                      name=f"throttled notice {endpoint}/{job}")
 
-            outcome = await self.call_retry(endpoint, job, until=until,
+            outcome = await self.call_retry(endpoint, job,
                                             throttled=queued_behind_limit if post else None)
             await self.conclude(who, endpoint, job, place, outcome, hold, post=post, follow=follow, run=run)
             if answered is not None:
