@@ -230,6 +230,22 @@ async def test_3_a_spent_retry_budget_shows_why_instead_of_a_retry_button(make_a
     assert len(runpod.calls_to("retry")) == 1 and "already retried once" in " ".join(told(app, ack))
 
 
+async def test_3_retries_runpod_refused_do_not_spend_the_budget_the_button_shows(make_app, runpod, slack):
+    app = await make_app("http", RUNPOD_RETRY_MAX_PER_JOB="1")
+    alert = await alert_for(app, runpod, "job-b2")
+    runpod.fault("retry", status=401, body={"error": "Unauthorized"})  # the API key was wrong, then fixed
+
+    await click_retry(app, alert)
+    await app.settle()
+
+    shown = current(app, alert)
+    assert actions.RETRY in buttons(shown), message_text(shown)
+    assert "Retry limit reached" not in message_text(shown)
+    await click_retry(app, alert, user="U8")
+    await app.settle()
+    assert len(runpod.requeued(EP)) == 1
+
+
 async def test_3_an_endpoint_the_app_may_not_call_gets_no_buttons_and_says_so(make_app, runpod, slack):
     app = await make_app("http", RUNPOD_RETRY_ENDPOINTS="ep2")
 

@@ -138,7 +138,8 @@ def refused(alert: Alert, outcome: Outcome) -> Alert:
 
 
 def called(alert: Alert, now: float) -> Alert:
-    """RunPod got a retry call for this job (whatever it answered): it counts toward the hourly budget."""
+    """RunPod took (or may have taken) a retry of this job: it counts toward the hourly budget, as the store's count
+    does (`Outcome.may_have_taken_effect`); a refusal does not."""
     return replace(alert, retried_at=(*[t for t in alert.retried_at if now - t < BUDGET_WINDOW], now))
 
 

@@ -303,7 +303,8 @@ class AlertDesk:
             alert = await self.get(endpoint, job)
             if alert is not None and (alert.ts or alert.posting):
                 now = self.clock()
-                alert = called(alert, now)  # RunPod got a call: it counts toward the hourly budget
+                if outcome.may_have_taken_effect:  # what the enforced budget counts: the button must agree
+                    alert = called(alert, now)
                 if alert.phase is Phase.COMPLETED and not outcome.ok:
                     # A late retry of a job that already completed after a retry: the alert already says how it
                     # ended, and "could not be retried" would turn that success into a warning.
