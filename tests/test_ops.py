@@ -80,6 +80,19 @@ async def test_metrics_count_retries_refusals_duplicates_latency_and_follows(mak
     assert value(after, "runpod_retry_retries_total", outcome="requeued", source="command") == 1
 
 
+async def test_private_answers_leave_no_lane_and_no_metric_series_per_command(make_app, slack, runpod):
+    app = await make_app("http")
+    acks = [await app.command("history 5", user=f"U{n}") for n in range(3)]  # answered privately
+    for ack in acks:
+        await slack.wait_for(lambda s, a=ack: s.responses.get(a.response_url))
+    await app.settle()
+
+    lanes = [labels for (name, labels) in await scrape(app) if name == "runpod_retry_outbox_depth"]
+    assert all(dict(labels)["lane"] == "respond" or not dict(labels)["lane"].startswith("respond")
+               for labels in lanes), lanes
+    assert not [lane for lane in app.rt.outbox._lanes if lane.startswith("respond:")]
+
+
 async def test_metrics_show_the_socket_mode_connection_going_down(make_app, slack):
     app = await make_app("socket")
     assert value(await scrape(app), "runpod_retry_slack_connected") == 1

@@ -55,11 +55,14 @@ class Delivery:
 AfterHook = Callable[[dict[str, Any], Delivery], Awaitable[None]]
 
 
+RESPOND = "respond:"  # a response_url's lane: its name goes on with a hash of the URL (never the URL: it is a secret)
+
+
 def lane_of(kind: str, payload: dict[str, Any]) -> str:
     if kind in ("post", "file"):
         return f"channel:{payload.get('channel', '')}"
     if kind == "respond":
-        return "respond:" + hashlib.sha256(str(payload.get("url", "")).encode()).hexdigest()[:12]
+        return RESPOND + hashlib.sha256(str(payload.get("url", "")).encode()).hexdigest()[:12]
     if kind == "publish":
         return "views"  # views.publish: Tier 4, like ephemerals, but a lane of its own so a busy Home waits alone
     return kind  # update, ephemeral
@@ -68,7 +71,7 @@ def lane_of(kind: str, payload: dict[str, Any]) -> str:
 def _rate(lane: str) -> tuple[float, float]:
     if lane.startswith("channel:"):
         return POST_RATE, POST_BURST
-    if lane.startswith("respond:"):
+    if lane.startswith(RESPOND):
         return RESPONSE_URL_RATE, RESPONSE_URL_BURST
     if lane == "update":
         return UPDATE_RATE, UPDATE_BURST
@@ -173,6 +176,11 @@ class Outbox:
         return max((now - at for _lane, at in self._queued_at.values()), default=0.0)
 
     def _observe(self, lane: str) -> None:
+        if lane.startswith(RESPOND):  # one series for all commands' response_urls, not one per command
+            lanes = [name for name in self._lanes if name.startswith(RESPOND)]
+            self.metrics.outbox_depth.labels(lane="respond").set(sum(len(self._lanes[name]) for name in lanes))
+            self.metrics.outbox_oldest.labels(lane="respond").set(max(map(self.oldest_age, lanes), default=0.0))
+            return
         self.metrics.outbox_depth.labels(lane=lane).set(len(self._lanes.get(lane, ())))
         self.metrics.outbox_oldest.labels(lane=lane).set(self.oldest_age(lane))
 
@@ -227,6 +235,11 @@ class Outbox:
                 continue
             await self._settle(row, delivery)
             self._finish(lane, message_id, delivery)
+        if lane.startswith(RESPOND) and not ids:
+            # A response_url lane is one command's: once drained it is let go, or every command would leave one.
+            del self._lanes[lane]
+            self._buckets.pop(lane, None)
+            self._workers.pop(lane, None)
 
     async def _again(self, lane: str, message_id: int, retry: _Retry, attempts: int) -> None:
         """The call goes back to `queued` in the store (so that it is taken again, here or after a restart) and
