@@ -229,6 +229,32 @@ async def test_a_retry_all_whose_replica_dies_is_finished_by_another_each_job_on
     no_duplicate_posts(slack)
 
 
+async def test_failed_confirmed_on_two_replicas_at_once_runs_once_and_tells_the_other_who_started_it(
+        cluster, slack, runpod):
+    for n in range(3):
+        await one_alert(cluster, slack, runpod, f"job-c{n}-u1")
+    runpod.fault("retry", delay=0.5, times=3)  # the run is still under way when the second Confirm arrives
+    ack = await cluster.command(f"failed {EP}", user="U1", replica=0)
+    await wait_until(lambda: slack.responses.get(ack.response_url), 10, "the offer")
+    [offer] = slack.responses[ack.response_url]
+    value = next(str(el["value"]) for block in offer.get("blocks") or [] for el in block.get("elements") or []
+                 if el.get("action_id") == actions.CONFIRM_FAILED)
+
+    first, second = await asyncio.gather(
+        cluster.click(actions.CONFIRM_FAILED, value, message_ts="1700000000.000999", channel="C1", user="U1",
+                      replica=0),
+        cluster.click(actions.CONFIRM_FAILED, value, message_ts="1700000000.000999", channel="C1", user="U2",
+                      replica=1))
+    await wait_until(lambda: any("Results for 3 jobs" in message_text(m) for m in slack.messages.values()), 30,
+                     "the summary")
+
+    answers = [told_privately(slack, first.response_url), told_privately(slack, second.response_url)]
+    assert sum("under way" in a for a in answers) == 1, answers
+    assert any("<@U" in a and "started retrying" in a for a in answers), answers
+    assert len(runpod.calls_to("retry")) == 3, "each job once"
+    assert sum("Results for 3 jobs" in message_text(m) for m in slack.messages.values()) == 1
+
+
 @pytest.mark.parametrize("cluster", ["socket"], indirect=True)
 async def test_history_and_failed_are_shared_whichever_replica_answers(cluster, slack, runpod):
     for n in range(3):

@@ -12,6 +12,9 @@ from bot.slack.out import Place
 from bot.work.bulk import BulkRunner
 from bot.work.retry import Source, Who
 
+# The claim that makes one `failed` Confirm per endpoint run at a time, across replicas: ":" is in no job ID.
+CONFIRMING = "failed:confirm"
+
 
 class RecentFailures:
     def __init__(self, bulk: BulkRunner):
@@ -42,32 +45,43 @@ class RecentFailures:
         question = Place(who.channel, response_url=who.response_url)
         running = self._confirmed.get(endpoint)
         if running is not None:
-            user, at, count, where = running
-            self.bulk.service.metrics.duplicates.labels(kind="failed").inc()
-            await self.bulk.out.respond(question, messages.failed_running(endpoint, count, user, at, viewer=who.user,
-                                                                     where=where), replace_original=True)
+            await self._running(who, question, endpoint, *running)
             return
         # Taken before any await, so a second click arriving meanwhile sees it.
         self._confirmed[endpoint] = (who.user, time.time(), 0, None)
         try:
-            if not await self.bulk.service.gate(who, endpoint, ()):
-                return
-            rows = await self.bulk.store.recent_failures(endpoint, time.time() - window)
-            jobs = tuple(row["job"] for row in rows[:MAX_BULK_JOBS])
-            if not jobs:
-                await self.bulk.out.respond(question, messages.failed_none(endpoint, window), replace_original=True)
-                return
-            self._confirmed[endpoint] = (who.user, self._confirmed[endpoint][1], len(jobs), None)
-            await self.bulk.out.respond(question, messages.failed_started(endpoint, len(jobs)), replace_original=True)
-
-            def posted(where: str | None) -> None:
-                user, at, count, _ = self._confirmed[endpoint]
-                self._confirmed[endpoint] = (user, at, count, where)
-
-            await self.bulk.with_parent(who, endpoint, jobs, posted)
+            # Other replicas: a claim in the database on a name no job ID can have, held while the run goes on.
+            async with self.bulk.service.claims.hold(endpoint, CONFIRMING, who.user) as hold:
+                if hold.taken_by is not None:
+                    await self._running(who, question, endpoint, hold.taken_by.user, hold.taken_by.at, 0, None)
+                    return
+                await self._confirmed_run(who, question, endpoint, window)
         finally:
             self._confirmed.pop(endpoint, None)
 
+    async def _confirmed_run(self, who: Who, question: Place, endpoint: str, window: int) -> None:
+        if not await self.bulk.service.gate(who, endpoint, ()):
+            return
+        rows = await self.bulk.store.recent_failures(endpoint, time.time() - window)
+        jobs = tuple(row["job"] for row in rows[:MAX_BULK_JOBS])
+        if not jobs:
+            await self.bulk.out.respond(question, messages.failed_none(endpoint, window), replace_original=True)
+            return
+        self._confirmed[endpoint] = (who.user, self._confirmed[endpoint][1], len(jobs), None)
+        await self.bulk.out.respond(question, messages.failed_started(endpoint, len(jobs)), replace_original=True)
+
+        def posted(where: str | None) -> None:
+            user, at, count, _ = self._confirmed[endpoint]
+            self._confirmed[endpoint] = (user, at, count, where)
+
+        await self.bulk.with_parent(who, endpoint, jobs, posted)
+
+    async def _running(self, who: Who, question: Place, endpoint: str, user: str, at: float, count: int,
+                       where: str | None) -> None:
+        self.bulk.service.metrics.duplicates.labels(kind="failed").inc()
+        await self.bulk.out.respond(question, messages.failed_running(endpoint, count, user, at, viewer=who.user,
+                                                                      where=where), replace_original=True)
+
     async def cancel(self, who: Who, endpoint: str) -> None:
         await self.bulk.out.respond(Place(who.channel, response_url=who.response_url),
-                               messages.failed_cancelled(endpoint), replace_original=True)
+                                    messages.failed_cancelled(endpoint), replace_original=True)
