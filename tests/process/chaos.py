@@ -219,9 +219,10 @@ class Scenario:
         self.bulks = [[(ep, f"b{b}j{n:02d}-{rng.randrange(16**6):06x}-u1") for n in range(BULK_JOBS)]
                       for b, ep in enumerate(BULK_EPS)]
         for ep, job in [*self.singles, *self.storm, *(j for run in self.bulks for j in run)]:
-            self.runpod.plan(ep, job, self._error(ep, job), Plan(queue_for=rng.uniform(0.2, 2.0), run_for=rng.uniform(0.5, 14.0),
-                                           final="COMPLETED" if rng.random() < 0.8 else "FAILED",
-                                           token=f"chaos-{rng.randrange(16**10):010x}"))
+            plan = Plan(queue_for=rng.uniform(0.2, 2.0), run_for=rng.uniform(0.5, 14.0),
+                        final="COMPLETED" if rng.random() < 0.8 else "FAILED",
+                        token=f"chaos-{rng.randrange(16**10):010x}")
+            self.runpod.plan(ep, job, self._error(ep, job), plan)
         # Of the single alerts: ~40 retried by clicks, ~15 by commands, the rest left alone.
         shuffled = list(self.singles)
         rng.shuffle(shuffled)
@@ -375,7 +376,7 @@ class Scenario:
     async def _ack(request: Any) -> int:
         try:
             return int((await request).status)
-        except Exception:  # noqa: BLE001 - a replica killed under the request: Slack shows the person an error
+        except Exception:  # a replica killed under the request: Slack shows the person an error
             return 0
 
     async def _alert_of(self, job: str, timeout: float) -> dict[str, Any] | None:  # noqa: ASYNC109
@@ -576,6 +577,25 @@ def summaries_of(rec: Record, request: Request) -> list[dict[str, Any]]:
     return found
 
 
+def not_retried_words() -> str:
+    """How a run's line begins for a job that was not retried, in the app's own words."""
+    from bot.core.groups import JobResult
+    from bot.core.messages.bulk import job_outcome_words
+
+    return job_outcome_words(JobResult("j", "refused:x", detail="x"), None).split(":")[0]
+
+
+def shown_not_retried(rec: Record, request: Request) -> list[str]:
+    """The jobs of a run that its thread shows, as it stands at the end, as not retried."""
+    assert rec.slack is not None
+    channel, _, storm_ts = request.where.partition("/")
+    words = not_retried_words()
+    text = "\n".join(message_text(m) for (c, _), m in rec.slack.messages.items()
+                     if c == channel and m.get("thread_ts") and (not storm_ts or m.get("thread_ts") == storm_ts))
+    lines = [line for line in text.splitlines() if words in line]
+    return [job for _, job in request.jobs if any(job in line for line in lines)]
+
+
 def doubled_posts(rec: Record) -> list[tuple[tuple[Any, ...], list[float]]]:
     """Posts that reached Slack more than once (same channel, thread and words), as (key, arrival times)."""
     assert rec.slack is not None
@@ -615,8 +635,9 @@ def summary(rec: Record) -> str:
         f"{rec.settled - rec.chaos_ended:.0f} s after",
         f"  webhooks: {len(rec.webhooks)} failures, {sum(deliveries.values())} deliveries {dict(deliveries)}, "
         f"{accepted} accepted",
-        f"  requests: {Counter(r.kind for r in rec.requests)}; acks {Counter(a for r in rec.requests for a in r.acks)}",
-        f"  kills: " + ", ".join(f"{rec.t(at):.0f}s {name} {how}" for at, name, how in rec.kills),
+        f"  requests: {Counter(r.kind for r in rec.requests)}; "
+        f"acks {Counter(a for r in rec.requests for a in r.acks)}",
+        "  kills: " + ", ".join(f"{rec.t(at):.0f}s {name} {how}" for at, name, how in rec.kills),
         f"  outage: {rec.outage[0]} at {rec.t(rec.outage[1]):.0f}s for {rec.outage[2] - rec.outage[1]:.1f} s"
         if rec.outage else "  outage: none",
         f"  slack faults at {rec.t(rec.slack_fault_at):.0f}s",

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from tests.harness import message_text
 from tests.process.chaos import (
     ENDING_WITHIN,
     Record,
@@ -24,11 +25,11 @@ from tests.process.chaos import (
     group_requests,
     grouped_jobs,
     seed_from_env,
+    shown_not_retried,
     single_requests,
     summaries_of,
     summary,
 )
-from tests.harness import message_text
 
 pytestmark = pytest.mark.chaos
 
@@ -123,6 +124,9 @@ def test_each_bulk_run_and_retry_all_posts_one_summary_covering_all_its_jobs(cha
                 if requeued[(ep, job)] and result and result.get("outcome") != "requeued":
                     wrong.append(f"{name}: {job} requeued by RunPod but summarised {result.get('outcome')}: "
                                  f"{result.get('detail')}")
+        said_not = [job for job in shown_not_retried(chaos, run) if requeued[(run.jobs[0][0], job)]]
+        if said_not:
+            wrong.append(f"{name}: its thread still says 'not retried' for jobs RunPod requeued: {said_not}")
         never = [job for ep, job in run.jobs if not requeued[(ep, job)]]
         if never:
             said = {r["job"]: r.get("detail") or r.get("outcome") for s in found for r in s.get("results", [])}
