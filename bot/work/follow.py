@@ -18,7 +18,7 @@ from bot.infra.metrics import Metrics
 from bot.infra.tasks import Background
 from bot.runpod import RunPodClient, RunPodError
 from bot.slack.out import Place, SlackOut
-from bot.store import Store
+from bot.store import Store, StoreUnavailable
 from bot.work.events import JobEvents
 
 log = logging.getLogger(__name__)
@@ -27,6 +27,9 @@ MAX_INTERVAL = 60.0
 GROWTH = 1.5
 # After this many failed status checks in a row the thread is told, once, that checks are failing.
 WARN_AFTER_ERRORS = 5
+# While the database is away, how long between tries to say how a job ended (and to let go of it).
+STORE_RETRY_FIRST = 1.0
+STORE_RETRY_MAX = 10.0
 
 Key = tuple[str, str]
 
@@ -211,8 +214,11 @@ class Follower:
                     log.info("ignored a %s event for a job that is %s (a redelivery of the retried failure)",
                              claimed.get("status"), status or "unknown", extra=log_ctx)
                 if status and status != last_status:
-                    last_status = status
-                    await self.events.progressed(target.endpoint, target.job, status)
+                    try:
+                        await self.events.progressed(target.endpoint, target.job, status)
+                        last_status = status
+                    except StoreUnavailable as exc:  # shown at the next check after the database is back
+                        log.warning("could not show that the job is %s: %s", status, exc, extra=log_ctx)
                 if last_look:
                     reason = too_long
                     break
@@ -241,29 +247,57 @@ class Follower:
         self._news.pop(key, None)
         self.metrics.followed.set(len(self._active))
 
+    async def _until_stored(self, target: FollowTarget, what: str, step: Callable[[], Awaitable[Any]]) -> bool:
+        """Run `step` until the database takes it: a job that ends while the database is away still has its
+        ending said (and its follow let go) once it is back. False when the app is shutting down first: then the
+        follow stays stored, and whoever adopts it says the ending."""
+        wait = STORE_RETRY_FIRST
+        while True:
+            try:
+                await step()
+                return True
+            except StoreUnavailable as exc:
+                if self._handing_over:
+                    return False
+                log.warning("could not %s, trying again in %g s: %s", what, wait, exc,
+                            extra=ctx(endpoint=target.endpoint, job=target.job))
+                await asyncio.sleep(wait)
+                wait = min(wait * 2, STORE_RETRY_MAX)
+
     async def _finish(self, target: FollowTarget, final: dict[str, Any] | None, reason: str,
                       last_status: str | None) -> None:
         """Say how the job ended, then let go of it. Each step runs even when an earlier one failed: a follow
-        always leaves memory and the store, and the end hooks (which release the job's claim) always run."""
+        always leaves memory and the store, and the end hooks (which release the job's claim) always run. While the
+        database is away each step waits for it (the follow stays stored and leased meanwhile)."""
         key = target.key
+        log_ctx = ctx(endpoint=target.endpoint, job=target.job)
+        kept = False
         try:
             if not target.quiet:
                 if final is not None:
                     msg = messages.follow_outcome(target.endpoint, target.job, final, target.user)
                 else:
                     msg = messages.follow_gave_up(target.endpoint, target.job, reason, last_status)
-                await self.out.post(target.place(), msg)
-            await self.events.ended(target.endpoint, target.job, final, reason)
+                place = target.place()
+                kept = not await self._until_stored(target, "say how the job ended",
+                                                    lambda: self.out.post(place, msg))
+            if not kept:
+                kept = not await self._until_stored(
+                    target, "show how the job ended", lambda: self.events.ended(target.endpoint, target.job, final,
+                                                                                reason))
             log.info("followed job ended: %s", (final or {}).get("status", "unknown"),
                      extra=ctx(user=target.user, endpoint=target.endpoint, job=target.job))
         finally:
             self._forget(key)
-            log_ctx = ctx(endpoint=target.endpoint, job=target.job)
             try:
-                await self.store.drop_follow(target.endpoint, target.job)
+                if not kept:
+                    kept = not await self._until_stored(target, "let go of the follow",
+                                                        lambda: self.store.drop_follow(target.endpoint, target.job))
             except Exception:
                 log.exception("could not forget a follow that ended", extra=log_ctx)
-            for hook in self.on_end:
+            # Shutting down with the database away, the follow stays stored: its next owner says the ending and
+            # runs the hooks then.
+            for hook in [] if kept else self.on_end:
                 try:
                     result = hook(target, final)
                     if asyncio.iscoroutine(result):

