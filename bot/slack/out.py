@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,13 +68,17 @@ class SlackOut:
     def __init__(self, outbox: Outbox):
         self.outbox = outbox
 
-    async def post(self, place: Place, msg: Message, *, after: dict[str, Any] | None = None) -> str | None:
+    async def post(self, place: Place, msg: Message, *, after: dict[str, Any] | None = None,
+                   queued: Callable[[], Awaitable[Any]] | None = None) -> str | None:
         """Post into the place's thread (or as a new message). Returns the ts, or None when it went to the
-        response_url or nowhere (already logged). Waits until Slack has it: replies need the parent's ts."""
+        response_url or nowhere (already logged). Waits until Slack has it: replies need the parent's ts.
+        `queued` runs once the post is in the outbox (durable: it goes out even if this process dies now)."""
         if not place.via_response_url:
             message_id, pending = await self.outbox.submit("post", {
                 "channel": place.channel, "thread_ts": place.thread_ts, "unfurl_links": False,
                 "unfurl_media": False, **msg}, after=after)
+            if queued is not None:
+                await queued()
             delivery = await self._delivered(message_id, pending, place)
             if delivery.ok:
                 return delivery.ts

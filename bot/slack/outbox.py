@@ -34,6 +34,8 @@ from bot.store import Queued, Store, StoreUnavailable
 log = logging.getLogger(__name__)
 
 # Slack's published limits (shared/slack-platform-notes.md): per channel for posts, per method tier otherwise.
+# While the database is away, how long between tries to write down that a call went.
+STORE_RETRY_FIRST, STORE_RETRY_MAX = 1.0, 10.0
 POST_RATE, POST_BURST = 1.0, 3.0               # chat.postMessage and file uploads, per channel
 UPDATE_RATE, UPDATE_BURST = 50 / 60, 5.0        # chat.update: Tier 3
 TIER4_RATE, TIER4_BURST = 100 / 60, 10.0        # chat.postEphemeral, views.*: Tier 4
@@ -295,15 +297,33 @@ class Outbox:
             future.set_result(delivery or Delivery(ok=True))
 
     async def _settle(self, row: Queued, delivery: Delivery) -> None:
-        with contextlib.suppress(StoreUnavailable):
-            await self.store.sent(row.id, delivery.ts or (f"error:{delivery.error}" if delivery.error else None))
+        """Write down that the call went, then run its hook, each once the database takes it: a row left 'sending'
+        stays leased by this replica, and is sent again by whoever adopts it after this one stops."""
+        result = delivery.ts or (f"error:{delivery.error}" if delivery.error else None)
+        await self._stored("mark a Slack message sent", lambda: self.store.sent(row.id, result))
         if row.after:
             hook = self._after.get(str(row.after.get("hook")))
             if hook is not None:
+                after = row.after
                 try:
-                    await hook(row.after, delivery)
+                    await self._stored(f"record where a Slack message went ({after.get('hook')})",
+                                       lambda: hook(after, delivery))
                 except Exception:
                     log.exception("could not record where a Slack message went (%s)", row.after.get("hook"))
+
+    async def _stored(self, what: str, step: Callable[[], Awaitable[Any]]) -> None:
+        wait = STORE_RETRY_FIRST
+        while True:
+            try:
+                await step()
+                return
+            except StoreUnavailable as exc:
+                if self._closing:
+                    log.warning("could not %s before stopping: %s", what, exc)
+                    return
+                log.warning("could not %s yet, trying again in %g s: %s", what, wait, exc)
+                await asyncio.sleep(wait)
+                wait = min(wait * 2, STORE_RETRY_MAX)
 
     async def _call(self, row: Queued) -> Delivery:
         method = METHODS.get(row.kind, row.kind)

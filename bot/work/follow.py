@@ -7,7 +7,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from bot.core import messages
@@ -46,6 +46,12 @@ class FollowTarget:
     response_url: str | None = None
     quiet: bool = False   # part of a bulk run: report to `on_end` only, not with a thread post of its own
     run: str = ""         # the bulk run or grouped alert it belongs to ("bulk:…", "storm:…"), as the retry said
+    # Its ending is in the outbox already (it goes out whoever sends it): a follow taken over after a death only
+    # finishes up with these, it does not say the ending again.
+    said_resumed: bool = False    # "following it again" is in the outbox: a later takeover does not say it again
+    ended: bool = False
+    final: dict[str, Any] | None = None
+    reason: str = ""
 
     @property
     def key(self) -> Key:
@@ -165,9 +171,15 @@ class Follower:
         errors = 0
         final: dict[str, Any] | None = None
         reason = ""
+        if target.ended:
+            await self._finish(target, target.final, target.reason, None)
+            return
         try:
-            if resumed and not target.quiet:
-                await self._say(target, messages.follow_resumed(target.endpoint, target.job))
+            if resumed and not target.quiet and not target.said_resumed:
+                target = replace(target, said_resumed=True)
+                said = json.dumps(asdict(target))
+                await self._say(target, messages.follow_resumed(target.endpoint, target.job),
+                                queued=lambda: self.store.save_follow(target.endpoint, target.job, said))
             while True:
                 # Past the deadline (also when it passed while the app was down): one last look, then give up.
                 last_look = deadline - self.clock() <= 0
@@ -233,10 +245,11 @@ class Follower:
             final, reason = None, "the app hit an unexpected error while following it (it is in the app's log)"
         await self._finish(target, final, reason, last_status)
 
-    async def _say(self, target: FollowTarget, msg: messages.Message) -> None:
+    async def _say(self, target: FollowTarget, msg: messages.Message,
+                   queued: Callable[[], Awaitable[Any]] | None = None) -> None:
         """A progress note in the thread: Slack's trouble costs this note, never the follow."""
         try:
-            await self.out.post(target.place(), msg)
+            await self.out.post(target.place(), msg, queued=queued)
         except Exception:
             log.exception("could not post a note about a followed job",
                           extra=ctx(endpoint=target.endpoint, job=target.job))
@@ -264,6 +277,30 @@ class Follower:
                 await asyncio.sleep(wait)
                 wait = min(wait * 2, STORE_RETRY_MAX)
 
+    async def _say_ending(self, target: FollowTarget, final: dict[str, Any] | None, reason: str,
+                          last_status: str | None) -> bool:
+        """Post how the job ended, once: as soon as the post is in the outbox the stored follow says so, so that a
+        replica taking the follow over after this one dies does not post it again. False: shutting down first."""
+        if final is not None:
+            msg = messages.follow_outcome(target.endpoint, target.job, final, target.user)
+        else:
+            msg = messages.follow_gave_up(target.endpoint, target.job, reason, last_status)
+        place = target.place()
+        done = json.dumps(asdict(replace(target, ended=True, final=final, reason=reason)))
+        queued = False
+
+        async def mark() -> None:
+            nonlocal queued
+            queued = True
+            await self._until_stored(target, "note that the ending is queued",
+                                     lambda: self.store.save_follow(target.endpoint, target.job, done))
+
+        async def post() -> None:
+            if not queued:  # the database failing after the post was queued must not queue it again
+                await self.out.post(place, msg, queued=mark)
+
+        return await self._until_stored(target, "say how the job ended", post)
+
     async def _finish(self, target: FollowTarget, final: dict[str, Any] | None, reason: str,
                       last_status: str | None) -> None:
         """Say how the job ended, then let go of it. Each step runs even when an earlier one failed: a follow
@@ -273,14 +310,8 @@ class Follower:
         log_ctx = ctx(endpoint=target.endpoint, job=target.job)
         kept = False
         try:
-            if not target.quiet:
-                if final is not None:
-                    msg = messages.follow_outcome(target.endpoint, target.job, final, target.user)
-                else:
-                    msg = messages.follow_gave_up(target.endpoint, target.job, reason, last_status)
-                place = target.place()
-                kept = not await self._until_stored(target, "say how the job ended",
-                                                    lambda: self.out.post(place, msg))
+            if not target.quiet and not target.ended:
+                kept = not await self._say_ending(target, final, reason, last_status)
             if not kept:
                 kept = not await self._until_stored(
                     target, "show how the job ended", lambda: self.events.ended(target.endpoint, target.job, final,

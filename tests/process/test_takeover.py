@@ -89,3 +89,32 @@ async def test_a_job_that_ends_while_the_database_is_away_has_its_ending_posted_
         await asyncio.sleep(2.0)
         assert len(endings(slack)) == 1
         assert not app_tracebacks(cluster[0].text()), app_tracebacks(cluster[0].text())
+
+
+async def test_an_ending_waiting_in_the_outbox_when_its_replica_dies_is_posted_once(
+        stand_ins: tuple[FakeSlack, FakeRunPod], server: PostgresServer, tmp_path: Any) -> None:
+    """Issue 17, defect 4: the ending was queued (Slack failing), its replica was killed -9; the replica that
+    adopted the queued post sent it, and the one that adopted the follow ran it again and posted it again."""
+    slack, runpod = stand_ins
+    url = server.create_database("twice")
+    async with Replicas(slack, runpod, url, tmp_path, n=2, RUNPOD_FOLLOW_INTERVAL="0.3") as cluster:
+        await alerted_and_retried(cluster, slack, runpod, "job-k9-u1", 0)
+        # Slack fails the next posts (the ending among them): it waits in replica 0's outbox, retried with back-off.
+        slack.script("chat.postMessage", *[SlackFault(503)] * 4)
+        complete(runpod, "job-k9-u1")
+        await wait_until(lambda: any(DONE["marker"] in message_text(c.args) and not c.ok
+                                     for c in slack.calls_to("chat.postMessage")), 15,
+                         "the ending tried and refused by Slack")
+        await cluster.kill(0)
+        killed = time.monotonic()
+        await wait_until(lambda: endings(slack), 40, "the ending, sent by the replica that adopted it")
+        print(f"ending posted {time.monotonic() - killed:.1f} s after kill -9")
+        # Replica 1 adopts the follow too (its lease ran out with the outbox row's, 15 s; adoption every 5 s), and
+        # finishes it: nothing more may be posted.
+        await asyncio.sleep(max(0.0, killed + 25 - time.monotonic()))
+        deadline = time.monotonic() + 20
+        while (await cluster.healthz(1))[1].get("following") != 0:
+            assert time.monotonic() < deadline, cluster[1].tail(40)
+            await asyncio.sleep(0.5)
+        await asyncio.sleep(2.0)
+        assert len(endings(slack)) == 1, [message_text(c.args)[:100] for c in endings(slack)]
