@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from bot.core.outcome import Outcome
+from bot.store import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,8 @@ class JobEvents:
         for listener in self._listeners:
             try:
                 await call(listener)
+            except StoreUnavailable as exc:  # expected while the database is away: one line, not a traceback
+                log.warning("%s could not handle the %s event: %s", type(listener).__name__, what, exc)
             except Exception:
                 log.exception("%s could not handle the %s event", type(listener).__name__, what)
 

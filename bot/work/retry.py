@@ -36,6 +36,9 @@ from bot.work.events import JobEvents, MessageRef
 from bot.work.follow import Follower, FollowTarget
 
 log = logging.getLogger(__name__)
+# An audit record the database could not take is written again this long after, doubling up to the max.
+AUDIT_RETRY_FIRST = 1.0
+AUDIT_RETRY_MAX = 10.0
 
 # Settling a retry the database could not take is tried again after these pauses.
 SETTLE_RETRY_PAUSES = (1.0, 2.0, 4.0, 8.0, 16.0)
@@ -177,10 +180,28 @@ class RetryService:
     async def record(self, entry: AuditEntry) -> None:
         try:
             await self.store.audit(entry)
+        except StoreUnavailable as exc:
+            # The record is what the hourly budget counts: it is written once the database is back, not dropped.
+            log.warning("could not write the audit record yet, will once the database is back: %s", exc,
+                        extra=ctx(endpoint=entry.endpoint, job=entry.job))
+            self.background.spawn(self._record_later(entry), name=f"audit {entry.endpoint}/{entry.job}")
         except Exception:
             log.exception("could not write the audit record", extra=ctx(endpoint=entry.endpoint, job=entry.job))
         if self.audit_channel is not None:
             self.audit_channel.add(entry)
+
+    async def _record_later(self, entry: AuditEntry) -> None:
+        wait = AUDIT_RETRY_FIRST
+        while True:
+            await asyncio.sleep(wait)
+            try:
+                await self.store.audit(entry)
+            except StoreUnavailable:
+                wait = min(wait * 2, AUDIT_RETRY_MAX)
+                continue
+            log.info("wrote the audit record the database had missed", extra=ctx(endpoint=entry.endpoint,
+                                                                                  job=entry.job))
+            return
 
     # ---------------------------------------------------------------- RunPod
 

@@ -118,3 +118,40 @@ async def test_an_ending_waiting_in_the_outbox_when_its_replica_dies_is_posted_o
             await asyncio.sleep(0.5)
         await asyncio.sleep(2.0)
         assert len(endings(slack)) == 1, [message_text(c.args)[:100] for c in endings(slack)]
+
+
+async def test_a_retry_answered_while_the_database_is_away_still_counts_toward_the_hourly_budget(
+        stand_ins: tuple[FakeSlack, FakeRunPod], server: PostgresServer, tmp_path: Any) -> None:
+    """Issue 17, defect 5: "could not write the audit record" (with a traceback) dropped the retry from the hourly
+    budget, so the job could be retried once more than the limit allows."""
+    slack, runpod = stand_ins
+    url = server.create_database("budget")
+    job = "job-bud-u1"
+    async with Replicas(slack, runpod, url, tmp_path, n=1, RUNPOD_RETRY_MAX_PER_JOB="1",
+                        RUNPOD_FOLLOW_INTERVAL="0.3") as cluster:
+        runpod.add_job(EP, job, status="FAILED", after_retry=("FAILED",))
+        assert await cluster.webhook(EP, {"id": job, **FAILED}) == 200
+        # RunPod takes 2 s to answer the retry (within RUNPOD_TIMEOUT): the database goes away in the meantime.
+        runpod.fault("retry", delay=2.0)
+        first = await cluster.command(f"{EP} {job}")
+        assert first.status == 200
+        await wait_until(lambda: runpod.calls_to("retry"), 10, "the retry sent")
+        server.halt("fast")
+        await wait_until(lambda: runpod.requeued()[(EP, job)] == 1, 10, "RunPod taking the retry")
+        await asyncio.sleep(3.0)
+        server.resume()
+        deadline = time.monotonic() + 30
+        while (await cluster.healthz(0))[0] != 200 or (await cluster.healthz(0))[1].get("following"):
+            assert time.monotonic() < deadline, cluster[0].tail(60)
+            await asyncio.sleep(0.5)
+        await asyncio.sleep(12.0)  # a record written again after the outage has been written by now
+
+        # The retry is in the audit trail: `history` shows it, and the hourly budget (1) counts it.
+        history = await cluster.command("history 5")
+        await wait_until(lambda: slack.responses.get(history.response_url), 10, "the history")
+        shown = "\n".join(message_text(r) for r in slack.responses[history.response_url])
+        assert job in shown, shown
+        second = await cluster.command(f"{EP} {job}")
+        assert second.status == 200
+        await asyncio.sleep(6.0)  # a second retry would have reached RunPod by now
+        assert runpod.requeued()[(EP, job)] == 1, runpod.describe()
