@@ -35,7 +35,7 @@ from typing import Any
 
 from aiohttp import web
 
-from bot.core import actions
+from bot.core import actions, messages
 from tests.fakes import FakeRunPod, FakeSlack, SlackFault, SlackLimits
 from tests.fakes.runpod import RunPodCall
 from tests.harness import BOT_TOKEN, RUNPOD_KEY, button_value, message_text
@@ -55,6 +55,8 @@ CHAOS_FOR = 75.0        # seconds of webhooks, clicks, kills and outages
 SETTLE_FOR = 60.0       # then at most this long for every retried job's ending, summary and alert to land
 ENDING_WITHIN = 45.0    # issue 17: every accepted retry's ending shown within 45 s of the job's end
 TERMINAL = ("COMPLETED", "FAILED")
+# What the app says when it takes nothing on (restarting, or without its database): the person tries again.
+TURNED_AWAY = (messages.shutting_down(), messages.database_unreachable())
 
 
 def seed_from_env() -> int:
@@ -358,26 +360,50 @@ class Scenario:
             value = button_value(alert, actions.RETRY)
             request = Request("click", [(ep, job)], time.monotonic(), people=people)
             self.rec.requests.append(request)
-            request.acks = list(await asyncio.gather(*(
-                self._ack(self.cluster.click(actions.RETRY, value, message_ts=alert["ts"], user=u,
-                                             replica=self._live_or_any(r)))
-                for u, r in zip(users, replicas, strict=True))))
+            cluster = self.cluster
+
+            async def clicks() -> list[int]:
+                return list(await asyncio.gather(*(
+                    self._ack(cluster.click(actions.RETRY, value, message_ts=alert["ts"], user=u,
+                                            replica=self._live_or_any(r)))
+                    for u, r in zip(users, replicas, strict=True))))
+
+            await self._asking(request, clicks)
         else:
             request = Request("command", [(ep, job)], time.monotonic())
             self.rec.requests.append(request)
-            request.acks = [await self._ack(self.cluster.command(f"{ep} {job}", user=users[0], channel=COMMANDS,
-                                                                  replica=self._live_or_any(replicas[0])))]
+            cluster = self.cluster
+            await self._asking(request, lambda: self._one(cluster.command(
+                f"{ep} {job}", user=users[0], channel=COMMANDS, replica=self._live_or_any(replicas[0]))))
+
+    async def _one(self, request: Any) -> list[int]:
+        return [await self._ack(request)]
 
     def _live_or_any(self, replica: int) -> int | None:
         assert self.cluster is not None
         return replica if replica in self.cluster.live else None
 
-    @staticmethod
-    async def _ack(request: Any) -> int:
+    async def _ack(self, request: Any) -> int:
+        """200: the app took the request; -1: it told the person to try again (restarting, or its database away:
+        in the app's own words); else the HTTP status (0: no answer, the replica died under it)."""
         try:
-            return int((await request).status)
+            ack = await request
         except Exception:  # a replica killed under the request: Slack shows the person an error
             return 0
+        if ack.status != 200:
+            return int(ack.status)
+        await asyncio.sleep(2.5)  # the database's absence is found after the ack, and said through response_url
+        said = json.dumps(ack.body) + json.dumps(self.slack.responses.get(ack.response_url, []))
+        return -1 if any(m["text"] in said for m in TURNED_AWAY) else 200
+
+    async def _asking(self, request: Request, send: Any) -> None:
+        """As a person does: asked again a few seconds later while the app says to try again or did not answer."""
+        for attempt in range(4):
+            if attempt:
+                await asyncio.sleep(3.0)
+            request.acks.extend(await send())
+            if 200 in request.acks:
+                return
 
     async def _alert_of(self, job: str, timeout: float) -> dict[str, Any] | None:  # noqa: ASYNC109
         deadline = time.monotonic() + timeout
@@ -397,7 +423,8 @@ class Scenario:
         self.rec.requests.append(request)
         text = f"{ep} {' '.join(job for _, job in run)}"
         user = self.group_users[BULK_EPS.index(ep)]
-        request.acks = [await self._ack(self.cluster.command(text, user=user, channel=BULK))]
+        cluster = self.cluster
+        await self._asking(request, lambda: self._one(cluster.command(text, user=user, channel=BULK)))
 
     async def _retry_all(self) -> None:
         """Once the grouped alert offers Retry all for the whole storm, one person clicks it."""
@@ -420,8 +447,9 @@ class Scenario:
         storm = self.slack.messages[(ALERTS, storm["ts"])]
         request = Request("retry_all", list(self.storm), time.monotonic(), where=f"{ALERTS}/{storm['ts']}")
         self.rec.requests.append(request)
-        request.acks = [await self._ack(self.cluster.click(actions.RETRY_ALL, button_value(storm, actions.RETRY_ALL),
-                                                           message_ts=storm["ts"], user=self.group_users[2]))]
+        cluster, value = self.cluster, button_value(storm, actions.RETRY_ALL)
+        await self._asking(request, lambda: self._one(cluster.click(actions.RETRY_ALL, value, message_ts=storm["ts"],
+                                                                    user=self.group_users[2])))
 
     async def _killer(self) -> None:
         """Every 8-12 s one live replica dies (kill -9 or SIGTERM) and is started again."""
