@@ -137,6 +137,7 @@ class Record:
     chaos_ended: float = 0.0
     settled: float = 0.0
     webhooks: dict[tuple[str, str], list[int]] = field(default_factory=dict)   # job -> statuses of every delivery
+    accepted_at: dict[tuple[str, str], float] = field(default_factory=dict)     # job -> when a delivery got 2xx
     requests: list[Request] = field(default_factory=list)
     kills: list[tuple[float, str, str]] = field(default_factory=list)          # (at, replica, "kill -9"/"SIGTERM")
     takeovers: list[float] = field(default_factory=list)
@@ -334,6 +335,7 @@ class Scenario:
                     status = 0
                 statuses.append(status)
                 if 200 <= status < 300:
+                    self.rec.accepted_at.setdefault((ep, job), time.monotonic())
                     return
 
         if (ep, job) in self.twice:
@@ -674,6 +676,40 @@ def summary(rec: Record) -> str:
         f"  slack: {len(rec.slack.accepted('chat.postMessage'))} posts, {len(rec.slack.accepted('chat.update'))} "
         f"edits, {len(rec.slack.accepted('files.completeUploadExternal'))} files, "
         f"{sum(1 for c in rec.slack.calls if not c.ok)} failed calls",
+        f"  posts per channel: {dict(Counter(c.channel for c in rec.slack.accepted('chat.postMessage')))}",
+        f"  alert after the webhook's 200 (s): {_spread(alert_delays(rec))}",
+        f"  ending shown after the job ended (s): {_spread(ending_delays(rec))}",
         *(f"  note: {n}" for n in rec.notes),
     ]
     return "\n".join(lines)
+
+
+def _spread(values: list[float]) -> str:
+    if not values:
+        return "none"
+    values = sorted(values)
+    return (f"n={len(values)} p50 {values[len(values) // 2]:.1f}, p90 {values[int(len(values) * 0.9)]:.1f}, "
+            f"max {values[-1]:.1f}")
+
+
+def alert_delays(rec: Record) -> list[float]:
+    assert rec.slack is not None
+    posts = [c for c in rec.slack.accepted("chat.postMessage", ALERTS) if not c.args.get("thread_ts")]
+    delays = []
+    for (_, job), at in rec.accepted_at.items():
+        first = next((c.at for c in posts if job in call_text(c)), None)
+        if first is not None:
+            delays.append(first - at)
+    return delays
+
+
+def ending_delays(rec: Record) -> list[float]:
+    assert rec.runpod is not None
+    grouped = grouped_jobs(rec)
+    delays = []
+    for ep, job in rec.runpod.requeued():
+        plan = rec.runpod.plans[(ep, job)]
+        shown = ending_shown_at(rec, ep, job, (ep, job) in grouped)
+        if shown is not None and plan.ends_at is not None:
+            delays.append(shown - plan.ends_at)
+    return delays
