@@ -559,3 +559,14 @@ def test_a_lost_retry_answer_is_settled_by_the_status_probe():
     assert not_yet.kind is Kind.UNREACHABLE and "not taken effect" in not_yet.advice
     unknown = classify_retry("ep1", "j1", lost, RunPodTimeout("slow", op="status"))
     assert unknown.kind is Kind.UNREACHABLE
+
+
+def test_a_lost_retry_answer_whose_job_has_completed_since_went_through_and_shows_its_final_answer():
+    """Issue 17, defect 1: a retry cut off by a replica's death, settled after the job had already completed, was
+    reported "no answer in time" (in a bulk run: "not retried") and its ending was never shown. Only a failed or
+    timed-out job is retried, so a completed job was requeued and ran: the retry went through."""
+    final = {"id": "j1", "status": "COMPLETED", "output": {"ok": 1}}
+    lost = RunPodTimeout("the app stopped before RunPod answered the retry", op="retry")
+    outcome = classify_retry("ep1", "j1", lost, RunPodReply(200, final, 0.1))
+    assert outcome.kind is Kind.REQUEUED and outcome.job_status == "COMPLETED"
+    assert outcome.body == final  # RunPod's final answer is shown with it

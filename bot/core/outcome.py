@@ -229,6 +229,14 @@ def _settle_uncertain(outcome: Outcome, answer: RunPodError, probe: RunPodReply 
             f"endpoint `{endpoint}` {state_sentence(state).replace('is ', 'is now ', 1)}: the retry went through",
             "I'll follow it and post here when it ends. The JSON below is its current status.",
             answer.status, state, probe.body, answer.excerpt)
+    if state == "COMPLETED":
+        # Only a failed or timed-out job is retried: completed now, it was requeued and ran. RunPod's final answer
+        # is its ending.
+        return Outcome(
+            Kind.REQUEUED, endpoint, job,
+            f"RunPod's answer to the retry was lost ({outcome.kind.value.replace('_', ' ')}), but job `{job}` on "
+            f"endpoint `{endpoint}` {state_sentence(state)} since: the retry went through",
+            "RunPod's final answer is below.", answer.status, state, probe.body, answer.excerpt)
     if state in RETRYABLE:
         return replace(outcome, job_status=state, advice=(
             f"RunPod still shows the job as {state_words(state)}, so the retry has not taken effect (yet). Wait a "
