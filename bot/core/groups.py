@@ -172,6 +172,7 @@ class Storm:
     retry_by: str | None = None
     retry_at: float | None = None
     running: bool = False      # a Retry all is under way (not persisted: a restart ends it)
+    summarized: list[int] = field(default_factory=list)       # Retry all runs (inbox rows) whose summary is queued
     expired: bool = False      # redrawn without Retry all once its last job's retry deadline passed
 
     @property

@@ -378,12 +378,24 @@ class BulkRunner:
         if self.health is not None and fresh_health:
             await self.health.get(run.endpoint)  # a fresh snapshot for the summary, if RunPod answers in time
         msg, attachment, filename = self.summary_message(run)
-        run.summary_ts = await self.out.post(run.place, msg)
+        run.summary_ts = await self.out.post(run.place, msg, queued=lambda: self._summary_queued(run))
         if attachment is not None:
             await self.out.attach(run.place, attachment, filename,
                                   f"RunPod's answers for the {len(run.jobs)} jobs retried on endpoint "
                                   f"`{run.endpoint}`", advice=f"Each job's answer is also what `/runpod-retry status "
                                   f"{run.endpoint} <jobId>` shows.")
+
+    async def _summary_queued(self, run: BulkRun) -> None:
+        """The summary is in the outbox (it goes out whoever sends it): written down at once, so that a replica
+        taking the run over after this one dies does not post it again."""
+        run.summarized = True
+        try:
+            if run.ref.startswith("bulk:"):
+                await self._save(run)
+            elif run.on_summarized is not None:
+                await run.on_summarized(run)
+        except Exception as exc:  # the summary still goes out; a takeover may post it again
+            log.warning("could not write down that a summary was posted: %s", exc, extra=ctx(endpoint=run.endpoint))
 
     async def _ended(self, target: FollowTarget, final: dict[str, Any] | None) -> None:
         """A followed job ended (any follow, not only bulk ones)."""

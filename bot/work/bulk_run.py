@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field, replace
 
 from bot.core.groups import JobResult, Tally, failed_again
@@ -36,6 +36,8 @@ class BulkRun:
     ref: str = ""   # what a retry settled after a restart reports to: "bulk:<run id>" or "storm:<storm key>"
     started: float = field(default_factory=time.time)
     work_id: int | None = None            # the inbox row that makes this replica the run's owner until it is done
+    # Once the summary is in the outbox: a grouped alert's storm writes down that this run's summary is out.
+    on_summarized: Callable[[BulkRun], Awaitable[None]] | None = None
 
     def tally(self) -> Tally:
         return Tally.of(self.jobs, self.results, self.finals)

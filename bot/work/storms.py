@@ -265,8 +265,10 @@ class StormDesk:
         storm.requested.extend(job for job in jobs if job not in storm.requested)
         who = Who.from_json(dict(row.payload.get("who") or {}))
         storm.running, storm.retry_by = True, storm.retry_by or who.user
+        run = self._run(storm, who, jobs)
+        run.summarized = row.id in storm.summarized
         try:
-            await self.bulk.take_over(self._run(storm, who, jobs), row.id)
+            await self.bulk.take_over(run, row.id)
         finally:
             storm.running = False
             self._mark(storm, None)
@@ -289,7 +291,12 @@ class StormDesk:
         return BulkRun(who, storm.endpoint, jobs, Place(storm.channel, thread_ts=storm.ts,
                                                         response_url=who.response_url),
                        changed=lambda job: self._mark(storm, job), results=storm.results, finals=storm.finals,
-                       table=False, ref=f"storm:{storm.key}")
+                       table=False, ref=f"storm:{storm.key}", on_summarized=lambda run: self._summarized(storm, run))
+
+    async def _summarized(self, storm: Storm, run: BulkRun) -> None:
+        if run.work_id is not None and run.work_id not in storm.summarized:
+            storm.summarized.append(run.work_id)
+        await self.store.save_storm(storm.key, storm.to_json())
 
     async def retry_all(self, who: Who, endpoint: str, storm_id: str) -> None:
         """Retry every job of the grouped alert not retried yet, as one bulk retry reported in its thread."""

@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from bot.core import actions
+from bot.core import actions, messages
+from bot.core.groups import JobResult
 from tests.fakes import FakeRunPod, FakeSlack, SlackFault, SlackLimits
 from tests.harness import BOT_TOKEN, RUNPOD_KEY, button_value, message_text
 from tests.pg import PostgresServer
@@ -155,3 +156,44 @@ async def test_a_retry_answered_while_the_database_is_away_still_counts_toward_t
         assert second.status == 200
         await asyncio.sleep(6.0)  # a second retry would have reached RunPod by now
         assert runpod.requeued()[(EP, job)] == 1, runpod.describe()
+
+
+async def test_a_retry_all_whose_replica_dies_with_its_summary_queued_posts_one_summary(
+        stand_ins: tuple[FakeSlack, FakeRunPod], server: PostgresServer, tmp_path: Any) -> None:
+    """The chaos run found a grouped alert's Retry all summarised three times: each replica that took the run over
+    after a death posted the summary again, the first one's still queued or already sent."""
+    slack, runpod = stand_ins
+    url = server.create_database("storm")
+    jobs = [f"job-s{n}-u1" for n in range(6)]
+    async with Replicas(slack, runpod, url, tmp_path, n=2, RUNPOD_STORM_THRESHOLD="3") as cluster:
+        for job in jobs:
+            runpod.add_job(EP, job, status="FAILED")
+            assert await cluster.webhook(EP, {"id": job, **FAILED}, replica=0) == 200
+
+        def grouped() -> dict[str, Any] | None:
+            return next((m for (c, _), m in slack.messages.items() if c == ALERTS and not m.get("thread_ts")
+                         and any(el.get("action_id") == actions.RETRY_ALL for b in m.get("blocks") or []
+                                 for el in b.get("elements") or [])), None)
+
+        storm = await wait_until(grouped, 15, "the grouped alert")
+        listed = await wait_until(lambda: all(job in "\n".join(message_text(m) for (c, _), m in slack.messages.items()
+                                                              if m.get("thread_ts") == storm["ts"]) for job in jobs)
+                                  and grouped(), 15, "every job listed")
+        await asyncio.sleep(2.0)
+        storm = grouped() or listed
+        # Slack fails posts for a while: the summary waits in replica 0's outbox when replica 0 dies.
+        slack.script("chat.postMessage", *[SlackFault(503)] * 3)
+        await cluster.click(actions.RETRY_ALL, button_value(storm, actions.RETRY_ALL), message_ts=storm["ts"],
+                            replica=0)
+        head = messages.bulk_summary(EP, [JobResult(j, "requeued") for j in jobs], "x.json")[0]["text"].split(":")[0]
+
+        def summaries() -> list[Any]:
+            return [c for c in slack.calls_to("chat.postMessage") if str(c.args.get("text") or "").startswith(head)]
+
+        await wait_until(lambda: len(runpod.requeued()) == len(jobs) and summaries(), 20,
+                         "every job retried and the summary tried")
+        await cluster.kill(0)
+        await wait_until(lambda: [c for c in summaries() if c.ok], 60, "the summary, posted after the takeover")
+        await asyncio.sleep(20.0)  # replica 1 has adopted the Retry all's row too, and finished it
+        assert len([c for c in summaries() if c.ok]) == 1, [c.at for c in summaries() if c.ok]
+        assert set(runpod.requeued().values()) == {1}
