@@ -521,7 +521,7 @@ class Scenario:
         """Until every requeued job's ending is shown and every run's summary posted, at most SETTLE_FOR."""
         deadline = time.monotonic() + SETTLE_FOR
         while time.monotonic() < deadline:
-            if not pending_endings(self.rec) and all(summaries_of(self.rec, r) for r in group_requests(self.rec)):
+            if not pending_endings(self.rec) and all(summary_posts(self.rec, r) for r in group_requests(self.rec)):
                 await asyncio.sleep(3.0)  # anything doubled or late would land now
                 return
             await asyncio.sleep(0.5)
@@ -605,6 +605,20 @@ def summaries_of(rec: Record, request: Request) -> list[dict[str, Any]]:
                 if body.get("endpoint") == ep and call.at >= request.at:
                     found.append({**body, "at": call.at})
     return found
+
+
+def summary_posts(rec: Record, request: Request) -> list[Any]:
+    """The summary replies a run posted: their text begins as the app's summary for that many jobs on that
+    endpoint does (computed with the app's own renderer, whatever its words)."""
+    from bot.core.groups import JobResult
+
+    assert rec.slack is not None
+    ep = request.jobs[0][0]
+    msg, _ = messages.bulk_summary(ep, [JobResult(job, "requeued") for _, job in request.jobs], "x.json")
+    head = msg["text"].split(":")[0]
+    channel = request.where.partition("/")[0]
+    return [c for c in rec.slack.accepted("chat.postMessage", channel)
+            if c.args.get("thread_ts") and str(c.args.get("text") or "").startswith(head) and c.at >= request.at]
 
 
 def not_retried_words() -> str:

@@ -29,6 +29,7 @@ from tests.process.chaos import (
     single_requests,
     summaries_of,
     summary,
+    summary_posts,
 )
 
 pytestmark = pytest.mark.chaos
@@ -111,9 +112,10 @@ def test_each_bulk_run_and_retry_all_posts_one_summary_covering_all_its_jobs(cha
     requeued = chaos.runpod.requeued()
     for run in runs:
         name = f"{run.kind} on {run.jobs[0][0]} {where(chaos, run.at)}"
-        found = summaries_of(chaos, run)
-        if len(found) != 1:
-            wrong.append(f"{name}: {len(found)} summaries " + ", ".join(where(chaos, s["at"]) for s in found))
+        posts = summary_posts(chaos, run)
+        if len(posts) != 1:
+            wrong.append(f"{name}: {len(posts)} summaries posted " + ", ".join(where(chaos, c.at) for c in posts))
+        found = summaries_of(chaos, run)  # the JSON file each summary attaches: every job's answer, no words
         for body in found:
             results = {r["job"]: r for r in body.get("results", [])}
             missing = {job for _, job in run.jobs} - set(results)
