@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from bot.core import actions
+from bot.core import actions, words
 from bot.core.alerts import Alert, Phase, next_retry_at
 from bot.core.health import Health
 from bot.core.ids import shorten
@@ -35,29 +35,18 @@ _PHASE_HEADERS = {
     Phase.REQUEUED: ":hourglass_flowing_sand: Retried RunPod job: {job_status}",
     Phase.COMPLETED: ":white_check_mark: Retried RunPod job completed",
     Phase.FAILED_AGAIN: ":red_circle: Retried RunPod job {status} again",
-    Phase.REFUSED: ":warning: RunPod job could not be retried",
+    Phase.REFUSED: ":warning: RunPod job not retried",
     Phase.UNKNOWN: ":grey_question: RunPod job: outcome unknown",
-}
-
-# A job's state in a word or two, for the header and the Status field (RunPod's names stay in its JSON).
-_SHORT_STATES = {
-    "IN_QUEUE": "waiting in the queue",
-    "IN_PROGRESS": "running",
-    "RUNNING": "running",
-    "COMPLETED": "completed",
-    "FAILED": "failed",
-    "CANCELLED": "cancelled",
-    "TIMED_OUT": "timed out",
 }
 
 OFFERS_RETRY = (Phase.FAILED, Phase.FAILED_AGAIN, Phase.REFUSED)
 NOT_ENABLED = ("Retries are not enabled for this endpoint: this app is not set up to call it, so it cannot retry or "
                "check the job from here. An admin can add it to `RUNPOD_RETRY_ENDPOINTS`.")
-FORGOTTEN = "RunPod has probably removed this job by now (30 minutes after it ended): it cannot be retried."
+FORGOTTEN = words.too_late()
 
 
 def short_state(status: str | None) -> str:
-    return _SHORT_STATES.get(status or "", status or "unknown")
+    return words.state(status)
 
 
 def retry_block(alert: Alert, now: float, *, max_retries: int | None = None, enabled: bool = True) -> str | None:
@@ -72,10 +61,7 @@ def retry_block(alert: Alert, now: float, *, max_retries: int | None = None, ena
     if max_retries:
         again = next_retry_at(alert, now, max_retries)
         if again is not None:
-            limit = f"Retry limit reached ({max_retries} per hour)"
-            if again >= alert.deadline:
-                return f"{limit}: RunPod will have forgotten the job before another retry is allowed."
-            return f"{limit}; next allowed at {slack_time(again)}."
+            return words.retry_limit(max_retries, again, alert.deadline)
     return None
 
 
@@ -83,7 +69,7 @@ def _retry_window(alert: Alert, now: float, block: str | None) -> str:
     """What can be done about a job that failed: until when it can be retried, or why it cannot."""
     if now >= alert.deadline:
         return FORGOTTEN
-    return block or f"Can be retried until {slack_time(alert.deadline)} (30 minutes after it ended)."
+    return block or words.retry_until(alert.deadline)
 
 
 def alert_state_line(alert: Alert, now: float, *, max_retries: int | None = None, enabled: bool = True) -> str:
@@ -95,7 +81,7 @@ def alert_state_line(alert: Alert, now: float, *, max_retries: int | None = None
     if alert.phase is Phase.RETRYING:
         return f"Retrying, requested by {who} at {at}…"
     if alert.phase is Phase.REQUEUED:
-        now_state = f"the job {state_sentence(alert.job_status)}"
+        now_state = f"{words.REQUEUED}, the job {state_sentence(alert.job_status)}"
         if alert.report_url is not None:
             # Retried from elsewhere (a command, a retry of many jobs): the details are there, not in this thread.
             return (f"Retried by {who} at {at} ({link(alert.report_url, 'where it was asked')}); {now_state}. "
@@ -106,22 +92,27 @@ def alert_state_line(alert: Alert, now: float, *, max_retries: int | None = None
         by = f"Retried by {who} at {at}" if alert.actor else "Retried outside this app"
         return f"{by}; completed" + (f" in {took}." if took else ".")
     if alert.phase is Phase.FAILED_AGAIN:
-        again = f"Retried by {who} at {at}; it {state_words(alert.status)} again."
+        again = f"Retried by {who} at {at}; it {words.again(alert.status)}."
         if now >= alert.deadline:
-            return f"{again} RunPod has probably removed it by now (30 minutes after it ended): it cannot be retried."
-        return f"{again} {block or f'Can be retried until {slack_time(alert.deadline)}.'}"
+            return f"{again} {FORGOTTEN}"
+        return f"{again} {block or words.retry_until(alert.deadline)}"
     if alert.phase is Phase.REFUSED:
-        details = "Details in the thread." if alert.report_url is None else \
-            f"The details are {link(alert.report_url, 'where it was asked')}."
-        line = f"{alert.note or 'RunPod refused the retry'}. {details}"
+        # Point to details only where there are some: an interrupted retry left nothing in the thread.
+        if not alert.thread_details:
+            details = ""
+        elif alert.report_url is None:
+            details = " Details in the thread."
+        else:
+            details = f" The details are {link(alert.report_url, 'where it was asked')}."
+        line = f"{alert.note or 'RunPod refused the retry'}.{details}"
         if alert.retry_offered:
             line += " " + (block or (f"You can try again until {slack_time(alert.deadline)}."
                                      if now < alert.deadline else FORGOTTEN))
         return line
     what = alert.note or "I stopped following it before it ended"
     if not alert.actor:
-        return f"Outside this app, {what}. Press *Status* to see where it is now."
-    return f"Retried by {who} at {at}; {what}. Press *Status* to see where it is now."
+        return f"Outside this app, {what}. Press Status to see where it is now."
+    return f"Retried by {who} at {at}; {what}. Press Status to see where it is now."
 
 
 def _first_line(error: str | None, limit: int = 150) -> str | None:
@@ -139,7 +130,8 @@ def alert_notification(alert: Alert, now: float, *, max_retries: int | None = No
     why = f": {escape(error)}" if error else ""  # RunPod's words can hold `<!channel>`: shown, never pinging
     block = retry_block(alert, now, max_retries=max_retries, enabled=enabled)
     if block:
-        can = "Retry limit reached." if block.startswith("Retry limit") else "Retries are not enabled for it."
+        # The limit's own words, with its next allowed time (message() shows the time as "HH:MM UTC").
+        can = "Retries are not enabled for it." if block == NOT_ENABLED else block
     elif now >= alert.deadline or not alert.retry_offered:
         can = "Too late to retry." if now >= alert.deadline else ""
     else:
@@ -147,17 +139,19 @@ def alert_notification(alert: Alert, now: float, *, max_retries: int | None = No
     if alert.phase is Phase.FAILED:
         return f"{what}: {ref}{why}. {can}".strip()
     if alert.phase is Phase.FAILED_AGAIN:
-        return f"{what} again after a retry: {ref}{why}. {can}".strip()
+        return f"{words.again(alert.status).upper()} after a retry: {ref}{why}. {can}".strip()
     if alert.phase is Phase.RETRYING:
         return f"Retrying {ref}"
     if alert.phase is Phase.REQUEUED:
-        return f"Retried {ref}: {short_state(alert.job_status)}"
+        return f"Retried {ref}: {words.REQUEUED}, {short_state(alert.job_status)}"
     if alert.phase is Phase.COMPLETED:
         return f"Completed after a retry: {ref}"
     if alert.phase is Phase.REFUSED:
-        note = escape(plain(alert.note or "RunPod refused the retry").replace("`", "")).removeprefix("Not retried: ")
-        return f"Not retried: {ref}: {note}. {can}".strip()
-    return f"Outcome unknown: {ref}: {escape(plain(alert.note or 'I stopped following it'))}"
+        note = escape(plain(alert.note or "RunPod refused the retry").replace("`", "").replace("*", ""))
+        note = note.removeprefix("Not retried: ")
+        # The note often names the job itself ("job j on endpoint e is running, …"): then it is not said twice.
+        return f"Not retried: {note if alert.job in note else f'{ref}: {note}'}. {can}".strip()
+    return f"Outcome unknown: {ref}: {escape(plain(alert.note or 'I stopped following it')).replace('*', '')}"
 
 
 def alert_message(alert: Alert, now: float | None = None, *, max_retries: int | None = None,
@@ -172,10 +166,13 @@ def alert_message(alert: Alert, now: float | None = None, *, max_retries: int | 
              ("Status", short_state(alert.job_status or alert.status).capitalize()),
              ("Failed at", slack_time(alert.ended_at, "{date_short_pretty} {time}"))]
     delay, run = seconds_text(alert.delay_ms), seconds_text(alert.execution_ms)
+    # After a retry ended, the figures are the retried run's (alerts.finished): labelled so, never mixed.
+    retried = alert.phase in (Phase.COMPLETED, Phase.FAILED_AGAIN) and alert.actor is not None \
+        or alert.phase is Phase.COMPLETED
     if delay:
-        facts.append(("Waited in queue", delay))
+        facts.append(("Retry waited in queue" if retried else "Waited in queue", delay))
     if run:
-        facts.append(("Ran for", run))
+        facts.append(("Retry ran for" if retried else "Ran for", run))
     blocks: list[dict[str, Any]] = [header(title), fields(facts)]
     if alert.error:
         label = "Error (before the retry)" if alert.phase is Phase.COMPLETED else "Error"
