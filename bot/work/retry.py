@@ -157,10 +157,13 @@ class RetryService:
         reached = await self.retry_limit(endpoint, job)
         if reached is None:
             return None
+        used = await self.store.retries_since(endpoint, job, self.clock() - BUDGET_WINDOW)
+        times = "once" if used == 1 else f"{used} times"
         where = await self.where(endpoint, job)
         last = f" The last result is in {messages.link(where, 'its alert or thread')}." if where else ""
-        return (f"Not retried: job `{job}` on endpoint `{endpoint}`. {reached} A job that keeps failing needs a "
-                f"human look at its input or its worker, not another retry.{last}")
+        return (f"Not retried: job `{job}` on endpoint `{endpoint}` was already retried {times} in the last hour. "
+                f"{reached} A job that keeps failing needs a human look at its input or its worker, not another "
+                f"retry.{last}")
 
     async def admitted(self, who: Who, endpoint: str, job: str, hold: Hold) -> bool:
         """Exactly once and the hourly budget, inside `claims.hold`. False (and the person told) when refused."""

@@ -57,7 +57,7 @@ def follow_outcome(endpoint: str, job: str, body: dict[str, Any], actor: str | N
         lines.append(context(f"A job that keeps failing needs a look at its input or worker, not another retry. {can}"
                              .strip()))
         first = (error or "").strip().splitlines()[0][:150] if error else ""
-        what = words.again(status).upper() if status in RETRYABLE else f"ended {state_words(status or None)}"
+        what = f"{status.replace('_', ' ')} again" if status in RETRYABLE else f"ended {state_words(status or None)}"
         plain_text = (f"{mention(actor)}: {what} after a retry: job {job} on "
                       f"{endpoint}" + (f": {escape(first)}" if first else ""))
     sections = json_sections(shown, max_sections=4)

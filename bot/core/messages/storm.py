@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from bot.core import actions, words
@@ -12,7 +12,7 @@ from bot.core.commands import COMMAND, MAX_BULK_JOBS
 from bot.core.groups import Storm, error_key, failed_again
 from bot.core.health import Health
 from bot.core.ids import shorten
-from bot.core.messages.alert import NOT_ENABLED
+from bot.core.messages.alert import NOT_ENABLED, not_allowed_here
 from bot.core.messages.blocks import (
     JSON_CHUNK,
     Message,
@@ -91,10 +91,11 @@ def _storm_icon(storm: Storm) -> str:
 
 
 def storm_alert(storm: Storm, now: float | None = None, *, enabled: bool = True,
-                health: Health | None = None) -> Message:
+                health: Health | None = None, channels: Collection[str] = ()) -> Message:
     """One grouped alert for many failures of one endpoint. `enabled`: the endpoint is one the app may call (else
     Retry all and Status would only be refused, so they are not offered). `health`: the endpoint's latest health
-    snapshot, shown (and warned about in Retry all's confirmation) while Retry all is offered."""
+    snapshot, shown (and warned about in Retry all's confirmation) while Retry all is offered. `channels`: where
+    retries are allowed (empty: anywhere); elsewhere the alert has no buttons and says where retries are possible."""
     now = time.time() if now is None else now
     n, endpoint = len(storm.jobs), storm.endpoint
     top = storm.top_errors(3)
@@ -103,9 +104,13 @@ def storm_alert(storm: Storm, now: float | None = None, *, enabled: bool = True,
              ("Latest failure", slack_time(storm.last_at, "{date_short_pretty} {time}"))]
     errors = "\n".join(f"• {count}× `{escape(clip(error, 400))}`" for error, count in top)
     title = storm_title(storm)
+    here = not channels or storm.channel in channels
+    not_here = not_allowed_here(channels, f"`{COMMAND} failed {endpoint}`")
+    enabled_here = enabled and here
     blocks: list[dict[str, Any]] = [header(f"{_storm_icon(storm)} {title}"),
                                     fields(facts), section(f"*Most common errors*\n{errors}"),
-                                    context(_deadline_line(storm, now) if enabled else NOT_ENABLED)]
+                                    context(NOT_ENABLED if not enabled else not_here if not here
+                                            else _deadline_line(storm, now))]
     note = "The job list is in the thread."
     if storm.singles:
         # Not "above": a single alert still being posted can land below the grouped one.
@@ -118,7 +123,7 @@ def storm_alert(storm: Storm, now: float | None = None, *, enabled: bool = True,
         blocks.extend(tally_blocks(storm.tally(), failed_again(storm.requested, storm.results, storm.finals)))
     remaining = len(storm.unretried())
     buttons = []
-    if enabled and remaining and not storm.running and now < storm.last_deadline:
+    if enabled_here and remaining and not storm.running and now < storm.last_deadline:
         what = f"{remaining} jobs" if remaining > 1 else "1 job"
         blocks.extend(health_blocks(health))
         buttons.append(button("Retry all", actions.RETRY_ALL, actions.storm_value(endpoint, storm.storm_id),
@@ -127,12 +132,12 @@ def storm_alert(storm: Storm, now: float | None = None, *, enabled: bool = True,
                                       f"Requeue the {what} of this alert on endpoint `{shorten(endpoint, 60)}` not "
                                       "retried yet, each with its original input. Their old output is removed.",
                                       health), f"Retry {what}")))
-    if enabled:
+    if enabled_here:
         buttons.append(button("Status", actions.STORM_STATUS, actions.storm_value(endpoint, storm.storm_id)))
     if buttons:
         blocks.append({"type": "actions", "block_id": "storm_actions", "elements": buttons})
     common = "; ".join(f"{escape(error)} ({count})" for error, count in top)  # RunPod's words never ping
-    can = f" Retry before {slack_time(storm.first_deadline)}." if enabled and remaining \
+    can = f" Retry before {slack_time(storm.first_deadline)}." if enabled_here and remaining \
         and now < storm.first_deadline else ""
     return message(f"{title}: {common}.{can}", blocks)
 
