@@ -230,3 +230,26 @@ async def test_one_word_for_requeued_on_the_command_reply_history_and_home(make_
     await app.settle()
     history = message_text(ack.body) + " ".join(message_text(r) for r in app.responses(ack.response_url))
     assert "requeued" in history and "RunPod took it" not in history
+
+
+async def test_the_terminal_says_nothing_was_retried_once_and_shows_times_as_utc(tmp_path, runpod, capsys):
+    from bot.app.terminal import run
+    from bot.infra.config import load_settings
+
+    settings = load_settings({"RUNPOD_API_KEY": "rp-test-key", "RUNPOD_API_URL": runpod.url,
+                              "RUNPOD_RETRY_DB": str(tmp_path / "t.db"), "RUNPOD_RETRY_MAX_PER_JOB": "1",
+                              "RUNPOD_TIMEOUT": "2"}, serving=False,
+                             needs=("RUNPOD_API_KEY",))
+    assert await run(settings, "retry", EP, ["job!1"], False) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("Nothing was retried.") and "Nothing was done" not in err
+    assert runpod.calls == []
+
+    runpod.add_job(EP, "job-t1", status="FAILED")
+    assert await run(settings, "retry", EP, ["job-t1"], False) == 0
+    runpod.job(EP, "job-t1").status = "FAILED"
+    capsys.readouterr()
+    assert await run(settings, "retry", EP, ["job-t1"], False) == 1
+    out = capsys.readouterr().out
+    assert re.search(r"Retry limit reached \(1 retry per job per hour\); next allowed at \d\d:\d\d UTC", out), out
+    assert "<!date" not in out
