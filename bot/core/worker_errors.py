@@ -146,7 +146,8 @@ def error_details(error: Any) -> str | None:
         if len(text.splitlines()) <= 1 and error_summary(text) == text:
             return None
     if len(text) > MAX_DETAILS_CHARS:
-        lines, kept, size = text.splitlines(), [], 0
+        lines, size = text.splitlines(), 0
+        kept: list[str] = []
         for line in reversed(lines):
             if size + len(line) + 1 > MAX_DETAILS_CHARS - 40:
                 break
