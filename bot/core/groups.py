@@ -8,12 +8,12 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from bot.core.outcome import RETENTION_SECONDS, RETRYABLE, Kind, Outcome, state_sentence
+from bot.core.worker_errors import common_errors, error_summary
 
 # RunPod's answers after which retrying the same job again makes no sense (for `failed`: not offered again).
 SETTLED = frozenset({Kind.REQUEUED.value, Kind.NOT_FOUND.value, Kind.NOT_RETRYABLE.value})
 # A followed job that stopped being followed without a terminal status.
 UNKNOWN = "UNKNOWN"
-ERROR_KEY_CHARS = 120
 
 # Why a job was not retried, in a few plain words (a table row reads "not retried: <this>").
 _SHORT = {
@@ -139,12 +139,9 @@ def failed_again(jobs: Any, results: dict[str, JobResult], finals: dict[str, str
 
 
 def error_key(status: str, error: str | None) -> str:
-    """What failures are grouped by: the error's first line (tracebacks differ only further down)."""
-    for line in (error or "").strip().splitlines():
-        if line.strip():
-            line = line.strip()
-            return line if len(line) <= ERROR_KEY_CHARS else line[: ERROR_KEY_CHARS - 1] + "…"
-    return f"{status} without an error message"
+    """A failure's error in one line (a traceback by its exception, runpod-python's JSON by its type and message),
+    for a job list and for grouping; a failure without one is named by its status."""
+    return error_summary(error) or f"{status} without an error message"
 
 
 @dataclass(frozen=True)
@@ -221,7 +218,8 @@ class Storm:
         return tuple(job for job in self.jobs if job not in taken)
 
     def top_errors(self, n: int = 3) -> list[tuple[str, int]]:
-        return Counter(error_key(j.status, j.error) for j in self.jobs.values()).most_common(n)
+        """The most common errors, grouped by what went wrong (see worker_errors.common_errors)."""
+        return common_errors((error_key(j.status, j.error) for j in self.jobs.values()), n)
 
     @property
     def first_at(self) -> float:

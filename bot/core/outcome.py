@@ -14,6 +14,7 @@ from bot.core.answers import (
     RunPodTimeout,
     RunPodUnreachable,
 )
+from bot.core.worker_errors import error_summary
 
 RETRYABLE = frozenset({"FAILED", "TIMED_OUT"})
 TERMINAL = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"})
@@ -245,8 +246,9 @@ def classify_status(endpoint: str, job: str, answer: RunPodReply | RunPodError) 
     summary = f"Job `{job}` on endpoint `{endpoint}` {state_sentence(state)}"
     error = answer.body.get("error")
     if state in RETRYABLE:
-        if isinstance(error, str) and error:
-            summary += f": {error[:200]}"
+        said = error_summary(error)  # a traceback by its exception line, runpod-python's JSON by type and message
+        if said:
+            summary += f": {said}"
         advice = (f"It can be retried (for about 30 minutes after it ended): `/runpod-retry {endpoint} {job}`.")
     elif state in TERMINAL:
         advice = "Nothing to do."

@@ -61,14 +61,32 @@ def _as_text(error: Any) -> str:
             return error
         try:
             parsed = json.loads(error)
-        except ValueError:
-            return error
+        except ValueError:  # cut short: its message field, when it survived
+            said = next((m.group(1) for name in ("message", "error", "detail")
+                         if (m := re.search(_JSON_FIELD.format(name=name), error))), None)
+            return _unescaped(said) if said else error
         return _as_text(parsed) if isinstance(parsed, dict) else error
     if isinstance(error, dict):
         for name in ("message", "error", "detail"):
             if isinstance(error.get(name), str) and error[name].strip():
                 return str(error[name])
     return json.dumps(error, ensure_ascii=False)
+
+
+def _pretty(error: Any) -> str:
+    """Any other error as readable text: JSON indented, text as it is."""
+    data = error
+    if isinstance(error, str):
+        try:
+            data = json.loads(error) if error.lstrip().startswith(("{", "[")) else error
+        except ValueError:
+            data = error
+    return data.strip() if isinstance(data, str) else json.dumps(data, ensure_ascii=False, indent=2)
+
+
+def is_runpod_error(error: Any) -> bool:
+    """runpod-python's JSON error (whole or cut short)."""
+    return _runpod_fields(error) is not None
 
 
 def _cut(text: str, limit: int) -> str:
@@ -106,7 +124,8 @@ def _exception_line(lines: list[str]) -> str | None:
 
 def _meaningful(line: str) -> bool:
     text = line.strip()
-    return bool(text) and text != _TRACEBACK and not _CUT.match(text) and any(c.isalnum() for c in text)
+    return (bool(text) and not text.startswith(_TRACEBACK) and not _CUT.match(text)
+            and any(c.isalnum() for c in text))
 
 
 def error_summary(error: Any, limit: int = SUMMARY_CHARS) -> str | None:
@@ -142,7 +161,7 @@ def error_details(error: Any) -> str | None:
         text = "\n".join(part for part in (f"Reported by {worker}." if worker else "",
                                            trace or error_summary(error, 10**6) or "") if part)
     else:
-        text = _as_text(error).strip()
+        text = _pretty(error)
         if len(text.splitlines()) <= 1 and error_summary(text) == text:
             return None
     if len(text) > MAX_DETAILS_CHARS:

@@ -17,9 +17,10 @@ from dataclasses import asdict, replace
 from typing import Any
 
 from bot.core import messages
-from bot.core.alerts import parse_job_body, trim_error
+from bot.core.alerts import parse_job_body
 from bot.core.groups import Storm, StormJob
 from bot.core.health import Health
+from bot.core.worker_errors import error_summary
 from bot.infra.config import Settings
 from bot.slack.out import Place
 from bot.slack.pacing import Pacer
@@ -85,7 +86,7 @@ class StormDesk:
         webhooks spread over replicas are grouped exactly as on one.
         """
         job, status = parse_job_body(body)
-        error = trim_error(body.get("error"))
+        error = error_summary(body.get("error"))  # grouped and listed by its one line; a storm keeps no more
         async with self._shared(endpoint):
             now = self.clock()
             storm = (self._collecting(endpoint, now)
@@ -98,7 +99,7 @@ class StormDesk:
         if not added:
             self.metrics.duplicates.labels(kind="webhook").inc()
             return "duplicate", storm
-        self._mark(storm, job)
+        self._mark(storm, job, joined=True)
         # Stored before the webhook counts as handled: a restart before the paced redraw still knows the job.
         await self.store.save_storm(storm.key, storm.to_json())
         return "grouped", storm
@@ -195,11 +196,15 @@ class StormDesk:
             self._pacers[storm.key] = pacer
         return pacer
 
-    def _mark(self, storm: Storm, job: str | None) -> None:
+    def _mark(self, storm: Storm, job: str | None, *, joined: bool = False) -> None:
         pacer = self._pacer(storm)
         pacer.mark(MAIN)
         if job is not None:
             pacer.mark(f"page:{storm.page_of(job, PAGE_SIZE)}")
+            if joined:
+                # A new failure: every page's title counts the jobs ("1–200 of 300"), so earlier pages change too.
+                for page in range(storm.page_count(PAGE_SIZE)):
+                    pacer.mark(f"page:{page}")
 
     async def _write(self, storm: Storm, part: str) -> None:
         """One Slack call: the grouped alert, or one page of its job list. Then the state is saved. With a shared

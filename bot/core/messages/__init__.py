@@ -5,6 +5,7 @@ huge JSON, hundreds of jobs), so Slack never rejects a message for size.
 """
 
 from bot.core.messages.alert import (
+    alert_error_details,
     alert_message,
     alert_notification,
     alert_refailed,
@@ -121,6 +122,7 @@ __all__ = [
     "Failure",
     "Followed",
     "Message",
+    "alert_error_details",
     "alert_message",
     "alert_notification",
     "alert_refailed",

@@ -10,9 +10,10 @@ from bot.core.alerts import Alert, Phase, next_retry_at
 from bot.core.health import Health
 from bot.core.ids import shorten
 from bot.core.messages.blocks import (
+    JSON_CHUNK,
     Message,
+    _chunks,
     button,
-    clip,
     code,
     confirm_dialog,
     context,
@@ -28,6 +29,7 @@ from bot.core.messages.blocks import (
 )
 from bot.core.messages.health import confirm_warning, health_blocks
 from bot.core.outcome import seconds_text, state_sentence, state_words
+from bot.core.worker_errors import error_details, error_summary
 
 _PHASE_HEADERS = {
     Phase.FAILED: ":red_circle: RunPod job {status}",
@@ -53,6 +55,8 @@ _SHORT_STATES = {
 OFFERS_RETRY = (Phase.FAILED, Phase.FAILED_AGAIN, Phase.REFUSED)
 NOT_ENABLED = ("Retries are not enabled for this endpoint: this app is not set up to call it, so it cannot retry or "
                "check the job from here. An admin can add it to `RUNPOD_RETRY_ENDPOINTS`.")
+NOTIFICATION_ERROR_CHARS = 150  # a phone shows little: the error's summary is cut shorter there
+DETAILS_IN_THREAD = "The worker's whole error (its traceback) is in the thread."
 FORGOTTEN = "RunPod has probably removed this job by now (30 minutes after it ended): it cannot be retried."
 
 
@@ -124,19 +128,13 @@ def alert_state_line(alert: Alert, now: float, *, max_retries: int | None = None
     return f"Retried by {who} at {at}; {what}. Press *Status* to see where it is now."
 
 
-def _first_line(error: str | None, limit: int = 150) -> str | None:
-    for line in (error or "").splitlines():
-        if line.strip():
-            return clip(line.strip(), limit)
-    return None
-
-
 def alert_notification(alert: Alert, now: float, *, max_retries: int | None = None, enabled: bool = True) -> str:
     """The fallback text, which is what a phone shows: what happened first, then why, then what can be done."""
     ref = f"job {alert.job} on {alert.endpoint}"
     what = alert.status.replace("_", " ")
-    error = _first_line(alert.error)
-    why = f": {escape(error)}" if error else ""  # RunPod's words can hold `<!channel>`: shown, never pinging
+    error = error_summary(alert.error, NOTIFICATION_ERROR_CHARS)
+    # RunPod's words can hold `<!channel>`: shown, never pinging. The sentence's own full stop follows.
+    why = f": {escape(error.rstrip('.'))}" if error else ""
     block = retry_block(alert, now, max_retries=max_retries, enabled=enabled)
     if block:
         can = "Retry limit reached." if block.startswith("Retry limit") else "Retries are not enabled for it."
@@ -177,9 +175,12 @@ def alert_message(alert: Alert, now: float | None = None, *, max_retries: int | 
     if run:
         facts.append(("Ran for", run))
     blocks: list[dict[str, Any]] = [header(title), fields(facts)]
-    if alert.error:
+    summary = error_summary(alert.error)
+    if summary:
         label = "Error (before the retry)" if alert.phase is Phase.COMPLETED else "Error"
-        blocks.append(section(f"*{label}*\n```{escape(clip(alert.error, 2800))}```"))
+        blocks.append(section(f"*{label}:* {error_code(summary)}"))
+        if error_details(alert.error):
+            blocks.append(context(DETAILS_IN_THREAD))
     blocks.append(context(alert_state_line(alert, now, max_retries=max_retries, enabled=enabled)))
     value = actions.job_value(alert.endpoint, alert.job)
     buttons = []
@@ -198,17 +199,22 @@ def alert_message(alert: Alert, now: float | None = None, *, max_retries: int | 
 
 
 def alert_refailed(alert: Alert) -> Message:
-    return message(f"Job {alert.job} failed again",
+    summary = error_summary(alert.error)
+    why = f": {error_code(summary)}" if summary else ""
+    details = error_details(alert.error)
+    said = escape(error_summary(alert.error, NOTIFICATION_ERROR_CHARS) or "")
+    return message(f"Job {alert.job} failed again" + (f": {said}" if said else ""),
                    [section(f":red_circle: Job {code(alert.job)} on endpoint {code(alert.endpoint)} "
-                            f"{state_words(alert.status)} again. The alert above is up to date; it can be retried "
-                            f"until {slack_time(alert.deadline)}.")])
+                            f"{state_words(alert.status)} again{why}. The alert above is up to date; it can be "
+                            f"retried until {slack_time(alert.deadline)}."),
+                    *(_details_sections(details) if details else [])])
 
 
 def alert_undelivered(endpoint: str, job: str, status: str, error: str | None, channel: str,
                       count: int = 1) -> Message:
     """An alert Slack would not take (the app is not in the channel, or it does not exist): said where someone
     can fix it, with the fix. `count` > 1: a grouped alert for that many jobs."""
-    why = f" ({escape(_first_line(error) or '')})" if error else ""
+    why = f" ({escape(error_summary(error, NOTIFICATION_ERROR_CHARS) or '')})" if error else ""
     what = (f"the grouped alert for {count} failed jobs on endpoint {code(endpoint)}" if count > 1 else
             f"the failure alert for job {code(job)} on endpoint {code(endpoint)} ({state_words(status)}{why})")
     return message(f"A RunPod failure alert could not be posted in channel {channel}: invite the app there",
@@ -218,3 +224,27 @@ def alert_undelivered(endpoint: str, job: str, status: str, error: str | None, c
                             "to a channel I am in). RunPod's next delivery of a failure then posts its alert. Until "
                             f"then, `/runpod-retry failed {endpoint}` lists and retries the jobs that failed. While "
                             "this lasts I say it at most every 10 minutes; the app's log names every alert lost.")])
+
+
+def error_code(summary: str) -> str:
+    """A worker's error summary in inline code, safe whatever it holds (a backtick would end the code early)."""
+    safe = escape(summary.replace("`", "'"))
+    return f"`{safe}`"
+
+
+def alert_error_details(alert: Alert) -> Message | None:
+    """The worker's whole error, readable, for the alert's thread (the alert itself shows its one-line summary);
+    None when the summary says everything."""
+    details = error_details(alert.error)
+    if details is None:
+        return None
+    lines = [section(f"The worker's whole error for job {code(alert.job)} on endpoint {code(alert.endpoint)}, "
+                     "as RunPod reported it:")]
+    lines.extend(_details_sections(details))
+    said = escape(error_summary(alert.error, NOTIFICATION_ERROR_CHARS) or "")
+    return message(f"The whole error of job {alert.job}: {said}", lines)
+
+
+def _details_sections(details: str) -> list[dict[str, Any]]:
+    """A worker's whole error as code blocks (its end kept, where the cause is, if Slack's limits bite)."""
+    return [section(f"```{chunk}```") for chunk in _chunks(plain(details), JSON_CHUNK)[-3:]]

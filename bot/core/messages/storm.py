@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -12,7 +11,7 @@ from bot.core.commands import COMMAND, MAX_BULK_JOBS
 from bot.core.groups import Storm, error_key, failed_again
 from bot.core.health import Health
 from bot.core.ids import shorten
-from bot.core.messages.alert import NOT_ENABLED
+from bot.core.messages.alert import NOT_ENABLED, error_code
 from bot.core.messages.blocks import (
     JSON_CHUNK,
     Message,
@@ -39,6 +38,7 @@ from bot.core.messages.blocks import (
 )
 from bot.core.messages.bulk import FINAL_WORDS, JOB_COLUMN, tally_blocks
 from bot.core.messages.health import confirm_warning, health_blocks
+from bot.core.worker_errors import common_errors
 
 
 def _deadline_line(storm: Storm, now: float) -> str:
@@ -70,7 +70,7 @@ def storm_alert(storm: Storm, now: float | None = None, *, enabled: bool = True,
     facts = [("Endpoint", code(endpoint)), ("Failed jobs", str(n)),
              ("First failure", slack_time(storm.first_at, "{date_short_pretty} {time}")),
              ("Latest failure", slack_time(storm.last_at, "{date_short_pretty} {time}"))]
-    errors = "\n".join(f"• {count}× `{escape(clip(error, 400))}`" for error, count in top)
+    errors = "\n".join(f"• {count}× {error_code(error)}" for error, count in top)
     blocks: list[dict[str, Any]] = [header(f":rotating_light: {n} jobs failed on endpoint {endpoint}"),
                                     fields(facts), section(f"*Most common errors*\n{errors}"),
                                     context(_deadline_line(storm, now) if enabled else NOT_ENABLED)]
@@ -99,7 +99,8 @@ def storm_alert(storm: Storm, now: float | None = None, *, enabled: bool = True,
         buttons.append(button("Status", actions.STORM_STATUS, actions.storm_value(endpoint, storm.storm_id)))
     if buttons:
         blocks.append({"type": "actions", "block_id": "storm_actions", "elements": buttons})
-    common = "; ".join(f"{escape(error)} ({count})" for error, count in top)  # RunPod's words never ping
+    # RunPod's words never ping; a phone shows little, so each error is cut shorter there.
+    common = "; ".join(f"{count}× {escape(clip(error, 80))}" for error, count in top)
     can = f" Retry before {slack_time(storm.first_deadline)}." if enabled and remaining \
         and now < storm.first_deadline else ""
     return message(f"{n} jobs failed on endpoint {endpoint}: {common}.{can}", blocks)
@@ -157,10 +158,10 @@ def failed_offer(endpoint: str, window: float, rows: Sequence[dict[str, Any]], c
     jobs = [row["job"] for row in rows]
     what = f"{len(jobs)} jobs" if len(jobs) != 1 else "1 job"
     were = "were" if len(jobs) != 1 else "was"
-    top = Counter(error_key(row.get("status") or "FAILED", row.get("error")) for row in rows).most_common(3)
+    top = common_errors((error_key(row.get("status") or "FAILED", row.get("error")) for row in rows), 3)
     blocks = [section(f":arrows_counterclockwise: *{what}* of endpoint {code(endpoint)} failed in the last "
                       f"{window_text(window)} and {were} not retried yet: {job_list(jobs)}."),
-              section("*Most common errors*\n" + "\n".join(f"• {n}× `{escape(clip(e, 300))}`" for e, n in top))]
+              section("*Most common errors*\n" + "\n".join(f"• {n}× {error_code(e)}" for e, n in top))]
     if capped:
         blocks.append(context(f"{capped} more are not included: one retry takes at most {MAX_BULK_JOBS} jobs. "
                               "Run the command again afterwards for the rest."))
