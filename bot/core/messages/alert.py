@@ -142,10 +142,11 @@ def alert_notification(alert: Alert, now: float, *, max_retries: int | None = No
         can = "Too late to retry." if now >= alert.deadline else ""
     else:
         can = f"Retry before {slack_time(alert.deadline)}."
+    stop = "" if why.endswith("…") else "."  # a cut summary already ends with its own mark
     if alert.phase is Phase.FAILED:
-        return f"{what}: {ref}{why}. {can}".strip()
+        return f"{what}: {ref}{why}{stop} {can}".strip()
     if alert.phase is Phase.FAILED_AGAIN:
-        return f"{what} again after a retry: {ref}{why}. {can}".strip()
+        return f"{what} again after a retry: {ref}{why}{stop} {can}".strip()
     if alert.phase is Phase.RETRYING:
         return f"Retrying {ref}"
     if alert.phase is Phase.REQUEUED:
