@@ -96,7 +96,7 @@ async def test_a_retried_job_that_fails_again_ends_with_its_exception_and_the_tr
 
     ending = app.thread(ALERTS, alert["ts"])[-1]
     assert ending["text"] == "<@U7>: FAILED again after a retry: job job-again1 on ep1: KeyError: 'prompt'"
-    assert "*failed* again: `KeyError: 'prompt'`." in ending["blocks"][0]["text"]["text"]
+    assert "*failed again*: `KeyError: 'prompt'`." in ending["blocks"][0]["text"]["text"]
     assert '    prompt = job["input"]["prompt"]' in message_text(ending)
     assert "error_type" not in message_text(ending) and "\\n" not in message_text(ending)
     now = app.slack.messages[(ALERTS, alert["ts"])]
