@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from bot.core import words
 from bot.core.answers import RunPodBadResponse, RunPodError, RunPodTimeout, RunPodUnreachable
 
 # RunPod's names and the words for them, in the order a person reads them.
@@ -99,7 +100,7 @@ class Reading:
 
 
 def _workers(n: int) -> str:
-    return f"{n} worker{'' if n == 1 else 's'}"
+    return words.count(n, "worker")
 
 
 def read_health(health: Health) -> Reading:
@@ -124,7 +125,7 @@ def read_health(health: Health) -> Reading:
                        f"retrying again does not help. If it lasts, {console} (another GPU type, or more of them, "
                        "can help).")
     if w and queued and not working and not starting:
-        reason = (f"{queued} job{' waits' if queued == 1 else 's wait'} in the queue and no worker is ready, "
+        reason = (f"{words.jobs(queued)} {'waits' if queued == 1 else 'wait'} in the queue and no worker is ready, "
                   "running or starting")
         return Reading(Verdict.STUCK, f"Stuck: {reason}", reason,
                        "Retrying now is unlikely to work: retried jobs would wait behind them. "
@@ -132,7 +133,7 @@ def read_health(health: Health) -> Reading:
     if working:
         busy = ", ".join(f"{n} {words}" for n, words in ((w.get("ready", 0) + w.get("idle", 0), "ready"),
                                                          (w.get("running", 0), "running")) if n)
-        ahead = f"; {queued} job{'' if queued == 1 else 's'} in the queue ahead of them" if queued else ""
+        ahead = f"; {words.jobs(queued)} in the queue ahead of them" if queued else ""
         return Reading(Verdict.HEALTHY, f"Healthy: retries should run now ({busy}{ahead})")
     if starting:
         return Reading(Verdict.STARTING, f"Starting: RunPod is starting {_workers(starting)}; retries should run "
