@@ -8,12 +8,14 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from bot.core.outcome import RETENTION_SECONDS, RETRYABLE, Kind, Outcome, state_sentence
-from bot.core.worker_errors import common_errors, error_summary
+from bot.core.worker_errors import common_errors, error_details, error_family, error_summary
 
 # RunPod's answers after which retrying the same job again makes no sense (for `failed`: not offered again).
 SETTLED = frozenset({Kind.REQUEUED.value, Kind.NOT_FOUND.value, Kind.NOT_RETRYABLE.value})
 # A followed job that stopped being followed without a terminal status.
 UNKNOWN = "UNKNOWN"
+MAX_EXAMPLES = 3      # kinds of error whose whole error a grouped alert's thread shows, one job each
+EXAMPLE_CHARS = 2500  # of each, its end (where the cause is): one message stays within Slack's limits
 
 # Why a job was not retried, in a few plain words (a table row reads "not retried: <this>").
 _SHORT = {
@@ -170,6 +172,9 @@ class Storm:
     retry_at: float | None = None
     running: bool = False      # a Retry all is under way (not persisted: a restart ends it)
     expired: bool = False      # redrawn without Retry all once its last job's retry deadline passed
+    # One job's whole error for each kind of error (its family), shown in the thread: the traceback one click away.
+    examples: dict[str, tuple[str, str]] = field(default_factory=dict)   # family -> (job, whole error)
+    examples_ts: str | None = None
 
     @property
     def storm_id(self) -> str:
@@ -212,6 +217,21 @@ class Storm:
             self.finals.setdefault(job, final)
         self.retry_by = self.retry_by or stored.retry_by
         self.retry_at = self.retry_at or stored.retry_at
+        for family, example in stored.examples.items():
+            if len(self.examples) < MAX_EXAMPLES:
+                self.examples.setdefault(family, example)
+        self.examples_ts = self.examples_ts or stored.examples_ts
+
+    def add_example(self, job: str, error: Any) -> bool:
+        """Keep `job`'s whole error when it is the first of its kind (up to MAX_EXAMPLES kinds); True when kept."""
+        summary, details = error_summary(error), error_details(error)
+        if summary is None or details is None or len(self.examples) >= MAX_EXAMPLES:
+            return False
+        family = error_family(summary)
+        if family in self.examples:
+            return False
+        self.examples[family] = (job, details[-EXAMPLE_CHARS:])
+        return True
 
     def unretried(self) -> tuple[str, ...]:
         taken = set(self.requested)
@@ -254,4 +274,5 @@ class Storm:
         data = json.loads(text)
         data["jobs"] = {job: StormJob(**j) for job, j in data["jobs"].items()}
         data["results"] = {job: JobResult(**r) for job, r in data["results"].items()}
+        data["examples"] = {family: tuple(e) for family, e in (data.get("examples") or {}).items()}
         return cls(**data)

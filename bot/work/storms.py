@@ -32,6 +32,7 @@ from bot.work.retry import Source, Who
 log = logging.getLogger(__name__)
 
 MAIN = "main"
+EXAMPLES = "examples"  # the thread's message with one whole error of each kind
 PAGE_SIZE = 200  # jobs per message of the job list in the thread (about a dozen sections at most)
 MEMORY_SECONDS = 24 * 3600.0
 # With a shared store, a storms-table row per endpoint keeps its failures in the window and its open storm, so every
@@ -86,12 +87,14 @@ class StormDesk:
         webhooks spread over replicas are grouped exactly as on one.
         """
         job, status = parse_job_body(body)
-        error = error_summary(body.get("error"))  # grouped and listed by its one line; a storm keeps no more
+        error = error_summary(body.get("error"))  # grouped and listed by its one line
         async with self._shared(endpoint):
             now = self.clock()
             storm = (self._collecting(endpoint, now)
                      or self._count(endpoint, channel, job, StormJob(status, error, now)))
             added = storm is not None and storm.add(job, status, error, now)
+            # The first job of each kind of error keeps its whole error, for the thread.
+            example = added and storm is not None and storm.add_example(job, body.get("error"))
             if self.store.shared:
                 await self._persist(endpoint)
         if storm is None:
@@ -100,6 +103,8 @@ class StormDesk:
             self.metrics.duplicates.labels(kind="webhook").inc()
             return "duplicate", storm
         self._mark(storm, job, joined=True)
+        if example and storm.ts:
+            self._pacer(storm).mark(EXAMPLES)
         # Stored before the webhook counts as handled: a restart before the paced redraw still knows the job.
         await self.store.save_storm(storm.key, storm.to_json())
         return "grouped", storm
@@ -223,12 +228,20 @@ class StormDesk:
                     self.metrics.alerts.labels(kind="storm").inc()
                     for page in range(storm.page_count(PAGE_SIZE)):
                         self._pacer(storm).mark(f"page:{page}")
+                    if storm.examples:
+                        self._pacer(storm).mark(EXAMPLES)
                 else:
                     first = next(iter(storm.jobs.values()))
                     await self.desk.tell_undelivered(storm.channel, storm.endpoint, next(iter(storm.jobs)),
                                                      first.status, first.error, len(storm.jobs))
             else:
                 await self.out.update(storm.channel, storm.ts, msg)
+        elif part == EXAMPLES and storm.ts is not None:
+            msg = messages.storm_examples(storm)
+            if storm.examples_ts:
+                await self.out.update(storm.channel, storm.examples_ts, msg)
+            else:
+                storm.examples_ts = await self.out.post(Place(storm.channel, thread_ts=storm.ts), msg)
         elif storm.ts is not None:
             await self._write_page(storm, int(part.partition(":")[2]))
         await self.store.save_storm(storm.key, storm.to_json())

@@ -81,7 +81,14 @@ async def test_a_grouped_alert_counts_errors_by_what_went_wrong(make_app, runpod
     assert "4× `ValueError: invalid literal for int() with base 10: 'thirty'`" in text
     assert "Traceback" not in text and "8×" not in text
     assert storm["text"].startswith("8 jobs failed on endpoint ep1: 4× torch.OutOfMemoryError: CUDA out of memory.")
-    listed = app.thread_text(ALERTS, storm["ts"])
+    assert "one whole error (traceback) of each kind, are in the thread" in text
+    thread = app.thread(ALERTS, storm["ts"])
+    [examples] = [m for m in thread if "The whole error of one job of each kind" in message_text(m)]
+    whole = message_text(examples)
+    assert whole.count("Traceback (most recent call last):") == 2, "one whole traceback of each kind"
+    assert 'File "/app/handler.py", line 58, in handler' in whole and 'File "/app/handler.py", line 41' in whole
+    assert "*torch.OutOfMemoryError: CUDA out of memory.* (job `job-g2`)" in whole
+    listed = "".join(message_text(m) for m in thread if m is not examples)
     assert "job-g7" in listed and "ValueError: invalid literal" in listed and "Traceback" not in listed
     assert not slack.rejected()
 

@@ -112,3 +112,21 @@ def test_failures_are_grouped_by_what_went_wrong_not_by_their_sizes():
                                             ("ValueError: invalid literal for int() with base 10: 'thirty'", 4)]
     assert common_errors(["Worker lost"] * 3 + ["CUDA out of memory"]) == [("Worker lost", 3),
                                                                           ("CUDA out of memory", 1)]
+
+
+def test_a_grouped_alert_keeps_one_whole_error_of_each_kind_and_reads_older_saved_storms():
+    from bot.core.groups import MAX_EXAMPLES, Storm
+
+    storm = Storm("ep1", "C1", started=1.0, last_at=1.0)
+    kept = [storm.add_example(f"job-{n}", error) for n, error in enumerate(
+        [TORCH_OOM_TRACEBACK, TORCH_OOM_TRACEBACK.replace("2.00 GiB", "4.00 GiB"), runpod_python_error(),
+         "Worker lost", VALUE_ERROR_TRACEBACK, 'Traceback (most recent call last):\n  File "x"\nOSError: disk'])]
+
+    assert kept == [True, False, True, False, True, False], "first of each kind, plain one-liners need none"
+    assert len(storm.examples) == MAX_EXAMPLES
+    assert storm.examples["KeyError: 'prompt'"][0] == "job-2"
+    again = Storm.from_json(storm.to_json())
+    assert again.examples == storm.examples
+    older = json.loads(storm.to_json())
+    del older["examples"], older["examples_ts"]
+    assert Storm.from_json(json.dumps(older)).examples == {}

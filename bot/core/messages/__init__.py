@@ -96,6 +96,7 @@ from bot.core.messages.storm import (
     failed_started,
     nothing_to_retry,
     storm_alert,
+    storm_examples,
     storm_jobs_page,
     storm_unknown,
 )
@@ -199,6 +200,7 @@ __all__ = [
     "slack_time",
     "state_icon",
     "storm_alert",
+    "storm_examples",
     "storm_expired",
     "storm_jobs_page",
     "storm_unknown",

@@ -28,6 +28,7 @@ from bot.core.messages.blocks import (
     link,
     mention,
     message,
+    plain,
     section,
     slack_time,
     who,
@@ -111,7 +112,8 @@ def storm_alert(storm: Storm, now: float | None = None, *, enabled: bool = True,
                                     fields(facts), section(f"*Most common errors*\n{errors}"),
                                     context(NOT_ENABLED if not enabled else not_here if not here
                                             else _deadline_line(storm, now))]
-    note = "The job list is in the thread."
+    note = ("The job list, and one whole error (traceback) of each kind, are in the thread." if storm.examples
+            else "The job list is in the thread.")
     if storm.singles:
         # Not "above": a single alert still being posted can land below the grouped one.
         note += (f" The first {storm.singles} also got alerts of their own, posted before the storm was recognised; "
@@ -234,3 +236,14 @@ def failed_running(endpoint: str, count: int, user: str, at: float, *, viewer: s
 def failed_cancelled(endpoint: str) -> Message:
     return message("Cancelled: nothing was retried",
                    [section(f"Cancelled: no job of endpoint {code(endpoint)} was retried.")])
+
+
+def storm_examples(storm: Storm) -> Message:
+    """For the grouped alert's thread: one job's whole error for each kind of error, as lines (the alert shows
+    each kind's one line and count)."""
+    blocks = [section(f"The whole error of one job of each kind, on endpoint {code(storm.endpoint)}, as the worker "
+                      "reported it:")]
+    for family, (job, details) in storm.examples.items():
+        blocks.append(section(f"*{escape(family)}* (job {code(job)}):"))
+        blocks.append(section(f"```{_chunks(plain(details), JSON_CHUNK)[-1]}```"))
+    return message(f"The whole error of each kind on endpoint {storm.endpoint}", blocks)
