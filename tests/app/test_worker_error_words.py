@@ -119,7 +119,8 @@ async def test_status_failed_and_home_read_the_same_one_line(make_app, runpod, s
     await app.settle()
     told = "".join(message_text(m) for m in app.responses(ack.response_url)) + "".join(
         message_text(m) for m in app.posts("C1"))
-    assert "failed: KeyError: 'prompt'" in told and "error_traceback" not in told.split("HTTP 200")[0]
+    assert "failed: KeyError: 'prompt'" in told and "error_traceback" not in told and "\\n" not in told
+    assert '    prompt = job["input"]["prompt"]' in told and "its `error` is shown above" in told
 
     ack = await app.command(f"failed {EP}")
     await app.settle()
