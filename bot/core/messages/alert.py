@@ -218,15 +218,20 @@ def alert_message(alert: Alert, now: float | None = None, *, max_retries: int | 
     return message(alert_notification(alert, now, max_retries=max_retries, enabled=enabled, channels=channels), blocks)
 
 
-def alert_refailed(alert: Alert) -> Message:
-    summary = error_summary(alert.error)
+def alert_refailed(alert: Alert, now: float | None = None, *, max_retries: int | None = None, enabled: bool = True,
+                   channels: Collection[str] = ()) -> Message:
+    """A thread note when a job retried outside this app failed again: its new error's one line (and the whole
+    error below), until when it can be retried, or why not (the retry limit with its next allowed time, a channel
+    or endpoint where retries are refused)."""
+    now = time.time() if now is None else now
+    block = retry_block(alert, now, max_retries=max_retries, enabled=enabled, channels=channels)
+    can = FORGOTTEN if now >= alert.deadline else block or words.retry_until(alert.deadline)
+    summary, details = error_summary(alert.error), error_details(alert.error)
     why = f": {error_code(summary)}" if summary else ""
-    details = error_details(alert.error)
     said = escape(error_summary(alert.error, NOTIFICATION_ERROR_CHARS) or "")
-    return message(f"Job {alert.job} failed again" + (f": {said}" if said else ""),
+    return message(f"Job {alert.job} {words.again(alert.status)}" + (f": {said}" if said else ""),
                    [section(f":red_circle: Job {code(alert.job)} on endpoint {code(alert.endpoint)} "
-                            f"{state_words(alert.status)} again{why}. The alert above is up to date; it can be "
-                            f"retried until {slack_time(alert.deadline)}."),
+                            f"{words.again(alert.status)}{why}. The alert above is up to date. {can}"),
                     *(_details_sections(details) if details else [])])
 
 
