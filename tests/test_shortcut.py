@@ -90,7 +90,7 @@ async def test_several_jobs_become_a_bulk_retry_whose_progress_and_summary_are_r
     assert sorted(c.job for c in runpod.calls_to("retry")) == sorted([JOB, JOB2, JOB3])
     replies = app.thread("C1", MSG_TS)
     progress, summary = replies[0], replies[-1]
-    assert "Retried 3 jobs" in message_text(progress) and "3 completed" in message_text(progress)
+    assert "All 3 jobs requeued" in message_text(progress) and "3 completed" in message_text(progress)
     assert "Results for 3 jobs" in message_text(summary)
     assert not app.top_level("C1")
     sources = {row["source"] for row in await app.rt.store.history(10)}

@@ -11,14 +11,14 @@ from dataclasses import replace
 from typing import Any
 
 from bot.core import messages
-from bot.core.groups import UNKNOWN, JobResult, Tally
+from bot.core.groups import UNKNOWN, JobResult, Tally, error_key
 from bot.core.outcome import RETRYABLE, Kind, Outcome
 from bot.infra.config import Settings
 from bot.infra.logs import ctx
 from bot.slack.out import Place
 from bot.slack.pacing import Pacer
 from bot.store import AuditEntry, Queued
-from bot.work.bulk_run import BulkRun, catch_up, save_answer, save_ending
+from bot.work.bulk_run import BulkRun, catch_up, mention_once, save_answer, save_ending
 from bot.work.follow import FollowTarget
 from bot.work.health import EndpointHealth
 from bot.work.retry import RetryService, Source, Who
@@ -109,7 +109,8 @@ class BulkRunner:
                     await self.out.update(run.place.channel, run.summary_ts, self.summary_message(run)[0])
                 return
             await self.out.update(run.place.channel, ts,
-                                  messages.bulk_parent(run.who.user, run.endpoint, run.tally(), run.again()))
+                                  messages.bulk_parent(run.who.user, run.endpoint, run.tally(), run.again(),
+                                                       unknown=run.unknown()))
             if run.tally().sent:
                 await self._save(run)
 
@@ -133,7 +134,7 @@ class BulkRunner:
             if told or not run.summarized or not run.tally().ended:
                 return
             told = True
-            final = messages.bulk_final(run.who.user, run.endpoint, run.tally(), run.again())
+            final = messages.bulk_final(run.who.user, run.endpoint, run.tally(), run.again(), run.unknown())
             self.service.background.spawn(self.out.respond(run.place, final, in_channel=True),
                                           name=f"bulk final tally {run.endpoint}")
 
@@ -282,7 +283,7 @@ class BulkRunner:
         except asyncio.CancelledError:
             for job in run.jobs:
                 run.results.setdefault(job, JobResult(job, "refused:shutdown",
-                                                      detail="not retried: the app was restarting; retry it again"))
+                                                      detail="the app was restarting; retry it again"))
             await self._finish(run, fresh_health=False)  # the drain's grace is short: no wait on /health
             raise
         await self._finish(run)
@@ -403,7 +404,24 @@ class BulkRunner:
             run.finals[target.job] = status
             await self._saved(run, target.job, ending=True)
             run.changed(target.job)
+            if status in RETRYABLE:
+                await self._mention(run, target.job, (final or {}).get("error"))
             self._let_go(run)
+
+    async def _mention(self, run: BulkRun, job: str, error: Any) -> None:
+        """The first job of a run that fails again mentions the person who asked, once per run, in its thread (a
+        single retry mentions its person the same way). Where the run has no thread (its messages go through the
+        response_url), the final tally carries the mention instead."""
+        if run.place.via_response_url or not run.place.thread_ts:
+            return
+        try:
+            if await mention_once(self.store, run):
+                await self.out.post(run.place, messages.bulk_failed_again(
+                    run.who.user, run.endpoint, job, error_key("FAILED", error if isinstance(error, str) else None)
+                    if error else None))
+        except Exception:  # the tally still names the job: only the notification is lost
+            log.exception("could not mention who asked about a job that failed again",
+                          extra=ctx(endpoint=run.endpoint, job=job))
 
     # ---------------------------------------------------------------- status of many jobs
 

@@ -50,6 +50,7 @@ from bot.core.messages.bulk import (
     JOB_COLUMN,
     RESULTS_SECTIONS,
     TABLE_SECTIONS,
+    bulk_failed_again,
     bulk_final,
     bulk_parent,
     bulk_summary,
@@ -59,6 +60,7 @@ from bot.core.messages.bulk import (
     results_table,
     retry_all_running,
     tally_blocks,
+    tally_headline,
     tally_text,
 )
 from bot.core.messages.command import (
@@ -132,6 +134,7 @@ __all__ = [
     "audit_lines",
     "audit_text",
     "bad_button",
+    "bulk_failed_again",
     "bulk_final",
     "bulk_parent",
     "bulk_summary",
@@ -200,6 +203,7 @@ __all__ = [
     "storm_jobs_page",
     "storm_unknown",
     "tally_blocks",
+    "tally_headline",
     "tally_text",
     "thread_request",
     "usage_error",

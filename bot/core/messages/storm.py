@@ -9,7 +9,7 @@ from typing import Any
 
 from bot.core import actions
 from bot.core.commands import COMMAND, MAX_BULK_JOBS
-from bot.core.groups import Storm, error_key, failed_again
+from bot.core.groups import Storm, error_key, failed_again, unknown_jobs
 from bot.core.health import Health
 from bot.core.ids import shorten
 from bot.core.messages.alert import NOT_ENABLED
@@ -37,7 +37,7 @@ from bot.core.messages.blocks import (
 from bot.core.messages.blocks import (
     count as jobs_count,
 )
-from bot.core.messages.bulk import FINAL_WORDS, JOB_COLUMN, tally_blocks
+from bot.core.messages.bulk import JOB_COLUMN, job_outcome_words, tally_blocks
 from bot.core.messages.health import confirm_warning, health_blocks
 
 
@@ -83,7 +83,8 @@ def storm_alert(storm: Storm, now: float | None = None, *, enabled: bool = True,
     if storm.retry_by and storm.retry_at:
         blocks.append(section(f":arrows_counterclockwise: *Retry all* by {mention(storm.retry_by)} at "
                               f"{slack_time(storm.retry_at)}"))
-        blocks.extend(tally_blocks(storm.tally(), failed_again(storm.requested, storm.results, storm.finals)))
+        blocks.extend(tally_blocks(storm.tally(), failed_again(storm.requested, storm.results, storm.finals),
+                                   unknown=unknown_jobs(storm.requested, storm.results), endpoint=endpoint))
     remaining = len(storm.unretried())
     buttons = []
     if enabled and remaining and not storm.running and now < storm.last_deadline:
@@ -110,10 +111,7 @@ def _storm_line(storm: Storm, job: str, width: int) -> str:
     line = f"{job:<{width}}  {failure.status:<9}  {clip(error_key(failure.status, failure.error), 60)}"
     result = storm.results.get(job)
     if result is not None:
-        if not result.requeued:
-            line += f"  → not retried: {clip(result.describe(), 60)}"
-        else:
-            line += f"  → retried, {FINAL_WORDS.get(storm.finals.get(job) or '', 'ended')}"
+        line += f"  → {clip(job_outcome_words(result, storm.finals.get(job)), 100)}"
     return line
 
 
