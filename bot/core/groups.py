@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 from http import HTTPStatus
@@ -33,25 +32,23 @@ _SHORT = {
     Kind.BAD_RESPONSE: "RunPod's answer was not JSON",
 }
 REASON_CHARS = 120
-_MARKUP = re.compile(r"<\s*[A-Za-z!/?]")
 
 
 def plain_reason(outcome: Outcome) -> str | None:
-    """What RunPod said, as a short plain phrase: its JSON `error`, else the HTTP status in words. A gateway's HTML
-    page (`<html>502 Bad Gateway</html>`) is never shown as it came."""
+    """What RunPod said, as a short plain phrase: its JSON `error`, else the HTTP status in words. A page that is
+    not JSON (a gateway's `<html>502 Bad Gateway</html>`) is never shown as it came, not even stripped of tags."""
     body = outcome.body
     said = body.get("error") if isinstance(body, dict) else None
-    if not isinstance(said, str) or not said.strip():
-        said = outcome.excerpt if outcome.excerpt and not _MARKUP.search(outcome.excerpt) else None
     if isinstance(said, str) and said.strip():
         line = " ".join(said.split())
         return line if len(line) <= REASON_CHARS else line[: REASON_CHARS - 1] + "…"
-    if outcome.http_status is None:
+    status = outcome.http_status
+    if status is None or status < 400:
         return None
     try:
-        return f"HTTP {outcome.http_status} {HTTPStatus(outcome.http_status).phrase}"
+        return f"HTTP {status} {HTTPStatus(status).phrase}"
     except ValueError:
-        return f"HTTP {outcome.http_status}"
+        return f"HTTP {status}"
 
 
 def _may_have_gone_through(outcome: str, job_status: str | None) -> bool:
