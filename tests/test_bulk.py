@@ -223,7 +223,7 @@ async def test_mixed_outcomes_are_listed_job_by_job(make_app, runpod, slack):
     assert row("job-again").split()[1:] == ["requeued,", "failed", "again"]
     assert "not retried: RunPod does not know it" in row("job-gone")
     assert "not retried: the job already completed" in row("job-done")
-    assert "retry limit reached" in row("job-spent") and "already retried once in the last hour" in row("job-spent")
+    assert "Retry limit reached (1 retry per job per hour); next allowed at" in row("job-spent")
     text = message_text(parent)
     assert "1 completed" in text and "1 failed again" in text and "3 not retried" in text
     assert "*2 of 5 jobs requeued · 3 not retried* on endpoint `ep1`, requested by <@U2>" in text

@@ -7,7 +7,7 @@ import contextlib
 import hashlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from typing import Any
@@ -59,7 +59,7 @@ class AlertDesk:
 
     def __init__(self, store: Store, out: SlackOut, metrics: Metrics, clock: Callable[[], float] = time.time, *,
                  max_retries: int | None = None, enabled: Callable[[str], bool] = lambda _endpoint: True,
-                 audit_channel: str = ""):
+                 audit_channel: str = "", channels: Collection[str] = ()):
         self.store = store
         self.out = out
         self.metrics = metrics
@@ -67,6 +67,7 @@ class AlertDesk:
         # What keeps the buttons honest: the hourly retry budget, and which endpoints the app may call at all.
         self.max_retries = max_retries
         self.enabled = enabled
+        self.channels = channels  # where retries are allowed (empty: anywhere); elsewhere alerts have no buttons
         self.audit_channel = audit_channel  # where an alert Slack refused is reported, with how to fix it
         self.workspace_url: str | None = None  # auth.test's `url`, for links to messages (set at start-up)
         self._alerts: dict[Key, Alert] = {}
@@ -118,7 +119,7 @@ class AlertDesk:
         else:
             self._blocked_until.pop(key, None)
         return messages.alert_message(alert, now, max_retries=self.max_retries, enabled=self.enabled(alert.endpoint),
-                                      health=self.health(alert.endpoint))
+                                      health=self.health(alert.endpoint), channels=self.channels)
 
     def link(self, alert: Alert) -> str | None:
         return messages.permalink(self.workspace_url, alert.channel, alert.ts, alert.thread_ts) if alert.ts else None

@@ -338,10 +338,9 @@ class BulkRunner:
             budget = await self.service.over_budget(endpoint, job)
             if budget is not None:
                 self.service.metrics.refusals.labels(reason="budget").inc()
-                limit = self.settings.max_retries_per_job
-                times = "once" if limit == 1 else f"{limit} times"
-                return await self._refused(who, endpoint, job, "budget",
-                                           f"retry limit reached: already retried {times} in the last hour", budget)
+                # The limit's words with the next allowed time, as "HH:MM UTC": the summary's table is a code block.
+                reached = await self.service.retry_limit(endpoint, job, plain=True) or budget
+                return await self._refused(who, endpoint, job, "budget", reached, budget)
             # Registered before the call: a job that ends quickly may end before `attempt` returns.
             self._following[key] = run
             async def answered(outcome: Outcome) -> None:

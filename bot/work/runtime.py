@@ -72,7 +72,8 @@ class Runtime:
                                        platform="runpod", method=op).inc())
         self.access = AccessPolicy(settings, self._group_members)
         self.desk = AlertDesk(self.store, self.out, self.metrics, max_retries=settings.max_retries_per_job,
-                              enabled=self.access.enabled, audit_channel=settings.audit_channel)
+                              enabled=self.access.enabled, audit_channel=settings.audit_channel,
+                              channels=self.access.channels)
         self.events = JobEvents()
         self.events.subscribe(self.desk)
         self.follower = Follower(self.runpod, self.out, self.store, self.events, self.metrics, settings,

@@ -211,7 +211,7 @@ class StormDesk:
     async def _write_part(self, storm: Storm, part: str) -> None:
         if part == MAIN:
             msg = messages.storm_alert(storm, self.clock(), enabled=self.service.access.enabled(storm.endpoint),
-                                       health=self.health(storm.endpoint))
+                                       health=self.health(storm.endpoint), channels=self.service.access.channels)
             if storm.ts is None:
                 storm.ts = await self.out.post(Place(storm.channel), msg)
                 if storm.ts:

@@ -7,6 +7,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from bot.core import words
 from bot.core.commands import COMMAND
 from bot.core.groups import JobResult, Tally
 from bot.core.health import Health
@@ -40,31 +41,28 @@ RESULTS_SECTIONS = 8     # likewise for the JSON results
 JOB_COLUMN = 48
 
 
-# What happened to a job of a bulk retry, one word each; the tally counts the same.
-REQUEUED = "requeued"
-NOT_RETRIED = "not retried"
-UNKNOWN_WORDS = "unknown, may have gone through"   # RunPod's answer to the retry was lost: check its status
 # How a requeued job ended (so far), in words (the tally counts the same finals).
-FINAL_WORDS = {"": "still running", "COMPLETED": "completed", "FAILED": "failed again",
-               "TIMED_OUT": "timed out again", "CANCELLED": "cancelled", "UNKNOWN": "no longer followed"}
+FINAL_WORDS = {"": words.STILL_RUNNING, "COMPLETED": words.COMPLETED, "FAILED": words.again("FAILED"),
+               "TIMED_OUT": words.again("TIMED_OUT"), "CANCELLED": words.state("CANCELLED"),
+               "UNKNOWN": "no longer followed"}
 
 
 def tally_text(t: Tally) -> str:
     """Every job in one count: the counts add up to the number of jobs."""
     parts = []
     if t.completed:
-        parts.append(f":white_check_mark: {t.completed} completed")
+        parts.append(f":white_check_mark: {t.completed} {words.COMPLETED}")
     if t.failed_again:
-        parts.append(f":red_circle: {t.failed_again} failed again")
+        parts.append(f":red_circle: {t.failed_again} {words.again('FAILED')}")
     if t.running:
-        parts.append(f":hourglass_flowing_sand: {t.running} still running")
+        parts.append(f":hourglass_flowing_sand: {t.running} {words.STILL_RUNNING}")
     if t.other:
         parts.append(f":grey_question: {t.other} cancelled or no longer followed")
     if t.not_retried:
-        parts.append(f":warning: {t.not_retried} {NOT_RETRIED}")
+        parts.append(f":warning: {t.not_retried} {words.NOT_RETRIED}")
     if t.unknown:
-        parts.append(f":grey_question: {t.unknown} {UNKNOWN_WORDS} (check their status)" if t.unknown > 1
-                     else f":grey_question: 1 {UNKNOWN_WORDS} (check its status)")
+        parts.append(f":grey_question: {t.unknown} {words.UNKNOWN_RETRY} (check their status)" if t.unknown > 1
+                     else f":grey_question: 1 {words.UNKNOWN_RETRY} ({words.CHECK_STATUS})")
     if t.waiting:
         parts.append(f":clock3: {t.waiting} not answered yet")
     return " · ".join(parts)
@@ -73,22 +71,22 @@ def tally_text(t: Tally) -> str:
 def tally_headline(t: Tally) -> str:
     """"30 of 42 jobs requeued · 12 not retried": how many RunPod requeued, then every other answer."""
     if t.requeued == t.total:
-        head = f"{'All ' if t.total > 1 else ''}{count(t.total, 'job')} {REQUEUED}"
+        head = f"{'All ' if t.total > 1 else ''}{words.jobs(t.total)} {words.REQUEUED}"
     else:
-        head = f"{t.requeued} of {count(t.total, 'job')} {REQUEUED}"
+        head = f"{t.requeued} of {words.jobs(t.total)} {words.REQUEUED}"
     if t.not_retried:
-        head += f" · {t.not_retried} {NOT_RETRIED}"
+        head += f" · {t.not_retried} {words.NOT_RETRIED}"
     if t.unknown:
-        head += f" · {t.unknown} {UNKNOWN_WORDS}"
+        head += f" · {t.unknown} {words.UNKNOWN_RETRY}"
     return head
 
 
 def _tally_plain(t: Tally) -> str:
     if not t.sent:
         return f"{t.answered} of {t.total} answered so far"
-    ended = [f"{t.completed} completed"] if t.completed else []
-    ended += [f"{t.failed_again} failed again"] if t.failed_again else []
-    ended += [f"{t.running} still running"] if t.running else []
+    ended = [f"{t.completed} {words.COMPLETED}"] if t.completed else []
+    ended += [f"{t.failed_again} {words.again('FAILED')}"] if t.failed_again else []
+    ended += [f"{t.running} {words.STILL_RUNNING}"] if t.running else []
     return ", ".join(ended)
 
 
@@ -173,10 +171,10 @@ def job_outcome_words(result: JobResult, final: str | None) -> str:
     """One job's line in words: requeued and how it ended (so far), or why it was not retried, or that its outcome
     is unknown."""
     if result.unknown:
-        return f"{UNKNOWN_WORDS}: {result.detail or result.outcome}; check its status"
+        return f"{words.UNKNOWN_RETRY}: {result.detail or result.outcome}; {words.CHECK_STATUS}"
     if not result.requeued:
-        return f"{NOT_RETRIED}: {result.detail or result.outcome}"
-    return f"{REQUEUED}, " + FINAL_WORDS.get(final or "", "ended")
+        return words.not_retried(result.detail or result.outcome)
+    return f"{words.REQUEUED}, " + FINAL_WORDS.get(final or "", "ended")
 
 
 def results_table(results: Sequence[JobResult], finals: Mapping[str, str] | None = None) -> str:

@@ -55,7 +55,9 @@ def usage_error(problem: str, form: str = RETRY_FORM) -> Message:
 
 
 def refusal(reason: str) -> Message:
-    return message(f"Not allowed: {reason}", [section(f":no_entry: {reason}")])
+    """The app's own rules said no: the reason says what was not done and why, once (no "Not allowed:" before a
+    "Not retried: …")."""
+    return message(reason, [section(f":no_entry: {reason}")])
 
 
 THREAD_HINT = "thread_hint"  # block_id of "the result is in the thread", dropped when there is no thread
@@ -74,7 +76,8 @@ def without_thread_hint(msg: Message, error: str) -> Message:
 def command_parent(user: str, endpoint: str, job: str, verb: str = "retry") -> Message:
     what = "asked to retry" if verb == "retry" else "asked for the status of"
     text = f"{mention(user)} {what} job {code(job)} on endpoint {code(endpoint)}."
-    return message(f"{what} job {job} on endpoint {endpoint}",
+    # The notification names who asked: "@dana asked to retry job …", never a sentence without its subject.
+    return message(f"{mention(user)} {what} job {job} on endpoint {endpoint}",
                    [section(f":arrows_counterclockwise: {text}" if verb == "retry" else f":mag: {text}"),
                     {**context("The result is in the thread."), "block_id": THREAD_HINT}])
 
