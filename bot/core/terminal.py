@@ -96,7 +96,10 @@ def label(outcome: Outcome) -> str:
 def outcome_lines(outcome: Outcome, *, follow: bool = False, verb: str = "retry") -> list[str]:
     """A job's answer in words, then RunPod's JSON under its label."""
     first = label(outcome) if verb == "retry" or outcome.ok else "could not check"
-    lines = [f"{first}: {plain(outcome.headline)}.", f"  {advice(outcome, follow=follow)}"]
+    head = plain(outcome.headline)
+    # "not retried: Not retried: …" would say it twice: the headline's own words go first then.
+    line = words.not_retried(head) if first == words.NOT_RETRIED else f"{first}: {head}"
+    lines = [f"{line}.", f"  {advice(outcome, follow=follow)}"]
     if outcome.body is not None:
         lines += [f"{outcome.answer_label}:", json.dumps(outcome.body, indent=2, ensure_ascii=False)]
     elif outcome.excerpt:
