@@ -87,7 +87,7 @@ from bot.core.messages.follow import follow_gave_up, follow_outcome, follow_resu
 from bot.core.messages.health import confirm_warning, health_blocks, health_line, health_message
 from bot.core.messages.history import attempt_words, audit_lines, audit_text, history_message, how_words, where_words
 from bot.core.messages.home import Access, EndpointStats, Failure, Followed, home_key, home_view
-from bot.core.messages.modal import form_unavailable, prefill, retry_form, thread_request
+from bot.core.messages.modal import form_refused, form_unavailable, prefill, retry_form, thread_request
 from bot.core.messages.recovery import AFTER_RESTART, storm_expired
 from bot.core.messages.storm import (
     failed_cancelled,
@@ -158,6 +158,7 @@ __all__ = [
     "follow_outcome",
     "follow_resumed",
     "follow_trouble",
+    "form_refused",
     "form_unavailable",
     "group_status",
     "header",
