@@ -75,7 +75,7 @@ class JobResult:
             detail = _SHORT.get(outcome.kind, outcome.kind.value).format(
                 state=already + state_sentence(outcome.job_status))
             said = plain_reason(outcome)
-            if said and outcome.kind is not Kind.NOT_RETRYABLE:
+            if said and outcome.kind not in (Kind.NOT_RETRYABLE, Kind.NOT_FOUND):  # their words say it all
                 detail += f" ({said})"
         return cls(outcome.job, outcome.kind.value, outcome.http_status, outcome.job_status, detail, outcome.body)
 
