@@ -11,14 +11,14 @@ from dataclasses import replace
 from typing import Any
 
 from bot.core import messages
-from bot.core.groups import UNKNOWN, JobResult, Tally, error_key
+from bot.core.groups import UNKNOWN, JobResult, Tally
 from bot.core.outcome import RETRYABLE, Kind, Outcome
 from bot.infra.config import Settings
 from bot.infra.logs import ctx
 from bot.slack.out import Place
 from bot.slack.pacing import Pacer
 from bot.store import AuditEntry, Queued
-from bot.work.bulk_run import BulkRun, catch_up, mention_once, save_answer, save_ending
+from bot.work.bulk_run import BulkRun, catch_up, mention_failed_again, save_answer, save_ending
 from bot.work.follow import FollowTarget
 from bot.work.health import EndpointHealth
 from bot.work.retry import RetryService, Source, Who
@@ -404,23 +404,8 @@ class BulkRunner:
             await self._saved(run, target.job, ending=True)
             run.changed(target.job)
             if status in RETRYABLE:
-                await self._mention(run, target.job, (final or {}).get("error"))
+                await mention_failed_again(self.store, self.out, run, target.job, (final or {}).get("error"))
             self._let_go(run)
-
-    async def _mention(self, run: BulkRun, job: str, error: Any) -> None:
-        """The first job of a run that fails again mentions the person who asked, once per run, in its thread (a
-        single retry mentions its person the same way). Where the run has no thread (its messages go through the
-        response_url), the final tally carries the mention instead."""
-        if run.place.via_response_url or not run.place.thread_ts:
-            return
-        try:
-            if await mention_once(self.store, run):
-                await self.out.post(run.place, messages.bulk_failed_again(
-                    run.who.user, run.endpoint, job, error_key("FAILED", error if isinstance(error, str) else None)
-                    if error else None))
-        except Exception:  # the tally still names the job: only the notification is lost
-            log.exception("could not mention who asked about a job that failed again",
-                          extra=ctx(endpoint=run.endpoint, job=job))
 
     # ---------------------------------------------------------------- status of many jobs
 

@@ -5,14 +5,20 @@ jobs of one run never overwrite each other, and a replica taking a dead one's ru
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
+from typing import Any
 
-from bot.core.groups import JobResult, Tally, failed_again, unknown_jobs
-from bot.slack.out import Place
+from bot.core import messages
+from bot.core.groups import JobResult, Tally, error_key, failed_again, unknown_jobs
+from bot.infra.logs import ctx
+from bot.slack.out import Place, SlackOut
 from bot.store import Store
 from bot.work.retry import Source, Who
+
+log = logging.getLogger(__name__)
 
 
 def _quietly(_job: str | None) -> None:
@@ -109,6 +115,21 @@ async def mention_once(store: Store, run: BulkRun) -> bool:
         return False
     await store.save_bulk_job(run.ref, MENTIONED, final="posted")
     return True
+
+
+async def mention_failed_again(store: Store, out: SlackOut, run: BulkRun, job: str, error: Any) -> None:
+    """The first job of a run that fails again mentions the person who asked, once per run, in its thread (a single
+    retry mentions its person the same way). Where the run has no thread (its messages go through the response_url),
+    the final tally carries the mention instead."""
+    if run.place.via_response_url or not run.place.thread_ts:
+        return
+    try:
+        if await mention_once(store, run):
+            said = error_key("FAILED", error) if isinstance(error, str) and error.strip() else None
+            await out.post(run.place, messages.bulk_failed_again(run.who.user, run.endpoint, job, said))
+    except Exception:  # the tally still names the job: only the notification is lost
+        log.exception("could not mention who asked about a job that failed again",
+                      extra=ctx(endpoint=run.endpoint, job=job))
 
 
 async def catch_up(store: Store, run: BulkRun) -> list[str]:
