@@ -691,7 +691,8 @@ async def test_12_replies_have_no_jargon_and_runpods_json_sits_under_the_sentenc
     [parent] = app.top_level("C1")
     result, final = app.thread("C1", parent["ts"])
     sentence, advice = result["blocks"][0]["text"]["text"], result["blocks"][1]["elements"][0]["text"]
-    assert sentence == ":hourglass_flowing_sand: Job `job-q1` on endpoint `ep1` was requeued: it is waiting in the queue."
+    assert sentence == (":hourglass_flowing_sand: Job `job-q1` on endpoint `ep1` was requeued: it is waiting in the "
+                        "queue.")
     for jargon in ("IN_QUEUE", "HTTP", "TTL", "/runsync"):
         assert jargon not in sentence + advice + result["text"]
     assert result["blocks"][2]["elements"][0]["text"] == "RunPod's answer (HTTP 200):"

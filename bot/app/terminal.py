@@ -212,7 +212,9 @@ async def run(settings: Settings, verb: str, endpoint: str, raw_jobs: Sequence[s
     try:
         command = parse_job_list(endpoint, " ".join(raw_jobs))
     except UsageError as exc:
-        print(f"Nothing was done. {plain(exc.problem)}", file=sys.stderr)
+        # The problem may already say what was not done ("Nothing was retried. …"): said once.
+        said = plain(exc.problem)
+        print(said if said.startswith("Nothing was") else f"Nothing was done. {said}", file=sys.stderr)
         return int(Exit.USAGE)
     if verb == "status" and len(command.jobs) != 1:
         print("Nothing was done: status takes one job.", file=sys.stderr)

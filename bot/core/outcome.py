@@ -204,6 +204,11 @@ def classify_retry(endpoint: str, job: str, answer: RunPodReply | RunPodError,
     )
 
 
+# How an answer was lost, in words rather than the outcome's code name.
+_LOST = {Kind.SERVER_ERROR: "a server error", Kind.TIMEOUT: "no answer in time",
+         Kind.UNREACHABLE: "a dropped connection", Kind.BAD_RESPONSE: "an answer that was not JSON"}
+
+
 def _settle_uncertain(outcome: Outcome, answer: RunPodError, probe: RunPodReply | RunPodError) -> Outcome:
     """RunPod's answer to /retry was lost or garbled; /status shows whether the retry took effect."""
     endpoint, job = outcome.endpoint, outcome.job
@@ -213,7 +218,7 @@ def _settle_uncertain(outcome: Outcome, answer: RunPodError, probe: RunPodReply 
     if state in ALIVE:
         return Outcome(
             Kind.REQUEUED, endpoint, job,
-            f"RunPod's answer to the retry was lost ({outcome.kind.value.replace('_', ' ')}), but job `{job}` on "
+            f"RunPod's answer to the retry was lost ({_LOST[outcome.kind]}), but job `{job}` on "
             f"endpoint `{endpoint}` {state_sentence(state).replace('is ', 'is now ', 1)}: the retry went through",
             "I'll follow it and post here when it ends. The JSON below is its current status.",
             answer.status, state, probe.body, answer.excerpt)

@@ -273,7 +273,9 @@ class AlertDesk:
                 return "duplicate", existing
             alert = await self.save(failed_again_outside(existing, body, self.clock()))
         # Outside the lock: waiting on Slack must not hold up the job's other events.
-        await self.out.post(Place(alert.channel, thread_ts=alert.reply_thread), messages.alert_refailed(alert))
+        await self.out.post(Place(alert.channel, thread_ts=alert.reply_thread), messages.alert_refailed(
+            alert, self.clock(), max_retries=self.max_retries, enabled=self.enabled(alert.endpoint),
+            channels=self.channels))
         return "updated", alert
 
     async def _in_flight(self, endpoint: str, job: str) -> bool:

@@ -216,11 +216,16 @@ def alert_message(alert: Alert, now: float | None = None, *, max_retries: int | 
     return message(alert_notification(alert, now, max_retries=max_retries, enabled=enabled, channels=channels), blocks)
 
 
-def alert_refailed(alert: Alert) -> Message:
-    return message(f"Job {alert.job} failed again",
+def alert_refailed(alert: Alert, now: float | None = None, *, max_retries: int | None = None, enabled: bool = True,
+                   channels: Collection[str] = ()) -> Message:
+    """A thread note when a job retried outside this app failed again: until when it can be retried, or why not
+    (the retry limit with its next allowed time, a channel or endpoint where retries are refused)."""
+    now = time.time() if now is None else now
+    block = retry_block(alert, now, max_retries=max_retries, enabled=enabled, channels=channels)
+    can = FORGOTTEN if now >= alert.deadline else block or words.retry_until(alert.deadline)
+    return message(f"Job {alert.job} {words.again(alert.status)}",
                    [section(f":red_circle: Job {code(alert.job)} on endpoint {code(alert.endpoint)} "
-                            f"{state_words(alert.status)} again. The alert above is up to date; it can be retried "
-                            f"until {slack_time(alert.deadline)}.")])
+                            f"{words.again(alert.status)}. The alert above is up to date. {can}")])
 
 
 def alert_undelivered(endpoint: str, job: str, status: str, error: str | None, channel: str,
