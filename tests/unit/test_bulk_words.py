@@ -59,3 +59,17 @@ def test_the_final_tally_without_a_thread_mentions_the_person_once():
     assert message_text({"blocks": final["blocks"]}).count("<@U1>") == 2  # the mention, and "requested by"
     quiet = messages.bulk_final("U1", EP, Tally(1, answered=1, completed=1), [])
     assert not quiet["text"].startswith("<@U1>")
+
+
+def test_the_readme_shows_a_bulk_run_with_every_kind_of_row_drawn_by_the_real_builders():
+    from pathlib import Path
+
+    from bot.app.docs import bulk_picture
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    picture = bulk_picture()
+    assert picture in readme.split("### Many jobs at once", 1)[1].split("### ", 1)[0]
+    for row in ("requeued, completed", "requeued, failed again", "requeued, still running", "requeued, cancelled",
+                "not retried: RunPod does not know it", "unknown, may have gone through", "not retried: Retry limit"):
+        assert row in picture, row
+    assert "@dana, job `job-7` you retried" in picture and "<html" not in picture
