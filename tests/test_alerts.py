@@ -115,10 +115,14 @@ async def test_long_traceback_is_trimmed_to_its_last_lines_and_slack_accepts_the
 
     assert code == 200
     await app.settle()
-    [alert] = app.posts(ALERTS)
+    [alert] = app.top_level(ALERTS)
     text = message_text(alert)
     assert "RuntimeError: the real cause" in text
-    assert "step_0(" not in text and "earlier lines cut" in text
+    assert "step_" not in text, "the alert shows the error's one line; the traceback is in its thread"
+    [details] = app.thread(ALERTS, alert["ts"])
+    whole = message_text(details)
+    assert "RuntimeError: the real cause" in whole and "step_399(" in whole
+    assert "step_0(" not in whole and "earlier lines cut" in whole
     assert not slack.rejected(), slack.describe()
 
 
@@ -133,10 +137,12 @@ async def test_an_alert_with_longest_ids_and_a_hostile_error_stays_inside_slack_
 
     assert code == 200
     await app.settle()
-    [alert] = app.posts(ALERTS)
+    [alert] = app.top_level(ALERTS)
     text = message_text(alert)
     assert "<!channel>" not in text and "<@U0ADMIN>" not in text
     assert "&lt;!channel&gt;" in text
+    [details] = app.thread(ALERTS, alert["ts"])  # the whole error, one click away, pings nobody either
+    assert "<!channel>" not in message_text(details) and "<@U0ADMIN>" not in message_text(details)
     assert buttons(alert)[actions.RETRY]["value"] == f"{endpoint}/{job}"
     assert not slack.rejected(), slack.describe()
 

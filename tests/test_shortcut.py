@@ -67,6 +67,7 @@ async def test_a_runpod_link_inside_an_attachment_prefills_the_form_and_the_resu
     replies = app.thread("C1", MSG_TS)
     text = "\n".join(message_text(m) for m in replies)
     assert "<@U4> asked to retry job" in message_text(replies[0])
+    assert replies[0]["text"].startswith("<@U4> asked to retry job"), "the notification names who asked"
     assert "was requeued" in text and "completed" in text
     assert not app.top_level("C1"), "nothing is posted outside the message's thread"
     [row] = await app.rt.store.history(5)

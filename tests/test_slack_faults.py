@@ -191,6 +191,6 @@ async def test_a_slack_call_that_keeps_failing_unexpectedly_is_set_aside_and_the
     assert "could not attach `runpod-ep1-job-50k.json`" in thread
     assert "Slack kept failing the upload" in thread and "/runpod-retry status ep1 job-50k" in thread
     assert "HTTP 200" in app.thread_text("C1", small["ts"])
-    status, body = await app.get("/healthz")
+    _, body = await app.get("/healthz")
     assert '"slack_calls_set_aside": 1' in body
     assert len(slack.calls_to("files.completeUploadExternal")) < 20, "the call was not tried forever"

@@ -189,7 +189,8 @@ def test_2_notification_texts_for_every_phase_say_what_happened_first():
     refused_alert = Alert(EP, "job-1", ALERTS, "FAILED", now - 60, ts="1.2", phase=Phase.REFUSED,
                           note="RunPod refused the API key for endpoint `ep1`", actor="U1", acted_at=now)
     cases = [
-        (base, "TIMED OUT: job job-1 on ep1: Traceback …. Retry before"),
+        # A traceback's notification reads as its last meaningful line, never "Traceback …".
+        (base, "TIMED OUT: job job-1 on ep1: worker lost &lt;!channel&gt;. Retry before"),
         (Alert(EP, "job-1", ALERTS, "FAILED", now - 3600, ts="1.2"), "FAILED: job job-1 on ep1. Too late to retry."),
         (Alert(EP, "job-1", ALERTS, "FAILED", now, ts="1.2", phase=Phase.FAILED_AGAIN, error="OOM again",
                actor="U1", acted_at=now), "FAILED again after a retry: job job-1 on ep1: OOM again. Retry before"),

@@ -10,8 +10,10 @@ from typing import Any
 from bot.core import words
 from bot.core.ids import is_valid_id
 from bot.core.outcome import RETENTION_SECONDS, RETRYABLE, TRANSIENT, Kind, Outcome, state_sentence
+from bot.core.worker_errors import MAX_DETAILS_CHARS, error_details, is_runpod_error
 
-MAX_ERROR_CHARS = 1500
+# An alert keeps the worker's whole error for its thread, up to this much (a longer one keeps its end).
+MAX_ERROR_CHARS = MAX_DETAILS_CHARS
 # The retry budget counts RunPod calls per job over this window (RUNPOD_RETRY_MAX_PER_JOB per hour).
 BUDGET_WINDOW = 3600.0
 
@@ -78,25 +80,17 @@ def _number(value: Any) -> float | None:
 
 
 def trim_error(error: Any) -> str | None:
-    """RunPod's error as text, cut to a readable size (tracebacks keep their last lines, where the cause is)."""
+    """RunPod's error as text, cut to a size an alert keeps (tracebacks keep their last lines, where the cause is).
+    runpod-python's JSON error keeps its JSON while it fits; past that it becomes its readable traceback, so that a
+    cut never leaves broken JSON behind."""
     if error is None or error == "":
         return None
     text = error if isinstance(error, str) else json.dumps(error, ensure_ascii=False)
     text = text.strip()
     if len(text) <= MAX_ERROR_CHARS:
         return text
-    lines = text.splitlines()
-    if len(lines) > 3:
-        tail: list[str] = []
-        size = 0
-        for line in reversed(lines):
-            if size + len(line) > MAX_ERROR_CHARS - 40:
-                break
-            tail.insert(0, line)
-            size += len(line) + 1
-        if tail:
-            return f"… ({len(lines) - len(tail)} earlier lines cut)\n" + "\n".join(tail)
-    return text[: MAX_ERROR_CHARS - 1] + "…"
+    details = error_details(error) if is_runpod_error(error) or "\n" in text else None
+    return details or text[: MAX_ERROR_CHARS - 1] + "…"
 
 
 class BadJobBody(ValueError):

@@ -16,6 +16,7 @@ from bot.core.answers import (
     RunPodUnreachable,
 )
 from bot.core.words import state_sentence
+from bot.core.worker_errors import error_summary
 
 RETRYABLE = frozenset({"FAILED", "TIMED_OUT"})
 TERMINAL = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"})
@@ -238,8 +239,9 @@ def classify_status(endpoint: str, job: str, answer: RunPodReply | RunPodError) 
     summary = f"Job `{job}` on endpoint `{endpoint}` {state_sentence(state)}"
     error = answer.body.get("error")
     if state in RETRYABLE:
-        if isinstance(error, str) and error:
-            summary += f": {error[:200]}"
+        said = error_summary(error)  # a traceback by its exception line, runpod-python's JSON by type and message
+        if said:
+            summary += f": {said}"
         # A status answer does not say when the job ended, so no deadline is promised here.
         advice = (f"It can be retried with `/runpod-retry {endpoint} {job}` until RunPod forgets it, "
                   f"{words.RETENTION_MINUTES} minutes after it ended.")

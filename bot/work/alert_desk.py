@@ -165,6 +165,9 @@ class AlertDesk:
             changed = _fingerprint(alert) != after.get("shown")
             alert = replace(alert, ts=delivery.ts, posting=False)
             self.metrics.alerts.labels(kind="single").inc()
+            details = messages.alert_error_details(alert)
+            if details is not None:  # the alert shows the error's one line; its whole traceback goes in the thread
+                await self.out.post_later(Place(alert.channel, thread_ts=alert.reply_thread), details)
             if changed:  # someone acted on the job while its alert was on its way: show that
                 await self.save(alert)
             else:

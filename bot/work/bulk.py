@@ -13,6 +13,7 @@ from typing import Any
 from bot.core import messages
 from bot.core.groups import UNKNOWN, JobResult, Tally
 from bot.core.outcome import RETRYABLE, Kind, Outcome
+from bot.core.worker_errors import error_summary
 from bot.infra.config import Settings
 from bot.infra.logs import ctx
 from bot.slack.out import Place
@@ -391,7 +392,7 @@ class BulkRunner:
         try:
             if status in RETRYABLE:
                 # Seen failing again: `failed` offers it again.
-                error = str((final or {}).get("error") or "")[:500] or None
+                error = error_summary((final or {}).get("error"))
                 await self.store.record_failure(target.endpoint, target.job, status, error, time.time())
         except Exception:
             log.exception("could not record the repeated failure", extra=ctx(endpoint=target.endpoint,

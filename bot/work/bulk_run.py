@@ -12,7 +12,8 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from bot.core import messages
-from bot.core.groups import JobResult, Tally, error_key, failed_again, unknown_jobs
+from bot.core.groups import JobResult, Tally, failed_again, unknown_jobs
+from bot.core.worker_errors import error_summary
 from bot.infra.logs import ctx
 from bot.slack.out import Place, SlackOut
 from bot.store import Store
@@ -125,7 +126,7 @@ async def mention_failed_again(store: Store, out: SlackOut, run: BulkRun, job: s
         return
     try:
         if await mention_once(store, run):
-            said = error_key("FAILED", error) if isinstance(error, str) and error.strip() else None
+            said = error_summary(error)  # a traceback by its exception line, runpod-python's JSON by its message
             await out.post(run.place, messages.bulk_failed_again(run.who.user, run.endpoint, job, said))
     except Exception:  # the tally still names the job: only the notification is lost
         log.exception("could not mention who asked about a job that failed again",

@@ -13,6 +13,8 @@ EP = "ep1"
 CHANNEL = "C1"
 # One job at a time: the first job's /retry meets the 502, and its /status check the next one.
 ONE_AT_A_TIME = {"RUNPOD_BULK_CONCURRENCY": "1", "RUNPOD_FOLLOW_INTERVAL": "0.05"}
+TORCH_OOM = ("Traceback (most recent call last):\n  File \"/handler.py\", line 41, in handler\n    out = model(x)\n"
+             "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 23.65 GiB total)")
 HTML_502 = "<html><head><title>502 Bad Gateway</title></head><body><h1>502 Bad Gateway</h1></body></html>"
 
 
@@ -22,7 +24,7 @@ async def test_every_kind_of_row_is_named_counted_and_titled_truthfully(make_app
     runpod.add_job(EP, "job-lost")
     runpod.add_job(EP, "job-ok")
     for job in ("job-again-1", "job-again-2"):
-        runpod.add_job(EP, job, after_retry=("IN_PROGRESS", "FAILED"), final_error="CUDA out of memory again")
+        runpod.add_job(EP, job, after_retry=("IN_PROGRESS", "FAILED"), final_error=TORCH_OOM)
     runpod.add_job(EP, "job-done", status="COMPLETED", error=None)
     # RunPod's gateway answers the first retry with an HTML 502, and the status check after it likewise: nobody
     # knows whether the retry went through.
@@ -58,7 +60,9 @@ async def test_every_kind_of_row_is_named_counted_and_titled_truthfully(make_app
     # The person who asked: one mention for the whole run, though two of its jobs failed again.
     mentions = [m for m in thread if "<@U1>" in message_text(m)]
     assert len(mentions) == 1, [message_text(m) for m in mentions]
-    assert "failed again" in message_text(mentions[0]) and "CUDA out of memory again" in message_text(mentions[0])
+    said = message_text(mentions[0])
+    assert "failed again" in said and "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate" in said
+    assert "Traceback" not in said, "the error's one line, not its first"
 
     [upload] = slack.uploads.values()
     upload = upload.decode() if isinstance(upload, bytes) else upload

@@ -5,6 +5,7 @@ huge JSON, hundreds of jobs), so Slack never rejects a message for size.
 """
 
 from bot.core.messages.alert import (
+    alert_error_details,
     alert_message,
     alert_notification,
     alert_refailed,
@@ -97,6 +98,7 @@ from bot.core.messages.storm import (
     failed_started,
     nothing_to_retry,
     storm_alert,
+    storm_examples,
     storm_jobs_page,
     storm_unknown,
 )
@@ -123,6 +125,7 @@ __all__ = [
     "Failure",
     "Followed",
     "Message",
+    "alert_error_details",
     "alert_message",
     "alert_notification",
     "alert_refailed",
@@ -201,6 +204,7 @@ __all__ = [
     "slack_time",
     "state_icon",
     "storm_alert",
+    "storm_examples",
     "storm_expired",
     "storm_jobs_page",
     "storm_unknown",

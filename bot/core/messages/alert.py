@@ -12,9 +12,10 @@ from bot.core.commands import COMMAND
 from bot.core.health import Health
 from bot.core.ids import shorten
 from bot.core.messages.blocks import (
+    JSON_CHUNK,
     Message,
+    _chunks,
     button,
-    clip,
     code,
     confirm_dialog,
     context,
@@ -30,6 +31,7 @@ from bot.core.messages.blocks import (
 )
 from bot.core.messages.health import confirm_warning, health_blocks
 from bot.core.outcome import seconds_text, state_sentence, state_words
+from bot.core.worker_errors import error_details, error_summary
 
 _PHASE_HEADERS = {
     Phase.FAILED: ":red_circle: RunPod job {status}",
@@ -44,6 +46,8 @@ _PHASE_HEADERS = {
 OFFERS_RETRY = (Phase.FAILED, Phase.FAILED_AGAIN, Phase.REFUSED)
 NOT_ENABLED = ("Retries are not enabled for this endpoint: this app is not set up to call it, so it cannot retry or "
                "check the job from here. An admin can add it to `RUNPOD_RETRY_ENDPOINTS`.")
+NOTIFICATION_ERROR_CHARS = 150  # a phone shows little: the error's summary is cut shorter there
+DETAILS_IN_THREAD = "The worker's whole error (its traceback) is in the thread."
 FORGOTTEN = words.too_late()
 
 
@@ -134,20 +138,14 @@ def alert_state_line(alert: Alert, now: float, *, max_retries: int | None = None
     return f"Retried by {who} at {at}; {what}. Press Status to see where it is now."
 
 
-def _first_line(error: str | None, limit: int = 150) -> str | None:
-    for line in (error or "").splitlines():
-        if line.strip():
-            return clip(line.strip(), limit)
-    return None
-
-
 def alert_notification(alert: Alert, now: float, *, max_retries: int | None = None, enabled: bool = True,
                        channels: Collection[str] = ()) -> str:
     """The fallback text, which is what a phone shows: what happened first, then why, then what can be done."""
     ref = f"job {alert.job} on {alert.endpoint}"
     what = alert.status.replace("_", " ")
-    error = _first_line(alert.error)
-    why = f": {escape(error)}" if error else ""  # RunPod's words can hold `<!channel>`: shown, never pinging
+    error = error_summary(alert.error, NOTIFICATION_ERROR_CHARS)
+    # RunPod's words can hold `<!channel>`: shown, never pinging. The sentence's own full stop follows.
+    why = f": {escape(error.rstrip('.'))}" if error else ""
     block = retry_block(alert, now, max_retries=max_retries, enabled=enabled, channels=channels)
     if block:
         # The limit's own words, with its next allowed time (message() shows the time as "HH:MM UTC").
@@ -157,10 +155,11 @@ def alert_notification(alert: Alert, now: float, *, max_retries: int | None = No
         can = "Too late to retry." if now >= alert.deadline else ""
     else:
         can = f"Retry before {slack_time(alert.deadline)}."
+    stop = "" if why.endswith("…") else "."  # a cut summary already ends with its own mark
     if alert.phase is Phase.FAILED:
-        return f"{what}: {ref}{why}. {can}".strip()
+        return f"{what}: {ref}{why}{stop} {can}".strip()
     if alert.phase is Phase.FAILED_AGAIN:
-        return f"{what} again after a retry: {ref}{why}. {can}".strip()
+        return f"{what} again after a retry: {ref}{why}{stop} {can}".strip()
     if alert.phase is Phase.RETRYING:
         return f"Retrying {ref}"
     if alert.phase is Phase.REQUEUED:
@@ -196,9 +195,12 @@ def alert_message(alert: Alert, now: float | None = None, *, max_retries: int | 
     if run:
         facts.append(("Retry ran for" if retried else "Ran for", run))
     blocks: list[dict[str, Any]] = [header(title), fields(facts)]
-    if alert.error:
+    summary = error_summary(alert.error)
+    if summary:
         label = "Error (before the retry)" if alert.phase is Phase.COMPLETED else "Error"
-        blocks.append(section(f"*{label}*\n```{escape(clip(alert.error, 2800))}```"))
+        blocks.append(section(f"*{label}:* {error_code(summary)}"))
+        if error_details(alert.error):
+            blocks.append(context(DETAILS_IN_THREAD))
     blocks.append(context(alert_state_line(alert, now, max_retries=max_retries, enabled=enabled, channels=channels)))
     value = actions.job_value(alert.endpoint, alert.job)
     buttons = []
@@ -218,21 +220,26 @@ def alert_message(alert: Alert, now: float | None = None, *, max_retries: int | 
 
 def alert_refailed(alert: Alert, now: float | None = None, *, max_retries: int | None = None, enabled: bool = True,
                    channels: Collection[str] = ()) -> Message:
-    """A thread note when a job retried outside this app failed again: until when it can be retried, or why not
-    (the retry limit with its next allowed time, a channel or endpoint where retries are refused)."""
+    """A thread note when a job retried outside this app failed again: its new error's one line (and the whole
+    error below), until when it can be retried, or why not (the retry limit with its next allowed time, a channel
+    or endpoint where retries are refused)."""
     now = time.time() if now is None else now
     block = retry_block(alert, now, max_retries=max_retries, enabled=enabled, channels=channels)
     can = FORGOTTEN if now >= alert.deadline else block or words.retry_until(alert.deadline)
-    return message(f"Job {alert.job} {words.again(alert.status)}",
+    summary, details = error_summary(alert.error), error_details(alert.error)
+    why = f": {error_code(summary)}" if summary else ""
+    said = escape(error_summary(alert.error, NOTIFICATION_ERROR_CHARS) or "")
+    return message(f"Job {alert.job} {words.again(alert.status)}" + (f": {said}" if said else ""),
                    [section(f":red_circle: Job {code(alert.job)} on endpoint {code(alert.endpoint)} "
-                            f"{words.again(alert.status)}. The alert above is up to date. {can}")])
+                            f"{words.again(alert.status)}{why}. The alert above is up to date. {can}"),
+                    *(_details_sections(details) if details else [])])
 
 
 def alert_undelivered(endpoint: str, job: str, status: str, error: str | None, channel: str,
                       count: int = 1) -> Message:
     """An alert Slack would not take (the app is not in the channel, or it does not exist): said where someone
     can fix it, with the fix. `count` > 1: a grouped alert for that many jobs."""
-    why = f" ({escape(_first_line(error) or '')})" if error else ""
+    why = f" ({escape(error_summary(error, NOTIFICATION_ERROR_CHARS) or '')})" if error else ""
     what = (f"the grouped alert for {count} failed jobs on endpoint {code(endpoint)}" if count > 1 else
             f"the failure alert for job {code(job)} on endpoint {code(endpoint)} ({state_words(status)}{why})")
     return message(f"A RunPod failure alert could not be posted in channel {channel}: invite the app there",
@@ -242,3 +249,27 @@ def alert_undelivered(endpoint: str, job: str, status: str, error: str | None, c
                             "to a channel I am in). RunPod's next delivery of a failure then posts its alert. Until "
                             f"then, `/runpod-retry failed {endpoint}` lists and retries the jobs that failed. While "
                             "this lasts I say it at most every 10 minutes; the app's log names every alert lost.")])
+
+
+def error_code(summary: str) -> str:
+    """A worker's error summary in inline code, safe whatever it holds (a backtick would end the code early)."""
+    safe = escape(summary.replace("`", "'"))
+    return f"`{safe}`"
+
+
+def alert_error_details(alert: Alert) -> Message | None:
+    """The worker's whole error, readable, for the alert's thread (the alert itself shows its one-line summary);
+    None when the summary says everything."""
+    details = error_details(alert.error)
+    if details is None:
+        return None
+    lines = [section(f"The worker's whole error for job {code(alert.job)} on endpoint {code(alert.endpoint)}, "
+                     "as RunPod reported it:")]
+    lines.extend(_details_sections(details))
+    said = escape(error_summary(alert.error, NOTIFICATION_ERROR_CHARS) or "")
+    return message(f"The whole error of job {alert.job}: {said}", lines)
+
+
+def _details_sections(details: str) -> list[dict[str, Any]]:
+    """A worker's whole error as code blocks (its end kept, where the cause is, if Slack's limits bite)."""
+    return [section(f"```{chunk}```") for chunk in _chunks(plain(details), JSON_CHUNK)[-3:]]

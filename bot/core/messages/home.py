@@ -15,7 +15,6 @@ from bot.core.health import Health, unlikely_reason
 from bot.core.ids import shorten
 from bot.core.messages.blocks import (
     button,
-    clip,
     code,
     confirm_dialog,
     context,
@@ -30,6 +29,7 @@ from bot.core.messages.blocks import (
 )
 from bot.core.messages.history import history_message
 from bot.core.outcome import state_words
+from bot.core.worker_errors import error_summary
 
 MAX_HOME_BLOCKS = 100
 MAX_FAILURES = 20
@@ -95,8 +95,8 @@ def access_text(access: Access) -> str:
 
 
 def _failure_block(failure: Failure) -> dict[str, Any]:
-    error = next((line.strip() for line in (failure.error or "").splitlines() if line.strip()), "")
-    why = f": {escape(clip(error, 200))}" if error else ""
+    error = error_summary(failure.error)
+    why = f": {escape(error)}" if error else ""
     alert = f" · {link(failure.alert_url, 'its alert')}" if failure.alert_url else ""
     can = failure.blocked or words.retry_until(failure.deadline)
     block = section(f":red_circle: {code(failure.job)} on {code(failure.endpoint)} {state_words(failure.status)} at "

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections import Counter
 from collections.abc import Collection, Sequence
 from typing import Any
 
@@ -12,7 +11,7 @@ from bot.core.commands import COMMAND, MAX_BULK_JOBS
 from bot.core.groups import Storm, error_key, failed_again, unknown_jobs
 from bot.core.health import Health
 from bot.core.ids import shorten
-from bot.core.messages.alert import NOT_ENABLED, not_allowed_here
+from bot.core.messages.alert import NOT_ENABLED, error_code, not_allowed_here
 from bot.core.messages.blocks import (
     JSON_CHUNK,
     Message,
@@ -29,6 +28,7 @@ from bot.core.messages.blocks import (
     link,
     mention,
     message,
+    plain,
     section,
     slack_time,
     who,
@@ -39,6 +39,7 @@ from bot.core.messages.blocks import (
 )
 from bot.core.messages.bulk import JOB_COLUMN, job_outcome_words, tally_blocks
 from bot.core.messages.health import confirm_warning, health_blocks
+from bot.core.worker_errors import common_errors
 
 
 def _deadline_line(storm: Storm, now: float) -> str:
@@ -106,7 +107,7 @@ def storm_alert(storm: Storm, now: float | None = None, *, enabled: bool = True,
     facts = [("Endpoint", code(endpoint)), ("Failed jobs", str(n)),
              ("First failure", slack_time(storm.first_at, "{date_short_pretty} {time}")),
              ("Latest failure", slack_time(storm.last_at, "{date_short_pretty} {time}"))]
-    errors = "\n".join(f"• {count}× `{escape(clip(error, 400))}`" for error, count in top)
+    errors = "\n".join(f"• {count}× {error_code(error)}" for error, count in top)
     title = storm_title(storm)
     here = not channels or storm.channel in channels
     not_here = not_allowed_here(channels, f"`{COMMAND} failed {endpoint}`")
@@ -115,7 +116,8 @@ def storm_alert(storm: Storm, now: float | None = None, *, enabled: bool = True,
                                     fields(facts), section(f"*Most common errors*\n{errors}"),
                                     context(NOT_ENABLED if not enabled else not_here if not here
                                             else _deadline_line(storm, now))]
-    note = "The job list is in the thread."
+    note = ("The job list, and one whole error (traceback) of each kind, are in the thread." if storm.examples
+            else "The job list is in the thread.")
     if storm.singles:
         # Not "above": a single alert still being posted can land below the grouped one.
         note += (f" The first {storm.singles} also got alerts of their own, posted before the storm was recognised; "
@@ -141,7 +143,8 @@ def storm_alert(storm: Storm, now: float | None = None, *, enabled: bool = True,
         buttons.append(button("Status", actions.STORM_STATUS, actions.storm_value(endpoint, storm.storm_id)))
     if buttons:
         blocks.append({"type": "actions", "block_id": "storm_actions", "elements": buttons})
-    common = "; ".join(f"{escape(error)} ({count})" for error, count in top)  # RunPod's words never ping
+    # RunPod's words never ping; a phone shows little, so each error is cut shorter there.
+    common = "; ".join(f"{count}× {escape(clip(error, 80))}" for error, count in top)
     can = f" Retry before {slack_time(storm.first_deadline)}." if enabled_here and remaining \
         and now < storm.first_deadline else ""
     return message(f"{title}: {common}.{can}", blocks)
@@ -196,10 +199,10 @@ def failed_offer(endpoint: str, window: float, rows: Sequence[dict[str, Any]], c
     jobs = [row["job"] for row in rows]
     what = f"{len(jobs)} jobs" if len(jobs) != 1 else "1 job"
     were = "were" if len(jobs) != 1 else "was"
-    top = Counter(error_key(row.get("status") or "FAILED", row.get("error")) for row in rows).most_common(3)
+    top = common_errors((error_key(row.get("status") or "FAILED", row.get("error")) for row in rows), 3)
     blocks = [section(f":arrows_counterclockwise: *{what}* of endpoint {code(endpoint)} failed in the last "
                       f"{window_text(window)} and {were} not retried yet: {job_list(jobs)}."),
-              section("*Most common errors*\n" + "\n".join(f"• {n}× `{escape(clip(e, 300))}`" for e, n in top))]
+              section("*Most common errors*\n" + "\n".join(f"• {n}× {error_code(e)}" for e, n in top))]
     if capped:
         blocks.append(context(f"{capped} more are not included: one retry takes at most {MAX_BULK_JOBS} jobs. "
                               "Run the command again afterwards for the rest."))
@@ -235,3 +238,14 @@ def failed_running(endpoint: str, count: int, user: str, at: float, *, viewer: s
 def failed_cancelled(endpoint: str) -> Message:
     return message("Cancelled: nothing was retried",
                    [section(f"Cancelled: no job of endpoint {code(endpoint)} was retried.")])
+
+
+def storm_examples(storm: Storm) -> Message:
+    """For the grouped alert's thread: one job's whole error for each kind of error, as lines (the alert shows
+    each kind's one line and count)."""
+    blocks = [section(f"The whole error of one job of each kind, on endpoint {code(storm.endpoint)}, as the worker "
+                      "reported it:")]
+    for family, (job, details) in storm.examples.items():
+        blocks.append(section(f"*{escape(family)}* (job {code(job)}):"))
+        blocks.append(section(f"```{_chunks(plain(details), JSON_CHUNK)[-1]}```"))
+    return message(f"The whole error of each kind on endpoint {storm.endpoint}", blocks)
