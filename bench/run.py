@@ -96,7 +96,7 @@ LIMITS_BULK_CAP = 90.0
 QUIET = 3.0                # "settled": no Slack call for this long
 
 PORT_LINE = re.compile(r"listening on port (\d+)")
-REQUEUED = re.compile(r"is back in the queue|is running again")
+REQUEUED = re.compile(r"was requeued")
 NOT_RETRIED = re.compile(r"(\d+) (?:was|were) not retried")
 
 
@@ -224,7 +224,7 @@ class Burst:
     latencies: list[float]  # per command; ACK_CAP for acks that never came
     lost: int               # no 200 within ACK_CAP
     answered: int           # threads with a result reply
-    requeued: int           # result replies saying the job is back in the queue
+    requeued: int           # result replies saying the job was requeued
     all_answered: float | None  # burst start -> last result reply, when all arrived
     last_reply: float | None    # burst start -> last result reply seen (even if not all arrived)
     rejected: int           # messages the Slack stand-in refused (Block Kit etc.)
@@ -327,7 +327,7 @@ async def burst(ports: list[int], slack: FakeSlack, runpod: FakeRunPod, n: int, 
         latencies=[latency if ok else ACK_CAP for ok, latency in acks],
         lost=sum(1 for ok, _ in acks if not ok),
         answered=len(replies),
-        # Issue 14's words: a requeued job "is back in the queue" (or "is running again" if RunPod is quick).
+        # The vocabulary's word (bot/core/words.py): a job RunPod accepted the retry of "was requeued".
         requeued=sum(1 for c in replies.values() if REQUEUED.search(call_text(c))),
         all_answered=last - start if last is not None and len(replies) >= n else None,
         last_reply=last - start if last is not None else None,
@@ -944,7 +944,7 @@ def goals_section(app: Row) -> list[str]:
             f"- p99 ack under 300 ms: {ms(b.pct(0.99))} — {check(b.pct(0.99) < 0.3)}",
             f"- all {BURST} answered within 1.5 × {BURST_LATENCY:.0f} s = {goal_replies:.1f} s: "
             f"{replies_cell(b, REPLY_CAP)} — {check(b.all_answered is not None and b.all_answered <= goal_replies)}",
-            f"- every result says the job is back in the queue: {b.requeued}/{BURST} — {check(b.requeued == BURST)}",
+            f"- every result says the job was requeued: {b.requeued}/{BURST} — {check(b.requeued == BURST)}",
         ]
     if bk is not None:
         lines.append(f"- {BULK} bulk jobs within 1.3 × ideal: {bk.total / bk.ideal:.2f} × — "
@@ -963,7 +963,7 @@ def details_section(rows: list[Row]) -> list[str]:
             continue
         each = ", ".join(replies_cell(r, REPLY_CAP if row is app else NAIVE_REPLY_CAP) for r in row.runs)
         lines.append(f"- {row.name}: all results posted per run: {each}; "
-                     f"{b.requeued}/{BURST} result replies say the job is back in the queue; "
+                     f"{b.requeued}/{BURST} result replies say the job was requeued; "
                      f"{b.rejected} messages refused by the Slack stand-in; at most {b.runpod_max_in_flight} RunPod "
                      f"calls in flight; the last command's message posted {b.parents_by:.2f} s and its /retry at "
                      f"RunPod {b.retries_by:.2f} s after the burst began (slowest run); peak RSS "

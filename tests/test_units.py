@@ -63,9 +63,9 @@ def test_valid_ids(value):
     ("j" * (MAX_ID_LENGTH + 1), "129 characters"),
     ("job!", "'!'"),
     ("jöb", "'ö'"),
-    ("jo b", "' '"),
+    ("jo b", "a space"),
     ("job/1", "'/'"),
-    ("job\n", "'\\n'"),
+    ("job\n", "a line break"),
     ("<@U1>", "'<'"),
 ])
 def test_invalid_ids_say_why(value, says):
@@ -209,7 +209,7 @@ def test_a_2xx_retry_is_requeued_with_its_json():
     assert outcome.kind is Kind.REQUEUED and outcome.ok
     assert outcome.http_status == 200 and outcome.job_status == "IN_QUEUE"
     assert outcome.body == {"id": "job-1", "status": "IN_QUEUE"}
-    assert "back in the queue" in outcome.summary and "HTTP 200" in outcome.answer_label
+    assert "was requeued" in outcome.summary and "HTTP 200" in outcome.answer_label
     assert "HTTP" not in outcome.headline and "IN_QUEUE" not in outcome.headline  # words, not codes
 
 
@@ -229,7 +229,7 @@ def test_404_says_unknown_or_expired_and_the_retention():
 @pytest.mark.parametrize(("state", "words", "says"), [
     ("COMPLETED", "completed", "nothing to retry"),
     ("IN_QUEUE", "is waiting in the queue", "already queued"),
-    ("IN_PROGRESS", "is running on a worker", "running"),
+    ("IN_PROGRESS", "is running", "running"),
     ("CANCELLED", "was cancelled", "cancelled"),
 ])
 def test_a_refusal_is_explained_by_the_status_probe(state, words, says):
@@ -535,9 +535,9 @@ def test_text_from_runpod_cannot_close_the_code_block_it_is_shown_in():
     alert = Alert(endpoint="ep1", job="j1", channel="C1", status="FAILED", ended_at=0.0,
                   error="bad input: ```rm -rf``` <!channel>")
     msg = messages.alert_message(alert, now=0.0)
-    error_section = next(b for b in msg["blocks"] if "*Error*" in b.get("text", {}).get("text", ""))
+    error_section = next(b for b in msg["blocks"] if "*Error:*" in b.get("text", {}).get("text", ""))
     text = error_section["text"]["text"]
-    assert text.count("```") == 2 and text.endswith("```")  # only our own fences
+    assert text.count("`") == 2 and text.endswith("`")  # only our own inline-code marks
     assert "&lt;!channel&gt;" in text
 
 

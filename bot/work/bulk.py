@@ -13,12 +13,13 @@ from typing import Any
 from bot.core import messages
 from bot.core.groups import UNKNOWN, JobResult, Tally
 from bot.core.outcome import RETRYABLE, Kind, Outcome
+from bot.core.worker_errors import error_summary
 from bot.infra.config import Settings
 from bot.infra.logs import ctx
 from bot.slack.out import Place
 from bot.slack.pacing import Pacer
 from bot.store import AuditEntry, Queued
-from bot.work.bulk_run import BulkRun, catch_up, save_answer, save_ending
+from bot.work.bulk_run import BulkRun, catch_up, mention_failed_again, save_answer, save_ending
 from bot.work.follow import FollowTarget
 from bot.work.health import EndpointHealth
 from bot.work.retry import RetryService, Source, Who
@@ -109,7 +110,8 @@ class BulkRunner:
                     await self.out.update(run.place.channel, run.summary_ts, self.summary_message(run)[0])
                 return
             await self.out.update(run.place.channel, ts,
-                                  messages.bulk_parent(run.who.user, run.endpoint, run.tally(), run.again()))
+                                  messages.bulk_parent(run.who.user, run.endpoint, run.tally(), run.again(),
+                                                       unknown=run.unknown()))
             if run.tally().sent:
                 await self._save(run)
 
@@ -133,7 +135,7 @@ class BulkRunner:
             if told or not run.summarized or not run.tally().ended:
                 return
             told = True
-            final = messages.bulk_final(run.who.user, run.endpoint, run.tally(), run.again())
+            final = messages.bulk_final(run.who.user, run.endpoint, run.tally(), run.again(), run.unknown())
             self.service.background.spawn(self.out.respond(run.place, final, in_channel=True),
                                           name=f"bulk final tally {run.endpoint}")
 
@@ -282,7 +284,7 @@ class BulkRunner:
         except asyncio.CancelledError:
             for job in run.jobs:
                 run.results.setdefault(job, JobResult(job, "refused:shutdown",
-                                                      detail="not retried: the app was restarting; retry it again"))
+                                                      detail="the app was restarting; retry it again"))
             await self._finish(run, fresh_health=False)  # the drain's grace is short: no wait on /health
             raise
         await self._finish(run)
@@ -337,10 +339,9 @@ class BulkRunner:
             budget = await self.service.over_budget(endpoint, job)
             if budget is not None:
                 self.service.metrics.refusals.labels(reason="budget").inc()
-                limit = self.settings.max_retries_per_job
-                times = "once" if limit == 1 else f"{limit} times"
-                return await self._refused(who, endpoint, job, "budget",
-                                           f"retry limit reached: already retried {times} in the last hour", budget)
+                # The limit's words with the next allowed time, as "HH:MM UTC": the summary's table is a code block.
+                reached = await self.service.retry_limit(endpoint, job, plain=True) or budget
+                return await self._refused(who, endpoint, job, "budget", reached, budget)
             # Registered before the call: a job that ends quickly may end before `attempt` returns.
             self._following[key] = run
             async def answered(outcome: Outcome) -> None:
@@ -403,7 +404,7 @@ class BulkRunner:
         try:
             if status in RETRYABLE:
                 # Seen failing again: `failed` offers it again.
-                error = str((final or {}).get("error") or "")[:500] or None
+                error = error_summary((final or {}).get("error"))
                 await self.store.record_failure(target.endpoint, target.job, status, error, time.time())
         except Exception:
             log.exception("could not record the repeated failure", extra=ctx(endpoint=target.endpoint,
@@ -416,6 +417,8 @@ class BulkRunner:
             run.finals[target.job] = status
             await self._saved(run, target.job, ending=True)
             run.changed(target.job)
+            if status in RETRYABLE:
+                await mention_failed_again(self.store, self.out, run, target.job, (final or {}).get("error"))
             self._let_go(run)
 
     # ---------------------------------------------------------------- status of many jobs

@@ -5,6 +5,7 @@ huge JSON, hundreds of jobs), so Slack never rejects a message for size.
 """
 
 from bot.core.messages.alert import (
+    alert_error_details,
     alert_message,
     alert_notification,
     alert_refailed,
@@ -50,6 +51,7 @@ from bot.core.messages.bulk import (
     JOB_COLUMN,
     RESULTS_SECTIONS,
     TABLE_SECTIONS,
+    bulk_failed_again,
     bulk_final,
     bulk_parent,
     bulk_summary,
@@ -59,6 +61,7 @@ from bot.core.messages.bulk import (
     results_table,
     retry_all_running,
     tally_blocks,
+    tally_headline,
     tally_text,
 )
 from bot.core.messages.command import (
@@ -85,7 +88,7 @@ from bot.core.messages.follow import follow_gave_up, follow_outcome, follow_resu
 from bot.core.messages.health import confirm_warning, health_blocks, health_line, health_message
 from bot.core.messages.history import attempt_words, audit_lines, audit_text, history_message, how_words, where_words
 from bot.core.messages.home import Access, EndpointStats, Failure, Followed, home_key, home_view
-from bot.core.messages.modal import form_unavailable, prefill, retry_form, thread_request
+from bot.core.messages.modal import form_refused, form_unavailable, prefill, retry_form, thread_request
 from bot.core.messages.recovery import AFTER_RESTART, storm_expired
 from bot.core.messages.storm import (
     failed_cancelled,
@@ -95,6 +98,7 @@ from bot.core.messages.storm import (
     failed_started,
     nothing_to_retry,
     storm_alert,
+    storm_examples,
     storm_jobs_page,
     storm_unknown,
 )
@@ -121,6 +125,7 @@ __all__ = [
     "Failure",
     "Followed",
     "Message",
+    "alert_error_details",
     "alert_message",
     "alert_notification",
     "alert_refailed",
@@ -133,6 +138,7 @@ __all__ = [
     "audit_lines",
     "audit_text",
     "bad_button",
+    "bulk_failed_again",
     "bulk_final",
     "bulk_parent",
     "bulk_summary",
@@ -156,6 +162,7 @@ __all__ = [
     "follow_outcome",
     "follow_resumed",
     "follow_trouble",
+    "form_refused",
     "form_unavailable",
     "group_status",
     "header",
@@ -197,10 +204,12 @@ __all__ = [
     "slack_time",
     "state_icon",
     "storm_alert",
+    "storm_examples",
     "storm_expired",
     "storm_jobs_page",
     "storm_unknown",
     "tally_blocks",
+    "tally_headline",
     "tally_text",
     "thread_request",
     "usage_error",
