@@ -11,6 +11,7 @@ from aiohttp import web
 
 from bot.core.alerts import BadJobBody
 from bot.core.ids import is_valid_id
+from bot.store import StoreUnavailable
 from bot.work.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,11 @@ def handler(rt: Runtime) -> Callable[[web.Request], Awaitable[web.Response]]:
         except BadJobBody as exc:
             rt.metrics.webhooks.labels(result="malformed").inc()
             return _bad(f"not a RunPod job: {exc}")
+        except StoreUnavailable as exc:
+            # Not stored, so not answered 200: RunPod sends it again (twice, 10 s apart).
+            log.warning("could not accept a RunPod webhook: %s", exc)
+            rt.metrics.webhooks.labels(result="unstored").inc()
+            return web.json_response({"ok": False, "error": "could not record the event, send again"}, status=503)
         except Exception:
             # Not stored, so not answered 200: RunPod sends it again (twice, 10 s apart).
             log.exception("could not accept a RunPod webhook")

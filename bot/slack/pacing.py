@@ -11,6 +11,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from bot.infra.tasks import Background
+from bot.store import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -47,5 +48,8 @@ class Pacer:
             self._next = loop.time() + self._interval
             try:
                 await self._write(part)
+            except StoreUnavailable as exc:  # the database is away: written again at the next turn, once it is back
+                log.warning("could not bring %s (%s) up to date yet: %s", self._name, part, exc)
+                self._dirty.setdefault(part, None)
             except Exception:  # one failed write must not stop the later ones
                 log.exception("could not bring %s (%s) up to date in Slack", self._name, part)

@@ -131,6 +131,9 @@ class RetryService:
             return None
         try:
             return await self.alert_of(endpoint, job)
+        except StoreUnavailable as exc:
+            log.warning("could not look up the alert: %s", exc, extra=ctx(endpoint=endpoint, job=job))
+            return None
         except Exception:  # only words depend on it: never let it stop a retry
             log.exception("could not look up the alert", extra=ctx(endpoint=endpoint, job=job))
             return None
