@@ -101,7 +101,7 @@ async def test_a_claim_kept_for_a_follow_lasts_until_the_follow_ends(claims: Cla
 
 
 async def test_a_release_the_database_refused_is_tried_again(claims: Claims, store: Store, monkeypatch):
-    monkeypatch.setattr("bot.work.claims.RELEASE_RETRY_DELAYS", (0.05, 0.05))
+    monkeypatch.setattr(claims, "release_pauses", (0.05, 0.05))
     real_release = store.release
     failures = [RuntimeError("database away")]
 

@@ -485,7 +485,8 @@ async def test_huge_json_where_the_bot_cannot_post_still_reaches_the_caller(make
 
 
 async def test_429_without_retry_after_backs_off_exponentially_and_retry_after_is_capped(runpod):
-    from bot.runpod import MAX_RETRY_AFTER, RunPodClient, RunPodRateLimited
+    from bot.infra.timing import REAL
+    from bot.runpod import RunPodClient, RunPodRateLimited
     from bot.runpod.limits import RunPodLimits
 
     waits: list[float] = []
@@ -515,7 +516,7 @@ async def test_429_without_retry_after_backs_off_exponentially_and_retry_after_i
         runpod.fault("retry", status=429, headers={"Retry-After": "soon"})
         reply = await client.retry("ep1", "job-1")
         assert reply.http_status == 200 and reply.job_status == "IN_QUEUE"
-        assert waits[0] == MAX_RETRY_AFTER and 1.0 <= waits[1] <= 1.25
+        assert waits[0] == REAL.runpod_max_retry_after and 1.0 <= waits[1] <= 1.25
     finally:
         await client.aclose()
 

@@ -29,19 +29,10 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from bot.infra.metrics import Metrics
 from bot.infra.ratelimit import Bucket
+from bot.infra.timing import REAL, Timing
 from bot.store import Queued, Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
-
-# Slack's published limits (shared/slack-platform-notes.md): per channel for posts, per method tier otherwise.
-POST_RATE, POST_BURST = 1.0, 3.0               # chat.postMessage and file uploads, per channel
-UPDATE_RATE, UPDATE_BURST = 50 / 60, 5.0        # chat.update: Tier 3
-TIER4_RATE, TIER4_BURST = 100 / 60, 10.0        # chat.postEphemeral, views.*: Tier 4
-RESPONSE_URL_RATE, RESPONSE_URL_BURST = 1.0, 3.0
-DEFAULT_RETRY_AFTER = 1.0   # a 429 without Retry-After
-MAX_BACKOFF = 60.0          # between tries after network errors and 5xx
-
-
 
 @dataclass(frozen=True)
 class Delivery:
@@ -68,14 +59,15 @@ def lane_of(kind: str, payload: dict[str, Any]) -> str:
     return kind  # update, ephemeral
 
 
-def _rate(lane: str) -> tuple[float, float]:
+def _rate(lane: str, timing: Timing) -> tuple[float, float]:
+    """Slack's published limits (shared/slack-platform-notes.md): per channel for posts, per method tier otherwise."""
     if lane.startswith("channel:"):
-        return POST_RATE, POST_BURST
+        return timing.slack_post_rate, timing.slack_post_burst
     if lane.startswith(RESPOND):
-        return RESPONSE_URL_RATE, RESPONSE_URL_BURST
+        return timing.slack_respond_rate, timing.slack_respond_burst
     if lane == "update":
-        return UPDATE_RATE, UPDATE_BURST
-    return TIER4_RATE, TIER4_BURST
+        return timing.slack_update_rate, timing.slack_update_burst
+    return timing.slack_tier4_rate, timing.slack_tier4_burst
 
 
 class _Retry(Exception):
@@ -88,8 +80,9 @@ class _Retry(Exception):
 
 class Outbox:
     def __init__(self, store: Store, client: AsyncWebClient, metrics: Metrics, *,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, timing: Timing = REAL):
         self.store = store
+        self.timing = timing
         self.client = client
         self.metrics = metrics
         self.clock = clock
@@ -195,7 +188,7 @@ class Outbox:
 
     def bucket(self, lane: str) -> Bucket:
         if lane not in self._buckets:
-            self._buckets[lane] = Bucket(*_rate(lane))
+            self._buckets[lane] = Bucket(*_rate(lane, self.timing))
         return self._buckets[lane]
 
     async def _drain(self, lane: str) -> None:
@@ -223,15 +216,15 @@ class Outbox:
                 await self._again(lane, message_id, retry, attempts)
                 continue
             except StoreUnavailable:
-                await asyncio.sleep(1.0)  # the database is away: the call is safe in it, try again soon
+                await asyncio.sleep(self.timing.outbox_store_pause)  # the database is away: the call is safe in it
                 continue
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 log.exception("unexpected failure sending Slack call %s; it stays queued", message_id)
                 attempts += 1
-                await self._again(lane, message_id, _Retry(min(MAX_BACKOFF, 2.0 ** min(attempts, 6)),
-                                                           type(exc).__name__), attempts)
+                wait = min(self.timing.slack_max_backoff, 2 * self.timing.slack_backoff_base * 2.0 ** min(attempts, 6))
+                await self._again(lane, message_id, _Retry(wait, type(exc).__name__), attempts)
                 continue
             await self._settle(row, delivery)
             self._finish(lane, message_id, delivery)
@@ -257,7 +250,7 @@ class Outbox:
                 await self.store.later(message_id, not_before, attempts)
                 return
             except StoreUnavailable:  # left "sending", the next take would not find it: wait for the database
-                await asyncio.sleep(1.0)
+                await asyncio.sleep(self.timing.outbox_store_pause)
 
     def _finish(self, lane: str, message_id: int, delivery: Delivery | None) -> None:
         ids = self._lanes.get(lane, [])
@@ -328,14 +321,13 @@ class Outbox:
             if isinstance(raw, list):
                 raw = raw[0] if raw else None
         try:
-            wait = max(0.0, float(raw)) if raw is not None else DEFAULT_RETRY_AFTER
+            wait = self.timing.retry_after(max(0.0, float(raw))) if raw is not None else self.timing.slack_retry_after
         except ValueError:
-            wait = DEFAULT_RETRY_AFTER
-        raise _Retry(min(wait, 600.0), f"Slack rate limit ({code})", throttled=True)
+            wait = self.timing.slack_retry_after
+        raise _Retry(min(wait, self.timing.slack_max_retry_after), f"Slack rate limit ({code})", throttled=True)
 
-    @staticmethod
-    def _backoff(row: Queued) -> float:
-        return min(MAX_BACKOFF, 0.5 * 2.0 ** min(row.attempts, 7))
+    def _backoff(self, row: Queued) -> float:
+        return min(self.timing.slack_max_backoff, self.timing.slack_backoff_base * 2.0 ** min(row.attempts, 7))
 
     async def _respond(self, payload: dict[str, Any]) -> Delivery:
         body = {k: v for k, v in payload.items() if k != "url"}
@@ -344,7 +336,7 @@ class Outbox:
             self.metrics.rate_limited.labels(platform="slack", method="response_url").inc()
             self._throttled(response.headers, "ratelimited")
         if response.status_code >= 500:
-            raise _Retry(DEFAULT_RETRY_AFTER * 2, f"response_url answered HTTP {response.status_code}")
+            raise _Retry(self.timing.slack_retry_after * 2, f"response_url answered HTTP {response.status_code}")
         if response.status_code != 200:
             return Delivery(ok=False, error=(response.body or f"http_{response.status_code}")[:60])
         return Delivery(ok=True)

@@ -5,9 +5,12 @@ or change a field (`runpod.limits.window = 0.5`) in a test; the stand-ins read t
 (tokens left, requests in the window, requests in flight) lives in `SlackLimiter` / `RunPodLimiter`, keyed by
 channel, method, endpoint and operation. Every refusal is recorded as a `RateLimitHit`.
 
-All times are `time.monotonic()` seconds. `SlackLimits.time_scale` speeds Slack's clock up (60: a minute of
-Slack's limits passes in one real second) or slows it down (0.001: buckets do not refill during a test);
-RunPod's window is simply set shorter (`RunPodLimits(window=0.5)`).
+All times are `time.monotonic()` seconds. A stand-in's `time_scale` (`FakeSlack(time_scale=0.1)`) is the app's
+`RUNPOD_RETRY_TIME_SCALE` (bot/infra/timing.py): real seconds per platform second, so every limit's period is
+multiplied by it and every rate divided by it; a Retry-After is sent in the platform's (scaled) seconds, which the
+app at the same scale multiplies back. `SlackLimits.time_scale` does the same for one test's limits, on top of
+the stand-in's (1/60: a minute of Slack's limits passes in one real second; 1000: buckets do not refill during a
+test); RunPod's window can also simply be set shorter (`RunPodLimits(window=0.5)`).
 
 `SlackLimits()` / `RunPodLimits()` are the real limits. A fake built without `limits=` starts from
 `.defaults()`: Slack's real limits, RunPod's off (see the *_RATE_LIMITS_BY_DEFAULT notes below).
@@ -64,8 +67,9 @@ class TokenBucket:
         self.last = 0.0
 
     def wait(self, rate: Rate, now: float, scale: float = 1.0) -> float:
-        """Refill; 0.0 if a token is available now, else the real seconds until one is."""
-        per_second = rate.per_second * scale
+        """Refill; 0.0 if a token is available now, else the real seconds until one is. `scale`: real seconds per
+        platform second."""
+        per_second = rate.per_second / scale
         if self.tokens is None:
             self.tokens = rate.capacity
         else:
@@ -160,7 +164,7 @@ class SlackLimits:
     method_tiers: dict[str, str] = field(default_factory=lambda: dict(SLACK_METHOD_TIERS))
     response_url_uses: int | None = 5  # accepted posts per response_url; then 404 "used_url"
     response_url_ttl: float | None = 1800.0  # seconds a response_url lives; then 404 "expired_url"
-    time_scale: float = 1.0  # Slack-seconds per real second (rates, the response_url ttl)
+    time_scale: float = 1.0  # real seconds per Slack second (rates, the response_url ttl), times the stand-in's
     retry_after: RetryAfter = "auto"  # "auto": whole seconds until a token; int: fixed; None: no header
     seed: int = 0  # for retry_after="random"
 
@@ -206,9 +210,11 @@ class SlackLimiter:
             wanted.append(((tier, method), rate))
         return [(key[0], self._buckets.setdefault(key, TokenBucket()), rate) for key, rate in wanted]
 
-    def check(self, limits: SlackLimits, method: str, channel: str | None, now: float) -> tuple[str, float] | None:
-        """None: within the limits. Else (scope, real seconds until the call would be allowed)."""
-        waits = [(scope, bucket.wait(rate, now, limits.time_scale))
+    def check(self, limits: SlackLimits, method: str, channel: str | None, now: float,
+              scale: float = 1.0) -> tuple[str, float] | None:
+        """None: within the limits. Else (scope, real seconds until the call would be allowed). `scale`: the
+        stand-in's time scale."""
+        waits = [(scope, bucket.wait(rate, now, limits.time_scale * scale))
                  for scope, bucket, rate in self._applicable(limits, method, channel)]
         refused = [(scope, wait) for scope, wait in waits if wait > 0]
         return max(refused, key=lambda sw: sw[1]) if refused else None
@@ -251,7 +257,7 @@ class RunPodLimits:
     """What FakeRunPod enforces. `RunPodLimits()` is the documented table over a 10 s sliding window."""
 
     rate_limits: bool = True
-    window: float = 10.0  # seconds; shorten for fast tests
+    window: float = 10.0  # RunPod's seconds (times the stand-in's time_scale); shorten for fast tests
     ops: dict[str, OpLimit] = field(default_factory=lambda: dict(RUNPOD_OP_LIMITS))
     retry_after: RetryAfter = None  # not promised by RunPod: no header. "auto" | "random" | int
     seed: int = 0  # for retry_after="random"
@@ -289,17 +295,20 @@ class RunPodLimiter:
         self.peak_in_flight: dict[tuple[str, str], int] = {}  # accepted requests only
         self.rng = random.Random(limits.seed)
 
-    def admit(self, limits: RunPodLimits, endpoint: str, op: str, now: float) -> tuple[str, float] | None:
-        """None: admitted (counted in the window and in flight until `release`). Else (scope, seconds)."""
+    def admit(self, limits: RunPodLimits, endpoint: str, op: str, now: float,
+              scale: float = 1.0) -> tuple[str, float] | None:
+        """None: admitted (counted in the window and in flight until `release`). Else (scope, real seconds).
+        `scale`: the stand-in's time scale (the window is `limits.window * scale` real seconds)."""
         key = (endpoint, op)
         limit = limits.ops.get(op) if limits.rate_limits else None
         window = self._windows.setdefault(key, SlidingWindow())
+        width = limits.window * scale
         if limit is not None:
             if limit.concurrent is not None and self.in_flight.get(key, 0) >= limit.concurrent:
-                return "concurrency", 1.0
-            if limit.requests is not None and (wait := window.wait(limit.requests, limits.window, now)) > 0:
+                return "concurrency", 1.0 * scale
+            if limit.requests is not None and (wait := window.wait(limit.requests, width, now)) > 0:
                 return "window", wait
-        window.spend(now, limits.window)
+        window.spend(now, width)
         self.in_flight[key] = self.in_flight.get(key, 0) + 1
         self.peak_in_flight[key] = max(self.peak_in_flight.get(key, 0), self.in_flight[key])
         return None

@@ -99,9 +99,11 @@ class Job:
 class FakeRunPod(LoopbackServer):
     """`FakeRunPod(limits=RunPodLimits(window=0.5))`; `runpod.limits = RunPodLimits.off()` in a test."""
 
-    def __init__(self, default_key: str = "rp-test-key", limits: RunPodLimits | None = None) -> None:
+    def __init__(self, default_key: str = "rp-test-key", limits: RunPodLimits | None = None,
+                 time_scale: float = 1.0) -> None:
         super().__init__()
         self.default_key = default_key
+        self.time_scale = time_scale  # real seconds per RunPod second: the app's RUNPOD_RETRY_TIME_SCALE
         self.api_keys: dict[str, str] = {}
         self.endpoints: set[str] = set()
         self.jobs: dict[tuple[str, str], Job] = {}
@@ -199,8 +201,9 @@ class FakeRunPod(LoopbackServer):
         return Counter((c.endpoint, c.job or "") for c in self.accepted("retry", endpoint) if c.status == 200)
 
     def peak(self, op: str, window: float | None = None, endpoint: str | None = None) -> int:
-        """The most accepted `op` calls (to `endpoint`) in any `window` seconds (default: the limits' window)."""
-        window = self.limits.window if window is None else window
+        """The most accepted `op` calls (to `endpoint`) in any `window` real seconds (default: the limits' window,
+        scaled)."""
+        window = self.limits.window * self.time_scale if window is None else window
         return max_in_window((c.at for c in self.accepted(op, endpoint)), window)
 
     def peak_concurrency(self, op: str, endpoint: str | None = None) -> int:
@@ -260,12 +263,12 @@ class FakeRunPod(LoopbackServer):
 
     def _rate_limit(self, call: RunPodCall) -> web.Response | None:
         """A 429 if `call` is over its endpoint's limit for its op (recorded in `limit_hits`), else None."""
-        verdict = self._limiter.admit(self.limits, call.endpoint, call.op, call.at)
+        verdict = self._limiter.admit(self.limits, call.endpoint, call.op, call.at, self.time_scale)
         if verdict is None:
             return None
         scope, wait = verdict
         limits = self.limits
-        retry_after = retry_after_value(limits.retry_after, wait, self._limiter.rng)
+        retry_after = retry_after_value(limits.retry_after, wait / self.time_scale, self._limiter.rng)
         call.limited = scope
         self.limit_hits.append(RateLimitHit(call.op, call.at, scope, retry_after, endpoint=call.endpoint,
                                             job=call.job))

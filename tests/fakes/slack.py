@@ -113,8 +113,10 @@ class FakeSlack(WebMethodsMixin, SocketModeMixin, ViewsMixin, LoopbackServer):
         valid_tokens: set[str] | None = None,
         valid_app_tokens: set[str] | None = None,
         limits: SlackLimits | None = None,
+        time_scale: float = 1.0,
     ) -> None:
         super().__init__()
+        self.time_scale = time_scale  # real seconds per Slack second: the app's RUNPOD_RETRY_TIME_SCALE
         self.valid_tokens: set[str] = valid_tokens if valid_tokens is not None else {"xoxb-test-bot-token"}
         self.valid_app_tokens: set[str] = (
             valid_app_tokens if valid_app_tokens is not None else {"xapp-test-app-token"}
@@ -280,11 +282,13 @@ class FakeSlack(WebMethodsMixin, SocketModeMixin, ViewsMixin, LoopbackServer):
         """A 429 like Slack's if `call` is over the limits (then recorded in `limit_hits`), else None.
         Only calls Slack carries out count: a refused one (invalid_blocks, not_in_channel...) uses no token."""
         now = time.monotonic()
-        verdict = self._limiter.check(self.limits, call.method, call.channel, now)
+        verdict = self._limiter.check(self.limits, call.method, call.channel, now, self.time_scale)
         if verdict is None:
             return None
         scope, wait = verdict
-        retry_after = retry_after_value(self.limits.retry_after, wait, self._limiter.rng)
+        # In Slack's seconds: the app, at the same scale, multiplies it back.
+        retry_after = retry_after_value(self.limits.retry_after, wait / (self.limits.time_scale * self.time_scale),
+                                        self._limiter.rng)
         self.limit_hits.append(RateLimitHit(call.method, now, scope, retry_after, channel=call.channel))
         call.status, call.error, call.detail = 429, "ratelimited", f"{scope} limit, {wait:.3f}s to wait"
         headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
@@ -337,7 +341,7 @@ class FakeSlack(WebMethodsMixin, SocketModeMixin, ViewsMixin, LoopbackServer):
         if url not in self.responses:
             return _refuse(call, 404, "no_service")
         limits = self.limits
-        age = (time.monotonic() - self._response_url_born.get(url, call.at)) * limits.time_scale
+        age = (time.monotonic() - self._response_url_born.get(url, call.at)) / (limits.time_scale * self.time_scale)
         if limits.response_url_ttl is not None and age > limits.response_url_ttl:
             return _refuse(call, 404, "expired_url", f"{age:.0f}s old > {limits.response_url_ttl:.0f}s")
         if not isinstance(body, dict):
