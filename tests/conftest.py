@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from tests import TEST_TIME_SCALE
 from tests.fakes import FakeRunPod, FakeSlack
 
 pytest_plugins = ["tests.pg"]  # pg_server (session), pg_url (a fresh database per test)
@@ -17,17 +18,28 @@ APP_TOKEN = "xapp-test-app-token"
 RUNPOD_KEY = "rp-test-key"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "real_time: the stand-ins (and the app started against them) run on real time, "
+                            "not TEST_TIME_SCALE: for tests of the platforms' real limits")
+
+
 @pytest.fixture
-async def slack() -> AsyncIterator[FakeSlack]:
-    fake = FakeSlack(valid_tokens={BOT_TOKEN}, valid_app_tokens={APP_TOKEN})
+def time_scale(request: pytest.FixtureRequest) -> float:
+    """The stand-ins' clock, which every app started against them follows (tests.harness.time_scale_env)."""
+    return 1.0 if request.node.get_closest_marker("real_time") else TEST_TIME_SCALE
+
+
+@pytest.fixture
+async def slack(time_scale: float) -> AsyncIterator[FakeSlack]:
+    fake = FakeSlack(valid_tokens={BOT_TOKEN}, valid_app_tokens={APP_TOKEN}, time_scale=time_scale)
     await fake.start()
     yield fake
     await fake.stop()
 
 
 @pytest.fixture
-async def runpod() -> AsyncIterator[FakeRunPod]:
-    fake = FakeRunPod(default_key=RUNPOD_KEY)
+async def runpod(time_scale: float) -> AsyncIterator[FakeRunPod]:
+    fake = FakeRunPod(default_key=RUNPOD_KEY, time_scale=time_scale)
     await fake.start()
     yield fake
     await fake.stop()

@@ -23,6 +23,15 @@ WEBHOOK_SECRET = "test-webhook-secret-abcdef"
 SECRETS = (BOT_TOKEN, APP_TOKEN, RUNPOD_KEY, SIGNING_SECRET, WEBHOOK_SECRET)
 
 
+def time_scale_env(*stand_ins: FakeSlack | FakeRunPod) -> dict[str, str]:
+    """The app runs on its stand-ins' clock (tests.TEST_TIME_SCALE, or 1 for the real-limit tests), so both sides
+    assume the same limits."""
+    scales = {fake.time_scale for fake in stand_ins}
+    if len(scales) != 1:
+        raise ValueError(f"the stand-ins run on different clocks: {sorted(scales)}")
+    return {"RUNPOD_RETRY_TIME_SCALE": repr(scales.pop())}
+
+
 @dataclass
 class Ack:
     status: int
@@ -56,6 +65,7 @@ class Harness:
             "RUNPOD_FOLLOW_MAX": "20",
             "RUNPOD_TIMEOUT": "2",
             "SLACK_PING_INTERVAL": "0.2",
+            **time_scale_env(slack, runpod),
         }
         if mode == "socket":
             self.env["SLACK_APP_TOKEN"] = APP_TOKEN

@@ -14,7 +14,7 @@ from typing import Any
 
 import aiohttp
 
-from tests.harness import BOT_TOKEN, RUNPOD_KEY, SIGNING_SECRET, WEBHOOK_SECRET
+from tests.harness import BOT_TOKEN, RUNPOD_KEY, SIGNING_SECRET, WEBHOOK_SECRET, time_scale_env
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -37,7 +37,7 @@ class AppProcess:
                      "SLACK_SIGNING_SECRET": SIGNING_SECRET, "RUNPOD_API_URL": runpod.url,
                      "SLACK_API_URL": slack.api_url, "PORT": str(self.port),
                      "RUNPOD_RETRY_DB": str(workdir / "runpod-retry.db"), "RUNPOD_WEBHOOK_SECRET": WEBHOOK_SECRET,
-                     "LOG_FORMAT": "text", **settings}
+                     "LOG_FORMAT": "text", **time_scale_env(slack, runpod), **settings}
         self.log: list[str] = []
         self.proc: asyncio.subprocess.Process | None = None
         self._reader: asyncio.Task[None] | None = None

@@ -25,7 +25,7 @@ import aiohttp
 from bot.infra.config import SETTING_NAMES
 from tests.fakes import FakeRunPod, FakeSlack
 from tests.fakes.slack import block_actions_payload, form_encode, interaction_form_body, sign, slash_command_body
-from tests.harness import APP_TOKEN, BOT_TOKEN, RUNPOD_KEY, SIGNING_SECRET, WEBHOOK_SECRET, Ack
+from tests.harness import APP_TOKEN, BOT_TOKEN, RUNPOD_KEY, SIGNING_SECRET, WEBHOOK_SECRET, Ack, time_scale_env
 
 ROOT = Path(__file__).resolve().parents[1]
 PORT_LINE = re.compile(r"listening on port (\d+)")
@@ -65,7 +65,7 @@ def replica_env(slack: FakeSlack, runpod: FakeRunPod, db: str, mode: str, **over
         "SLACK_API_URL": slack.api_url, "RUNPOD_API_URL": runpod.url, "PORT": "0", "RUNPOD_RETRY_DB": db,
         "RUNPOD_WEBHOOK_SECRET": WEBHOOK_SECRET, "RUNPOD_ALERT_CHANNEL": "CALERTS",
         "RUNPOD_FOLLOW_INTERVAL": "0.2", "RUNPOD_FOLLOW_MAX": "120", "RUNPOD_TIMEOUT": "3",
-        "SLACK_PING_INTERVAL": "0.5", "LOG_LEVEL": "INFO", "LOG_FORMAT": "text",
+        "SLACK_PING_INTERVAL": "0.5", "LOG_LEVEL": "INFO", "LOG_FORMAT": "text", **time_scale_env(slack, runpod),
     })
     if mode == "socket":
         env["SLACK_APP_TOKEN"] = APP_TOKEN

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from bot.core import actions
-from tests.harness import BOT_TOKEN, message_text
+from tests.harness import BOT_TOKEN, message_text, time_scale_env
 from tests.test_alerts import buttons
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parent.parent
 async def run_cli(tmp_path: Path, slack, *args: str, **env: str) -> tuple[int, str, str]:  # type: ignore[no-untyped-def]
     """Run `python -m bot alert …` in tmp_path with only the settings given (no .env, no inherited ones)."""
     base = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(ROOT), "SLACK_BOT_TOKEN": BOT_TOKEN,
-            "SLACK_API_URL": slack.api_url, "RUNPOD_RETRY_DB": str(tmp_path / "runpod-retry.db")}
+            "SLACK_API_URL": slack.api_url, "RUNPOD_RETRY_DB": str(tmp_path / "runpod-retry.db"),
+            **time_scale_env(slack)}
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bot", "alert", *args, cwd=tmp_path, env={**base, **env},
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)

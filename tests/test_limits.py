@@ -11,12 +11,16 @@ import time
 from collections import deque
 from typing import Any
 
+import pytest
+
 from bot.core import actions
 from bot.work.follow import FollowTarget
 from tests.fakes.limits import RunPodLimits, SlackLimits
 from tests.harness import button_value, message_text
 
 ALERTS = "CALERTS"
+
+pytestmark = pytest.mark.real_time  # the platforms' real limits, on the real clock
 
 
 def everything_in(app, channel: str) -> str:  # type: ignore[no-untyped-def]

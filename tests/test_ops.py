@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from bot.infra.config import SETTING_NAMES
 from tests.fakes import FakeRunPod, FakeSlack
 from tests.fakes.slack import form_encode, sign, slash_command_body
-from tests.harness import BOT_TOKEN, RUNPOD_KEY, SECRETS, SIGNING_SECRET, Harness, message_text
+from tests.harness import BOT_TOKEN, RUNPOD_KEY, SECRETS, SIGNING_SECRET, Harness, message_text, time_scale_env
 
 ROOT = Path(__file__).resolve().parents[1]
 REQUIRED = {
@@ -117,7 +117,7 @@ def bot_env(slack: FakeSlack, runpod: FakeRunPod, tmp_path: Path) -> dict[str, s
         "SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_SIGNING_SECRET": SIGNING_SECRET, "RUNPOD_API_KEY": RUNPOD_KEY,
         "SLACK_API_URL": slack.api_url, "RUNPOD_API_URL": runpod.url, "PORT": "0",
         "RUNPOD_RETRY_DB": str(tmp_path / "bot.db"), "RUNPOD_FOLLOW_INTERVAL": "0.05", "LOG_FORMAT": "json",
-        "LOG_LEVEL": "INFO",
+        "LOG_LEVEL": "INFO", **time_scale_env(slack, runpod),
     })
     return env
 

@@ -26,6 +26,7 @@ from bot.core.alerts import Alert, Phase
 from bot.core.commands import CheckHealth, Help, History, Retry, RetryFailed, Status, UsageError, parse_command
 from bot.core.ids import MAX_ID_LENGTH
 from bot.core.outcome import Kind, Outcome
+from tests import TEST_TIME_SCALE
 from tests.fakes import FakeRunPod, FakeSlack, block_problems
 from tests.fakes.limits import SlackLimits
 from tests.harness import APP_TOKEN, BOT_TOKEN, RUNPOD_KEY, Harness
@@ -202,8 +203,9 @@ class LiveApp:
         self.thread.start()
         # Hundreds of generated commands into one channel: these properties are about what is accepted and said,
         # not pacing (tests/test_limits.py covers that), so Slack's per-channel rate is left out here.
-        self.slack = FakeSlack(valid_tokens={BOT_TOKEN}, valid_app_tokens={APP_TOKEN}, limits=SlackLimits.off())
-        self.runpod = FakeRunPod(default_key=RUNPOD_KEY)
+        self.slack = FakeSlack(valid_tokens={BOT_TOKEN}, valid_app_tokens={APP_TOKEN}, limits=SlackLimits.off(),
+                               time_scale=TEST_TIME_SCALE)
+        self.runpod = FakeRunPod(default_key=RUNPOD_KEY, time_scale=TEST_TIME_SCALE)
         self.run(self.slack.start())
         self.run(self.runpod.start())
         self.runpod.add_job("ep1", "job-1", status="FAILED", after_retry=("COMPLETED",))

@@ -18,7 +18,7 @@ import pytest
 from bot.infra.config import SETTING_NAMES, load_settings, read_env
 from tests.fakes import FakeRunPod, FakeSlack
 from tests.fakes.slack import form_encode, sign, slash_command_body
-from tests.harness import APP_TOKEN, BOT_TOKEN, RUNPOD_KEY, SECRETS, SIGNING_SECRET, Harness
+from tests.harness import APP_TOKEN, BOT_TOKEN, RUNPOD_KEY, SECRETS, SIGNING_SECRET, Harness, time_scale_env
 
 ROOT = Path(__file__).resolve().parents[1]
 STOP_WITHIN = 10.0
@@ -42,7 +42,7 @@ def fake_env(slack: FakeSlack, runpod: FakeRunPod, tmp_path: Path, **overrides: 
         "SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_SIGNING_SECRET": SIGNING_SECRET, "RUNPOD_API_KEY": RUNPOD_KEY,
         "SLACK_API_URL": slack.api_url, "RUNPOD_API_URL": runpod.url, "PORT": "0",
         "RUNPOD_RETRY_DB": str(tmp_path / "bot.db"), "RUNPOD_FOLLOW_INTERVAL": "0.05",
-        "SLACK_PING_INTERVAL": "0.2", "LOG_LEVEL": "INFO", "LOG_FORMAT": "text",
+        "SLACK_PING_INTERVAL": "0.2", "LOG_LEVEL": "INFO", "LOG_FORMAT": "text", **time_scale_env(slack, runpod),
     }
     settings.update(overrides)
     return settings

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from bot.store import SqliteStore
-from tests.harness import BOT_TOKEN, RUNPOD_KEY, message_text
+from tests.harness import BOT_TOKEN, RUNPOD_KEY, message_text, time_scale_env
 
 ROOT = Path(__file__).resolve().parent.parent
 EP = "ep1"
@@ -23,7 +23,7 @@ async def run_bot(tmp_path: Path, runpod, *args: str, **env: str) -> tuple[int, 
     """`python -m bot <args>` in tmp_path with only the settings given (no .env, nothing inherited)."""
     base = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(ROOT), "USER": "dana", "LOGNAME": "dana",
             "RUNPOD_API_KEY": RUNPOD_KEY, "RUNPOD_API_URL": runpod.url,
-            "RUNPOD_RETRY_DB": str(tmp_path / "runpod-retry.db"), "RUNPOD_TIMEOUT": "2"}
+            "RUNPOD_RETRY_DB": str(tmp_path / "runpod-retry.db"), "RUNPOD_TIMEOUT": "2", **time_scale_env(runpod)}
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bot", *args, cwd=tmp_path, env={**base, **env},
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
