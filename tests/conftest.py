@@ -21,12 +21,17 @@ RUNPOD_KEY = "rp-test-key"
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "real_time: the stand-ins (and the app started against them) run on real time, "
                             "not TEST_TIME_SCALE: for tests of the platforms' real limits")
+    config.addinivalue_line("markers", "time_scale(factor): the stand-ins (and the app) run on this clock instead of "
+                            "TEST_TIME_SCALE, for a test that waits on pacing it does not test")
 
 
 @pytest.fixture
 def time_scale(request: pytest.FixtureRequest) -> float:
     """The stand-ins' clock, which every app started against them follows (tests.harness.time_scale_env)."""
-    return 1.0 if request.node.get_closest_marker("real_time") else TEST_TIME_SCALE
+    if request.node.get_closest_marker("real_time"):
+        return 1.0
+    marker = request.node.get_closest_marker("time_scale")
+    return float(marker.args[0]) if marker else TEST_TIME_SCALE
 
 
 @pytest.fixture
