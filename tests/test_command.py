@@ -258,9 +258,9 @@ async def test_each_runpod_answer_is_explained_in_the_thread_and_the_app_keeps_s
 async def test_429s_until_the_jobs_retry_window_closes_say_rate_limited_and_the_app_keeps_serving(
         make_app, runpod, slack):
     app = await make_app("http", RUNPOD_MAX_ATTEMPTS="3")
-    app.rt.service.retry_window = 2.0  # RunPod keeps a job 30 minutes; two seconds here
+    app.rt.service.retry_window = 2.0 * app.rt.timing.scale  # RunPod keeps a job 30 minutes; two (scaled) seconds
     runpod.add_job("ep1", "job-x", status="FAILED")
-    # No Retry-After: the app backs off 0.5 s, 1 s, 2 s..., so the window closes after the third try.
+    # No Retry-After: the app backs off 0.5 s, 1 s, 2 s... (scaled), so the window closes after the third try.
     runpod.fault("retry", status=429, body="Too Many Requests", times=3)
 
     ack = await app.command("ep1 job-x")

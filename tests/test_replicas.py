@@ -86,7 +86,7 @@ async def test_one_failure_gives_one_alert_when_its_deliveries_reach_every_repli
     statuses += await asyncio.gather(*(cluster.webhook(EP, {"id": job, **FAILED}) for job in jobs for _ in range(2)))
     assert set(statuses) == {200}
     await wait_until(lambda: all(alerts_of(slack, job) for job in jobs), 15, "every alert")
-    await asyncio.sleep(1.5)  # anything doubled would have been posted by now
+    await asyncio.sleep(1.5 * slack.time_scale + 0.5)  # anything doubled would have been posted by now
 
     for job in jobs:
         assert len(alerts_of(slack, job)) == 1, job
@@ -112,7 +112,7 @@ async def test_a_storm_spread_over_three_replicas_is_grouped_as_on_one(cluster, 
     [storm] = await wait_until(grouped, 20, "the grouped alert")
     await wait_until(lambda: "40 jobs failed" in message_text(slack.messages[(ALERTS, storm["ts"])]), 20,
                      "the grouped alert counting all 40 failures")
-    await asyncio.sleep(2.5)  # the paced redraws of every replica have landed
+    await asyncio.sleep(2.5 * slack.time_scale + 0.5)  # the paced redraws of every replica have landed
 
     assert len(top_level(slack)) <= 5, [message_text(m)[:80] for m in top_level(slack)]
     assert len(grouped()) == 1
@@ -209,7 +209,8 @@ async def test_a_retry_all_whose_replica_dies_is_finished_by_another_each_job_on
     [storm] = await wait_until(grouped, 20, "the grouped alert")
     await wait_until(lambda: "24 jobs failed" in message_text(slack.messages[(ALERTS, storm["ts"])]), 20,
                      "the grouped alert counting all 24 failures")
-    await asyncio.sleep(2.5)  # every replica's redraw has landed: the Retry all button carries the whole storm
+    # Every replica's redraw has landed: the Retry all button carries the whole storm.
+    await asyncio.sleep(2.5 * slack.time_scale + 0.5)
     storm = slack.messages[(ALERTS, storm["ts"])]
 
     runpod.fault("retry", delay=0.5, times=len(jobs))
@@ -336,6 +337,7 @@ async def test_a_webhook_for_a_job_another_replica_follows_ends_the_follow_at_on
 # ---------------------------------------------------------------- outbox, restarts
 
 
+@pytest.mark.real_time  # the queue at SIGTERM is built by Slack's real pace
 async def test_a_clean_sigterm_with_messages_queued_sends_each_once(slack, runpod, pg_url, tmp_path):
     # Slack's real per-channel pace (about one post a second): commands in 3 channels queue up their replies.
     async with Replicas(slack, runpod, pg_url, tmp_path, n=3) as cluster:
