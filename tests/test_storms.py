@@ -89,6 +89,7 @@ def mode(request) -> str:  # type: ignore[no-untyped-def]
 # ---------------------------------------------------------------- grouping
 
 
+@pytest.mark.real_time  # how many redraws and health checks a storm of this length takes is counted in real time
 async def test_three_hundred_failure_webhooks_give_one_grouped_alert_with_counts_errors_and_the_job_list(
         make_app, runpod, slack):
     app = await make_app("http", **FAST)
