@@ -49,6 +49,7 @@ class Timing:
     slack_backoff_base: float = _wait(0.5)       # after 5xx and dropped connections, doubling per try ...
     slack_max_backoff: float = _wait(60.0)       # ... up to this
     outbox_store_pause: float = _wait(1.0)       # the database is away: the call is safe in it, try again after
+    outbox_set_aside: float = _wait(60.0)        # a call failing unexpectedly this long is set aside: its lane goes on
     response_url_after: float = _wait(5.0)       # Slack failing a command's reply this long: say it via response_url
     pacer_interval: float = _wait(1.0)           # one message redrawn at most this often (bot/slack/pacing.py)
 
