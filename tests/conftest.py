@@ -6,9 +6,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.fakes import FakeRunPod, FakeSlack
+from testkit.fakes import FakeRunPod, FakeSlack
 
-pytest_plugins = ["tests.pg"]  # pg_server (session), pg_url (a fresh database per test)
+pytest_plugins = ["testkit.pg"]  # pg_server (session), pg_url (a fresh database per test)
 
 # ---- stand-in fixtures (tests/fakes): real aiohttp servers on 127.0.0.1 --------------------------------
 
@@ -41,7 +41,7 @@ async def runpod() -> AsyncIterator[FakeRunPod]:
 @pytest.fixture
 async def make_app(slack: FakeSlack, runpod: FakeRunPod, tmp_path):  # type: ignore[no-untyped-def]
     """Start the real app against the stand-ins: `app = await make_app(mode="socket", RUNPOD_X="…")`."""
-    from tests.harness import Harness
+    from testkit.harness import Harness
 
     started: list[Harness] = []
 
