@@ -12,15 +12,9 @@ import aiohttp
 
 from bot.app.server import App
 from bot.infra.config import load_settings
+from testkit.env import SIGNING_SECRET, TEST_PACE, WEBHOOK_SECRET, app_settings
 from testkit.fakes import FakeRunPod, FakeSlack
 from testkit.fakes.slack import block_actions_payload, form_encode, interaction_form_body, sign, slash_command_body
-
-BOT_TOKEN = "xoxb-test-bot-token"
-APP_TOKEN = "xapp-test-app-token"
-RUNPOD_KEY = "rp-test-key"
-SIGNING_SECRET = "test-signing-secret-0123456789"
-WEBHOOK_SECRET = "test-webhook-secret-abcdef"
-SECRETS = (BOT_TOKEN, APP_TOKEN, RUNPOD_KEY, SIGNING_SECRET, WEBHOOK_SECRET)
 
 
 @dataclass
@@ -42,23 +36,8 @@ class Harness:
         self.slack = slack
         self.runpod = runpod
         self.mode = mode
-        self.env = {
-            "SLACK_BOT_TOKEN": BOT_TOKEN,
-            "RUNPOD_API_KEY": RUNPOD_KEY,
-            "SLACK_SIGNING_SECRET": SIGNING_SECRET,
-            "RUNPOD_API_URL": runpod.url,
-            "SLACK_API_URL": slack.api_url,
-            "PORT": "0",
-            "RUNPOD_RETRY_DB": str(tmp_path / "runpod-retry.db"),
-            "RUNPOD_WEBHOOK_SECRET": WEBHOOK_SECRET,
-            "RUNPOD_ALERT_CHANNEL": "CALERTS",
-            "RUNPOD_FOLLOW_INTERVAL": "0.05",
-            "RUNPOD_FOLLOW_MAX": "20",
-            "RUNPOD_TIMEOUT": "2",
-            "SLACK_PING_INTERVAL": "0.2",
-        }
-        if mode == "socket":
-            self.env["SLACK_APP_TOKEN"] = APP_TOKEN
+        self.env = app_settings(slack, runpod, tmp_path / "runpod-retry.db", mode=mode,
+                                RUNPOD_WEBHOOK_SECRET=WEBHOOK_SECRET, RUNPOD_ALERT_CHANNEL="CALERTS", **TEST_PACE)
         self.env.update(env)
         self.app: App | None = None
         self.http: aiohttp.ClientSession | None = None

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import random
-import re
 import signal
 import sys
 import time
@@ -22,13 +20,12 @@ from typing import Any
 
 import aiohttp
 
-from bot.infra.config import SETTING_NAMES
+from testkit.env import SIGNING_SECRET, WEBHOOK_SECRET, app_settings, process_env
 from testkit.fakes import FakeRunPod, FakeSlack
 from testkit.fakes.slack import block_actions_payload, form_encode, interaction_form_body, sign, slash_command_body
-from testkit.harness import APP_TOKEN, BOT_TOKEN, RUNPOD_KEY, SIGNING_SECRET, WEBHOOK_SECRET, Ack
+from testkit.harness import Ack
+from testkit.process import port_from_log, spawn, until_healthy
 
-ROOT = Path(__file__).resolve().parents[1]
-PORT_LINE = re.compile(r"listening on port (\d+)")
 READY_WITHIN = 30.0
 
 
@@ -57,20 +54,12 @@ class Replica:
 
 
 def replica_env(slack: FakeSlack, runpod: FakeRunPod, db: str, mode: str, **overrides: str) -> dict[str, str]:
-    """The test runner's environment without the app's settings, plus the settings every replica shares."""
-    env = {k: v for k, v in os.environ.items() if k not in SETTING_NAMES}
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
-    env.update({
-        "SLACK_BOT_TOKEN": BOT_TOKEN, "RUNPOD_API_KEY": RUNPOD_KEY, "SLACK_SIGNING_SECRET": SIGNING_SECRET,
-        "SLACK_API_URL": slack.api_url, "RUNPOD_API_URL": runpod.url, "PORT": "0", "RUNPOD_RETRY_DB": db,
-        "RUNPOD_WEBHOOK_SECRET": WEBHOOK_SECRET, "RUNPOD_ALERT_CHANNEL": "CALERTS",
-        "RUNPOD_FOLLOW_INTERVAL": "0.2", "RUNPOD_FOLLOW_MAX": "120", "RUNPOD_TIMEOUT": "3",
-        "SLACK_PING_INTERVAL": "0.5", "LOG_LEVEL": "INFO", "LOG_FORMAT": "text",
-    })
-    if mode == "socket":
-        env["SLACK_APP_TOKEN"] = APP_TOKEN
-    env.update(overrides)
-    return env
+    """The environment of a replica: the settings every replica shares (a slower pace than in-process apps: three
+    processes share two cores), then `overrides`."""
+    return process_env(app_settings(
+        slack, runpod, db, mode=mode, RUNPOD_WEBHOOK_SECRET=WEBHOOK_SECRET, RUNPOD_ALERT_CHANNEL="CALERTS",
+        RUNPOD_FOLLOW_INTERVAL="0.2", RUNPOD_FOLLOW_MAX="120", RUNPOD_TIMEOUT="3", SLACK_PING_INTERVAL="0.5",
+        LOG_LEVEL="INFO", LOG_FORMAT="text", **overrides))
 
 
 class Replicas:
@@ -122,26 +111,14 @@ class Replicas:
         replica.starts += 1
         with replica.log.open("ab") as out:
             out.write(f"\n===== start {replica.starts} =====\n".encode())
-            out.flush()
-            offset = replica.log.stat().st_size
-            replica.process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "bot", cwd=self.workdir, env={**self.env, **env}, stdout=out,
-                stderr=asyncio.subprocess.STDOUT)
+        offset = replica.log.stat().st_size
+        replica.process = await spawn([sys.executable, "-m", "bot"], {**self.env, **env}, self.workdir, replica.log)
         deadline = time.monotonic() + READY_WITHIN
-        while not replica.port:
-            if replica.process.returncode is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{replica.name} did not start:\n{replica.tail()}")
-            with replica.log.open("rb") as f:
-                f.seek(offset)
-                match = PORT_LINE.search(f.read().decode(errors="replace"))
-            if match:
-                replica.port = int(match.group(1))
-            else:
-                await asyncio.sleep(0.02)
-        while (await self.healthz(i))[0] != 200:
-            if replica.process.returncode is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{replica.name} never became ready:\n{replica.tail()}")
-            await asyncio.sleep(0.05)
+        replica.port = await port_from_log(replica.process, replica.log, deadline,
+                                           lambda: f"{replica.name}:\n{replica.tail()}", offset=offset)
+        assert self.http is not None
+        await until_healthy(self.http, replica.url, replica.process, deadline,
+                            lambda: f"{replica.name}:\n{replica.tail()}")
         if wait_socket and self.mode == "socket":
             await self.wait_sockets()
         return replica
@@ -261,15 +238,3 @@ class Replicas:
             if 200 <= statuses[-1] < 300:
                 break
         return statuses
-
-
-async def wait_until(predicate: Any, timeout: float, what: str = "", step: float = 0.05) -> Any:  # noqa: ASYNC109
-    """Poll `predicate()` (sync) until it is truthy; AssertionError naming `what` after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout:g} s: {what}")
-        await asyncio.sleep(step)

@@ -1,61 +1,31 @@
-"""Shared fixtures."""
+"""Shared fixtures, and each test's tier marker, given by the folder it is in."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
-from testkit.fakes import FakeRunPod, FakeSlack
-
-pytest_plugins = ["testkit.pg"]  # pg_server (session), pg_url (a fresh database per test)
-
-# ---- stand-in fixtures (tests/fakes): real aiohttp servers on 127.0.0.1 --------------------------------
-
-BOT_TOKEN = "xoxb-test-bot-token"
-APP_TOKEN = "xapp-test-app-token"
-RUNPOD_KEY = "rp-test-key"
+# The stand-ins, the app (testkit/fixtures.py) and PostgreSQL (testkit/pg.py): pg_server (one per session, so one
+# per xdist worker) and pg_url (a fresh database per test).
+pytest_plugins = ["testkit.fixtures", "testkit.pg"]
 
 
-@pytest.fixture
-async def slack() -> AsyncIterator[FakeSlack]:
-    fake = FakeSlack(valid_tokens={BOT_TOKEN}, valid_app_tokens={APP_TOKEN})
-    await fake.start()
-    yield fake
-    await fake.stop()
+# ---- tiers: what a test starts decides its folder, and its folder its marker -----------------------------
+
+HERE = Path(__file__).resolve().parent
+TIERS = {
+    "unit": "unit",            # pure functions and single classes, fakes at their edges: `pytest -m unit`
+    "app": "app",              # the app in-process against the loopback stand-ins
+    "stand_ins": "app",        # the stand-ins' own tests: loopback servers, no app
+    "process": "process",      # real processes: python -m bot, replicas, PostgreSQL
+    "limits": "limits",        # the platforms' real limits, at their real rates
+}
 
 
-@pytest.fixture
-async def runpod() -> AsyncIterator[FakeRunPod]:
-    fake = FakeRunPod(default_key=RUNPOD_KEY)
-    await fake.start()
-    yield fake
-    await fake.stop()
-
-
-# ---- end of stand-in fixtures --------------------------------------------------------------------------
-
-
-# ---- the app under test ---------------------------------------------------------------------------------
-
-@pytest.fixture
-async def make_app(slack: FakeSlack, runpod: FakeRunPod, tmp_path):  # type: ignore[no-untyped-def]
-    """Start the real app against the stand-ins: `app = await make_app(mode="socket", RUNPOD_X="…")`."""
-    from testkit.harness import Harness
-
-    started: list[Harness] = []
-
-    async def factory(mode: str = "http", **env: str) -> Harness:
-        harness = Harness(slack, runpod, tmp_path, mode, **env)
-        started.append(harness)
-        return await harness.start()
-
-    yield factory
-    for harness in started:
-        await harness.stop()
-
-
-@pytest.fixture(params=["http", "socket"])
-async def app(request, make_app):  # type: ignore[no-untyped-def]
-    """The app in each Slack mode."""
-    return await make_app(request.param)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        folder = item.path.resolve().relative_to(HERE).parts[0]
+        if folder not in TIERS:
+            raise pytest.UsageError(f"{item.nodeid}: a test lives in a tier's folder ({', '.join(TIERS)})")
+        item.add_marker(TIERS[folder])

@@ -1,4 +1,4 @@
-"""Plumbing shared by the stand-ins: an aiohttp app on 127.0.0.1:<free port>, and a poller."""
+"""Plumbing shared by the stand-ins: an aiohttp app on 127.0.0.1:<free port>."""
 
 from __future__ import annotations
 
@@ -6,27 +6,10 @@ import asyncio
 import contextlib
 import socket
 import struct
-import time
-from collections.abc import Callable
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Self
 
 from aiohttp import web
-
-T = TypeVar("T")
-POLL_INTERVAL = 0.01
-
-
-async def poll_until(predicate: Callable[[], T], timeout: float, describe: Callable[[], str]) -> T:  # noqa: ASYNC109
-    """Poll `predicate` until it returns something truthy; on timeout raise AssertionError(describe())."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"condition not met within {timeout}s\n{describe()}")
-        await asyncio.sleep(POLL_INTERVAL)
 
 
 def reset_connection(transport: Any) -> None:

@@ -19,7 +19,8 @@ from typing import Any
 
 from aiohttp import web
 
-from ._server import LoopbackServer, poll_until, reset_connection
+from ..polling import wait_until
+from ._server import LoopbackServer, reset_connection
 from .limits import RateLimitHit, RunPodLimiter, RunPodLimits, max_in_window, retry_after_value
 from .runpod_health import HEALTH_PRESETS, Health, health_body
 
@@ -217,7 +218,7 @@ class FakeRunPod(LoopbackServer):
         return "\n".join(lines)
 
     async def wait_for(self, predicate: Callable[[FakeRunPod], Any], timeout: float = 5.0) -> Any:  # noqa: ASYNC109
-        return await poll_until(lambda: predicate(self), timeout, self.describe)
+        return await wait_until(lambda: predicate(self), timeout, self.describe)
 
     async def wait_calls(self, op: str, n: int = 1, timeout: float = 5.0) -> list[RunPodCall]:  # noqa: ASYNC109
         calls: list[RunPodCall] = await self.wait_for(

@@ -21,7 +21,8 @@ from typing import Any
 
 from aiohttp import web
 
-from ._server import LoopbackServer, poll_until
+from ..polling import wait_until
+from ._server import LoopbackServer
 from .limits import RateLimitHit, SlackLimiter, SlackLimits, max_in_window, retry_after_value
 from .slack_blocks import (
     MAX_ACTIONS_ELEMENTS,
@@ -234,7 +235,7 @@ class FakeSlack(WebMethodsMixin, SocketModeMixin, ViewsMixin, LoopbackServer):
         return "\n".join(lines)
 
     async def wait_for(self, predicate: Callable[[FakeSlack], Any], timeout: float = 5.0) -> Any:  # noqa: ASYNC109
-        return await poll_until(lambda: predicate(self), timeout, self.describe)
+        return await wait_until(lambda: predicate(self), timeout, self.describe)
 
     async def wait_calls(self, method: str, n: int = 1, timeout: float = 5.0) -> list[SlackCall]:  # noqa: ASYNC109
         calls: list[SlackCall] = await self.wait_for(

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import re
 import sys
 import time
@@ -18,10 +17,9 @@ from typing import Any
 import pytest
 
 from bot.core import actions
+from testkit.env import BOT_TOKEN, RUNPOD_KEY, SECRETS, SIGNING_SECRET, process_env
 from testkit.fakes.slack import SlackFault
-from testkit.harness import SECRETS, button_value, job_calls, message_text
-
-ROOT = Path(__file__).resolve().parents[2]
+from testkit.harness import button_value, job_calls, message_text
 
 
 def history_rows(app: Any, url: str) -> list[str]:
@@ -334,10 +332,9 @@ async def test_each_endpoint_uses_its_own_key_and_no_key_reaches_slack_or_the_lo
 async def run_bot(tmp_path: Path, **env: str) -> tuple[int, str]:
     import asyncio
 
-    base = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "SYSTEMROOT")}
-    base |= {"PYTHONPATH": str(ROOT), "SLACK_BOT_TOKEN": "xoxb-test-bot-token", "RUNPOD_API_KEY": "rp-test-key",
-             "SLACK_SIGNING_SECRET": "test-signing-secret", "SLACK_API_URL": "http://127.0.0.1:9/api/"}
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "bot", cwd=tmp_path, env=base | env,
+    base = {"SLACK_BOT_TOKEN": BOT_TOKEN, "RUNPOD_API_KEY": RUNPOD_KEY, "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+            "SLACK_API_URL": "http://127.0.0.1:9/api/"}
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "bot", cwd=tmp_path, env=process_env(base | env),
                                                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     _, err = await asyncio.wait_for(proc.communicate(), timeout=30)
     return proc.returncode or 0, err.decode()

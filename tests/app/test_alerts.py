@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 
 from bot.core import actions
+from testkit.env import SECRETS
 from testkit.fakes.slack import SlackFault
-from testkit.harness import SECRETS, job_calls, message_text
+from testkit.harness import job_calls, message_text
 
 EP = "ep1"
 ALERTS = "CALERTS"
@@ -60,11 +61,6 @@ def private_texts(app, ack) -> str:  # type: ignore[no-untyped-def]
     via_url = [message_text(r) for r in app.responses(ack.response_url)]
     ephemeral = [message_text(c.args) for c in app.slack.calls_to("chat.postEphemeral")]
     return "\n".join(via_url + ephemeral)
-
-
-@pytest.fixture(params=["http", "socket"])
-def mode(request) -> str:  # type: ignore[no-untyped-def]
-    return request.param
 
 
 # ---------------------------------------------------------------- the webhook
@@ -197,7 +193,7 @@ async def test_an_alert_slack_refused_is_posted_by_the_next_delivery(make_app, s
         "in-progress-unknown"])
 async def test_forged_malformed_or_uninteresting_webhooks_post_nothing(make_app, slack, runpod, endpoint, body,
                                                                       token, expected):
-    from testkit.harness import WEBHOOK_SECRET
+    from testkit.env import WEBHOOK_SECRET
 
     app = await make_app("http")
 

@@ -7,10 +7,9 @@ import itertools
 import json
 from typing import Any
 
-import pytest
-
 from bot.core import actions
-from testkit.harness import SECRETS, job_calls, message_text
+from testkit.env import SECRETS
+from testkit.harness import job_calls, message_text
 
 EP = "ep1"
 CHANNEL = "C1"
@@ -56,11 +55,6 @@ async def bulk(app, jobs: list[str], user: str = "U1") -> dict[str, Any]:  # typ
     await app.settle(timeout=60)  # RunPod's /retry limit (100 per 10 s) sets the pace of a long list
     [parent] = app.top_level(CHANNEL)
     return parent
-
-
-@pytest.fixture(params=["http", "socket"])
-def mode(request) -> str:  # type: ignore[no-untyped-def]
-    return request.param
 
 
 # ---------------------------------------------------------------- the command

@@ -9,9 +9,10 @@ from typing import Any
 
 import pytest
 
+from testkit.env import SECRETS, SIGNING_SECRET
 from testkit.fakes import FakeRunPod, FakeSlack
 from testkit.fakes.slack import form_encode, sign, slash_command_body
-from testkit.harness import SECRETS, SIGNING_SECRET, Ack, Harness, message_text
+from testkit.harness import Ack, Harness, message_text
 
 USAGE_MARK = "/runpod-retry <endpointId> <jobId>"
 HTML_502 = ("<!DOCTYPE html><html><head><title>502 Bad Gateway</title><style>body{color:red}</style></head>"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import signal
 import sys
@@ -14,12 +13,11 @@ from typing import Any
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from bot.infra.config import SETTING_NAMES
+from testkit.env import RUNPOD_KEY, SECRETS, SIGNING_SECRET, app_settings, process_env
 from testkit.fakes import FakeRunPod, FakeSlack
 from testkit.fakes.slack import form_encode, sign, slash_command_body
-from testkit.harness import BOT_TOKEN, RUNPOD_KEY, SECRETS, SIGNING_SECRET, Harness, message_text
+from testkit.harness import Harness, message_text
 
-ROOT = Path(__file__).resolve().parents[2]
 REQUIRED = {
     "runpod_retry_retries": "counter",
     "runpod_retry_refusals": "counter",
@@ -111,15 +109,8 @@ async def test_metrics_show_the_socket_mode_connection_going_down(make_app, slac
 
 
 def bot_env(slack: FakeSlack, runpod: FakeRunPod, tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in SETTING_NAMES}
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
-    env.update({
-        "SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_SIGNING_SECRET": SIGNING_SECRET, "RUNPOD_API_KEY": RUNPOD_KEY,
-        "SLACK_API_URL": slack.api_url, "RUNPOD_API_URL": runpod.url, "PORT": "0",
-        "RUNPOD_RETRY_DB": str(tmp_path / "bot.db"), "RUNPOD_FOLLOW_INTERVAL": "0.05", "LOG_FORMAT": "json",
-        "LOG_LEVEL": "INFO",
-    })
-    return env
+    return process_env(app_settings(slack, runpod, tmp_path / "bot.db", RUNPOD_FOLLOW_INTERVAL="0.05",
+                                    LOG_FORMAT="json", LOG_LEVEL="INFO"))
 
 
 async def send_command(http: aiohttp.ClientSession, port: int, slack: FakeSlack, text: str) -> None:

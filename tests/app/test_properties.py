@@ -26,9 +26,10 @@ from bot.core.alerts import Alert, Phase
 from bot.core.commands import CheckHealth, Help, History, Retry, RetryFailed, Status, UsageError, parse_command
 from bot.core.ids import MAX_ID_LENGTH
 from bot.core.outcome import Kind, Outcome
+from testkit.env import APP_TOKEN, BOT_TOKEN, RUNPOD_KEY
 from testkit.fakes import FakeRunPod, FakeSlack, block_problems
 from testkit.fakes.limits import SlackLimits
-from testkit.harness import APP_TOKEN, BOT_TOKEN, RUNPOD_KEY, Harness
+from testkit.harness import Harness
 
 T = TypeVar("T")
 ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")

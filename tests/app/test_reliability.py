@@ -19,10 +19,11 @@ import pytest
 from aiohttp import web
 
 from bot.core import actions
+from testkit.env import APP_TOKEN, BOT_TOKEN
 from testkit.fakes import FakeSlack
 from testkit.fakes._server import reset_connection
 from testkit.fakes.slack import SlackFault
-from testkit.harness import APP_TOKEN, BOT_TOKEN, button_value, message_text
+from testkit.harness import button_value, message_text
 from tests.app.test_alerts import alert_via_webhook
 
 EP = "ep1"
@@ -198,8 +199,8 @@ async def test_r4_sigterm_during_a_slow_retry_leaves_the_alert_retrying_forever(
 
     import aiohttp
 
+    from testkit.env import SIGNING_SECRET, WEBHOOK_SECRET
     from testkit.fakes.slack import block_actions_payload, interaction_form_body, sign
-    from testkit.harness import SIGNING_SECRET, WEBHOOK_SECRET
     from testkit.process import AppProcess
 
     job = runpod.add_job(EP, "job-s", status="FAILED", after_retry=("IN_PROGRESS",))

@@ -9,8 +9,6 @@ import re
 import time
 from typing import Any
 
-import pytest
-
 from bot.core import actions
 from testkit.harness import job_calls, message_text
 
@@ -78,11 +76,6 @@ async def storm_of(app, runpod, n: int, **options: Any) -> tuple[list[str], dict
 
 def current(app, msg: dict[str, Any]) -> dict[str, Any]:  # type: ignore[no-untyped-def]
     return app.slack.messages[(ALERTS, msg["ts"])]
-
-
-@pytest.fixture(params=["http", "socket"])
-def mode(request) -> str:  # type: ignore[no-untyped-def]
-    return request.param
 
 
 # ---------------------------------------------------------------- grouping

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import sys
 from pathlib import Path
@@ -11,18 +10,17 @@ from pathlib import Path
 import pytest
 
 from bot.core import actions
-from testkit.harness import BOT_TOKEN, message_text
+from testkit.env import BOT_TOKEN, process_env
+from testkit.harness import message_text
 from tests.app.test_alerts import buttons
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 async def run_cli(tmp_path: Path, slack, *args: str, **env: str) -> tuple[int, str, str]:  # type: ignore[no-untyped-def]
     """Run `python -m bot alert …` in tmp_path with only the settings given (no .env, no inherited ones)."""
-    base = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(ROOT), "SLACK_BOT_TOKEN": BOT_TOKEN,
-            "SLACK_API_URL": slack.api_url, "RUNPOD_RETRY_DB": str(tmp_path / "runpod-retry.db")}
+    base = {"SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_API_URL": slack.api_url,
+            "RUNPOD_RETRY_DB": str(tmp_path / "runpod-retry.db")}
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot", "alert", *args, cwd=tmp_path, env={**base, **env},
+        sys.executable, "-m", "bot", "alert", *args, cwd=tmp_path, env=process_env({**base, **env}),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(process.communicate(), timeout=30)
     assert process.returncode is not None

@@ -15,8 +15,9 @@ import aiohttp
 
 from bot.core import actions
 from bot.store import AuditEntry
+from testkit.env import SIGNING_SECRET, WEBHOOK_SECRET
 from testkit.fakes.slack import form_encode, sign, slash_command_body
-from testkit.harness import SIGNING_SECRET, WEBHOOK_SECRET, button_value, message_text
+from testkit.harness import button_value, message_text
 from testkit.process import AppProcess
 
 
@@ -190,7 +191,8 @@ async def test_a_restart_forgets_week_old_alerts_but_keeps_the_audit_trail(make_
 
 async def test_a_bulk_retry_cut_off_by_kill_9_is_finished_by_the_next_start_each_job_once(slack, runpod, tmp_path):
     from testkit.fakes.limits import SlackLimits
-    from testkit.replicas import Replicas, wait_until
+    from testkit.polling import wait_until
+    from testkit.replicas import Replicas
 
     slack.limits = SlackLimits.off()
     jobs = [f"job-k{n:02d}" for n in range(16)]

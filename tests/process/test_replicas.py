@@ -14,7 +14,8 @@ import pytest
 from bot.core import actions
 from testkit.fakes.limits import SlackLimits
 from testkit.harness import button_value, message_text
-from testkit.replicas import Replicas, wait_until
+from testkit.polling import wait_until
+from testkit.replicas import Replicas
 
 EP = "ep1"
 ALERTS = "CALERTS"

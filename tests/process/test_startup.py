@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import signal
 import subprocess
@@ -15,21 +14,18 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from bot.infra.config import SETTING_NAMES, load_settings, read_env
+from bot.infra.config import load_settings, read_env
+from testkit.env import APP_TOKEN, BOT_TOKEN, RUNPOD_KEY, SECRETS, SIGNING_SECRET, app_settings, process_env
 from testkit.fakes import FakeRunPod, FakeSlack
 from testkit.fakes.slack import form_encode, sign, slash_command_body
-from testkit.harness import APP_TOKEN, BOT_TOKEN, RUNPOD_KEY, SECRETS, SIGNING_SECRET, Harness
+from testkit.harness import Harness
 
-ROOT = Path(__file__).resolve().parents[2]
 STOP_WITHIN = 10.0
 
 
 def clean_env(**settings: str) -> dict[str, str]:
     """The test runner's environment without any of the app's settings, plus `settings`."""
-    env = {k: v for k, v in os.environ.items() if k not in SETTING_NAMES}
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
-    env.update(settings)
-    return env
+    return process_env(settings)
 
 
 def run_bot(cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -38,14 +34,9 @@ def run_bot(cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 
 
 def fake_env(slack: FakeSlack, runpod: FakeRunPod, tmp_path: Path, **overrides: str) -> dict[str, str]:
-    settings = {
-        "SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_SIGNING_SECRET": SIGNING_SECRET, "RUNPOD_API_KEY": RUNPOD_KEY,
-        "SLACK_API_URL": slack.api_url, "RUNPOD_API_URL": runpod.url, "PORT": "0",
-        "RUNPOD_RETRY_DB": str(tmp_path / "bot.db"), "RUNPOD_FOLLOW_INTERVAL": "0.05",
-        "SLACK_PING_INTERVAL": "0.2", "LOG_LEVEL": "INFO", "LOG_FORMAT": "text",
-    }
-    settings.update(overrides)
-    return settings
+    return app_settings(slack, runpod, tmp_path / "bot.db", **{
+        "RUNPOD_FOLLOW_INTERVAL": "0.05", "SLACK_PING_INTERVAL": "0.2", "LOG_LEVEL": "INFO", "LOG_FORMAT": "text",
+        **overrides})
 
 
 async def exec_bot(cwd: Path, env: dict[str, str]) -> asyncio.subprocess.Process:

@@ -6,26 +6,24 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sys
 from pathlib import Path
 
 import pytest
 
 from bot.store import SqliteStore
-from testkit.harness import BOT_TOKEN, RUNPOD_KEY, message_text
+from testkit.env import BOT_TOKEN, RUNPOD_KEY, process_env
+from testkit.harness import message_text
 
-ROOT = Path(__file__).resolve().parents[2]
 EP = "ep1"
 
 
 async def run_bot(tmp_path: Path, runpod, *args: str, **env: str) -> tuple[int, str, str]:  # type: ignore[no-untyped-def]
     """`python -m bot <args>` in tmp_path with only the settings given (no .env, nothing inherited)."""
-    base = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(ROOT), "USER": "dana", "LOGNAME": "dana",
-            "RUNPOD_API_KEY": RUNPOD_KEY, "RUNPOD_API_URL": runpod.url,
+    base = {"USER": "dana", "LOGNAME": "dana", "RUNPOD_API_KEY": RUNPOD_KEY, "RUNPOD_API_URL": runpod.url,
             "RUNPOD_RETRY_DB": str(tmp_path / "runpod-retry.db"), "RUNPOD_TIMEOUT": "2"}
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot", *args, cwd=tmp_path, env={**base, **env},
+        sys.executable, "-m", "bot", *args, cwd=tmp_path, env=process_env({**base, **env}),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(process.communicate(), timeout=60)
     assert process.returncode is not None

@@ -16,6 +16,7 @@ from slack_sdk.socket_mode.request import SocketModeRequest
 from slack_sdk.socket_mode.response import SocketModeResponse
 from slack_sdk.web.async_client import AsyncWebClient
 
+from testkit.env import APP_TOKEN, BOT_TOKEN, RUNPOD_KEY
 from testkit.fakes import (
     FakeRunPod,
     FakeSlack,
@@ -26,7 +27,6 @@ from testkit.fakes import (
     sign,
     slash_command_body,
 )
-from tests.conftest import APP_TOKEN, BOT_TOKEN, RUNPOD_KEY
 
 AUTH = {"Authorization": f"Bearer {RUNPOD_KEY}"}
 
