@@ -48,10 +48,10 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tests.fakes import FakeRunPod, FakeSlack, SlackCall  # noqa: E402
-from tests.fakes.limits import SLACK_POST_PER_CHANNEL, RunPodLimits, SlackLimits  # noqa: E402
-from tests.fakes.slack import form_encode, sign, slash_command_body  # noqa: E402
-from tests.harness import message_text  # noqa: E402
+from testkit.fakes import FakeRunPod, FakeSlack, SlackCall  # noqa: E402
+from testkit.fakes.limits import SLACK_POST_PER_CHANNEL, RunPodLimits, SlackLimits  # noqa: E402
+from testkit.fakes.slack import form_encode, sign, slash_command_body  # noqa: E402
+from testkit.harness import message_text  # noqa: E402
 
 BOT_TOKEN = "xoxb-bench-bot-token"
 RUNPOD_KEY = "rp-bench-key"
@@ -654,7 +654,7 @@ async def run_setup(workdir: Path, name: str, db: str, replicas: int) -> Setup:
 
 async def run_replicas(workdir: Path) -> list[Setup]:
     """One replica on SQLite, then REPLICAS on one PostgreSQL (the embedded server the tests use)."""
-    from tests.pg import PostgresServer
+    from testkit.pg import PostgresServer
 
     setups = [await run_setup(workdir, "sqlite", str(workdir / "one.db"), 1)]
     with PostgresServer() as server:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -23,9 +24,33 @@ TIERS = {
 }
 
 
+# How many xdist workers `-n auto` (pyproject's addopts) starts. The app, process and limits tiers mostly wait on
+# sockets and timers, not on the CPU, so they run four at a time even on two cores. The unit tier is CPU-bound and
+# done in seconds: starting workers would cost more than they save, so a run of only unit tests gets none.
+# PYTEST_XDIST_AUTO_NUM_WORKERS=n overrides, and `-n 0` (or `-p no:xdist`) runs everything in one process.
+WORKERS = 4
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
+    if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
+        return None  # xdist's own hook reads it
+    only_units = config.option.markexpr.strip() == "unit" or (
+        bool(config.args) and all(_folder(Path(arg.split("::")[0])) == "unit" for arg in config.args))
+    return 0 if only_units else WORKERS
+
+
+def _folder(path: Path) -> str:
+    """The tier folder a path is in ("" outside tests/)."""
+    try:
+        parts = path.resolve().relative_to(HERE).parts
+    except ValueError:
+        return ""
+    return parts[0] if parts else ""
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        folder = item.path.resolve().relative_to(HERE).parts[0]
+        folder = _folder(item.path)
         if folder not in TIERS:
             raise pytest.UsageError(f"{item.nodeid}: a test lives in a tier's folder ({', '.join(TIERS)})")
         item.add_marker(TIERS[folder])

@@ -107,6 +107,9 @@ async def test_three_hundred_failure_webhooks_give_one_grouped_alert_with_counts
     retry_all = buttons(alert)[actions.RETRY_ALL]
     assert retry_all["style"] == "primary" and "Retry 300 jobs?" in message_text({"blocks": [retry_all["confirm"]]})
     assert actions.STORM_STATUS in buttons(alert)
+    # The job list's pages follow the grouped alert; on a busy machine the second was seen still on its way when
+    # settle() returned (a run with `pytest -n 4`): wait for it (up to 10 s) before looking at them.
+    await slack.wait_for(lambda s: len(app.thread(ALERTS, alert["ts"])) >= 2, 10)
     pages = app.thread(ALERTS, alert["ts"])
     assert len(pages) == 2 and "Failed jobs 1–200 of 300" in message_text(pages[0])
     listed = app.thread_text(ALERTS, alert["ts"])
