@@ -94,6 +94,8 @@ def web_app(rt: Runtime, bolt: AsyncApp, socket: SocketHandler | None) -> web.Ap
             "slack": "connected" if connected else "disconnected",
             "database": "reachable" if database else "unreachable", "following": len(rt.follower),
             "in_flight": len(rt.background), "accepting": rt.background.accepting,
+            # Slack calls that kept failing unexpectedly and were set aside so their lane could go on.
+            "slack_calls_set_aside": rt.outbox.set_aside,
             # A channel the app cannot post in is a settings problem, said here; it is not a 503, which would
             # make an orchestrator restart the process in a loop without fixing anything.
             "channels": rt.channel_report()}

@@ -38,6 +38,9 @@ class Metrics:
                                    "Age of the oldest Slack call still queued, by lane.", ["lane"], registry=r)
         self.rate_limited = Counter("runpod_retry_rate_limited", "429 answers received, by platform and method.",
                                     ["platform", "method"], registry=r)
+        self.outbox_set_aside = Counter("runpod_retry_outbox_set_aside",
+                                        "Slack calls set aside after failing unexpectedly for too long, by method.",
+                                        ["method"], registry=r)
         self.runpod_rate = Gauge("runpod_retry_runpod_rate_per_second",
                                  "The RunPod limiter's current rate, by endpoint and operation.",
                                  ["endpoint", "op"], registry=r)

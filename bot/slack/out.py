@@ -143,7 +143,9 @@ class SlackOut:
         """Queue the message's new state; an older state still waiting is replaced, not sent."""
         await self.outbox.submit("update", {"channel": channel, "ts": ts, **msg}, coalesce=f"update:{channel}:{ts}")
 
-    async def attach(self, place: Place, content: str, filename: str, comment: str) -> bool:
+    async def attach(self, place: Place, content: str, filename: str, comment: str, advice: str) -> bool:
+        """Upload `content` as a file in the place's thread; when Slack will not take it, say so there, with
+        `advice` (another way to see the same thing)."""
         if place.via_response_url:
             return False
         delivery = await self.outbox.send("file", {
@@ -151,6 +153,7 @@ class SlackOut:
             "title": filename, "initial_comment": comment})
         if not delivery.ok:
             log.error("could not attach %s in %s: %s", filename, place.channel, delivery.error)
+            await self.post(place, messages.attach_failed(filename, delivery.error or "unknown", advice))
         return delivery.ok
 
     async def post_outcome(self, place: Place, outcome: Outcome, *, prefix: str = "") -> None:
@@ -168,4 +171,5 @@ class SlackOut:
         await self.post(place, messages.outcome_message(outcome, prefix=prefix, attach_note=note))
         if not place.via_response_url:
             await self.attach(place, messages.render_json(outcome.body), name, f"What RunPod returned for job "
-                              f"`{outcome.job}`")
+                              f"`{outcome.job}`", advice=f"The same JSON is what `/runpod-retry status "
+                              f"{outcome.endpoint} {outcome.job}` shows.")

@@ -40,6 +40,12 @@ TIER4_RATE, TIER4_BURST = 100 / 60, 10.0        # chat.postEphemeral, views.*: T
 RESPONSE_URL_RATE, RESPONSE_URL_BURST = 1.0, 3.0
 DEFAULT_RETRY_AFTER = 1.0   # a 429 without Retry-After
 MAX_BACKOFF = 60.0          # between tries after network errors and 5xx
+# A call that keeps failing in a way nobody foresaw (a bug of ours or of a library) is set aside after this long, so
+# the lane behind it goes on; the caller is told it was not sent and falls back as for any refusal.
+SET_ASIDE_AFTER = 60.0
+SET_ASIDE = "set_aside"  # the error code such a call ends with
+METHODS = {"post": "chat.postMessage", "update": "chat.update", "ephemeral": "chat.postEphemeral",
+           "file": "files.upload", "respond": "response_url", "publish": "views.publish"}
 
 
 
@@ -88,7 +94,7 @@ class _Retry(Exception):
 
 class Outbox:
     def __init__(self, store: Store, client: AsyncWebClient, metrics: Metrics, *,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, set_aside_after: float = SET_ASIDE_AFTER):
         self.store = store
         self.client = client
         self.metrics = metrics
@@ -100,6 +106,9 @@ class Outbox:
         self._queued_at: dict[int, tuple[str, float]] = {}
         self._not_before: dict[int, float] = {}
         self._failed: set[int] = set()  # calls Slack answered with an error (not a 429) at least once
+        self._unexpected_since: dict[int, float] = {}  # calls failing in a way `_call` does not expect, since when
+        self.set_aside_after = set_aside_after
+        self.set_aside = 0  # calls set aside since start (/healthz)
         self._after: dict[str, AfterHook] = {}
         self._closing = False
 
@@ -205,6 +214,7 @@ class Outbox:
             message_id = ids[0]
             if counting != message_id:
                 attempts, counting = 0, message_id
+            row: Queued | None = None
             try:
                 # Waits happen before the call is taken, so it can still be withdrawn while it waits.
                 wait = self._not_before.get(message_id, 0.0) - self.clock()
@@ -228,11 +238,15 @@ class Outbox:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.exception("unexpected failure sending Slack call %s; it stays queued", message_id)
-                attempts += 1
-                await self._again(lane, message_id, _Retry(min(MAX_BACKOFF, 2.0 ** min(attempts, 6)),
-                                                           type(exc).__name__), attempts)
-                continue
+                since = self._unexpected_since.setdefault(message_id, self.clock())
+                if row is not None and self.clock() - since >= self.set_aside_after:
+                    delivery = self._set_aside(row, lane, exc)
+                else:
+                    log.exception("unexpected failure sending Slack call %s; it stays queued", message_id)
+                    attempts += 1
+                    await self._again(lane, message_id, _Retry(min(MAX_BACKOFF, 2.0 ** min(attempts, 6)),
+                                                               type(exc).__name__), attempts)
+                    continue
             await self._settle(row, delivery)
             self._finish(lane, message_id, delivery)
         if lane.startswith(RESPOND) and not ids:
@@ -259,6 +273,14 @@ class Outbox:
             except StoreUnavailable:  # left "sending", the next take would not find it: wait for the database
                 await asyncio.sleep(1.0)
 
+    def _set_aside(self, row: Queued, lane: str, exc: Exception) -> Delivery:
+        method = METHODS.get(row.kind, row.kind)
+        log.error("Slack call %s (%s, lane %s) kept failing unexpectedly for %.0f s (%s); it is set aside so the "
+                  "lane goes on", row.id, method, lane, self.set_aside_after, type(exc).__name__)
+        self.set_aside += 1
+        self.metrics.outbox_set_aside.labels(method=method).inc()
+        return Delivery(ok=False, error=SET_ASIDE)
+
     def _finish(self, lane: str, message_id: int, delivery: Delivery | None) -> None:
         ids = self._lanes.get(lane, [])
         if ids and ids[0] == message_id:
@@ -266,6 +288,7 @@ class Outbox:
         self._queued_at.pop(message_id, None)
         self._not_before.pop(message_id, None)
         self._failed.discard(message_id)
+        self._unexpected_since.pop(message_id, None)
         self._observe(lane)
         future = self._waiting.pop(message_id, None)
         if future is not None and not future.done():
@@ -283,8 +306,7 @@ class Outbox:
                     log.exception("could not record where a Slack message went (%s)", row.after.get("hook"))
 
     async def _call(self, row: Queued) -> Delivery:
-        method = {"post": "chat.postMessage", "update": "chat.update", "ephemeral": "chat.postEphemeral",
-                  "file": "files.upload", "respond": "response_url", "publish": "views.publish"}.get(row.kind, row.kind)
+        method = METHODS.get(row.kind, row.kind)
         try:
             if row.kind == "post":
                 response = await self.client.chat_postMessage(**row.payload)

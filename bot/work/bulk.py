@@ -382,7 +382,8 @@ class BulkRunner:
         if attachment is not None:
             await self.out.attach(run.place, attachment, filename,
                                   f"RunPod's answers for the {len(run.jobs)} jobs retried on endpoint "
-                                  f"`{run.endpoint}`")
+                                  f"`{run.endpoint}`", advice=f"Each job's answer is also what `/runpod-retry status "
+                                  f"{run.endpoint} <jobId>` shows.")
 
     async def _ended(self, target: FollowTarget, final: dict[str, Any] | None) -> None:
         """A followed job ended (any follow, not only bulk ones)."""

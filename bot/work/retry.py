@@ -212,14 +212,16 @@ class RetryService:
     async def attempt(self, who: Who, endpoint: str, job: str, place: Place, hold: Hold, *,
                       origin: MessageRef | None = None, announce: bool = False, post: bool = True,
                       follow: bool = True, run: str | None = None,
-                      answered: Callable[[Outcome], Awaitable[None]] | None = None) -> Outcome:
+                      answered: Callable[[Outcome], Awaitable[None]] | None = None,
+                      parent: asyncio.Task[None] | None = None) -> Outcome:
         """Retry a job claimed by `hold`: call, record, reply, announce, follow (the follow keeps the claim).
 
         That the retry is sent is written down first (an inbox row): when the app stops before RunPod answers (a
         deploy while RunPod is slow), the next start, or another replica, settles it with a /status check
         (`settle`) instead of leaving it unknown. `run` names the bulk run or grouped alert it belongs to;
         `answered` records the answer there before the inbox row is let go, so whoever takes the run over finds
-        each job either answered or still to settle, never neither."""
+        each job either answered or still to settle, never neither. `parent`, when given, is the post of the
+        message the replies thread under (`parent()`): RunPod is called at once and only the replies wait for it."""
         work_id: int | None = None
         try:
             if announce:
@@ -228,13 +230,19 @@ class RetryService:
                                               self.clock())
             hold.sent = True
 
+            async def notice(wait: float) -> None:
+                if parent is not None:
+                    await asyncio.shield(parent)
+                await self.out.post(place, messages.retry_throttled(endpoint, job, wait))
+
             async def queued_behind_limit(wait: float) -> None:
                 # Not awaited here: the retry's wait for RunPod's limit must not also wait for Slack's pace.
-                self.background.spawn(self.out.post(place, messages.retry_throttled(endpoint, job, wait)),
-                                      name=f"throttled notice {endpoint}/{job}")
+                self.background.spawn(notice(wait), name=f"throttled notice {endpoint}/{job}")
 
             outcome = await self.call_retry(endpoint, job,
                                             throttled=queued_behind_limit if post else None)
+            if parent is not None:
+                await asyncio.shield(parent)  # the reply goes in its thread
             await self.conclude(who, endpoint, job, place, outcome, hold, post=post, follow=follow, run=run)
             if answered is not None:
                 await answered(outcome)
@@ -341,8 +349,18 @@ class RetryService:
             if not await self.admitted(who, endpoint, job, hold):
                 return
             place = Place(who.channel, response_url=who.response_url)
-            place.thread_ts = await self.out.post(place, messages.command_parent(who.user, endpoint, job))
-            await self.attempt(who, endpoint, job, place, hold, announce=True)
+            parent = self.parent(place, messages.command_parent(who.user, endpoint, job), f"{endpoint}/{job}")
+            await self.attempt(who, endpoint, job, place, hold, announce=True, parent=parent)
+
+    def parent(self, place: Place, msg: messages.Message, name: str) -> asyncio.Task[None]:
+        """Post the message a command's replies thread under, without waiting for it: in a busy channel Slack takes
+        about one post a second, and RunPod must not wait behind that. Whatever goes in the thread awaits the task,
+        which sets `place.thread_ts` (or switches `place` to the response_url when the channel refuses it)."""
+
+        async def post() -> None:
+            place.thread_ts = await self.out.post(place, msg)
+
+        return self.background.spawn(post(), name=f"command parent {name}")
 
     async def already_completed(self, who: Who, endpoint: str, job: str) -> bool:
         """A late click (a confirm dialog left open, or Retry all got there first) on an alert whose job already
@@ -375,8 +393,11 @@ class RetryService:
         """Show the job's status JSON without changing anything."""
         if not await self.gate(who, endpoint, (job,), "check"):
             return
+        parent = None
         if place is None:
             place = Place(who.channel, response_url=who.response_url)
-            place.thread_ts = await self.out.post(place, messages.command_parent(who.user, endpoint, job, "status"))
+            parent = self.parent(place, messages.command_parent(who.user, endpoint, job, "status"), f"{endpoint}/{job}")
         outcome = await self.call_status(endpoint, job)
+        if parent is not None:
+            await asyncio.shield(parent)
         await self.out.post_outcome(place, outcome)

@@ -166,3 +166,31 @@ async def test_a_click_while_the_database_is_away_is_told_so_privately_and_nothi
     await slack.wait_for(lambda s: s.responses.get(url))
     assert "cannot reach its database" in message_text(slack.responses[url][0])
     assert runpod.calls_to("retry") == []
+
+
+async def test_a_slack_call_that_keeps_failing_unexpectedly_is_set_aside_and_the_channel_goes_on(make_app, runpod,
+                                                                                                 slack):
+    """slack_sdk's files_upload_v2 raises TypeError when files.completeUploadExternal answers without `files`: a
+    failure the outbox does not foresee. After its set-aside time the call is given up, the person is told in the
+    thread how else to see the JSON, and later messages in that channel are not held up behind it."""
+    app = await make_app("http")
+    app.rt.outbox.set_aside_after = 1.0  # production: about a minute
+    slack.script("files.completeUploadExternal", *[SlackFault(body={"ok": True})] * 20)
+    runpod.add_job("ep1", "job-50k", status="COMPLETED", output={"text": "z" * 50_000})
+    runpod.add_job("ep1", "job-small", status="COMPLETED", output={"images": 2})
+
+    await app.command("status ep1 job-50k")
+    await slack.wait_for(lambda s: len(s.calls_to("files.completeUploadExternal")) >= 1, timeout=10)
+    await app.command("status ep1 job-small")
+    await app.settle(timeout=20)
+
+    parents = app.top_level("C1")
+    [big] = [p for p in parents if "job-50k" in message_text(p)]
+    [small] = [p for p in parents if "job-small" in message_text(p)]
+    thread = app.thread_text("C1", big["ts"])
+    assert "could not attach `runpod-ep1-job-50k.json`" in thread
+    assert "Slack kept failing the upload" in thread and "/runpod-retry status ep1 job-50k" in thread
+    assert "HTTP 200" in app.thread_text("C1", small["ts"])
+    status, body = await app.get("/healthz")
+    assert '"slack_calls_set_aside": 1' in body
+    assert len(slack.calls_to("files.completeUploadExternal")) < 20, "the call was not tried forever"

@@ -80,7 +80,7 @@ from bot.core.messages.command import (
     usage_error,
     without_thread_hint,
 )
-from bot.core.messages.errors import bad_button, database_unreachable, internal_error, shutting_down
+from bot.core.messages.errors import attach_failed, bad_button, database_unreachable, internal_error, shutting_down
 from bot.core.messages.follow import follow_gave_up, follow_outcome, follow_resumed, follow_trouble
 from bot.core.messages.health import confirm_warning, health_blocks, health_line, health_message
 from bot.core.messages.history import attempt_words, audit_lines, audit_text, history_message, how_words, where_words
@@ -128,6 +128,7 @@ __all__ = [
     "alert_undelivered",
     "already_claimed",
     "already_completed",
+    "attach_failed",
     "attempt_words",
     "audit_lines",
     "audit_text",

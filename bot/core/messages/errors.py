@@ -24,6 +24,14 @@ def database_unreachable() -> Message:
                             "only once.")])
 
 
+def attach_failed(filename: str, error: str, advice: str) -> Message:
+    """A file the app said it would attach could not be: say so under the promise, with another way to see it."""
+    why = ("Slack kept failing the upload for over a minute" if error == "set_aside"
+           else f"Slack refused the file (`{error}`)")
+    return message(f"Could not attach {filename}", [section(f":warning: I could not attach `{filename}`: {why}. "
+                                                            f"{advice}")])
+
+
 def bad_button() -> Message:
     return message("That button's data is not valid",
                    [section(":warning: That button does not carry a valid endpoint and job ID, so nothing was done. "
