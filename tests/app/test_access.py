@@ -1,4 +1,6 @@
-"""Who may retry, the retry budget, the audit trail and history, several RunPod accounts, start-up config.
+"""Who may retry, the retry budget, the audit trail and history, several RunPod accounts.
+
+The access settings a real process refuses at start are in tests/process/test_access_settings_at_start.py.
 
 Everything over real loopback HTTP against the Slack and RunPod stand-ins.
 """
@@ -8,16 +10,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import sys
 import time
 from itertools import pairwise
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from bot.core import actions
-from testkit.env import BOT_TOKEN, RUNPOD_KEY, SECRETS, SIGNING_SECRET, process_env
+from testkit.env import SECRETS
 from testkit.fakes.slack import SlackFault
 from testkit.harness import button_value, job_calls, message_text
 
@@ -324,37 +324,6 @@ async def test_each_endpoint_uses_its_own_key_and_no_key_reaches_slack_or_the_lo
     for secret in (*SECRETS, "key-b-0123456789"):
         assert secret not in everything  # … without the key
         assert secret not in caplog.text
-
-
-# ---------------------------------------------------------------- configuration problems at start
-
-
-async def run_bot(tmp_path: Path, **env: str) -> tuple[int, str]:
-    import asyncio
-
-    base = {"SLACK_BOT_TOKEN": BOT_TOKEN, "RUNPOD_API_KEY": RUNPOD_KEY, "SLACK_SIGNING_SECRET": SIGNING_SECRET,
-            "SLACK_API_URL": "http://127.0.0.1:9/api/"}
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "bot", cwd=tmp_path, env=process_env(base | env),
-                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    _, err = await asyncio.wait_for(proc.communicate(), timeout=30)
-    return proc.returncode or 0, err.decode()
-
-
-async def test_malformed_endpoint_keys_are_reported_plainly_without_echoing_the_key(tmp_path):
-    code, err = await run_bot(tmp_path, RUNPOD_ENDPOINT_KEYS="epA=key-a-secret,epB:key-b-secret")
-
-    assert code == 2
-    assert "RUNPOD_ENDPOINT_KEYS" in err and "endpointA=key1,endpointB=key2" in err
-    assert "Traceback" not in err
-    assert "key-b-secret" not in err and "key-a-secret" not in err
-
-
-async def test_bad_endpoint_in_retry_endpoints_is_reported_plainly(tmp_path):
-    code, err = await run_bot(tmp_path, RUNPOD_RETRY_ENDPOINTS="ep1,ep/2")
-
-    assert code == 2
-    assert "RUNPOD_RETRY_ENDPOINTS" in err and "'ep/2'" in err and "only letters, digits" in err
-    assert "Traceback" not in err
 
 
 async def test_a_bulk_retry_reaches_the_audit_channel_as_a_few_batched_messages(make_app, runpod, slack):
