@@ -11,7 +11,7 @@ T = TypeVar("T")
 STEP = 0.01
 
 
-async def wait_until(predicate: Callable[[], T], timeout: float, what: str | Callable[[], str] = "",  # noqa: ASYNC109
+async def wait_until(predicate: Callable[[], T | None], timeout: float, what: str | Callable[[], str] = "",  # noqa: ASYNC109
                      step: float = STEP) -> T:
     """Poll `predicate()` until it returns something truthy, and return that. After `timeout` seconds,
     AssertionError naming `what` (a text, or a function giving one, called only then: a stand-in's record)."""
