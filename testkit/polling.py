@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 T = TypeVar("T")
-STEP = 0.01
+STEP = 0.05  # as the replica tests always polled: some look at the app right after what they waited for
 
 
 async def wait_until(predicate: Callable[[], T | None], timeout: float, what: str | Callable[[], str] = "",  # noqa: ASYNC109

@@ -56,10 +56,10 @@ class Replica:
 def replica_env(slack: FakeSlack, runpod: FakeRunPod, db: str, mode: str, **overrides: str) -> dict[str, str]:
     """The environment of a replica: the settings every replica shares (a slower pace than in-process apps: three
     processes share two cores), then `overrides`."""
-    return process_env(app_settings(
-        slack, runpod, db, mode=mode, RUNPOD_WEBHOOK_SECRET=WEBHOOK_SECRET, RUNPOD_ALERT_CHANNEL="CALERTS",
-        RUNPOD_FOLLOW_INTERVAL="0.2", RUNPOD_FOLLOW_MAX="120", RUNPOD_TIMEOUT="3", SLACK_PING_INTERVAL="0.5",
-        LOG_LEVEL="INFO", LOG_FORMAT="text", **overrides))
+    shared = {"RUNPOD_WEBHOOK_SECRET": WEBHOOK_SECRET, "RUNPOD_ALERT_CHANNEL": "CALERTS",
+              "RUNPOD_FOLLOW_INTERVAL": "0.2", "RUNPOD_FOLLOW_MAX": "120", "RUNPOD_TIMEOUT": "3",
+              "SLACK_PING_INTERVAL": "0.5", "LOG_LEVEL": "INFO", "LOG_FORMAT": "text"}
+    return process_env(app_settings(slack, runpod, db, mode=mode, **(shared | overrides)))
 
 
 class Replicas:

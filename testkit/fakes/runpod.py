@@ -218,7 +218,7 @@ class FakeRunPod(LoopbackServer):
         return "\n".join(lines)
 
     async def wait_for(self, predicate: Callable[[FakeRunPod], Any], timeout: float = 5.0) -> Any:  # noqa: ASYNC109
-        return await wait_until(lambda: predicate(self), timeout, self.describe)
+        return await wait_until(lambda: predicate(self), timeout, self.describe, step=0.01)
 
     async def wait_calls(self, op: str, n: int = 1, timeout: float = 5.0) -> list[RunPodCall]:  # noqa: ASYNC109
         calls: list[RunPodCall] = await self.wait_for(

@@ -235,7 +235,7 @@ class FakeSlack(WebMethodsMixin, SocketModeMixin, ViewsMixin, LoopbackServer):
         return "\n".join(lines)
 
     async def wait_for(self, predicate: Callable[[FakeSlack], Any], timeout: float = 5.0) -> Any:  # noqa: ASYNC109
-        return await wait_until(lambda: predicate(self), timeout, self.describe)
+        return await wait_until(lambda: predicate(self), timeout, self.describe, step=0.01)
 
     async def wait_calls(self, method: str, n: int = 1, timeout: float = 5.0) -> list[SlackCall]:  # noqa: ASYNC109
         calls: list[SlackCall] = await self.wait_for(

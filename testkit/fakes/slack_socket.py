@@ -99,7 +99,7 @@ class SocketModeMixin:
 
     async def wait_socket(self, timeout: float = 5.0) -> int:  # noqa: ASYNC109
         """Wait until at least one socket is connected (and greeted); returns the live count."""
-        count: int = await wait_until(lambda: self.live_sockets, timeout, self._describe_sockets)
+        count: int = await wait_until(lambda: self.live_sockets, timeout, self._describe_sockets, step=0.01)
         return count
 
     async def socket_send(self, type_: str, payload: JSONDict, accepts_response_payload: bool = True, *,
@@ -129,7 +129,7 @@ class SocketModeMixin:
 
     async def wait_ack(self, envelope_id: str, timeout: float = 5.0) -> JSONDict:  # noqa: ASYNC109
         """{"payload": the ack's payload or None, "latency": seconds from send to ack, "frame": raw ack}."""
-        ack: _Ack = await wait_until(lambda: self._acks.get(envelope_id), timeout, self._describe_sockets)
+        ack: _Ack = await wait_until(lambda: self._acks.get(envelope_id), timeout, self._describe_sockets, step=0.01)
         return {
             "payload": ack.frame.get("payload"),
             "latency": ack.at - self._sent_at.get(envelope_id, ack.at),
@@ -140,7 +140,7 @@ class SocketModeMixin:
         """Kill every live socket without a close frame (TCP reset), like a network drop."""
         for sock in list(self._sockets):
             reset_connection(sock.request.transport)
-        await wait_until(lambda: not self._sockets, 2.0, self._describe_sockets)
+        await wait_until(lambda: not self._sockets, 2.0, self._describe_sockets, step=0.01)
 
     def _describe_sockets(self) -> str:
         return (f"live sockets: {self.live_sockets}, connections so far: {self.socket_connections}, "

@@ -30,6 +30,10 @@ def thread(slack: Any, channel: str, ts: str) -> list[dict[str, Any]]:
     return [m for (c, _), m in slack.messages.items() if c == channel and m.get("thread_ts") == ts]
 
 
+def thread_replies(slack: Any, channel: str) -> list[dict[str, Any]]:
+    return [m for (c, _), m in slack.messages.items() if c == channel and m.get("thread_ts")]
+
+
 def alerts_of(slack: Any, job: str) -> list[dict[str, Any]]:
     return [m for m in top_level(slack) if job in message_text(m)]
 
@@ -266,6 +270,10 @@ async def test_history_and_failed_are_shared_whichever_replica_answers(cluster, 
     runpod.add_job(EP, "job-r-u1", status="FAILED")
     await cluster.command(f"{EP} job-r-u1", user="U9")
     await wait_until(lambda: runpod.calls_to("retry"), 10, "the retry")
+    # The attempt is recorded before its result is posted in the command's thread: wait for that, or `history`
+    # below may be asked before the record (seen on a loaded machine).
+    await wait_until(lambda: any("job-r-u1" in message_text(m) for m in thread_replies(slack, "C1")), 15,
+                     "the retry's result")
 
     # Asked several times: each answer comes from whichever replica got the envelope, and all agree.
     answers = []

@@ -592,10 +592,10 @@ async def test_publish_reaches_every_subscriber_the_publisher_included(store, st
 
     await instances[0].publish("job-events", "ended ep1/job-1")
     await instances[-1].publish("job-events", "ended ep1/job-2")
-    await wait_until(lambda: all(len(messages) == 2 for messages in got.values()), 5.0, "the notification")
+    await wait_until(lambda: all(len(messages) == 2 for messages in got.values()), 5.0, "the notification", step=0.01)
     assert all(messages == ["ended ep1/job-1", "ended ep1/job-2"] for messages in got.values())
     await instances[0].publish("job_events", "other")
-    await wait_until(lambda: len(elsewhere) == len(instances), 5.0, "the notification")
+    await wait_until(lambda: len(elsewhere) == len(instances), 5.0, "the notification", step=0.01)
     await asyncio.sleep(0.05)
     assert all(len(messages) == 2 for messages in got.values())
 
@@ -604,7 +604,7 @@ async def test_a_message_published_right_after_subscribing_reaches_the_new_subsc
     got: list[str] = []
     store.subscribe("fresh", got.append)  # no waiting in between: the publisher's own subscription must count
     await store.publish("fresh", "first")
-    await wait_until(lambda: got == ["first"], 5.0, "the notification")
+    await wait_until(lambda: got == ["first"], 5.0, "the notification", step=0.01)
 
 
 # ---------------------------------------------------------------- PostgreSQL only
@@ -636,7 +636,7 @@ async def test_postgres_refuses_a_message_too_long_for_notify_plainly(pg_url):
         with pytest.raises(ValueError, match="8000 bytes"):
             await store.publish("events", "é" * 4000)
         await store.publish("events", "x" * 7999)
-        await wait_until(lambda: got == ["x" * 7999], 5.0, "the notification")
+        await wait_until(lambda: got == ["x" * 7999], 5.0, "the notification", step=0.01)
     finally:
         await store.close()
 
@@ -718,7 +718,7 @@ async def test_postgres_connections_the_server_killed_are_replaced(pg_url, pg_se
                 *(store.accept("click", {}, time.time()) for _ in range(10))))
         assert await store.listening(10)
         await store.publish("events", "after the kill")
-        await wait_until(lambda: got == ["after the kill"], 5.0, "the notification")
+        await wait_until(lambda: got == ["after the kill"], 5.0, "the notification", step=0.01)
     finally:
         await store.close()
 
@@ -768,6 +768,6 @@ async def test_postgres_store_recovers_by_itself_when_the_server_comes_back(own_
         await asyncio.wait_for(enter(store, "x"), 5)
         assert await store.listening(15)
         await store.publish("events", "back")
-        await wait_until(lambda: got == ["back"], 5.0, "the notification")
+        await wait_until(lambda: got == ["back"], 5.0, "the notification", step=0.01)
     finally:
         await store.close()
