@@ -10,15 +10,11 @@ from __future__ import annotations
 import asyncio
 import time
 
-import pytest
-
-from tests.fakes.limits import SlackLimits
-from tests.harness import message_text
+from testkit.fakes.limits import SlackLimits
+from testkit.harness import message_text
 
 COMMANDS = 40
 ENDPOINTS = ("ep1", "ep2", "ep3", "ep4")
-
-pytestmark = pytest.mark.real_time  # Slack's real per-channel pace
 
 
 async def test_forty_commands_in_one_channel_reach_runpod_within_a_second_and_replies_follow_at_slacks_pace(
