@@ -49,5 +49,5 @@ LIMITS_BULK_CAP = 90.0
 QUIET = 3.0                # "settled": no Slack call for this long
 
 PORT_LINE = re.compile(r"listening on port (\d+)")
-REQUEUED = re.compile(r"is back in the queue|is running again")
+REQUEUED = re.compile(r"was requeued")
 NOT_RETRIED = re.compile(r"(\d+) (?:was|were) not retried")

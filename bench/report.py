@@ -248,7 +248,7 @@ def goals_section(app: Row) -> list[str]:
             f"- p99 ack under 300 ms: {ms(b.pct(0.99))} — {check(b.pct(0.99) < 0.3)}",
             f"- all {BURST} answered within 1.5 × {BURST_LATENCY:.0f} s = {goal_replies:.1f} s: "
             f"{replies_cell(b, REPLY_CAP)} — {check(b.all_answered is not None and b.all_answered <= goal_replies)}",
-            f"- every result says the job is back in the queue: {b.requeued}/{BURST} — {check(b.requeued == BURST)}",
+            f"- every result says the job was requeued: {b.requeued}/{BURST} — {check(b.requeued == BURST)}",
         ]
     if bk is not None:
         lines.append(f"- {BULK} bulk jobs within 1.3 × ideal: {bk.total / bk.ideal:.2f} × — "
@@ -267,7 +267,7 @@ def details_section(rows: list[Row]) -> list[str]:
             continue
         each = ", ".join(replies_cell(r, REPLY_CAP if row is app else NAIVE_REPLY_CAP) for r in row.runs)
         lines.append(f"- {row.name}: all results posted per run: {each}; "
-                     f"{b.requeued}/{BURST} result replies say the job is back in the queue; "
+                     f"{b.requeued}/{BURST} result replies say the job was requeued; "
                      f"{b.rejected} messages refused by the Slack stand-in; at most {b.runpod_max_in_flight} RunPod "
                      f"calls in flight; the last command's message posted {b.parents_by:.2f} s and its /retry at "
                      f"RunPod {b.retries_by:.2f} s after the burst began (slowest run); peak RSS "

@@ -40,7 +40,7 @@ class Burst:
     latencies: list[float]  # per command; ACK_CAP for acks that never came
     lost: int               # no 200 within ACK_CAP
     answered: int           # threads with a result reply
-    requeued: int           # result replies saying the job is back in the queue
+    requeued: int           # result replies saying the job was requeued
     all_answered: float | None  # burst start -> last result reply, when all arrived
     last_reply: float | None    # burst start -> last result reply seen (even if not all arrived)
     rejected: int           # messages the Slack stand-in refused (Block Kit etc.)
@@ -143,7 +143,7 @@ async def burst(ports: list[int], slack: FakeSlack, runpod: FakeRunPod, n: int, 
         latencies=[latency if ok else ACK_CAP for ok, latency in acks],
         lost=sum(1 for ok, _ in acks if not ok),
         answered=len(replies),
-        # Issue 14's words: a requeued job "is back in the queue" (or "is running again" if RunPod is quick).
+        # The vocabulary's word (bot/core/words.py): a job RunPod accepted the retry of "was requeued".
         requeued=sum(1 for c in replies.values() if REQUEUED.search(call_text(c))),
         all_answered=last - start if last is not None and len(replies) >= n else None,
         last_reply=last - start if last is not None else None,

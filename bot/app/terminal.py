@@ -18,6 +18,7 @@ from dataclasses import replace
 
 from bot.core.commands import UsageError, parse_job_list
 from bot.core.outcome import Kind, Outcome
+from bot.core.words import without_dates
 from bot.infra.config import Settings
 from bot.store import AuditEntry, StoreUnavailable
 from bot.work.retry import Source
@@ -27,8 +28,8 @@ _LINK = re.compile(r"<([^|>]+)\|([^>]+)>")
 
 
 def _plain(text: str) -> str:
-    """Slack's markup for a terminal: links as "label (address)", no backticks."""
-    return _LINK.sub(r"\2 (\1)", text).replace("`", "")
+    """Slack's markup for a terminal: times as "HH:MM UTC", links as "label (address)", no backticks."""
+    return _LINK.sub(r"\2 (\1)", without_dates(text)).replace("`", "")
 
 
 def who_am_i() -> str:
@@ -118,7 +119,9 @@ async def run(settings: Settings, verb: str, endpoint: str, raw_jobs: Sequence[s
     try:
         command = parse_job_list(endpoint, " ".join(raw_jobs))
     except UsageError as exc:
-        print(f"Nothing was done. {_plain(exc.problem)}", file=sys.stderr)
+        # The problem may already say what was not done ("Nothing was retried. …"): said once.
+        said = _plain(exc.problem)
+        print(said if said.startswith("Nothing was") else f"Nothing was done. {said}", file=sys.stderr)
         return 2
     if verb == "status" and len(command.jobs) != 1:
         print("Nothing was done: `status` takes one job.", file=sys.stderr)

@@ -7,10 +7,13 @@ from dataclasses import asdict, dataclass, replace
 from enum import StrEnum
 from typing import Any
 
+from bot.core import words
 from bot.core.ids import is_valid_id
 from bot.core.outcome import RETENTION_SECONDS, RETRYABLE, TRANSIENT, Kind, Outcome, state_sentence
+from bot.core.worker_errors import MAX_DETAILS_CHARS, error_details, is_runpod_error
 
-MAX_ERROR_CHARS = 1500
+# An alert keeps the worker's whole error for its thread, up to this much (a longer one keeps its end).
+MAX_ERROR_CHARS = MAX_DETAILS_CHARS
 # The retry budget counts RunPod calls per job over this window (RUNPOD_RETRY_MAX_PER_JOB per hour).
 BUDGET_WINDOW = 3600.0
 
@@ -48,6 +51,7 @@ class Alert:
     report_url: str | None = None       # where the last retry is reported, when not in this alert's thread
                                         # ("" when nothing can link there: a command's response_url)
     posting: bool = False         # its message is queued for Slack and `ts` not known yet
+    thread_details: bool = True   # the thread (or `report_url`) holds what happened; not after an interrupted retry
 
     @property
     def deadline(self) -> float:
@@ -76,25 +80,17 @@ def _number(value: Any) -> float | None:
 
 
 def trim_error(error: Any) -> str | None:
-    """RunPod's error as text, cut to a readable size (tracebacks keep their last lines, where the cause is)."""
+    """RunPod's error as text, cut to a size an alert keeps (tracebacks keep their last lines, where the cause is).
+    runpod-python's JSON error keeps its JSON while it fits; past that it becomes its readable traceback, so that a
+    cut never leaves broken JSON behind."""
     if error is None or error == "":
         return None
     text = error if isinstance(error, str) else json.dumps(error, ensure_ascii=False)
     text = text.strip()
     if len(text) <= MAX_ERROR_CHARS:
         return text
-    lines = text.splitlines()
-    if len(lines) > 3:
-        tail: list[str] = []
-        size = 0
-        for line in reversed(lines):
-            if size + len(line) > MAX_ERROR_CHARS - 40:
-                break
-            tail.insert(0, line)
-            size += len(line) + 1
-        if tail:
-            return f"… ({len(lines) - len(tail)} earlier lines cut)\n" + "\n".join(tail)
-    return text[: MAX_ERROR_CHARS - 1] + "…"
+    details = error_details(error) if is_runpod_error(error) or "\n" in text else None
+    return details or text[: MAX_ERROR_CHARS - 1] + "…"
 
 
 class BadJobBody(ValueError):
@@ -121,7 +117,8 @@ def new_alert(endpoint: str, body: dict[str, Any], channel: str, now: float) -> 
 
 
 def retrying(alert: Alert, user: str, now: float) -> Alert:
-    return replace(alert, phase=Phase.RETRYING, actor=user, acted_at=now, note=None, retry_offered=False)
+    return replace(alert, phase=Phase.RETRYING, actor=user, acted_at=now, note=None, retry_offered=False,
+                   thread_details=True)
 
 
 def requeued(alert: Alert, user: str, now: float, job_status: str | None) -> Alert:
@@ -145,10 +142,7 @@ def called(alert: Alert, now: float) -> Alert:
 
 def next_retry_at(alert: Alert, now: float, limit: int) -> float | None:
     """When the hourly budget allows this job another retry; None when it allows one now."""
-    recent = sorted(t for t in alert.retried_at if now - t < BUDGET_WINDOW)
-    if len(recent) < limit:
-        return None
-    return recent[len(recent) - limit] + BUDGET_WINDOW
+    return words.next_allowed([t for t in alert.retried_at if now - t < BUDGET_WINDOW], limit, BUDGET_WINDOW)
 
 
 def progressed(alert: Alert, job_status: str) -> Alert:
@@ -162,10 +156,11 @@ def finished(alert: Alert, body: dict[str, Any], now: float) -> Alert:
     if status == "COMPLETED":
         return replace(alert, phase=Phase.COMPLETED, job_status=status, execution_ms=execution,
                        delay_ms=_number(body.get("delayTime")), retry_offered=False, note=None)
+    # The retried run's own figures only: the first run's queue wait beside the retry's run time would mislead.
     return replace(alert, phase=Phase.FAILED_AGAIN if status in RETRYABLE else Phase.UNKNOWN,
                    job_status=status, status=status if status in RETRYABLE else alert.status,
                    error=trim_error(body.get("error")) or alert.error, ended_at=now,
-                   execution_ms=execution, retry_offered=status in RETRYABLE,
+                   execution_ms=execution, delay_ms=_number(body.get("delayTime")), retry_offered=status in RETRYABLE,
                    note=None if status in RETRYABLE else f"it {state_sentence(status or None)}")
 
 
@@ -176,9 +171,9 @@ def failed_again_outside(alert: Alert, body: dict[str, Any], now: float) -> Aler
 
 def interrupted(alert: Alert) -> Alert:
     """The app failed unexpectedly mid-retry: never leave the alert saying "retrying" forever."""
-    return replace(alert, phase=Phase.REFUSED, retry_offered=True,
+    return replace(alert, phase=Phase.REFUSED, retry_offered=True, thread_details=False,
                    note="The app hit an unexpected error while retrying (it is in the app's log), so it is not known "
-                        "whether RunPod got the retry. Press *Status* before retrying")
+                        "whether RunPod got the retry. Press Status before retrying")
 
 
 def expired(alert: Alert) -> Alert:

@@ -129,6 +129,9 @@ def _targets(tokens: list[str], form: str = RETRY_FORM,
         jobs.append(first_job)
     for token in rest:
         other_endpoint, job = _split_target(token)
+        if other_endpoint is not None and (id_problem(other_endpoint) or "/" in job):
+            # Not an `endpoint/job` pair (`bad/../id`): the whole token is a job ID, and an invalid one, named below.
+            other_endpoint, job = None, _unwrap_slack_link(token)
         if other_endpoint is not None and other_endpoint != endpoint:
             raise UsageError(f"All jobs must be on one endpoint: `{shorten(endpoint)}` and "
                              f"`{shorten(other_endpoint)}` were both given. Run one command per endpoint.",

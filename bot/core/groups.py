@@ -8,12 +8,14 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from bot.core.outcome import RETENTION_SECONDS, RETRYABLE, Kind, Outcome, state_sentence
+from bot.core.worker_errors import common_errors, error_details, error_family, error_summary
 
 # RunPod's answers after which retrying the same job again makes no sense (for `failed`: not offered again).
 SETTLED = frozenset({Kind.REQUEUED.value, Kind.NOT_FOUND.value, Kind.NOT_RETRYABLE.value})
 # A followed job that stopped being followed without a terminal status.
 UNKNOWN = "UNKNOWN"
-ERROR_KEY_CHARS = 120
+MAX_EXAMPLES = 3      # kinds of error whose whole error a grouped alert's thread shows, one job each
+EXAMPLE_CHARS = 2500  # of each, its end (where the cause is): one message stays within Slack's limits
 
 # Why a job was not retried, in a few plain words (a table row reads "not retried: <this>").
 _SHORT = {
@@ -139,12 +141,9 @@ def failed_again(jobs: Any, results: dict[str, JobResult], finals: dict[str, str
 
 
 def error_key(status: str, error: str | None) -> str:
-    """What failures are grouped by: the error's first line (tracebacks differ only further down)."""
-    for line in (error or "").strip().splitlines():
-        if line.strip():
-            line = line.strip()
-            return line if len(line) <= ERROR_KEY_CHARS else line[: ERROR_KEY_CHARS - 1] + "…"
-    return f"{status} without an error message"
+    """A failure's error in one line (a traceback by its exception, runpod-python's JSON by its type and message),
+    for a job list and for grouping; a failure without one is named by its status."""
+    return error_summary(error) or f"{status} without an error message"
 
 
 @dataclass(frozen=True)
@@ -173,6 +172,9 @@ class Storm:
     retry_at: float | None = None
     running: bool = False      # a Retry all is under way (not persisted: a restart ends it)
     expired: bool = False      # redrawn without Retry all once its last job's retry deadline passed
+    # One job's whole error for each kind of error (its family), shown in the thread: the traceback one click away.
+    examples: dict[str, tuple[str, str]] = field(default_factory=dict)   # family -> (job, whole error)
+    examples_ts: str | None = None
 
     @property
     def storm_id(self) -> str:
@@ -215,13 +217,29 @@ class Storm:
             self.finals.setdefault(job, final)
         self.retry_by = self.retry_by or stored.retry_by
         self.retry_at = self.retry_at or stored.retry_at
+        for family, example in stored.examples.items():
+            if len(self.examples) < MAX_EXAMPLES:
+                self.examples.setdefault(family, example)
+        self.examples_ts = self.examples_ts or stored.examples_ts
+
+    def add_example(self, job: str, error: Any) -> bool:
+        """Keep `job`'s whole error when it is the first of its kind (up to MAX_EXAMPLES kinds); True when kept."""
+        summary, details = error_summary(error), error_details(error)
+        if summary is None or details is None or len(self.examples) >= MAX_EXAMPLES:
+            return False
+        family = error_family(summary)
+        if family in self.examples:
+            return False
+        self.examples[family] = (job, details[-EXAMPLE_CHARS:])
+        return True
 
     def unretried(self) -> tuple[str, ...]:
         taken = set(self.requested)
         return tuple(job for job in self.jobs if job not in taken)
 
     def top_errors(self, n: int = 3) -> list[tuple[str, int]]:
-        return Counter(error_key(j.status, j.error) for j in self.jobs.values()).most_common(n)
+        """The most common errors, grouped by what went wrong (see worker_errors.common_errors)."""
+        return common_errors((error_key(j.status, j.error) for j in self.jobs.values()), n)
 
     @property
     def first_at(self) -> float:
@@ -256,4 +274,5 @@ class Storm:
         data = json.loads(text)
         data["jobs"] = {job: StormJob(**j) for job, j in data["jobs"].items()}
         data["results"] = {job: JobResult(**r) for job, r in data["results"].items()}
+        data["examples"] = {family: tuple(e) for family, e in (data.get("examples") or {}).items()}
         return cls(**data)

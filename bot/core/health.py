@@ -7,8 +7,10 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
+from bot.core import words
 from bot.core.answers import RunPodBadResponse, RunPodError, RunPodTimeout, RunPodUnreachable
 
 # RunPod's names and the words for them, in the order a person reads them.
@@ -70,34 +72,90 @@ def health_words(health: Health) -> str:
     return " ".join(parts) or "RunPod's answer had no job or worker counts."
 
 
-def unlikely_reason(health: Health) -> str | None:
-    """Why retrying now is unlikely to work, in words; None when it can (or when RunPod said nothing of workers)."""
-    w = health.workers
-    if not w:
-        return None
+class Verdict(Enum):
+    """What an endpoint's snapshot means for a retry now."""
+
+    HEALTHY = "healthy"        # a worker is ready or running
+    STARTING = "starting"      # RunPod is starting workers
+    IDLE = "idle"              # scaled to zero with nothing waiting: normal, RunPod starts a worker for a job
+    UNKNOWN = "unknown"        # no worker counts in RunPod's answer
+    THROTTLED = "throttled"    # workers wait for a GPU of the endpoint's type
+    UNHEALTHY = "unhealthy"    # most workers are unhealthy
+    STUCK = "stuck"            # jobs wait and no worker is ready, running or starting
+
+    @property
+    def warns(self) -> bool:
+        return self in (Verdict.THROTTLED, Verdict.UNHEALTHY, Verdict.STUCK)
+
+
+@dataclass(frozen=True)
+class Reading:
+    """A snapshot read for a person: the verdict, its sentence (the headline of every health answer), and for a
+    warning, why retrying now is unlikely to work (a phrase) and what to do about it."""
+
+    verdict: Verdict
+    headline: str
+    reason: str | None = None
+    advice: str | None = None
+
+
+def _workers(n: int) -> str:
+    return words.count(n, "worker")
+
+
+def read_health(health: Health) -> Reading:
+    """What the counts mean. Zero workers is normal for an endpoint that scales to zero (RunPod's default): only
+    jobs waiting with no worker ready, running or starting, throttled workers, or mostly unhealthy ones warn."""
+    w, queued = health.workers, health.jobs.get("inQueue", 0)
     working = sum(w.get(name, 0) for name in WORKING)
     unhealthy, throttled, starting = w.get("unhealthy", 0), w.get("throttled", 0), w.get("initializing", 0)
     total = working + unhealthy + throttled + starting
-    if working == 0:
-        if throttled:
-            return f"RunPod is throttling this endpoint's workers ({throttled} throttled) and none is ready or running"
-        if unhealthy and not starting:
-            return f"every worker of this endpoint is unhealthy ({unhealthy})"
-        if starting:
-            return f"no worker of this endpoint is ready or running yet ({starting} starting)"
-        return "this endpoint has no worker ready, idle or running"
-    if unhealthy * 2 > total:
-        return f"most workers of this endpoint are unhealthy ({unhealthy} of {total})"
-    return None
+    console = "check its workers and GPU type in RunPod's console"
+    if unhealthy and unhealthy * 2 > total:
+        reason = (f"every worker of this endpoint is unhealthy ({unhealthy})" if unhealthy == total else
+                  f"most workers of this endpoint are unhealthy ({unhealthy} of {total})")
+        return Reading(Verdict.UNHEALTHY, f"Unhealthy: {reason}", reason,
+                       "Retrying now is unlikely to work: retried jobs may fail again, or wait until it has healthy "
+                       f"workers. {console.capitalize()}.")
+    if throttled:
+        reason = f"no GPU of this endpoint's type is free ({_workers(throttled)} throttled, waiting for one)"
+        return Reading(Verdict.THROTTLED, f"Throttled: no GPU of this endpoint's type is free right now "
+                                          f"({_workers(throttled)} waiting for one)", reason,
+                       "Retrying now is unlikely to work: retried jobs wait in the queue until a GPU frees up, and "
+                       f"retrying again does not help. If it lasts, {console} (another GPU type, or more of them, "
+                       "can help).")
+    if w and queued and not working and not starting:
+        reason = (f"{words.jobs(queued)} {'waits' if queued == 1 else 'wait'} in the queue and no worker is ready, "
+                  "running or starting")
+        return Reading(Verdict.STUCK, f"Stuck: {reason}", reason,
+                       "Retrying now is unlikely to work: retried jobs would wait behind them. "
+                       f"{console.capitalize()} (max workers, an image that fails to start).")
+    if working:
+        busy = ", ".join(f"{n} {words}" for n, words in ((w.get("ready", 0) + w.get("idle", 0), "ready"),
+                                                         (w.get("running", 0), "running")) if n)
+        ahead = f"; {words.jobs(queued)} in the queue ahead of them" if queued else ""
+        return Reading(Verdict.HEALTHY, f"Healthy: retries should run now ({busy}{ahead})")
+    if starting:
+        return Reading(Verdict.STARTING, f"Starting: RunPod is starting {_workers(starting)}; retries should run "
+                                         "once they are up")
+    if not w:
+        return Reading(Verdict.UNKNOWN, "RunPod's answer has no worker counts, so whether a worker is free is not "
+                                        "known")
+    return Reading(Verdict.IDLE, "Idle: no worker is running, and RunPod starts one when a job arrives; retries "
+                                 "should run")
+
+
+def unlikely_reason(health: Health) -> str | None:
+    """Why retrying now is unlikely to work, as a phrase; None when it can (an idle endpoint can)."""
+    return read_health(health).reason
 
 
 def health_warning(health: Health) -> str | None:
     """The plain warning shown before or after a retry, or None."""
-    reason = unlikely_reason(health)
-    if reason is None:
+    reading = read_health(health)
+    if reading.reason is None:
         return None
-    return (f"Retrying now is unlikely to work: {reason}. Retried jobs wait in the queue, or fail again, until "
-            "the endpoint has healthy workers (check its workers and GPU availability in RunPod's console).")
+    return f"{reading.headline}. {reading.advice}"
 
 
 def health_problem(endpoint: str, error: RunPodError) -> str:

@@ -6,6 +6,7 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
+from bot.core import words
 from bot.core.answers import (
     RunPodBadResponse,
     RunPodError,
@@ -14,31 +15,12 @@ from bot.core.answers import (
     RunPodTimeout,
     RunPodUnreachable,
 )
+from bot.core.words import state_sentence
+from bot.core.worker_errors import error_summary
 
 RETRYABLE = frozenset({"FAILED", "TIMED_OUT"})
 TERMINAL = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"})
 RETENTION_SECONDS = 30 * 60
-
-_STATE_WORDS = {
-    "IN_QUEUE": "waiting in the queue for a worker",
-    "IN_PROGRESS": "running on a worker",
-    "RUNNING": "running on a worker",
-    "COMPLETED": "completed",
-    "FAILED": "failed",
-    "CANCELLED": "cancelled",
-    "TIMED_OUT": "timed out",
-}
-
-# The same states as verbs, for sentences: "job `j` failed", "job `j` is waiting in the queue for a worker".
-_STATE_SENTENCES = {
-    "IN_QUEUE": "is waiting in the queue for a worker",
-    "IN_PROGRESS": "is running on a worker",
-    "RUNNING": "is running on a worker",
-    "COMPLETED": "completed",
-    "FAILED": "failed",
-    "CANCELLED": "was cancelled",
-    "TIMED_OUT": "timed out",
-}
 
 _NOT_RETRYABLE_ADVICE = {
     "IN_QUEUE": "It is already queued: wait for it. I'll not retry a job that is still alive.",
@@ -111,16 +93,8 @@ class Outcome:
 
 
 def state_words(status: str | None) -> str:
-    if not status:
-        return "in an unknown state"
-    return _STATE_WORDS.get(status, f"in state {status}")
-
-
-def state_sentence(status: str | None) -> str:
-    """The state as the rest of a sentence about the job: "failed", "is running on a worker"."""
-    if not status:
-        return "is in an unknown state"
-    return _STATE_SENTENCES.get(status, f"is in state {status}")
+    """A job's state in words (the vocabulary's): "failed", "waiting in the queue", "in an unknown state"."""
+    return words.state(status) if status else "in an unknown state"
 
 
 def _ref(endpoint: str, job: str) -> str:
@@ -178,8 +152,9 @@ def classify_error(endpoint: str, job: str, error: RunPodError) -> Outcome:
                   f"It is on RunPod's side. Try again in a minute; {check} shows the job's state.")
         return Outcome(Kind.SERVER_ERROR, endpoint, job, f"RunPod had a server error about {ref}{detail}",
                        advice, status, None, body, short)
+    # RunPod does not document why it answers 400 to a retry: say only what is known, and how to learn more.
     return Outcome(Kind.REFUSED, endpoint, job, f"RunPod refused the request for {ref}{detail}",
-                   f"Only FAILED or TIMED_OUT jobs can be retried. {check} shows its state.",
+                   f"RunPod did not say why beyond its answer below. {check} shows the job's state.",
                    status, None, body, short)
 
 
@@ -188,9 +163,9 @@ def classify_retry(endpoint: str, job: str, answer: RunPodReply | RunPodError,
     """What a `/retry` answer means. `probe` is the `/status` answer fetched after a refusal, if any."""
     if isinstance(answer, RunPodReply):
         now = answer.job_status or "unknown"
-        where = ("is back in the queue" if now in ("IN_QUEUE", "unknown") else
-                 "is running again" if now in ALIVE else f"was retried and {state_sentence(now)}")
-        return Outcome(Kind.REQUEUED, endpoint, job, f"Job `{job}` on endpoint `{endpoint}` {where}",
+        where = "" if now == "unknown" else f": it {state_sentence(now)}"
+        return Outcome(Kind.REQUEUED, endpoint, job,
+                       f"Job `{job}` on endpoint `{endpoint}` was {words.REQUEUED}{where}",
                        "Same job ID, same input, old output removed. I'll follow it and post here when it ends.",
                        answer.http_status, now, answer.body)
     outcome = classify_error(endpoint, job, answer)
@@ -206,7 +181,14 @@ def classify_retry(endpoint: str, job: str, answer: RunPodReply | RunPodError,
         return outcome
     state = probe.job_status
     if state in RETRYABLE:
-        return outcome  # refused although retryable: nothing more to explain than what RunPod said
+        # Refused although RunPod itself shows the job as retryable: say exactly that, and no rule that is not true.
+        return replace(outcome, job_status=state, summary=(
+            f"RunPod refused to retry job `{job}` on endpoint `{endpoint}`, though it shows the job as "
+            f"{state_words(state)} (a {state_words(state)} job can normally be retried)"
+            + (f": {answer.excerpt}" if answer.excerpt else "")),
+            advice=("RunPod did not explain the refusal beyond its answer below (HTTP "
+                    f"{answer.status}). Try once more in a minute; if it refuses again, ask RunPod's support what this "
+                    "answer means for this job, and resubmit the job with its original input if it is still needed."))
     return Outcome(
         Kind.NOT_RETRYABLE, endpoint, job,
         f"Not retried: job `{job}` on endpoint `{endpoint}` {'already ' if state == 'COMPLETED' else ''}"
@@ -214,6 +196,11 @@ def classify_retry(endpoint: str, job: str, answer: RunPodReply | RunPodError,
         _NOT_RETRYABLE_ADVICE.get(state or "", f"{_status_command(endpoint, job)} shows its details."),
         answer.status, state, answer.body if answer.body is not None else probe.body, answer.excerpt,
     )
+
+
+# How an answer was lost, in words rather than the outcome's code name.
+_LOST = {Kind.SERVER_ERROR: "a server error", Kind.TIMEOUT: "no answer in time",
+         Kind.UNREACHABLE: "a dropped connection", Kind.BAD_RESPONSE: "an answer that was not JSON"}
 
 
 def _settle_uncertain(outcome: Outcome, answer: RunPodError, probe: RunPodReply | RunPodError) -> Outcome:
@@ -225,7 +212,7 @@ def _settle_uncertain(outcome: Outcome, answer: RunPodError, probe: RunPodReply 
     if state in ALIVE:
         return Outcome(
             Kind.REQUEUED, endpoint, job,
-            f"RunPod's answer to the retry was lost ({outcome.kind.value.replace('_', ' ')}), but job `{job}` on "
+            f"RunPod's answer to the retry was lost ({_LOST[outcome.kind]}), but job `{job}` on "
             f"endpoint `{endpoint}` {state_sentence(state).replace('is ', 'is now ', 1)}: the retry went through",
             "I'll follow it and post here when it ends. The JSON below is its current status.",
             answer.status, state, probe.body, answer.excerpt)
@@ -245,9 +232,12 @@ def classify_status(endpoint: str, job: str, answer: RunPodReply | RunPodError) 
     summary = f"Job `{job}` on endpoint `{endpoint}` {state_sentence(state)}"
     error = answer.body.get("error")
     if state in RETRYABLE:
-        if isinstance(error, str) and error:
-            summary += f": {error[:200]}"
-        advice = (f"It can be retried (for about 30 minutes after it ended): `/runpod-retry {endpoint} {job}`.")
+        said = error_summary(error)  # a traceback by its exception line, runpod-python's JSON by type and message
+        if said:
+            summary += f": {said}"
+        # A status answer does not say when the job ended, so no deadline is promised here.
+        advice = (f"It can be retried with `/runpod-retry {endpoint} {job}` until RunPod forgets it, "
+                  f"{words.RETENTION_MINUTES} minutes after it ended.")
     elif state in TERMINAL:
         advice = "Nothing to do."
     else:

@@ -85,7 +85,7 @@ class SlackOut:
         await self.respond(place, msg, in_channel=True)
         return None
 
-    async def post_later(self, place: Place, msg: Message, *, after: dict[str, Any]) -> None:
+    async def post_later(self, place: Place, msg: Message, *, after: dict[str, Any] | None = None) -> None:
         """Queue a post without waiting for Slack: the outbox sends it (through Slack's trouble, across restarts)
         and then runs the `after` hook, which records where it went. For messages nobody waits on (alerts)."""
         await self.outbox.submit("post", {

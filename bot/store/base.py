@@ -222,6 +222,10 @@ class Store(abc.ABC):
     async def retries_since(self, endpoint: str, job: str, since: float) -> int:
         """Retries RunPod took (or may have taken) for the job since `since`: the budget counts these."""
 
+    @abc.abstractmethod
+    async def retry_times(self, endpoint: str, job: str, since: float) -> list[float]:
+        """When each of those retries was sent, oldest first: the next allowed retry is told from them."""
+
     # ---------------------------------------------------------------- alerts, follows, storms, bulk runs
 
     @abc.abstractmethod

@@ -358,6 +358,11 @@ class PostgresStore(PostgresReports, PostgresBlobs, Store):
             "SELECT COUNT(*) FROM audit WHERE endpoint = $1 AND job = $2 AND called = 1 AND at >= $3",
             endpoint, job, since))
 
+    async def retry_times(self, endpoint: str, job: str, since: float) -> list[float]:
+        return [float(r["at"]) for r in await self._fetch(
+            "SELECT at FROM audit WHERE endpoint = $1 AND job = $2 AND called = 1 AND at >= $3 ORDER BY at",
+            endpoint, job, since)]
+
     # ---------------------------------------------------------------- follows (alerts, storms, bulk runs: blobs.py)
 
     async def save_follow(self, endpoint: str, job: str, data: str) -> None:

@@ -355,6 +355,11 @@ class SqliteStore(SqliteReports, SqliteBlobs, Store):
                                 (endpoint, job, since))
         return int(rows[0][0]) if rows else 0
 
+    async def retry_times(self, endpoint: str, job: str, since: float) -> list[float]:
+        rows = await self._rows("SELECT at FROM audit WHERE endpoint = ? AND job = ? AND called = 1 AND at >= ?"
+                                " ORDER BY at", (endpoint, job, since))
+        return [float(row[0]) for row in rows]
+
     # ---------------------------------------------------------------- follows (alerts, storms, bulk runs: blobs.py)
 
     async def save_follow(self, endpoint: str, job: str, data: str) -> None:

@@ -7,7 +7,7 @@ import contextlib
 import hashlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from typing import Any
@@ -53,7 +53,7 @@ class AlertDesk:
 
     def __init__(self, store: Store, out: SlackOut, metrics: Metrics, clock: Callable[[], float] = time.time, *,
                  max_retries: int | None = None, enabled: Callable[[str], bool] = lambda _endpoint: True,
-                 audit_channel: str = "", timing: Timing = REAL):
+                 audit_channel: str = "", channels: Collection[str] = (), timing: Timing = REAL):
         self.store = store
         # RunPod redelivers a webhook up to twice, 10 s apart: a second failure of the same job inside
         # `redelivery_window` is the same failure. Expired alerts lose Retry every `alert_sweep`; an alert that cannot
@@ -65,6 +65,7 @@ class AlertDesk:
         # What keeps the buttons honest: the hourly retry budget, and which endpoints the app may call at all.
         self.max_retries = max_retries
         self.enabled = enabled
+        self.channels = channels  # where retries are allowed (empty: anywhere); elsewhere alerts have no buttons
         self.audit_channel = audit_channel  # where an alert Slack refused is reported, with how to fix it
         self.workspace_url: str | None = None  # auth.test's `url`, for links to messages (set at start-up)
         self._alerts: dict[Key, Alert] = {}
@@ -116,7 +117,7 @@ class AlertDesk:
         else:
             self._blocked_until.pop(key, None)
         return messages.alert_message(alert, now, max_retries=self.max_retries, enabled=self.enabled(alert.endpoint),
-                                      health=self.health(alert.endpoint))
+                                      health=self.health(alert.endpoint), channels=self.channels)
 
     def link(self, alert: Alert) -> str | None:
         return messages.permalink(self.workspace_url, alert.channel, alert.ts, alert.thread_ts) if alert.ts else None
@@ -162,6 +163,9 @@ class AlertDesk:
             changed = _fingerprint(alert) != after.get("shown")
             alert = replace(alert, ts=delivery.ts, posting=False)
             self.metrics.alerts.labels(kind="single").inc()
+            details = messages.alert_error_details(alert)
+            if details is not None:  # the alert shows the error's one line; its whole traceback goes in the thread
+                await self.out.post_later(Place(alert.channel, thread_ts=alert.reply_thread), details)
             if changed:  # someone acted on the job while its alert was on its way: show that
                 await self.save(alert)
             else:
@@ -270,7 +274,9 @@ class AlertDesk:
                 return "duplicate", existing
             alert = await self.save(failed_again_outside(existing, body, self.clock()))
         # Outside the lock: waiting on Slack must not hold up the job's other events.
-        await self.out.post(Place(alert.channel, thread_ts=alert.reply_thread), messages.alert_refailed(alert))
+        await self.out.post(Place(alert.channel, thread_ts=alert.reply_thread), messages.alert_refailed(
+            alert, self.clock(), max_retries=self.max_retries, enabled=self.enabled(alert.endpoint),
+            channels=self.channels))
         return "updated", alert
 
     async def _in_flight(self, endpoint: str, job: str) -> bool:

@@ -13,6 +13,7 @@ from typing import Any
 from bot.core import messages
 from bot.core.groups import UNKNOWN, JobResult, Tally
 from bot.core.outcome import RETRYABLE, Kind, Outcome
+from bot.core.worker_errors import error_summary
 from bot.infra.config import Settings
 from bot.infra.logs import ctx
 from bot.slack.out import Place
@@ -283,7 +284,7 @@ class BulkRunner:
         except asyncio.CancelledError:
             for job in run.jobs:
                 run.results.setdefault(job, JobResult(job, "refused:shutdown",
-                                                      detail="not retried: the app was restarting; retry it again"))
+                                                      detail="the app was restarting; retry it again"))
             await self._finish(run, fresh_health=False)  # the drain's grace is short: no wait on /health
             raise
         await self._finish(run)
@@ -338,10 +339,9 @@ class BulkRunner:
             budget = await self.service.over_budget(endpoint, job)
             if budget is not None:
                 self.service.metrics.refusals.labels(reason="budget").inc()
-                limit = self.settings.max_retries_per_job
-                times = "once" if limit == 1 else f"{limit} times"
-                return await self._refused(who, endpoint, job, "budget",
-                                           f"retry limit reached: already retried {times} in the last hour", budget)
+                # The limit's words with the next allowed time, as "HH:MM UTC": the summary's table is a code block.
+                reached = await self.service.retry_limit(endpoint, job, plain=True) or budget
+                return await self._refused(who, endpoint, job, "budget", reached, budget)
             # Registered before the call: a job that ends quickly may end before `attempt` returns.
             self._following[key] = run
             async def answered(outcome: Outcome) -> None:
@@ -392,7 +392,7 @@ class BulkRunner:
         try:
             if status in RETRYABLE:
                 # Seen failing again: `failed` offers it again.
-                error = str((final or {}).get("error") or "")[:500] or None
+                error = error_summary((final or {}).get("error"))
                 await self.store.record_failure(target.endpoint, target.job, status, error, time.time())
         except Exception:
             log.exception("could not record the repeated failure", extra=ctx(endpoint=target.endpoint,

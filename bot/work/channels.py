@@ -68,8 +68,29 @@ async def can_post(client: AsyncWebClient, channel: str) -> tuple[bool | None, s
     return True, None
 
 
+def what_is_off(settings: Settings) -> list[str]:
+    """What the settings leave switched off, one plain sentence each, for the start-up log: an operator who forgot a
+    setting reads it there, instead of learning it from alerts that never come."""
+    off = []
+    if not settings.alert_channel:
+        off.append("Failure alerts are OFF: RUNPOD_ALERT_CHANNEL is not set, so RunPod's failure webhooks are "
+                   "answered without an alert. Set it to the ID of the channel where alerts should go.")
+    if not settings.webhook_secret:
+        off.append("Failure alerts are OFF: RUNPOD_WEBHOOK_SECRET is not set, so the RunPod webhook "
+                   "(/runpod/webhook/<endpointId>) refuses every delivery. Set it, and put it in the webhook URL "
+                   "as ?token=.")
+    if settings.alert_channel and settings.allowed_channels and settings.alert_channel not in settings.allowed_channels:
+        off.append(f"Retrying from failure alerts is OFF: RUNPOD_ALERT_CHANNEL ({settings.alert_channel}) is not one "
+                   "of RUNPOD_RETRY_ALLOWED_CHANNELS, so alerts there come without Retry and Status buttons. Add it "
+                   "to RUNPOD_RETRY_ALLOWED_CHANNELS, or point RUNPOD_ALERT_CHANNEL at an allowed channel.")
+    return off
+
+
 async def check_channels(client: AsyncWebClient, settings: Settings) -> list[ChannelState]:
-    """Check the alert and audit channels and log what was found, plainly (an error when one cannot be used)."""
+    """Check the alert and audit channels and log what was found, plainly (an error when one cannot be used), after
+    what the settings leave off (`what_is_off`), one warning line each."""
+    for line in what_is_off(settings):
+        log.warning(line)
     states = []
     for role, setting, channel in (("alert channel", "RUNPOD_ALERT_CHANNEL", settings.alert_channel),
                                    ("audit channel", "RUNPOD_AUDIT_CHANNEL", settings.audit_channel)):

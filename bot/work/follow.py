@@ -10,8 +10,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from bot.core import messages
-from bot.core.outcome import RETRYABLE, TERMINAL, classify_error
+from bot.core import messages, words
+from bot.core.alerts import BUDGET_WINDOW
+from bot.core.outcome import RETENTION_SECONDS, RETRYABLE, TERMINAL, classify_error
 from bot.infra.config import Settings
 from bot.infra.logs import ctx
 from bot.infra.metrics import Metrics
@@ -229,6 +230,19 @@ class Follower:
             final, reason = None, "the app hit an unexpected error while following it (it is in the app's log)"
         await self._finish(target, final, reason, last_status)
 
+    async def _limit(self, target: FollowTarget, now: float) -> str | None:
+        """The retry limit's words when the job's hourly budget is spent, so the end of a follow never says "it can be
+        retried until …" of a job the app would refuse."""
+        try:
+            times = await self.store.retry_times(target.endpoint, target.job, now - BUDGET_WINDOW)
+        except Exception:
+            log.exception("could not count the job's recent retries", extra=ctx(endpoint=target.endpoint,
+                                                                                 job=target.job))
+            return None
+        limit = self.settings.max_retries_per_job
+        again = words.next_allowed(times, limit, BUDGET_WINDOW)
+        return None if again is None else words.retry_limit(limit, again, now + RETENTION_SECONDS)
+
     async def _say(self, target: FollowTarget, msg: messages.Message) -> None:
         """A progress note in the thread: Slack's trouble costs this note, never the follow."""
         try:
@@ -251,7 +265,9 @@ class Follower:
         try:
             if not target.quiet:
                 if final is not None:
-                    msg = messages.follow_outcome(target.endpoint, target.job, final, target.user)
+                    now = self.clock()
+                    msg = messages.follow_outcome(target.endpoint, target.job, final, target.user, now=now,
+                                                  limit=await self._limit(target, now))
                 else:
                     msg = messages.follow_gave_up(target.endpoint, target.job, reason, last_status)
                 await self.out.post(target.place(), msg)

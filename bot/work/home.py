@@ -17,7 +17,6 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from bot.core import messages
-from bot.core.alerts import BUDGET_WINDOW
 from bot.core.messages.home import MAX_FAILURES
 from bot.core.outcome import RETENTION_SECONDS, Outcome
 from bot.infra.config import Settings
@@ -173,15 +172,14 @@ class HomeDesk:
             channel, url = storm.channel, messages.permalink(self.service.workspace_url, storm.channel, storm.ts)
         else:
             channel, url = None, None
-        limit = self.settings.max_retries_per_job
         blocked = None
         if not self.access.enabled(endpoint):
             blocked = "Retries are not enabled for this endpoint (RUNPOD_RETRY_ENDPOINTS)."
         elif self.access.channels and channel not in self.access.channels:
             # A Retry here reports where the job's alert is, else in your direct messages with the app.
             blocked = "Retry it with the command in a channel where retries are enabled."
-        elif await self.store.retries_since(endpoint, job, self.clock() - BUDGET_WINDOW) >= limit:
-            blocked = f"Retry limit reached ({limit} per hour)."
+        else:
+            blocked = await self.service.retry_limit(endpoint, job)
         return messages.Failure(endpoint, job, str(row["status"]), row.get("error"), seen, seen + RETENTION_SECONDS,
                                 blocked, url)
 
@@ -194,7 +192,7 @@ class HomeDesk:
         health = [h for s in shared.stats if (h := self.health.peek(s.endpoint)) is not None]
         return messages.home_view(user, shared.now, access, failures, shared.following, shared.attempts,
                                   shared.stats, more_failures=shared.more, health=health,
-                                  refresh=self.timing.home_min_interval)
+                                  refresh=self.timing.home_min_interval, kept=self.timing.home_active)
 
     async def draw(self, users: list[str]) -> None:
         """Publish each user's Home if what it shows changed since it was last published."""

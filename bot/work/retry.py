@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 from enum import StrEnum
 from typing import Any
 
-from bot.core import messages
+from bot.core import messages, words
 from bot.core.alerts import BUDGET_WINDOW, Alert, Phase
 from bot.core.outcome import (
     RETENTION_SECONDS,
@@ -144,17 +144,28 @@ class RetryService:
             return messages.permalink(self.workspace_url, alert.channel, alert.ts, alert.thread_ts)
         return None
 
-    async def over_budget(self, endpoint: str, job: str) -> str | None:
-        used = await self.store.retries_since(endpoint, job, self.clock() - BUDGET_WINDOW)
+    async def retry_limit(self, endpoint: str, job: str, *, plain: bool = False) -> str | None:
+        """The retry limit's words when the job's hourly budget is spent (with the next allowed time); else None.
+        `plain`: "HH:MM UTC" rather than a date token, for text Slack shows raw (code blocks, terminals)."""
         limit = self.settings.max_retries_per_job
-        if used < limit:
+        times = await self.store.retry_times(endpoint, job, self.clock() - BUDGET_WINDOW)
+        again = words.next_allowed(times, limit, BUDGET_WINDOW)
+        if again is None:
             return None
+        alert = await self.alert(endpoint, job)
+        return words.retry_limit(limit, again, alert.deadline if alert is not None else None, plain=plain)
+
+    async def over_budget(self, endpoint: str, job: str) -> str | None:
+        reached = await self.retry_limit(endpoint, job)
+        if reached is None:
+            return None
+        used = await self.store.retries_since(endpoint, job, self.clock() - BUDGET_WINDOW)
         times = "once" if used == 1 else f"{used} times"
         where = await self.where(endpoint, job)
         last = f" The last result is in {messages.link(where, 'its alert or thread')}." if where else ""
-        return (f"Job `{job}` on endpoint `{endpoint}` was already retried {times} in the last hour (the "
-                f"limit is {limit}). A job that keeps failing needs a human look at its input or its worker, "
-                f"not another retry.{last}")
+        return (f"Not retried: job `{job}` on endpoint `{endpoint}` was already retried {times} in the last hour. "
+                f"{reached} A job that keeps failing needs a human look at its input or its worker, not another "
+                f"retry.{last}")
 
     async def admitted(self, who: Who, endpoint: str, job: str, hold: Hold) -> bool:
         """Exactly once and the hourly budget, inside `claims.hold`. False (and the person told) when refused."""

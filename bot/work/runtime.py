@@ -16,6 +16,7 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 from bot.core import messages
 from bot.core.alerts import BadJobBody, parse_job_body
 from bot.core.outcome import RETRYABLE, TERMINAL
+from bot.core.worker_errors import error_summary
 from bot.infra.config import Settings
 from bot.infra.metrics import Metrics
 from bot.infra.tasks import Background
@@ -73,7 +74,8 @@ class Runtime:
                                        platform="runpod", method=op).inc())
         self.access = AccessPolicy(settings, self._group_members, timing=self.timing)
         self.desk = AlertDesk(self.store, self.out, self.metrics, max_retries=settings.max_retries_per_job,
-                              enabled=self.access.enabled, audit_channel=settings.audit_channel, timing=self.timing)
+                              enabled=self.access.enabled, audit_channel=settings.audit_channel,
+                              channels=self.access.channels, timing=self.timing)
         self.events = JobEvents()
         self.events.subscribe(self.desk)
         self.follower = Follower(self.runpod, self.out, self.store, self.events, self.metrics, settings,
@@ -306,8 +308,8 @@ class Runtime:
 
     async def failure(self, endpoint: str, body: dict[str, Any], channel: str | None = None) -> tuple[str, Any]:
         job, status = parse_job_body(body)
-        await self.store.record_failure(endpoint, job, status, str(body.get("error") or "")[:500] or None,
-                                        time.time())
+        # Kept as its one line (what Home and `failed` show and group by), never its first 500 characters.
+        await self.store.record_failure(endpoint, job, status, error_summary(body.get("error")), time.time())
         await self.health.get(endpoint)  # the alert shows the endpoint's health, when RunPod answers in time
         result = await self.storms.failure(endpoint, body, channel or self.settings.alert_channel)
         await self.home.changed()

@@ -17,9 +17,10 @@ from dataclasses import asdict, replace
 from typing import Any
 
 from bot.core import messages
-from bot.core.alerts import parse_job_body, trim_error
+from bot.core.alerts import parse_job_body
 from bot.core.groups import Storm, StormJob
 from bot.core.health import Health
+from bot.core.worker_errors import error_summary
 from bot.infra.config import Settings
 from bot.slack.out import Place
 from bot.slack.pacing import Pacer
@@ -31,6 +32,7 @@ from bot.work.retry import Source, Who
 log = logging.getLogger(__name__)
 
 MAIN = "main"
+EXAMPLES = "examples"  # the thread's message with one whole error of each kind
 PAGE_SIZE = 200  # jobs per message of the job list in the thread (about a dozen sections at most)
 MEMORY_SECONDS = 24 * 3600.0
 # With a shared store, a storms-table row per endpoint keeps its failures in the window and its open storm, so every
@@ -85,12 +87,14 @@ class StormDesk:
         webhooks spread over replicas are grouped exactly as on one.
         """
         job, status = parse_job_body(body)
-        error = trim_error(body.get("error"))
+        error = error_summary(body.get("error"))  # grouped and listed by its one line
         async with self._shared(endpoint):
             now = self.clock()
             storm = (self._collecting(endpoint, now)
                      or self._count(endpoint, channel, job, StormJob(status, error, now)))
             added = storm is not None and storm.add(job, status, error, now)
+            # The first job of each kind of error keeps its whole error, for the thread.
+            example = added and storm is not None and storm.add_example(job, body.get("error"))
             if self.store.shared:
                 await self._persist(endpoint)
         if storm is None:
@@ -98,7 +102,9 @@ class StormDesk:
         if not added:
             self.metrics.duplicates.labels(kind="webhook").inc()
             return "duplicate", storm
-        self._mark(storm, job)
+        self._mark(storm, job, joined=True)
+        if example and storm.ts:
+            self._pacer(storm).mark(EXAMPLES)
         # Stored before the webhook counts as handled: a restart before the paced redraw still knows the job.
         await self.store.save_storm(storm.key, storm.to_json())
         return "grouped", storm
@@ -196,11 +202,15 @@ class StormDesk:
             self._pacers[storm.key] = pacer
         return pacer
 
-    def _mark(self, storm: Storm, job: str | None) -> None:
+    def _mark(self, storm: Storm, job: str | None, *, joined: bool = False) -> None:
         pacer = self._pacer(storm)
         pacer.mark(MAIN)
         if job is not None:
             pacer.mark(f"page:{storm.page_of(job, PAGE_SIZE)}")
+            if joined:
+                # A new failure: every page's title counts the jobs ("1–200 of 300"), so earlier pages change too.
+                for page in range(storm.page_count(PAGE_SIZE)):
+                    pacer.mark(f"page:{page}")
 
     async def _write(self, storm: Storm, part: str) -> None:
         """One Slack call: the grouped alert, or one page of its job list. Then the state is saved. With a shared
@@ -212,19 +222,27 @@ class StormDesk:
     async def _write_part(self, storm: Storm, part: str) -> None:
         if part == MAIN:
             msg = messages.storm_alert(storm, self.clock(), enabled=self.service.access.enabled(storm.endpoint),
-                                       health=self.health(storm.endpoint))
+                                       health=self.health(storm.endpoint), channels=self.service.access.channels)
             if storm.ts is None:
                 storm.ts = await self.out.post(Place(storm.channel), msg)
                 if storm.ts:
                     self.metrics.alerts.labels(kind="storm").inc()
                     for page in range(storm.page_count(PAGE_SIZE)):
                         self._pacer(storm).mark(f"page:{page}")
+                    if storm.examples:
+                        self._pacer(storm).mark(EXAMPLES)
                 else:
                     first = next(iter(storm.jobs.values()))
                     await self.desk.tell_undelivered(storm.channel, storm.endpoint, next(iter(storm.jobs)),
                                                      first.status, first.error, len(storm.jobs))
             else:
                 await self.out.update(storm.channel, storm.ts, msg)
+        elif part == EXAMPLES and storm.ts is not None:
+            msg = messages.storm_examples(storm)
+            if storm.examples_ts:
+                await self.out.update(storm.channel, storm.examples_ts, msg)
+            else:
+                storm.examples_ts = await self.out.post(Place(storm.channel, thread_ts=storm.ts), msg)
         elif storm.ts is not None:
             await self._write_page(storm, int(part.partition(":")[2]))
         await self.store.save_storm(storm.key, storm.to_json())

@@ -246,12 +246,12 @@ async def test_history_shows_every_attempt_and_refusal_privately_newest_first(ma
     refusal, gone, button, command = lines
     # People and channels as mentions, plain reasons instead of codes, RunPod's JSON nowhere (issue 14).
     assert "<@U9>" in refusal and "<#C2>" in refusal and "by command" in refusal
-    assert "refused: not allowed" in refusal and "refused:access" not in refusal
+    assert "not retried: not allowed" in refusal and "refused:access" not in refusal
     assert "<@U1>" in gone and "`ep1` · `job-gone`" in gone and "RunPod does not know the job" in gone
     assert "<@U2>" in button and "<#CALERTS>" in button and "Retry button" in button and "`job-btn`" in button
-    assert "retried: RunPod took it" in button
+    assert "requeued" in button
     assert "<@U1>" in command and "<#C1>" in command and "by command" in command and "`job-ok`" in command
-    assert "retried: RunPod took it" in command
+    assert "requeued" in command
     for line in lines:  # in the reader's time: a date token, for the moment it happened
         [at] = [int(n) for n in re.findall(r"<!date\^(\d+)\^", line)]
         assert started - 1 <= at <= time.time() + 1
@@ -272,9 +272,9 @@ async def test_audit_channel_gets_one_line_per_attempt(make_app, runpod, slack):
 
     lines = [message_text(m) for m in app.top_level("CAUDIT")]
     assert len(lines) == 2, lines
-    assert "<@U1>" in lines[0] and "job-1" in lines[0] and "retried: RunPod took it" in lines[0]
+    assert "<@U1>" in lines[0] and "job-1" in lines[0] and "requeued" in lines[0]
     assert "<#C1>" in lines[0]
-    assert "<@U5>" in lines[1] and "refused: not allowed" in lines[1]
+    assert "<@U5>" in lines[1] and "not retried: not allowed" in lines[1]
     assert app.posts("CAUDIT") == app.top_level("CAUDIT")  # one line each, no threads
 
 
@@ -293,7 +293,7 @@ async def test_history_says_how_each_retry_was_asked_for_bulk_included(make_app,
     assert len(lines) == 2, lines
     for line, job in zip(lines, ("job-x", "job-y"), strict=True):
         assert f"`ep1` · `{job}`" in line and "in a bulk retry" in line and "<@U1>" in line
-        assert "retried: RunPod took it" in line
+        assert "requeued" in line
 
 
 # ---------------------------------------------------------------- several RunPod accounts
@@ -340,7 +340,7 @@ async def test_a_bulk_retry_reaches_the_audit_channel_as_a_few_batched_messages(
     shown = app.posts("CAUDIT")  # as they read now: each batch was edited to mention people (no notification)
     lines = [line for m in shown for line in message_text({"blocks": m["blocks"]}).splitlines() if line]
     assert sorted(line.split("`")[3] for line in lines) == sorted(jobs), "one line per attempt, none lost"
-    assert all("in a bulk retry" in line and "RunPod took it" in line and "<@U1>" in line for line in lines)
+    assert all("in a bulk retry" in line and "requeued" in line and "<@U1>" in line for line in lines)
     assert 2 <= len(posts) <= 4, len(posts)  # batched, not 60 posts
     gaps = [b.at - a.at for a, b in pairwise(posts)]
     assert sum(gaps) / len(gaps) >= 0.9, gaps  # on average: a loaded machine delays one post more than the next

@@ -111,10 +111,14 @@ async def test_long_traceback_is_trimmed_to_its_last_lines_and_slack_accepts_the
 
     assert code == 200
     await app.settle()
-    [alert] = app.posts(ALERTS)
+    [alert] = app.top_level(ALERTS)
     text = message_text(alert)
     assert "RuntimeError: the real cause" in text
-    assert "step_0(" not in text and "earlier lines cut" in text
+    assert "step_" not in text, "the alert shows the error's one line; the traceback is in its thread"
+    [details] = app.thread(ALERTS, alert["ts"])
+    whole = message_text(details)
+    assert "RuntimeError: the real cause" in whole and "step_399(" in whole
+    assert "step_0(" not in whole and "earlier lines cut" in whole
     assert not slack.rejected(), slack.describe()
 
 
@@ -129,10 +133,12 @@ async def test_an_alert_with_longest_ids_and_a_hostile_error_stays_inside_slack_
 
     assert code == 200
     await app.settle()
-    [alert] = app.posts(ALERTS)
+    [alert] = app.top_level(ALERTS)
     text = message_text(alert)
     assert "<!channel>" not in text and "<@U0ADMIN>" not in text
     assert "&lt;!channel&gt;" in text
+    [details] = app.thread(ALERTS, alert["ts"])  # the whole error, one click away, pings nobody either
+    assert "<!channel>" not in message_text(details) and "<@U0ADMIN>" not in message_text(details)
     assert buttons(alert)[actions.RETRY]["value"] == f"{endpoint}/{job}"
     assert not slack.rejected(), slack.describe()
 
@@ -306,7 +312,7 @@ async def test_expired_job_is_explained_in_the_thread_and_the_retry_button_goes(
     said = message_text(reply)
     assert "HTTP 404" in said and "expired" in said and "job-e1" in said
     final = message_text(current(app, alert))
-    assert "could not be retried" in final and "expired" in final
+    assert "RunPod job not retried" in final and "expired" in final
     assert actions.RETRY not in buttons(current(app, alert))
     assert not runpod.calls_to("status") or runpod.calls_to("status")[-1].status == 404
 
@@ -322,7 +328,7 @@ async def test_job_that_is_running_is_refused_with_its_state_on_thread_and_alert
     said = message_text(reply)
     assert "HTTP 400" in said and "IN_PROGRESS" in said and "running" in said
     final = current(app, alert)
-    assert "is running on a worker" in message_text(final) and "could not be retried" in message_text(final)
+    assert "is running" in message_text(final) and "RunPod job not retried" in message_text(final)
     assert actions.RETRY not in buttons(final)
     assert len(runpod.calls_to("retry")) == 1
 
@@ -363,7 +369,7 @@ async def test_a_click_that_meets_runpods_429s_is_told_it_is_queued_and_then_get
 
     replies = [message_text(m) for m in app.thread(ALERTS, alert["ts"])]
     assert "throttling" in replies[0] and "job-t9" in replies[0] and "queued" in replies[0], replies
-    assert any("back in the queue" in r for r in replies[1:]), replies
+    assert any("was requeued" in r for r in replies[1:]), replies
     assert [c.status for c in runpod.calls_to("retry")] == [429, 429, 429, 200], "a 429 is a wait, not an outcome"
     assert len([r for r in replies if "throttling" in r]) == 1, "told once, not per 429"
 
@@ -414,7 +420,7 @@ async def test_a_job_that_never_ends_is_given_up_on_and_the_thread_says_how_to_c
     await app.settle()
 
     last = message_text(app.thread(ALERTS, alert["ts"])[-1])
-    assert "stopped following" in last and "running on a worker" in last
+    assert "stopped following" in last and "Last known state: running" in last
     assert "/runpod-retry status ep1 job-p2" in last
     assert "1 minutes" not in last
     final = current(app, alert)

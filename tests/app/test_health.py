@@ -12,7 +12,7 @@ from bot.core import messages
 from bot.core.answers import RunPodBadResponse, RunPodHTTPError, RunPodTimeout, RunPodUnreachable
 from bot.core.health import health_problem, health_warning, health_words, parse_health, unlikely_reason
 from testkit.fakes import HEALTH_PRESETS, Health
-from testkit.fakes.runpod_health import health_body
+from testkit.fakes.runpod_health import NO_WORKERS, health_body
 from testkit.harness import job_calls, message_text
 from tests.app.test_alerts import ALERTS, alert_via_webhook, buttons, click_retry, current
 
@@ -28,8 +28,9 @@ def preset(name: str) -> dict:
 
 @pytest.mark.parametrize(("name", "warns"), [
     ("healthy", None), ("legacy", None), ("empty", None),
-    ("no_workers", "no worker ready, idle or running"), ("mostly_unhealthy", "most workers"),
-    ("throttled", "throttling"), ("initializing", "2 starting"),
+    ("no_workers", "1 job waits in the queue and no worker is ready, running or starting"),
+    ("mostly_unhealthy", "most workers"), ("throttled", "no GPU of this endpoint's type is free"),
+    ("initializing", None),
 ])
 def test_each_health_shape_in_words_and_whether_to_warn(name, warns):
     body = preset(name) if HEALTH_PRESETS[name].body is None else HEALTH_PRESETS[name].body
@@ -96,7 +97,7 @@ async def test_health_command_shows_words_and_json_only_to_the_caller(app, runpo
 
 
 @pytest.mark.parametrize(("state", "says"), [
-    ("no_workers", "Retrying now is unlikely to work: this endpoint has no worker ready, idle or running"),
+    ("no_workers", "Idle: no worker is running, and RunPod starts one when a job arrives; retries should run"),
     ("mostly_unhealthy", "most workers of this endpoint are unhealthy (4 of 5)"),
     ("error", "server error (HTTP 500)"),
     ("unauthorized", "refused the API key"),
@@ -150,7 +151,7 @@ async def test_health_of_an_endpoint_outside_the_list_is_refused_without_calling
 
 async def test_an_alert_shows_the_health_and_warns_when_retrying_now_is_unlikely_to_work(make_app, runpod, slack):
     app = await make_app("http")
-    runpod.set_health(EP, "no_workers")
+    runpod.set_health(EP, Health(workers=dict(NO_WORKERS), jobs={"inQueue": 14}))
 
     alert = await alert_via_webhook(app, runpod, "job-h1")
 
@@ -189,7 +190,7 @@ async def test_the_failed_confirmation_warns_before_anything_runs(make_app, runp
     await app.settle()
 
     [offer] = app.responses(ack.response_url)
-    assert "2 jobs" in message_text(offer) and "RunPod is throttling this endpoint's workers" in message_text(offer)
+    assert "2 jobs" in message_text(offer) and "no GPU of this endpoint's type is free" in message_text(offer)
     assert not job_calls(runpod)
 
 
@@ -210,7 +211,7 @@ async def test_retry_all_confirmation_and_the_grouped_alert_warn(make_app, runpo
 
 async def test_a_bulk_summary_says_when_the_requeued_jobs_are_unlikely_to_get_a_worker(make_app, runpod, slack):
     app = await make_app("http")
-    runpod.set_health(EP, Health(workers={"idle": 0, "ready": 0, "running": 0}))
+    runpod.set_health(EP, Health(workers={"idle": 0, "ready": 0, "running": 0}, jobs={"inQueue": 14}))
     for n in range(2):
         runpod.add_job(EP, f"job-b{n}")
 

@@ -74,10 +74,10 @@ async def test_retry_on_home_goes_to_the_alerts_thread_and_the_home_keeps_up(app
     assert ack.status == 200
     assert [(c.endpoint, c.job) for c in runpod.calls_to("retry")] == [(EP, "job-1")]
     thread = app.thread_text(ALERTS, alert["ts"])
-    assert "back in the queue" in thread and "completed" in thread
+    assert "was requeued" in thread and "completed" in thread
     assert "<@U7>" in message_text(current(app, alert)) and "completed" in message_text(current(app, alert))
 
-    now = await slack.wait_for(lambda s: "1 retry sent, RunPod took 1; 1 completed" in message_text(s.home("U7"))
+    now = await slack.wait_for(lambda s: "1 retry sent, 1 requeued; 1 completed" in message_text(s.home("U7"))
                                and s.home("U7"))
     assert home_buttons(now) == {} and "100% of those that ended completed" in message_text(now)
     assert "from the Home tab" in message_text(now)  # the last attempts say how it was asked
@@ -122,7 +122,7 @@ async def test_homes_are_kept_current_but_never_flood_views_publish(make_app, ru
     started = asyncio.get_running_loop().time()
     await app.command(f"{EP} {' '.join(jobs)}", channel="C1")
     await app.settle()
-    done = "30 retries sent, RunPod took 30; 30 completed"
+    done = "30 retries sent, 30 requeued; 30 completed"
     await slack.wait_for(lambda s: all(s.home(u) and done in message_text(s.home(u)) for u in viewers))
     elapsed = asyncio.get_running_loop().time() - started
 
@@ -166,7 +166,7 @@ async def test_no_retry_is_offered_for_a_job_whose_hourly_budget_is_spent(make_a
     view = await open_home(app, "U1")
 
     assert home_buttons(view) == {}  # …but not by Home: the budget is spent
-    assert "Retry limit reached (1 per hour)" in message_text(view)
+    assert "Retry limit reached (1 retry per job per hour)" in message_text(view)
 
 
 def test_the_home_view_stays_within_slacks_limits_whatever_the_numbers():

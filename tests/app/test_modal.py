@@ -129,7 +129,7 @@ async def test_one_job_runs_as_the_command_in_the_channel_the_form_was_opened_fr
     [parent] = app.top_level("C7")
     assert "<@U5>" in message_text(parent) and "job-1" in message_text(parent)
     replies = app.thread_text("C7", parent["ts"])
-    assert "back in the queue" in replies and '"status": "IN_QUEUE"' in replies and "completed" in replies
+    assert "was requeued" in replies and '"status": "IN_QUEUE"' in replies and "completed" in replies
     [row] = await app.rt.store.history(5)
     assert (row["user"], row["channel"], row["source"], row["outcome"]) == ("U5", "C7", "modal", "requeued")
     assert not slack.rejected()

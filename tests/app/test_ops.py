@@ -46,7 +46,7 @@ async def test_metrics_count_retries_refusals_duplicates_latency_and_follows(mak
     assert value(before, "runpod_retry_slack_connected") == 1
 
     await app.command("ep1 job-m")
-    await slack.wait_for(lambda s: any("back in the queue" in message_text(m) for m in s.messages.values()))
+    await slack.wait_for(lambda s: any("was requeued" in message_text(m) for m in s.messages.values()))
     duplicate = await app.command("ep1 job-m", user="U2")
     usage = await app.command("ep1 job;rm")
     await slack.wait_for(lambda s: s.responses.get(duplicate.response_url))

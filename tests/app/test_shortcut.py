@@ -67,7 +67,8 @@ async def test_a_runpod_link_inside_an_attachment_prefills_the_form_and_the_resu
     replies = app.thread("C1", MSG_TS)
     text = "\n".join(message_text(m) for m in replies)
     assert "<@U4> asked to retry job" in message_text(replies[0])
-    assert "back in the queue" in text and "completed" in text
+    assert replies[0]["text"].startswith("<@U4> asked to retry job"), "the notification names who asked"
+    assert "was requeued" in text and "completed" in text
     assert not app.top_level("C1"), "nothing is posted outside the message's thread"
     [row] = await app.rt.store.history(5)
     assert (row["user"], row["source"], row["outcome"]) == ("U4", "shortcut", "requeued")
@@ -171,4 +172,4 @@ async def test_where_the_app_is_not_in_the_channel_the_results_come_through_the_
 
     assert [c.job for c in runpod.calls_to("retry")] == [JOB]
     said = "\n".join(message_text(r) for r in app.responses(ack.response_url))
-    assert "back in the queue" in said and "/invite" in said
+    assert "was requeued" in said and "/invite" in said

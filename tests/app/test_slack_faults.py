@@ -27,7 +27,7 @@ def posts(slack) -> list[SlackCall]:  # type: ignore[no-untyped-def]
 
 
 def results_in_thread(app: Harness, channel: str, ts: str) -> list[str]:
-    return [t for t in (message_text(m) for m in app.thread(channel, ts)) if "back in the queue" in t]
+    return [t for t in (message_text(m) for m in app.thread(channel, ts)) if "was requeued" in t]
 
 
 async def test_slack_429_on_the_result_reply_waits_retry_after_and_delivers_it_once(app, slack, runpod):
@@ -117,7 +117,7 @@ async def test_an_ok_without_a_ts_puts_the_result_in_the_channel_not_in_a_thread
     assert ack.status == 200
     await app.settle()
     shown = [message_text(m) for m in app.top_level("C1")]
-    assert any("job-odd" in t and "back in the queue" in t for t in shown), slack.describe()
+    assert any("job-odd" in t and "was requeued" in t for t in shown), slack.describe()
     assert not [m for m in slack.messages.values() if m.get("thread_ts") == "None"]
     assert len(runpod.calls_to("retry")) == 1
 
@@ -191,6 +191,6 @@ async def test_a_slack_call_that_keeps_failing_unexpectedly_is_set_aside_and_the
     assert "could not attach `runpod-ep1-job-50k.json`" in thread
     assert "Slack kept failing the upload" in thread and "/runpod-retry status ep1 job-50k" in thread
     assert "HTTP 200" in app.thread_text("C1", small["ts"])
-    _status, body = await app.get("/healthz")
+    _, body = await app.get("/healthz")
     assert '"slack_calls_set_aside": 1' in body
     assert len(slack.calls_to("files.completeUploadExternal")) < 20, "the call was not tried forever"

@@ -1,4 +1,4 @@
-"""The stand-ins enforce the platform limits they claim (tests/fakes/limits.py), over real loopback HTTP.
+"""The stand-ins enforce the platform limits they claim (testkit/fakes/limits.py), over real loopback HTTP.
 
 No app here: plain aiohttp / httpx clients (and slack_sdk's own retry handler once) against FakeSlack and
 FakeRunPod. Windows are shortened and Slack's clock is scaled so the whole file runs in a few seconds.

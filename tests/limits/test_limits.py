@@ -1,7 +1,7 @@
 """The worst night, under the platforms' real limits: nothing dropped, nothing given up (issue 10).
 
 The stand-ins enforce Slack's per-channel posting rate and per-method tiers, and RunPod's per-endpoint windows
-(tests/fakes/limits.py). Each test says what a person would see, and what the limits let through.
+(testkit/fakes/limits.py). Each test says what a person would see, and what the limits let through.
 """
 
 from __future__ import annotations
@@ -117,7 +117,7 @@ async def test_20_people_retrying_20_jobs_in_one_channel_within_a_second_all_see
     assert len(parents) == 20
     for parent in parents:
         replies = [message_text(r) for r in app.thread("C1", parent["ts"])]
-        assert any("back in the queue" in r for r in replies), replies
+        assert any("was requeued" in r for r in replies), replies
         assert any("completed" in r for r in replies[1:]), replies
     assert len(slack.rate_limited("chat.postMessage", "C1")) <= 3, "paced, not pushed into 429s"
     assert not slack.rejected()

@@ -47,8 +47,8 @@ async def test_audit_trail_and_budget_survive_a_restart(make_app, runpod):
 
     lines = history_lines(app, ack.response_url)
     assert len(lines) == 2, lines
-    assert "<@U2>" in lines[0] and "RunPod took it" in lines[0] and "`ep1` · `job-1`" in lines[0]
-    assert "<@U1>" in lines[1] and "RunPod took it" in lines[1] and "<#C1>" in lines[1]
+    assert "<@U2>" in lines[0] and "requeued" in lines[0] and "`ep1` · `job-1`" in lines[0]
+    assert "<@U1>" in lines[1] and "requeued" in lines[1] and "<#C1>" in lines[1]
     assert len(runpod.calls_to("retry")) == 2  # the budget counted the retries made before the restart
     [told] = app.responses(refused.response_url)
     assert "already retried 2 times in the last hour" in message_text(told)

@@ -300,8 +300,8 @@ async def test_a_replica_killed_while_following_a_job_is_replaced_and_the_ending
     runpod.add_job(EP, job, status="FAILED", after_retry=("IN_PROGRESS",))
     alert = await one_alert(cluster, slack, runpod, job)
     await cluster.click(actions.RETRY, retry_value(alert), message_ts=alert["ts"], user="U1", replica=0)
-    # "running on a worker", not just "running": the alert's endpoint-health line counts running workers too.
-    await wait_until(lambda: "running on a worker" in message_text(slack.messages[(ALERTS, alert["ts"])]), 10,
+    # "the job is running", not just "running": the alert's endpoint-health line counts running workers too.
+    await wait_until(lambda: "the job is running" in message_text(slack.messages[(ALERTS, alert["ts"])]), 10,
                      "the alert showing the job running")
     assert (await cluster.healthz(0))[1]["following"] == 1
 

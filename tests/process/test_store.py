@@ -148,6 +148,10 @@ async def test_audit_history_is_newest_first_and_the_budget_counts_calls_made(st
     assert await store.retries_since("ep1", "job-1", t + 2.5) == 0
     assert await store.retries_since("ep2", "job-1", 0) == 1
     assert await store.retries_since("ep1", "job-9", 0) == 0
+    # ... and when each was sent, oldest first, for the retry limit's "next allowed at".
+    assert await store.retry_times("ep1", "job-1", t) == [t, t + 2]
+    assert await store.retry_times("ep1", "job-1", t + 0.5) == [t + 2]
+    assert await store.retry_times("ep1", "job-9", 0) == []
 
 
 async def test_an_audit_entry_without_a_time_gets_the_current_one(store):

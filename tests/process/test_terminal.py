@@ -45,7 +45,7 @@ async def test_retry_requeues_prints_runpods_json_exits_0_and_is_audited_as_the_
     code, out, err = await run_bot(tmp_path, runpod, "retry", EP, "job-1")
 
     assert code == 0, err
-    assert "requeued: Job job-1 on endpoint ep1 is back in the queue" in out
+    assert "requeued: Job job-1 on endpoint ep1 was requeued: it is waiting in the queue" in out
     assert "RunPod's answer (HTTP 200):" in out and '"status": "IN_QUEUE"' in out
     [call] = runpod.calls_to("retry")
     assert (call.endpoint, call.job, call.authorization) == (EP, "job-1", f"Bearer {RUNPOD_KEY}")

@@ -1,4 +1,4 @@
-"""Sanity checks of the loopback stand-ins themselves (tests/fakes)."""
+"""Sanity checks of the loopback stand-ins themselves (testkit/fakes)."""
 
 from __future__ import annotations
 

@@ -5,6 +5,7 @@ huge JSON, hundreds of jobs), so Slack never rejects a message for size.
 """
 
 from bot.core.messages.alert import (
+    alert_error_details,
     alert_message,
     alert_notification,
     alert_refailed,
@@ -95,6 +96,7 @@ from bot.core.messages.storm import (
     failed_started,
     nothing_to_retry,
     storm_alert,
+    storm_examples,
     storm_jobs_page,
     storm_unknown,
 )
@@ -121,6 +123,7 @@ __all__ = [
     "Failure",
     "Followed",
     "Message",
+    "alert_error_details",
     "alert_message",
     "alert_notification",
     "alert_refailed",
@@ -197,6 +200,7 @@ __all__ = [
     "slack_time",
     "state_icon",
     "storm_alert",
+    "storm_examples",
     "storm_expired",
     "storm_jobs_page",
     "storm_unknown",

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from collections.abc import Sequence
 from typing import Any
+
+# Re-exported for the message modules; the vocabulary itself lives in bot.core.words.
+from bot.core.words import count as count
+from bot.core.words import slack_time as slack_time
+from bot.core.words import without_dates
 
 Message = dict[str, Any]
 
@@ -79,17 +83,9 @@ def confirm_dialog(title: str, text: str, yes: str, no: str = "Cancel") -> dict[
             "style": "primary"}
 
 
-_DATE_TOKEN = re.compile(r"<!date\^\d+\^[^|>]*\|([^>]*)>")
-
-
 def message(text: str, blocks: list[dict[str, Any]]) -> Message:
     # The fallback text feeds notifications, where date tokens may show raw: keep their plain UTC fallback.
-    return {"text": clip(_DATE_TOKEN.sub(r"\1", text), MAX_FALLBACK_TEXT), "blocks": blocks[:MAX_BLOCKS]}
-
-
-def count(n: int, word: str, words: str | None = None) -> str:
-    """"1 job", "3 jobs": a number with its noun, singular or plural (`words` where "s" will not do)."""
-    return f"{n} {word if n == 1 else words or word + 's'}"
+    return {"text": clip(without_dates(text), MAX_FALLBACK_TEXT), "blocks": blocks[:MAX_BLOCKS]}
 
 
 def mention(user: str | None) -> str:
@@ -117,12 +113,6 @@ def permalink(workspace_url: str | None, channel: str, ts: str, thread_ts: str |
 def link(url: str | None, label: str) -> str:
     """A mrkdwn link, or the bare label when there is no address."""
     return f"<{url}|{label}>" if url else label
-
-
-def slack_time(epoch: float, fmt: str = "{time}") -> str:
-    """A timestamp each reader sees in their own time zone, with a UTC fallback."""
-    fallback = time.strftime("%H:%M UTC", time.gmtime(epoch))
-    return f"<!date^{int(epoch)}^{fmt}|{fallback}>"
 
 
 def code(text: str) -> str:
@@ -186,9 +176,8 @@ def window_text(seconds: float) -> str:
     seconds = int(seconds)
     for size, unit in ((3600, "hour"), (60, "minute")):
         if seconds >= size and seconds % size == 0:
-            n = seconds // size
-            return f"{n} {unit}" + ("s" if n != 1 else "")
-    return f"{seconds} seconds"
+            return count(seconds // size, unit)
+    return count(seconds, "second")
 
 
 def job_list(jobs: Sequence[str], limit: int = NAMED_JOBS) -> str:

@@ -30,6 +30,7 @@ from bot.core.messages.blocks import (
 from bot.core.messages.command import THREAD_HINT
 from bot.core.messages.health import health_blocks
 from bot.core.outcome import Outcome
+from bot.core.words import not_retried
 
 TABLE_SECTIONS = 30      # a summary table longer than this goes into the attached file
 
@@ -108,7 +109,7 @@ FINAL_WORDS = {"": "still running", "COMPLETED": "completed", "FAILED": "failed 
 def job_outcome_words(result: JobResult, final: str | None) -> str:
     """One job's line in words: retried and how it ended (so far), or why it was not retried."""
     if not result.requeued:
-        return f"not retried: {result.detail or result.outcome}"
+        return not_retried(result.detail or result.outcome)
     return "retried, " + FINAL_WORDS.get(final or "", "ended")
 
 

@@ -7,8 +7,10 @@ from typing import Any
 
 from bot.core.commands import COMMAND, HELP_FORM, MAX_BULK_JOBS, MAX_HISTORY, RETRY_FORM
 from bot.core.messages.blocks import (
+    JSON_CHUNK,
     MAX_BLOCKS,
     Message,
+    _chunks,
     code,
     context,
     escape,
@@ -16,11 +18,13 @@ from bot.core.messages.blocks import (
     link,
     mention,
     message,
+    plain,
     section,
     slack_time,
     who,
 )
 from bot.core.outcome import ALIVE, RETRYABLE, UNCERTAIN, Kind, Outcome
+from bot.core.worker_errors import error_details
 
 USAGE = (
     f"*`{COMMAND}` — retry failed RunPod Serverless jobs*\n"
@@ -55,7 +59,9 @@ def usage_error(problem: str, form: str = RETRY_FORM) -> Message:
 
 
 def refusal(reason: str) -> Message:
-    return message(f"Not allowed: {reason}", [section(f":no_entry: {reason}")])
+    """The app's own rules said no: the reason says what was not done and why, once (no "Not allowed:" before a
+    "Not retried: …")."""
+    return message(reason, [section(f":no_entry: {reason}")])
 
 
 THREAD_HINT = "thread_hint"  # block_id of "the result is in the thread", dropped when there is no thread
@@ -74,7 +80,8 @@ def without_thread_hint(msg: Message, error: str) -> Message:
 def command_parent(user: str, endpoint: str, job: str, verb: str = "retry") -> Message:
     what = "asked to retry" if verb == "retry" else "asked for the status of"
     text = f"{mention(user)} {what} job {code(job)} on endpoint {code(endpoint)}."
-    return message(f"{what} job {job} on endpoint {endpoint}",
+    # The notification names who asked: "@dana asked to retry job …", never a sentence without its subject.
+    return message(f"{mention(user)} {what} job {job} on endpoint {endpoint}",
                    [section(f":arrows_counterclockwise: {text}" if verb == "retry" else f":mag: {text}"),
                     {**context("The result is in the thread."), "block_id": THREAD_HINT}])
 
@@ -109,17 +116,35 @@ def outcome_blocks(outcome: Outcome, *, prefix: str = "") -> list[dict[str, Any]
     return [section(head), context(outcome.advice)]
 
 
+def _worker_error(outcome: Outcome) -> tuple[Any, str | None]:
+    """RunPod's answer as shown, and a failed job's whole error as lines when it has more than one (a traceback,
+    runpod-python's JSON): shown readable once, above, and left out of the JSON below instead of repeated there
+    as one escaped string."""
+    body = outcome.body
+    if outcome.job_status not in RETRYABLE or not isinstance(body, dict):
+        return body, None
+    details = error_details(body.get("error"))
+    if details is None:
+        return body, None
+    return {k: v for k, v in body.items() if k != "error"}, details
+
+
 def outcome_message(outcome: Outcome, *, prefix: str = "", attach_note: str | None = None) -> Message:
     """The result reply: the sentence and what to do first, then the exact JSON RunPod returned (or an excerpt)
     under a small label, where it does not bury the sentence."""
     blocks = outcome_blocks(outcome, prefix=prefix)
     if outcome.body is not None:
-        sections = json_sections(outcome.body)
+        shown, details = _worker_error(outcome)
+        label = outcome.answer_label + (" (its `error` is shown above)" if details else "")
+        if details:
+            blocks.append(context("The worker's whole error:"))
+            blocks.extend(section(f"```{chunk}```") for chunk in _chunks(plain(details), JSON_CHUNK)[-3:])
+        sections = json_sections(shown)
         if sections is None:
-            blocks.append(context(f"{outcome.answer_label}: "
-                                  + (attach_note or "it is long, so it is attached to this thread as a file.")))
+            blocks.append(context(f"{label}: " + (attach_note or "it is long, so it is attached to this thread as a "
+                                                               "file.")))
         else:
-            blocks.append(context(f"{outcome.answer_label}:"))
+            blocks.append(context(f"{label}:"))
             blocks.extend(sections)
     elif outcome.excerpt:
         blocks.append(context(f"{outcome.answer_label}, not JSON: {escape(outcome.excerpt)}"))
@@ -127,7 +152,7 @@ def outcome_message(outcome: Outcome, *, prefix: str = "", attach_note: str | No
 
 
 def outcome_needs_file(outcome: Outcome) -> bool:
-    return outcome.body is not None and json_sections(outcome.body) is None
+    return outcome.body is not None and json_sections(_worker_error(outcome)[0]) is None
 
 
 def already_claimed(endpoint: str, job: str, user: str, at: float, *, viewer: str | None = None,

@@ -2,25 +2,34 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
-from bot.core.alerts import trim_error
+from bot.core import words
 from bot.core.commands import COMMAND
+from bot.core.messages.alert import NOTIFICATION_ERROR_CHARS, error_code
 from bot.core.messages.blocks import (
+    JSON_CHUNK,
     Message,
-    clip,
+    _chunks,
     code,
     context,
     escape,
     json_sections,
     mention,
     message,
+    plain,
     section,
 )
-from bot.core.outcome import RETRYABLE, seconds_text, state_words
+from bot.core.outcome import RETENTION_SECONDS, RETRYABLE, seconds_text, state_words
+from bot.core.worker_errors import error_details, error_summary
 
 
-def follow_outcome(endpoint: str, job: str, body: dict[str, Any], actor: str | None) -> Message:
+def follow_outcome(endpoint: str, job: str, body: dict[str, Any], actor: str | None, *, now: float | None = None,
+                   limit: str | None = None) -> Message:
+    """How a retried job ended. After another failure, until when it can be retried (`now` is when it ended), or
+    `limit`, the retry limit's words with the next allowed time, when the hourly budget is spent."""
+    now = time.time() if now is None else now
     status = str(body.get("status", "")).upper()
     ref = f"job {code(job)} on endpoint {code(endpoint)}"
     shown: dict[str, Any] = body
@@ -37,20 +46,25 @@ def follow_outcome(endpoint: str, job: str, body: dict[str, Any], actor: str | N
                                         "needed.")]
         plain_text = f"{mention(actor)}: the retried job {job} on {endpoint} was cancelled"
     else:
-        error = trim_error(body.get("error"))
-        how = f"*{state_words(status)}* again" if status in RETRYABLE else \
+        error = body.get("error")
+        summary, details = error_summary(error), error_details(error)
+        how = f"*{words.again(status)}*" if status in RETRYABLE else \
             f"ended *{state_words(status) if status else 'in an unknown state'}*"
-        text = f":red_circle: {mention(actor)}, the retried {ref} {how}."
+        why = f": {error_code(summary)}" if summary else ""
+        text = f":red_circle: {mention(actor)}, the retried {ref} {how}{why}."
         lines = [section(text)]
-        if error:
-            lines.append(section(f"```{escape(clip(error, 2500))}```"))
-            # The error is shown once, above: RunPod's answer below leaves it out instead of repeating it.
+        if summary:
+            if details:  # the whole traceback, as lines: the worker's own words, once
+                lines.extend(section(f"```{chunk}```") for chunk in _chunks(plain(details), JSON_CHUNK)[-3:])
+            # The error is shown above: RunPod's answer below leaves it out instead of repeating it.
             shown = {k: v for k, v in body.items() if k != "error"}
             label = "RunPod's final answer (its `error` is shown above):"
-        lines.append(context("A job that keeps failing needs a look at its input or worker, not another retry. "
-                             "It can still be retried for about 30 minutes."))
-        first = (error or "").strip().splitlines()[0][:150] if error else ""
-        plain_text = (f"{mention(actor)}: {status.replace('_', ' ') or 'ENDED'} again after a retry: job {job} on "
+        can = limit or words.retry_until(now + RETENTION_SECONDS) if status in RETRYABLE else ""
+        lines.append(context(f"A job that keeps failing needs a look at its input or worker, not another retry. {can}"
+                             .strip()))
+        first = error_summary(error, NOTIFICATION_ERROR_CHARS)
+        what = f"{status.replace('_', ' ')} again" if status in RETRYABLE else f"ended {state_words(status or None)}"
+        plain_text = (f"{mention(actor)}: {what} after a retry: job {job} on "
                       f"{endpoint}" + (f": {escape(first)}" if first else ""))
     sections = json_sections(shown, max_sections=4)
     if sections:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from bot.core.commands import COMMAND
-from bot.core.health import Health, health_warning, health_words, unlikely_reason
+from bot.core.health import Health, Verdict, health_words, read_health, unlikely_reason
 from bot.core.messages.blocks import (
     Message,
     clip,
@@ -20,6 +20,17 @@ from bot.core.messages.blocks import (
 MAX_CONFIRM_TEXT = 300  # a confirm dialog's text
 
 
+_ICONS = {Verdict.HEALTHY: ":white_check_mark:", Verdict.STARTING: ":hourglass_flowing_sand:",
+          Verdict.IDLE: ":zzz:", Verdict.UNKNOWN: ":grey_question:", Verdict.THROTTLED: ":warning:",
+          Verdict.UNHEALTHY: ":warning:", Verdict.STUCK: ":warning:"}
+
+
+def verdict_line(health: Health) -> str:
+    """The verdict first, in words: "Healthy: retries should run now (…)", "Idle: …", or the warning."""
+    reading = read_health(health)
+    return f"{_ICONS[reading.verdict]} *{reading.headline}.*"
+
+
 def health_line(health: Health) -> str:
     """One line: whose health, as of when, the counts in words."""
     return (f":stethoscope: Endpoint {code(health.endpoint)} health, as RunPod reported it at "
@@ -27,15 +38,15 @@ def health_line(health: Health) -> str:
 
 
 def health_blocks(health: Health | None) -> list[dict[str, Any]]:
-    """The snapshot for another message (an alert, a confirmation, a summary): the counts in a small line, and the
-    warning, when there is one, where it is read. Nothing when there is no snapshot (a failed check says nothing)."""
+    """The snapshot for another message (an alert, a confirmation, a summary): the verdict in words, then the
+    counts in a small line; a warning says what to do where it is read. Nothing when there is no snapshot (a
+    failed check says nothing)."""
     if health is None or not health.known:
         return []
-    blocks = [context(health_line(health))]
-    warning = health_warning(health)
-    if warning:
-        blocks.append(section(f":warning: {warning}"))
-    return blocks
+    reading = read_health(health)
+    if reading.verdict.warns:
+        return [section(f"{verdict_line(health)} {reading.advice}"), context(health_line(health))]
+    return [context(f"{verdict_line(health)} {health_line(health)}")]
 
 
 def confirm_warning(text: str, health: Health | None) -> str:
@@ -47,7 +58,8 @@ def confirm_warning(text: str, health: Health | None) -> str:
 
 
 def health_message(endpoint: str, health: Health | None, problem: str | None = None) -> Message:
-    """`/runpod-retry health <endpointId>`: the counts in words, the warning, then RunPod's JSON."""
+    """`/runpod-retry health <endpointId>`: the verdict in words, what to do about a warning, the counts, then
+    RunPod's JSON."""
     if health is None:
         why = problem or "RunPod gave no answer"
         return message(f"Could not check the health of endpoint {endpoint}",
@@ -55,16 +67,15 @@ def health_message(endpoint: str, health: Health | None, problem: str | None = N
                                 f"{why}."),
                         context(f"A health check changes nothing on RunPod. `{COMMAND} health {endpoint}` asks "
                                 "again.")])
-    warning = health_warning(health)
-    icon = ":warning:" if warning else ":stethoscope:"
+    reading = read_health(health)
+    lead = verdict_line(health) + (f"\n{reading.advice}" if reading.advice else "")
     blocks: list[dict[str, Any]] = [
-        section(f"{icon} *Endpoint {code(endpoint)}*, as RunPod reported it at {slack_time(health.at)}:\n"
+        section(lead),
+        section(f"Endpoint {code(endpoint)}, as RunPod reported it at {slack_time(health.at)}:\n"
                 f"{health_words(health)}")]
-    if warning:
-        blocks.append(section(f":warning: {warning}"))
     sections = json_sections(health.body, max_sections=4)
     if sections:
         blocks.append(context("RunPod's answer (HTTP 200):"))
         blocks.extend(sections)
-    text = f"Endpoint {endpoint}: {health_words(health)}" + (f" {warning}" if warning else "")
+    text = f"Endpoint {endpoint}: {reading.headline}. {health_words(health)}"
     return message(text, blocks)

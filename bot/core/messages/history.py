@@ -17,26 +17,27 @@ from bot.core.messages.blocks import (
     section,
     slack_time,
 )
-from bot.core.outcome import state_sentence
+from bot.core.words import CHECK_STATUS, NOT_RETRIED, REQUEUED, UNKNOWN, state_sentence
 
 # What an attempt's recorded outcome (an outcome Kind, or "refused:<reason>" for the app's own rules) means.
+_MAYBE = f"{UNKNOWN} ({CHECK_STATUS}): the retry may have gone through"
 _REASONS: dict[str, tuple[str, str]] = {
-    "requeued": (":white_check_mark:", "retried: RunPod took it"),
-    "not_found": (":x:", "not retried: RunPod does not know the job (wrong ID, or its result expired)"),
-    "not_retryable": (":information_source:", "not retried: the job {state}"),
-    "unauthorized": (":x:", "not retried: RunPod refused the API key"),
-    "refused": (":x:", "not retried: RunPod refused it"),
-    "rate_limited": (":x:", "not retried: RunPod was limiting requests"),
-    "server_error": (":warning:", "RunPod had a server error (the retry may have gone through)"),
-    "timeout": (":warning:", "RunPod did not answer in time (the retry may have gone through)"),
-    "unreachable": (":warning:", "could not reach RunPod (the retry may have gone through)"),
-    "bad_response": (":warning:", "RunPod's answer was garbled (the retry may have gone through)"),
-    "refused:access": (":no_entry:", "refused: not allowed for this person, channel or endpoint"),
-    "refused:budget": (":no_entry:", "refused: retry limit for the hour reached"),
-    "refused:duplicate": (":hourglass_flowing_sand:", "not retried again: it was already being retried"),
-    "refused:completed": (":white_check_mark:", "not retried: it had already completed"),
-    "refused:shutdown": (":warning:", "not retried: the app was restarting"),
-    "refused:error": (":boom:", "not retried: the app hit an error"),
+    "requeued": (":white_check_mark:", REQUEUED),
+    "not_found": (":x:", f"{NOT_RETRIED}: RunPod does not know the job (wrong ID, or its result expired)"),
+    "not_retryable": (":information_source:", f"{NOT_RETRIED}: the job {{state}}"),
+    "unauthorized": (":x:", f"{NOT_RETRIED}: RunPod refused the API key"),
+    "refused": (":x:", f"{NOT_RETRIED}: RunPod refused it"),
+    "rate_limited": (":x:", f"{NOT_RETRIED}: RunPod was limiting requests"),
+    "server_error": (":warning:", f"{_MAYBE}; RunPod had a server error"),
+    "timeout": (":warning:", f"{_MAYBE}; RunPod did not answer in time"),
+    "unreachable": (":warning:", f"{_MAYBE}; RunPod could not be reached"),
+    "bad_response": (":warning:", f"{_MAYBE}; RunPod's answer was garbled"),
+    "refused:access": (":no_entry:", f"{NOT_RETRIED}: not allowed for this person, channel or endpoint"),
+    "refused:budget": (":no_entry:", f"{NOT_RETRIED}: retry limit reached"),
+    "refused:duplicate": (":hourglass_flowing_sand:", f"{NOT_RETRIED} again: it was already being retried"),
+    "refused:completed": (":white_check_mark:", f"{NOT_RETRIED}: it had already completed"),
+    "refused:shutdown": (":warning:", f"{NOT_RETRIED}: the app was restarting"),
+    "refused:error": (":boom:", f"{NOT_RETRIED}: the app hit an error"),
 }
 
 _HOW = {"command": "by command", "button": "with an alert's Retry button", "bulk": "in a bulk retry",
@@ -48,9 +49,9 @@ ROWS_PER_SECTION = 5  # a section holds at most 10 fields: five attempts, two co
 
 def attempt_words(outcome: str, job_status: str | None = None) -> tuple[str, str]:
     """(icon, plain reason) for a recorded outcome; codes never reach the reader."""
-    icon, words = _REASONS.get(outcome, (":grey_question:", "something else happened"))
+    icon, said = _REASONS.get(outcome, (":grey_question:", "something else happened"))
     already = "already " if job_status == "COMPLETED" else ""
-    return icon, words.format(state=already + state_sentence(job_status))
+    return icon, said.format(state=already + state_sentence(job_status))
 
 
 def how_words(source: str) -> str:

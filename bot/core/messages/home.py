@@ -9,25 +9,27 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bot.core import actions
+from bot.core import actions, words
 from bot.core.commands import COMMAND
 from bot.core.health import Health, unlikely_reason
 from bot.core.ids import shorten
 from bot.core.messages.blocks import (
     button,
-    clip,
     code,
     confirm_dialog,
     context,
+    count,
     escape,
     header,
     link,
     mention,
     section,
     slack_time,
+    window_text,
 )
 from bot.core.messages.history import history_message
 from bot.core.outcome import state_words
+from bot.core.worker_errors import error_summary
 
 MAX_HOME_BLOCKS = 100
 MAX_FAILURES = 20
@@ -93,10 +95,10 @@ def access_text(access: Access) -> str:
 
 
 def _failure_block(failure: Failure) -> dict[str, Any]:
-    error = next((line.strip() for line in (failure.error or "").splitlines() if line.strip()), "")
-    why = f": {escape(clip(error, 200))}" if error else ""
+    error = error_summary(failure.error)
+    why = f": {escape(error)}" if error else ""
     alert = f" · {link(failure.alert_url, 'its alert')}" if failure.alert_url else ""
-    can = failure.blocked or f"Can be retried until {slack_time(failure.deadline)}."
+    can = failure.blocked or words.retry_until(failure.deadline)
     block = section(f":red_circle: {code(failure.job)} on {code(failure.endpoint)} {state_words(failure.status)} at "
                     f"{slack_time(failure.seen_at)}{why}\n{can}{alert}")
     if failure.blocked is None:
@@ -115,8 +117,8 @@ def _sections(lines: Sequence[str], per_section: int = 6) -> list[dict[str, Any]
 
 def _stats_line(stats: EndpointStats, health: Health | None) -> str:
     ended = stats.completed + stats.failed_again
-    line = (f"{code(shorten(stats.endpoint))}: {stats.sent} retr{'y' if stats.sent == 1 else 'ies'} sent, RunPod took "
-            f"{stats.requeued}; {stats.completed} completed, {stats.failed_again} failed again")
+    line = (f"{code(shorten(stats.endpoint))}: {count(stats.sent, 'retry', 'retries')} sent, {stats.requeued} "
+            f"{words.REQUEUED}; {stats.completed} completed, {stats.failed_again} failed again")
     if ended:
         line += f" ({round(100 * stats.completed / ended)}% of those that ended completed)"
     reason = unlikely_reason(health) if health is not None else None
@@ -128,7 +130,8 @@ def _stats_line(stats: EndpointStats, health: Health | None) -> str:
 
 def home_view(viewer: str, now: float, access: Access, failures: Sequence[Failure], following: Sequence[Followed],
               attempts: Sequence[dict[str, Any]], stats: Sequence[EndpointStats], *, more_failures: int = 0,
-              health: Sequence[Health] = (), window: float = 30 * 60, refresh: float = 10.0) -> dict[str, Any]:
+              health: Sequence[Health] = (), window: float = 30 * 60, refresh: float = 10.0,
+              kept: float = 15 * 60) -> dict[str, Any]:
     """The Home tab for `viewer`, within Slack's 100 blocks whatever the numbers."""
     blocks: list[dict[str, Any]] = [header(":arrows_counterclockwise: RunPod Retry"), section(access_text(access)),
                                     {"type": "divider"},
@@ -168,8 +171,10 @@ def home_view(viewer: str, now: float, access: Access, failures: Sequence[Failur
     else:
         blocks.append(context("No retries in the last 24 hours."))
     blocks = blocks[:MAX_HOME_BLOCKS - 1]
-    blocks.append({**context(f"Updated {slack_time(now, '{date_short_pretty} {time}')}. This tab keeps itself "
-                             f"current while you look at it (at most every {refresh:g} seconds)."),
+    # The promise is what the app keeps: redrawn for `kept` seconds after the tab is opened, then left as it is.
+    blocks.append({**context(f"Updated {slack_time(now, '{date_short_pretty} {time}')}. Kept current (at most every "
+                             f"{refresh:g} seconds) for {window_text(kept)} after you open this tab; after that, "
+                             "reopen the tab to refresh it."),
                    "block_id": UPDATED})
     return {"type": "home", "blocks": blocks}
 

@@ -131,6 +131,7 @@ def form_unavailable(error: str) -> Message:
 def thread_request(user: str, endpoint: str, jobs: Sequence[str]) -> Message:
     """The first reply in a message's thread when someone retries the jobs it names (the message shortcut)."""
     what = f"job {code(jobs[0])}" if len(jobs) == 1 else f"{len(jobs)} jobs"
-    return message(f"retrying {what.replace('`', '')} on endpoint {endpoint} from this message",
+    return message(f"{mention(user)} asked to retry {what.replace('`', '')} on endpoint {endpoint}, found in this "
+                   "message",
                    [section(f":arrows_counterclockwise: {mention(user)} asked to retry {what} on endpoint "
                             f"{code(endpoint)}, found in this message. The result follows in this thread.")])

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import time
-from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
-from bot.core import actions
+from bot.core import actions, words
 from bot.core.commands import COMMAND, MAX_BULK_JOBS
 from bot.core.groups import Storm, error_key, failed_again
 from bot.core.health import Health
 from bot.core.ids import shorten
-from bot.core.messages.alert import NOT_ENABLED
+from bot.core.messages.alert import NOT_ENABLED, error_code, not_allowed_here
 from bot.core.messages.blocks import (
     JSON_CHUNK,
     Message,
@@ -29,6 +28,7 @@ from bot.core.messages.blocks import (
     link,
     mention,
     message,
+    plain,
     section,
     slack_time,
     who,
@@ -39,6 +39,7 @@ from bot.core.messages.blocks import (
 )
 from bot.core.messages.bulk import FINAL_WORDS, JOB_COLUMN, tally_blocks
 from bot.core.messages.health import confirm_warning, health_blocks
+from bot.core.worker_errors import common_errors
 
 
 def _deadline_line(storm: Storm, now: float) -> str:
@@ -46,35 +47,73 @@ def _deadline_line(storm: Storm, now: float) -> str:
         # Nothing is left to retry: a deadline would only rush people to do what is already done.
         if storm.running:
             return "*Retry all* is under way for every job of this alert; the tally below keeps up."
-        return "Every job of this alert was retried; the tally below shows how they ended."
+        t = storm.tally()
+        if t.not_retried:
+            return (f"*Retry all* was asked for every job of this alert: {t.requeued} {words.REQUEUED}, "
+                    f"{t.not_retried} {words.NOT_RETRIED} (the job list in the thread says why for each).")
+        return f"Every job of this alert was {words.REQUEUED}; the tally below shows how they ended."
     if now < storm.first_deadline:
         latest = ""
         if storm.last_deadline - storm.first_deadline >= 60:
             latest = f" (the latest of these can be retried until {slack_time(storm.last_deadline)})"
-        return (f"Retry before {slack_time(storm.first_deadline)}: RunPod forgets a job 30 minutes after it "
-                f"fails{latest}.")
+        return (f"Retry before {slack_time(storm.first_deadline)}: RunPod forgets a job {words.RETENTION_MINUTES} "
+                f"minutes after it fails{latest}.")
     if now < storm.last_deadline:
         return ("The earliest of these jobs are probably gone from RunPod by now; the latest can be retried until "
                 f"{slack_time(storm.last_deadline)}.")
-    return "RunPod has probably forgotten these jobs by now (30 minutes after they failed): they cannot be retried."
+    return (f"RunPod has probably forgotten these jobs by now ({words.RETENTION_MINUTES} minutes after they failed): "
+            "they cannot be retried.")
+
+
+def storm_title(storm: Storm) -> str:
+    """The grouped alert's headline, which changes as Retry all goes on, as a single alert's does:
+    "37 jobs failed on endpoint e · 30 requeued · 7 not retried"."""
+    title = f"{words.jobs(len(storm.jobs))} failed on endpoint {storm.endpoint}"
+    if not storm.requested:
+        return title
+    t = storm.tally()
+    parts = [title, f"{t.requeued} {words.REQUEUED}"]
+    if t.completed:
+        parts.append(f"{t.completed} {words.COMPLETED}")
+    if t.failed_again:
+        parts.append(f"{t.failed_again} failed again")
+    if t.not_retried:
+        parts.append(f"{t.not_retried} {words.NOT_RETRIED}")
+    return " · ".join(parts)
+
+
+def _storm_icon(storm: Storm) -> str:
+    if not storm.requested:
+        return ":rotating_light:"
+    t = storm.tally()
+    if storm.running or not t.ended:
+        return ":arrows_counterclockwise:"
+    return ":warning:" if t.not_retried or t.failed_again or t.other or storm.unretried() else ":white_check_mark:"
 
 
 def storm_alert(storm: Storm, now: float | None = None, *, enabled: bool = True,
-                health: Health | None = None) -> Message:
+                health: Health | None = None, channels: Collection[str] = ()) -> Message:
     """One grouped alert for many failures of one endpoint. `enabled`: the endpoint is one the app may call (else
     Retry all and Status would only be refused, so they are not offered). `health`: the endpoint's latest health
-    snapshot, shown (and warned about in Retry all's confirmation) while Retry all is offered."""
+    snapshot, shown (and warned about in Retry all's confirmation) while Retry all is offered. `channels`: where
+    retries are allowed (empty: anywhere); elsewhere the alert has no buttons and says where retries are possible."""
     now = time.time() if now is None else now
     n, endpoint = len(storm.jobs), storm.endpoint
     top = storm.top_errors(3)
     facts = [("Endpoint", code(endpoint)), ("Failed jobs", str(n)),
              ("First failure", slack_time(storm.first_at, "{date_short_pretty} {time}")),
              ("Latest failure", slack_time(storm.last_at, "{date_short_pretty} {time}"))]
-    errors = "\n".join(f"• {count}× `{escape(clip(error, 400))}`" for error, count in top)
-    blocks: list[dict[str, Any]] = [header(f":rotating_light: {n} jobs failed on endpoint {endpoint}"),
+    errors = "\n".join(f"• {count}× {error_code(error)}" for error, count in top)
+    title = storm_title(storm)
+    here = not channels or storm.channel in channels
+    not_here = not_allowed_here(channels, f"`{COMMAND} failed {endpoint}`")
+    enabled_here = enabled and here
+    blocks: list[dict[str, Any]] = [header(f"{_storm_icon(storm)} {title}"),
                                     fields(facts), section(f"*Most common errors*\n{errors}"),
-                                    context(_deadline_line(storm, now) if enabled else NOT_ENABLED)]
-    note = "The job list is in the thread."
+                                    context(NOT_ENABLED if not enabled else not_here if not here
+                                            else _deadline_line(storm, now))]
+    note = ("The job list, and one whole error (traceback) of each kind, are in the thread." if storm.examples
+            else "The job list is in the thread.")
     if storm.singles:
         # Not "above": a single alert still being posted can land below the grouped one.
         note += (f" The first {storm.singles} also got alerts of their own, posted before the storm was recognised; "
@@ -86,7 +125,7 @@ def storm_alert(storm: Storm, now: float | None = None, *, enabled: bool = True,
         blocks.extend(tally_blocks(storm.tally(), failed_again(storm.requested, storm.results, storm.finals)))
     remaining = len(storm.unretried())
     buttons = []
-    if enabled and remaining and not storm.running and now < storm.last_deadline:
+    if enabled_here and remaining and not storm.running and now < storm.last_deadline:
         what = f"{remaining} jobs" if remaining > 1 else "1 job"
         blocks.extend(health_blocks(health))
         buttons.append(button("Retry all", actions.RETRY_ALL, actions.storm_value(endpoint, storm.storm_id),
@@ -95,14 +134,15 @@ def storm_alert(storm: Storm, now: float | None = None, *, enabled: bool = True,
                                       f"Requeue the {what} of this alert on endpoint `{shorten(endpoint, 60)}` not "
                                       "retried yet, each with its original input. Their old output is removed.",
                                       health), f"Retry {what}")))
-    if enabled:
+    if enabled_here:
         buttons.append(button("Status", actions.STORM_STATUS, actions.storm_value(endpoint, storm.storm_id)))
     if buttons:
         blocks.append({"type": "actions", "block_id": "storm_actions", "elements": buttons})
-    common = "; ".join(f"{escape(error)} ({count})" for error, count in top)  # RunPod's words never ping
-    can = f" Retry before {slack_time(storm.first_deadline)}." if enabled and remaining \
+    # RunPod's words never ping; a phone shows little, so each error is cut shorter there.
+    common = "; ".join(f"{count}× {escape(clip(error, 80))}" for error, count in top)
+    can = f" Retry before {slack_time(storm.first_deadline)}." if enabled_here and remaining \
         and now < storm.first_deadline else ""
-    return message(f"{n} jobs failed on endpoint {endpoint}: {common}.{can}", blocks)
+    return message(f"{title}: {common}.{can}", blocks)
 
 
 def _storm_line(storm: Storm, job: str, width: int) -> str:
@@ -111,7 +151,7 @@ def _storm_line(storm: Storm, job: str, width: int) -> str:
     result = storm.results.get(job)
     if result is not None:
         if not result.requeued:
-            line += f"  → not retried: {clip(result.describe(), 60)}"
+            line += f"  → {clip(words.not_retried(result.describe()), 72)}"
         else:
             line += f"  → retried, {FINAL_WORDS.get(storm.finals.get(job) or '', 'ended')}"
     return line
@@ -131,9 +171,9 @@ def storm_jobs_page(storm: Storm, page: int, page_size: int) -> Message:
 
 
 def nothing_to_retry(endpoint: str) -> Message:
-    return message("Every job of this alert was already retried",
-                   [section(f"Every job of this alert on endpoint {code(endpoint)} was already retried; the alert "
-                            "shows how they ended. Nothing was done.")])
+    return message("Retry all already ran for every job of this alert",
+                   [section(f"*Retry all* already ran for every job of this alert on endpoint {code(endpoint)}, so "
+                            "nothing more was retried. The alert shows how each job ended.")])
 
 
 def storm_unknown() -> Message:
@@ -157,10 +197,10 @@ def failed_offer(endpoint: str, window: float, rows: Sequence[dict[str, Any]], c
     jobs = [row["job"] for row in rows]
     what = f"{len(jobs)} jobs" if len(jobs) != 1 else "1 job"
     were = "were" if len(jobs) != 1 else "was"
-    top = Counter(error_key(row.get("status") or "FAILED", row.get("error")) for row in rows).most_common(3)
+    top = common_errors((error_key(row.get("status") or "FAILED", row.get("error")) for row in rows), 3)
     blocks = [section(f":arrows_counterclockwise: *{what}* of endpoint {code(endpoint)} failed in the last "
                       f"{window_text(window)} and {were} not retried yet: {job_list(jobs)}."),
-              section("*Most common errors*\n" + "\n".join(f"• {n}× `{escape(clip(e, 300))}`" for e, n in top))]
+              section("*Most common errors*\n" + "\n".join(f"• {n}× {error_code(e)}" for e, n in top))]
     if capped:
         blocks.append(context(f"{capped} more are not included: one retry takes at most {MAX_BULK_JOBS} jobs. "
                               "Run the command again afterwards for the rest."))
@@ -196,3 +236,14 @@ def failed_running(endpoint: str, count: int, user: str, at: float, *, viewer: s
 def failed_cancelled(endpoint: str) -> Message:
     return message("Cancelled: nothing was retried",
                    [section(f"Cancelled: no job of endpoint {code(endpoint)} was retried.")])
+
+
+def storm_examples(storm: Storm) -> Message:
+    """For the grouped alert's thread: one job's whole error for each kind of error, as lines (the alert shows
+    each kind's one line and count)."""
+    blocks = [section(f"The whole error of one job of each kind, on endpoint {code(storm.endpoint)}, as the worker "
+                      "reported it:")]
+    for family, (job, details) in storm.examples.items():
+        blocks.append(section(f"*{escape(family)}* (job {code(job)}):"))
+        blocks.append(section(f"```{_chunks(plain(details), JSON_CHUNK)[-1]}```"))
+    return message(f"The whole error of each kind on endpoint {storm.endpoint}", blocks)

@@ -168,9 +168,9 @@ def test_text_from_runpod_cannot_close_the_code_block_it_is_shown_in():
     alert = Alert(endpoint="ep1", job="j1", channel="C1", status="FAILED", ended_at=0.0,
                   error="bad input: ```rm -rf``` <!channel>")
     msg = messages.alert_message(alert, now=0.0)
-    error_section = next(b for b in msg["blocks"] if "*Error*" in b.get("text", {}).get("text", ""))
+    error_section = next(b for b in msg["blocks"] if "*Error:*" in b.get("text", {}).get("text", ""))
     text = error_section["text"]["text"]
-    assert text.count("```") == 2 and text.endswith("```")  # only our own fences
+    assert text.count("`") == 2 and text.endswith("`")  # only our own inline-code marks
     assert "&lt;!channel&gt;" in text
 
 

@@ -22,7 +22,7 @@ def test_a_2xx_retry_is_requeued_with_its_json():
     assert outcome.kind is Kind.REQUEUED and outcome.ok
     assert outcome.http_status == 200 and outcome.job_status == "IN_QUEUE"
     assert outcome.body == {"id": "job-1", "status": "IN_QUEUE"}
-    assert "back in the queue" in outcome.summary and "HTTP 200" in outcome.answer_label
+    assert "was requeued" in outcome.summary and "HTTP 200" in outcome.answer_label
     assert "HTTP" not in outcome.headline and "IN_QUEUE" not in outcome.headline  # words, not codes
 
 
@@ -42,7 +42,7 @@ def test_404_says_unknown_or_expired_and_the_retention():
 @pytest.mark.parametrize(("state", "words", "says"), [
     ("COMPLETED", "completed", "nothing to retry"),
     ("IN_QUEUE", "is waiting in the queue", "already queued"),
-    ("IN_PROGRESS", "is running on a worker", "running"),
+    ("IN_PROGRESS", "is running", "running"),
     ("CANCELLED", "was cancelled", "cancelled"),
 ])
 def test_a_refusal_is_explained_by_the_status_probe(state, words, says):
