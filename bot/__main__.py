@@ -14,9 +14,11 @@ HELP = """usage:
   python -m bot                     run the app (Socket Mode when SLACK_APP_TOKEN is set, else HTTP mode)
   python -m bot alert <endpointId> <jobId> [--status FAILED|TIMED_OUT] [--error TEXT] [--channel ID]
                                     post a failure alert with Retry and Status buttons
-  python -m bot retry <endpointId> <jobId> [<jobId> …] [--json]
+  python -m bot retry <endpointId> <jobId> [<jobId> …] [--follow] [--json]
                                     retry jobs (same checks, allowlist, budget and audit as in Slack);
-                                    exit 0 all requeued, 1 any refused, 2 usage or configuration error
+                                    --follow waits for each requeued job to end and prints how it ended;
+                                    exit 0 requeued, 1 refused or not retried, 2 usage or settings,
+                                    3 outcome unknown (may have gone through: check its status)
   python -m bot status <endpointId> <jobId> [--json]
                                     print a job's status (RunPod's JSON), changing nothing
 Settings come from the environment and from .env in the working directory; see .env.example."""
@@ -62,7 +64,7 @@ def _terminal(argv: Sequence[str]) -> int:
     except ConfigError as exc:
         print(config_problem(exc).replace("cannot start", "cannot run"), file=sys.stderr)
         return 2
-    return asyncio.run(run(settings, argv[0], args.endpoint, args.jobs, args.json))
+    return asyncio.run(run(settings, argv[0], args.endpoint, args.jobs, args.json, getattr(args, "follow", False)))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -69,11 +69,46 @@ def submitted(values: Any) -> tuple[str, str]:
     return (endpoint if isinstance(endpoint, str) else "").strip(), jobs if isinstance(jobs, str) else ""
 
 
+_PROBLEM_LINE = re.compile(r"• (job|endpoint) ID (“.*?”): it (contains|is) (.*)")
+NAMED = 3   # IDs named in one line of a form error before "and N more"
+
+
+def _one_line_per_problem(text: str) -> str:
+    """The same problem for many IDs, said once: "job IDs “a”, “b”, “c” and 7 more: they contain '!'"."""
+    groups: dict[tuple[str, str, str], list[str]] = {}
+    order: list[tuple[str, str, str] | str] = []
+    for line in text.split("\n"):
+        match = _PROBLEM_LINE.fullmatch(line)
+        if match is None:
+            order.append(line)
+            continue
+        key = (match.group(1), match.group(3), match.group(4))
+        if key not in groups:
+            groups[key] = []
+            order.append(key)
+        groups[key].append(match.group(2))
+    lines = []
+    for item in order:
+        if isinstance(item, str):
+            lines.append(item)
+            continue
+        kind, verb, rest = item
+        ids = groups[item]
+        if len(ids) == 1:
+            lines.append(f"• {kind} ID {ids[0]}: it {verb} {rest}")
+            continue
+        named = ", ".join(ids[:NAMED]) + (f" and {len(ids) - NAMED} more" if len(ids) > NAMED else "")
+        plural = {"contains": "contain", "is": "are"}[verb]
+        lines.append(f"• {len(ids)} {kind} IDs ({named}): they {plural} {rest}")
+    return "\n".join(lines)
+
+
 def _plain(problem: str) -> str:
-    """A usage problem as the plain text Slack shows under a field (it does not render `code`)."""
+    """A usage problem as the plain text Slack shows under a field (it does not render `code`), each problem said
+    once however many IDs have it."""
     text = _CODE.sub(lambda m: f"“{m.group(1)}”", problem)
     text = text.replace("Nothing was retried. Fix these IDs and try again:\n", "Fix these IDs:\n")
-    return shorten(text, MAX_ERROR)
+    return shorten(_one_line_per_problem(text), MAX_ERROR)
 
 
 def check_form(endpoint: str, jobs: str, allowed: Sequence[str] = ()) -> Retry | dict[str, str]:

@@ -5,37 +5,57 @@ from __future__ import annotations
 import json
 from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
+from http import HTTPStatus
 from typing import Any
 
-from bot.core.outcome import RETENTION_SECONDS, RETRYABLE, Kind, Outcome, state_sentence
+from bot.core.outcome import RETENTION_SECONDS, RETRYABLE, UNCERTAIN, Kind, Outcome, state_sentence
 from bot.core.worker_errors import common_errors, error_details, error_family, error_summary
 
 # RunPod's answers after which retrying the same job again makes no sense (for `failed`: not offered again).
 SETTLED = frozenset({Kind.REQUEUED.value, Kind.NOT_FOUND.value, Kind.NOT_RETRYABLE.value})
+# Outcomes after which RunPod may or may not have requeued the job (its answer was lost or garbled).
+UNCERTAIN_VALUES = frozenset(kind.value for kind in UNCERTAIN)
 # A followed job that stopped being followed without a terminal status.
 UNKNOWN = "UNKNOWN"
 MAX_EXAMPLES = 3      # kinds of error whose whole error a grouped alert's thread shows, one job each
 EXAMPLE_CHARS = 2500  # of each, its end (where the cause is): one message stays within Slack's limits
 
-# Why a job was not retried, in a few plain words (a table row reads "not retried: <this>").
+# Why a job was not retried, or why its retry's outcome is unknown, in a few plain words (a table row reads
+# "not retried: <this>" or "unknown, may have gone through: <this>").
 _SHORT = {
     Kind.NOT_RETRYABLE: "the job {state}",
     Kind.NOT_FOUND: "RunPod does not know it (wrong ID, or its result expired)",
     Kind.UNAUTHORIZED: "RunPod refused the API key",
     Kind.REFUSED: "RunPod refused the retry",
-    Kind.RATE_LIMITED: "RunPod was limiting requests, and still was after several tries",
-    Kind.SERVER_ERROR: "RunPod had a server error (the retry may have gone through)",
-    Kind.TIMEOUT: "no answer in time (the retry may have gone through)",
-    Kind.UNREACHABLE: "RunPod could not be reached (the retry may have gone through)",
-    Kind.BAD_RESPONSE: "RunPod's answer was not JSON (the retry may have gone through)",
+    Kind.RATE_LIMITED: "RunPod kept limiting requests until the job's retry window had closed",
+    Kind.SERVER_ERROR: "RunPod had a server error",
+    Kind.TIMEOUT: "RunPod did not answer in time",
+    Kind.UNREACHABLE: "RunPod could not be reached",
+    Kind.BAD_RESPONSE: "RunPod's answer was not JSON",
 }
+REASON_CHARS = 120
 
 
-def _runpod_error(outcome: Outcome) -> str:
+def plain_reason(outcome: Outcome) -> str | None:
+    """What RunPod said, as a short plain phrase: its JSON `error`, else the HTTP status in words. A page that is
+    not JSON (a gateway's `<html>502 Bad Gateway</html>`) is never shown as it came, not even stripped of tags."""
     body = outcome.body
-    if isinstance(body, dict) and isinstance(body.get("error"), str):
-        return body["error"]
-    return outcome.excerpt
+    said = body.get("error") if isinstance(body, dict) else None
+    if isinstance(said, str) and said.strip():
+        line = " ".join(said.split())
+        return line if len(line) <= REASON_CHARS else line[: REASON_CHARS - 1] + "…"
+    status = outcome.http_status
+    if status is None or status < 400:
+        return None
+    try:
+        return f"HTTP {status} {HTTPStatus(status).phrase}"
+    except ValueError:
+        return f"HTTP {status}"
+
+
+def _may_have_gone_through(outcome: str, job_status: str | None) -> bool:
+    """RunPod's answer to the retry was lost or garbled and no /status check showed the job still failed."""
+    return outcome in UNCERTAIN_VALUES and job_status not in RETRYABLE
 
 
 @dataclass(frozen=True)
@@ -46,7 +66,7 @@ class JobResult:
     outcome: str                 # an outcome Kind value, "refused:<reason>" (the app's rules) or "error"
     http_status: int | None = None
     job_status: str | None = None
-    detail: str | None = None    # why it was not retried, in a few plain words
+    detail: str | None = None    # why it was not retried (or why its outcome is unknown), in a few plain words
     body: Any = None             # the JSON RunPod returned
 
     @classmethod
@@ -56,14 +76,19 @@ class JobResult:
             already = "already " if outcome.job_status == "COMPLETED" else ""
             detail = _SHORT.get(outcome.kind, outcome.kind.value).format(
                 state=already + state_sentence(outcome.job_status))
-            said = _runpod_error(outcome)
-            if said and outcome.kind is not Kind.NOT_RETRYABLE:
-                detail += f" ({said[:120]})"
+            said = plain_reason(outcome)
+            if said and outcome.kind not in (Kind.NOT_RETRYABLE, Kind.NOT_FOUND):  # their words say it all
+                detail += f" ({said})"
         return cls(outcome.job, outcome.kind.value, outcome.http_status, outcome.job_status, detail, outcome.body)
 
     @property
     def requeued(self) -> bool:
         return self.outcome == Kind.REQUEUED.value
+
+    @property
+    def unknown(self) -> bool:
+        """Not known to be requeued nor known not to be: the retry may have gone through (check its status)."""
+        return _may_have_gone_through(self.outcome, self.job_status)
 
     @property
     def settled(self) -> bool:
@@ -81,6 +106,8 @@ class JobResult:
             data["status"] = self.job_status
         if self.detail:
             data["error"] = self.detail
+        if self.unknown:
+            data["may_have_gone_through"] = True
         if self.body is not None:
             data["runpod"] = self.body
         return data
@@ -88,9 +115,13 @@ class JobResult:
 
 @dataclass(frozen=True)
 class Tally:
+    """What happened to the jobs of a bulk retry. Every job is in exactly one count, so they add up to `total`:
+    waiting (no answer yet) + not_retried + unknown + the requeued ones (running, completed, failed_again, other)."""
+
     total: int
     answered: int = 0      # jobs with a result (RunPod's answer or the app's refusal)
-    not_retried: int = 0   # refused by the app or by RunPod
+    not_retried: int = 0   # refused by the app, or by RunPod (known not to have been requeued)
+    unknown: int = 0       # RunPod's answer was lost or garbled: the retry may have gone through
     running: int = 0       # requeued and still being followed
     completed: int = 0
     failed_again: int = 0
@@ -106,7 +137,9 @@ class Tally:
                 continue
             counts["answered"] += 1
             final = finals.get(job)
-            if not result.requeued:
+            if result.unknown:
+                counts["unknown"] += 1
+            elif not result.requeued:
                 counts["not_retried"] += 1
             elif final is None:
                 counts["running"] += 1
@@ -120,7 +153,12 @@ class Tally:
 
     @property
     def requeued(self) -> int:
-        return self.answered - self.not_retried
+        return self.answered - self.not_retried - self.unknown
+
+    @property
+    def waiting(self) -> int:
+        """Jobs with no answer yet (their turn has not come, or RunPod has not answered)."""
+        return self.total - self.answered
 
     @property
     def sent(self) -> bool:
@@ -135,6 +173,11 @@ class Tally:
 
 def failed_again(jobs: Any, results: dict[str, JobResult], finals: dict[str, str]) -> list[str]:
     return [job for job in jobs if job in results and results[job].requeued and finals.get(job) in RETRYABLE]
+
+
+def unknown_jobs(jobs: Any, results: dict[str, JobResult]) -> list[str]:
+    """The jobs whose retry may have gone through (RunPod's answer was lost): each needs a status check."""
+    return [job for job in jobs if job in results and results[job].unknown]
 
 
 # ---------------------------------------------------------------- alert storms

@@ -17,8 +17,13 @@ def id_problem(value: str) -> str | None:
     if ID_RE.fullmatch(value):
         return None
     bad = sorted({ch for ch in value if not ID_RE.fullmatch(ch)})
-    shown = " ".join(repr(ch) for ch in bad[:5])
+    shown = ", ".join(_CHARACTER_NAMES.get(ch, repr(ch)) for ch in bad[:5])
     return f"it contains {shown}; only letters, digits, '-' and '_' are allowed"
+
+
+# Characters a reader cannot see when quoted ("it contains ' '"), by name.
+_CHARACTER_NAMES = {" ": "a space", "\t": "a tab", "\n": "a line break", "\r": "a line break",
+                    "\u00a0": "a non-breaking space", "\u200b": "an invisible space"}
 
 
 def is_valid_id(value: str) -> bool:

@@ -135,6 +135,13 @@ def classify_error(endpoint: str, job: str, error: RunPodError) -> Outcome:
                        f"RunPod answered about {ref}, but not with JSON{detail}",
                        f"The request may have gone through. Check with {check}.", status, None, None, short)
     if isinstance(error, RunPodRateLimited):
+        if error.op == "retry":
+            # A retry's 429s are waited out until the job's retry window closes: trying again later is no use.
+            return Outcome(Kind.RATE_LIMITED, endpoint, job,
+                           f"RunPod kept rate-limiting requests for {ref} until its retry window had closed",
+                           f"Nothing was changed, and the job can no longer be retried: RunPod forgets a finished job "
+                           f"{words.RETENTION_MINUTES} minutes after it ends. Submit it again with its original input "
+                           "if it is still needed.", status, None, body, short)
         return Outcome(Kind.RATE_LIMITED, endpoint, job,
                        f"RunPod is rate-limiting requests and still refused after several tries, for {ref}",
                        "Nothing was changed. Wait a minute and try again.", status, None, body, short)

@@ -29,8 +29,9 @@ _API_ENDPOINT_URL = re.compile(rf"https?://[^\s/<>|]+/v2/({_ID})/(?:health|run|r
 _PAIR = re.compile(rf"(?<![\w/.:-])({_ID})/({JOB_SHAPE})(?![\w-])", re.I)
 _JOB_SHAPED = re.compile(rf"(?<![\w/-])({JOB_SHAPE})(?![\w-])", re.I)
 # "endpoint abc123", "Endpoint ID: `abc123`", "endpoint_id=abc123"; likewise "job 41-a", "Job ID: …".
-_ENDPOINT_WORD = re.compile(rf"\bendpoint(?:[ _-]?id)?\b[\s:=`'\"*]*({_ID})", re.I)
-_JOB_WORD = re.compile(rf"\bjob(?:[ _-]?id)?\b[\s:=`'\"*#]*({_ID})", re.I)
+# The word must stand alone: in `job-10` or `endpoint_2` it is part of an ID, not a label (`-10` is no job ID).
+_ENDPOINT_WORD = re.compile(rf"(?<![\w-])endpoint(?:[ _-]?id)?(?![\w-])[\s:=`'\"*]*({_ID})", re.I)
+_JOB_WORD = re.compile(rf"(?<![\w-])job(?:[ _-]?id)?(?![\w-])[\s:=`'\"*#]*({_ID})", re.I)
 _SLACK_LINK = re.compile(r"<((?:https?|mailto):[^|>\s]*)(?:\|([^>]*))?>")
 
 
@@ -108,7 +109,7 @@ def _block_pieces(blocks: Any, owner: str) -> Iterator[tuple[str, str]]:
         if kind == "section":
             yield label, " ".join(_strings(block.get("text")))
             if block.get("fields"):
-                yield f"a section's fields in {owner}", " \n".join(_strings(block.get("fields")))
+                yield f"{owner}'s fields", " \n".join(_strings(block.get("fields")))
             if block.get("accessory"):
                 yield label, " ".join(_strings(block.get("accessory")))
         else:

@@ -62,6 +62,8 @@ STILL_RUNNING = "still running"  # requeued and not ended yet
 COMPLETED = "completed"
 UNKNOWN = "unknown"              # whether the retry went through, or how the job ended, is not known
 CHECK_STATUS = "check its status"
+# A retry whose answer was lost or garbled, and no status check showed the job still failed: it may have happened.
+UNKNOWN_RETRY = f"{UNKNOWN}, may have gone through"
 REQUEUED_SENTENCE = "was requeued (same job ID, same input, old output removed)"
 
 

@@ -277,8 +277,8 @@ def settings_table() -> str:
 def env_example() -> str:
     """The `.env.example` file, generated from SETTINGS."""
     lines = ["# runpod-retry settings. Copy to .env and fill in. Real environment variables win over this file.",
-             "# Regenerate with: python -c 'from bot.config import env_example; print(env_example(), end=\"\")' "
-             "> .env.example", ""]
+             "# Regenerate with: python -m bot.app.docs",
+             "# (run from the repository root; it also brings the tables in README.md up to date)", ""]
     for s in SETTINGS:
         lines.append(f"# {s.meaning} (needed: {s.needed})")
         if s.where:

@@ -4,6 +4,7 @@ answered next to its fields and the form stays open; a good one runs as the comm
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp
@@ -17,14 +18,31 @@ from bot.work import threads
 from bot.work.retry import Source, Who
 from bot.work.runtime import Runtime
 
+# The longest the access check may take before the form opens (a trigger_id lives 3 seconds).
+OPEN_CHECK = 1.0
 RESTARTING = "The app is restarting, so nothing was done. Press Retry again in a few seconds."
 DATABASE_AWAY = "The app cannot reach its database right now, so nothing was done. Press Retry again in a minute."
 STALE = "This form is from an older version of the app. Close it and open it again."
 
 
+async def refused_now(rt: Runtime, who: Who) -> str | None:
+    """Why the access rules would refuse this person's submission here, known before the form opens: who may retry
+    and where (no endpoint is chosen yet, and nothing asks RunPod). A user-group check slower than OPEN_CHECK leaves
+    the decision to the submission, so the form still opens within the trigger's 3 seconds."""
+    try:
+        return await asyncio.wait_for(rt.access.refusal(who.user, who.channel, None), timeout=OPEN_CHECK)
+    except TimeoutError:
+        return None
+
+
 async def open_form(rt: Runtime, who: Who, trigger_id: Any, view: dict[str, Any]) -> None:
-    """views.open, directly (not through the outbox: the trigger expires in 3 seconds). When Slack will not open it,
-    the person is told privately what to type instead."""
+    """views.open, directly (not through the outbox: the trigger expires in 3 seconds). Someone the access rules
+    would refuse on submit is told why instead, in the view that would have been the form. When Slack will not open
+    it, the person is told privately what to type instead."""
+    reason = await refused_now(rt, who)
+    if reason is not None:
+        rt.metrics.refusals.labels(reason="access").inc()
+        view = messages.form_refused(reason)
     try:
         await rt.client.views_open(trigger_id=str(trigger_id or ""), view=view)
     except (SlackApiError, SlackClientError, OSError, TimeoutError) as exc:

@@ -19,7 +19,7 @@ from bot.infra.logs import ctx
 from bot.slack.out import Place
 from bot.slack.pacing import Pacer
 from bot.store import AuditEntry, Queued
-from bot.work.bulk_run import BulkRun, catch_up, save_answer, save_ending
+from bot.work.bulk_run import BulkRun, catch_up, mention_failed_again, save_answer, save_ending
 from bot.work.follow import FollowTarget
 from bot.work.health import EndpointHealth
 from bot.work.retry import RetryService, Source, Who
@@ -108,7 +108,8 @@ class BulkRunner:
                     await self.out.update(run.place.channel, run.summary_ts, self.summary_message(run)[0])
                 return
             await self.out.update(run.place.channel, ts,
-                                  messages.bulk_parent(run.who.user, run.endpoint, run.tally(), run.again()))
+                                  messages.bulk_parent(run.who.user, run.endpoint, run.tally(), run.again(),
+                                                       unknown=run.unknown()))
             if run.tally().sent:
                 await self._save(run)
 
@@ -133,7 +134,7 @@ class BulkRunner:
             if told or not run.summarized or not run.tally().ended:
                 return
             told = True
-            final = messages.bulk_final(run.who.user, run.endpoint, run.tally(), run.again())
+            final = messages.bulk_final(run.who.user, run.endpoint, run.tally(), run.again(), run.unknown())
             self.service.background.spawn(self.out.respond(run.place, final, in_channel=True),
                                           name=f"bulk final tally {run.endpoint}")
 
@@ -405,6 +406,8 @@ class BulkRunner:
             run.finals[target.job] = status
             await self._saved(run, target.job, ending=True)
             run.changed(target.job)
+            if status in RETRYABLE:
+                await mention_failed_again(self.store, self.out, run, target.job, (final or {}).get("error"))
             self._let_go(run)
 
     # ---------------------------------------------------------------- status of many jobs

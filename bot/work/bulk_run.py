@@ -5,14 +5,21 @@ jobs of one run never overwrite each other, and a replica taking a dead one's ru
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
+from typing import Any
 
-from bot.core.groups import JobResult, Tally, failed_again
-from bot.slack.out import Place
+from bot.core import messages
+from bot.core.groups import JobResult, Tally, failed_again, unknown_jobs
+from bot.core.worker_errors import error_summary
+from bot.infra.logs import ctx
+from bot.slack.out import Place, SlackOut
 from bot.store import Store
 from bot.work.retry import Source, Who
+
+log = logging.getLogger(__name__)
 
 
 def _quietly(_job: str | None) -> None:
@@ -36,6 +43,7 @@ class BulkRun:
     ref: str = ""   # what a retry settled after a restart reports to: "bulk:<run id>" or "storm:<storm key>"
     started: float = field(default_factory=time.time)
     work_id: int | None = None            # the inbox row that makes this replica the run's owner until it is done
+    mentioned: bool = False               # the person who asked was told (once) that jobs failed again
 
     def tally(self) -> Tally:
         return Tally.of(self.jobs, self.results, self.finals)
@@ -60,7 +68,7 @@ class BulkRun:
             "who": {"user": self.who.user, "channel": self.who.channel, "source": self.who.source.value},
             "endpoint": self.endpoint, "jobs": list(self.jobs), "channel": self.place.channel,
             "thread_ts": self.place.thread_ts, "finals": self.finals, "summary_ts": self.summary_ts,
-            "summarized": self.summarized, "started": self.started,
+            "summarized": self.summarized, "started": self.started, "mentioned": self.mentioned,
             "results": {job: asdict(replace(r, body=None)) for job, r in self.results.items()}})
 
     @classmethod
@@ -70,12 +78,15 @@ class BulkRun:
         run = cls(who, data["endpoint"], tuple(data["jobs"]), Place(data["channel"], thread_ts=data["thread_ts"]),
                   results={job: JobResult(**r) for job, r in data["results"].items()}, finals=data["finals"],
                   summary_ts=data.get("summary_ts"), summarized=data.get("summarized", True),
-                  started=data.get("started", 0.0))
+                  started=data.get("started", 0.0), mentioned=data.get("mentioned", False))
         run.ref = f"bulk:{run.run_id}"
         return run
 
     def again(self) -> list[str]:
         return failed_again(self.jobs, self.results, self.finals)
+
+    def unknown(self) -> list[str]:
+        return unknown_jobs(self.jobs, self.results)
 
 
 async def save_answer(store: Store, run: BulkRun, job: str) -> None:
@@ -87,6 +98,39 @@ async def save_answer(store: Store, run: BulkRun, job: str) -> None:
 async def save_ending(store: Store, run: BulkRun, job: str) -> None:
     if run.ref and job in run.finals:
         await store.save_bulk_job(run.ref, job, final=run.finals[job])
+
+
+# The row that says a run's one mention went out: ":" is in no job ID, so no job's row is ever this one.
+MENTIONED = ":mentioned"
+
+
+async def mention_once(store: Store, run: BulkRun) -> bool:
+    """True once per run (False after): whether this is the moment to mention the person who asked. Kept in the
+    run's rows, so that replicas (and a grouped alert's runs, rebuilt per job) see that it went out."""
+    if run.mentioned:
+        return False
+    run.mentioned = True
+    if not run.ref:
+        return True
+    if MENTIONED in await store.bulk_jobs(run.ref):
+        return False
+    await store.save_bulk_job(run.ref, MENTIONED, final="posted")
+    return True
+
+
+async def mention_failed_again(store: Store, out: SlackOut, run: BulkRun, job: str, error: Any) -> None:
+    """The first job of a run that fails again mentions the person who asked, once per run, in its thread (a single
+    retry mentions its person the same way). Where the run has no thread (its messages go through the response_url),
+    the final tally carries the mention instead."""
+    if run.place.via_response_url or not run.place.thread_ts:
+        return
+    try:
+        if await mention_once(store, run):
+            said = error_summary(error)  # a traceback by its exception line, runpod-python's JSON by its message
+            await out.post(run.place, messages.bulk_failed_again(run.who.user, run.endpoint, job, said))
+    except Exception:  # the tally still names the job: only the notification is lost
+        log.exception("could not mention who asked about a job that failed again",
+                      extra=ctx(endpoint=run.endpoint, job=job))
 
 
 async def catch_up(store: Store, run: BulkRun) -> list[str]:

@@ -127,6 +127,7 @@ class FakeSlack(WebMethodsMixin, SocketModeMixin, ViewsMixin, LoopbackServer):
         self.not_in_channel: set[str] = set()
         self.missing_channels: set[str] = set()
         self.usergroups: dict[str, list[str]] = {}
+        self.users: dict[str, JSONDict] = {}  # users.info's `user` by ID: {"real_name": …, "profile": {…}}
         self.messages: dict[tuple[str, str], JSONDict] = {}  # (channel, ts) -> message, updated in place
         self.uploads: dict[str, bytes] = {}
         self.responses: dict[str, list[JSONDict]] = {}
@@ -145,6 +146,7 @@ class FakeSlack(WebMethodsMixin, SocketModeMixin, ViewsMixin, LoopbackServer):
             "chat.scheduleMessage": self._schedule_message,
             "chat.deleteScheduledMessage": self._delete_scheduled,
             "usergroups.users.list": self._usergroup_users,
+            "users.info": self._users_info,
             "files.getUploadURLExternal": self._get_upload_url,
             "files.completeUploadExternal": self._complete_upload,
             "apps.connections.open": self._connections_open,

@@ -33,6 +33,7 @@ class WebMethodsMixin:
     not_in_channel: set[str]
     missing_channels: set[str]
     usergroups: dict[str, list[str]]
+    users: dict[str, JSONDict]
     uploads: dict[str, bytes]
     calls: list[Any]
 
@@ -110,6 +111,12 @@ class WebMethodsMixin:
         if group not in self.usergroups:
             return _err("no_such_subteam")
         return {"ok": True, "users": list(self.usergroups[group])}
+
+    def _users_info(self, call: Any) -> JSONDict:
+        user = call.args.get("user")
+        if user not in self.users:
+            return _err("user_not_found")
+        return {"ok": True, "user": {"id": user, **self.users[user]}}
 
     def _get_upload_url(self, call: Any) -> JSONDict:
         a = call.args

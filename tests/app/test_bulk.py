@@ -71,13 +71,13 @@ async def test_fifty_jobs_one_parent_one_summary_every_job_retried_once_audited_
     assert retried_jobs(runpod) == jobs, "every job exactly once"
     assert runpod.max_in_flight_by_op["retry"] <= CONCURRENCY
     text = message_text(parent)
-    assert "Retried 50 jobs on endpoint `ep1`, requested by <@U1>" in text  # not "Retrying" once all ended
-    assert "50/50 done" in text and "50 completed" in text and "0 failed again" in text
-    assert "0 still running" in text and "Every retried job has ended" in text
+    assert "All 50 jobs requeued* on endpoint `ep1`, requested by <@U1>" in text  # not "Retrying" once all answered
+    assert "Retrying" not in text and "50 completed" in text and "failed again" not in text
+    assert "still running" not in text and "Every requeued job has ended" in text
     [summary] = app.thread(CHANNEL, parent["ts"])
     summary_text = message_text(summary)
     for job in jobs:
-        assert f"{job}  retried, completed" in summary_text, "the table keeps up as jobs end"
+        assert f"{job}  requeued, completed" in summary_text, "the table keeps up as jobs end"
     # RunPod's JSON answers are attached, not poured into the thread under the table.
     assert '"job":' not in summary_text and "attached" in summary_text
     [upload] = slack.uploads.values()
@@ -109,7 +109,8 @@ async def test_three_hundred_jobs_progress_is_paced_and_the_json_results_come_as
     assert [r["job"] for r in results["results"]] == jobs
     assert {r["http_status"] for r in results["results"]} == {200}
     texts = assert_paced(slack, parent["ts"])
-    assert any("/300 done" in t and "300/300 done" not in t for t in texts), f"no progress shown: {texts}"
+    assert any("of 300 jobs answered so far" in t and "300 of 300" not in t for t in texts), \
+        f"no progress shown: {texts}"
     assert "300 completed" in message_text(parent)
     assert not slack.rejected()
 
@@ -124,7 +125,7 @@ async def test_duplicates_are_dropped_whatever_the_separators(make_app, runpod, 
 
     assert retried_jobs(runpod) == jobs
     [parent] = app.top_level(CHANNEL)
-    assert "Retried 3 jobs" in message_text(parent)
+    assert "All 3 jobs requeued" in message_text(parent)
 
 
 async def test_an_invalid_id_in_a_long_list_runs_nothing_and_names_the_bad_ids_privately(make_app, mode, runpod,
@@ -167,7 +168,7 @@ async def test_a_429_storm_during_a_bulk_retry_is_waited_out_and_every_job_is_re
     for job in jobs:
         assert job in summary_text
     assert "rate-limited" not in summary_text and "limiting requests" not in summary_text
-    assert "40 completed" in message_text(parent) and "0 not retried" in message_text(parent)
+    assert "40 completed" in message_text(parent) and "not retried" not in message_text(parent)
     assert not slack.rejected()
 
 
@@ -206,19 +207,21 @@ async def test_mixed_outcomes_are_listed_job_by_job(make_app, runpod, slack):
     parent = await bulk(app, ["job-ok", "job-gone", "job-done", "job-again", "job-spent"], user="U2")
 
     assert [c.job for c in runpod.calls_to("retry")].count("job-spent") == 1, "the budget held"
-    [summary] = app.thread(CHANNEL, parent["ts"])
+    summary, mention = app.thread(CHANNEL, parent["ts"])  # job-again failed again after the summary: a mention
+    assert "<@U2>, job `job-again` you retried" in message_text(mention) and "failed again" in message_text(mention)
     lines = message_text(summary).splitlines()
 
     def row(job: str) -> str:
         return next(line for line in lines if line.startswith(job + " "))
 
-    assert row("job-ok").split()[1:] == ["retried,", "completed"]
-    assert row("job-again").split()[1:] == ["retried,", "failed", "again"]
+    assert row("job-ok").split()[1:] == ["requeued,", "completed"]
+    assert row("job-again").split()[1:] == ["requeued,", "failed", "again"]
     assert "not retried: RunPod does not know it" in row("job-gone")
     assert "not retried: the job already completed" in row("job-done")
-    assert "retry limit reached" in row("job-spent") and "already retried once in the last hour" in row("job-spent")
+    assert "Retry limit reached (1 retry per job per hour); next allowed at" in row("job-spent")
     text = message_text(parent)
     assert "1 completed" in text and "1 failed again" in text and "3 not retried" in text
+    assert "*2 of 5 jobs requeued · 3 not retried* on endpoint `ep1`, requested by <@U2>" in text
     assert "Failed again:* `job-again`" in text
     rows = {r["job"]: r["outcome"] for r in await app.rt.store.history(20) if r["user"] == "U2"}
     assert rows == {"job-ok": "requeued", "job-again": "requeued", "job-gone": "not_found",
@@ -275,7 +278,7 @@ async def test_failed_shows_the_count_privately_then_confirm_runs_it_as_a_bulk_r
     [answer] = app.responses(click.response_url)
     assert answer.get("replace_original") is True and "Retrying 3 jobs" in message_text(answer)
     [parent] = app.top_level(CHANNEL)
-    assert "Retried 3 jobs on endpoint `ep1`" in message_text(parent) and "3 completed" in message_text(parent)
+    assert "All 3 jobs requeued* on endpoint `ep1`" in message_text(parent) and "3 completed" in message_text(parent)
     assert len(app.thread(CHANNEL, parent["ts"])) == 1
     rows = await app.rt.store.history(10)
     assert {r["source"] for r in rows} == {"bulk"}
@@ -331,7 +334,7 @@ async def test_a_restart_while_bulk_jobs_run_keeps_the_parents_tally_going(make_
 
     assert len(runpod.calls_to("retry")) == 4
     shown = message_text(slack.messages[(CHANNEL, parent["ts"])])
-    assert "4 completed" in shown and "0 still running" in shown, shown
+    assert "4 completed" in shown and "still running" not in shown, shown
     assert "following job" not in app.thread_text(CHANNEL, parent["ts"]), "quiet follows post nothing of their own"
     assert_paced(slack, parent["ts"])
     assert not slack.rejected()

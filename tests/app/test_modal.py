@@ -72,7 +72,7 @@ async def test_help_still_prints_usage_and_opens_nothing(app, slack):
 
 BAD_FORMS = [
     ({actions.ENDPOINT_BLOCK: None, actions.JOBS_BLOCK: "job-1"}, actions.ENDPOINT_BLOCK, "endpoint"),
-    ({actions.ENDPOINT_BLOCK: "ep 1", actions.JOBS_BLOCK: "job-1"}, actions.ENDPOINT_BLOCK, "' '"),
+    ({actions.ENDPOINT_BLOCK: "ep 1", actions.JOBS_BLOCK: "job-1"}, actions.ENDPOINT_BLOCK, "a space"),
     ({actions.ENDPOINT_BLOCK: EP, actions.JOBS_BLOCK: None}, actions.JOBS_BLOCK, "at least one job"),
     ({actions.ENDPOINT_BLOCK: EP, actions.JOBS_BLOCK: "job-1\njob!2"}, actions.JOBS_BLOCK, "“job!2”: it contains '!'"),
     ({actions.ENDPOINT_BLOCK: EP, actions.JOBS_BLOCK: "https://api.runpod.ai/v2/ep2/status/job-1"},
@@ -154,8 +154,14 @@ async def test_the_same_access_rules_apply_and_the_refusal_is_private(make_app, 
     app = await make_app("http", RUNPOD_RETRY_ALLOWED_USERS="U9")
     runpod.add_job(EP, "job-1")
     ack, view = await open_form(app, user="U1")
+    # Issue 18: refused as the form opens, before anything is typed (tests/app/test_form_refuses_at_once.py).
+    assert "not on the list" in message_text(view) and not view.get("submit")
+    # A form opened before the rules changed is still refused when submitted.
+    from bot.core import messages
+    from bot.core.forms import Origin
+    stale = messages.retry_form(Origin("C1", "command", response_url=ack.response_url), [])
 
-    await app.interact(view_submission(view, user_id="U1", endpoint=EP, jobs="job-1"))
+    await app.interact(view_submission(stale, user_id="U1", endpoint=EP, jobs="job-1"))
     await app.settle()
 
     assert runpod.calls == []

@@ -91,7 +91,7 @@ async def test_several_jobs_become_a_bulk_retry_whose_progress_and_summary_are_r
     assert sorted(c.job for c in runpod.calls_to("retry")) == sorted([JOB, JOB2, JOB3])
     replies = app.thread("C1", MSG_TS)
     progress, summary = replies[0], replies[-1]
-    assert "Retried 3 jobs" in message_text(progress) and "3 completed" in message_text(progress)
+    assert "All 3 jobs requeued" in message_text(progress) and "3 completed" in message_text(progress)
     assert "Results for 3 jobs" in message_text(summary)
     assert not app.top_level("C1")
     sources = {row["source"] for row in await app.rt.store.history(10)}
@@ -132,8 +132,14 @@ async def test_the_same_access_rules_apply_refused_privately_and_nothing_reaches
     app = await make_app("http", RUNPOD_RETRY_ALLOWED_CHANNELS="COPS")
     runpod.add_job(EP, JOB)
     ack, view = await shortcut(app, datadog_alert(f"https://api.runpod.ai/v2/{EP}/status/{JOB}"), channel="C1")
+    # Issue 18: refused as the form opens, before anything is typed (tests/app/test_form_refuses_at_once.py).
+    assert "not enabled in this channel" in message_text(view) and not view.get("submit")
+    # A form opened before the rules changed is still refused when submitted.
+    from bot.core import messages
+    from bot.core.forms import Origin
+    stale = messages.retry_form(Origin("C1", "shortcut", MSG_TS, ack.response_url), [], endpoint=EP, jobs=[JOB])
 
-    await app.interact(view_submission(view))
+    await app.interact(view_submission(stale))
     await app.settle()
 
     assert job_calls(runpod) == []

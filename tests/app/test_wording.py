@@ -455,7 +455,7 @@ async def test_6_a_bulk_run_where_the_app_cannot_post_sends_its_final_tally_thro
     parent, summary, final = (message_text(p) for p in posts)
     assert "in the thread" not in parent and "invite me" in parent, "no thread is promised where there is none"
     assert "Results for 2 jobs" in summary
-    assert final.startswith("All 2 jobs have ended") and "Retried 2 jobs" in final and "2 completed" in final
+    assert final.startswith("Bulk retry finished") and "All 2 jobs requeued" in final and "2 completed" in final
     assert "in the thread" not in final
     assert not slack.rejected()
 
@@ -725,14 +725,15 @@ async def test_12_the_bulk_summary_keeps_up_as_jobs_end_and_attaches_runpods_jso
     await app.settle(timeout=20)
 
     [parent] = app.top_level("C1")
-    [summary] = app.thread("C1", parent["ts"])
+    summary, mention = app.thread("C1", parent["ts"])  # job-u2 failed again after the summary: one mention
+    assert "<@U1>, job `job-u2` you retried" in message_text(mention)
     table = blocks_text(summary)
-    assert "job-u1  retried, completed" in table and "job-u2  retried, failed again" in table
+    assert "job-u1  requeued, completed" in table and "job-u2  requeued, failed again" in table
     assert "IN_QUEUE" not in table and '"job":' not in table, "no frozen state, no JSON dump under the table"
     [upload] = slack.uploads.values()
     assert {r["job"] for r in json.loads(upload)["results"]} == {"job-u1", "job-u2"}
     title = message_text(current(app, parent, "C1"))
-    assert "Retried 2 jobs" in title and "Retrying" not in title
+    assert "All 2 jobs requeued" in title and "Retrying" not in title
 
 
 async def test_12_a_grouped_alert_stops_rushing_people_once_every_job_is_handled(make_app, runpod, slack):
@@ -816,7 +817,7 @@ async def test_1_healthz_says_which_channel_cannot_be_posted_to(make_app, slack)
 
 def test_one_job_is_one_job_not_one_jobs():
     one = Tally(1, answered=1, completed=1)
-    assert "Retried 1 job on endpoint" in message_text(messages.bulk_parent("U1", EP, one, []))
-    assert message_text(messages.bulk_final("U1", EP, one, [])).startswith("The job has ended: ")
+    assert "1 job requeued on endpoint" in message_text(messages.bulk_parent("U1", EP, one, []))
+    assert message_text(messages.bulk_final("U1", EP, one, [])).startswith("Bulk retry finished: 1 job requeued")
     assert "Retrying 1 job on endpoint" in message_text(messages.failed_started(EP, 1))
     assert "Retrying 3 jobs on endpoint" in message_text(messages.failed_started(EP, 3))

@@ -134,10 +134,11 @@ async def test_status_prints_the_json_changes_nothing_and_exits_0_or_1(tmp_path,
     assert await audit_rows(tmp_path) == [], "a status check is not an attempt"
 
 
-async def test_runpod_unreachable_exits_1_in_words(tmp_path, runpod):
+async def test_runpod_unreachable_exits_3_in_words(tmp_path, runpod):
     code, out, err = await run_bot(tmp_path, runpod, "retry", EP, "job-1", RUNPOD_API_URL="http://127.0.0.1:9/v2")
 
-    assert code == 1 and "unreachable" in out and "Traceback" not in err
+    # Issue 18: whether a retry whose connection failed reached RunPod is unknown: exit 3, not 1.
+    assert code == 3 and "Could not reach RunPod" in out and "Traceback" not in err
 
 
 async def test_the_audit_channel_gets_the_line_and_the_app_shows_it_in_history(tmp_path, runpod, slack, make_app):

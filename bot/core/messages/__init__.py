@@ -51,6 +51,7 @@ from bot.core.messages.bulk import (
     JOB_COLUMN,
     RESULTS_SECTIONS,
     TABLE_SECTIONS,
+    bulk_failed_again,
     bulk_final,
     bulk_parent,
     bulk_summary,
@@ -60,6 +61,7 @@ from bot.core.messages.bulk import (
     results_table,
     retry_all_running,
     tally_blocks,
+    tally_headline,
     tally_text,
 )
 from bot.core.messages.command import (
@@ -86,7 +88,7 @@ from bot.core.messages.follow import follow_gave_up, follow_outcome, follow_resu
 from bot.core.messages.health import confirm_warning, health_blocks, health_line, health_message
 from bot.core.messages.history import attempt_words, audit_lines, audit_text, history_message, how_words, where_words
 from bot.core.messages.home import Access, EndpointStats, Failure, Followed, home_key, home_view
-from bot.core.messages.modal import form_unavailable, prefill, retry_form, thread_request
+from bot.core.messages.modal import form_refused, form_unavailable, prefill, retry_form, thread_request
 from bot.core.messages.recovery import AFTER_RESTART, storm_expired
 from bot.core.messages.storm import (
     failed_cancelled,
@@ -136,6 +138,7 @@ __all__ = [
     "audit_lines",
     "audit_text",
     "bad_button",
+    "bulk_failed_again",
     "bulk_final",
     "bulk_parent",
     "bulk_summary",
@@ -159,6 +162,7 @@ __all__ = [
     "follow_outcome",
     "follow_resumed",
     "follow_trouble",
+    "form_refused",
     "form_unavailable",
     "group_status",
     "header",
@@ -205,6 +209,7 @@ __all__ = [
     "storm_jobs_page",
     "storm_unknown",
     "tally_blocks",
+    "tally_headline",
     "tally_text",
     "thread_request",
     "usage_error",

@@ -7,6 +7,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from bot.core import words
 from bot.core.commands import COMMAND
 from bot.core.groups import JobResult, Tally
 from bot.core.health import Health
@@ -30,7 +31,6 @@ from bot.core.messages.blocks import (
 from bot.core.messages.command import THREAD_HINT
 from bot.core.messages.health import health_blocks
 from bot.core.outcome import Outcome
-from bot.core.words import not_retried
 
 TABLE_SECTIONS = 30      # a summary table longer than this goes into the attached file
 
@@ -41,38 +41,78 @@ RESULTS_SECTIONS = 8     # likewise for the JSON results
 JOB_COLUMN = 48
 
 
+# How a requeued job ended (so far), in words (the tally counts the same finals).
+FINAL_WORDS = {"": words.STILL_RUNNING, "COMPLETED": words.COMPLETED, "FAILED": words.again("FAILED"),
+               "TIMED_OUT": words.again("TIMED_OUT"), "CANCELLED": words.state("CANCELLED"),
+               "UNKNOWN": "no longer followed"}
+
+
 def tally_text(t: Tally) -> str:
-    parts = [f":white_check_mark: {t.completed} completed", f":red_circle: {t.failed_again} failed again",
-             f":hourglass_flowing_sand: {t.running} still running"]
+    """Every job in one count: the counts add up to the number of jobs."""
+    parts = []
+    if t.completed:
+        parts.append(f":white_check_mark: {t.completed} {words.COMPLETED}")
+    if t.failed_again:
+        parts.append(f":red_circle: {t.failed_again} {words.again('FAILED')}")
+    if t.running:
+        parts.append(f":hourglass_flowing_sand: {t.running} {words.STILL_RUNNING}")
     if t.other:
         parts.append(f":grey_question: {t.other} cancelled or no longer followed")
     if t.not_retried:
-        parts.append(f":warning: {t.not_retried} not retried")
+        parts.append(f":warning: {t.not_retried} {words.NOT_RETRIED}")
+    if t.unknown:
+        parts.append(f":grey_question: {t.unknown} {words.UNKNOWN_RETRY} (check their status)" if t.unknown > 1
+                     else f":grey_question: 1 {words.UNKNOWN_RETRY} ({words.CHECK_STATUS})")
+    if t.waiting:
+        parts.append(f":clock3: {t.waiting} not answered yet")
     return " · ".join(parts)
+
+
+def tally_headline(t: Tally) -> str:
+    """"30 of 42 jobs requeued · 12 not retried": how many RunPod requeued, then every other answer."""
+    if t.requeued == t.total:
+        head = f"{'All ' if t.total > 1 else ''}{words.jobs(t.total)} {words.REQUEUED}"
+    else:
+        head = f"{t.requeued} of {words.jobs(t.total)} {words.REQUEUED}"
+    if t.not_retried:
+        head += f" · {t.not_retried} {words.NOT_RETRIED}"
+    if t.unknown:
+        head += f" · {t.unknown} {words.UNKNOWN_RETRY}"
+    return head
 
 
 def _tally_plain(t: Tally) -> str:
     if not t.sent:
-        return f"{t.answered}/{t.total} done"
-    return (f"{t.completed} completed, {t.failed_again} failed again, {t.running} still running, "
-            f"{t.not_retried} not retried")
+        return f"{t.answered} of {t.total} answered so far"
+    ended = [f"{t.completed} {words.COMPLETED}"] if t.completed else []
+    ended += [f"{t.failed_again} {words.again('FAILED')}"] if t.failed_again else []
+    ended += [f"{t.running} {words.STILL_RUNNING}"] if t.running else []
+    return ", ".join(ended)
 
 
-def tally_blocks(t: Tally, again: Sequence[str], *, threaded: bool = True) -> list[dict[str, Any]]:
-    """Progress while the retries are sent, then how the retried jobs ended, as they end."""
-    done = " (all sent)" if t.sent else ""
-    lines = [f"*Progress:* {t.answered}/{t.total} done{done}"]
+def tally_blocks(t: Tally, again: Sequence[str], *, threaded: bool = True,
+                 unknown: Sequence[str] = (), endpoint: str | None = None) -> list[dict[str, Any]]:
+    """Progress while the retries are sent, then how the requeued jobs ended, as they end. `unknown`: the jobs
+    whose retry may have gone through, named with how to check them."""
+    lines = []
+    if not t.sent:
+        lines.append(f"*Progress:* {t.answered} of {t.total} jobs answered so far")
     if t.answered:
         lines.append(f"*Outcomes:* {tally_text(t)}")
-    blocks = [section("\n".join(lines))]
+    blocks = [section("\n".join(lines))] if lines else []
     if again:
         blocks.append(section(f"*Failed again:* {job_list(again)}. A job that keeps failing needs a look at its "
                               "input or worker, not another retry."))
+    if unknown:
+        check = f"`{COMMAND} status {endpoint} <jobId>`" if endpoint else "a status check"
+        blocks.append(section(f"*Unknown, may have gone through:* {job_list(unknown)}. RunPod's answer was lost, so "
+                              f"the retry may or may not have happened: check each with {check} before retrying "
+                              "it again."))
     where = " Per-job results are in the thread." if threaded else ""
     if t.ended:
-        note = f"Every retried job has ended.{where}"
+        note = f"Every requeued job has ended.{where}" if t.requeued else f"No job was requeued.{where}"
     else:
-        note = f"Every retried job is followed to its end; these numbers keep up.{where}"
+        note = f"Every requeued job is followed to its end; these numbers keep up.{where}"
     # Marked as the thread hint: where the app cannot post in the channel, that promise is dropped (see out.py).
     blocks.append({**context(note), "block_id": THREAD_HINT} if threaded else context(note))
     return blocks
@@ -81,36 +121,60 @@ def tally_blocks(t: Tally, again: Sequence[str], *, threaded: bool = True) -> li
 def _tally_icon(t: Tally) -> str:
     if not t.ended:
         return ":arrows_counterclockwise:"
-    return ":warning:" if t.failed_again or t.not_retried or t.other else ":white_check_mark:"
+    return ":warning:" if t.failed_again or t.not_retried or t.other or t.unknown else ":white_check_mark:"
 
 
-def bulk_parent(user: str, endpoint: str, t: Tally, again: Sequence[str], *, threaded: bool = True) -> Message:
-    """The one channel message of a bulk retry: who asked, progress, then the tally. Once every job has ended it
-    says so in its title: "Retried", not "Retrying"."""
-    verb = "Retried" if t.ended else "Retrying"
-    title = f"{verb} {count(t.total, 'job')} on endpoint {code(endpoint)}, requested by {mention(user)}"
-    return message(f"{verb.lower()} {count(t.total, 'job')} on endpoint {endpoint}, requested by {mention(user)}: "
-                   f"{_tally_plain(t)}", [section(f"{_tally_icon(t)} *{title}*"),
-                                          *tally_blocks(t, again, threaded=threaded)])
+def bulk_parent(user: str, endpoint: str, t: Tally, again: Sequence[str], *, threaded: bool = True,
+                unknown: Sequence[str] = ()) -> Message:
+    """The one channel message of a bulk retry: who asked, progress, then the tally. Its title says what is true
+    at the time: "Retrying 42 jobs" while they are sent, then "30 of 42 jobs requeued · 12 not retried"."""
+    head = tally_headline(t) if t.sent else f"Retrying {count(t.total, 'job')}"
+    title = f"*{head}* on endpoint {code(endpoint)}, requested by {mention(user)}"
+    plain = f"{head} on endpoint {endpoint}, requested by {mention(user)}"
+    progress = _tally_plain(t)
+    return message(f"{plain}: {progress}" if progress else plain,
+                   [section(f"{_tally_icon(t)} {title}"),
+                    *tally_blocks(t, again, threaded=threaded, unknown=unknown, endpoint=endpoint)])
 
 
-def bulk_final(user: str, endpoint: str, t: Tally, again: Sequence[str]) -> Message:
-    """The final tally where there is no thread and no message to keep current (the response_url fallback)."""
-    msg = bulk_parent(user, endpoint, t, again, threaded=False)
-    ended = "The job has ended" if t.total == 1 else f"All {t.total} jobs have ended"
-    return {**msg, "text": f"{ended}: {msg['text']}"}
+def bulk_final(user: str, endpoint: str, t: Tally, again: Sequence[str], unknown: Sequence[str] = ()) -> Message:
+    """The final tally where there is no thread and no message to keep current (the response_url fallback). It
+    mentions the person when jobs they retried failed again (the one mention of the run)."""
+    msg = bulk_parent(user, endpoint, t, again, threaded=False, unknown=unknown)
+    ended = "Bulk retry finished" if t.requeued else "Bulk retry finished, nothing requeued"
+    text = f"{ended}: {msg['text']}"
+    if again:
+        blocks = [section(f":red_circle: {mention(user)}, {_again_words(again)}."), *msg["blocks"]]
+        return {**msg, "text": f"{mention(user)}: {count(len(again), 'job')} you retried failed again. {text}",
+                "blocks": blocks}
+    return {**msg, "text": text}
 
 
-# How a retried job ended, in words (the tally counts the same finals).
-FINAL_WORDS = {"": "still running", "COMPLETED": "completed", "FAILED": "failed again",
-               "TIMED_OUT": "timed out again", "CANCELLED": "cancelled", "UNKNOWN": "no longer followed"}
+def _again_words(again: Sequence[str]) -> str:
+    return (f"job {code(again[0])} you retried failed again" if len(again) == 1
+            else f"{len(again)} jobs you retried failed again: {job_list(again)}")
+
+
+def bulk_failed_again(user: str, endpoint: str, job: str, error: str | None) -> Message:
+    """The one mention of a bulk run: posted in its thread when the first of its requeued jobs fails again. The
+    person who asked is told once; the tally above names every job that fails again after it."""
+    said = f": {escape(clip(error, 300))}" if error else ""
+    return message(f"{mention(user)}: job {job} you retried on {endpoint} failed again{said}",
+                   [section(f":red_circle: {mention(user)}, job {code(job)} you retried on endpoint {code(endpoint)} "
+                            f"*failed again*{said}."),
+                    context("A job that keeps failing needs a look at its input or worker, not another retry. If "
+                            "more jobs of this bulk retry fail again, the tally above names them (without another "
+                            "mention).")])
 
 
 def job_outcome_words(result: JobResult, final: str | None) -> str:
-    """One job's line in words: retried and how it ended (so far), or why it was not retried."""
+    """One job's line in words: requeued and how it ended (so far), or why it was not retried, or that its outcome
+    is unknown."""
+    if result.unknown:
+        return f"{words.UNKNOWN_RETRY}: {result.detail or result.outcome}; {words.CHECK_STATUS}"
     if not result.requeued:
-        return not_retried(result.detail or result.outcome)
-    return "retried, " + FINAL_WORDS.get(final or "", "ended")
+        return words.not_retried(result.detail or result.outcome)
+    return f"{words.REQUEUED}, " + FINAL_WORDS.get(final or "", "ended")
 
 
 def results_table(results: Sequence[JobResult], finals: Mapping[str, str] | None = None) -> str:
@@ -137,9 +201,8 @@ def bulk_summary(endpoint: str, results: Sequence[JobResult], filename: str, *, 
     already shows each job) leaves the table out. `health`: the endpoint's health snapshot, with a warning when the
     requeued jobs are unlikely to get a worker soon."""
     taken = sum(r.requeued for r in results)
-    left = len(results) - taken
-    blocks = [section(f"*Results for {count(len(results), 'job')} on endpoint {code(endpoint)}:* RunPod took {taken}; "
-                      f"{left} {'was' if left == 1 else 'were'} not retried.")]
+    head = tally_headline(Tally.of([r.job for r in results], {r.job: r for r in results}, {}))
+    blocks = [section(f"*Results for {count(len(results), 'job')} on endpoint {code(endpoint)}:* {head}.")]
     if taken:
         blocks.extend(health_blocks(health))
     cut = False
@@ -163,8 +226,7 @@ def bulk_summary(endpoint: str, results: Sequence[JobResult], filename: str, *, 
         blocks.append(context("RunPod's answers are too long to show here, and I cannot attach files in this "
                               f"channel. Invite me to it, or check single jobs with `{COMMAND} status "
                               f"{endpoint} <jobId>`."))
-    return message(f"Results for {count(len(results), 'job')} on endpoint {endpoint}: RunPod took {taken}",
-                   blocks), attachment
+    return message(f"Results for {count(len(results), 'job')} on endpoint {endpoint}: {head}", blocks), attachment
 
 
 def group_status(endpoint: str, outcomes: Sequence[Outcome], user: str) -> Message:

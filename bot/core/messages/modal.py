@@ -31,7 +31,7 @@ def _endpoint_input(endpoints: Sequence[str], endpoint: str | None) -> dict[str,
         chosen = [option for option in options if option["value"] == endpoint]
         if chosen:
             element["initial_option"] = chosen[0]
-        hint = "The endpoints this app may call (RUNPOD_RETRY_ENDPOINTS)."
+        hint = "The endpoints this app is set up to call."
     else:
         element = {"type": "plain_text_input", "action_id": actions.ENDPOINT_INPUT, "max_length": 128,
                    "placeholder": _plain("e.g. abc123xyz4567")}
@@ -86,18 +86,47 @@ def retry_form(origin: Origin, endpoints: Sequence[str], *, endpoint: str | None
             "close": _plain("Cancel"), "private_metadata": origin.encode(), "blocks": blocks}
 
 
+PASTE_CHARS = 900       # the longest command offered to paste for another endpoint's jobs
+PASTE_ENDPOINTS = 3     # other endpoints given a command of their own
+
+
+def _paste_command(endpoint: str, jobs: Sequence[str]) -> str:
+    """`/runpod-retry <endpoint> <job> …` for as many jobs as fit, and how many did not."""
+    shown: list[str] = []
+    size = len(COMMAND) + len(endpoint) + 2
+    for job in jobs:
+        if size + len(job) + 1 > PASTE_CHARS:
+            break
+        shown.append(job)
+        size += len(job) + 1
+    left = len(jobs) - len(shown)
+    more = f" (the first {len(shown)} of {len(jobs)}; the other {left} in a second command)" if left else ""
+    return f"`{COMMAND} {endpoint} {' '.join(shown)}`{more}"
+
+
 def prefill(findings: Findings, allowed: Sequence[str] = ()) -> tuple[str | None, tuple[str, ...], str]:
-    """What the shortcut fills in from a message: (endpoint, jobs, what was found and where, in words)."""
-    endpoint = findings.main_endpoint
-    jobs = findings.jobs_of(endpoint) if findings.references else findings.jobs_of(None)
+    """What the shortcut fills in from a message: (endpoint, jobs, what was found and where, in words). One form
+    retries one endpoint: the jobs on any other are given as a command to paste. When the app may call only some
+    endpoints, the form is filled with one of those; a message naming none of them fills in nothing."""
     if findings.empty:
         return None, (), (":mag: I found no RunPod job in this message: I looked at its text, its blocks and its "
                           "attachments for RunPod API links, `endpoint/job` IDs and job IDs next to an endpoint ID. "
                           "Type the endpoint and the job IDs below.")
+    groups = findings.by_endpoint()
+    endpoint = findings.main_endpoint
+    callable_here = [ep for ep in groups if ep in allowed] if allowed else list(groups)
+    if allowed and endpoint not in allowed and callable_here:
+        endpoint = max(callable_here, key=lambda ep: len(groups[ep]))  # max keeps the first of equals
+    if endpoint is not None and allowed and endpoint not in allowed:
+        n = len(groups.get(endpoint, ()))
+        what = f"{count(n, 'job')} on endpoint {code(endpoint)}" if n else f"endpoint {code(endpoint)}"
+        return None, (), (f":no_entry: I found {what} in this message, but this app is not set up to call that "
+                          "endpoint, so nothing is filled in below. An admin can add it to the endpoints the app "
+                          "may call.")
+    jobs = findings.jobs_of(endpoint) if findings.references else findings.jobs_of(None)
     lines = []
     if findings.references and endpoint is not None:
-        n = len(jobs)
-        lines.append(f":mag: Found {n} job{'s' if n != 1 else ''} on endpoint {code(endpoint)} in "
+        lines.append(f":mag: Found {count(len(jobs), 'job')} on endpoint {code(endpoint)} in "
                      f"{describe_places(findings.places_of(endpoint))}. Check the list, then press *Retry*.")
     elif findings.loose_jobs:
         n = len(jobs)
@@ -105,20 +134,31 @@ def prefill(findings: Findings, allowed: Sequence[str] = ()) -> tuple[str | None
                      "but not which endpoint they run on: choose the endpoint.")
     elif endpoint is not None:
         lines.append(f":mag: Found endpoint {code(endpoint)} in this message, but no job ID: type the job IDs.")
-    others = {ep: refs for ep, refs in findings.by_endpoint().items() if ep != endpoint}
+    others = [(ep, refs) for ep, refs in groups.items() if ep != endpoint]
     if others:
-        named = ", ".join(f"{code(shorten(ep))} ({len(refs)})" for ep, refs in list(others.items())[:5])
-        lines.append(f"It also names jobs on other endpoints: {named}. One form retries one endpoint; use the "
-                     "shortcut again for those.")
+        lines.append(f"It also names jobs on {count(len(others), 'other endpoint')}. This form retries one endpoint; "
+                     "for the others, paste the command into the channel:")
+        for ep, refs in others[:PASTE_ENDPOINTS]:
+            if allowed and ep not in allowed:
+                lines.append(f"• {count(len(refs), 'job')} on endpoint {code(shorten(ep))}: this app is not set up "
+                             "to call that endpoint.")
+            else:
+                lines.append(f"• {_paste_command(ep, [ref.job for ref in refs])}")
+        if len(others) > PASTE_ENDPOINTS:
+            lines.append(f"…and jobs on {count(len(others) - PASTE_ENDPOINTS, 'more endpoint')}.")
     if findings.references and findings.loose_jobs:
         lines.append(f"{count(len(findings.loose_jobs), 'more job ID')} in it "
                      f"{'has' if len(findings.loose_jobs) == 1 else 'have'} no endpoint next to "
                      f"{'it' if len(findings.loose_jobs) == 1 else 'them'} and "
                      f"{'is' if len(findings.loose_jobs) == 1 else 'are'} left out.")
-    if endpoint is not None and allowed and endpoint not in allowed:
-        lines.append(f":no_entry: Endpoint {code(endpoint)} is not one this app may call (RUNPOD_RETRY_ENDPOINTS), "
-                     "so it is not chosen below.")
     return endpoint, jobs, "\n".join(lines)
+
+
+def form_refused(reason: str) -> dict[str, Any]:
+    """Instead of the form, for someone the access rules would refuse on submit: why, before they fill anything."""
+    return {"type": "modal", "callback_id": actions.RETRY_MODAL, "title": _plain(TITLE), "close": _plain("Close"),
+            "blocks": [section(f":no_entry: {reason}"),
+                       context("Nothing was done, and nothing will be from this form.")]}
 
 
 def form_unavailable(error: str) -> Message:

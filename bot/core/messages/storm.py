@@ -8,7 +8,7 @@ from typing import Any
 
 from bot.core import actions, words
 from bot.core.commands import COMMAND, MAX_BULK_JOBS
-from bot.core.groups import Storm, error_key, failed_again
+from bot.core.groups import Storm, error_key, failed_again, unknown_jobs
 from bot.core.health import Health
 from bot.core.ids import shorten
 from bot.core.messages.alert import NOT_ENABLED, error_code, not_allowed_here
@@ -37,7 +37,7 @@ from bot.core.messages.blocks import (
 from bot.core.messages.blocks import (
     count as jobs_count,
 )
-from bot.core.messages.bulk import FINAL_WORDS, JOB_COLUMN, tally_blocks
+from bot.core.messages.bulk import JOB_COLUMN, job_outcome_words, tally_blocks
 from bot.core.messages.health import confirm_warning, health_blocks
 from bot.core.worker_errors import common_errors
 
@@ -48,9 +48,10 @@ def _deadline_line(storm: Storm, now: float) -> str:
         if storm.running:
             return "*Retry all* is under way for every job of this alert; the tally below keeps up."
         t = storm.tally()
-        if t.not_retried:
+        if t.not_retried or t.unknown:
+            unknown = f", {t.unknown} {words.UNKNOWN_RETRY}" if t.unknown else ""
             return (f"*Retry all* was asked for every job of this alert: {t.requeued} {words.REQUEUED}, "
-                    f"{t.not_retried} {words.NOT_RETRIED} (the job list in the thread says why for each).")
+                    f"{t.not_retried} {words.NOT_RETRIED}{unknown} (the job list in the thread says why for each).")
         return f"Every job of this alert was {words.REQUEUED}; the tally below shows how they ended."
     if now < storm.first_deadline:
         latest = ""
@@ -79,6 +80,8 @@ def storm_title(storm: Storm) -> str:
         parts.append(f"{t.failed_again} failed again")
     if t.not_retried:
         parts.append(f"{t.not_retried} {words.NOT_RETRIED}")
+    if t.unknown:
+        parts.append(f"{t.unknown} {words.UNKNOWN_RETRY}")
     return " · ".join(parts)
 
 
@@ -88,7 +91,8 @@ def _storm_icon(storm: Storm) -> str:
     t = storm.tally()
     if storm.running or not t.ended:
         return ":arrows_counterclockwise:"
-    return ":warning:" if t.not_retried or t.failed_again or t.other or storm.unretried() else ":white_check_mark:"
+    return ":warning:" if t.not_retried or t.failed_again or t.other or t.unknown or storm.unretried() \
+        else ":white_check_mark:"
 
 
 def storm_alert(storm: Storm, now: float | None = None, *, enabled: bool = True,
@@ -122,7 +126,8 @@ def storm_alert(storm: Storm, now: float | None = None, *, enabled: bool = True,
     if storm.retry_by and storm.retry_at:
         blocks.append(section(f":arrows_counterclockwise: *Retry all* by {mention(storm.retry_by)} at "
                               f"{slack_time(storm.retry_at)}"))
-        blocks.extend(tally_blocks(storm.tally(), failed_again(storm.requested, storm.results, storm.finals)))
+        blocks.extend(tally_blocks(storm.tally(), failed_again(storm.requested, storm.results, storm.finals),
+                                   unknown=unknown_jobs(storm.requested, storm.results), endpoint=endpoint))
     remaining = len(storm.unretried())
     buttons = []
     if enabled_here and remaining and not storm.running and now < storm.last_deadline:
@@ -150,10 +155,7 @@ def _storm_line(storm: Storm, job: str, width: int) -> str:
     line = f"{job:<{width}}  {failure.status:<9}  {clip(error_key(failure.status, failure.error), 60)}"
     result = storm.results.get(job)
     if result is not None:
-        if not result.requeued:
-            line += f"  → {clip(words.not_retried(result.describe()), 72)}"
-        else:
-            line += f"  → retried, {FINAL_WORDS.get(storm.finals.get(job) or '', 'ended')}"
+        line += f"  → {clip(job_outcome_words(result, storm.finals.get(job)), 100)}"
     return line
 
 

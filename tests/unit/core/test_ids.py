@@ -22,9 +22,9 @@ def test_valid_ids(value):
     ("j" * (MAX_ID_LENGTH + 1), "129 characters"),
     ("job!", "'!'"),
     ("jöb", "'ö'"),
-    ("jo b", "' '"),
+    ("jo b", "a space"),
     ("job/1", "'/'"),
-    ("job\n", "'\\n'"),
+    ("job\n", "a line break"),
     ("<@U1>", "'<'"),
 ])
 def test_invalid_ids_say_why(value, says):

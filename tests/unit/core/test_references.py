@@ -111,7 +111,7 @@ def test_rich_text_runs_are_read_as_one_piece_and_section_fields_and_context():
         {"type": "context", "elements": [{"type": "mrkdwn", "text": f"ep9/{SYNC}"}]},
     ]}
     assert found(message) == [("ep7", JOB, "the formatted text in the message"),
-                              ("ep8", JOB2, "a section's fields in the message"),
+                              ("ep8", JOB2, "the message's fields"),
                               ("ep9", SYNC, "a context line in the message")]
 
 
@@ -162,7 +162,8 @@ def test_prefill_says_what_was_found_and_where_and_mentions_other_endpoints():
     endpoint, jobs, words = messages.prefill(findings)
     assert endpoint == "ep1" and jobs == (JOB, JOB2, SYNC)
     assert "Found 3 jobs on endpoint `ep1` in the message text and attachment 1's text" in words
-    assert "`ep2` (1)" in words and "shortcut again" in words
+    # Issue 18: not "use the shortcut again" (it would pick ep1 again): the exact command for the other endpoint.
+    assert f"• `/runpod-retry ep2 {SYNC}`" in words and "shortcut again" not in words
 
 
 def test_prefill_with_nothing_found_says_so_and_fills_nothing():
@@ -176,5 +177,7 @@ def test_prefill_with_jobs_but_no_endpoint_asks_for_the_endpoint():
 
 
 def test_prefill_says_when_the_endpoint_is_not_one_the_app_may_call():
-    endpoint, _, words = messages.prefill(find_references({"text": f"ep9/{JOB}"}), ["ep1"])
-    assert endpoint == "ep9" and "not one this app may call" in words
+    endpoint, jobs, words = messages.prefill(find_references({"text": f"ep9/{JOB}"}), ["ep1"])
+    # Issue 18: the jobs are not left filled in beside a list of endpoints they do not run on.
+    assert (endpoint, jobs) == (None, ()) and "not set up to call that endpoint" in words
+    assert "RUNPOD_RETRY_ENDPOINTS" not in words

@@ -126,3 +126,13 @@ def test_a_retried_runs_figures_are_labelled_as_the_retrys():
                   delay_ms=50, execution_ms=39_800)
     labels = [f["text"].split("\n")[0] for b in alert_message(alert, NOW)["blocks"] for f in b.get("fields") or []]
     assert "*Retry waited in queue*" in labels and "*Retry ran for*" in labels and "*Waited in queue*" not in labels
+
+
+def test_a_failure_again_outside_the_app_tells_the_limit_not_a_deadline_the_app_would_refuse():
+    from bot.core.messages import alert_refailed
+
+    alert = Alert("ep1", "j-1", "CALERTS", "FAILED", NOW, ts="1.2", phase=Phase.FAILED_AGAIN,
+                  retried_at=(NOW - 100,))
+    said = str(alert_refailed(alert, NOW + 10, max_retries=1)["blocks"])
+    assert "Retry limit reached (1 retry per job per hour)" in said and "Can be retried until" not in said
+    assert "Can be retried until <!date^" in str(alert_refailed(alert, NOW + 10, max_retries=3)["blocks"])
