@@ -1,4 +1,4 @@
-"""The obvious implementation, kept tiny: a baseline for bench/run.py, not part of the app.
+"""The obvious implementation, kept tiny: a baseline for the benchmark (python -m bench), not part of the app.
 
 Bolt's sync `App` with its built-in development server (`app.start`): the command listener acks, then calls
 RunPod's /retry with httpx and posts the result with the sync WebClient, all in Bolt's listener thread pool.

@@ -1,61 +1,56 @@
-"""Shared fixtures."""
+"""Shared fixtures, and each test's tier marker, given by the folder it is in."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import os
+from pathlib import Path
 
 import pytest
 
-from tests.fakes import FakeRunPod, FakeSlack
-
-pytest_plugins = ["tests.pg"]  # pg_server (session), pg_url (a fresh database per test)
-
-# ---- stand-in fixtures (tests/fakes): real aiohttp servers on 127.0.0.1 --------------------------------
-
-BOT_TOKEN = "xoxb-test-bot-token"
-APP_TOKEN = "xapp-test-app-token"
-RUNPOD_KEY = "rp-test-key"
+# The stand-ins, the app (testkit/fixtures.py) and PostgreSQL (testkit/pg.py): pg_server (one per session, so one
+# per xdist worker) and pg_url (a fresh database per test).
+pytest_plugins = ["testkit.fixtures", "testkit.pg"]
 
 
-@pytest.fixture
-async def slack() -> AsyncIterator[FakeSlack]:
-    fake = FakeSlack(valid_tokens={BOT_TOKEN}, valid_app_tokens={APP_TOKEN})
-    await fake.start()
-    yield fake
-    await fake.stop()
+# ---- tiers: what a test starts decides its folder, and its folder its marker -----------------------------
+
+HERE = Path(__file__).resolve().parent
+TIERS = {
+    "unit": "unit",            # pure functions and single classes, fakes at their edges: `pytest -m unit`
+    "app": "app",              # the app in-process against the loopback stand-ins
+    "stand_ins": "app",        # the stand-ins' own tests: loopback servers, no app
+    "process": "process",      # real processes: python -m bot, replicas, PostgreSQL
+    "limits": "limits",        # the platforms' real limits, at their real rates
+}
 
 
-@pytest.fixture
-async def runpod() -> AsyncIterator[FakeRunPod]:
-    fake = FakeRunPod(default_key=RUNPOD_KEY)
-    await fake.start()
-    yield fake
-    await fake.stop()
+# How many xdist workers `-n auto` (pyproject's addopts) starts. The app, process and limits tiers mostly wait on
+# sockets and timers, not on the CPU, so they run four at a time even on two cores. The unit tier is CPU-bound and
+# done in seconds: starting workers would cost more than they save, so a run of only unit tests gets none.
+# PYTEST_XDIST_AUTO_NUM_WORKERS=n overrides, and `-n 0` (or `-p no:xdist`) runs everything in one process.
+WORKERS = 4
 
 
-# ---- end of stand-in fixtures --------------------------------------------------------------------------
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
+    if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
+        return None  # xdist's own hook reads it
+    only_units = config.option.markexpr.strip() == "unit" or (
+        bool(config.args) and all(_folder(Path(arg.split("::")[0])) == "unit" for arg in config.args))
+    return 0 if only_units else WORKERS
 
 
-# ---- the app under test ---------------------------------------------------------------------------------
-
-@pytest.fixture
-async def make_app(slack: FakeSlack, runpod: FakeRunPod, tmp_path):  # type: ignore[no-untyped-def]
-    """Start the real app against the stand-ins: `app = await make_app(mode="socket", RUNPOD_X="…")`."""
-    from tests.harness import Harness
-
-    started: list[Harness] = []
-
-    async def factory(mode: str = "http", **env: str) -> Harness:
-        harness = Harness(slack, runpod, tmp_path, mode, **env)
-        started.append(harness)
-        return await harness.start()
-
-    yield factory
-    for harness in started:
-        await harness.stop()
+def _folder(path: Path) -> str:
+    """The tier folder a path is in ("" outside tests/)."""
+    try:
+        parts = path.resolve().relative_to(HERE).parts
+    except ValueError:
+        return ""
+    return parts[0] if parts else ""
 
 
-@pytest.fixture(params=["http", "socket"])
-async def app(request, make_app):  # type: ignore[no-untyped-def]
-    """The app in each Slack mode."""
-    return await make_app(request.param)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        folder = _folder(item.path)
+        if folder not in TIERS:
+            raise pytest.UsageError(f"{item.nodeid}: a test lives in a tier's folder ({', '.join(TIERS)})")
+        item.add_marker(TIERS[folder])

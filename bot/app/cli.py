@@ -9,9 +9,6 @@ from bot.core.ids import id_problem, shorten
 from bot.infra.config import Settings
 from bot.work.runtime import Runtime
 
-# How long the command waits for Slack to take the alert.
-POST_WAIT = 20.0
-
 
 async def post_alert(settings: Settings, endpoint: str, job: str, status: str, error: str | None,
                      channel: str | None) -> int:
@@ -32,7 +29,7 @@ async def post_alert(settings: Settings, endpoint: str, job: str, status: str, e
         result, alert = await rt.failure(endpoint, body, channel)
         if result == "posted":
             # The alert goes out through the outbox; wait for Slack's answer to say where it went.
-            await rt.outbox.idle(POST_WAIT)
+            await rt.outbox.idle(rt.timing.cli_post_wait)
             alert = await rt.desk.get(endpoint, job) or alert
     except StartupError as exc:
         print(f"Not posted: {exc}", file=sys.stderr)
@@ -40,8 +37,8 @@ async def post_alert(settings: Settings, endpoint: str, job: str, status: str, e
     finally:
         await rt.close(5.0)
     if alert.ts is None and getattr(alert, "posting", False):
-        print(f"Not posted yet: Slack did not take the message within {POST_WAIT:.0f} s. It stays queued and the app "
-              "posts it when it next starts.", file=sys.stderr)
+        print(f"Not posted yet: Slack did not take the message within {rt.timing.cli_post_wait:.0f} s. It stays "
+              "queued and the app posts it when it next starts.", file=sys.stderr)
         return 1
     if alert.ts is None:
         print(f"Not posted: Slack refused the message in channel {channel} (see the log above; is the app "

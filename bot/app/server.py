@@ -29,7 +29,6 @@ from bot.work.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
-SHUTDOWN_GRACE = 8.0  # SIGTERM to exit stays under 10 s
 
 
 class StartupError(Exception):
@@ -184,7 +183,7 @@ class App:
         await self.rt.check_channels()
         await self.rt.start()
 
-    async def stop(self, grace: float = SHUTDOWN_GRACE) -> None:
+    async def stop(self, grace: float | None = None) -> None:
         self.rt.background.accepting = False
         if self.socket is not None:
             with contextlib.suppress(Exception):
@@ -194,7 +193,7 @@ class App:
                 await self.socket.client.aiohttp_client_session.close()
         if self._connect_task is not None:
             self._connect_task.cancel()
-        await self.rt.close(grace)
+        await self.rt.close(self.rt.timing.shutdown_grace if grace is None else grace)
         if self._runner is not None:
             await self._runner.cleanup()
 
@@ -211,7 +210,7 @@ async def serve(settings: Settings) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-    log.info("stopping: finishing in-flight work (at most %.0f s)", SHUTDOWN_GRACE)
+    log.info("stopping: finishing in-flight work (at most %.0f s)", app.rt.timing.shutdown_grace)
     await app.stop()
     log.info("stopped")
     return 0

@@ -80,6 +80,10 @@ SETTINGS: tuple[Setting, ...] = (
             "until the job's 30-minute retry window closes."),
     Setting("SLACK_PING_INTERVAL", "10", "Socket Mode keep-alive ping interval, in seconds (a dropped socket "
             "is noticed within a few of these)."),
+    Setting("RUNPOD_RETRY_TIME_SCALE", "1", "For tests and benchmarks only: leave unset in production. Multiplies "
+            "every wait the app assumes (pacing, Slack's and RunPod's limits, leases, sweeps, caches; "
+            "bot/infra/timing.py) and divides every rate by it, so `0.1` runs the app's clock ten times as fast "
+            "against stand-ins that enforce the platforms' limits at the same scale. Settings above are not scaled."),
     Setting("LOG_FORMAT", "text", "`json` for one JSON object per line; `text` otherwise."),
     Setting("LOG_LEVEL", "INFO", "Python log level."),
 )
@@ -128,6 +132,7 @@ class Settings:
     runpod_timeout: float = 10.0
     runpod_max_attempts: int = 4
     slack_ping_interval: float = 10.0
+    time_scale: float = 1.0
     log_format: str = "text"
     log_level: str = "INFO"
 
@@ -250,6 +255,7 @@ def load_settings(env: Mapping[str, str], *, serving: bool = True, needs: tuple[
         runpod_timeout=number("RUNPOD_TIMEOUT", float, 0.05),
         runpod_max_attempts=int(number("RUNPOD_MAX_ATTEMPTS", int, 1)),
         slack_ping_interval=number("SLACK_PING_INTERVAL", float, 0.1),
+        time_scale=number("RUNPOD_RETRY_TIME_SCALE", float, 0.001),
         log_format=log_format,
         log_level=get("LOG_LEVEL").upper(),
     )

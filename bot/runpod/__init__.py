@@ -11,10 +11,9 @@ from bot.core.answers import (
     excerpt,
     redact,
 )
-from bot.runpod.client import MAX_RETRY_AFTER, RunPodClient
+from bot.runpod.client import RunPodClient
 
 __all__ = [
-    "MAX_RETRY_AFTER",
     "RunPodBadResponse",
     "RunPodClient",
     "RunPodError",

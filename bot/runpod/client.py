@@ -24,10 +24,8 @@ from bot.core.answers import (
     redact,
 )
 from bot.core.ids import id_problem
+from bot.infra.timing import REAL, Timing
 from bot.runpod.limits import RunPodLimits
-
-MAX_BACKOFF = 30.0
-MAX_RETRY_AFTER = 60.0
 
 
 def _timed_out(exc: BaseException) -> bool:
@@ -66,7 +64,8 @@ class RunPodClient:
         endpoint_keys: Mapping[str, str] | None = None,
         timeout: float = 10.0,
         max_attempts: int = 4,
-        backoff_base: float = 0.5,
+        backoff_base: float | None = None,
+        timing: Timing = REAL,
         max_connections: int = 512,
         transport: httpx.AsyncBaseTransport | None = None,
         sleep: Sleep = asyncio.sleep,
@@ -78,10 +77,11 @@ class RunPodClient:
         self._default_key = api_key
         self._keys = dict(endpoint_keys or {})
         self._max_attempts = max(1, max_attempts)
-        self._backoff_base = backoff_base
+        self._timing = timing
+        self._backoff_base = timing.runpod_backoff_base if backoff_base is None else backoff_base
         self._sleep = sleep
         self._observe = observe
-        self._limits = rate_limits or RunPodLimits()
+        self._limits = rate_limits or RunPodLimits(timing=timing)
         self._on_rate_limited = on_rate_limited
         self._secrets = tuple(k for k in (api_key, *self._keys.values()) if k)
         self._timeout = timeout
@@ -122,10 +122,11 @@ class RunPodClient:
     def _backoff(self, attempt: int, retry_after: str | None) -> float:
         if retry_after:
             try:
-                return min(max(float(retry_after), 0.0), MAX_RETRY_AFTER)
+                wait = self._timing.retry_after(max(float(retry_after), 0.0))
+                return min(wait, self._timing.runpod_max_retry_after)
             except ValueError:
                 pass
-        return min(self._backoff_base * 2 ** (attempt - 1) * (1 + random.random() / 4), MAX_BACKOFF)
+        return min(self._backoff_base * 2 ** (attempt - 1) * (1 + random.random() / 4), self._timing.runpod_max_backoff)
 
     async def _call(self, op: str, method: str, endpoint: str, job: str | None, *, until: float | None = None,
                     throttled: Throttled | None = None) -> RunPodReply:

@@ -11,11 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from bot.infra.ratelimit import Window
-
-WINDOW_SECONDS = 10.0
-# The window counts a call from when its answer lands, never earlier than RunPod counted it (ratelimit.Window); a
-# little extra width covers what that cannot: a call sent after another arriving before it, by a few milliseconds.
-WINDOW_MARGIN = 0.5
+from bot.infra.timing import REAL, Timing
 
 
 @dataclass(frozen=True)
@@ -36,13 +32,15 @@ DOCUMENTED: dict[str, OpLimit] = {
 
 
 class RunPodLimits:
-    """One `Window` per (endpoint, operation), made on first use."""
+    """One `Window` per (endpoint, operation), made on first use, `timing.runpod_window` wide (and a margin: the
+    window counts a call from when its answer lands, never earlier than RunPod counted it, and the margin covers what
+    that cannot, a call sent after another arriving before it by a few milliseconds)."""
 
-    def __init__(self, limits: dict[str, OpLimit] | None = None, window: float = WINDOW_SECONDS,
+    def __init__(self, limits: dict[str, OpLimit] | None = None, timing: Timing = REAL,
                  observe: Callable[[str, str, float], None] | None = None, clock: Callable[[], float] | None = None):
         self._clock = clock
         self._limits = {**DOCUMENTED, **(limits or {})}
-        self._window = window + WINDOW_MARGIN
+        self._window = timing.runpod_window + timing.runpod_window_margin
         self._observe = observe
         self._windows: dict[tuple[str, str], Window] = {}
 

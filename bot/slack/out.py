@@ -22,9 +22,6 @@ from bot.slack.outbox import Delivery, Outbox
 
 log = logging.getLogger(__name__)
 
-# A command's reply that Slack has not taken after this long goes through the command's response_url instead.
-RESPONSE_URL_AFTER = 5.0
-
 # Errors after which posting into the channel will not work, but the command's response_url will.
 NO_CHANNEL_ERRORS = frozenset({"not_in_channel", "channel_not_found", "is_archived", "restricted_action",
                                "access_denied", "missing_scope"})
@@ -102,13 +99,13 @@ class SlackOut:
 
     async def _delivered(self, message_id: int, pending: asyncio.Future[Delivery], place: Place) -> Delivery:
         """Wait for a post. A person waiting on a command is not kept waiting on a Slack outage: when Slack keeps
-        failing the post (errors, not just pacing) for a while and there is a response_url, the post is taken back
-        and said there instead."""
+        failing the post (errors, not just pacing) for `Timing.response_url_after` and there is a response_url, the
+        post is taken back and said there instead."""
         if place.response_url is None:
             return await pending
         while True:
             try:
-                return await asyncio.wait_for(asyncio.shield(pending), RESPONSE_URL_AFTER)
+                return await asyncio.wait_for(asyncio.shield(pending), self.outbox.timing.response_url_after)
             except TimeoutError:
                 if self.outbox.failing(message_id) and await self.outbox.withdraw(message_id):
                     return Delivery(ok=False, error=messages.SLACK_UNAVAILABLE)

@@ -29,26 +29,14 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from bot.infra.metrics import Metrics
 from bot.infra.ratelimit import Bucket
+from bot.infra.timing import REAL, Timing
 from bot.store import Queued, Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
-# Slack's published limits (shared/slack-platform-notes.md): per channel for posts, per method tier otherwise.
-# While the database is away, how long between tries to write down that a call went.
-STORE_RETRY_FIRST, STORE_RETRY_MAX = 1.0, 10.0
-POST_RATE, POST_BURST = 1.0, 3.0               # chat.postMessage and file uploads, per channel
-UPDATE_RATE, UPDATE_BURST = 50 / 60, 5.0        # chat.update: Tier 3
-TIER4_RATE, TIER4_BURST = 100 / 60, 10.0        # chat.postEphemeral, views.*: Tier 4
-RESPONSE_URL_RATE, RESPONSE_URL_BURST = 1.0, 3.0
-DEFAULT_RETRY_AFTER = 1.0   # a 429 without Retry-After
-MAX_BACKOFF = 60.0          # between tries after network errors and 5xx
-# A call that keeps failing in a way nobody foresaw (a bug of ours or of a library) is set aside after this long, so
-# the lane behind it goes on; the caller is told it was not sent and falls back as for any refusal.
-SET_ASIDE_AFTER = 60.0
-SET_ASIDE = "set_aside"  # the error code such a call ends with
+SET_ASIDE = "set_aside"  # the error code of a call set aside (see Timing.outbox_set_aside)
 METHODS = {"post": "chat.postMessage", "update": "chat.update", "ephemeral": "chat.postEphemeral",
            "file": "files.upload", "respond": "response_url", "publish": "views.publish"}
-
 
 
 @dataclass(frozen=True)
@@ -76,14 +64,15 @@ def lane_of(kind: str, payload: dict[str, Any]) -> str:
     return kind  # update, ephemeral
 
 
-def _rate(lane: str) -> tuple[float, float]:
+def _rate(lane: str, timing: Timing) -> tuple[float, float]:
+    """Slack's published limits (shared/slack-platform-notes.md): per channel for posts, per method tier otherwise."""
     if lane.startswith("channel:"):
-        return POST_RATE, POST_BURST
+        return timing.slack_post_rate, timing.slack_post_burst
     if lane.startswith(RESPOND):
-        return RESPONSE_URL_RATE, RESPONSE_URL_BURST
+        return timing.slack_respond_rate, timing.slack_respond_burst
     if lane == "update":
-        return UPDATE_RATE, UPDATE_BURST
-    return TIER4_RATE, TIER4_BURST
+        return timing.slack_update_rate, timing.slack_update_burst
+    return timing.slack_tier4_rate, timing.slack_tier4_burst
 
 
 class _Retry(Exception):
@@ -96,8 +85,9 @@ class _Retry(Exception):
 
 class Outbox:
     def __init__(self, store: Store, client: AsyncWebClient, metrics: Metrics, *,
-                 clock: Callable[[], float] = time.time, set_aside_after: float = SET_ASIDE_AFTER):
+                 clock: Callable[[], float] = time.time, timing: Timing = REAL):
         self.store = store
+        self.timing = timing
         self.client = client
         self.metrics = metrics
         self.clock = clock
@@ -109,7 +99,9 @@ class Outbox:
         self._not_before: dict[int, float] = {}
         self._failed: set[int] = set()  # calls Slack answered with an error (not a 429) at least once
         self._unexpected_since: dict[int, float] = {}  # calls failing in a way `_call` does not expect, since when
-        self.set_aside_after = set_aside_after
+        # A call that keeps failing in a way nobody foresaw (a bug of ours or of a library) is set aside after this
+        # long, so the lane behind it goes on; the caller is told it was not sent and falls back as for any refusal.
+        self.set_aside_after = timing.outbox_set_aside
         self.set_aside = 0  # calls set aside since start (/healthz)
         self._after: dict[str, AfterHook] = {}
         self._closing = False
@@ -206,7 +198,7 @@ class Outbox:
 
     def bucket(self, lane: str) -> Bucket:
         if lane not in self._buckets:
-            self._buckets[lane] = Bucket(*_rate(lane))
+            self._buckets[lane] = Bucket(*_rate(lane, self.timing))
         return self._buckets[lane]
 
     async def _drain(self, lane: str) -> None:
@@ -235,7 +227,7 @@ class Outbox:
                 await self._again(lane, message_id, retry, attempts)
                 continue
             except StoreUnavailable:
-                await asyncio.sleep(1.0)  # the database is away: the call is safe in it, try again soon
+                await asyncio.sleep(self.timing.outbox_store_pause)  # the database is away: the call is safe in it
                 continue
             except asyncio.CancelledError:
                 raise
@@ -246,8 +238,9 @@ class Outbox:
                 else:
                     log.exception("unexpected failure sending Slack call %s; it stays queued", message_id)
                     attempts += 1
-                    await self._again(lane, message_id, _Retry(min(MAX_BACKOFF, 2.0 ** min(attempts, 6)),
-                                                               type(exc).__name__), attempts)
+                    wait = min(self.timing.slack_max_backoff,
+                               2 * self.timing.slack_backoff_base * 2.0 ** min(attempts, 6))
+                    await self._again(lane, message_id, _Retry(wait, type(exc).__name__), attempts)
                     continue
             await self._settle(row, delivery)
             self._finish(lane, message_id, delivery)
@@ -273,7 +266,7 @@ class Outbox:
                 await self.store.later(message_id, not_before, attempts)
                 return
             except StoreUnavailable:  # left "sending", the next take would not find it: wait for the database
-                await asyncio.sleep(1.0)
+                await asyncio.sleep(self.timing.outbox_store_pause)
 
     def _set_aside(self, row: Queued, lane: str, exc: Exception) -> Delivery:
         method = METHODS.get(row.kind, row.kind)
@@ -312,7 +305,7 @@ class Outbox:
                     log.exception("could not record where a Slack message went (%s)", row.after.get("hook"))
 
     async def _stored(self, what: str, step: Callable[[], Awaitable[Any]]) -> None:
-        wait = STORE_RETRY_FIRST
+        wait = self.timing.outbox_store_pause
         while True:
             try:
                 await step()
@@ -323,7 +316,7 @@ class Outbox:
                     return
                 log.warning("could not %s yet, trying again in %g s: %s", what, wait, exc)
                 await asyncio.sleep(wait)
-                wait = min(wait * 2, STORE_RETRY_MAX)
+                wait = min(wait * 2, 10 * self.timing.outbox_store_pause)
 
     async def _call(self, row: Queued) -> Delivery:
         method = METHODS.get(row.kind, row.kind)
@@ -370,14 +363,13 @@ class Outbox:
             if isinstance(raw, list):
                 raw = raw[0] if raw else None
         try:
-            wait = max(0.0, float(raw)) if raw is not None else DEFAULT_RETRY_AFTER
+            wait = self.timing.retry_after(max(0.0, float(raw))) if raw is not None else self.timing.slack_retry_after
         except ValueError:
-            wait = DEFAULT_RETRY_AFTER
-        raise _Retry(min(wait, 600.0), f"Slack rate limit ({code})", throttled=True)
+            wait = self.timing.slack_retry_after
+        raise _Retry(min(wait, self.timing.slack_max_retry_after), f"Slack rate limit ({code})", throttled=True)
 
-    @staticmethod
-    def _backoff(row: Queued) -> float:
-        return min(MAX_BACKOFF, 0.5 * 2.0 ** min(row.attempts, 7))
+    def _backoff(self, row: Queued) -> float:
+        return min(self.timing.slack_max_backoff, self.timing.slack_backoff_base * 2.0 ** min(row.attempts, 7))
 
     async def _respond(self, payload: dict[str, Any]) -> Delivery:
         body = {k: v for k, v in payload.items() if k != "url"}
@@ -386,7 +378,7 @@ class Outbox:
             self.metrics.rate_limited.labels(platform="slack", method="response_url").inc()
             self._throttled(response.headers, "ratelimited")
         if response.status_code >= 500:
-            raise _Retry(DEFAULT_RETRY_AFTER * 2, f"response_url answered HTTP {response.status_code}")
+            raise _Retry(self.timing.slack_retry_after * 2, f"response_url answered HTTP {response.status_code}")
         if response.status_code != 200:
             return Delivery(ok=False, error=(response.body or f"http_{response.status_code}")[:60])
         return Delivery(ok=True)

@@ -15,15 +15,13 @@ from bot.store import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
-INTERVAL = 1.0
-
 
 class Pacer:
     """Writes the changed parts of one subject (a message, its thread pages) one Slack call at a time, at most
-    one call per `interval` seconds. Marking a part that is already waiting costs nothing."""
+    one call per `interval` seconds (`Timing.pacer_interval`). Marking a part that is already waiting costs nothing."""
 
     def __init__(self, write: Callable[[str], Awaitable[object]], background: Background, name: str,
-                 interval: float = INTERVAL, *, wait_first: bool = False):
+                 interval: float, *, wait_first: bool = False):
         self._write = write
         self._background = background
         self._name = name

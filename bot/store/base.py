@@ -21,8 +21,11 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from bot.infra.timing import REAL
+
 # A lease this long survives a busy event loop and a slow database; a dead replica's work moves on within it.
-LEASE_SECONDS = 15.0
+# A store is given its lease (`Timing.lease`, shorter in tests); this is the real one.
+LEASE_SECONDS = REAL.lease
 
 
 def new_owner_id() -> str:
@@ -108,6 +111,7 @@ class Store(abc.ABC):
 
     owner: str
     shared: bool  # several replicas may use it at once (PostgreSQL)
+    lease: float = LEASE_SECONDS  # how long this replica's hold on its work lasts unless renewed
 
     # ---------------------------------------------------------------- life
 

@@ -59,9 +59,10 @@ class PostgresStore(PostgresReports, PostgresBlobs, Store):
     shared = True
 
     def __init__(self, url: str, owner: str | None = None, *, pool_size: int = 10, timeout: float = 10.0,
-                 lock_timeout: float = 120.0) -> None:
+                 lock_timeout: float = 120.0, lease: float = LEASE_SECONDS, listen_check: float = 5.0) -> None:
         self.url = url
         self.owner = owner or new_owner_id()
+        self.lease = lease
         self.pool_size = max(pool_size, 2)
         self.timeout = timeout            # for a query, and for a free connection from the pool
         self.lock_timeout = lock_timeout  # for another replica to let go of a lock()
@@ -71,7 +72,7 @@ class PostgresStore(PostgresReports, PostgresBlobs, Store):
         # At most half the pool holds lock()s, so whoever holds one always finds a connection for its own work.
         self._advisory = AdvisoryLocks(lambda: self.pool, self._translate, slots=self.pool_size // 2,
                                        acquire_timeout=timeout, wait_timeout=lock_timeout)
-        self._listener = Listener(self._connect)
+        self._listener = Listener(self._connect, check_every=listen_check)
         self._connect_options: dict[str, Any] = {
             "timeout": timeout,
             # The server notices a vanished replica within ~25 s and ends its session (and its advisory locks).
@@ -203,7 +204,7 @@ class PostgresStore(PostgresReports, PostgresBlobs, Store):
     # ---------------------------------------------------------------- leases
 
     async def renew(self, now: float) -> None:
-        until = now + LEASE_SECONDS
+        until = now + self.lease
         # One statement at a time, not one transaction: holding these rows while waiting for others'
         # could deadlock with an `adopt` elsewhere. Done and sent rows need no lease: nobody adopts them.
         for sql in ("UPDATE claims SET lease_until = $1 WHERE owner = $2",
@@ -213,7 +214,7 @@ class PostgresStore(PostgresReports, PostgresBlobs, Store):
             await self._execute(sql, until, self.owner)
 
     async def adopt(self, now: float, *, everything: bool = False) -> Adopted:
-        until = now + LEASE_SECONDS
+        until = now + self.lease
         cutoff = math.inf if everything else now
         args = (self.owner, until, cutoff)
         for attempt in range(3):
@@ -265,7 +266,7 @@ class PostgresStore(PostgresReports, PostgresBlobs, Store):
                 " owner = excluded.owner, lease_until = excluded.lease_until WHERE claims.lease_until < $4"
                 # A followed job stays claimed even between its owner's death and another replica's adoption.
                 " AND NOT EXISTS (SELECT 1 FROM follows f WHERE f.endpoint = claims.endpoint AND f.job = claims.job)"
-                " RETURNING owner", endpoint, job, user, now, self.owner, now + LEASE_SECONDS)
+                " RETURNING owner", endpoint, job, user, now, self.owner, now + self.lease)
             if taken is not None:
                 return None
             existing = await self.claimed(endpoint, job)
@@ -287,7 +288,7 @@ class PostgresStore(PostgresReports, PostgresBlobs, Store):
     async def accept(self, kind: str, payload: dict[str, Any], now: float) -> int:
         return int(await self._fetchval(
             "INSERT INTO inbox (kind, payload, created, owner, lease_until) VALUES ($1, $2, $3, $4, $5) RETURNING id",
-            kind, json.dumps(payload), now, self.owner, now + LEASE_SECONDS))
+            kind, json.dumps(payload), now, self.owner, now + self.lease))
 
     async def done(self, work_id: int) -> None:
         await self._execute("UPDATE inbox SET done = 1 WHERE id = $1", work_id)
@@ -314,7 +315,7 @@ class PostgresStore(PostgresReports, PostgresBlobs, Store):
                 "INSERT INTO outbox (kind, lane, payload, after, coalesce_key, created, owner, lease_until)"
                 " VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
                 kind, lane, text, json.dumps(after) if after else None, coalesce, now, self.owner,
-                now + LEASE_SECONDS, timeout=self.timeout)
+                now + self.lease, timeout=self.timeout)
         return int(row_id), False
 
     async def take(self, message_id: int) -> Queued | None:
@@ -368,7 +369,7 @@ class PostgresStore(PostgresReports, PostgresBlobs, Store):
         await self._execute("INSERT INTO follows (endpoint, job, data, owner, lease_until) VALUES ($1, $2, $3, $4, $5)"
                             " ON CONFLICT (endpoint, job) DO UPDATE SET data = excluded.data, owner = excluded.owner,"
                             " lease_until = excluded.lease_until",
-                            endpoint, job, data, self.owner, time.time() + LEASE_SECONDS)
+                            endpoint, job, data, self.owner, time.time() + self.lease)
 
     async def drop_follow(self, endpoint: str, job: str) -> None:
         await self._execute("DELETE FROM follows WHERE endpoint = $1 AND job = $2", endpoint, job)

@@ -115,9 +115,10 @@ def _writable_folder(path: str) -> str | None:
 class SqliteStore(SqliteReports, SqliteBlobs, Store):
     shared = False
 
-    def __init__(self, path: str, owner: str | None = None):
+    def __init__(self, path: str, owner: str | None = None, *, lease: float = LEASE_SECONDS):
         self.path = path
         self.owner = owner or new_owner_id()
+        self.lease = lease
         self._db: aiosqlite.Connection | None = None
         self._locks: dict[str, asyncio.Lock] = {}
         self._users: dict[str, int] = {}
@@ -224,14 +225,14 @@ class SqliteStore(SqliteReports, SqliteBlobs, Store):
     # ---------------------------------------------------------------- leases
 
     async def renew(self, now: float) -> None:
-        until = now + LEASE_SECONDS
+        until = now + self.lease
         # Done and sent rows need no lease: nobody adopts them (and there are a week's worth of them).
         await self._script([(f"UPDATE {table} SET lease_until = ? WHERE owner = ?{only}", (until, self.owner))
                             for table, only in (("claims", ""), ("follows", ""), ("inbox", " AND done = 0"),
                                                 ("outbox", " AND state IN ('queued', 'sending')"))])
 
     async def adopt(self, now: float, *, everything: bool = False) -> Adopted:
-        until = now + LEASE_SECONDS
+        until = now + self.lease
         cutoff = float("inf") if everything else now
         others = "owner != ? AND lease_until < ?"
         statements: list[tuple[str, Any]] = [
@@ -267,7 +268,7 @@ class SqliteStore(SqliteReports, SqliteBlobs, Store):
             # A followed job stays claimed even between its owner's death and another replica's adoption.
             " AND NOT EXISTS (SELECT 1 FROM follows f WHERE f.endpoint = claims.endpoint AND f.job = claims.job)"
             " RETURNING owner",
-            (endpoint, job, user, now, self.owner, now + LEASE_SECONDS, now), commit=True)
+            (endpoint, job, user, now, self.owner, now + self.lease, now), commit=True)
         if taken:
             return None
         existing = await self.claimed(endpoint, job)
@@ -285,7 +286,7 @@ class SqliteStore(SqliteReports, SqliteBlobs, Store):
     async def accept(self, kind: str, payload: dict[str, Any], now: float) -> int:
         rows = await self._rows(
             "INSERT INTO inbox (kind, payload, created, owner, lease_until) VALUES (?, ?, ?, ?, ?) RETURNING id",
-            (kind, json.dumps(payload), now, self.owner, now + LEASE_SECONDS), commit=True)
+            (kind, json.dumps(payload), now, self.owner, now + self.lease), commit=True)
         return int(rows[0]["id"])
 
     async def done(self, work_id: int) -> None:
@@ -310,7 +311,7 @@ class SqliteStore(SqliteReports, SqliteBlobs, Store):
                 "INSERT INTO outbox (kind, lane, payload, after, coalesce_key, created, owner, lease_until)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
                 (kind, lane, text, json.dumps(after) if after else None, coalesce, now, self.owner,
-                 now + LEASE_SECONDS), commit=True)
+                 now + self.lease), commit=True)
         return int(rows[0]["id"]), False
 
     async def take(self, message_id: int) -> Queued | None:
@@ -363,7 +364,7 @@ class SqliteStore(SqliteReports, SqliteBlobs, Store):
 
     async def save_follow(self, endpoint: str, job: str, data: str) -> None:
         await self._write("INSERT OR REPLACE INTO follows (endpoint, job, data, owner, lease_until)"
-                          " VALUES (?, ?, ?, ?, ?)", (endpoint, job, data, self.owner, time.time() + LEASE_SECONDS))
+                          " VALUES (?, ?, ?, ?, ?)", (endpoint, job, data, self.owner, time.time() + self.lease))
 
     async def drop_follow(self, endpoint: str, job: str) -> None:
         await self._write("DELETE FROM follows WHERE endpoint = ? AND job = ?", (endpoint, job))

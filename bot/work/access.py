@@ -8,16 +8,17 @@ import time
 from collections.abc import Awaitable, Callable
 
 from bot.infra.config import Settings
+from bot.infra.timing import REAL, Timing
 
 log = logging.getLogger(__name__)
-
-GROUP_CACHE_SECONDS = 60.0
 
 GroupMembers = Callable[[str], Awaitable[list[str]]]
 
 
 class AccessPolicy:
-    def __init__(self, settings: Settings, group_members: GroupMembers, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, settings: Settings, group_members: GroupMembers, clock: Callable[[], float] = time.monotonic,
+                 timing: Timing = REAL):
+        self._group_cache = timing.group_cache
         self.users = frozenset(settings.allowed_users)
         self.groups = settings.allowed_usergroups
         self.channels = frozenset(settings.allowed_channels)
@@ -53,7 +54,7 @@ class AccessPolicy:
     async def _group(self, group: str) -> frozenset[str] | None:
         """The group's members; a stale list when Slack fails; None when there is no list at all."""
         cached = self._cache.get(group)
-        if cached and self._clock() - cached[0] < GROUP_CACHE_SECONDS:
+        if cached and self._clock() - cached[0] < self._group_cache:
             return cached[1]
         task = self._fetching.get(group)
         if task is None:

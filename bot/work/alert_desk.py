@@ -33,6 +33,7 @@ from bot.core.alerts import (
 from bot.core.health import Health
 from bot.core.outcome import Outcome
 from bot.infra.metrics import Metrics
+from bot.infra.timing import REAL, Timing
 from bot.slack.out import Place, SlackOut
 from bot.slack.outbox import Delivery
 from bot.store import Store
@@ -41,15 +42,8 @@ from bot.work.events import MessageRef
 log = logging.getLogger(__name__)
 
 Key = tuple[str, str]
-# RunPod redelivers a webhook up to twice, 10 s apart: a second failure of the same job inside this window
-# is the same failure.
-REDELIVERY_WINDOW = 5 * 60.0
 # Alerts untouched for this long leave memory (RunPod forgets the job after 30 minutes anyway); the store keeps them.
 MEMORY_SECONDS = 24 * 3600.0
-# How often alerts past their retry deadline are redrawn without their Retry button.
-SWEEP_SECONDS = 30.0
-# An alert that cannot be posted is told to the audit channel at most this often per channel.
-UNDELIVERED_NOTICE_SECONDS = 10 * 60.0
 # The outbox hook that records where an alert was posted, whenever (and by whichever replica) Slack takes it.
 POSTED_HOOK = "alert_posted"
 
@@ -59,8 +53,12 @@ class AlertDesk:
 
     def __init__(self, store: Store, out: SlackOut, metrics: Metrics, clock: Callable[[], float] = time.time, *,
                  max_retries: int | None = None, enabled: Callable[[str], bool] = lambda _endpoint: True,
-                 audit_channel: str = "", channels: Collection[str] = ()):
+                 audit_channel: str = "", channels: Collection[str] = (), timing: Timing = REAL):
         self.store = store
+        # RunPod redelivers a webhook up to twice, 10 s apart: a second failure of the same job inside
+        # `redelivery_window` is the same failure. Expired alerts lose Retry every `alert_sweep`; an alert that cannot
+        # be posted is told to the audit channel at most every `undelivered_notice` per channel.
+        self.timing = timing
         self.out = out
         self.metrics = metrics
         self.clock = clock
@@ -182,7 +180,7 @@ class AlertDesk:
         self.undelivered[channel] = now
         if not self.audit_channel or self.audit_channel == channel:
             return
-        if now - self._undelivered_told.get(channel, float("-inf")) < UNDELIVERED_NOTICE_SECONDS:
+        if now - self._undelivered_told.get(channel, float("-inf")) < self.timing.undelivered_notice:
             return
         self._undelivered_told[channel] = now
         await self.out.post(Place(self.audit_channel), messages.alert_undelivered(endpoint, job, status, error,
@@ -230,14 +228,14 @@ class AlertDesk:
             del self._locks[key]
 
     async def keep_current(self, stop: asyncio.Event) -> None:
-        """Until `stop`: sweep expired alerts every SWEEP_SECONDS."""
+        """Until `stop`: sweep expired alerts every `Timing.alert_sweep`."""
         while not stop.is_set():
             try:
                 await self.sweep_expired()
             except Exception:
                 log.exception("could not redraw expired alerts")
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=SWEEP_SECONDS)
+                await asyncio.wait_for(stop.wait(), timeout=self.timing.alert_sweep)
 
     async def ended_elsewhere(self, endpoint: str, body: dict[str, Any]) -> Alert | None:
         """RunPod says the job ended (completed, cancelled) without this app retrying it: settle its alert."""
@@ -263,7 +261,7 @@ class AlertDesk:
                 # Never posted (Slack refused it for good): this delivery gets its chance to post it.
                 alert = await (post or self.post)(fresh)
                 return "posted", alert
-            recent = self.clock() - existing.ended_at < REDELIVERY_WINDOW
+            recent = self.clock() - existing.ended_at < self.timing.redelivery_window
             # The same failure redelivered after someone acted on the alert (retried and it completed, or was
             # refused) must not turn the alert into "failed again".
             same_failure = (fresh.status, fresh.error) == (existing.status, existing.error)

@@ -16,8 +16,9 @@ LINES_PER_MESSAGE = 40  # 40 lines of at most ~150 characters fit a handful of s
 
 
 class AuditChannel:
-    def __init__(self, out: SlackOut, channel: str, background: Background):
+    def __init__(self, out: SlackOut, channel: str, background: Background, interval: float):
         self.out = out
+        self.interval = interval  # one post at most this often (Timing.pacer_interval)
         self.channel = channel
         self.background = background
         self._pending: list[AuditEntry] = []
@@ -26,7 +27,7 @@ class AuditChannel:
     def add(self, entry: AuditEntry) -> None:
         self._pending.append(entry)
         if self._pacer is None:
-            self._pacer = Pacer(self._write, self.background, "audit channel")
+            self._pacer = Pacer(self._write, self.background, "audit channel", self.interval)
         self._pacer.mark("lines")
 
     async def _write(self, _part: str) -> None:

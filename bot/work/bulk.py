@@ -29,8 +29,6 @@ log = logging.getLogger(__name__)
 Key = tuple[str, str]
 # Bulk retries older than this are not picked up again after a restart (their jobs' follows have long ended).
 MEMORY_SECONDS = 24 * 3600.0
-# Taking a run over: how long to wait for the retries the dead replica had sent to be settled before the summary.
-SETTLE_WAIT = 60.0
 # A job whose retry was sent when a shutdown cut the run off; the next start settles it and updates the line.
 CUT_OFF = "no answer before the app restarted (it may have gone through; checked with /status after the restart)"
 
@@ -116,7 +114,8 @@ class BulkRunner:
                 await self._save(run)
 
         # The parent was just posted: its first update waits too.
-        pacer = Pacer(write, self.service.background, f"bulk parent {run.endpoint}", wait_first=True)
+        pacer = Pacer(write, self.service.background, f"bulk parent {run.endpoint}", self.service.timing.pacer_interval,
+                      wait_first=True)
 
         def changed(job: str | None) -> None:
             pacer.mark("parent")
@@ -230,9 +229,11 @@ class BulkRunner:
         run.changed(None)
         if todo:
             await asyncio.gather(*(self._retry_one(run, job) for job in todo))
-        deadline = time.monotonic() + SETTLE_WAIT
+        # How long to wait for the retries the dead replica had sent to be settled before the summary.
+        timing = self.service.timing
+        deadline = time.monotonic() + timing.bulk_settle_wait
         while run.unanswered and time.monotonic() < deadline:
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(timing.bulk_settle_poll)
             for job in await catch_up(self.store, run):
                 run.changed(job)
         for job in run.unanswered:  # still being settled: the summary says what is known, and the settle follows

@@ -17,13 +17,11 @@ from dataclasses import dataclass
 
 from bot.infra.logs import ctx
 from bot.infra.tasks import Background
+from bot.infra.timing import REAL, Timing
 from bot.store import Claim, Store
 
 log = logging.getLogger(__name__)
 
-# A release the database did not take (it was away) is tried again after these pauses; meanwhile the lease is
-# still renewed by this replica, so the job stays refused until it goes through.
-RELEASE_RETRY_DELAYS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 
 
 @dataclass
@@ -46,8 +44,12 @@ class Hold:
 
 
 class Claims:
-    def __init__(self, store: Store, background: Background, clock: Callable[[], float] = time.time):
+    def __init__(self, store: Store, background: Background, clock: Callable[[], float] = time.time,
+                 timing: Timing = REAL):
         self.store = store
+        # A release the database did not take (it was away) is tried again after these pauses; meanwhile the lease
+        # is still renewed by this replica, so the job stays refused until it goes through.
+        self.release_pauses = timing.release_retry_pauses
         self.background = background
         self.clock = clock
 
@@ -99,7 +101,7 @@ class Claims:
             self.background.spawn(self._release_later(endpoint, job), name=f"release {endpoint}/{job}")
 
     async def _release_later(self, endpoint: str, job: str) -> None:
-        for delay in RELEASE_RETRY_DELAYS:
+        for delay in self.release_pauses:
             await asyncio.sleep(delay)
             try:
                 await self.store.release(endpoint, job)

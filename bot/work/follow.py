@@ -17,6 +17,7 @@ from bot.infra.config import Settings
 from bot.infra.logs import ctx
 from bot.infra.metrics import Metrics
 from bot.infra.tasks import Background
+from bot.infra.timing import REAL, Timing
 from bot.runpod import RunPodClient, RunPodError
 from bot.slack.out import Place, SlackOut
 from bot.store import Store, StoreUnavailable
@@ -24,7 +25,6 @@ from bot.work.events import JobEvents
 
 log = logging.getLogger(__name__)
 
-MAX_INTERVAL = 60.0
 GROWTH = 1.5
 # After this many failed status checks in a row the thread is told, once, that checks are failing.
 WARN_AFTER_ERRORS = 5
@@ -85,7 +85,9 @@ def duration_text(seconds: float) -> str:
 
 class Follower:
     def __init__(self, runpod: RunPodClient, out: SlackOut, store: Store, events: JobEvents, metrics: Metrics,
-                 settings: Settings, background: Background, clock: Callable[[], float] = time.time):
+                 settings: Settings, background: Background, clock: Callable[[], float] = time.time,
+                 timing: Timing = REAL):
+        self.max_interval = timing.follow_max_interval  # status checks grow apart up to this
         self.runpod = runpod
         self.out = out
         self.store = store
@@ -214,7 +216,7 @@ class Follower:
                     if errors == WARN_AFTER_ERRORS and not target.quiet:
                         await self._say(target, messages.follow_trouble(target.endpoint, target.job,
                                                                         outcome.summary))
-                    interval = min(interval * GROWTH * 2, MAX_INTERVAL)
+                    interval = min(interval * GROWTH * 2, self.max_interval)
                     continue
                 errors = 0
                 status = (reply.job_status or "").upper()
@@ -235,7 +237,7 @@ class Follower:
                 if last_look:
                     reason = too_long
                     break
-                interval = min(interval * GROWTH, MAX_INTERVAL)
+                interval = min(interval * GROWTH, self.max_interval)
         except asyncio.CancelledError:
             # Shutting down: the follow stays in the store and resumes on the next start.
             self._forget(key)

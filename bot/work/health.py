@@ -11,24 +11,20 @@ from collections.abc import Callable
 
 from bot.core import messages
 from bot.core.health import Health, health_problem, parse_health
+from bot.infra.timing import REAL, Timing
 from bot.runpod import RunPodClient, RunPodError, RunPodTimeout
 from bot.work.retry import RetryService, Who
 
 log = logging.getLogger(__name__)
-
-CACHE_SECONDS = 30.0      # a snapshot this young is used again instead of asking RunPod
-FAILURE_SECONDS = 10.0    # after a failed check, RunPod is not asked again about that endpoint for this long
-TIMEOUT = 3.0             # one health check, at most (RunPod's answer is small)
-WAIT = 1.5                # how long an alert or a summary waits for a snapshot before going without one
-SHOW_SECONDS = 600.0      # a snapshot older than this is not shown any more (a message redrawn later drops it)
 
 Result = Health | RunPodError
 
 
 class EndpointHealth:
     def __init__(self, runpod: RunPodClient, enabled: Callable[[str], bool], *, configured: bool = True,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, timing: Timing = REAL):
         self.runpod = runpod
+        self.timing = timing  # health_cache, health_failure_cache, health_timeout, health_wait, health_show
         self.enabled = enabled          # the endpoints the app may call (RUNPOD_RETRY_ENDPOINTS)
         self.configured = configured    # there is an API key to ask with
         self.clock = clock
@@ -37,18 +33,19 @@ class EndpointHealth:
         self._last: dict[str, Health] = {}  # the latest snapshot of each endpoint, kept through failed checks
 
     def peek(self, endpoint: str) -> Health | None:
-        """The latest snapshot, without asking RunPod (for messages drawn again and again): up to SHOW_SECONDS old,
+        """The latest snapshot, without asking RunPod (for messages drawn again and again): up to `health_show` old,
         each snapshot saying when RunPod gave it."""
         last = self._last.get(endpoint)
-        return last if last is not None and self.clock() - last.at <= SHOW_SECONDS else None
+        return last if last is not None and self.clock() - last.at <= self.timing.health_show else None
 
     async def _fetch(self, endpoint: str) -> Result:
         try:
-            async with asyncio.timeout(TIMEOUT):
+            async with asyncio.timeout(self.timing.health_timeout):
                 reply = await self.runpod.health(endpoint)
             result: Result = parse_health(endpoint, reply.body, self.clock())
         except TimeoutError:
-            result = RunPodTimeout("RunPod did not answer the health check in time", op="health", elapsed=TIMEOUT)
+            result = RunPodTimeout("RunPod did not answer the health check in time", op="health",
+                                   elapsed=self.timing.health_timeout)
         except RunPodError as exc:
             result = exc
         except Exception as exc:  # a health check must never break what asked for it
@@ -64,7 +61,7 @@ class EndpointHealth:
     def _fresh(self, endpoint: str) -> Result | None:
         cached = self._cache.get(endpoint)
         if cached is not None and self.clock() - cached[0] <= (
-                CACHE_SECONDS if isinstance(cached[1], Health) else FAILURE_SECONDS):
+                self.timing.health_cache if isinstance(cached[1], Health) else self.timing.health_failure_cache):
             return cached[1]
         return None
 
@@ -83,8 +80,8 @@ class EndpointHealth:
             self._start(endpoint)
 
     async def check(self, endpoint: str, *, wait: float | None = None) -> Result | None:
-        """A fresh snapshot (cached for CACHE_SECONDS, a failure for FAILURE_SECONDS), or the error; None when the
-        check did not finish within `wait` seconds (it goes on, and fills the cache) or is not allowed."""
+        """A fresh snapshot (cached for `Timing.health_cache`, a failure for `health_failure_cache`), or the error;
+        None when the check did not finish within `wait` seconds (it goes on, and fills the cache) or is not allowed."""
         if not self.configured or not self.enabled(endpoint):
             return None
         fresh = self._fresh(endpoint)
@@ -96,10 +93,10 @@ class EndpointHealth:
         except TimeoutError:
             return None
 
-    async def get(self, endpoint: str, *, wait: float = WAIT) -> Health | None:
+    async def get(self, endpoint: str, *, wait: float | None = None) -> Health | None:
         """The snapshot to show beside something else; None when there is none in time. Never raises."""
         try:
-            result = await self.check(endpoint, wait=wait)
+            result = await self.check(endpoint, wait=self.timing.health_wait if wait is None else wait)
         except Exception:
             log.exception("health check of endpoint %s failed", endpoint)
             return None
@@ -112,7 +109,7 @@ class EndpointHealth:
         rules as a status check."""
         if not await service.gate(who, endpoint, (), "check"):
             return
-        result = await self.check(endpoint, wait=TIMEOUT + 1)
+        result = await self.check(endpoint, wait=self.timing.health_timeout + 1)  # and a second more
         if isinstance(result, Health):
             msg = messages.health_message(endpoint, result)
         else:

@@ -1,5 +1,5 @@
 """The Home tab: drawn for a person when they open it, and kept current while they may be looking (job events,
-new failures), at most once per MIN_INTERVAL seconds per person and only when what it shows changed, so
+new failures), at most once per `Timing.home_min_interval` per person and only when what it shows changed, so
 views.publish (Tier 4, about 100 a minute) is never flooded. A Retry there goes where a retry of that job belongs.
 
 Several replicas: whoever changes something tells the others (store.publish), so a Home opened on one replica
@@ -31,10 +31,6 @@ from bot.work.threads import retry_in_thread
 
 log = logging.getLogger(__name__)
 
-ACTIVE_SECONDS = 15 * 60.0  # a Home opened this recently is kept current
-MIN_INTERVAL = 10.0         # one person's Home is redrawn at most this often
-IDLE_REDRAW = 60.0          # and at least this often while active (deadlines pass without any event)
-TELL_EVERY = 2.0            # other replicas are told of changes at most this often
 MAX_VIEWERS = 500
 TOPIC = "home"
 DAY = 24 * 3600.0
@@ -58,6 +54,7 @@ class HomeDesk:
     def __init__(self, service: RetryService, storms: StormDesk, health: EndpointHealth, settings: Settings,
                  clock: Callable[[], float] = time.time):
         self.service = service
+        self.timing = service.timing  # home_active, home_min_interval, home_idle_redraw, home_tell_every
         self.storms = storms
         self.health = health
         self.settings = settings
@@ -81,7 +78,7 @@ class HomeDesk:
 
     def _mark_all(self) -> None:
         now = self.clock()
-        self._dirty.update(u for u, at in self._viewers.items() if now - at < ACTIVE_SECONDS)
+        self._dirty.update(u for u, at in self._viewers.items() if now - at < self.timing.home_active)
         if self._dirty:
             self._wake.set()
 
@@ -89,7 +86,7 @@ class HomeDesk:
         """app_home_opened: draw it now, then keep it current for a while."""
         now = self.clock()
         self._viewers[user] = now
-        if now - self._drawn.get(user, 0) >= MIN_INTERVAL:
+        if now - self._drawn.get(user, 0) >= self.timing.home_min_interval:
             self._keys.pop(user, None)  # opened again a while later: publish even if nothing changed
         if len(self._viewers) > MAX_VIEWERS:
             oldest = min(self._viewers, key=self._viewers.__getitem__)
@@ -105,7 +102,7 @@ class HomeDesk:
             await self._tell()
 
     async def _tell(self) -> None:
-        if not self._tell_pending or self.clock() - self._told < TELL_EVERY:
+        if not self._tell_pending or self.clock() - self._told < self.timing.home_tell_every:
             return
         self._tell_pending, self._told = False, self.clock()
         try:
@@ -114,16 +111,18 @@ class HomeDesk:
             log.warning("could not tell other replicas that a Home tab changed", exc_info=True)
 
     async def keep_current(self, stop: asyncio.Event) -> None:
-        """Until `stop`: redraw the Homes marked changed (at most every MIN_INTERVAL each), and the active ones at
-        least every IDLE_REDRAW."""
+        """Until `stop`: redraw the Homes marked changed (at most every `home_min_interval` each), and the active
+        ones at least every `home_idle_redraw` (deadlines pass without any event)."""
+        t = self.timing
         while not stop.is_set():
             self._wake.clear()
             now = self.clock()
-            for user in [u for u, at in self._viewers.items() if now - at >= ACTIVE_SECONDS]:
+            for user in [u for u, at in self._viewers.items() if now - at >= t.home_active]:
                 self._viewers.pop(user, None)
                 self._dirty.discard(user)
-            due = [u for u in self._viewers if (u in self._dirty and now - self._drawn.get(u, 0) >= MIN_INTERVAL)
-                   or now - self._drawn.get(u, 0) >= IDLE_REDRAW]
+            due = [u for u in self._viewers
+                   if (u in self._dirty and now - self._drawn.get(u, 0) >= t.home_min_interval)
+                   or now - self._drawn.get(u, 0) >= t.home_idle_redraw]
             try:
                 if due:
                     self._dirty.difference_update(due)
@@ -131,9 +130,9 @@ class HomeDesk:
                 await self._tell()
             except Exception:  # the database away, say: try again at the next round
                 log.exception("could not bring the Home tabs up to date")
-            waits = [MIN_INTERVAL - (now - self._drawn.get(u, 0)) for u in self._dirty]
-            waits += [IDLE_REDRAW - (now - self._drawn.get(u, 0)) for u in self._viewers]
-            timeout = max(0.2, min([*waits, IDLE_REDRAW]))
+            waits = [t.home_min_interval - (now - self._drawn.get(u, 0)) for u in self._dirty]
+            waits += [t.home_idle_redraw - (now - self._drawn.get(u, 0)) for u in self._viewers]
+            timeout = max(t.home_min_wait, min([*waits, t.home_idle_redraw]))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._either(stop), timeout=timeout)
 
@@ -192,8 +191,8 @@ class HomeDesk:
                     for f in shared.failures]
         health = [h for s in shared.stats if (h := self.health.peek(s.endpoint)) is not None]
         return messages.home_view(user, shared.now, access, failures, shared.following, shared.attempts,
-                                  shared.stats, more_failures=shared.more, health=health, refresh=MIN_INTERVAL,
-                                  kept=ACTIVE_SECONDS)
+                                  shared.stats, more_failures=shared.more, health=health,
+                                  refresh=self.timing.home_min_interval, kept=self.timing.home_active)
 
     async def draw(self, users: list[str]) -> None:
         """Publish each user's Home if what it shows changed since it was last published."""

@@ -25,6 +25,7 @@ from bot.infra.config import Settings
 from bot.infra.logs import ctx
 from bot.infra.metrics import Metrics
 from bot.infra.tasks import Background
+from bot.infra.timing import REAL, Timing
 from bot.runpod import RunPodClient, RunPodError, RunPodReply, RunPodTimeout
 from bot.runpod.client import Throttled
 from bot.slack.out import Place, SlackOut
@@ -41,7 +42,6 @@ AUDIT_RETRY_FIRST = 1.0
 AUDIT_RETRY_MAX = 10.0
 
 # Settling a retry the database could not take is tried again after these pauses.
-SETTLE_RETRY_PAUSES = (1.0, 2.0, 4.0, 8.0, 16.0)
 PROBE_AFTER = UNCERTAIN | {Kind.REFUSED}
 
 
@@ -85,8 +85,9 @@ class RetryService:
     def __init__(self, runpod: RunPodClient, out: SlackOut, store: Store, events: JobEvents, follower: Follower,
                  access: AccessPolicy, metrics: Metrics, settings: Settings, background: Background,
                  clock: Callable[[], float] = time.time,
-                 alert_of: Callable[[str, str], Awaitable[Alert | None]] | None = None):
+                 alert_of: Callable[[str, str], Awaitable[Alert | None]] | None = None, timing: Timing = REAL):
         self.runpod = runpod
+        self.timing = timing  # handed on to what the service's users make (pacers, bulk runs)
         self.out = out
         self.store = store
         self.events = events
@@ -96,7 +97,7 @@ class RetryService:
         self.settings = settings
         self.background = background
         self.clock = clock
-        self.claims = Claims(store, background, clock)
+        self.claims = Claims(store, background, clock, timing)
         self.retry_window = float(RETENTION_SECONDS)  # the longest a job can still be retried from now
         # The job's alert, if it has one (the alert desk's view): where results are shown, and whether it ended.
         self.alert_of = alert_of
@@ -104,7 +105,8 @@ class RetryService:
         # Told of each retry settled after a restart, before it is recorded (a bulk run or grouped alert updates
         # its line): `hook(sent_record, outcome)`.
         self.on_settled: list[Callable[[dict[str, Any], Outcome], Awaitable[None]]] = []
-        self.audit_channel = AuditChannel(out, settings.audit_channel, background) if settings.audit_channel else None
+        self.audit_channel = (AuditChannel(out, settings.audit_channel, background, timing.pacer_interval)
+                              if settings.audit_channel else None)
         # A follow holds its job's claim until the job ends.
         follower.on_end.append(lambda target, _final: self.claims.follow_ended(target.endpoint, target.job))
 
@@ -337,7 +339,7 @@ class RetryService:
         never came: /status tells whether it took effect. It is then recorded, replied, announced and followed as
         if RunPod had answered, so no alert is left "retrying" and the budget sees it."""
         endpoint, job = str(row.payload.get("endpoint")), str(row.payload.get("job"))
-        for pause in (*SETTLE_RETRY_PAUSES, None):
+        for pause in (*self.timing.settle_retry_pauses, None):
             try:
                 await self._settle(row, endpoint, job)
                 break

@@ -20,11 +20,12 @@ from bot.core.worker_errors import error_summary
 from bot.infra.config import Settings
 from bot.infra.metrics import Metrics
 from bot.infra.tasks import Background
+from bot.infra.timing import Timing
 from bot.runpod import RunPodClient
 from bot.runpod.limits import RunPodLimits
 from bot.slack.out import SlackOut, make_client
 from bot.slack.outbox import Outbox
-from bot.store import LEASE_SECONDS, Queued, Store, StoreUnavailable, open_store
+from bot.store import Queued, Store, StoreUnavailable, open_store
 from bot.work.access import AccessPolicy
 from bot.work.alert_desk import AlertDesk
 from bot.work.bulk import BulkRunner
@@ -44,48 +45,50 @@ KEEP_SECONDS = 7 * 24 * 3600.0
 # Replicas tell each other about webhooks for followed jobs on this topic: the one following the job ends it at once.
 FOLLOW_TOPIC = "follow"
 MAX_FOLLOW_NEWS = 7000  # bytes; a bigger webhook body is announced without it (its follower asks /status instead)
-# At shutdown, how long a periodic task (the expiry sweep, the lease keeper) may take to notice before it is cancelled.
-PERIODIC_GRACE = 1.0
-# An accepted failure the database could not take is tried again after these pauses.
-STORE_RETRY_PAUSES = (1.0, 2.0, 4.0, 8.0, 16.0)
 
 
 class Runtime:
     """Everything a listener needs, and nothing global."""
 
-    def __init__(self, settings: Settings, *, client: AsyncWebClient | None = None, store: Store | None = None):
+    def __init__(self, settings: Settings, *, client: AsyncWebClient | None = None, store: Store | None = None,
+                 timing: Timing | None = None):
         self.settings = settings
+        # The one clock every part that waits is given: the real one, unless RUNPOD_RETRY_TIME_SCALE shrinks it.
+        self.timing = timing if timing is not None else Timing().scaled(settings.time_scale)
         self.metrics = Metrics()
         self.background = Background()
         self.client = client or make_client(settings.slack_bot_token, settings.slack_api_url)
-        self.store = store or open_store(settings.db_path)
+        self.store = store or open_store(settings.db_path, timing=self.timing)
         # The outbox retries and paces its own calls: its client has no retry handlers of slack_sdk's.
         self.outbox_client = AsyncWebClient(token=self.client.token, base_url=self.client.base_url,
                                             timeout=self.client.timeout, retry_handlers=[])
-        self.outbox = Outbox(self.store, self.outbox_client, self.metrics)
+        self.outbox = Outbox(self.store, self.outbox_client, self.metrics, timing=self.timing)
         self.out = SlackOut(self.outbox)
         self.runpod = RunPodClient(settings.runpod_api_url, settings.runpod_api_key,
                                    endpoint_keys=settings.runpod_endpoint_keys, timeout=settings.runpod_timeout,
-                                   max_attempts=settings.runpod_max_attempts,
+                                   max_attempts=settings.runpod_max_attempts, timing=self.timing,
                                    observe=self.metrics.observe_runpod,
-                                   rate_limits=RunPodLimits(observe=self.metrics.observe_runpod_rate),
+                                   rate_limits=RunPodLimits(timing=self.timing,
+                                                            observe=self.metrics.observe_runpod_rate),
                                    on_rate_limited=lambda _endpoint, op: self.metrics.rate_limited.labels(
                                        platform="runpod", method=op).inc())
-        self.access = AccessPolicy(settings, self._group_members)
+        self.access = AccessPolicy(settings, self._group_members, timing=self.timing)
         self.desk = AlertDesk(self.store, self.out, self.metrics, max_retries=settings.max_retries_per_job,
                               enabled=self.access.enabled, audit_channel=settings.audit_channel,
-                              channels=self.access.channels)
+                              channels=self.access.channels, timing=self.timing)
         self.events = JobEvents()
         self.events.subscribe(self.desk)
         self.follower = Follower(self.runpod, self.out, self.store, self.events, self.metrics, settings,
-                                 self.background)
+                                 self.background, timing=self.timing)
         self.service = RetryService(self.runpod, self.out, self.store, self.events, self.follower, self.access,
-                                    self.metrics, settings, self.background, alert_of=self.desk.get)
+                                    self.metrics, settings, self.background, alert_of=self.desk.get,
+                                    timing=self.timing)
         self.bulk = BulkRunner(self.service, settings)
         self.storms = StormDesk(self.bulk, self.desk, settings)
         self.recent = RecentFailures(self.bulk)
         # Endpoint health beside alerts, confirmations and summaries; the Home tab kept current by job events.
-        self.health = EndpointHealth(self.runpod, self.access.enabled, configured=bool(settings.runpod_api_key))
+        self.health = EndpointHealth(self.runpod, self.access.enabled, configured=bool(settings.runpod_api_key),
+                                     timing=self.timing)
         self.desk.health = self.storms.health = self.health.peek
         self.bulk.health = self.health
         self.home = HomeDesk(self.service, self.storms, self.health, settings)
@@ -201,14 +204,14 @@ class Runtime:
             except Exception:
                 log.exception("could not renew this replica's leases")
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), timeout=LEASE_SECONDS / 3)
+                await asyncio.wait_for(self._stopping.wait(), timeout=self.store.lease / 3)
 
     async def close(self, grace: float = 8.0) -> None:
         self._stopping.set()
-        # The sweep stops between two alerts; what it is waiting for gets PERIODIC_GRACE, then it is cancelled.
+        # The sweep stops between two alerts; what it is waiting for gets `periodic_grace`, then it is cancelled.
         periodic = {task for task in (self._sweeper, self._leases, self._home) if task is not None}
         if periodic:
-            _done, late = await asyncio.wait(periodic, timeout=PERIODIC_GRACE)
+            _done, late = await asyncio.wait(periodic, timeout=self.timing.periodic_grace)
             for task in late:
                 task.cancel()
             if late:
@@ -281,7 +284,8 @@ class Runtime:
     async def _failure_accepted(self, work_id: int, endpoint: str, body: dict[str, Any]) -> None:
         """An accepted failure: done once its alert is stored and queued for Slack (or it joined a grouped alert).
         Cut off by a shutdown, or the database away for long, it stays in the inbox for the next owner."""
-        for pause in (*STORE_RETRY_PAUSES, None):
+        # An accepted failure the database could not take is tried again after these pauses.
+        for pause in (*self.timing.store_retry_pauses, None):
             try:
                 await self.failure(endpoint, body)
                 break

@@ -197,7 +197,8 @@ class StormDesk:
     def _pacer(self, storm: Storm) -> Pacer:
         pacer = self._pacers.get(storm.key)
         if pacer is None:
-            pacer = Pacer(lambda part: self._write(storm, part), self.service.background, f"storm {storm.key}")
+            pacer = Pacer(lambda part: self._write(storm, part), self.service.background, f"storm {storm.key}",
+                          self.service.timing.pacer_interval)
             self._pacers[storm.key] = pacer
         return pacer
 

@@ -44,7 +44,8 @@ async def bulk_in_thread(bulk: BulkRunner, who: Who, endpoint: str, jobs: tuple[
             await service.out.update(channel, progress_ts, messages.bulk_parent(
                 who.user, endpoint, run.tally(), run.again(), threaded=False, unknown=run.unknown()))
 
-        pacer = Pacer(write, service.background, f"bulk progress {endpoint}", wait_first=True)
+        pacer = Pacer(write, service.background, f"bulk progress {endpoint}", service.timing.pacer_interval,
+                      wait_first=True)
 
         def changed(job: str | None) -> None:
             pacer.mark("progress")

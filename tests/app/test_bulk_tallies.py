@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 
-from tests.harness import message_text
+from testkit.harness import message_text
 
 EP = "ep1"
 CHANNEL = "C1"

@@ -7,8 +7,8 @@ from __future__ import annotations
 import json
 
 from bot.core import actions
-from tests.harness import Harness, message_text
-from tests.surfaces_payloads import message_action, view_submission
+from testkit.harness import Harness, message_text
+from testkit.surfaces_payloads import message_action, view_submission
 
 EP, EP2 = "abc123xyz4567", "def456uvw"
 JOB = "60902e6c-08a1-426e-9cb9-9eaec90f5e2b-u1"

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import pytest
 
-from tests.fakes import Health
-from tests.fakes.runpod_health import NO_WORKERS
-from tests.fakes.worker_shapes import RUNPOD_DOCS_HEALTH
-from tests.harness import message_text
-from tests.test_alerts import alert_via_webhook, buttons
+from testkit.fakes import Health
+from testkit.fakes.runpod_health import NO_WORKERS
+from testkit.fakes.worker_shapes import RUNPOD_DOCS_HEALTH
+from testkit.harness import message_text
+from tests.app.test_alerts import alert_via_webhook, buttons
 
 EP = "ep1"
 

@@ -7,9 +7,11 @@ import logging
 import re
 from typing import Any
 
+import pytest
+
 from bot.core import actions
-from tests.harness import message_text
-from tests.surfaces_payloads import app_home_opened
+from testkit.harness import message_text
+from testkit.surfaces_payloads import app_home_opened
 
 EP = "ep1"
 ALERTS = "CALERTS"
@@ -196,6 +198,7 @@ async def test_a_400_for_a_failed_job_says_runpod_refused_it_and_no_rule_that_is
     assert "HTTP 400" in said
 
 
+@pytest.mark.real_time  # the footer states the real window (15 minutes); on the test clock it would be a tenth
 async def test_the_home_footer_promises_only_what_the_app_keeps(make_app, slack):
     app = await make_app("http")
     before = len(slack.calls_to("views.publish"))

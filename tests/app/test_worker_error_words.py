@@ -8,14 +8,14 @@ from __future__ import annotations
 from typing import Any
 
 from bot.core import actions
-from tests.fakes.worker_shapes import (
+from testkit.fakes.worker_shapes import (
     TORCH_OOM_TRACEBACK,
     VALUE_ERROR_TRACEBACK,
     runpod_python_error,
 )
-from tests.harness import message_text
-from tests.test_alerts import ALERTS, buttons, click_retry
-from tests.test_home import open_home
+from testkit.harness import message_text
+from tests.app.test_alerts import ALERTS, buttons, click_retry
+from tests.app.test_home import open_home
 
 EP = "ep1"
 OOM = "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of"

@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import time
 
-from tests.fakes.limits import SlackLimits
-from tests.harness import message_text
+from testkit.fakes.limits import SlackLimits
+from testkit.harness import message_text
 
 COMMANDS = 40
 ENDPOINTS = ("ep1", "ep2", "ep3", "ep4")

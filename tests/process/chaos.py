@@ -36,11 +36,12 @@ from typing import Any
 from aiohttp import web
 
 from bot.core import actions, messages
-from tests.fakes import FakeRunPod, FakeSlack, SlackFault, SlackLimits
-from tests.fakes.runpod import RunPodCall
-from tests.harness import BOT_TOKEN, RUNPOD_KEY, button_value, message_text
-from tests.pg import PostgresServer
-from tests.replicas import Replicas
+from testkit.env import BOT_TOKEN, RUNPOD_KEY
+from testkit.fakes import FakeRunPod, FakeSlack, SlackFault, SlackLimits
+from testkit.fakes.runpod import RunPodCall
+from testkit.harness import button_value, message_text
+from testkit.pg import PostgresServer
+from testkit.replicas import Replicas
 
 ALERTS = "CALERTS"
 COMMANDS = "CCMD"       # where slash-command retries are typed

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.harness import message_text
+from testkit.harness import message_text
 from tests.process.chaos import (
     ENDING_WITHIN,
     Record,

@@ -12,11 +12,13 @@ import pytest
 
 from bot.core import actions, messages
 from bot.core.groups import JobResult
-from tests.fakes import FakeRunPod, FakeSlack, SlackFault, SlackLimits
-from tests.harness import BOT_TOKEN, RUNPOD_KEY, button_value, message_text
-from tests.pg import PostgresServer
+from testkit.env import BOT_TOKEN, RUNPOD_KEY
+from testkit.fakes import FakeRunPod, FakeSlack, SlackFault, SlackLimits
+from testkit.harness import button_value, message_text
+from testkit.pg import PostgresServer
+from testkit.polling import wait_until
+from testkit.replicas import Replicas
 from tests.process.chaos import app_tracebacks
-from tests.replicas import Replicas, wait_until
 
 EP = "ep1"
 ALERTS = "CALERTS"

@@ -7,24 +7,23 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import sys
 import time
 from pathlib import Path
 
 from bot.store import SqliteStore
-from tests.harness import BOT_TOKEN, RUNPOD_KEY
+from testkit.env import BOT_TOKEN, RUNPOD_KEY, process_env, time_scale_settings
 
-ROOT = Path(__file__).resolve().parents[2]
 EP = "ep1"
 HTML_502 = "<html><body><h1>502 Bad Gateway</h1></body></html>"
 
 
 def environment(tmp_path: Path, runpod, **env: str) -> dict[str, str]:  # type: ignore[no-untyped-def]
-    return {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(ROOT), "USER": "dana", "LOGNAME": "dana",
-            "RUNPOD_API_KEY": RUNPOD_KEY, "RUNPOD_API_URL": runpod.url, "RUNPOD_FOLLOW_INTERVAL": "0.05",
-            "RUNPOD_RETRY_DB": str(tmp_path / "runpod-retry.db"), "RUNPOD_TIMEOUT": "2", **env}
+    """Only the settings given (no .env, none inherited), on the RunPod stand-in's clock."""
+    return process_env({"USER": "dana", "LOGNAME": "dana", "RUNPOD_API_KEY": RUNPOD_KEY, "RUNPOD_API_URL": runpod.url,
+                        "RUNPOD_FOLLOW_INTERVAL": "0.05", "RUNPOD_RETRY_DB": str(tmp_path / "runpod-retry.db"),
+                        "RUNPOD_TIMEOUT": "2", **time_scale_settings(runpod), **env})
 
 
 async def run_bot(tmp_path: Path, runpod, *args: str, **env: str) -> tuple[int, str, str]:  # type: ignore[no-untyped-def]

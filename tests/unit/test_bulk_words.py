@@ -7,7 +7,7 @@ from bot.core import messages
 from bot.core.answers import RunPodHTTPError, RunPodReply
 from bot.core.groups import JobResult, Tally
 from bot.core.outcome import classify_retry
-from tests.harness import message_text
+from testkit.harness import message_text
 
 EP = "ep1"
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from bot.core import messages
 from bot.core.alerts import new_alert
 from bot.core.health import parse_health, read_health
-from tests.fakes.worker_shapes import RUNPOD_DOCS_HEALTH, TORCH_OOM_TRACEBACK
+from testkit.fakes.worker_shapes import RUNPOD_DOCS_HEALTH, TORCH_OOM_TRACEBACK
 
 README = " ".join((Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8").split())
 ZERO = {"idle": 0, "initializing": 0, "ready": 0, "running": 0, "throttled": 0, "unhealthy": 0}

@@ -1,0 +1,29 @@
+"""Benchmark: the app against loopback stand-ins for Slack and RunPod, beside the obvious implementation.
+
+Run from the repository root: `python -m bench` (about 3 minutes; `--skip-naive` leaves out the slow
+baseline; `--only SECTION` runs one of burst, bulk, limits, replicas, naive and writes nothing). Prints Markdown
+tables and writes them to bench/RESULTS.md and between the `<!-- bench:start -->` / `<!-- bench:end -->` markers
+in README.md.
+
+Set-up, so the numbers mean what they say:
+- The app runs as its own process (`python -m bot`, HTTP mode, exactly as deployed), so its event loop does not
+  share a CPU slice with the load generator. The stand-ins (testkit/fakes: FakeSlack, FakeRunPod) and the load
+  generator run together in this process.
+- Ack latency is measured by the load generator: from sending a signed slash command on a fresh connection to
+  reading the whole answer. It includes connection set-up and this process's own scheduling, so it is an upper
+  bound on what the app adds.
+- "All results posted" is measured at the Slack stand-in: arrival of the last of the result replies (the first
+  reply in each command's thread; parents do not count) minus the moment the burst started.
+- Real limits (issue 10): a separate app process, with the Slack stand-in at Slack's limits and the RunPod stand-in
+  at RunPod's documented ones; a 150-failure storm into one alert channel, then a 300-job bulk retry, each timed
+  beside the floor the limits allow.
+- Replicas (issue 11): the same burst once into one process on SQLite, then spread round-robin over 3 processes
+  on one PostgreSQL (the embedded server the tests use).
+- The baseline (bench/naive_app.py) gets the same burst, the same stand-ins and the same measurement.
+
+The modules: `config` (the figures each section uses), `processes` (the app and the baseline as processes, through
+testkit/process.py, as the tests start them), `scenarios` (the burst and the bulk run), `limits` (the storm and the
+bulk run at the platforms' real limits), `runs` (each section, start to end), `report` (the Markdown tables and the
+README's bench section), `__main__` (the command line).
+"""
+

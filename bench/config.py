@@ -1,0 +1,53 @@
+"""The figures the benchmark's sections use: sizes, RunPod's answer times, caps on every wait."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from testkit.env import BOT_TOKEN, RUNPOD_KEY, SIGNING_SECRET, WEBHOOK_SECRET
+
+__all__ = ["BOT_TOKEN", "RUNPOD_KEY", "SIGNING_SECRET", "WEBHOOK_SECRET"]
+
+ROOT = Path(__file__).resolve().parent.parent
+ENDPOINT = "bench-ep"
+CHANNEL = "CBENCH"             # the bulk run's channel
+ALERT_CHANNEL = "CALERTS"
+
+BURST = 200
+# Both stand-ins enforce real limits, and the app paces itself by them: Slack about 1 post per second per channel,
+# RunPod /retry 100 per 10 s and 20 at once per endpoint. Into one channel and one endpoint, 200 commands would
+# measure those limits (~200 s of Slack posts, ~20 s of /retry), not the app. A big team's burst is spread:
+# one channel per command, and the jobs over BURST_ENDPOINTS endpoints (20 each: within RunPod's 20 at once).
+BURST_ENDPOINTS = 10
+BURST_RUNS = 3             # the app gets the burst this many times (the baseline once: it takes minutes)
+BURST_LATENCY = 2.0
+BULK = 100                 # one window of the app's /retry limiter (100 per 10 s per endpoint), so this measures
+BULK_LATENCY = 0.2         # the app's concurrency, not RunPod's limit (the real-limits section does that)
+BULK_CONCURRENCY = 8       # the app's default RUNPOD_BULK_CONCURRENCY
+ACK_LIMIT = 3.0            # Slack shows the user an error when an ack takes longer than this
+ACK_CAP = 10.0             # the load generator gives up on an ack after this long (counted as lost)
+REPLY_CAP = 60.0           # longest wait for the burst's thread replies
+NAIVE_REPLY_CAP = 100.0    # the baseline is slow; its wait is bounded too
+READY_CAP = 30.0
+RESULTS = ROOT / "bench" / "RESULTS.md"
+README = ROOT / "README.md"
+SECTIONS = ("burst", "bulk", "limits", "replicas", "naive")
+REPLICAS = 3               # issue 11: the burst spread over this many replicas on one PostgreSQL
+
+# Real limits (issue 10, point 4)
+STORM_ENDPOINTS = ("storm-a", "storm-b", "storm-c")
+STORM_PER_ENDPOINT = 50
+STORM_SPREAD = 2.0         # the 150 webhooks are sent evenly over this many seconds
+STORM_CAP = 120.0          # longest wait for every failed job to be visible
+LIMITS_BULK = 300
+LIMITS_BULK_ENDPOINT = "bulk-ep"
+LIMITS_BULK_CHANNEL = "CBULK"
+LIMITS_BULK_CONCURRENCY = 20
+LIMITS_BULK_LATENCY = 0.1  # RunPod's answer time per /retry
+LIMITS_BULK_CAP = 90.0
+QUIET = 3.0                # "settled": no Slack call for this long
+
+PORT_LINE = re.compile(r"listening on port (\d+)")
+REQUEUED = re.compile(r"was requeued")
+NOT_RETRIED = re.compile(r"(\d+) (?:was|were) not retried")

@@ -1,0 +1,179 @@
+"""Each section start to end: the stand-ins, the app (or the baseline, or several replicas) as processes, the load."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+
+from bench.config import (
+    ALERT_CHANNEL,
+    BOT_TOKEN,
+    BURST,
+    BURST_RUNS,
+    LIMITS_BULK,
+    LIMITS_BULK_CONCURRENCY,
+    NAIVE_REPLY_CAP,
+    REPLICAS,
+    REPLY_CAP,
+    ROOT,
+    RUNPOD_KEY,
+    STORM_ENDPOINTS,
+    STORM_PER_ENDPOINT,
+    WEBHOOK_SECRET,
+)
+from bench.limits import LimitsBulk, Storm, limits_bulk, storm
+from bench.processes import bench_env, idle, spawn, wait_ready
+from bench.scenarios import Bulk, Burst, bulk, burst
+from testkit.fakes import FakeRunPod, FakeSlack
+from testkit.fakes.limits import RunPodLimits, SlackLimits
+
+
+@dataclass
+class Limits:
+    storm: Storm
+    bulk: LimitsBulk
+
+
+async def run_limits(workdir: Path) -> Limits:
+    """One app process; Slack's and RunPod's real limits enforced by the stand-ins."""
+    async with (FakeSlack(valid_tokens={BOT_TOKEN}, limits=SlackLimits()) as slack,
+                FakeRunPod(default_key=RUNPOD_KEY, limits=RunPodLimits()) as runpod):
+        env = bench_env(slack, runpod, workdir / "limits.db", LOG_FORMAT="json", RUNPOD_WEBHOOK_SECRET=WEBHOOK_SECRET,
+                        RUNPOD_ALERT_CHANNEL=ALERT_CHANNEL, RUNPOD_BULK_CONCURRENCY=str(LIMITS_BULK_CONCURRENCY))
+        proc = await spawn("limits", [sys.executable, "-m", "bot"], env, workdir)
+        try:
+            async with aiohttp.ClientSession() as http:
+                await wait_ready(proc, http, need_200=True)
+                print(f"  real limits: storm of {len(STORM_ENDPOINTS) * STORM_PER_ENDPOINT} failures…",
+                      file=sys.stderr)
+                storm_result = await storm(proc.port, slack, runpod, http)
+                print(f"  real limits: {LIMITS_BULK}-job bulk retry…", file=sys.stderr)
+                bulk_result = await limits_bulk(proc.port, slack, runpod)
+            await proc.stop()
+        finally:
+            if proc.process.returncode is None:
+                proc.process.kill()
+                await proc.process.wait()
+    return Limits(storm_result, bulk_result)
+
+
+# ---------------------------------------------------------------- several replicas (issue 11)
+
+
+@dataclass
+class Setup:
+    name: str
+    burst: Burst
+    requeued_once: int   # jobs of the burst RunPod requeued exactly once
+    requeued_more: int   # ... more than once (must be 0)
+    ready: float         # slowest replica: start -> ready
+
+
+async def run_setup(workdir: Path, name: str, db: str, replicas: int) -> Setup:
+    """`replicas` app processes on one database; the burst spread over them round-robin."""
+    async with FakeSlack(valid_tokens={BOT_TOKEN}) as slack, FakeRunPod(default_key=RUNPOD_KEY) as runpod:
+        env = bench_env(slack, runpod, db, LOG_FORMAT="json")
+        procs = [await spawn(f"{name}-{i}", [sys.executable, "-m", "bot"], env, workdir) for i in range(replicas)]
+        try:
+            async with aiohttp.ClientSession() as http:
+                await asyncio.gather(*(wait_ready(proc, http, need_200=True) for proc in procs))
+                await asyncio.sleep(1.0)
+                print(f"  {name}: {replicas} ready; burst…", file=sys.stderr)
+                result = await burst([proc.port for proc in procs], slack, runpod, BURST, REPLY_CAP, name)
+                runpod.latency = 0.0
+                for proc in procs:
+                    await idle(proc, http)
+            await asyncio.gather(*(proc.stop() for proc in procs))
+        finally:
+            for proc in procs:
+                if proc.process.returncode is None:
+                    proc.process.kill()
+                    await proc.process.wait()
+        counts = runpod.requeued()
+        mine = [n for (_, job), n in counts.items() if job.startswith(name)]
+    return Setup(name, result, sum(1 for n in mine if n == 1), sum(1 for n in mine if n > 1),
+                 max(proc.ready_after for proc in procs))
+
+
+async def run_replicas(workdir: Path) -> list[Setup]:
+    """One replica on SQLite, then REPLICAS on one PostgreSQL (the embedded server the tests use)."""
+    from testkit.pg import PostgresServer
+
+    setups = [await run_setup(workdir, "sqlite", str(workdir / "one.db"), 1)]
+    with PostgresServer() as server:
+        setups.append(await run_setup(workdir, "postgres", server.create_database("bench"), REPLICAS))
+    return setups
+
+
+# ---------------------------------------------------------------- the two implementations
+
+
+@dataclass
+class Row:
+    name: str
+    runs: list[Burst]
+    ready: float
+    idle_rss: float
+    peak_rss: float
+    stop: float | None
+    bulk: Bulk | None = None
+
+    @property
+    def burst(self) -> Burst | None:
+        return Burst.combined(self.runs) if self.runs else None
+
+
+async def run_app(workdir: Path, sections: set[str]) -> Row:
+    async with FakeSlack(valid_tokens={BOT_TOKEN}) as slack, FakeRunPod(default_key=RUNPOD_KEY) as runpod:
+        env = bench_env(slack, runpod, workdir / "bench.db", LOG_FORMAT="json")
+        proc = await spawn("app", [sys.executable, "-m", "bot"], env, workdir)
+        try:
+            async with aiohttp.ClientSession() as http:
+                await wait_ready(proc, http, need_200=True)
+                await asyncio.sleep(1.0)
+                idle_rss = proc.rss_mb()
+                print(f"  app ready in {proc.ready_after:.2f} s, idle RSS {idle_rss:.1f} MB; burst…", file=sys.stderr)
+                runs = []
+                for run in range(BURST_RUNS if "burst" in sections else 0):
+                    runs.append(await burst([proc.port], slack, runpod, BURST, REPLY_CAP, f"burst{run}"))
+                    runpod.latency = 0.0  # let the follows finish quickly; they are not measured
+                    await idle(proc, http)
+                bulk_result = None
+                if "bulk" in sections:
+                    print("  bulk…", file=sys.stderr)
+                    bulk_result = await bulk(proc.port, slack, runpod)
+                    runpod.latency = 0.0
+                    await idle(proc, http)
+                peak = proc.rss_mb("VmHWM")
+            stopped = await proc.stop()
+        finally:
+            if proc.process.returncode is None:
+                proc.process.kill()
+                await proc.process.wait()
+    return Row("runpod-retry (`python -m bot`: aiohttp + Bolt AsyncApp)", runs, proc.ready_after, idle_rss, peak,
+               stopped, bulk_result)
+
+
+async def run_naive(workdir: Path) -> Row:
+    async with FakeSlack(valid_tokens={BOT_TOKEN}) as slack, FakeRunPod(default_key=RUNPOD_KEY) as runpod:
+        proc = await spawn("naive", [sys.executable, str(ROOT / "bench" / "naive_app.py")],
+                           bench_env(slack, runpod, workdir / "naive.db"), workdir)
+        try:
+            async with aiohttp.ClientSession() as http:
+                await wait_ready(proc, http, need_200=False)
+            await asyncio.sleep(1.0)
+            idle_rss = proc.rss_mb()
+            print(f"  baseline ready in {proc.ready_after:.2f} s; burst (slow, bounded at {NAIVE_REPLY_CAP:.0f} s)…",
+                  file=sys.stderr)
+            result = await burst([proc.port], slack, runpod, BURST, NAIVE_REPLY_CAP, "naive")
+            peak = proc.rss_mb("VmHWM")
+        finally:
+            proc.process.kill()  # the development server has no graceful shutdown worth measuring
+            await proc.process.wait()
+    return Row("naive: Bolt sync `App` + `app.start()` dev server", [result], proc.ready_after, idle_rss, peak, None)
+
+

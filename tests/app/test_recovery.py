@@ -1,0 +1,296 @@
+"""Issue 13 at depth, beyond its reproductions (test_regressions.py): what the app records before it acts, and how
+it settles what a stop, an outage or an error cut off."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sqlite3
+import time
+from typing import Any
+
+from bot.core import actions
+from bot.core.alerts import retrying
+from bot.store import SqliteStore, StoreUnavailable
+from testkit.fakes.slack import SlackFault
+from testkit.harness import button_value, message_text
+
+EP = "ep1"
+ALERTS = "CALERTS"
+FAILED_BODY = {"status": "FAILED", "error": "CUDA out of memory", "delayTime": 567, "executionTime": 1234}
+
+
+def inbox_rows(app: Any) -> list[tuple[str, int]]:
+    with sqlite3.connect(app.env["RUNPOD_RETRY_DB"]) as db:
+        return [(kind, done) for kind, done in db.execute("SELECT kind, done FROM inbox ORDER BY id")]
+
+
+def told(app: Any, ack: Any) -> str:
+    return "\n".join(message_text(r) for r in app.responses(ack.response_url))
+
+
+async def post_alert(app: Any, runpod: Any, job: str, **opts: Any) -> dict[str, Any]:
+    runpod.add_job(EP, job, status="FAILED", **opts)
+    status, answer = await app.webhook(EP, {"id": job, **FAILED_BODY})
+    assert status == 200, answer
+    await app.settle()
+    [alert] = [m for m in app.top_level(ALERTS) if job in message_text(m)]
+    return alert
+
+
+# ---------------------------------------------------------------- the webhook's inbox
+
+
+async def test_a_failure_is_stored_before_the_200_and_done_once_its_alert_is_queued(make_app, runpod, slack):
+    app = await make_app()
+    release = asyncio.Event()
+    real_failure = app.rt.failure
+
+    async def held_failure(*args: Any, **kwargs: Any) -> Any:
+        await release.wait()
+        return await real_failure(*args, **kwargs)
+
+    app.rt.failure = held_failure
+    status, answer = await app.webhook(EP, {"id": "job-1", **FAILED_BODY})
+    assert (status, answer["result"]) == (200, "accepted")
+    assert inbox_rows(app) == [("webhook", 0)]  # stored when RunPod was answered, not handled yet
+    release.set()
+    await app.settle()
+    assert inbox_rows(app) == [("webhook", 1)]
+    assert len(app.top_level(ALERTS)) == 1
+
+
+async def test_a_failure_accepted_but_not_handled_before_a_stop_is_alerted_at_the_next_start(make_app, runpod,
+                                                                                            slack):
+    app = await make_app()
+    await app.stop()
+    app.app = None
+    previous = SqliteStore(app.env["RUNPOD_RETRY_DB"], owner="previous-run")  # the run that answered RunPod 200
+    await previous.open()
+    await previous.accept("webhook", {"endpoint": EP, "body": {"id": "job-2", **FAILED_BODY}}, time.time())
+    await previous.close()
+
+    await app.start()
+    await app.settle()
+    [alert] = app.top_level(ALERTS)
+    assert "job-2" in message_text(alert) and "CUDA out of memory" in message_text(alert)
+    assert inbox_rows(app) == [("webhook", 1)]
+    await app.restart()  # done work is not taken up again
+    await app.settle()
+    assert len(app.top_level(ALERTS)) == 1
+
+
+async def test_a_webhook_the_store_cannot_take_is_answered_503_so_runpod_sends_it_again(make_app, runpod, slack):
+    app = await make_app()
+    real_accept = app.rt.store.accept
+
+    async def down(*_args: Any, **_kwargs: Any) -> int:
+        raise StoreUnavailable("the database is restarting")
+
+    app.rt.store.accept = down
+    status, answer = await app.webhook(EP, {"id": "job-3", **FAILED_BODY})
+    assert status == 503 and "send again" in answer["error"]
+    await app.settle()
+    assert not app.top_level(ALERTS)
+
+    app.rt.store.accept = real_accept  # RunPod's next delivery, 10 s later
+    status, _ = await app.webhook(EP, {"id": "job-3", **FAILED_BODY})
+    await app.settle()
+    assert status == 200 and len(app.top_level(ALERTS)) == 1
+
+
+async def test_an_alert_slack_has_not_taken_survives_a_restart_and_is_posted_once(make_app, runpod, slack):
+    app = await make_app()
+    slack.script("chat.postMessage", *[SlackFault(status=503)] * 50)  # Slack is down for a while
+    status, _ = await app.webhook(EP, {"id": "job-4", **FAILED_BODY})
+    assert status == 200
+    await slack.wait_calls("chat.postMessage", 2)
+    stored = json.loads(await app.rt.store.load_alert(EP, "job-4"))
+    assert stored["ts"] is None and stored["posting"]
+    status, answer = await app.webhook(EP, {"id": "job-4", **FAILED_BODY})  # a redelivery meanwhile
+    assert (status, answer["result"]) == (200, "accepted")  # stored; its alert is the one on its way
+    await app.stop()
+    app.app = None
+
+    slack._faults.clear()  # Slack is back
+    await app.start()
+    await app.settle()
+    [alert] = app.top_level(ALERTS)
+    stored = json.loads(await app.rt.store.load_alert(EP, "job-4"))
+    assert stored["ts"] == alert["ts"] and not stored["posting"]
+    # Its buttons work: the app knows where it is.
+    runpod.add_job(EP, "job-4", status="FAILED", after_retry=("COMPLETED",))
+    await app.click(actions.RETRY, button_value(alert, actions.RETRY), message_ts=alert["ts"])
+    await app.settle()
+    assert "The retry worked" in app.thread_text(ALERTS, alert["ts"])
+
+
+# ---------------------------------------------------------------- a retry cut off by a shutdown
+
+
+async def test_a_retry_cut_off_by_a_shutdown_is_settled_with_status_at_the_next_start(make_app, runpod, slack):
+    app = await make_app(RUNPOD_TIMEOUT="10")
+    alert = await post_alert(app, runpod, "job-5", after_retry=("IN_PROGRESS",))
+    job = runpod.job(EP, "job-5")
+    runpod.fault("retry", delay=9.0)  # RunPod is slower than the shutdown grace
+    await app.click(actions.RETRY, button_value(alert, actions.RETRY), message_ts=alert["ts"], user="U1")
+    await runpod.wait_calls("retry")
+    await app.stop()  # a deploy: the click's work is cancelled while RunPod still has the retry
+    app.app = None
+    with contextlib.suppress(AssertionError):  # RunPod carries the retry out (polled; asserted below)
+        await runpod.wait_for(lambda _: job.retries)
+    assert job.retries == 1
+
+    before = len(runpod.calls_to("status"))
+    await app.start()
+    await runpod.wait_for(lambda f: len(f.calls_to("status")) > before)
+    await asyncio.sleep(0.5)
+    stored = json.loads(await app.rt.store.load_alert(EP, "job-5"))
+    assert stored["phase"] == "requeued" and stored["actor"] == "U1"
+    [entry] = await app.rt.store.history(10)
+    assert (entry["outcome"], entry["called"], entry["user"], entry["source"]) == ("requeued", 1, "U1", "button")
+    assert len(app.rt.follower) == 1 and await app.rt.store.claimed(EP, "job-5") is not None
+    assert "After the restart" in app.thread_text(ALERTS, alert["ts"])
+    assert await app.rt.store.retries_since(EP, "job-5", 0) == 1
+
+    job.status = "COMPLETED"
+    await app.settle()
+    assert "The retry worked" in app.thread_text(ALERTS, alert["ts"])
+    assert await app.rt.store.claimed(EP, "job-5") is None  # the follow let go of the job when it ended
+    await app.restart()  # settled once: nothing left to settle
+    await app.settle()
+    assert len(await app.rt.store.history(10)) == 1
+
+
+async def test_an_unexpected_error_mid_retry_frees_the_claim_and_brings_the_retry_button_back(make_app, runpod,
+                                                                                              slack):
+    """Not only a Slack blip: any error between the claim and the end of the retry frees the claim and never
+    leaves the alert "retrying"."""
+    app = await make_app()
+    alert = await post_alert(app, runpod, "job-c")
+    real = app.rt.out.post_outcome
+
+    async def broken(*_args: Any, **_kwargs: Any) -> None:
+        raise RuntimeError("disk full")
+
+    app.rt.out.post_outcome = broken
+    first = await app.command(f"{EP} job-c", user="U1")
+    await app.settle()
+    app.rt.out.post_outcome = real
+    assert "Something went wrong" in told(app, first)
+    assert await app.rt.store.claimed(EP, "job-c") is None
+    stored = json.loads(await app.rt.store.load_alert(EP, "job-c"))
+    assert stored["phase"] != "retrying"
+    assert actions.RETRY in json.dumps(app.slack.messages[(ALERTS, alert["ts"])])  # the button is back
+    assert inbox_rows(app) == [("webhook", 1), ("retry", 1)]  # not settled again at every start
+
+
+# ---------------------------------------------------------------- the budget
+
+
+async def test_a_retry_whose_answer_was_lost_counts_toward_the_budget(make_app, runpod, slack):
+    runpod.add_job(EP, "job-6", status="FAILED")
+    app = await make_app(RUNPOD_RETRY_MAX_PER_JOB="1")
+    runpod.fault("retry", status=503)   # the retry's answer is a 503...
+    runpod.fault("status", status=503)  # ...and /status cannot tell whether it took effect
+    await app.command(f"{EP} job-6", user="U1")
+    await app.settle()
+    [entry] = await app.rt.store.history(10)
+    assert (entry["outcome"], entry["called"]) == ("server_error", 1)
+
+    ack = await app.command(f"{EP} job-6", user="U2")
+    await app.settle()
+    assert "already retried once in the last hour" in told(app, ack)
+    assert len(runpod.calls_to("retry")) == 1
+
+
+async def test_a_retry_runpod_refused_does_not_count_toward_the_budget(make_app, runpod, slack):
+    runpod.add_job(EP, "job-7", status="IN_PROGRESS")
+    app = await make_app(RUNPOD_RETRY_MAX_PER_JOB="1")
+    await app.command(f"{EP} job-7", user="U1")  # refused: the job is running
+    await app.settle()
+    runpod.job(EP, "job-7").status = "FAILED"
+    await app.command(f"{EP} job-7", user="U2")
+    await app.settle()
+    assert [c.status for c in runpod.calls_to("retry")][-1] == 200
+    assert [e["called"] for e in await app.rt.store.history(10)] == [1, 0]
+
+
+# ---------------------------------------------------------------- follows, stale alerts, grouped alerts
+
+
+async def test_a_follow_that_hits_an_unexpected_error_still_ends_and_lets_go_of_the_job(make_app, runpod, slack):
+    app = await make_app()
+    alert = await post_alert(app, runpod, "job-8", after_retry=("IN_QUEUE",))
+    real_status = app.rt.runpod.status
+
+    async def broken(*_args: Any, **_kwargs: Any) -> Any:
+        raise KeyError("a bug while following")
+
+    app.rt.follower.runpod.status = broken
+    await app.click(actions.RETRY, button_value(alert, actions.RETRY), message_ts=alert["ts"], user="U1")
+    await app.settle()
+    app.rt.follower.runpod.status = real_status
+    assert "unexpected error while following" in app.thread_text(ALERTS, alert["ts"])
+    assert len(app.rt.follower) == 0 and await app.rt.store.follows() == []
+    assert await app.rt.store.claimed(EP, "job-8") is None
+
+
+async def test_a_new_failure_of_a_job_left_retrying_without_a_claim_updates_its_alert(make_app, runpod, slack):
+    app = await make_app()
+    alert = await post_alert(app, runpod, "job-9")
+    stale = await app.rt.desk.get(EP, "job-9")
+    await app.rt.desk.save(retrying(stale, "U1", time.time() - 600))  # work that was cut off long ago
+    await app.settle()
+    status, _ = await app.webhook(EP, {"id": "job-9", "status": "FAILED", "error": "worker lost"})
+    await app.settle()
+    stored = json.loads(await app.rt.store.load_alert(EP, "job-9"))
+    assert status == 200 and stored["phase"] == "failed_again" and stored["retry_offered"]
+    assert "Retrying" not in message_text(app.slack.messages[(ALERTS, alert["ts"])])
+
+
+async def test_retry_all_clicked_after_the_deadline_is_refused_and_the_alert_redrawn(make_app, runpod, slack):
+    app = await make_app(RUNPOD_STORM_THRESHOLD="3")
+    for i in range(3):
+        runpod.add_job(EP, f"job-{i}", status="FAILED")
+        await app.webhook(EP, {"id": f"job-{i}", **FAILED_BODY})
+    await app.settle()
+    [storm] = [m for m in app.top_level(ALERTS) if "jobs failed on endpoint" in message_text(m)]
+    value = button_value(storm, actions.RETRY_ALL)
+    app.rt.storms.clock = lambda: time.time() + 31 * 60  # before the sweep came round
+    ack = await app.click(actions.RETRY_ALL, value, message_ts=storm["ts"])
+    await app.settle()
+    assert "Too late to retry" in told(app, ack)
+    assert runpod.calls_to("retry") == []
+    assert actions.RETRY_ALL not in json.dumps(app.slack.messages[(ALERTS, storm["ts"])])
+
+
+# ---------------------------------------------------------------- start-up
+
+
+def test_the_slack_client_retries_a_dropped_connection_twice_not_once():
+    from slack_sdk.http_retry.builtin_async_handlers import AsyncConnectionErrorRetryHandler
+
+    from bot.slack.out import make_client
+
+    client = make_client("xoxb-test", "http://127.0.0.1:9/api/")
+    handlers = [h for h in client.retry_handlers if isinstance(h, AsyncConnectionErrorRetryHandler)]
+    assert [h.max_retry_count for h in handlers] == [2]
+
+
+async def test_a_port_in_use_is_still_named_at_start_up(runpod, slack, tmp_path, capsys):
+    import socket
+
+    from bot.app.server import serve
+    from bot.infra.config import load_settings
+    from testkit.harness import Harness
+
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = Harness(slack, runpod, tmp_path).env | {"PORT": str(port)}
+        code = await asyncio.wait_for(serve(load_settings(env)), timeout=20)
+    err = capsys.readouterr().err
+    assert code == 2 and f"could not listen on port {port}" in err and "Set PORT to a free port" in err

@@ -1,0 +1,118 @@
+"""The exactly-once claim (bot/work/claims.py) never leaks: whatever ends the work holding it (a refusal, an error,
+a cancellation at shutdown, even a cancellation while the database is taking the claim), the job can be claimed
+again; a follow that takes the claim over keeps it until the follow ends. Run against SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+
+from bot.infra.tasks import Background
+from bot.store import Claim, Store, open_store
+from bot.work.claims import Claims
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def store(request: pytest.FixtureRequest, tmp_path) -> AsyncIterator[Store]:
+    target = str(request.getfixturevalue("pg_url")) if request.param == "postgres" else str(tmp_path / "c.db")
+    opened = open_store(target, "A")
+    await opened.open()
+    yield opened
+    await opened.close()
+
+
+@pytest.fixture
+async def claims(store: Store) -> AsyncIterator[Claims]:
+    background = Background()
+    yield Claims(store, background)
+    await background.drain(2.0)
+
+
+async def test_a_claim_is_held_inside_the_block_and_released_after_it(claims: Claims, store: Store):
+    async with claims.hold("ep1", "job-1", "U1") as hold:
+        assert hold.ours
+        assert (await store.claimed("ep1", "job-1")).user == "U1"  # type: ignore[union-attr]
+        async with claims.hold("ep1", "job-1", "U2") as second:
+            assert not second.ours and second.taken_by is not None and second.taken_by.user == "U1"
+        assert (await store.claimed("ep1", "job-1")).user == "U1"  # type: ignore[union-attr]  # not the loser's
+    assert await store.claimed("ep1", "job-1") is None
+
+
+async def test_an_error_inside_the_block_releases_the_claim(claims: Claims, store: Store):
+    with pytest.raises(RuntimeError):
+        async with claims.hold("ep1", "job-1", "U1"):
+            raise RuntimeError("Slack or the store broke mid-retry")
+    assert await store.claimed("ep1", "job-1") is None
+
+
+async def test_a_cancelled_block_releases_the_claim(claims: Claims, store: Store):
+    inside = asyncio.Event()
+
+    async def work() -> None:
+        async with claims.hold("ep1", "job-1", "U1"):
+            inside.set()
+            await asyncio.sleep(60)  # RunPod is slow; shutdown cancels the work
+
+    task = asyncio.create_task(work())
+    await inside.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await store.claimed("ep1", "job-1") is None
+
+
+async def test_cancelled_while_the_database_takes_the_claim_it_is_still_released(claims: Claims, store: Store):
+    taking = asyncio.Event()
+    real_claim = store.claim
+
+    async def slow_claim(endpoint: str, job: str, user: str, now: float) -> Claim | None:
+        result = await real_claim(endpoint, job, user, now)  # the database took it...
+        taking.set()
+        await asyncio.sleep(0.2)                              # ...and its answer is slow to come back
+        return result
+
+    store.claim = slow_claim  # type: ignore[method-assign]
+
+    async def work() -> None:
+        async with claims.hold("ep1", "job-1", "U1"):
+            await asyncio.sleep(60)
+
+    task = asyncio.create_task(work())
+    await taking.wait()
+    task.cancel()  # before the claim's answer came back: nobody would know the claim is ours
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.sleep(0.3)  # the database's answer arrives
+    await claims.background.idle(5.0)
+    assert await store.claimed("ep1", "job-1") is None
+
+
+async def test_a_claim_kept_for_a_follow_lasts_until_the_follow_ends(claims: Claims, store: Store):
+    async with claims.hold("ep1", "job-1", "U1") as hold:
+        hold.keep_for_follow()
+    assert (await store.claimed("ep1", "job-1")).user == "U1"  # type: ignore[union-attr]
+    async with claims.hold("ep1", "job-1", "U2") as later:
+        assert not later.ours
+    await claims.follow_ended("ep1", "job-1")
+    assert await store.claimed("ep1", "job-1") is None
+
+
+async def test_a_release_the_database_refused_is_tried_again(claims: Claims, store: Store, monkeypatch):
+    monkeypatch.setattr(claims, "release_pauses", (0.05, 0.05))
+    real_release = store.release
+    failures = [RuntimeError("database away")]
+
+    async def flaky_release(endpoint: str, job: str) -> None:
+        if failures:
+            raise failures.pop()
+        await real_release(endpoint, job)
+
+    store.release = flaky_release  # type: ignore[method-assign]
+    async with claims.hold("ep1", "job-1", "U1"):
+        pass
+    await claims.background.idle(5.0)
+    assert await store.claimed("ep1", "job-1") is None
+    assert await store.claim("ep1", "job-1", "U2", time.time()) is None

@@ -1,0 +1,217 @@
+"""What the app remembers across a restart on the same database, and a clean stop on SIGTERM.
+
+In-process restarts use Harness.restart() (a new App on the same SQLite file); the SIGTERM test runs a real
+`python -m bot` process against the loopback stand-ins.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from typing import Any
+
+import aiohttp
+
+from bot.core import actions
+from bot.store import AuditEntry
+from testkit.env import SIGNING_SECRET, WEBHOOK_SECRET
+from testkit.fakes.slack import form_encode, sign, slash_command_body
+from testkit.harness import button_value, message_text
+from testkit.process import AppProcess
+
+
+def history_lines(app: Any, url: str) -> list[str]:
+    """One text per attempt `history` showed: its two cells (when, who, where | what happened, to which job)."""
+    [reply] = app.responses(url)
+    assert reply.get("response_type") == "ephemeral"
+    cells = [f["text"] for block in reply["blocks"] for f in block.get("fields") or []]
+    return [cells[n] + "\n" + cells[n + 1] for n in range(0, len(cells), 2)]
+
+
+# ---------------------------------------------------------------- restart on the same database
+
+
+async def test_audit_trail_and_budget_survive_a_restart(make_app, runpod):
+    runpod.add_job("ep1", "job-1", status="FAILED", after_retry=("FAILED",))
+    app = await make_app(RUNPOD_RETRY_MAX_PER_JOB="2")
+    await app.command("ep1 job-1", user="U1", channel="C1")
+    await app.settle()
+    await app.command("ep1 job-1", user="U2", channel="C1")
+    await app.settle()
+
+    await app.restart()
+    ack = await app.command("history", user="U3", channel="C2")
+    refused = await app.command("ep1 job-1", user="U3", channel="C1")
+    await app.settle()
+
+    lines = history_lines(app, ack.response_url)
+    assert len(lines) == 2, lines
+    assert "<@U2>" in lines[0] and "requeued" in lines[0] and "`ep1` · `job-1`" in lines[0]
+    assert "<@U1>" in lines[1] and "requeued" in lines[1] and "<#C1>" in lines[1]
+    assert len(runpod.calls_to("retry")) == 2  # the budget counted the retries made before the restart
+    [told] = app.responses(refused.response_url)
+    assert "already retried 2 times in the last hour" in message_text(told)
+
+
+async def test_webhook_redelivered_after_a_restart_posts_no_second_alert(make_app, runpod, slack):
+    app = await make_app()
+    body = {"id": "job-1", "status": "FAILED", "error": "CUDA out of memory"}
+    assert (await app.webhook("ep1", body))[0] == 200
+    await app.settle()
+    assert len(app.top_level("CALERTS")) == 1
+
+    await app.restart()
+    status, answer = await app.webhook("ep1", body)
+    await app.settle()
+
+    assert status == 200 and answer.get("result") == "accepted"
+    assert len(app.top_level("CALERTS")) == 1, slack.describe()
+    assert slack.calls_to("chat.postMessage")[1:] == []
+
+
+async def test_click_on_an_alert_posted_before_the_restart_updates_that_message(make_app, runpod, slack):
+    runpod.add_job("ep1", "job-1", status="FAILED")
+    app = await make_app()
+    await app.webhook("ep1", {"id": "job-1", "status": "FAILED", "error": "CUDA out of memory"})
+    await app.settle()
+    [alert] = app.top_level("CALERTS")
+
+    await app.restart()
+    await app.click(actions.RETRY, button_value(alert, actions.RETRY), message_ts=alert["ts"], user="U4")
+    await app.settle()
+
+    assert [c.job for c in runpod.calls_to("retry")] == ["job-1"]
+    [same] = app.top_level("CALERTS")  # no second alert, no new top-level message
+    assert same["ts"] == alert["ts"]
+    assert "<@U4>" in message_text(same) and "completed" in message_text(same).lower()
+    assert {c.args.get("ts") for c in slack.calls_to("chat.update")} == {alert["ts"]}
+    thread = app.thread_text("CALERTS", alert["ts"])
+    assert "HTTP 200" in thread and "completed" in thread
+
+
+async def test_a_job_followed_when_the_app_stopped_is_followed_again_and_its_outcome_posted(make_app, runpod, slack):
+    job = runpod.add_job("ep1", "job-1", status="FAILED", after_retry=("IN_PROGRESS",))
+    app = await make_app()
+    await app.command("ep1 job-1", user="U1", channel="C1")
+    await runpod.wait_for(lambda f: len(f.calls_to("status")) >= 2)  # being followed, still running
+    [parent] = app.top_level("C1")
+
+    await app.restart()
+    await slack.wait_for(lambda _: "again" in app.thread_text("C1", parent["ts"]))
+    text = app.thread_text("C1", parent["ts"])
+    assert "restarted" in text and "following job `job-1`" in text and "again" in text
+    assert "completed" not in text
+
+    job.status = "COMPLETED"
+    await slack.wait_for(lambda _: "completed" in app.thread_text("C1", parent["ts"]))
+    await app.settle()
+    replies = [message_text(m) for m in app.thread("C1", parent["ts"])]
+    assert sum("again" in r for r in replies) == 1
+    assert "The retry worked" in replies[-1] and "job-1" in replies[-1]
+    assert [c.job for c in runpod.calls_to("retry")] == ["job-1"]  # following never retries again
+
+
+# ---------------------------------------------------------------- SIGTERM on a real process
+
+
+async def signed_command(http: aiohttp.ClientSession, port: int, slack: Any, text: str,
+                         user: str = "U1") -> tuple[int, str]:
+    fields = slash_command_body(text, user_id=user, channel_id="C1", response_url=slack.new_response_url())
+    body = form_encode(fields)
+    async with http.post(f"http://127.0.0.1:{port}/slack/events", data=body,
+                         headers=sign(body, SIGNING_SECRET)) as response:
+        return response.status, await response.text()
+
+
+async def test_sigterm_finishes_the_retry_in_flight_hands_over_the_follow_and_exits(make_app, runpod, slack,
+                                                                                      tmp_path):
+    runpod.add_job("ep1", "job-1", status="FAILED")
+    runpod.add_job("ep1", "job-2", status="FAILED")
+    async with AppProcess(slack, runpod, tmp_path, RUNPOD_ALERT_CHANNEL="CALERTS",
+                          RUNPOD_FOLLOW_INTERVAL="0.05") as proc, aiohttp.ClientSession() as http:
+        port, log = proc.port, proc.log
+        runpod.latency = 1.0
+        status, _ = await signed_command(http, port, slack, "ep1 job-1")
+        assert status == 200
+        await runpod.wait_calls("retry")  # RunPod has the request and answers in about a second
+        proc.signal(signal.SIGTERM)
+        stopped_at = time.monotonic()
+
+        await slack.wait_for(lambda _: any("stopping" in line for line in log), timeout=5)
+        status, late = await signed_command(http, port, slack, "ep1 job-2", user="U2")
+        failure = {"id": "job-3", "status": "FAILED", "error": "worker lost"}
+        async with http.post(f"http://127.0.0.1:{port}/runpod/webhook/ep1?token={WEBHOOK_SECRET}",
+                             json=failure) as response:
+            webhook_status = response.status
+        code = await proc.wait(timeout=10)
+        took = time.monotonic() - stopped_at
+
+    text = "".join(log)
+    assert code == 0, text
+    assert took < 10
+    assert "Traceback" not in text and " ERROR " not in text, text
+    assert status == 200 and "restarting" in late
+    assert webhook_status == 503  # not taken on while stopping: RunPod delivers it again
+    assert [ts for (channel, ts) in slack.messages if channel == "CALERTS"] == []
+    assert [c.job for c in runpod.calls_to("retry")] == ["job-1"]  # nothing done for the late command
+    [parent] = [m for m in slack.messages.values() if not m.get("thread_ts")]
+    replies = [message_text(m) for m in slack.messages.values() if m.get("thread_ts") == parent["ts"]]
+    assert len(replies) == 1 and "HTTP 200" in replies[0] and "IN_QUEUE" in replies[0], replies
+
+    # The job it was about to follow is picked up by the next start on the same database.
+    runpod.latency = 0.0
+    app = await make_app()
+    await slack.wait_for(lambda _: "completed" in app.thread_text("C1", parent["ts"]))
+    thread = app.thread_text("C1", parent["ts"])
+    assert "following job `job-1` on endpoint `ep1` again" in thread
+    assert (await app.webhook("ep1", failure))[0] == 200  # RunPod's redelivery reaches the new instance
+    await app.settle()
+    assert any("job-3" in message_text(m) for m in app.top_level("CALERTS"))
+
+
+async def test_a_restart_forgets_week_old_alerts_but_keeps_the_audit_trail(make_app, runpod, slack):
+    app = await make_app()
+    runpod.add_job("ep1", "job-old", status="FAILED")
+    await app.webhook("ep1", {"id": "job-old", "status": "FAILED", "error": "boom"})
+    await app.settle()
+    long_ago = time.time() - 8 * 24 * 3600
+    await app.rt.store.db.execute("UPDATE alerts SET updated = ?", (long_ago,))
+    await app.rt.store.db.execute("UPDATE failures SET seen_at = ?", (long_ago,))
+    await app.rt.store.db.commit()
+    await app.rt.store.audit(AuditEntry("U1", "C1", "ep1", "job-old", "command", "requeued", True, 200,
+                                        at=long_ago))
+
+    await app.restart()
+
+    assert await app.rt.store.load_alert("ep1", "job-old") is None
+    assert await app.rt.store.recent_failures("ep1", 0) == []
+    assert [r["job"] for r in await app.rt.store.history(10)] == ["job-old"]
+
+
+async def test_a_bulk_retry_cut_off_by_kill_9_is_finished_by_the_next_start_each_job_once(slack, runpod, tmp_path):
+    from testkit.fakes.limits import SlackLimits
+    from testkit.polling import wait_until
+    from testkit.replicas import Replicas
+
+    slack.limits = SlackLimits.off()
+    jobs = [f"job-k{n:02d}" for n in range(16)]
+    for job in jobs:
+        runpod.add_job("ep1", job, status="FAILED")
+    runpod.fault("retry", delay=0.5, times=len(jobs))  # slow enough to be cut off half way
+    async with Replicas(slack, runpod, str(tmp_path / "bot.db"), tmp_path, n=1, RUNPOD_BULK_CONCURRENCY="4") as app:
+        assert (await app.command(f"ep1 {' '.join(jobs)}", user="U1")).status == 200
+        await wait_until(lambda: len(runpod.calls_to("retry")) >= 6, 20, "the first retries")
+        await app.kill(0)
+        # RunPod answers what it received, whoever is left to hear it: the retries in flight take effect.
+        await asyncio.sleep(1.0)
+        await app.start(0)
+
+        def parent() -> str:
+            return "\n".join(message_text(m) for (c, _), m in slack.messages.items()
+                             if c == "C1" and not m.get("thread_ts") and "16 jobs" in message_text(m))
+
+        await wait_until(lambda: "16 completed" in parent(), 60, "the run finished after the restart")
+    assert set(runpod.requeued("ep1")) == {("ep1", job) for job in jobs}, "every job retried"
+    assert set(runpod.requeued("ep1").values()) == {1}, "none twice"
+    assert sum("Results for 16 jobs" in message_text(m) for m in slack.messages.values()) == 1
