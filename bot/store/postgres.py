@@ -39,7 +39,10 @@ MAX_NOTIFY_BYTES = 8000  # PostgreSQL refuses a NOTIFY payload this long or long
 # "The database can't be reached right now" (down, restarting, a network blip), as opposed to a wrong query.
 _UNREACHABLE: tuple[type[BaseException], ...] = (
     asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError, asyncpg.AdminShutdownError,
-    asyncpg.CrashShutdownError, asyncpg.TooManyConnectionsError, OSError, TimeoutError)
+    asyncpg.CrashShutdownError, asyncpg.TooManyConnectionsError, OSError, TimeoutError,
+    # A connection whose protocol state a server restart left half-way ("cannot switch to state 12; another
+    # operation is in progress"): the outage's doing, not a wrong query. The connection is thrown away (below).
+    asyncpg.exceptions._base.InternalClientError)
 
 
 def unreachable(exc: BaseException) -> bool:
@@ -145,7 +148,11 @@ class PostgresStore(PostgresReports, PostgresBlobs, Store):
         the pool sees it closed and connects afresh on a later acquire."""
         try:
             async with self.pool.acquire(timeout=self.timeout) as conn:
-                yield conn
+                try:
+                    yield conn
+                except asyncpg.exceptions._base.InternalClientError:
+                    conn.terminate()  # never handed out again in that state
+                    raise
         except Exception as exc:
             if unreachable(exc):
                 raise self._unavailable(exc) from exc

@@ -272,7 +272,9 @@ async def test_429s_until_the_jobs_retry_window_closes_say_rate_limited_and_the_
     _parent, replies = first_reply(app)
     texts = [message_text(r) for r in replies]
     assert "throttling" in texts[0] and "queued" in texts[0]
-    assert "HTTP 429" in texts[-1] and "rate-limiting" in texts[-1] and "Wait" in texts[-1]
+    # The window has closed: waiting would not help, and the reply says so instead of "wait and try again".
+    assert "HTTP 429" in texts[-1] and "rate-limiting" in texts[-1] and "can no longer be retried" in texts[-1]
+    assert "Wait" not in texts[-1]
     assert not slack.rejected()
     await assert_still_serving(app, runpod)
 
