@@ -34,3 +34,35 @@ def test_the_traceback_alert_picture_says_what_the_alert_says():
     notification = re.sub(r"60902e6c-\S+-u1", "60902e6c-…-u1", msg["text"]).split(" Retry before")[0]
     assert flat(notification) in README
     assert "The worker's whole error (its traceback) is in the thread." in README
+
+
+def test_the_partial_retry_all_picture_says_what_the_grouped_alert_says():
+    import calendar
+
+    from bot.core.groups import JobResult, Storm, StormJob
+
+    t0 = calendar.timegm((2026, 12, 6, 3, 12, 0))
+    storm = Storm("abc123xyz4567", "CALERTS", t0, t0 + 60, ts="1.0", retry_by="UDANA", retry_at=t0 + 120)
+    for i in range(37):
+        storm.jobs[f"job-{i:02d}"] = StormJob("FAILED", "CUDA out of memory" if i < 24 else "Worker lost", t0 + i)
+    storm.requested = list(storm.jobs)
+    for i, job in enumerate(storm.jobs):
+        if i >= 30:
+            storm.results[job] = JobResult(job, "not_found", 404, None, "RunPod no longer knows this job")
+            continue
+        storm.results[job] = JobResult(job, "requeued", 200, "IN_QUEUE")
+        if i < 26:
+            storm.finals[job] = "COMPLETED" if i < 24 else "FAILED"
+    blocks = str(messages.storm_alert(storm, t0 + 180)["blocks"]).replace("*", "")
+    shown = flat(re.sub(r"<!date\^\d+\^[^|]*\|([^>]*)>", r"\1", blocks))
+    title = "37 jobs failed on endpoint abc123xyz4567 · 30 requeued · 24 completed · 2 failed again · 7 not retried"
+    for line in (title,
+                 "Retry all was asked for every job of this alert: 30 requeued, 7 not retried",
+                 "24 completed · :red_circle: 2 failed again",
+                 "Every requeued job is followed to its end; these numbers keep up."):
+        assert line in shown, line
+    assert "Progress:" not in shown and "(all sent)" not in shown
+    for line in (title, "Retry all was asked for every job of this alert: 30 requeued, 7 not retried",
+                 "Every requeued job is followed to its end; these numbers keep up."):
+        assert line in README, line
+    assert "(all sent)" not in README
