@@ -25,8 +25,8 @@ from bot.core.terminal import Exit, plain
 from bot.infra.config import Settings
 from bot.runpod import RunPodError
 from bot.store import AuditEntry, StoreUnavailable
-from bot.work.retry import Source
 from bot.work.runtime import Runtime
+from bot.work.who import Source
 
 # Following from a terminal: the first wait, how it grows, and the longest (a person is watching).
 FOLLOW_GROWTH = 1.5

@@ -7,8 +7,8 @@ from collections.abc import Awaitable, Callable
 from slack_bolt.async_app import AsyncAck
 
 from bot.core import messages
-from bot.work.retry import Who
 from bot.work.runtime import Runtime
+from bot.work.who import Who
 
 
 async def ack_then_run(rt: Runtime, ack: AsyncAck, who: Who, what: str,

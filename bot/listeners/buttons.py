@@ -14,8 +14,8 @@ from slack_bolt.async_app import AsyncAck, AsyncApp
 from bot.core import actions, messages
 from bot.listeners.ack import ack_then_run
 from bot.slack.out import Place
-from bot.work.retry import Source, Who
 from bot.work.runtime import Runtime
+from bot.work.who import Source, Who
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,8 @@ from bot.core.commands import (
 from bot.core.forms import Origin
 from bot.listeners.ack import ack_then_run
 from bot.listeners.modal import open_form
-from bot.work.retry import Source, Who
 from bot.work.runtime import Runtime
+from bot.work.who import Source, Who
 
 
 def register(app: AsyncApp, rt: Runtime) -> None:

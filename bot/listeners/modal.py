@@ -15,8 +15,8 @@ from bot.core.forms import Origin, check_form, submitted
 from bot.listeners.ack import ack_then_run
 from bot.slack.out import error_code
 from bot.work import threads
-from bot.work.retry import Source, Who
 from bot.work.runtime import Runtime
+from bot.work.who import Source, Who
 
 # The longest the access check may take before the form opens (a trigger_id lives 3 seconds).
 OPEN_CHECK = 1.0

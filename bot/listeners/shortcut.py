@@ -12,8 +12,8 @@ from bot.core.forms import Origin
 from bot.core.references import find_references
 from bot.listeners.ack import ack_then_run
 from bot.listeners.modal import open_form
-from bot.work.retry import Source, Who
 from bot.work.runtime import Runtime
+from bot.work.who import Source, Who
 
 
 def register(app: AsyncApp, rt: Runtime) -> None:

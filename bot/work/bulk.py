@@ -22,7 +22,8 @@ from bot.store import AuditEntry, Queued
 from bot.work.bulk_run import BulkRun, catch_up, mention_failed_again, save_answer, save_ending
 from bot.work.follow import FollowTarget
 from bot.work.health import EndpointHealth
-from bot.work.retry import RetryService, Source, Who
+from bot.work.retry import RetryService
+from bot.work.who import Source, Who
 
 log = logging.getLogger(__name__)
 

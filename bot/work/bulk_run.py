@@ -17,7 +17,7 @@ from bot.core.worker_errors import error_summary
 from bot.infra.logs import ctx
 from bot.slack.out import Place, SlackOut
 from bot.store import Store
-from bot.work.retry import Source, Who
+from bot.work.who import Source, Who
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,8 @@ from bot.core import messages
 from bot.core.health import Health, health_problem, parse_health
 from bot.infra.timing import REAL, Timing
 from bot.runpod import RunPodClient, RunPodError, RunPodTimeout
-from bot.work.retry import RetryService, Who
+from bot.work.retry import RetryService
+from bot.work.who import Who
 
 log = logging.getLogger(__name__)
 

@@ -25,9 +25,10 @@ from bot.work.access import AccessPolicy
 from bot.work.events import MessageRef
 from bot.work.follow import FollowTarget
 from bot.work.health import EndpointHealth
-from bot.work.retry import RetryService, Source, Who
+from bot.work.retry import RetryService
 from bot.work.storms import StormDesk
 from bot.work.threads import retry_in_thread
+from bot.work.who import Source, Who
 
 log = logging.getLogger(__name__)
 

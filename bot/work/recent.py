@@ -10,7 +10,7 @@ from bot.core import messages
 from bot.core.commands import MAX_BULK_JOBS
 from bot.slack.out import Place
 from bot.work.bulk import BulkRunner
-from bot.work.retry import Source, Who
+from bot.work.who import Source, Who
 
 # The claim that makes one `failed` Confirm per endpoint run at a time, across replicas: ":" is in no job ID.
 CONFIRMING = "failed:confirm"

@@ -6,8 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass
-from enum import StrEnum
+from dataclasses import asdict
 from typing import Any
 
 from bot.core import messages, words
@@ -35,43 +34,12 @@ from bot.work.audit_channel import AuditChannel
 from bot.work.claims import Claims, Hold
 from bot.work.events import JobEvents, MessageRef
 from bot.work.follow import Follower, FollowTarget
+from bot.work.who import Who
 
 log = logging.getLogger(__name__)
-# An audit record the database could not take is written again this long after, doubling up to the max.
-AUDIT_RETRY_FIRST = 1.0
-AUDIT_RETRY_MAX = 10.0
 
 # Settling a retry the database could not take is tried again after these pauses.
 PROBE_AFTER = UNCERTAIN | {Kind.REFUSED}
-
-
-class Source(StrEnum):
-    COMMAND = "command"
-    BUTTON = "button"
-    BULK = "bulk"
-    RETRY_ALL = "retry_all"
-    MODAL = "modal"         # the retry form opened by `/runpod-retry` with no text
-    SHORTCUT = "shortcut"   # the message shortcut "Retry RunPod jobs"
-    HOME = "home"           # a Retry button on the Home tab
-    CLI = "cli"             # `python -m bot retry` from a shell
-
-
-@dataclass(frozen=True)
-class Who:
-    """The person asking and where they asked."""
-
-    user: str
-    channel: str
-    source: Source
-    response_url: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return {"user": self.user, "channel": self.channel, "source": self.source.value,
-                "response_url": self.response_url}
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Who:
-        return cls(data["user"], data["channel"], Source(data["source"]), data.get("response_url"))
 
 
 def sent_record(who: Who, endpoint: str, job: str, place: Place, post: bool, follow: bool,
@@ -207,13 +175,13 @@ class RetryService:
             self.audit_channel.add(entry)
 
     async def _record_later(self, entry: AuditEntry) -> None:
-        wait = AUDIT_RETRY_FIRST
+        wait = self.timing.outbox_store_pause  # the database is away: the same pause as the outbox's
         while True:
             await asyncio.sleep(wait)
             try:
                 await self.store.audit(entry)
             except StoreUnavailable:
-                wait = min(wait * 2, AUDIT_RETRY_MAX)
+                wait = min(wait * 2, 10 * self.timing.outbox_store_pause)
                 continue
             log.info("wrote the audit record the database had missed", extra=ctx(endpoint=entry.endpoint,
                                                                                   job=entry.job))

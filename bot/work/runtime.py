@@ -35,8 +35,9 @@ from bot.work.follow import Follower
 from bot.work.health import EndpointHealth
 from bot.work.home import HomeDesk
 from bot.work.recent import RecentFailures
-from bot.work.retry import RetryService, Who
+from bot.work.retry import RetryService
 from bot.work.storms import StormDesk
+from bot.work.who import Who
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ from bot.slack.pacing import Pacer
 from bot.store import Queued
 from bot.work.alert_desk import AlertDesk
 from bot.work.bulk import BulkRun, BulkRunner
-from bot.work.retry import Source, Who
+from bot.work.who import Source, Who
 
 log = logging.getLogger(__name__)
 

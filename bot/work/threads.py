@@ -8,7 +8,8 @@ from bot.core.groups import Tally
 from bot.slack.out import Place
 from bot.slack.pacing import Pacer
 from bot.work.bulk import BulkRun, BulkRunner
-from bot.work.retry import RetryService, Who
+from bot.work.retry import RetryService
+from bot.work.who import Who
 
 
 async def retry_in_thread(service: RetryService, who: Who, endpoint: str, job: str, channel: str,
