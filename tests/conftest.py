@@ -48,9 +48,19 @@ def _folder(path: Path) -> str:
     return parts[0] if parts else ""
 
 
+# The longest tests go out first, so that they run beside the many short ones instead of alone at the end: the chaos
+# run (minutes, one worker: its invariants share one run), then the real-limits tier, then real processes.
+FIRST = ("chaos", "limits", "process")
+
+
+def _order(item: pytest.Item) -> int:
+    return next((i for i, name in enumerate(FIRST) if item.get_closest_marker(name)), len(FIRST))
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         folder = _folder(item.path)
         if folder not in TIERS:
             raise pytest.UsageError(f"{item.nodeid}: a test lives in a tier's folder ({', '.join(TIERS)})")
         item.add_marker(TIERS[folder])
+    items.sort(key=_order)  # stable: within a rank, the files' own order

@@ -32,7 +32,9 @@ from tests.process.chaos import (
     summary_posts,
 )
 
-pytestmark = pytest.mark.chaos
+# One run for all the invariants: every test of this module on the same xdist worker (pyproject: --dist loadgroup),
+# or each worker that got one would run the whole scenario again.
+pytestmark = [pytest.mark.chaos, pytest.mark.xdist_group("chaos")]
 
 
 @pytest.fixture(scope="module")

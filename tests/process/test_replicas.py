@@ -197,7 +197,7 @@ async def test_a_bulk_retry_whose_replica_dies_is_finished_by_another_each_job_o
     summaries = [m for m in slack.messages.values() if "Results for 24 jobs" in message_text(m)]
     assert len(summaries) == 1
     shown = message_text(parent() or {})
-    assert shown.startswith("24 of 24 jobs requeued"), shown
+    assert shown.startswith("All 24 jobs requeued"), shown
     no_duplicate_posts(slack)
 
 
