@@ -7,7 +7,8 @@ import contextlib
 import json
 import logging
 import time
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import aiohttp
 from slack_sdk.web.async_client import AsyncWebClient
@@ -39,6 +40,7 @@ from bot.work.retry import RetryService
 from bot.work.storms import StormDesk
 from bot.work.who import Who
 
+T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 # Alerts, storms and seen failures older than this are dropped at start-up; the audit trail is kept.
@@ -156,14 +158,29 @@ class Runtime:
         self.service.workspace_url = self.desk.workspace_url = url if isinstance(url, str) else None
         self._sweeper = asyncio.create_task(self.desk.keep_current(self._stopping), name="expired alerts")
         self._home = asyncio.create_task(self.home.keep_current(self._stopping), name="home tabs")
+        # The app already answers Slack (with "try again in a minute" while the database is away), so a database lost
+        # during start-up is waited out, said in one line each time, instead of ending the process.
         # A lone instance owns everything the previous run left; a replica takes only what was handed over.
-        adopted = await self.store.adopt(time.time(), everything=not self.store.shared)
-        self.outbox.resume(await self.store.queued())
+        adopted = await self._until_stored(lambda: self.store.adopt(time.time(), everything=not self.store.shared))
+        self.outbox.resume(await self._until_stored(self.store.queued))
         self._leases = asyncio.create_task(self.keep_leases(), name="leases")
-        resumed = await self.follower.resume_all()
+        resumed = await self._until_stored(self.follower.resume_all)  # skips jobs already followed: safe again
         if resumed:
             log.info("resumed following %d retried jobs", resumed)
         self.resume_inbox(adopted.inbox)
+
+    async def _until_stored(self, step: Callable[[], Awaitable[T]]) -> T:
+        pause = self.timing.outbox_store_pause
+        while True:
+            try:
+                return await step()
+            except StoreUnavailable as exc:
+                if self._stopping.is_set():
+                    raise
+                log.error("the database went away while the app was starting (%s); earlier work is picked up once "
+                          "it is back", exc)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 10 * self.timing.outbox_store_pause)
 
     def resume_inbox(self, rows: list[Queued]) -> None:
         """Work accepted but never finished, because the process that took it stopped or died: failure webhooks
