@@ -18,7 +18,7 @@ from bot.infra.config import Settings
 from bot.infra.logs import ctx
 from bot.slack.out import Place
 from bot.slack.pacing import Pacer
-from bot.store import AuditEntry, Queued
+from bot.store import AuditEntry, Queued, StoreUnavailable
 from bot.work.bulk_run import BulkRun, catch_up, mention_failed_again, save_answer, save_ending
 from bot.work.follow import FollowTarget
 from bot.work.health import EndpointHealth
@@ -153,6 +153,8 @@ class BulkRunner:
         """One job's answer (or ending) in its own row: what another replica taking the run over reads."""
         try:
             await (save_ending if ending else save_answer)(self.store, run, job)
+        except StoreUnavailable as exc:  # an outage: one line, not a traceback
+            log.warning("could not save a bulk retry's job: %s", exc, extra=ctx(endpoint=run.endpoint, job=job))
         except Exception:
             log.exception("could not save a bulk retry's job", extra=ctx(endpoint=run.endpoint, job=job))
 
@@ -319,10 +321,14 @@ class BulkRunner:
                 else:
                     result = await self._retry(run, job)
             except Exception as exc:  # one job's trouble must not lose the others' outcomes
-                log.exception("bulk retry of one job failed", extra=ctx(endpoint=run.endpoint, job=job))
+                if isinstance(exc, StoreUnavailable):  # an outage: one line, not a traceback
+                    log.warning("bulk retry of one job failed: %s", exc, extra=ctx(endpoint=run.endpoint, job=job))
+                    why = "the app's database was unreachable"
+                else:
+                    log.exception("bulk retry of one job failed", extra=ctx(endpoint=run.endpoint, job=job))
+                    why = f"the app failed while retrying it ({type(exc).__name__})"
                 result = await self._refused(run.who, run.endpoint, job, "error",
-                                             f"the app failed while retrying it ({type(exc).__name__}); check it "
-                                             "with the status command")
+                                             f"{why}; check it with the status command")
         if run.results.get(job) is not result:  # RunPod's answers were saved as they came (`answered`)
             run.results[job] = result
             await self._saved(run, job)

@@ -299,6 +299,8 @@ class RetryService:
     async def _done(self, work_id: int) -> None:
         try:
             await self.store.done(work_id)
+        except StoreUnavailable as exc:  # an outage: one line, not a traceback; settled again as below
+            log.warning("could not mark a retry as answered: %s", exc)
         except Exception:  # the next start settles it again: a second reply at worst, never a second count
             log.exception("could not mark a retry as answered")
 
