@@ -342,7 +342,9 @@ class Outbox:
             raise ValueError(f"unknown outbox call {row.kind}")
         except SlackApiError as exc:
             status = exc.response.status_code
-            code = str(exc.response.get("error") or f"http_{status}")
+            # A gateway's HTML page (a 502 from a proxy) is a str, not Slack's JSON: no error code to read.
+            data = exc.response.data
+            code = str((data.get("error") if isinstance(data, dict) else None) or f"http_{status}")
             if status == 429 or code == "ratelimited":
                 self.metrics.rate_limited.labels(platform="slack", method=method).inc()
                 self._throttled(exc.response.headers, code)

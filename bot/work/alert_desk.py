@@ -36,7 +36,7 @@ from bot.infra.metrics import Metrics
 from bot.infra.timing import REAL, Timing
 from bot.slack.out import Place, SlackOut
 from bot.slack.outbox import Delivery
-from bot.store import Store
+from bot.store import Store, StoreUnavailable
 from bot.work.events import MessageRef
 
 log = logging.getLogger(__name__)
@@ -232,6 +232,8 @@ class AlertDesk:
         while not stop.is_set():
             try:
                 await self.sweep_expired()
+            except StoreUnavailable as exc:  # an outage: one line; the next sweep tries again
+                log.warning("could not redraw expired alerts: %s", exc)
             except Exception:
                 log.exception("could not redraw expired alerts")
             with contextlib.suppress(TimeoutError):
