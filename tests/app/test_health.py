@@ -13,8 +13,8 @@ from bot.core.answers import RunPodBadResponse, RunPodHTTPError, RunPodTimeout, 
 from bot.core.health import health_problem, health_warning, health_words, parse_health, unlikely_reason
 from testkit.fakes import HEALTH_PRESETS, Health
 from testkit.fakes.runpod_health import NO_WORKERS, health_body
-from testkit.harness import job_calls, message_text
-from tests.app.test_alerts import ALERTS, alert_via_webhook, buttons, click_retry, current
+from testkit.harness import buttons, job_calls, message_text
+from tests.app.alerting import ALERTS, alert_via_webhook, click_retry, current
 
 EP = "ep1"
 

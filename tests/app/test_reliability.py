@@ -25,7 +25,7 @@ from testkit.fakes import FakeSlack
 from testkit.fakes._server import reset_connection
 from testkit.fakes.slack import SlackFault
 from testkit.harness import button_value, message_text
-from tests.app.test_alerts import alert_via_webhook
+from tests.app.alerting import alert_via_webhook
 
 EP = "ep1"
 ALERTS = "CALERTS"

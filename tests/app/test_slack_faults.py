@@ -154,7 +154,7 @@ async def test_an_unexpected_failure_sending_a_message_leaves_it_queued_and_it_i
 async def test_a_click_while_the_database_is_away_is_told_so_privately_and_nothing_is_done(app, slack, runpod):
     from bot.core import actions
     from testkit.harness import button_value
-    from tests.app.test_alerts import ALERTS, alert_via_webhook
+    from tests.app.alerting import ALERTS, alert_via_webhook
 
     alert = await alert_via_webhook(app, runpod, "job-db1")
     app.rt.database_state(False)  # a lease renewal found the database away
