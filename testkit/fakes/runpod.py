@@ -19,7 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ..polling import wait_until
+from ..polling import WAIT, wait_until
 from ._server import LoopbackServer, reset_connection
 from .limits import RateLimitHit, RunPodLimiter, RunPodLimits, max_in_window, retry_after_value
 from .runpod_health import HEALTH_PRESETS, Health, health_body
@@ -220,10 +220,10 @@ class FakeRunPod(LoopbackServer):
                   for c in self.calls]
         return "\n".join(lines)
 
-    async def wait_for(self, predicate: Callable[[FakeRunPod], Any], timeout: float = 5.0) -> Any:  # noqa: ASYNC109
+    async def wait_for(self, predicate: Callable[[FakeRunPod], Any], timeout: float = WAIT) -> Any:  # noqa: ASYNC109
         return await wait_until(lambda: predicate(self), timeout, self.describe, step=0.01)
 
-    async def wait_calls(self, op: str, n: int = 1, timeout: float = 5.0) -> list[RunPodCall]:  # noqa: ASYNC109
+    async def wait_calls(self, op: str, n: int = 1, timeout: float = WAIT) -> list[RunPodCall]:  # noqa: ASYNC109
         calls: list[RunPodCall] = await self.wait_for(
             lambda f: len(f.calls_to(op)) >= n and f.calls_to(op), timeout
         )

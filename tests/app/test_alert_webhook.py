@@ -33,7 +33,7 @@ async def test_failure_webhook_answers_fast_and_posts_one_alert_with_facts_deadl
     sent_at = time.time()
 
     assert code == 200 and answer["ok"] is True, answer
-    assert latency < 0.5, f"the webhook waited on Slack ({latency:.2f} s)"
+    assert latency < 1.5, f"the webhook waited on Slack ({latency:.2f} s)"  # Slack answers in 2 s
     await app.settle()
     [alert] = app.posts(ALERTS)
     assert not alert.get("thread_ts")

@@ -12,7 +12,7 @@ import pytest
 from testkit.env import SECRETS, SIGNING_SECRET
 from testkit.fakes import FakeRunPod, FakeSlack
 from testkit.fakes.slack import form_encode, sign, slash_command_body
-from testkit.harness import Ack, Harness, message_text
+from testkit.harness import ACK_DEADLINE, Ack, Harness, message_text
 
 USAGE_MARK = "/runpod-retry <endpointId> <jobId>"
 HTML_502 = ("<!DOCTYPE html><html><head><title>502 Bad Gateway</title><style>body{color:red}</style></head>"
@@ -58,7 +58,7 @@ async def test_retry_posts_parent_then_json_result_in_its_thread_and_follows_to_
     ack = await app.command("ep1 job-1-u1", user="U1", channel="C1")
 
     assert ack.status == 200
-    assert ack.latency < 1.0
+    assert ack.latency < ACK_DEADLINE
     await app.settle()
     retry_calls = runpod.calls_to("retry")
     assert [(c.endpoint, c.job) for c in retry_calls] == [("ep1", "job-1-u1")]
@@ -189,7 +189,8 @@ async def test_ack_comes_at_once_while_runpod_is_slow_and_the_result_lands_later
     ack = await app.command("ep1 job-slow")
 
     assert ack.status == 200
-    assert ack.latency < 1.0, f"the ack took {ack.latency:.2f}s"
+    # Well before RunPod's answer (2.5 s): the ack did not wait for it, even on a busy machine.
+    assert ack.latency < 2.0, f"the ack took {ack.latency:.2f}s"
     [call] = await runpod.wait_calls("retry")
     assert call.status is None  # RunPod had not answered yet
     await app.settle()
@@ -242,7 +243,7 @@ async def test_each_runpod_answer_is_explained_in_the_thread_and_the_app_keeps_s
 
     ack = await app.command("ep1 job-x")
 
-    assert ack.status == 200 and ack.latency < 1.0
+    assert ack.status == 200 and ack.latency < ACK_DEADLINE
     await app.settle()
     assert len(runpod.calls_to("retry")) == retry_calls, runpod.describe()
     parent, replies = first_reply(app)
@@ -267,7 +268,7 @@ async def test_429s_until_the_jobs_retry_window_closes_say_rate_limited_and_the_
     ack = await app.command("ep1 job-x")
     await app.settle(timeout=20)
 
-    assert ack.status == 200 and ack.latency < 1.0
+    assert ack.status == 200 and ack.latency < ACK_DEADLINE
     assert len(runpod.calls_to("retry")) >= 3, "429s are waited out, not given up on after a few tries"
     _parent, replies = first_reply(app)
     texts = [message_text(r) for r in replies]
