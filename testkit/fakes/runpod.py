@@ -100,6 +100,9 @@ class Job:
 class FakeRunPod(LoopbackServer):
     """`FakeRunPod(limits=RunPodLimits(window=0.5))`; `runpod.limits = RunPodLimits.off()` in a test."""
 
+    _limits: RunPodLimits
+    _limiter: RunPodLimiter
+
     def __init__(self, default_key: str = "rp-test-key", limits: RunPodLimits | None = None,
                  time_scale: float = 1.0) -> None:
         super().__init__()
@@ -324,9 +327,9 @@ class FakeRunPod(LoopbackServer):
         if call.op == "health":
             return self._health(call)
         if call.op == "run":
-            job = self.add_job(call.endpoint, f"{uuid.uuid4()}-u1", "IN_QUEUE", error=None)
-            job.pending = deque(job.after_retry)  # polling /status walks it to COMPLETED
-            return _json(call, 200, {"id": job.id, "status": "IN_QUEUE"})
+            created = self.add_job(call.endpoint, f"{uuid.uuid4()}-u1", "IN_QUEUE", error=None)
+            created.pending = deque(created.after_retry)  # polling /status walks it to COMPLETED
+            return _json(call, 200, {"id": created.id, "status": "IN_QUEUE"})
         job = self.jobs.get((call.endpoint, call.job or ""))
         if job is None or job.expired:
             return _json(call, 404, {"error": "request does not exist"})

@@ -7,7 +7,7 @@ import random
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSMsgType, web
 
@@ -35,6 +35,9 @@ class SocketModeMixin:
     """Mixed into FakeSlack, which provides `port` and `describe()`."""
 
     port: int
+
+    if TYPE_CHECKING:  # FakeSlack's own
+        def describe(self) -> str: ...
 
     def _init_socket_mode(self) -> None:
         self.refuse_sockets = False
