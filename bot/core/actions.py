@@ -10,6 +10,7 @@ RETRY_ALL = "runpod_retry_all"
 STORM_STATUS = "runpod_storm_status"
 CONFIRM_FAILED = "runpod_confirm_failed"
 CANCEL_FAILED = "runpod_cancel_failed"
+AUTO_STOP = "auto_stop"  # an auto-retrying alert's Stop: people decide instead of the policy
 
 ALL = (RETRY, STATUS, RETRY_ALL, STORM_STATUS, CONFIRM_FAILED, CANCEL_FAILED)
 

@@ -1,4 +1,4 @@
-"""Buttons on the app's messages (Retry, Status, Retry all, `failed`'s Confirm and Cancel).
+"""Buttons on the app's messages (Retry, Status, Retry all, `failed`'s Confirm and Cancel, an auto-retrying alert's Stop).
 
 A button's value is parsed and validated again before anything runs: Slack returns whatever a client sends.
 """
@@ -68,3 +68,13 @@ def register(app: AsyncApp, rt: Runtime) -> None:
            lambda c, t: rt.recent.confirm(c.who, *t))
     button(actions.CANCEL_FAILED, actions.parse_window_value, lambda _: "cancelling",
            lambda c, t: rt.recent.cancel(c.who, t[0]))
+
+    async def stop(click: Click, target: tuple[str, str]) -> None:
+        if rt.auto is None:  # the policy file was removed since the alert was drawn
+            await rt.out.ephemeral(click.channel, click.who.user, messages.auto_stop_too_late(*target, None),
+                                   click.who.response_url)
+            return
+        await rt.auto.stop(click.who, target[0], target[1], click.channel, click.message_ts)
+
+    button(actions.AUTO_STOP, actions.parse_job_value, lambda t: f"stopping the automatic retries of job `{t[1]}`",
+           stop)

@@ -134,6 +134,17 @@ class Store(abc.ABC):
     # ---------------------------------------------------------------- between replicas
 
     @abc.abstractmethod
+    async def beat(self, executor: str, generation: str, stale_after: float) -> list[str]:
+        """The engine's executor `executor` is alive; returns the silent ones it now takes charge of
+        (bot/store/executors.py)."""
+
+    @abc.abstractmethod
+    async def forget_executor(self, executor: str) -> None: ...
+
+    @abc.abstractmethod
+    async def retire_executor(self, executor: str) -> None: ...
+
+    @abc.abstractmethod
     def lock(self, name: str) -> AbstractAsyncContextManager[None]:
         """Mutual exclusion for `name` across every replica (one alert per job, one grouped alert per storm)."""
 

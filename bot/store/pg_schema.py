@@ -78,6 +78,11 @@ CREATE TABLE bulk_jobs (
 CREATE INDEX bulk_jobs_updated ON bulk_jobs (updated);
 CREATE INDEX inbox_kind_open ON inbox (kind) WHERE done = 0;
 """,
+    """
+CREATE TABLE app_executors (
+    executor_id TEXT PRIMARY KEY, generation TEXT NOT NULL, beat_at TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+""",
 ]
 
 MIGRATION_LOCK = lock_key("runpod-retry: schema migrations")

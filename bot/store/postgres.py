@@ -30,6 +30,7 @@ from bot.store.base import (
     new_owner_id,
 )
 from bot.store.blobs import PostgresBlobs
+from bot.store.executors import PostgresExecutors
 from bot.store.pg_schema import migrate
 from bot.store.pg_shared import AdvisoryLocks, Listener, channel_name, lock_key
 from bot.store.reports import PostgresReports
@@ -58,7 +59,7 @@ def _queued(row: Any) -> Queued:
                   after=Queued.decode(after) if after else None)
 
 
-class PostgresStore(PostgresReports, PostgresBlobs, Store):
+class PostgresStore(PostgresReports, PostgresBlobs, PostgresExecutors, Store):
     shared = True
 
     def __init__(self, url: str, owner: str | None = None, *, pool_size: int = 10, timeout: float = 10.0,

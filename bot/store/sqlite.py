@@ -25,6 +25,7 @@ from bot.store.base import (
     new_owner_id,
 )
 from bot.store.blobs import SqliteBlobs
+from bot.store.executors import NoExecutors
 from bot.store.reports import SqliteReports
 
 # Versioned schema: each entry runs once, in order; PRAGMA user_version records how far a database is.
@@ -112,7 +113,7 @@ def _writable_folder(path: str) -> str | None:
     return None if os.path.isdir(folder) and os.access(folder, os.W_OK) else folder
 
 
-class SqliteStore(SqliteReports, SqliteBlobs, Store):
+class SqliteStore(SqliteReports, SqliteBlobs, NoExecutors, Store):
     shared = False
 
     def __init__(self, path: str, owner: str | None = None, *, lease: float = LEASE_SECONDS):

@@ -14,6 +14,14 @@ from bot.core.messages.alert import (
     retry_block,
     short_state,
 )
+from bot.core.messages.auto_alert import (
+    auto_handed_over,
+    auto_line,
+    auto_paused_note,
+    auto_spent_note,
+    auto_stop_too_late,
+    auto_waiting_line,
+)
 from bot.core.messages.blocks import (
     JSON_CHUNK,
     MAX_BLOCKS,
@@ -181,6 +189,12 @@ __all__ = [
     "json_sections",
     "link",
     "mention",
+    "auto_handed_over",
+    "auto_line",
+    "auto_paused_note",
+    "auto_spent_note",
+    "auto_stop_too_late",
+    "auto_waiting_line",
     "message",
     "nothing_to_retry",
     "outcome_blocks",
