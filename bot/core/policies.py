@@ -175,7 +175,10 @@ def parse_policies(text: str, source: str = "policy file") -> tuple[Policy, ...]
     first_of: dict[str, int] = {}
     for number, table in enumerate(tables, 1):
         name = table.get("name")
-        label = f"policy {_shown(name)}" if isinstance(name, str) and name.strip() else f"policy #{number}"
+        label = f"policy #{number}"
+        if isinstance(name, str) and name.strip():
+            # Two policies of one name are told apart by their place in the file.
+            label = f"policy {_shown(name)}" + (f" (#{number})" if name in first_of else "")
         reader = _TableReader(table, f"{source}: {label}")
         policy = reader.policy()
         problems += reader.problems
@@ -208,8 +211,7 @@ class _TableReader:
             if key not in FIELDS:
                 close = difflib.get_close_matches(key, FIELDS, n=1)
                 hint = f"did you mean {close[0]}? " if close else ""
-                self.problems.append(f"{self.label}: {_shown(key)} is not a field of a policy; {hint}the fields are "
-                                     f"{', '.join(FIELDS)}")
+                self.problem(key, f"it is not a field of a policy; {hint}the fields are {', '.join(FIELDS)}")
         for key in FIELDS:
             if key not in self.table and key not in OPTIONAL:
                 self.problem(key, "it is missing; every policy needs one (see the README's \"Retry policies\")")
