@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bot.core.ids import id_problem
+from bot.core.policies import Policy
 
 DEFAULT_RUNPOD_API_URL = "https://api.runpod.ai/v2"
 DEFAULT_SLACK_API_URL = "https://slack.com/api/"
@@ -135,6 +136,7 @@ class Settings:
     time_scale: float = 1.0
     log_format: str = "text"
     log_level: str = "INFO"
+    policies: tuple[Policy, ...] = ()  # RUNPOD_RETRY_POLICIES (empty when unset)
 
     @property
     def socket_mode(self) -> bool:
