@@ -10,12 +10,8 @@ BREAKER_PAUSE = 1800.0       # trips for 30 minutes
 BREAKER_FAILED = BREAKER_LAST // 2  # half or more of them failed again
 
 
-def recent(results: Sequence[tuple[float, bool]], now: float) -> list[tuple[float, bool]]:
-    """The newest BREAKER_LAST results within BREAKER_WINDOW of `now`, newest first."""
-    inside = [r for r in results if now - BREAKER_WINDOW <= r[0] <= now]
-    return sorted(inside, key=lambda r: r[0], reverse=True)[:BREAKER_LAST]
-
-
 def should_trip(results: Sequence[tuple[float, bool]], now: float) -> bool:
-    """results: (finished_at, failed_again) of the endpoint's automatic retries, any order."""
-    return sum(1 for _, failed in recent(results, now) if failed) >= BREAKER_FAILED
+    """results: (finished_at, failed_again) of the endpoint's automatic retries, any order. Those within
+    BREAKER_WINDOW of now, newest BREAKER_LAST of them: trip when half or more failed again."""
+    inside = sorted((r for r in results if now - BREAKER_WINDOW <= r[0] <= now), key=lambda r: r[0], reverse=True)
+    return sum(1 for _, failed in inside[:BREAKER_LAST] if failed) >= BREAKER_FAILED

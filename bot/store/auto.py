@@ -47,10 +47,12 @@ CREATE TABLE auto_pauses (
 # One statement, so that among simultaneous pauses of one scope exactly one takes it: the row is new, or the pause
 # it replaces had run out. (PostgreSQL re-checks the WHERE on the row a concurrent insert just committed.)
 _PAUSE = ("INSERT INTO auto_pauses (scope, until, paused_by, reason, at) VALUES ({0}, {1}, {2}, {3}, {4})"
-          " ON CONFLICT (scope) DO UPDATE SET until = excluded.until, paused_by = excluded.paused_by, reason = excluded.reason,"
-          " at = excluded.at WHERE auto_pauses.until IS NOT NULL AND auto_pauses.until <= excluded.at"
+          " ON CONFLICT (scope) DO UPDATE SET until = excluded.until, paused_by = excluded.paused_by,"
+          " reason = excluded.reason, at = excluded.at"
+          " WHERE auto_pauses.until IS NOT NULL AND auto_pauses.until <= excluded.at"
           " RETURNING scope")
-_ACTIVE = "SELECT scope, until, paused_by, reason, at FROM auto_pauses WHERE until IS NULL OR until > {0} ORDER BY scope"
+_COLUMNS = "scope, until, paused_by, reason, at"
+_ACTIVE = f"SELECT {_COLUMNS} FROM auto_pauses WHERE until IS NULL OR until > {{0}} ORDER BY scope"
 _PRUNE = ("DELETE FROM auto_results WHERE at < {0}", "DELETE FROM auto_stops WHERE at < {0}",
           "DELETE FROM auto_pauses WHERE until IS NOT NULL AND until < {0}")
 
@@ -105,8 +107,8 @@ class SqliteAuto:
         return bool(rows)
 
     async def resume_auto(self, scope: str) -> Pause | None:
-        rows = await self._rows("DELETE FROM auto_pauses WHERE scope = ? RETURNING scope, until, paused_by, reason, at",
-                                (scope,), commit=True)
+        rows = await self._rows(f"DELETE FROM auto_pauses WHERE scope = ? RETURNING {_COLUMNS}", (scope,),
+                                commit=True)
         return _pause(rows[0]) if rows else None
 
     async def auto_pauses(self, now: float) -> list[Pause]:
@@ -159,8 +161,7 @@ class PostgresAuto:
         return bool(rows)
 
     async def resume_auto(self, scope: str) -> Pause | None:
-        rows = await self._fetch("DELETE FROM auto_pauses WHERE scope = $1 RETURNING scope, until, paused_by, reason, at",
-                                 scope)
+        rows = await self._fetch(f"DELETE FROM auto_pauses WHERE scope = $1 RETURNING {_COLUMNS}", scope)
         return _pause(rows[0]) if rows else None
 
     async def auto_pauses(self, now: float) -> list[Pause]:

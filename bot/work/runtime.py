@@ -29,6 +29,7 @@ from bot.slack.outbox import Outbox
 from bot.store import Queued, Store, StoreUnavailable, open_store
 from bot.work.access import AccessPolicy
 from bot.work.alert_desk import AlertDesk
+from bot.work.auto_switch import AutoSwitch
 from bot.work.bulk import BulkRunner
 from bot.work.channels import ChannelState, check_channels
 from bot.work.events import JobEvents
@@ -96,6 +97,9 @@ class Runtime:
         self.bulk.health = self.health
         self.home = HomeDesk(self.service, self.storms, self.health, settings)
         self.events.subscribe(self.home)
+        # The kill switch and breaker of automatic retries (retry policies); its audit lines go the retries' way.
+        self.switch = AutoSwitch(self.store, self.out, self.access, self.metrics, settings, record=self.service.record)
+        self.switch.on_change.append(self.home.changed)
         self.auth: dict[str, Any] | None = None
         self.channel_states: list[ChannelState] = []
         self._stopping = self.desk.stopping  # one event: shutdown began

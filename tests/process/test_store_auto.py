@@ -14,10 +14,10 @@ from bot.core.policies import COMPLETED, DRY_RUN, FAILED_AGAIN, SENT, SKIPPED, P
 from bot.store import open_store
 from bot.store import pg_schema as pg_schema_module
 from bot.store import sqlite as sqlite_module
-from tests.process.test_store import replicas, schema_version, store, stores, target  # noqa: F401 (fixtures)
+from tests.process.test_store import replicas, schema_version, store, stores, target  # noqa: F401 - the two-backend fixtures
 
 
-async def test_results_are_kept_per_endpoint_newest_first_and_attempts_count_only_what_was_sent(store):
+async def test_results_are_kept_per_endpoint_newest_first_and_attempts_count_only_what_was_sent(store):  # noqa: F811
     now = 10_000.0
     assert await store.record_auto("ep1", "job-1", 1, "oom-once", SENT, now - 30)
     assert await store.record_auto("ep1", "job-1", 1, "oom-once", FAILED_AGAIN, now - 20)
@@ -34,7 +34,7 @@ async def test_results_are_kept_per_endpoint_newest_first_and_attempts_count_onl
     assert await store.auto_attempts("ep9", "job-1") == 0
 
 
-async def test_an_attempt_is_sent_and_ends_once_whoever_records_it_again(store, stores):
+async def test_an_attempt_is_sent_and_ends_once_whoever_records_it_again(store, stores):  # noqa: F811
     instances = await replicas(store, stores, 3)
     now = 10_000.0
     sent = await asyncio.gather(*(instances[i % len(instances)].record_auto("ep1", "job-1", 1, "p", SENT, now + i)
@@ -52,7 +52,7 @@ async def test_an_attempt_is_sent_and_ends_once_whoever_records_it_again(store, 
     assert [r for _, r in await store.auto_results("ep1", 0)].count(FAILED_AGAIN) == 1
 
 
-async def test_a_job_is_stopped_by_its_first_click_only(store, stores):
+async def test_a_job_is_stopped_by_its_first_click_only(store, stores):  # noqa: F811
     instances = await replicas(store, stores, 3)
     assert await store.auto_stopped("ep1", "job-1") is None
 
@@ -67,7 +67,7 @@ async def test_a_job_is_stopped_by_its_first_click_only(store, stores):
     assert await store.auto_stopped("ep2", "job-1") is None
 
 
-async def test_a_pause_is_active_until_its_end_or_until_resumed(store):
+async def test_a_pause_is_active_until_its_end_or_until_resumed(store):  # noqa: F811
     now = 10_000.0
     forever = Pause("*", None, "U1", "", now)
     timed = Pause("ep-a", now + 60, "breaker", "6 of the last 10 automatic retries failed again", now)
@@ -84,7 +84,7 @@ async def test_a_pause_is_active_until_its_end_or_until_resumed(store):
     assert await store.auto_pauses(now) == []
 
 
-async def test_a_scope_already_paused_is_not_paused_again_until_its_pause_ran_out(store):
+async def test_a_scope_already_paused_is_not_paused_again_until_its_pause_ran_out(store):  # noqa: F811
     now = 10_000.0
     first = Pause("ep-a", now + 60, "U1", "", now)
     assert await store.pause_auto(first)
@@ -100,7 +100,7 @@ async def test_a_scope_already_paused_is_not_paused_again_until_its_pause_ran_ou
 
 
 @pytest.mark.parametrize("scope", ["ep-a", "*"])
-async def test_one_pause_wins_among_many_at_once_on_every_replica(store, stores, scope):
+async def test_one_pause_wins_among_many_at_once_on_every_replica(store, stores, scope):  # noqa: F811
     instances = await replicas(store, stores, 4)
     now = time.time()
     results = await asyncio.gather(*(instances[i % len(instances)].pause_auto(
@@ -112,7 +112,7 @@ async def test_one_pause_wins_among_many_at_once_on_every_replica(store, stores,
     assert active.reason == f"caller {winner}" and active.scope == scope
 
 
-async def test_one_pause_wins_over_an_expired_one_among_many_at_once(store, stores):
+async def test_one_pause_wins_over_an_expired_one_among_many_at_once(store, stores):  # noqa: F811
     instances = await replicas(store, stores, 4)
     now = time.time()
     assert await store.pause_auto(Pause("ep-a", now - 1, "U1", "", now - 100))  # ran out a second ago
@@ -124,7 +124,7 @@ async def test_one_pause_wins_over_an_expired_one_among_many_at_once(store, stor
     assert active.reason == f"caller {results.index(True)}"
 
 
-async def test_prune_forgets_old_results_stops_and_pauses_that_ran_out(store):
+async def test_prune_forgets_old_results_stops_and_pauses_that_ran_out(store):  # noqa: F811
     now = time.time()
     await store.record_auto("ep1", "job-old", 1, "p", SENT, now - 1000)
     await store.record_auto("ep1", "job-new", 1, "p", SENT, now)
@@ -141,7 +141,7 @@ async def test_prune_forgets_old_results_stops_and_pauses_that_ran_out(store):
     assert await store.auto_pauses(now) == [forever]  # a pause until resumed is never forgotten
 
 
-async def test_a_database_from_before_retry_policies_gains_their_tables_at_start(target, monkeypatch):
+async def test_a_database_from_before_retry_policies_gains_their_tables_at_start(target, monkeypatch):  # noqa: F811
     module = pg_schema_module if target.startswith("postgres") else sqlite_module
     full = list(module.MIGRATIONS)
     monkeypatch.setattr(module, "MIGRATIONS", full[:-1])  # the release before this one
