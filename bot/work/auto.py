@@ -124,7 +124,8 @@ class AutoRetrier:
                 await self.out.ephemeral(channel, who.user, late, who.response_url)
                 return
             await self.store.stop_auto(endpoint, job, who.user, time.time())
-            alert = await self.desk.save(auto_moved(alert, AutoState.STOPPED, f"Stopped by {messages.mention(who.user)}"))
+            stopped = auto_moved(alert, AutoState.STOPPED, f"Stopped by {messages.mention(who.user)}")
+            alert = await self.desk.save(stopped)
         self.metrics.auto_retries.labels(policy=alert.auto.policy if alert.auto else "", result="stopped").inc()
         await self.service.record(AuditEntry(who.user, who.channel, endpoint, job, who.source, "auto:stop",
                                              detail=f"policy {alert.auto.policy if alert.auto else ''}"))
@@ -227,12 +228,11 @@ async def send(endpoint: str, job: str, policy_name: str, attempt: int) -> str |
         if alert is None or alert.auto is None or alert.auto.state is AutoState.STOPPED:
             return "someone stopped the automatic retries"
         await auto.desk.save(auto_moved(alert, AutoState.RETRYING))
-    if await auto.store.auto_attempts(endpoint, job) >= attempt:
+    if not await auto.store.record_auto(endpoint, job, attempt, policy_name, SENT, time.time()):
+        # This step ran before and may have reached RunPod: a job no longer failed was requeued by it.
         now = await auto.service.call_status(endpoint, job)
         if now.job_status not in RETRYABLE:
             return None
-    else:
-        await auto.store.record_auto(endpoint, job, attempt, policy_name, SENT, time.time())
     who = Who(POLICY_ACTOR + policy_name, alert.channel, Source.POLICY)
     place = Place(alert.channel, thread_ts=alert.reply_thread)
     result = await retry_by_policy(auto.service, who, endpoint, job, place,

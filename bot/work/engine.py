@@ -18,7 +18,7 @@ import contextlib
 import logging
 import os
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -88,10 +88,14 @@ class Engine:
         if self.store.shared:
             self._beats = asyncio.create_task(self._beat(), name="engine heartbeat")
 
-    async def start(self, workflow_id: str, workflow: Callable[..., Awaitable[Any]], *args: Any) -> None:
+    async def start(self, workflow_id: str, workflow: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> None:
         """Start `workflow(*args)` under `workflow_id`, or join the one already started under it."""
         from dbos import DBOS, SetWorkflowID
 
+        if not self._launched:
+            # Stopping: the caller's work stays accepted (a webhook stays in the inbox) and starts this workflow
+            # on the next start, under the same ID.
+            raise asyncio.CancelledError(f"the engine is stopped; {workflow_id} starts on the next start")
         with SetWorkflowID(workflow_id):
             await DBOS.start_workflow_async(workflow, *args)
 

@@ -29,6 +29,7 @@ from bot.slack.outbox import Outbox
 from bot.store import Queued, Store, StoreUnavailable, open_store
 from bot.work.access import AccessPolicy
 from bot.work.alert_desk import AlertDesk
+from bot.work.auto_switch import AutoSwitch
 from bot.work.bulk import BulkRunner
 from bot.work.channels import ChannelState, check_channels
 from bot.work.engine import Engine
@@ -100,6 +101,9 @@ class Runtime:
         self.bulk.health = self.health
         self.home = HomeDesk(self.service, self.storms, self.health, settings)
         self.events.subscribe(self.home)
+        # The kill switch and breaker of automatic retries (retry policies); its audit lines go the retries' way.
+        self.switch = AutoSwitch(self.store, self.out, self.access, self.metrics, settings, record=self.service.record)
+        self.switch.on_change.append(self.home.changed)
         # Retry policies run on the durable-work engine; without policies neither is loaded.
         self.auto: AutoRetrier | None = None
         if settings.policies:
@@ -250,12 +254,12 @@ class Runtime:
             if late:
                 await asyncio.wait(late)
         self.follower.hand_over()
-        if self.auto is not None:  # its workflows resume on the next start, or at once on a live replica
-            await self.auto.close()
         cancelled = await self.background.drain(grace)
         if cancelled:
             log.warning("%d tasks were still running at shutdown; followed jobs resume on the next start",
                         cancelled)
+        if self.auto is not None:  # its workflows resume on the next start, or at once on a live replica
+            await self.auto.close()
         await self.outbox.close(grace=1.0)
         with contextlib.suppress(Exception):
             await self.store.hand_over()
@@ -347,7 +351,7 @@ class Runtime:
         await self.store.record_failure(endpoint, job, status, error_summary(body.get("error")), time.time())
         await self.health.get(endpoint)  # the alert shows the endpoint's health, when RunPod answers in time
         policy = self.auto.match(endpoint, body) if self.auto is not None and self.auto.running else None
-        if policy is not None:  # retried automatically: its own quiet alert, never folded into a grouped one
+        if self.auto is not None and policy is not None:  # its own quiet alert, never folded into a grouped one
             result = await self.auto.failure(endpoint, body, channel or self.settings.alert_channel, policy)
         else:
             result = await self.storms.failure(endpoint, body, channel or self.settings.alert_channel)

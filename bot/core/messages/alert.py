@@ -11,6 +11,7 @@ from bot.core.alerts import Alert, AutoState, Phase, next_retry_at
 from bot.core.commands import COMMAND
 from bot.core.health import Health
 from bot.core.ids import shorten
+from bot.core.messages.auto_alert import auto_line, auto_waiting_line
 from bot.core.messages.blocks import (
     JSON_CHUNK,
     Message,
@@ -29,7 +30,6 @@ from bot.core.messages.blocks import (
     section,
     slack_time,
 )
-from bot.core.messages.auto_alert import auto_line, auto_waiting_line
 from bot.core.messages.health import confirm_warning, health_blocks
 from bot.core.outcome import seconds_text, state_sentence, state_words
 from bot.core.worker_errors import error_details, error_summary

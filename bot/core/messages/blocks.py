@@ -7,10 +7,11 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from bot.core.words import POLICY_ACTOR, without_dates
+
 # Re-exported for the message modules; the vocabulary itself lives in bot.core.words.
 from bot.core.words import count as count
 from bot.core.words import slack_time as slack_time
-from bot.core.words import POLICY_ACTOR, without_dates
 
 Message = dict[str, Any]
 
