@@ -27,6 +27,7 @@ endpoints = ["ep1"]
 errors = ["CUDA out of memory"]
 max_attempts = 1
 delay = "{delay}"
+mode = "on"
 """
 
 
