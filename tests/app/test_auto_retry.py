@@ -42,10 +42,16 @@ def buttons(msg: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 @pytest.fixture
-async def auto_app(make_app, tmp_path: Path) -> Harness:  # type: ignore[no-untyped-def]
+def auto_env(tmp_path: Path) -> dict[str, str]:
+    """The policy file; tests/process/test_auto_retry_postgres.py adds a PostgreSQL database to it."""
     path = tmp_path / "policies.toml"
     path.write_text(POLICIES)
-    return await make_app("http", RUNPOD_RETRY_POLICIES=str(path))
+    return {"RUNPOD_RETRY_POLICIES": str(path)}
+
+
+@pytest.fixture
+async def auto_app(make_app, auto_env: dict[str, str]) -> Harness:  # type: ignore[no-untyped-def]
+    return await make_app("http", **auto_env)
 
 
 async def fail(app: Harness, job: str, error: str = OOM, **job_options: Any) -> dict[str, Any]:
@@ -144,10 +150,8 @@ async def test_a_webhook_delivered_twice_gives_one_automatic_retry(auto_app: Har
     assert len(auto_app.runpod.calls_to("retry")) == 1
 
 
-async def test_the_hourly_budget_counts_automatic_retries(make_app, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    path = tmp_path / "policies.toml"
-    path.write_text(POLICIES)
-    app = await make_app("http", RUNPOD_RETRY_POLICIES=str(path), RUNPOD_RETRY_MAX_PER_JOB="1")
+async def test_the_hourly_budget_counts_automatic_retries(make_app, auto_env: dict[str, str]) -> None:  # type: ignore[no-untyped-def]
+    app = await make_app("http", **auto_env, RUNPOD_RETRY_MAX_PER_JOB="1")
     alert = await fail(app, "job-budget", after_retry=("IN_PROGRESS", "FAILED"))
     handed = await until(app, alert, "Over to you", timeout=20)
     assert len(app.runpod.calls_to("retry")) == 1  # the second attempt would break the budget
@@ -161,3 +165,55 @@ async def test_a_restart_during_the_delay_retries_once_after_it(auto_app: Harnes
     await until(auto_app, alert, "Completed after automatic retry", timeout=20)
     await asyncio.sleep(1.0)
     assert len(auto_app.runpod.calls_to("retry")) == 1
+
+
+async def test_paused_by_on_call_a_matched_failure_is_alerted_for_people_and_resumed_it_is_retried_again(
+        auto_app: Harness) -> None:
+    ack = await auto_app.command("auto pause ep1 1h", user="U7")
+    assert ack.status == 200
+    await auto_app.settle()
+    alert = await fail(auto_app, "job-paused")
+    text = message_text(alert)
+    assert "Auto-retrying" not in text and "paused" in text and "<@U7>" in text
+    assert actions.RETRY in buttons(alert)
+    await asyncio.sleep(2.0)
+    assert not auto_app.runpod.calls_to("retry")
+
+    await auto_app.command("auto resume ep1", user="U7")
+    await auto_app.settle()
+    again = await fail(auto_app, "job-resumed", after_retry=("IN_PROGRESS", "COMPLETED"))
+    assert "Auto-retrying (1 of 2)" in message_text(again)
+    await until(auto_app, again, "Completed after automatic retry")
+    assert [c.job for c in auto_app.runpod.calls_to("retry")] == ["job-resumed"]
+
+
+async def test_retries_that_keep_failing_trip_the_breaker_once_and_no_more_automatic_retries_go_out(
+        auto_app: Harness) -> None:
+    jobs = [f"job-brk-{i}" for i in range(4)]
+    alerts = [await fail(auto_app, job, after_retry=("IN_PROGRESS", "FAILED")) for job in jobs]
+    # Each job may be retried twice; the fifth failure again of the endpoint's automatic retries trips the breaker.
+    await auto_app.slack.wait_for(lambda s: [m for m in auto_app.top_level(ALERTS)
+                                             if "paused" in message_text(m) and "Auto-retrying" not in
+                                             message_text(m) and m["ts"] not in {a["ts"] for a in alerts}],
+                                  timeout=30)
+    for alert in alerts:
+        await until(auto_app, alert, "Over to you", timeout=30)
+    sent = len(auto_app.runpod.calls_to("retry"))
+    assert 5 <= sent < 8  # at most the attempts already under way when it tripped
+    [notice] = [m for m in auto_app.top_level(ALERTS) if m["ts"] not in {a["ts"] for a in alerts}]
+    assert "failed again" in message_text(notice) and actions.AUTO_RESUME in message_text(notice) \
+        or any(el.get("action_id") == actions.AUTO_RESUME for b in notice.get("blocks") or []
+               for el in ([b.get("accessory")] if b.get("accessory") else []))
+
+    later = await fail(auto_app, "job-after-trip")
+    assert "paused" in message_text(later) and "breaker" in message_text(later)
+    await asyncio.sleep(2.0)
+    assert len(auto_app.runpod.calls_to("retry")) == sent
+
+
+async def test_an_endpoint_whose_health_warns_is_not_retried_automatically(auto_app: Harness) -> None:
+    auto_app.runpod.set_health(EP, "throttled")
+    alert = await fail(auto_app, "job-sick")
+    handed = await until(auto_app, alert, "Over to you")
+    assert "health warns" in message_text(handed)
+    assert not auto_app.runpod.calls_to("retry")
