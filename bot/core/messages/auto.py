@@ -30,7 +30,7 @@ MAX_POLICIES = 40    # policy lines shown; a file with more is summed up
 MAX_PAUSES = 10      # pauses shown one each (with a Resume button on Home)
 LINES_PER_SECTION = 6
 SETTING = "RUNPOD_RETRY_POLICIES"
-ALERTED = "Failures there are alerted for people to decide."
+ALERTED = "Failures there will be alerted for people to decide."
 
 
 # ---------------------------------------------------------------- words
