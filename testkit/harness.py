@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp
 
 from bot.app.server import App
-from bot.infra.config import Settings, load_settings
+from bot.infra.config import load_settings
 from testkit.env import SIGNING_SECRET, TEST_PACE, WEBHOOK_SECRET, app_settings
 from testkit.fakes import FakeRunPod, FakeSlack
 from testkit.fakes.slack import block_actions_payload, form_encode, interaction_form_body, sign, slash_command_body
@@ -52,12 +52,8 @@ class Harness:
         assert self.app is not None
         return self.app.rt
 
-    def settings(self) -> Settings:
-        """The app's settings, read from `env` at each start (a subclass may add what no variable gives yet)."""
-        return load_settings(self.env)
-
     async def start(self) -> Harness:
-        self.app = App(self.settings())
+        self.app = App(load_settings(self.env))
         await self.app.start(host="127.0.0.1")
         self.http = aiohttp.ClientSession()
         if self.mode == "socket":

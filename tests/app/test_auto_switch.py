@@ -7,52 +7,55 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import replace
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from bot.core import actions
-from bot.core.policies import COMPLETED, FAILED_AGAIN, Policy
-from bot.infra.config import Settings
-from testkit.fakes import FakeRunPod, FakeSlack, view_problems
+from bot.core.policies import COMPLETED, FAILED_AGAIN
+from testkit.fakes import view_problems
 from testkit.harness import Ack, Harness, message_text
 from testkit.surfaces_payloads import view_button
 from tests.app.test_home import open_home
 
 ALERTS = "CALERTS"
-OOM = Policy("oom-once", ("ep-a", "ep-b"), ("CUDA out of memory",), max_attempts=2, delay=30.0)
-LOST = Policy("lost-worker", ("*",), ("re:Worker .* (died|lost)",), mode="dry-run")
-POLICIES = (OOM, LOST)
-
-
-class PolicyHarness(Harness):
-    """The app with retry policies in its settings (as RUNPOD_RETRY_POLICIES's file gives them)."""
-
-    policies: tuple[Policy, ...] = POLICIES
-
-    def settings(self) -> Settings:
-        return replace(super().settings(), policies=self.policies)
-
+# The policy file RUNPOD_RETRY_POLICIES names, as a team would write it.
+OOM = """
+[[policy]]
+name = "oom-once"
+endpoints = ["ep-a", "ep-b"]
+errors = ["CUDA out of memory"]
+max_attempts = 2
+delay = "30s"
+mode = "on"
+"""
+LOST = """
+[[policy]]
+name = "lost-worker"
+endpoints = ["*"]
+errors = ["re:Worker .* (died|lost)"]
+max_attempts = 1
+delay = "0s"
+mode = "dry-run"
+"""
+POLICIES = OOM + LOST
 
 MakeApp = Callable[..., Awaitable[Harness]]
 
 
 @pytest.fixture
-async def make_auto_app(slack: FakeSlack, runpod: FakeRunPod, tmp_path: Path) -> AsyncIterator[MakeApp]:
-    started: list[Harness] = []
+async def make_auto_app(make_app: MakeApp, tmp_path: Path) -> MakeApp:
+    """The app with a policy file (`policies=None`: RUNPOD_RETRY_POLICIES unset)."""
+    async def factory(mode: str = "http", policies: str | None = POLICIES, **env: str) -> Harness:
+        if policies is not None:
+            path = tmp_path / "policies.toml"
+            path.write_text(policies)
+            env["RUNPOD_RETRY_POLICIES"] = str(path)
+        return await make_app(mode, **env)
 
-    async def factory(mode: str = "http", policies: tuple[Policy, ...] = POLICIES, **env: str) -> Harness:
-        harness = PolicyHarness(slack, runpod, tmp_path, mode, **env)
-        harness.policies = policies
-        started.append(harness)
-        return await harness.start()
-
-    yield factory
-    for harness in started:
-        await harness.stop()
+    return factory
 
 
 @pytest.fixture
@@ -91,14 +94,15 @@ async def test_auto_lists_each_policy_in_one_line_with_its_state(app, runpod, sl
     assert ack.status == 200
     text = told(app, ack)
     assert "oom-once: CUDA out of memory on ep-a, ep-b, up to 2 retries 30 s apart — :large_green_circle: on" in text
-    assert "lost-worker: re:Worker .* (died|lost) on every endpoint, up to 1 retry — :test_tube: dry run" in text
+    assert ("lost-worker: /Worker .* (died|lost)/ on every endpoint, 1 retry right away (dry run: says what it would "
+            "do, retries nothing) — :test_tube: dry run") in text
     assert text.index("oom-once") < text.index("lost-worker")  # in the order they apply
     assert "Nothing is paused" in text
     assert runpod.calls == [] and app.posts(ALERTS) == [] and not slack.rejected()
 
 
 async def test_auto_without_policies_says_there_are_none_and_pausing_stores_nothing(make_auto_app):
-    app = await make_auto_app(policies=())
+    app = await make_auto_app(policies=None)
 
     listed = await app.command("auto")
     paused = await app.command("auto pause ep-a")
@@ -197,7 +201,7 @@ async def test_resuming_what_is_not_paused_changes_nothing(app):
 
 
 async def test_pausing_an_endpoint_no_policy_covers_stores_nothing(make_auto_app):
-    app = await make_auto_app(policies=(OOM,))
+    app = await make_auto_app(policies=OOM)
     ack = await app.command("auto pause ep-zzz")
     await app.settle()
 
@@ -230,11 +234,12 @@ async def test_bad_input_is_told_plainly_and_nothing_is_stored(make_auto_app, ru
 @pytest.mark.parametrize(("env", "command", "said"), [
     ({"RUNPOD_RETRY_ALLOWED_USERS": "U9"}, "auto pause ep-a", "You are not on the list of people who may retry"),
     ({"RUNPOD_RETRY_ALLOWED_USERS": "U9"}, "auto pause all", "You are not on the list of people who may retry"),
-    ({"RUNPOD_RETRY_ENDPOINTS": "ep-b"}, "auto pause ep-a", "This app is not set up to call endpoint `ep-a`"),
+    ({"RUNPOD_RETRY_ENDPOINTS": "ep-b"}, "auto pause ep-c", "This app is not set up to call endpoint `ep-c`"),
     ({"RUNPOD_RETRY_ALLOWED_CHANNELS": "C2"}, "auto pause ep-a", "Retries are not enabled in this channel"),
 ])
 async def test_someone_who_may_not_retry_there_cannot_pause(make_auto_app, env, command, said):
-    app = await make_auto_app(**env)
+    # Only the policy covering every endpoint: one naming an endpoint outside RUNPOD_RETRY_ENDPOINTS stops start-up.
+    app = await make_auto_app(policies=LOST, **env)
     ack = await app.command(command, user="U1", channel="C1")
     await app.settle()
 
@@ -318,7 +323,7 @@ async def test_a_home_click_is_refused_when_the_alert_channel_is_not_one_where_r
 
 
 async def test_home_has_no_automatic_retries_section_without_policies(make_auto_app):
-    app = await make_auto_app(policies=())
+    app = await make_auto_app(policies=None)
     view = await open_home(app, "U1")
 
     assert "Automatic retries" not in message_text(view)
