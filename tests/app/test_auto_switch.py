@@ -401,3 +401,19 @@ async def test_a_resume_on_the_notice_by_someone_who_may_not_retry_is_refused(ma
     assert "Nothing was resumed. You are not on the list" in told(app, ack)
     assert [p.by for p in (await stored(app))[0]] == ["breaker"]
     assert accessory(app.posts(ALERTS)[0], actions.AUTO_RESUME)
+
+
+async def test_pauses_and_resumes_reach_the_audit_channel_like_other_audit_lines(make_auto_app, slack):
+    app = await make_auto_app(RUNPOD_AUDIT_CHANNEL="CAUDIT")
+    await app.command("auto pause ep-a 2h", user="U1", channel="C1")
+    await app.rt.switch.trip("ep-b", "6 of the last 10 automatic retries failed again within 10 minutes")
+    await app.command("auto resume ep-a", user="U2", channel="C1")
+    await app.settle()
+    await slack.wait_for(lambda s: "resumed automatic retries" in channel_text(app, "CAUDIT"))
+
+    text = channel_text(app, "CAUDIT")
+    assert "<@U1> by command in <#C1>: paused automatic retries on `ep-a` until" in text
+    assert "The breaker paused automatic retries on `ep-b` until" in text and "6 of the last 10" in text
+    assert "<@U2> by command in <#C1>: resumed automatic retries on `ep-a`" in text
+    assert "<@breaker>" not in text and "``" not in text
+    assert not slack.rejected()
