@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from bot.core.ids import is_valid_id
+from bot.core.policies import EVERY_ENDPOINT
 
 RETRY = "runpod_retry"
 STATUS = "runpod_status"
@@ -15,7 +16,6 @@ CANCEL_FAILED = "runpod_cancel_failed"
 AUTO_STOP = "auto_stop"
 AUTO_PAUSE = "auto_pause"
 AUTO_RESUME = "auto_resume"
-EVERY_ENDPOINT = "*"
 
 ALL = (RETRY, STATUS, RETRY_ALL, STORM_STATUS, CONFIRM_FAILED, CANCEL_FAILED, AUTO_STOP, AUTO_PAUSE, AUTO_RESUME)
 

@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass
 
 from bot.core.ids import id_problem, shorten
+from bot.core.policies import EVERY_ENDPOINT, parse_duration
 
 COMMAND = "/runpod-retry"
 RESERVED_WORDS = ("help", "retry", "status", "history", "failed", "health", "auto")
@@ -20,7 +21,6 @@ HELP_FORM = f"`{COMMAND} help`"
 AUTO_FORM = f"`{COMMAND} auto`"
 AUTO_PAUSE_FORM = f"`{COMMAND} auto pause <endpointId|all> [2h]`"
 AUTO_RESUME_FORM = f"`{COMMAND} auto resume <endpointId|all>`"
-ALL_ENDPOINTS = "*"  # `all` in a command, "*" in a policy's endpoints and in a stored pause
 MIN_PAUSE = 60
 MAX_PAUSE = 7 * 24 * 3600
 DEFAULT_HISTORY = 10
@@ -32,7 +32,6 @@ MAX_BULK_JOBS = 1000
 # A RunPod API URL as people paste it: .../v2/<endpoint>/<op>/<job>
 _URL_RE = re.compile(r"^https?://[^/\s]+/v2/([^/\s]+)/[A-Za-z-]+/([^/?#\s]+)/?(?:[?#]\S*)?$")
 _WINDOW_RE = re.compile(r"^(\d{1,5})\s*(s|m|h)?$")
-_PAUSE_RE = re.compile(r"^(\d{1,6})(s|m|h|d)?$")
 _SEPARATORS = re.compile(r"[\s,]+")
 # A Slack-formatted link; its label may contain spaces or commas, so links are unwrapped before splitting.
 _SLACK_LINK_RE = re.compile(r"<(https?://[^|>\s]+)(?:\|[^>]*)?>")
@@ -82,7 +81,7 @@ class AutoShow:
 
 @dataclass(frozen=True)
 class AutoPause:
-    scope: str               # an endpoint ID, or ALL_ENDPOINTS
+    scope: str               # an endpoint ID, or EVERY_ENDPOINT (`all`)
     duration: float | None   # seconds; None: until someone resumes
 
 
@@ -192,8 +191,8 @@ def _parse_window(text: str) -> int:
 
 
 def _scope(word: str, form: str) -> str:
-    if word.lower() in ("all", ALL_ENDPOINTS):
-        return ALL_ENDPOINTS
+    if word.lower() in ("all", EVERY_ENDPOINT):
+        return EVERY_ENDPOINT
     problem = _check("endpoint ID", word)
     if problem:
         raise UsageError(f"Nothing was changed. {problem}. Give an endpoint ID, or `all` for every endpoint.",
@@ -202,11 +201,12 @@ def _scope(word: str, form: str) -> str:
 
 
 def _pause_duration(text: str) -> float:
-    match = _PAUSE_RE.match(text.lower())
-    if not match:
+    try:
+        # A bare number is minutes, as in `failed`.
+        seconds = parse_duration(text + "m" if text.isascii() and text.isdigit() else text)
+    except ValueError:
         raise UsageError(f"Nothing was paused. `{shorten(text)}` is not a duration: use `30m`, `2h` or `1d`, or "
-                         "leave it out to pause until someone resumes.", form=AUTO_PAUSE_FORM)
-    seconds = int(match.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400, None: 60}[match.group(2)]
+                         "leave it out to pause until someone resumes.", form=AUTO_PAUSE_FORM) from None
     if not MIN_PAUSE <= seconds <= MAX_PAUSE:
         raise UsageError("Nothing was paused. A pause lasts from 1 minute to 7 days; leave the duration out to "
                          "pause until someone resumes.", form=AUTO_PAUSE_FORM)

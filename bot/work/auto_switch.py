@@ -19,9 +19,8 @@ from dataclasses import replace
 
 from bot.core import messages
 from bot.core.breaker import BREAKER_LAST, BREAKER_PAUSE, BREAKER_WINDOW, should_trip
-from bot.core.commands import ALL_ENDPOINTS
 from bot.core.messages.auto import BREAKER, breaker_reason
-from bot.core.policies import COMPLETED, FAILED_AGAIN, Pause, Policy
+from bot.core.policies import COMPLETED, EVERY_ENDPOINT, FAILED_AGAIN, Pause, Policy
 from bot.core.words import utc
 from bot.infra.config import Settings
 from bot.infra.metrics import Metrics
@@ -59,7 +58,7 @@ class AutoSwitch:
 
     async def paused(self, endpoint: str) -> Pause | None:
         """The active pause covering the endpoint (its own, or every endpoint's): the one lasting longest."""
-        covering = [p for p in await self.store.auto_pauses(self.clock()) if p.scope in (ALL_ENDPOINTS, endpoint)]
+        covering = [p for p in await self.store.auto_pauses(self.clock()) if p.scope in (EVERY_ENDPOINT, endpoint)]
         return max(covering, key=_lasts, default=None)
 
     async def finished(self, endpoint: str) -> None:
@@ -98,12 +97,12 @@ class AutoSwitch:
         await self._tell(who, messages.auto_listing(self.policies, pauses, now))
 
     async def pause(self, who: Who, scope: str, duration: float | None) -> None:
-        """Pause automatic retries on `scope` (an endpoint, or ALL_ENDPOINTS) for `duration` seconds, or until
+        """Pause automatic retries on `scope` (an endpoint, or EVERY_ENDPOINT) for `duration` seconds, or until
         resumed. A longer pause replaces a shorter one; a pause as long or longer already on is left as it is."""
         if not self.policies:
             await self._tell(who, messages.no_policies())
             return
-        if scope != ALL_ENDPOINTS and not any(p.covers(scope) for p in self.policies):
+        if scope != EVERY_ENDPOINT and not any(p.covers(scope) for p in self.policies):
             await self._tell(who, messages.auto_not_covered(scope))
             return
         if await self._refused(who, scope, "Nothing was paused"):
@@ -127,13 +126,13 @@ class AutoSwitch:
         await self._changed()
 
     async def resume(self, who: Who, scope: str, *, notice: tuple[str, str] | None = None) -> None:
-        """Lift the pause on `scope`; ALL_ENDPOINTS lifts every pause. `notice`: the breaker's message (channel, ts)
+        """Lift the pause on `scope`; EVERY_ENDPOINT lifts every pause. `notice`: the breaker's message (channel, ts)
         whose Resume was pressed, brought up to date."""
         if await self._refused(who, scope, "Nothing was resumed"):
             return
         now = self.clock()
         active = await self.store.auto_pauses(now)
-        targets = active if scope == ALL_ENDPOINTS else [p for p in active if p.scope == scope]
+        targets = active if scope == EVERY_ENDPOINT else [p for p in active if p.scope == scope]
         lifted: list[Pause] = []
         for target in targets:
             gone = await self.store.resume_auto(target.scope)
@@ -144,7 +143,7 @@ class AutoSwitch:
             return
         for gone in lifted:
             await self.record(AuditEntry(who.user, who.channel, gone.scope, "", who.source, RESUMED, at=now))
-        still = next((p for p in active if p.scope == ALL_ENDPOINTS and scope != ALL_ENDPOINTS), None)
+        still = next((p for p in active if p.scope == EVERY_ENDPOINT and scope != EVERY_ENDPOINT), None)
         await self._tell(who, messages.resumed_confirm(scope, still, now))
         if notice is not None and (breaker := next((p for p in lifted if p.by == BREAKER), None)):
             await self.out.update(notice[0], notice[1], messages.breaker_resumed(breaker, who.user, now))
@@ -156,10 +155,10 @@ class AutoSwitch:
     def _endpoints(self, scope: str) -> list[str | None]:
         """The endpoints a person needs access to for `scope`: the one; for every endpoint, each endpoint the
         policies name that the app may call (every allowed one when a policy covers all; None: any endpoint)."""
-        if scope != ALL_ENDPOINTS:
+        if scope != EVERY_ENDPOINT:
             return [scope]
         named = {e for p in self.policies for e in p.endpoints}
-        endpoints = sorted(self.access.endpoints) if ALL_ENDPOINTS in named else sorted(
+        endpoints = sorted(self.access.endpoints) if EVERY_ENDPOINT in named else sorted(
             e for e in named if self.access.enabled(e))
         return [*endpoints] or [None]
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from bot.core import actions
 from bot.core.breaker import BREAKER_WINDOW
-from bot.core.commands import ALL_ENDPOINTS, AUTO_PAUSE_FORM, AUTO_RESUME_FORM, COMMAND
+from bot.core.commands import AUTO_PAUSE_FORM, AUTO_RESUME_FORM, COMMAND
 from bot.core.messages.blocks import (
     Message,
     button,
@@ -23,14 +23,14 @@ from bot.core.messages.blocks import (
     slack_time,
     window_text,
 )
-from bot.core.policies import Pause, Policy, describe
+from bot.core.policies import EVERY_ENDPOINT, Pause, Policy, describe
 
 BREAKER = "breaker"  # Pause.by when the breaker paused, not a person
 MAX_POLICIES = 40    # policy lines shown; a file with more is summed up
 MAX_PAUSES = 10      # pauses shown one each (with a Resume button on Home)
 LINES_PER_SECTION = 6
 SETTING = "RUNPOD_RETRY_POLICIES"
-ALERTED = "Failures there are alerted for people to decide."
+ALERTED = "Failures there will be alerted for people to decide."
 
 
 # ---------------------------------------------------------------- words
@@ -38,12 +38,12 @@ ALERTED = "Failures there are alerted for people to decide."
 
 def where(scope: str) -> str:
     """`ep-a`, or "every endpoint"."""
-    return "every endpoint" if scope == ALL_ENDPOINTS else code(scope)
+    return "every endpoint" if scope == EVERY_ENDPOINT else code(scope)
 
 
 def scope_word(scope: str) -> str:
     """How a person types the scope: the endpoint ID, or `all`."""
-    return "all" if scope == ALL_ENDPOINTS else scope
+    return "all" if scope == EVERY_ENDPOINT else scope
 
 
 def by_words(by: str, *, mentions: bool = True) -> str:
@@ -81,14 +81,14 @@ def pause_line(pause: Pause, now: float) -> str:
 def policy_line(policy: Policy, pauses: Sequence[Pause]) -> str:
     """A policy in one line, and its state: on, dry run, paused (everywhere, or on some of its endpoints)."""
     described = clip(escape(describe(policy)), 400)
-    if any(p.scope == ALL_ENDPOINTS for p in pauses):
+    if any(p.scope == EVERY_ENDPOINT for p in pauses):
         state = ":double_vertical_bar: paused (every endpoint)"
     elif policy.dry_run:
-        state = ":test_tube: dry run (says what it would do, retries nothing)"
+        state = ":test_tube: dry run"
     else:
         state = ":large_green_circle: on"
-    paused = [p.scope for p in pauses if p.scope != ALL_ENDPOINTS and policy.covers(p.scope)]
-    if paused and not any(p.scope == ALL_ENDPOINTS for p in pauses):
+    paused = [p.scope for p in pauses if p.scope != EVERY_ENDPOINT and policy.covers(p.scope)]
+    if paused and not any(p.scope == EVERY_ENDPOINT for p in pauses):
         named = ", ".join(code(s) for s in paused[:5]) + (f" and {len(paused) - 5} more" if len(paused) > 5 else "")
         state += f"; paused on {named}"
     return f"• {described} — {state}"
@@ -222,9 +222,9 @@ def home_auto_blocks(policies: Sequence[Policy], pauses: Sequence[Pause], now: f
     if not policies:
         return []
     title = section("*Automatic retries*: the retry policies, in the order they apply")
-    everywhere = any(p.scope == ALL_ENDPOINTS for p in pauses)
+    everywhere = any(p.scope == EVERY_ENDPOINT for p in pauses)
     if may and not everywhere:
-        title["accessory"] = button("Pause all", actions.AUTO_PAUSE, ALL_ENDPOINTS, style="danger")
+        title["accessory"] = button("Pause all", actions.AUTO_PAUSE, EVERY_ENDPOINT, style="danger")
     blocks: list[dict[str, Any]] = [{"type": "divider"}, title, *_sections(_policy_lines(policies, pauses))]
     for pause in pauses[:MAX_PAUSES]:
         block = section(pause_line(pause, now))

@@ -139,6 +139,8 @@ def audit_lines(entries: Sequence[Any], *, mentions: bool = True) -> Message:
             sections.append(line)
     first = entries[0]
     text = f"Job {first.job} on {first.endpoint}: {attempt_words(first.outcome, first.job_status)[1]}"
+    if first.outcome.startswith(AUTO):  # about an endpoint (or all), not a job
+        text = plain(audit_text(first, mentions=False)).split(" ", 1)[1]
     if len(entries) > 1:
         text += f" (and {count(len(entries) - 1, 'more attempt')})"
     return message(text, [section(chunk) for chunk in sections])
