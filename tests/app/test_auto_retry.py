@@ -201,7 +201,7 @@ async def test_retries_that_keep_failing_trip_the_breaker_once_and_no_more_autom
     sent = len(auto_app.runpod.calls_to("retry"))
     assert 5 <= sent < 8  # at most the attempts already under way when it tripped
     [notice] = [m for m in auto_app.top_level(ALERTS) if m["ts"] not in {a["ts"] for a in alerts}]
-    assert "failed again" in message_text(notice) and actions.AUTO_RESUME in message_text(notice) \
+    assert ("failed again" in message_text(notice) and actions.AUTO_RESUME in message_text(notice)) \
         or any(el.get("action_id") == actions.AUTO_RESUME for b in notice.get("blocks") or []
                for el in ([b.get("accessory")] if b.get("accessory") else []))
 
