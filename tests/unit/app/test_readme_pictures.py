@@ -10,7 +10,7 @@ from bot.core.alerts import new_alert
 from bot.core.health import parse_health, read_health
 from testkit.fakes.worker_shapes import RUNPOD_DOCS_HEALTH, TORCH_OOM_TRACEBACK
 
-README = " ".join((Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8").split())
+README = " ".join((Path(__file__).resolve().parents[3] / "README.md").read_text(encoding="utf-8").split())
 ZERO = {"idle": 0, "initializing": 0, "ready": 0, "running": 0, "throttled": 0, "unhealthy": 0}
 
 
