@@ -8,7 +8,7 @@ import asyncio
 import sys
 from collections.abc import Sequence
 
-from bot.infra.config import ConfigError, Settings, load_settings, read_env
+from bot.infra.config import POLICIES_SETTING, ConfigError, Settings, load_settings, read_env
 
 HELP = """usage:
   python -m bot                     run the app (Socket Mode when SLACK_APP_TOKEN is set, else HTTP mode)
@@ -27,7 +27,12 @@ Settings come from the environment and from .env in the working directory; see .
 def config_problem(exc: ConfigError) -> str:
     lines = ["runpod-retry cannot start: some settings are missing or wrong.", ""]
     lines += [f"  - {problem}" for problem in exc.problems]
-    lines += ["", "Put them in .env in this folder (copy .env.example) or in the environment, then run again."]
+    in_policy_file = [p.startswith(f"{POLICIES_SETTING} (") for p in exc.problems]
+    lines.append("")
+    if not all(in_policy_file):
+        lines.append("Put them in .env in this folder (copy .env.example) or in the environment, then run again.")
+    if any(in_policy_file):
+        lines.append("Fix the policy file named above (see \"Retry policies\" in README.md), then run again.")
     return "\n".join(lines)
 
 

@@ -13,9 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bot.core.ids import id_problem
+from bot.core.policies import EVERY_ENDPOINT, Policy, PolicyFileError, parse_policies
 
 DEFAULT_RUNPOD_API_URL = "https://api.runpod.ai/v2"
 DEFAULT_SLACK_API_URL = "https://slack.com/api/"
+POLICIES_SETTING = "RUNPOD_RETRY_POLICIES"
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,9 @@ SETTINGS: tuple[Setting, ...] = (
             "work. Empty: everywhere."),
     Setting("RUNPOD_RETRY_ENDPOINTS", "", "Comma-separated endpoint IDs the app will ever call. Empty: any."),
     Setting("RUNPOD_RETRY_MAX_PER_JOB", "3", "Manual retries allowed for one job per hour."),
+    Setting(POLICIES_SETTING, "", "Path to a TOML file of retry policies: failures they match are retried "
+            "without waking anyone (see Retry policies). Unset: only people retry. A bad file stops start-up, naming "
+            "each problem.", "for automatic retries"),
     Setting("RUNPOD_RETRY_DB", "runpod-retry.db", "Where the app keeps its state (audit trail, alerts, followed jobs, "
             "queued Slack messages): a SQLite file path for one instance, or a postgresql://user:password@host:5432/db "
             "URL shared by several replicas."),
@@ -122,6 +127,7 @@ class Settings:
     allowed_channels: tuple[str, ...] = ()
     allowed_endpoints: tuple[str, ...] = ()
     max_retries_per_job: int = 3
+    policies: tuple[Policy, ...] = ()
     db_path: str = "runpod-retry.db"
     audit_channel: str = ""
     bulk_concurrency: int = 8
@@ -225,6 +231,13 @@ def load_settings(env: Mapping[str, str], *, serving: bool = True, needs: tuple[
         if (bad_id := id_problem(endpoint)) is not None:
             problems.append(f"RUNPOD_RETRY_ENDPOINTS has an invalid endpoint ID {endpoint[:40]!r}: {bad_id}. "
                             "List endpoint IDs separated by commas, e.g. `abc123xyz,def456uvw`.")
+    policies: tuple[Policy, ...] = ()
+    if serving and (path := get(POLICIES_SETTING)):
+        try:
+            policies = load_policies(path)
+        except PolicyFileError as exc:
+            problems.extend(exc.problems)
+        problems.extend(_unreachable(path, policies, allowed_endpoints))
     log_format = get("LOG_FORMAT").lower()
     if log_format not in ("json", "text"):
         problems.append(f"LOG_FORMAT must be `json` or `text`, got {log_format!r}.")
@@ -245,6 +258,7 @@ def load_settings(env: Mapping[str, str], *, serving: bool = True, needs: tuple[
         allowed_channels=_csv(get("RUNPOD_RETRY_ALLOWED_CHANNELS")),
         allowed_endpoints=allowed_endpoints,
         max_retries_per_job=int(number("RUNPOD_RETRY_MAX_PER_JOB", int, 1)),
+        policies=policies,
         db_path=get("RUNPOD_RETRY_DB"),
         audit_channel=get("RUNPOD_AUDIT_CHANNEL"),
         bulk_concurrency=int(number("RUNPOD_BULK_CONCURRENCY", int, 1)),
@@ -262,6 +276,37 @@ def load_settings(env: Mapping[str, str], *, serving: bool = True, needs: tuple[
     if problems:
         raise ConfigError(problems)
     return settings
+
+
+def load_policies(path: str) -> tuple[Policy, ...]:
+    """The policies in the file at `path`; raises PolicyFileError naming every problem, each line starting with
+    "RUNPOD_RETRY_POLICIES (<path>):" (see POLICIES_SETTING)."""
+    source = f"{POLICIES_SETTING} ({path})"
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        why = "there is no such file; check the path, or unset RUNPOD_RETRY_POLICIES to retry only by hand"
+    except IsADirectoryError:
+        why = "it is a folder; name the policy file itself"
+    except PermissionError:
+        why = "the app is not allowed to read it; check the file's permissions"
+    except UnicodeDecodeError:
+        why = "it is not text (UTF-8); it should be a TOML file"
+    except OSError as exc:
+        why = f"it cannot be read ({exc.strerror or exc})"
+    else:
+        return parse_policies(text, source)
+    raise PolicyFileError([f"{source}: {why}"])
+
+
+def _unreachable(path: str, policies: tuple[Policy, ...], allowed: tuple[str, ...]) -> list[str]:
+    """A policy naming an endpoint outside RUNPOD_RETRY_ENDPOINTS could never retry there: said at start-up, not
+    found out at 3 a.m."""
+    if not allowed:
+        return []
+    return [f"{POLICIES_SETTING} ({path}): policy \"{p.name}\": endpoints: \"{e}\" is not in "
+            "RUNPOD_RETRY_ENDPOINTS, so the app may never retry its jobs; add it there or remove it here"
+            for p in policies for e in p.endpoints if e != EVERY_ENDPOINT and e not in allowed]
 
 
 def settings_table() -> str:

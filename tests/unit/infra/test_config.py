@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.infra.config import SETTINGS, ConfigError, load_settings, settings_table
+from bot.infra.config import SETTINGS, ConfigError, load_policies, load_settings, settings_table
 
 BASE = {"SLACK_BOT_TOKEN": "xoxb-1", "RUNPOD_API_KEY": "rp-1", "SLACK_SIGNING_SECRET": "s"}
 
@@ -73,3 +73,72 @@ def test_settings_table_lists_every_setting():
     table = settings_table()
     for setting in SETTINGS:
         assert f"`{setting.name}`" in table
+
+
+# ---------------------------------------------------------------- RUNPOD_RETRY_POLICIES
+
+GOOD_POLICY = """[[policy]]
+name = "oom-once"
+endpoints = ["ep-a", "ep-b"]
+errors = ["CUDA out of memory"]
+max_attempts = 2
+delay = "30s"
+mode = "on"
+"""
+
+
+def test_without_a_policy_file_there_are_no_policies():
+    assert load_settings(BASE).policies == ()
+
+
+def test_the_policy_file_is_read_into_settings(tmp_path):
+    path = tmp_path / "policies.toml"
+    path.write_text(GOOD_POLICY, encoding="utf-8")
+
+    [policy] = load_settings({**BASE, "RUNPOD_RETRY_POLICIES": str(path)}).policies
+
+    assert policy.name == "oom-once" and policy.endpoints == ("ep-a", "ep-b") and policy.delay == 30.0
+    assert load_policies(str(path)) == (policy,)
+
+
+def test_policy_problems_join_the_other_settings_problems_each_naming_the_setting_and_file(tmp_path):
+    path = tmp_path / "policies.toml"
+    path.write_text(GOOD_POLICY.replace('"30s"', '"3x"'), encoding="utf-8")
+
+    found = problems_of({**BASE, "RUNPOD_RETRY_POLICIES": str(path), "LOG_FORMAT": "xml"})
+
+    assert f'RUNPOD_RETRY_POLICIES ({path}): policy "oom-once": delay: "3x" is not a duration such as 90s or 2m' in found
+    assert any(p.startswith("LOG_FORMAT") for p in found)
+
+
+@pytest.mark.parametrize(("make", "says"), [
+    (lambda d: d / "absent.toml", "there is no such file; check the path, or unset RUNPOD_RETRY_POLICIES"),
+    (lambda d: d, "it is a folder; name the policy file itself"),
+    (lambda d: (d / "bin.toml", (d / "bin.toml").write_bytes(b"\xff\xfe\x00name"))[0], "it is not text (UTF-8)"),
+])
+def test_a_policy_file_that_cannot_be_read_says_why(tmp_path, make, says):
+    path = make(tmp_path)
+
+    [problem] = problems_of({**BASE, "RUNPOD_RETRY_POLICIES": str(path)})
+
+    assert problem.startswith(f"RUNPOD_RETRY_POLICIES ({path}): ") and says in problem, problem
+
+
+def test_a_policy_endpoint_the_allowlist_forbids_is_a_problem(tmp_path):
+    path = tmp_path / "policies.toml"
+    path.write_text(GOOD_POLICY, encoding="utf-8")
+
+    [problem] = problems_of({**BASE, "RUNPOD_RETRY_POLICIES": str(path), "RUNPOD_RETRY_ENDPOINTS": "ep-a,ep-c"})
+
+    assert problem == (f'RUNPOD_RETRY_POLICIES ({path}): policy "oom-once": endpoints: "ep-b" is not in '
+                       "RUNPOD_RETRY_ENDPOINTS, so the app may never retry its jobs; add it there or remove it here")
+    every = tmp_path / "every.toml"
+    every.write_text(GOOD_POLICY.replace('["ep-a", "ep-b"]', '["*"]'), encoding="utf-8")
+    assert load_settings({**BASE, "RUNPOD_RETRY_POLICIES": str(every), "RUNPOD_RETRY_ENDPOINTS": "ep-a"}).policies
+
+
+def test_commands_that_do_not_serve_do_not_need_the_policy_file(tmp_path):
+    # A broken policy file must not stand in the way of a retry from a terminal or a posted alert.
+    env = {**BASE, "RUNPOD_RETRY_POLICIES": str(tmp_path / "absent.toml")}
+    assert load_settings(env, serving=False).policies == ()
+    assert load_settings(env, serving=False, needs=("RUNPOD_API_KEY",)).policies == ()
