@@ -9,6 +9,7 @@ Importing this module loads DBOS: the runtime imports it only when policies are 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
@@ -130,6 +131,15 @@ class AutoRetrier:
         await self.service.record(AuditEntry(who.user, who.channel, endpoint, job, who.source, "auto:stop",
                                              detail=f"policy {alert.auto.policy if alert.auto else ''}"))
 
+    async def posted(self, place: Place, endpoint: str, job: str) -> None:
+        """Until the job's alert is in Slack (or Slack refused it for good): then `place` is its thread."""
+        while True:
+            alert = await self.desk.get(endpoint, job)
+            if alert is None or alert.ts or not alert.posting:
+                place.thread_ts = alert.reply_thread if alert is not None else None
+                return
+            await asyncio.sleep(self.timing.auto_poll)
+
     async def audit(self, policy: str, alert: Alert, outcome: str, detail: str | None = None) -> None:
         self.metrics.auto_retries.labels(policy=policy, result=outcome).inc()
         await self.service.record(AuditEntry(POLICY_ACTOR + policy, alert.channel, alert.endpoint, alert.job,
@@ -235,8 +245,11 @@ async def send(endpoint: str, job: str, policy_name: str, attempt: int) -> str |
             return None
     who = Who(POLICY_ACTOR + policy_name, alert.channel, Source.POLICY)
     place = Place(alert.channel, thread_ts=alert.reply_thread)
+    # In a storm the alert may still wait for its turn in the channel: RunPod is called now, the reply waits for it.
+    parent = None if alert.ts else auto.service.background.spawn(auto.posted(place, endpoint, job),
+                                                                  name=f"alert posted {endpoint}/{job}")
     result = await retry_by_policy(auto.service, who, endpoint, job, place,
-                                   MessageRef(alert.channel, alert.ts or "", alert.thread_ts))
+                                   MessageRef(alert.channel, alert.ts or "", alert.thread_ts), parent)
     if result is None or isinstance(result, str):
         return result
     auto.metrics.auto_retries.labels(policy=policy_name, result=SENT if result.ok else "refused").inc()
@@ -244,7 +257,7 @@ async def send(endpoint: str, job: str, policy_name: str, attempt: int) -> str |
 
 
 async def retry_by_policy(service: RetryService, who: Who, endpoint: str, job: str, place: Place,
-                          origin: MessageRef) -> Outcome | str | None:
+                          origin: MessageRef, parent: asyncio.Task[None] | None) -> Outcome | str | None:
     """A click's rules (exactly once, the hourly budget) and path (record, reply in the alert's thread, follow).
     A refusal is recorded and returned in words for the alert: nobody asked, so nobody is told privately. None:
     this policy already holds the job (this step's earlier run sent it, and its follow goes on)."""
@@ -260,7 +273,7 @@ async def retry_by_policy(service: RetryService, who: Who, endpoint: str, job: s
             await service.record(AuditEntry(who.user, who.channel, endpoint, job, who.source, "refused:budget",
                                             detail=limit[:300]))
             return limit
-        return await service.attempt(who, endpoint, job, place, hold, announce=True, origin=origin)
+        return await service.attempt(who, endpoint, job, place, hold, announce=True, origin=origin, parent=parent)
 
 
 @DBOS.step()

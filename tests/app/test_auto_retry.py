@@ -217,3 +217,21 @@ async def test_an_endpoint_whose_health_warns_is_not_retried_automatically(auto_
     handed = await until(auto_app, alert, "Over to you")
     assert "health warns" in message_text(handed)
     assert not auto_app.runpod.calls_to("retry")
+
+
+async def test_the_retry_goes_while_slack_still_holds_back_the_alert_and_its_result_lands_in_the_alerts_thread(
+        auto_app: Harness) -> None:
+    from testkit.fakes.slack import SlackFault
+
+    auto_app.slack.script("chat.postMessage", *[SlackFault(503)] * 7)  # the alert waits out Slack's trouble
+    auto_app.runpod.add_job(EP, "job-slow-slack", status="FAILED", error=OOM, after_retry=("IN_PROGRESS", "COMPLETED"))
+    status, _ = await auto_app.webhook(EP, {"id": "job-slow-slack", "status": "FAILED", "error": OOM})
+    assert status == 200
+    await auto_app.runpod.wait_calls("retry", 1, timeout=15)
+    assert not auto_app.top_level(ALERTS)  # RunPod was not kept waiting for Slack
+    await auto_app.slack.wait_for(lambda s: auto_app.top_level(ALERTS), timeout=30)
+    [alert] = auto_app.top_level(ALERTS)
+    await until(auto_app, alert, "Completed after automatic retry", timeout=30)
+    await auto_app.settle()
+    assert len(auto_app.top_level(ALERTS)) == 1  # the result went in the alert's thread, not beside it
+    assert "job-slow-slack" in auto_app.thread_text(ALERTS, alert["ts"])
