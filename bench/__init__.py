@@ -1,9 +1,9 @@
 """Benchmark: the app against loopback stand-ins for Slack and RunPod, beside the obvious implementation.
 
-Run from the repository root: `python -m bench` (about 3 minutes; `--skip-naive` leaves out the slow
-baseline; `--only SECTION` runs one of burst, bulk, limits, replicas, naive and writes nothing). Prints Markdown
-tables and writes them to bench/RESULTS.md and between the `<!-- bench:start -->` / `<!-- bench:end -->` markers
-in README.md.
+Run from the repository root: `python -m bench` (about 5.5 minutes; `--skip-naive` leaves out the slow baseline;
+`--only SECTION` runs one of burst, channel, bulk, limits, replicas, naive and writes nothing). Prints Markdown
+tables and writes them to bench/RESULTS.md and between the `<!-- bench:start -->` / `<!-- bench:end -->` markers in
+README.md.
 
 Set-up, so the numbers mean what they say:
 - The app runs as its own process (`python -m bot`, HTTP mode, exactly as deployed), so its event loop does not
@@ -14,6 +14,10 @@ Set-up, so the numbers mean what they say:
   bound on what the app adds.
 - "All results posted" is measured at the Slack stand-in: arrival of the last of the result replies (the first
   reply in each command's thread; parents do not count) minus the moment the burst started.
+- One channel (issue 17): a separate app process on SQLite; 40 commands at once into one channel over 4 endpoints,
+  Slack's 1 post a second per channel enforced, RunPod answering in 0.5 s. Ack → RunPod is from reading a command's
+  ack to its /retry arriving at the RunPod stand-in; "every result" is each command's parent message and the first
+  reply in its thread, beside the floor Slack's per-channel limit sets for those posts.
 - Real limits (issue 10): a separate app process, with the Slack stand-in at Slack's limits and the RunPod stand-in
   at RunPod's documented ones; a 150-failure storm into one alert channel, then a 300-job bulk retry, each timed
   beside the floor the limits allow.
@@ -22,8 +26,8 @@ Set-up, so the numbers mean what they say:
 - The baseline (bench/naive_app.py) gets the same burst, the same stand-ins and the same measurement.
 
 The modules: `config` (the figures each section uses), `processes` (the app and the baseline as processes, through
-testkit/process.py, as the tests start them), `scenarios` (the burst and the bulk run), `limits` (the storm and the
-bulk run at the platforms' real limits), `runs` (each section, start to end), `report` (the Markdown tables and the
-README's bench section), `__main__` (the command line).
+testkit/process.py, as the tests start them), `scenarios` (the burst and the bulk run), `one_channel` (40 commands
+into one channel), `limits` (the storm and the bulk run at the platforms' real limits), `runs` (each section, start
+to end), `report` (the Markdown tables and the README's bench section), `__main__` (the command line).
 """
 

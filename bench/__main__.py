@@ -12,7 +12,7 @@ from pathlib import Path
 import bench
 from bench.config import README, RESULTS, ROOT, SECTIONS
 from bench.report import report, write_readme
-from bench.runs import Row, run_app, run_limits, run_naive, run_replicas
+from bench.runs import Row, run_app, run_limits, run_naive, run_one_channel, run_replicas
 
 
 async def main(sections: set[str], write: bool) -> int:
@@ -24,6 +24,7 @@ async def main(sections: set[str], write: bool) -> int:
         limits = None
         if sections & {"burst", "bulk"}:
             rows.append(await run_app(workdir, sections))
+        channel = await run_one_channel(workdir) if "channel" in sections else None
         if "limits" in sections:
             limits = await run_limits(workdir)
         setups = await run_replicas(workdir) if "replicas" in sections else None
@@ -32,7 +33,7 @@ async def main(sections: set[str], write: bool) -> int:
                 print("  (the baseline is shown beside the app's burst: add `burst`)", file=sys.stderr)
             else:
                 rows.append(await run_naive(workdir))
-    text = report(rows, limits, time.monotonic() - started, sections, setups)
+    text = report(rows, limits, time.monotonic() - started, sections, setups, channel)
     print(text)
     if write:
         RESULTS.write_text(text)

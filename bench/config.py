@@ -32,8 +32,16 @@ NAIVE_REPLY_CAP = 100.0    # the baseline is slow; its wait is bounded too
 READY_CAP = 30.0
 RESULTS = ROOT / "bench" / "RESULTS.md"
 README = ROOT / "README.md"
-SECTIONS = ("burst", "bulk", "limits", "replicas", "naive")
+SECTIONS = ("burst", "channel", "bulk", "limits", "replicas", "naive")
 REPLICAS = 3               # issue 11: the burst spread over this many replicas on one PostgreSQL
+
+# One busy channel (issue 17, defect 6): many commands into one channel at once, Slack's 1 post a second per channel
+# enforced by the stand-in; each command's /retry must reach RunPod at once, not behind the channel's posts.
+ONE_CHANNEL = "CONE"
+ONE_CHANNEL_COMMANDS = 40
+ONE_CHANNEL_ENDPOINTS = 4
+ONE_CHANNEL_LATENCY = 0.5  # RunPod's answer time per call
+ONE_CHANNEL_CAP = 240.0    # longest wait for every post (parents, results, endings) to reach Slack
 
 # Real limits (issue 10, point 4)
 STORM_ENDPOINTS = ("storm-a", "storm-b", "storm-c")

@@ -17,6 +17,7 @@ from bench.config import (
     LIMITS_BULK,
     LIMITS_BULK_CONCURRENCY,
     NAIVE_REPLY_CAP,
+    ONE_CHANNEL_COMMANDS,
     REPLICAS,
     REPLY_CAP,
     ROOT,
@@ -26,10 +27,35 @@ from bench.config import (
     WEBHOOK_SECRET,
 )
 from bench.limits import LimitsBulk, Storm, limits_bulk, storm
+from bench.one_channel import OneChannel, one_channel
 from bench.processes import bench_env, idle, spawn, wait_ready
 from bench.scenarios import Bulk, Burst, bulk, burst
 from testkit.fakes import FakeRunPod, FakeSlack
 from testkit.fakes.limits import RunPodLimits, SlackLimits
+
+
+async def run_one_channel(workdir: Path) -> OneChannel:
+    """A fresh app process on SQLite; Slack's per-channel limit enforced by the stand-in, RunPod's not (the app
+    paces itself by it, and 10 commands per endpoint stay well within it)."""
+    async with (FakeSlack(valid_tokens={BOT_TOKEN}, limits=SlackLimits()) as slack,
+                FakeRunPod(default_key=RUNPOD_KEY) as runpod):
+        proc = await spawn("channel", [sys.executable, "-m", "bot"],
+                           bench_env(slack, runpod, workdir / "channel.db", LOG_FORMAT="json"), workdir)
+        try:
+            async with aiohttp.ClientSession() as http:
+                await wait_ready(proc, http, need_200=True)
+                await asyncio.sleep(1.0)
+                print(f"  one channel: {ONE_CHANNEL_COMMANDS} commands at once (about 2 minutes at Slack's pace)…",
+                      file=sys.stderr)
+                result = await one_channel(proc.port, slack, runpod)
+                runpod.latency = 0.0
+                await idle(proc, http)
+            await proc.stop()
+        finally:
+            if proc.process.returncode is None:
+                proc.process.kill()
+                await proc.process.wait()
+    return result
 
 
 @dataclass
