@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+WAIT = 15.0  # how long the stand-ins wait by default: long enough for a busy machine; a pass never waits it out
 STEP = 0.05  # as the replica tests always polled: some look at the app right after what they waited for
 
 

@@ -155,7 +155,7 @@ class App:
 
     async def _start(self, host: str) -> None:
         try:
-            await self.rt.open()
+            await self.rt.open(engine=True)
         except StoreUnavailable as exc:
             raise StartupError(f"the database in RUNPOD_RETRY_DB cannot be used: {exc}") from None
         auth = await check_slack(self.rt)

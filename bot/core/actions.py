@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from bot.core.ids import is_valid_id
+from bot.core.policies import EVERY_ENDPOINT
 
 RETRY = "runpod_retry"
 STATUS = "runpod_status"
@@ -10,8 +11,13 @@ RETRY_ALL = "runpod_retry_all"
 STORM_STATUS = "runpod_storm_status"
 CONFIRM_FAILED = "runpod_confirm_failed"
 CANCEL_FAILED = "runpod_cancel_failed"
+# Automatic retries: an alert's Stop (value: endpoint/job), and the kill switch's Pause and Resume (value: a scope,
+# an endpoint ID or "*" for every endpoint).
+AUTO_STOP = "auto_stop"
+AUTO_PAUSE = "auto_pause"
+AUTO_RESUME = "auto_resume"
 
-ALL = (RETRY, STATUS, RETRY_ALL, STORM_STATUS, CONFIRM_FAILED, CANCEL_FAILED)
+ALL = (RETRY, STATUS, RETRY_ALL, STORM_STATUS, CONFIRM_FAILED, CANCEL_FAILED, AUTO_STOP, AUTO_PAUSE, AUTO_RESUME)
 
 # The message shortcut "Retry RunPod jobs" (manifest.yml `features.shortcuts[].callback_id`) and the retry form
 # (a modal) it and an empty `/runpod-retry` open: its callback ID, and its fields' block and action IDs.
@@ -62,3 +68,10 @@ def parse_window_value(value: object) -> tuple[str, int] | None:
     if not 0 < int(seconds) <= 86400:
         return None
     return endpoint, int(seconds)
+
+
+def parse_scope_value(value: object) -> str | None:
+    """A Pause or Resume button's scope: an endpoint ID, or "*" for every endpoint; None when it is neither."""
+    if not isinstance(value, str):
+        return None
+    return value if value == EVERY_ENDPOINT or is_valid_id(value) else None

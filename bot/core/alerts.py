@@ -28,6 +28,37 @@ class Phase(StrEnum):
     UNKNOWN = "unknown"            # following stopped before the job ended
 
 
+class AutoState(StrEnum):
+    WAITING = "waiting"      # an automatic retry is due at `due`; Stop offered instead of Retry
+    RETRYING = "retrying"    # sent by the policy; the job is followed
+    COMPLETED = "completed"  # the job completed after an automatic retry
+    SPENT = "spent"          # every automatic retry failed again: handed to people
+    STOPPED = "stopped"      # someone pressed Stop: handed to people
+    SKIPPED = "skipped"      # not retried (`note` says why): handed to people
+    DRY_RUN = "dry_run"      # the policy only says what it would do
+
+
+@dataclass(frozen=True)
+class Auto:
+    """A retry policy's hold on an alert (RUNPOD_RETRY_POLICIES)."""
+
+    policy: str
+    attempt: int             # the automatic retry shown, from 1 ...
+    of: int                  # ... to the policy's max_attempts
+    due: float               # when that retry goes (or went)
+    state: AutoState = AutoState.WAITING
+    note: str | None = None  # why it was handed to people, in words
+
+    @property
+    def active(self) -> bool:
+        """The policy is still deciding: people are not asked yet."""
+        return self.state in (AutoState.WAITING, AutoState.RETRYING)
+
+    @property
+    def handed_over(self) -> bool:
+        return self.state in (AutoState.SPENT, AutoState.STOPPED, AutoState.SKIPPED)
+
+
 @dataclass(frozen=True)
 class Alert:
     endpoint: str
@@ -52,6 +83,7 @@ class Alert:
                                         # ("" when nothing can link there: a command's response_url)
     posting: bool = False         # its message is queued for Slack and `ts` not known yet
     thread_details: bool = True   # the thread (or `report_url`) holds what happened; not after an interrupted retry
+    auto: Auto | None = None      # a retry policy retries it automatically (or did, or would)
 
     @property
     def deadline(self) -> float:
@@ -70,6 +102,8 @@ class Alert:
         data = json.loads(text)
         data["phase"] = Phase(data["phase"])
         data["retried_at"] = tuple(data.get("retried_at") or ())
+        auto = data.get("auto")
+        data["auto"] = Auto(**{**auto, "state": AutoState(auto["state"])}) if auto else None
         return cls(**data)
 
 
@@ -183,3 +217,19 @@ def expired(alert: Alert) -> Alert:
 
 def gave_up(alert: Alert, note: str) -> Alert:
     return replace(alert, phase=Phase.UNKNOWN, note=f"I stopped following it: {note}", retry_offered=False)
+
+
+def auto_planned(alert: Alert, policy: str, attempt: int, of: int, due: float, *, dry_run: bool = False) -> Alert:
+    """A retry policy matched: an automatic retry is due at `due` (or, in a dry run, would be)."""
+    return replace(alert, auto=Auto(policy, attempt, of, due, AutoState.DRY_RUN if dry_run else AutoState.WAITING))
+
+
+def auto_moved(alert: Alert, state: AutoState, note: str | None = None) -> Alert:
+    """The policy's next step: sent, completed, or handed to people (spent, stopped, skipped: Retry is theirs)."""
+    if alert.auto is None:
+        return alert
+    alert = replace(alert, auto=replace(alert.auto, state=state, note=note))
+    if state in (AutoState.SPENT, AutoState.STOPPED, AutoState.SKIPPED) and alert.phase in (Phase.FAILED,
+                                                                                           Phase.FAILED_AGAIN):
+        alert = replace(alert, retry_offered=True)
+    return alert

@@ -6,9 +6,10 @@ import re
 from dataclasses import dataclass
 
 from bot.core.ids import id_problem, shorten
+from bot.core.policies import EVERY_ENDPOINT, parse_duration
 
 COMMAND = "/runpod-retry"
-RESERVED_WORDS = ("help", "retry", "status", "history", "failed", "health")
+RESERVED_WORDS = ("help", "retry", "status", "history", "failed", "health", "auto")
 # Each form as a person types it: a usage error shows the one form it is about, not the whole help.
 RETRY_FORM = f"`{COMMAND} <endpointId> <jobId>`"
 BULK_FORM = f"`{COMMAND} <endpointId> <jobId> <jobId> …`"
@@ -17,6 +18,11 @@ FAILED_FORM = f"`{COMMAND} failed <endpointId> [30m]`"
 HISTORY_FORM = f"`{COMMAND} history [N]`"
 HEALTH_FORM = f"`{COMMAND} health <endpointId>`"
 HELP_FORM = f"`{COMMAND} help`"
+AUTO_FORM = f"`{COMMAND} auto`"
+AUTO_PAUSE_FORM = f"`{COMMAND} auto pause <endpointId|all> [2h]`"
+AUTO_RESUME_FORM = f"`{COMMAND} auto resume <endpointId|all>`"
+MIN_PAUSE = 60
+MAX_PAUSE = 7 * 24 * 3600
 DEFAULT_HISTORY = 10
 MAX_HISTORY = 50
 DEFAULT_FAILED_WINDOW = 30 * 60
@@ -68,7 +74,23 @@ class CheckHealth:
     endpoint: str
 
 
-Command = Help | Retry | Status | History | RetryFailed | CheckHealth
+@dataclass(frozen=True)
+class AutoShow:
+    """`auto`: the retry policies and whether each is on, in dry run or paused."""
+
+
+@dataclass(frozen=True)
+class AutoPause:
+    scope: str               # an endpoint ID, or EVERY_ENDPOINT (`all`)
+    duration: float | None   # seconds; None: until someone resumes
+
+
+@dataclass(frozen=True)
+class AutoResume:
+    scope: str
+
+
+Command = Help | Retry | Status | History | RetryFailed | CheckHealth | AutoShow | AutoPause | AutoResume
 
 
 class UsageError(ValueError):
@@ -168,6 +190,49 @@ def _parse_window(text: str) -> int:
     return seconds
 
 
+def _scope(word: str, form: str) -> str:
+    if word.lower() in ("all", EVERY_ENDPOINT):
+        return EVERY_ENDPOINT
+    problem = _check("endpoint ID", word)
+    if problem:
+        raise UsageError(f"Nothing was changed. {problem}. Give an endpoint ID, or `all` for every endpoint.",
+                         (word,), form)
+    return word
+
+
+def _pause_duration(text: str) -> float:
+    try:
+        # A bare number is minutes, as in `failed`.
+        seconds = parse_duration(text + "m" if text.isascii() and text.isdigit() else text)
+    except ValueError:
+        raise UsageError(f"Nothing was paused. `{shorten(text)}` is not a duration: use `30m`, `2h` or `1d`, or "
+                         "leave it out to pause until someone resumes.", form=AUTO_PAUSE_FORM) from None
+    if not MIN_PAUSE <= seconds <= MAX_PAUSE:
+        raise UsageError("Nothing was paused. A pause lasts from 1 minute to 7 days; leave the duration out to "
+                         "pause until someone resumes.", form=AUTO_PAUSE_FORM)
+    return float(seconds)
+
+
+def _auto(args: list[str]) -> Command:
+    """`auto`, `auto pause <endpoint|all> [duration]`, `auto resume <endpoint|all>`."""
+    if not args:
+        return AutoShow()
+    verb, rest = args[0].lower(), args[1:]
+    if verb == "pause":
+        if not rest or len(rest) > 2:
+            raise UsageError(f"Tell me which endpoint to pause, or `all`, and for how long if not until someone "
+                             f"resumes: {AUTO_PAUSE_FORM}.", form=AUTO_PAUSE_FORM)
+        scope = _scope(rest[0], AUTO_PAUSE_FORM)
+        return AutoPause(scope, _pause_duration(rest[1]) if len(rest) == 2 else None)
+    if verb == "resume":
+        if len(rest) != 1:
+            raise UsageError(f"Tell me which endpoint to resume, or `all`: {AUTO_RESUME_FORM}.",
+                             form=AUTO_RESUME_FORM)
+        return AutoResume(_scope(rest[0], AUTO_RESUME_FORM))
+    raise UsageError(f"`auto` is followed by `pause` or `resume`, not `{shorten(args[0])}`: {AUTO_PAUSE_FORM} or "
+                     f"{AUTO_RESUME_FORM}; {AUTO_FORM} alone lists the retry policies.", form=AUTO_FORM)
+
+
 def split_words(text: str) -> list[str]:
     """The words of a command or of a list of job IDs: separated by spaces, commas or new lines, Slack's links
     unwrapped first (their labels may hold spaces)."""
@@ -223,5 +288,7 @@ def parse_command(text: str) -> Command:
         if problem:
             raise UsageError(f"Nothing was checked. {problem}.", (args[0],), HEALTH_FORM)
         return CheckHealth(args[0])
+    if word == "auto":
+        return _auto(args)
     endpoint, jobs = _targets(tokens)
     return Retry(endpoint, jobs)

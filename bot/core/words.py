@@ -64,6 +64,8 @@ UNKNOWN = "unknown"              # whether the retry went through, or how the jo
 CHECK_STATUS = "check its status"
 # A retry whose answer was lost or garbled, and no status check showed the job still failed: it may have happened.
 UNKNOWN_RETRY = f"{UNKNOWN}, may have gone through"
+# Who retried a job, when a retry policy did (RUNPOD_RETRY_POLICIES): audited, shown and counted under this name.
+POLICY_ACTOR = "policy:"
 REQUEUED_SENTENCE = "was requeued (same job ID, same input, old output removed)"
 
 

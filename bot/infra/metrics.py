@@ -31,6 +31,10 @@ class Metrics:
         self.webhooks = Counter("runpod_retry_webhooks", "RunPod webhooks received, by result.", ["result"],
                                 registry=r)
         self.alerts = Counter("runpod_retry_alerts_posted", "Failure alerts posted, by kind.", ["kind"], registry=r)
+        self.auto_retries = Counter("runpod_retry_auto_retries",
+                                    "What retry policies did with failures, by policy and result (sent, completed, "
+                                    "failed_again, skipped, stopped, spent, dry_run).", ["policy", "result"],
+                                    registry=r)
 
         self.outbox_depth = Gauge("runpod_retry_outbox_depth", "Slack calls queued, by lane (a channel, or a method).",
                                   ["lane"], registry=r)

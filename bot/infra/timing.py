@@ -86,6 +86,12 @@ class Timing:
     home_idle_redraw: float = _wait(60.0)        # ... and at least this often while active
     home_tell_every: float = _wait(2.0)          # other replicas are told of Home changes at most this often
     home_min_wait: float = _wait(0.2)            # the Home loop never spins faster than this
+    # The durable-execution engine (bot/work/engine.py): each replica says it is alive this often, and one silent
+    # this long is taken for dead and its workflows resumed elsewhere. Longer than any pause a live replica makes
+    # (a garbage collection, a busy machine): a replica taken for dead while alive could act twice.
+    executor_beat: float = _wait(2.0)
+    executor_stale: float = _wait(12.0)
+    auto_poll: float = _wait(2.0)                # an automatic retry looks whether its job has ended this often
 
     # Bounds: how long something slow is given before the app goes on without it. Not scaled: they cost time only
     # when something is slow, and a busy machine needs them whole.

@@ -1,4 +1,5 @@
-"""Buttons on the app's messages (Retry, Status, Retry all, `failed`'s Confirm and Cancel).
+"""Buttons on the app's messages (Retry, Status, Retry all, `failed`'s Confirm and Cancel, an auto-retrying
+alert's Stop, and automatic retries' Pause and Resume on the Home tab and on the breaker's notice).
 
 A button's value is parsed and validated again before anything runs: Slack returns whatever a client sends.
 """
@@ -14,6 +15,7 @@ from slack_bolt.async_app import AsyncAck, AsyncApp
 from bot.core import actions, messages
 from bot.listeners.ack import ack_then_run
 from bot.slack.out import Place
+from bot.work.auto_switch import from_home
 from bot.work.runtime import Runtime
 from bot.work.who import Source, Who
 
@@ -68,3 +70,19 @@ def register(app: AsyncApp, rt: Runtime) -> None:
            lambda c, t: rt.recent.confirm(c.who, *t))
     button(actions.CANCEL_FAILED, actions.parse_window_value, lambda _: "cancelling",
            lambda c, t: rt.recent.cancel(c.who, t[0]))
+    # Automatic retries' kill switch: Pause all and Resume on the Home tab, Resume on the breaker's notice.
+    button(actions.AUTO_PAUSE, actions.parse_scope_value, lambda _: "pausing automatic retries",
+           lambda c, scope: rt.switch.pause(c.who if c.message_ts else from_home(c.who), scope, None))
+    button(actions.AUTO_RESUME, actions.parse_scope_value, lambda _: "resuming automatic retries",
+           lambda c, scope: rt.switch.resume(c.who, scope, notice=(c.channel, c.message_ts)) if c.message_ts
+           else rt.switch.resume(from_home(c.who), scope))
+
+    async def stop(click: Click, target: tuple[str, str]) -> None:
+        if rt.auto is None:  # the policy file was removed since the alert was drawn
+            await rt.out.ephemeral(click.channel, click.who.user, messages.auto_stop_too_late(*target, None),
+                                   click.who.response_url)
+            return
+        await rt.auto.stop(click.who, target[0], target[1], click.channel, click.message_ts)
+
+    button(actions.AUTO_STOP, actions.parse_job_value, lambda t: f"stopping the automatic retries of job `{t[1]}`",
+           stop)

@@ -10,6 +10,9 @@ from slack_bolt.async_app import AsyncAck, AsyncApp
 from bot.core import messages
 from bot.core.commands import (
     COMMAND,
+    AutoPause,
+    AutoResume,
+    AutoShow,
     CheckHealth,
     Help,
     History,
@@ -66,6 +69,14 @@ def register(app: AsyncApp, rt: Runtime) -> None:
         elif isinstance(command, RetryFailed):
             await ack_then_run(rt, ack, who, "the retry of recent failures",
                                lambda: rt.recent.offer(who, command.endpoint, command.window_seconds))
+        elif isinstance(command, AutoShow):
+            await ack_then_run(rt, ack, who, "the list of retry policies", lambda: rt.switch.show(who))
+        elif isinstance(command, AutoPause):
+            await ack_then_run(rt, ack, who, "pausing automatic retries",
+                               lambda: rt.switch.pause(who, command.scope, command.duration))
+        elif isinstance(command, AutoResume):
+            await ack_then_run(rt, ack, who, "resuming automatic retries",
+                               lambda: rt.switch.resume(who, command.scope))
 
     async def show_history(who: Who, limit: int) -> None:
         rows = await rt.store.history(limit)

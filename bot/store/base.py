@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from bot.core.policies import Pause
 from bot.infra.timing import REAL
 
 # A lease this long survives a busy event loop and a slow database; a dead replica's work moves on within it.
@@ -132,6 +133,17 @@ class Store(abc.ABC):
         The audit trail is kept: it is the team's record."""
 
     # ---------------------------------------------------------------- between replicas
+
+    @abc.abstractmethod
+    async def beat(self, executor: str, generation: str, stale_after: float) -> list[str]:
+        """The engine's executor `executor` is alive; returns the silent ones it now takes charge of
+        (bot/store/executors.py)."""
+
+    @abc.abstractmethod
+    async def forget_executor(self, executor: str) -> None: ...
+
+    @abc.abstractmethod
+    async def retire_executor(self, executor: str) -> None: ...
 
     @abc.abstractmethod
     def lock(self, name: str) -> AbstractAsyncContextManager[None]:
@@ -307,3 +319,43 @@ class Store(abc.ABC):
     async def retry_stats(self, since: float) -> list[dict[str, Any]]:
         """Per endpoint with retries since `since`, by endpoint ID: `sent` (retries RunPod got), `requeued` (it took
         them), `completed` and `failed_again` (how the retried jobs ended)."""
+
+    # ---------------------------------------------------------------- automatic retries (retry policies)
+
+    @abc.abstractmethod
+    async def record_auto(self, endpoint: str, job: str, attempt: int, policy: str, result: str, at: float) -> bool:
+        """What one automatic retry attempt came to (bot.core.policies RESULTS). An attempt is sent, and ends, at most
+        once: a second SENT, COMPLETED or FAILED_AGAIN for the same job and attempt (a replayed step, another
+        replica) is not recorded, and this returns False."""
+
+    @abc.abstractmethod
+    async def auto_results(self, endpoint: str, since: float) -> list[tuple[float, str]]:
+        """(at, result) of the endpoint's automatic retries recorded since `since`, newest first: the breaker's
+        input."""
+
+    @abc.abstractmethod
+    async def auto_attempts(self, endpoint: str, job: str) -> int:
+        """How many automatic retries of the job were sent."""
+
+    @abc.abstractmethod
+    async def stop_auto(self, endpoint: str, job: str, user: str, at: float) -> bool:
+        """Stop automatic retries of the job (an alert's Stop). True for the first click only."""
+
+    @abc.abstractmethod
+    async def auto_stopped(self, endpoint: str, job: str) -> str | None:
+        """Who stopped automatic retries of the job, if anyone."""
+
+    @abc.abstractmethod
+    async def pause_auto(self, pause: Pause) -> bool:
+        """Pause automatic retries on `pause.scope` when no pause of that scope is active at `pause.at`: True then,
+        for exactly one of any number of callers at once on any replica (the breaker's notice is posted once).
+        False, and nothing changed, when one is active."""
+
+    @abc.abstractmethod
+    async def resume_auto(self, scope: str) -> Pause | None:
+        """Lift the pause of `scope`: the pause removed, if there was one. It may have run out already: the caller
+        compares its `until` with the time."""
+
+    @abc.abstractmethod
+    async def auto_pauses(self, now: float) -> list[Pause]:
+        """The pauses active at `now` (no end, or an end after `now`), by scope."""

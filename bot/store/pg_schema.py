@@ -6,6 +6,7 @@ import contextlib
 import time
 from typing import Any
 
+from bot.store.auto import POSTGRES_MIGRATION
 from bot.store.pg_shared import lock_key
 
 # Versioned schema: each entry runs once, in order, in a transaction; `schema_version` records how far a database
@@ -77,6 +78,12 @@ CREATE TABLE bulk_jobs (
 );
 CREATE INDEX bulk_jobs_updated ON bulk_jobs (updated);
 CREATE INDEX inbox_kind_open ON inbox (kind) WHERE done = 0;
+""",
+    POSTGRES_MIGRATION,
+    """
+CREATE TABLE app_executors (
+    executor_id TEXT PRIMARY KEY, generation TEXT NOT NULL, beat_at TIMESTAMPTZ NOT NULL DEFAULT now()
+);
 """,
 ]
 

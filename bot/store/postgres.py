@@ -18,6 +18,7 @@ from urllib.parse import unquote, urlsplit
 
 import asyncpg
 
+from bot.store.auto import PostgresAuto
 from bot.store.base import (
     LEASE_SECONDS,
     Adopted,
@@ -30,6 +31,7 @@ from bot.store.base import (
     new_owner_id,
 )
 from bot.store.blobs import PostgresBlobs
+from bot.store.executors import PostgresExecutors
 from bot.store.pg_schema import migrate
 from bot.store.pg_shared import AdvisoryLocks, Listener, channel_name, lock_key
 from bot.store.reports import PostgresReports
@@ -58,7 +60,7 @@ def _queued(row: Any) -> Queued:
                   after=Queued.decode(after) if after else None)
 
 
-class PostgresStore(PostgresReports, PostgresBlobs, Store):
+class PostgresStore(PostgresAuto, PostgresReports, PostgresBlobs, PostgresExecutors, Store):
     shared = True
 
     def __init__(self, url: str, owner: str | None = None, *, pool_size: int = 10, timeout: float = 10.0,
@@ -184,6 +186,7 @@ class PostgresStore(PostgresReports, PostgresBlobs, Store):
                         "DELETE FROM outbox WHERE state NOT IN ('queued', 'sending') AND created < $1",
                         "DELETE FROM inbox WHERE done = 1 AND created < $1"):
                 await conn.execute(sql, before, timeout=self.timeout)
+        await self._prune_auto(before)
 
     # ---------------------------------------------------------------- between replicas
 

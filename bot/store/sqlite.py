@@ -14,6 +14,7 @@ from typing import Any
 
 import aiosqlite
 
+from bot.store.auto import SQLITE_MIGRATION, SqliteAuto
 from bot.store.base import (
     LEASE_SECONDS,
     Adopted,
@@ -25,6 +26,7 @@ from bot.store.base import (
     new_owner_id,
 )
 from bot.store.blobs import SqliteBlobs
+from bot.store.executors import NoExecutors
 from bot.store.reports import SqliteReports
 
 # Versioned schema: each entry runs once, in order; PRAGMA user_version records how far a database is.
@@ -97,6 +99,7 @@ CREATE TABLE bulk_jobs (
 );
 CREATE INDEX bulk_jobs_updated ON bulk_jobs (updated);
 """,
+    SQLITE_MIGRATION,
 ]
 
 def _queued(row: Any) -> Queued:
@@ -112,7 +115,7 @@ def _writable_folder(path: str) -> str | None:
     return None if os.path.isdir(folder) and os.access(folder, os.W_OK) else folder
 
 
-class SqliteStore(SqliteReports, SqliteBlobs, Store):
+class SqliteStore(SqliteAuto, SqliteReports, SqliteBlobs, NoExecutors, Store):
     shared = False
 
     def __init__(self, path: str, owner: str | None = None, *, lease: float = LEASE_SECONDS):
@@ -200,6 +203,7 @@ class SqliteStore(SqliteReports, SqliteBlobs, Store):
                     "DELETE FROM outbox WHERE state NOT IN ('queued', 'sending') AND created < ?",
                     "DELETE FROM inbox WHERE done = 1 AND created < ?"):
             await self._write(sql, (before,))
+        await self._prune_auto(before)
 
     # ---------------------------------------------------------------- between replicas (here: one process)
 

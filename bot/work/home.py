@@ -19,6 +19,7 @@ from typing import Any
 from bot.core import messages
 from bot.core.messages.home import MAX_FAILURES
 from bot.core.outcome import RETENTION_SECONDS, Outcome
+from bot.core.policies import Pause
 from bot.infra.config import Settings
 from bot.store import Store
 from bot.work.access import AccessPolicy
@@ -47,6 +48,7 @@ class _Shared:
     following: list[messages.Followed]
     attempts: list[dict[str, Any]]
     stats: list[messages.EndpointStats]
+    pauses: list[Pause]
 
 
 class HomeDesk:
@@ -158,7 +160,9 @@ class HomeDesk:
                     for t in following]
         stats = [messages.EndpointStats(**row) for row in await self.store.retry_stats(now - DAY)]
         failures = [await self._failure(row) for row in rows[:MAX_FAILURES]]
-        return _Shared(now, failures, max(0, len(rows) - MAX_FAILURES), followed, await self.store.history(10), stats)
+        pauses = await self.store.auto_pauses(now) if self.settings.policies else []
+        return _Shared(now, failures, max(0, len(rows) - MAX_FAILURES), followed, await self.store.history(10), stats,
+                       pauses)
 
     async def _failure(self, row: dict[str, Any]) -> messages.Failure:
         """A failure as everyone's Home shows it; `blocked` says why Retry is not offered to anyone."""
@@ -193,7 +197,8 @@ class HomeDesk:
         health = [h for s in shared.stats if (h := self.health.peek(s.endpoint)) is not None]
         return messages.home_view(user, shared.now, access, failures, shared.following, shared.attempts,
                                   shared.stats, more_failures=shared.more, health=health,
-                                  refresh=self.timing.home_min_interval, kept=self.timing.home_active)
+                                  refresh=self.timing.home_min_interval, kept=self.timing.home_active,
+                                  policies=self.settings.policies, pauses=shared.pauses)
 
     async def draw(self, users: list[str]) -> None:
         """Publish each user's Home if what it shows changed since it was last published."""

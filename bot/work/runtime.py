@@ -8,7 +8,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiohttp
 from slack_sdk.web.async_client import AsyncWebClient
@@ -29,8 +29,10 @@ from bot.slack.outbox import Outbox
 from bot.store import Queued, Store, StoreUnavailable, open_store
 from bot.work.access import AccessPolicy
 from bot.work.alert_desk import AlertDesk
+from bot.work.auto_switch import AutoSwitch
 from bot.work.bulk import BulkRunner
 from bot.work.channels import ChannelState, check_channels
+from bot.work.engine import Engine
 from bot.work.events import JobEvents
 from bot.work.follow import Follower
 from bot.work.health import EndpointHealth
@@ -39,6 +41,9 @@ from bot.work.recent import RecentFailures
 from bot.work.retry import RetryService
 from bot.work.storms import StormDesk
 from bot.work.who import Who
+
+if TYPE_CHECKING:
+    from bot.work.auto import AutoRetrier
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -96,6 +101,16 @@ class Runtime:
         self.bulk.health = self.health
         self.home = HomeDesk(self.service, self.storms, self.health, settings)
         self.events.subscribe(self.home)
+        # The kill switch and breaker of automatic retries (retry policies); its audit lines go the retries' way.
+        self.switch = AutoSwitch(self.store, self.out, self.access, self.metrics, settings, record=self.service.record,
+                                 changed=self.home.changed)
+        # Retry policies run on the durable-work engine; without policies neither is loaded.
+        self.auto: AutoRetrier | None = None
+        if settings.policies:
+            from bot.work.auto import AutoRetrier
+            self.auto = AutoRetrier(settings.policies, Engine(settings.db_path, self.store, self.timing), self.desk,
+                                    self.service, self.switch, self.health, self.store, self.out, self.metrics,
+                                    self.timing)
         self.auth: dict[str, Any] | None = None
         self.channel_states: list[ChannelState] = []
         self._stopping = self.desk.stopping  # one event: shutdown began
@@ -124,7 +139,9 @@ class Runtime:
         response = await self.client.usergroups_users_list(usergroup=group)
         return list(response.get("users") or [])
 
-    async def open(self) -> None:
+    async def open(self, *, engine: bool = False) -> None:
+        """Connect and load. `engine`: also launch the durable-work engine, which resumes the workflows the last
+        run left; only the server does, never a one-off command beside it (`python -m bot retry`)."""
         if self.client.session is None:
             # One pooled session for every Web API call; without it slack_sdk opens a session and a connection
             # per call, which is most of the app's CPU in a burst of commands (bench/).
@@ -136,6 +153,8 @@ class Runtime:
         await self.desk.load()
         await self.storms.load()
         await self.bulk.load()
+        if engine and self.auto is not None:
+            await self.auto.open()
 
     async def check_channels(self) -> list[ChannelState]:
         """Whether the alert and audit channels can be posted to; logged plainly (see bot.work.channels)."""
@@ -239,6 +258,8 @@ class Runtime:
         if cancelled:
             log.warning("%d tasks were still running at shutdown; followed jobs resume on the next start",
                         cancelled)
+        if self.auto is not None:  # its workflows resume on the next start, or at once on a live replica
+            await self.auto.close()
         await self.outbox.close(grace=1.0)
         with contextlib.suppress(Exception):
             await self.store.hand_over()
@@ -329,7 +350,11 @@ class Runtime:
         # Kept as its one line (what Home and `failed` show and group by), never its first 500 characters.
         await self.store.record_failure(endpoint, job, status, error_summary(body.get("error")), time.time())
         await self.health.get(endpoint)  # the alert shows the endpoint's health, when RunPod answers in time
-        result = await self.storms.failure(endpoint, body, channel or self.settings.alert_channel)
+        policy = self.auto.match(endpoint, body) if self.auto is not None and self.auto.running else None
+        if self.auto is not None and policy is not None:  # its own quiet alert, never folded into a grouped one
+            result = await self.auto.failure(endpoint, body, channel or self.settings.alert_channel, policy)
+        else:
+            result = await self.storms.failure(endpoint, body, channel or self.settings.alert_channel)
         await self.home.changed()
         return result
 

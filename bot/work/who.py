@@ -16,6 +16,7 @@ class Source(StrEnum):
     SHORTCUT = "shortcut"   # the message shortcut "Retry RunPod jobs"
     HOME = "home"           # a Retry button on the Home tab
     CLI = "cli"             # `python -m bot retry` from a shell
+    POLICY = "policy"       # a retry policy, automatically (RUNPOD_RETRY_POLICIES)
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ..polling import wait_until
+from ..polling import WAIT, wait_until
 from ._server import LoopbackServer, reset_connection
 from .limits import RateLimitHit, RunPodLimiter, RunPodLimits, max_in_window, retry_after_value
 from .runpod_health import HEALTH_PRESETS, Health, health_body
@@ -99,6 +99,9 @@ class Job:
 
 class FakeRunPod(LoopbackServer):
     """`FakeRunPod(limits=RunPodLimits(window=0.5))`; `runpod.limits = RunPodLimits.off()` in a test."""
+
+    _limits: RunPodLimits
+    _limiter: RunPodLimiter
 
     def __init__(self, default_key: str = "rp-test-key", limits: RunPodLimits | None = None,
                  time_scale: float = 1.0) -> None:
@@ -220,10 +223,10 @@ class FakeRunPod(LoopbackServer):
                   for c in self.calls]
         return "\n".join(lines)
 
-    async def wait_for(self, predicate: Callable[[FakeRunPod], Any], timeout: float = 5.0) -> Any:  # noqa: ASYNC109
+    async def wait_for(self, predicate: Callable[[FakeRunPod], Any], timeout: float = WAIT) -> Any:  # noqa: ASYNC109
         return await wait_until(lambda: predicate(self), timeout, self.describe, step=0.01)
 
-    async def wait_calls(self, op: str, n: int = 1, timeout: float = 5.0) -> list[RunPodCall]:  # noqa: ASYNC109
+    async def wait_calls(self, op: str, n: int = 1, timeout: float = WAIT) -> list[RunPodCall]:  # noqa: ASYNC109
         calls: list[RunPodCall] = await self.wait_for(
             lambda f: len(f.calls_to(op)) >= n and f.calls_to(op), timeout
         )
@@ -324,9 +327,9 @@ class FakeRunPod(LoopbackServer):
         if call.op == "health":
             return self._health(call)
         if call.op == "run":
-            job = self.add_job(call.endpoint, f"{uuid.uuid4()}-u1", "IN_QUEUE", error=None)
-            job.pending = deque(job.after_retry)  # polling /status walks it to COMPLETED
-            return _json(call, 200, {"id": job.id, "status": "IN_QUEUE"})
+            created = self.add_job(call.endpoint, f"{uuid.uuid4()}-u1", "IN_QUEUE", error=None)
+            created.pending = deque(created.after_retry)  # polling /status walks it to COMPLETED
+            return _json(call, 200, {"id": created.id, "status": "IN_QUEUE"})
         job = self.jobs.get((call.endpoint, call.job or ""))
         if job is None or job.expired:
             return _json(call, 404, {"error": "request does not exist"})

@@ -21,7 +21,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ..polling import wait_until
+from ..polling import WAIT, wait_until
 from ._server import LoopbackServer
 from .limits import RateLimitHit, SlackLimiter, SlackLimits, max_in_window, retry_after_value
 from .slack_blocks import (
@@ -238,10 +238,10 @@ class FakeSlack(WebMethodsMixin, SocketModeMixin, ViewsMixin, LoopbackServer):
             lines.append(f"  {c.method} [{flag}] token={c.token} args={args}")
         return "\n".join(lines)
 
-    async def wait_for(self, predicate: Callable[[FakeSlack], Any], timeout: float = 5.0) -> Any:  # noqa: ASYNC109
+    async def wait_for(self, predicate: Callable[[FakeSlack], Any], timeout: float = WAIT) -> Any:  # noqa: ASYNC109
         return await wait_until(lambda: predicate(self), timeout, self.describe, step=0.01)
 
-    async def wait_calls(self, method: str, n: int = 1, timeout: float = 5.0) -> list[SlackCall]:  # noqa: ASYNC109
+    async def wait_calls(self, method: str, n: int = 1, timeout: float = WAIT) -> list[SlackCall]:  # noqa: ASYNC109
         calls: list[SlackCall] = await self.wait_for(
             lambda f: len(f.calls_to(method)) >= n and f.calls_to(method), timeout
         )

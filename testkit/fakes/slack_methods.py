@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -36,6 +36,10 @@ class WebMethodsMixin:
     users: dict[str, JSONDict]
     uploads: dict[str, bytes]
     calls: list[Any]
+
+    if TYPE_CHECKING:  # FakeSlack's own, which records every call
+        def _new_call(self, method: str, args: JSONDict, token: str | None = None,
+                      url: str | None = None) -> Any: ...
 
     def _init_web_methods(self) -> None:
         self._ts_counter = 100

@@ -7,11 +7,11 @@ import random
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSMsgType, web
 
-from ..polling import wait_until
+from ..polling import WAIT, wait_until
 from ._server import reset_connection
 from .slack_payloads import APP_ID
 
@@ -35,6 +35,9 @@ class SocketModeMixin:
     """Mixed into FakeSlack, which provides `port` and `describe()`."""
 
     port: int
+
+    if TYPE_CHECKING:  # FakeSlack's own
+        def describe(self) -> str: ...
 
     def _init_socket_mode(self) -> None:
         self.refuse_sockets = False
@@ -97,7 +100,7 @@ class SocketModeMixin:
         if isinstance(envelope_id, str) and envelope_id not in self._acks:
             self._acks[envelope_id] = _Ack(frame, time.monotonic())
 
-    async def wait_socket(self, timeout: float = 5.0) -> int:  # noqa: ASYNC109
+    async def wait_socket(self, timeout: float = WAIT) -> int:  # noqa: ASYNC109
         """Wait until at least one socket is connected (and greeted); returns the live count."""
         count: int = await wait_until(lambda: self.live_sockets, timeout, self._describe_sockets, step=0.01)
         return count
@@ -127,7 +130,7 @@ class SocketModeMixin:
             raise RuntimeError("no live Socket Mode connection")
         await self._sockets[-1].ws.send_json({"type": "disconnect", "reason": reason, "debug_info": {}})
 
-    async def wait_ack(self, envelope_id: str, timeout: float = 5.0) -> JSONDict:  # noqa: ASYNC109
+    async def wait_ack(self, envelope_id: str, timeout: float = WAIT) -> JSONDict:  # noqa: ASYNC109
         """{"payload": the ack's payload or None, "latency": seconds from send to ack, "frame": raw ack}."""
         ack: _Ack = await wait_until(lambda: self._acks.get(envelope_id), timeout, self._describe_sockets, step=0.01)
         return {

@@ -9,8 +9,8 @@ import pytest
 from testkit.fakes import Health
 from testkit.fakes.runpod_health import NO_WORKERS
 from testkit.fakes.worker_shapes import RUNPOD_DOCS_HEALTH
-from testkit.harness import message_text
-from tests.app.test_alerts import alert_via_webhook, buttons
+from testkit.harness import buttons, message_text
+from tests.app.alerting import alert_via_webhook
 
 EP = "ep1"
 

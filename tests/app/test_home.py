@@ -11,7 +11,7 @@ from bot.core import actions
 from testkit.fakes import view_problems
 from testkit.harness import Harness, message_text
 from testkit.surfaces_payloads import app_home_opened, url_verification, view_button
-from tests.app.test_alerts import ALERTS, alert_via_webhook, current
+from tests.app.alerting import ALERTS, alert_via_webhook, current
 
 EP = "ep1"
 

@@ -4,7 +4,8 @@ webhook, SIGTERM mid-work). Each was written against commit 2014476 and failed t
 
 Carried over with the imports of the current layout. The ones that could not pass as first written once their defect
 is fixed are marked `# ADAPTED:`; every assertion they made is kept. More tests of the same fixes, at depth, are in
-test_recovery.py and test_claims.py.
+test_recovery.py and test_claims.py. R4 (SIGTERM to a real `python -m bot` while RunPod is slow) starts a process, so
+it is in tests/process/test_durable.py.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from testkit.fakes import FakeSlack
 from testkit.fakes._server import reset_connection
 from testkit.fakes.slack import SlackFault
 from testkit.harness import button_value, message_text
-from tests.app.test_alerts import alert_via_webhook
+from tests.app.alerting import alert_via_webhook
 
 EP = "ep1"
 ALERTS = "CALERTS"
@@ -193,65 +194,6 @@ async def test_r3_duplicate_of_the_original_failure_webhook_ends_the_follow_as_f
     print("[R3] thread says 'ended *FAILED* again':", "*FAILED* again" in thread,
           "| thread says 'The retry worked':", "The retry worked" in thread)
     assert "*FAILED* again" not in thread, "a stale duplicate webhook was reported as the retry failing again"
-
-
-# ------------------------------------------------------------------ R4: SIGTERM while RunPod is slow
-
-
-async def test_r4_sigterm_during_a_slow_retry_leaves_the_alert_retrying_forever(make_app, slack, runpod, tmp_path):
-    import signal
-
-    import aiohttp
-
-    from testkit.env import SIGNING_SECRET, WEBHOOK_SECRET
-    from testkit.fakes.slack import block_actions_payload, interaction_form_body, sign
-    from testkit.process import AppProcess
-
-    job = runpod.add_job(EP, "job-s", status="FAILED", after_retry=("IN_PROGRESS",))
-    # RUNPOD_TIMEOUT: the default 10 s
-    async with AppProcess(slack, runpod, tmp_path, RUNPOD_ALERT_CHANNEL=ALERTS) as proc, \
-            aiohttp.ClientSession() as http:
-        base, log = proc.base, proc.log
-        async with http.post(f"{base}/runpod/webhook/{EP}?token={WEBHOOK_SECRET}",
-                             json={"id": "job-s", **FAILED_BODY}) as r:
-            assert r.status == 200
-        await slack.wait_for(lambda s: [m for (c, _), m in s.messages.items() if c == ALERTS])
-        [(_, ts)] = [k for k in slack.messages if k[0] == ALERTS]
-        alert = slack.messages[(ALERTS, ts)]
-
-        runpod.fault("retry", delay=9.0)   # RunPod answers in 9 s: inside the app's own 10 s timeout
-        payload = block_actions_payload(actions.RETRY, button_value(alert, actions.RETRY), user_id="U1",
-                                        channel_id=ALERTS, message_ts=ts, thread_ts=None,
-                                        response_url=slack.new_response_url())
-        body = interaction_form_body(payload)
-        headers = sign(body, SIGNING_SECRET)
-        headers["Content-Type"] = "application/x-www-form-urlencoded"
-        async with http.post(f"{base}/slack/events", data=body, headers=headers) as r:
-            assert r.status == 200
-        await runpod.wait_calls("retry")
-        proc.signal(signal.SIGTERM)            # a deploy
-        t0 = time.monotonic()
-        code = await proc.wait(timeout=15)
-        print(f"\n[R4] exit code {code} after {time.monotonic() - t0:.1f} s")
-    await asyncio.sleep(1.5)   # RunPod finishes the request the app gave up on
-    print("[R4] log:", "".join(line for line in log if "WARNING" in line or "ERROR" in line).strip()[:400])
-    print("[R4] RunPod's view of the job:", job.status, "| retries:", job.retries)
-    print("[R4] alert in Slack:", message_text(slack.messages[(ALERTS, ts)])[:150].replace("\n", " "))
-
-    # The next start, same database.
-    app = await make_app("http", RUNPOD_RETRY_DB=str(tmp_path / "runpod-retry.db"))
-    await asyncio.sleep(0.5)
-    stored = json.loads(await app.rt.store.load_alert(EP, "job-s"))
-    print("[R4] after restart: stored phase", stored["phase"], "| follows stored:", len(await app.rt.store.follows()))
-    job.status, job.error = "FAILED", "worker lost"   # the requeued job later fails again; RunPod says so
-    code2, answer = await app.webhook(EP, {"id": "job-s", "status": "FAILED", "error": "worker lost"})
-    await app.settle()
-    app.rt.desk.clock = lambda: time.time() + 3600  # an hour later: the expiry sweep
-    await app.rt.desk.sweep_expired()
-    shown = message_text(slack.messages[(ALERTS, ts)])
-    print("[R4] new failure webhook:", code2, answer, "| alert still:", shown[:120].replace("\n", " "))
-    print("[R4] thread replies:", len(app.thread(ALERTS, ts)))
-    assert "Retrying" not in shown, "alert stuck in 'Retrying' forever after a SIGTERM"
 
 
 # ------------------------------------------------------------------ R5: resumed follow gives up without a look

@@ -8,7 +8,7 @@ import pytest
 
 from bot.core import actions
 from testkit.fakes import view_problems
-from testkit.harness import Harness, job_calls, message_text
+from testkit.harness import ACK_DEADLINE, Harness, job_calls, message_text
 from testkit.surfaces_payloads import message_action, view_submission
 
 EP = "abc123xyz4567"
@@ -50,7 +50,7 @@ async def test_a_runpod_link_inside_an_attachment_prefills_the_form_and_the_resu
 
     ack, view = await shortcut(app, message, user="U4")
 
-    assert ack.status == 200 and ack.latency < 1.0
+    assert ack.status == 200 and ack.latency < ACK_DEADLINE
     [call] = slack.calls_to("views.open")
     assert call.ok and view_problems(call.args["view"]) == []
     assert element(view, actions.ENDPOINT_BLOCK)["initial_value"] == EP

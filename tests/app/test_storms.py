@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from bot.core import actions
-from testkit.harness import job_calls, message_text
+from testkit.harness import ACK_DEADLINE, job_calls, message_text
 
 EP = "ep1"
 ALERTS = "CALERTS"
@@ -161,7 +161,7 @@ async def test_retry_all_retries_every_job_once_follows_each_to_its_end_and_show
     assert "Retry 40 jobs?" in message_text({"blocks": [retry_all["confirm"]]})
 
     click = await app.click(actions.RETRY_ALL, retry_all["value"], message_ts=alert["ts"], user="U7")
-    assert click.status == 200 and click.latency < 1.0
+    assert click.status == 200 and click.latency < ACK_DEADLINE
     await app.settle(timeout=20)
 
     assert sorted(c.job for c in runpod.calls_to("retry")) == jobs, "every job exactly once"

@@ -13,8 +13,8 @@ from testkit.fakes.worker_shapes import (
     VALUE_ERROR_TRACEBACK,
     runpod_python_error,
 )
-from testkit.harness import message_text
-from tests.app.test_alerts import ALERTS, buttons, click_retry
+from testkit.harness import buttons, message_text
+from tests.app.alerting import ALERTS, click_retry
 from tests.app.test_home import open_home
 
 EP = "ep1"

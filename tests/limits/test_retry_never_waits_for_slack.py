@@ -48,7 +48,8 @@ async def test_forty_commands_in_one_channel_reach_runpod_before_slacks_pace_and
     assert set(runpod.requeued().values()) == {1}, "each job requeued exactly once"
 
     # The words follow at Slack's pace: a parent per command, its result in its thread. Slack's floor for 80 posts
-    # in one channel at one a second is about 77 s after the burst; 1.3× that is allowed.
+    # in one channel at one a second is about 77 s after the burst; twice that is allowed: "not stuck", on a machine
+    # that may be busy (how near the floor the app keeps is the benchmark's business).
     def every_result_in_its_thread() -> bool:
         parents = app.top_level("C1")
         if len(parents) < COMMANDS:
@@ -56,7 +57,7 @@ async def test_forty_commands_in_one_channel_reach_runpod_before_slacks_pace_and
         return all(any("requeued" in message_text(reply).lower() or "in_queue" in message_text(reply).lower()
                        for reply in app.thread("C1", parent["ts"])) for parent in parents)
 
-    deadline = started + 1.3 * (2 * COMMANDS - 3)
+    deadline = started + 2 * (2 * COMMANDS - 3)
     while not every_result_in_its_thread():
         assert time.monotonic() < deadline, "the replies fell behind Slack's floor"
         await asyncio.sleep(0.25)

@@ -11,8 +11,7 @@ import pytest
 
 from bot.core import actions
 from testkit.env import BOT_TOKEN, process_env, time_scale_settings
-from testkit.harness import message_text
-from tests.app.test_alerts import buttons
+from testkit.harness import buttons, message_text
 
 
 async def run_cli(tmp_path: Path, slack, *args: str, **env: str) -> tuple[int, str, str]:  # type: ignore[no-untyped-def]

@@ -7,6 +7,7 @@ In-process restarts use Harness.restart() (a new App on the same SQLite file); t
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import time
 from typing import Any
@@ -16,7 +17,7 @@ import aiohttp
 from bot.core import actions
 from bot.store import AuditEntry
 from testkit.env import SIGNING_SECRET, WEBHOOK_SECRET
-from testkit.fakes.slack import form_encode, sign, slash_command_body
+from testkit.fakes.slack import block_actions_payload, form_encode, interaction_form_body, sign, slash_command_body
 from testkit.harness import button_value, message_text
 from testkit.process import AppProcess
 
@@ -215,3 +216,57 @@ async def test_a_bulk_retry_cut_off_by_kill_9_is_finished_by_the_next_start_each
     assert set(runpod.requeued("ep1")) == {("ep1", job) for job in jobs}, "every job retried"
     assert set(runpod.requeued("ep1").values()) == {1}, "none twice"
     assert sum("Results for 16 jobs" in message_text(m) for m in slack.messages.values()) == 1
+
+
+ALERTS = "CALERTS"
+FAILED_BODY = {"status": "FAILED", "error": "CUDA out of memory", "delayTime": 567, "executionTime": 1234}
+
+
+async def test_a_sigterm_during_a_slow_retry_does_not_leave_the_alert_retrying_after_the_next_start(
+        make_app, slack, runpod, tmp_path):
+    job = runpod.add_job("ep1", "job-s", status="FAILED", after_retry=("IN_PROGRESS",))
+    # RUNPOD_TIMEOUT: the default 10 s
+    async with AppProcess(slack, runpod, tmp_path, RUNPOD_ALERT_CHANNEL=ALERTS) as proc, \
+            aiohttp.ClientSession() as http:
+        base, log = proc.base, proc.log
+        async with http.post(f"{base}/runpod/webhook/ep1?token={WEBHOOK_SECRET}",
+                             json={"id": "job-s", **FAILED_BODY}) as r:
+            assert r.status == 200
+        await slack.wait_for(lambda s: [m for (c, _), m in s.messages.items() if c == ALERTS])
+        [(_, ts)] = [k for k in slack.messages if k[0] == ALERTS]
+        alert = slack.messages[(ALERTS, ts)]
+
+        runpod.fault("retry", delay=9.0)   # RunPod answers in 9 s: inside the app's own 10 s timeout
+        payload = block_actions_payload(actions.RETRY, button_value(alert, actions.RETRY), user_id="U1",
+                                        channel_id=ALERTS, message_ts=ts, thread_ts=None,
+                                        response_url=slack.new_response_url())
+        body = interaction_form_body(payload)
+        headers = sign(body, SIGNING_SECRET)
+        headers["Content-Type"] = "application/x-www-form-urlencoded"
+        async with http.post(f"{base}/slack/events", data=body, headers=headers) as r:
+            assert r.status == 200
+        await runpod.wait_calls("retry")
+        proc.signal(signal.SIGTERM)            # a deploy
+        t0 = time.monotonic()
+        code = await proc.wait(timeout=15)
+        print(f"\n[R4] exit code {code} after {time.monotonic() - t0:.1f} s")
+    await asyncio.sleep(1.5)   # RunPod finishes the request the app gave up on
+    print("[R4] log:", "".join(line for line in log if "WARNING" in line or "ERROR" in line).strip()[:400])
+    print("[R4] RunPod's view of the job:", job.status, "| retries:", job.retries)
+    print("[R4] alert in Slack:", message_text(slack.messages[(ALERTS, ts)])[:150].replace("\n", " "))
+
+    # The next start, same database.
+    app = await make_app("http", RUNPOD_RETRY_DB=str(tmp_path / "runpod-retry.db"))
+    await asyncio.sleep(0.5)
+    stored = json.loads(await app.rt.store.load_alert("ep1", "job-s"))
+    print("[R4] after restart: stored phase", stored["phase"], "| follows stored:", len(await app.rt.store.follows()))
+    job.status, job.error = "FAILED", "worker lost"   # the requeued job later fails again; RunPod says so
+    code2, answer = await app.webhook("ep1", {"id": "job-s", "status": "FAILED", "error": "worker lost"})
+    await app.settle()
+    app.rt.desk.clock = lambda: time.time() + 3600  # an hour later: the expiry sweep
+    await app.rt.desk.sweep_expired()
+    shown = message_text(slack.messages[(ALERTS, ts)])
+    print("[R4] new failure webhook:", code2, answer, "| alert still:", shown[:120].replace("\n", " "))
+    print("[R4] thread replies:", len(app.thread(ALERTS, ts)))
+    assert "Retrying" not in shown, "alert stuck in 'Retrying' forever after a SIGTERM"
+

@@ -4,15 +4,14 @@ policy and field, one per line, exit 2 and no traceback; a good one starts and s
 from __future__ import annotations
 
 import asyncio
-import re
-import signal
 import sys
 from pathlib import Path
 
 import aiohttp
 
-from testkit.env import BOT_TOKEN, RUNPOD_KEY, SIGNING_SECRET, app_settings, process_env
+from testkit.env import BOT_TOKEN, RUNPOD_KEY, SIGNING_SECRET, process_env
 from testkit.fakes.slack import form_encode, sign, slash_command_body
+from testkit.process import AppProcess
 
 BAD_POLICIES = """\
 [[policy]]
@@ -114,35 +113,18 @@ async def test_a_missing_policy_file_is_one_plain_line_and_exit_2(tmp_path):
     assert f"RUNPOD_RETRY_POLICIES ({path}): there is no such file" in err
 
 
-async def test_a_good_policy_file_starts_serves_and_stops_as_usual(slack, runpod, tmp_path):
+async def test_a_good_policy_file_starts_and_serves_as_usual(slack, runpod, tmp_path):
     path = tmp_path / "policies.toml"
     path.write_text(GOOD_POLICIES, encoding="utf-8")
-    env = app_settings(slack, runpod, tmp_path / "bot.db", RUNPOD_RETRY_POLICIES=str(path))
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "bot", cwd=tmp_path, env=process_env(env),
-                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    seen: list[str] = []
-    try:
-        assert proc.stderr is not None
-        port = None
-        while port is None:
-            line = (await asyncio.wait_for(proc.stderr.readline(), timeout=30)).decode()
-            assert line, "the app exited before listening:\n" + "".join(seen)
-            seen.append(line)
-            if found := re.search(r"listening on port (\d+)", line):
-                port = int(found.group(1))
-        async with aiohttp.ClientSession() as http:
-            async with http.get(f"http://127.0.0.1:{port}/healthz") as response:
-                assert response.status == 200
-            # It serves people as usual: the command's help comes back. (This round trip also lets start-up finish
-            # before SIGTERM: the app installs its signal handlers once started.)
-            body = form_encode(slash_command_body("help", response_url=slack.new_response_url()))
-            async with http.post(f"http://127.0.0.1:{port}/slack/events", data=body,
-                                 headers=sign(body, SIGNING_SECRET)) as response:
-                assert response.status == 200
-                assert "/runpod-retry <endpointId> <jobId>" in await response.text()
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        _, err = await asyncio.wait_for(proc.communicate(), timeout=20)
-    log = "".join(seen) + err.decode()
-    assert proc.returncode == 0, log
-    assert "Traceback" not in log and "cannot start" not in log
+
+    async with AppProcess(slack, runpod, tmp_path, RUNPOD_RETRY_POLICIES=str(path)) as app, \
+            aiohttp.ClientSession() as http:
+        async with http.get(f"{app.base}/healthz") as response:
+            assert response.status == 200
+        body = form_encode(slash_command_body("help", response_url=slack.new_response_url()))
+        async with http.post(f"{app.base}/slack/events", data=body, headers=sign(body, SIGNING_SECRET)) as response:
+            assert response.status == 200
+            assert "/runpod-retry <endpointId> <jobId>" in await response.text()
+        assert app.proc is not None and app.proc.returncode is None
+
+    assert "Traceback" not in app.text and "cannot start" not in app.text and "RUNPOD_RETRY_POLICIES" not in app.text

@@ -7,10 +7,11 @@ from collections.abc import Collection
 from typing import Any
 
 from bot.core import actions, words
-from bot.core.alerts import Alert, Phase, next_retry_at
+from bot.core.alerts import Alert, AutoState, Phase, next_retry_at
 from bot.core.commands import COMMAND
 from bot.core.health import Health
 from bot.core.ids import shorten
+from bot.core.messages.auto_alert import auto_line, auto_waiting_line
 from bot.core.messages.blocks import (
     JSON_CHUNK,
     Message,
@@ -96,6 +97,8 @@ def _retry_window(alert: Alert, now: float, block: str | None) -> str:
 
 def alert_state_line(alert: Alert, now: float, *, max_retries: int | None = None, enabled: bool = True,
                      channels: Collection[str] = ()) -> str:
+    if alert.auto is not None and alert.auto.state is AutoState.WAITING:
+        return auto_waiting_line(alert)
     who = mention(alert.actor)
     at = slack_time(alert.acted_at) if alert.acted_at else ""
     block = retry_block(alert, now, max_retries=max_retries, enabled=enabled, channels=channels)
@@ -156,6 +159,9 @@ def alert_notification(alert: Alert, now: float, *, max_retries: int | None = No
     else:
         can = f"Retry before {slack_time(alert.deadline)}."
     stop = "" if why.endswith("…") else "."  # a cut summary already ends with its own mark
+    if alert.auto is not None and alert.auto.state is AutoState.WAITING:
+        return (f"{what}: {ref}{why}{stop} Auto-retrying ({alert.auto.attempt} of {alert.auto.of}) at "
+                f"{slack_time(alert.auto.due)}, policy {alert.auto.policy}.")
     if alert.phase is Phase.FAILED:
         return f"{what}: {ref}{why}{stop} {can}".strip()
     if alert.phase is Phase.FAILED_AGAIN:
@@ -202,9 +208,18 @@ def alert_message(alert: Alert, now: float | None = None, *, max_retries: int | 
         if error_details(alert.error):
             blocks.append(context(DETAILS_IN_THREAD))
     blocks.append(context(alert_state_line(alert, now, max_retries=max_retries, enabled=enabled, channels=channels)))
+    policy_line = auto_line(alert)
+    if policy_line:
+        blocks.append(context(policy_line))
     value = actions.job_value(alert.endpoint, alert.job)
     buttons = []
-    if alert.retry_offered and alert.phase in OFFERS_RETRY and now < alert.deadline \
+    if alert.auto is not None and alert.auto.state is AutoState.WAITING:
+        buttons.append(button("Stop", actions.AUTO_STOP, value, confirm=confirm_dialog(
+            "Stop the automatic retries?", f"Job `{shorten(alert.job, 120)}` will not be retried automatically; this "
+            "alert offers Retry to people instead.", "Stop")))
+    elif alert.auto is not None and alert.auto.active:
+        pass  # the policy is deciding: a Retry now would race it
+    elif alert.retry_offered and alert.phase in OFFERS_RETRY and now < alert.deadline \
             and retry_block(alert, now, max_retries=max_retries, enabled=enabled, channels=channels) is None:
         blocks.extend(health_blocks(health))
         buttons.append(button("Retry", actions.RETRY, value, style="primary", confirm=confirm_dialog(

@@ -7,10 +7,11 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from bot.core.words import POLICY_ACTOR, without_dates
+
 # Re-exported for the message modules; the vocabulary itself lives in bot.core.words.
 from bot.core.words import count as count
 from bot.core.words import slack_time as slack_time
-from bot.core.words import without_dates
 
 Message = dict[str, Any]
 
@@ -89,7 +90,10 @@ def message(text: str, blocks: list[dict[str, Any]]) -> Message:
 
 
 def mention(user: str | None) -> str:
-    """A Slack user as a mention; someone outside Slack (`cli:dana`, from a terminal) by name."""
+    """A Slack user as a mention; a retry policy (`policy:oom-once`) and someone outside Slack (`cli:dana`, from a
+    terminal) by name."""
+    if user and user.startswith(POLICY_ACTOR):
+        return f"policy `{escape(user.removeprefix(POLICY_ACTOR))}`"
     if user and ":" in user:
         return f"`{escape(user)}`"
     return f"<@{user}>" if user else "someone"

@@ -37,10 +37,13 @@ USAGE = (
     f"• `{COMMAND} failed <endpointId> [30m]` retries every job seen failing there recently (you confirm first).\n"
     f"• `{COMMAND} history [N]` shows the last N retry attempts (default 10, at most {MAX_HISTORY}).\n"
     f"• `{COMMAND} health <endpointId>` shows the endpoint's workers and queue, as RunPod reports them.\n"
+    f"• `{COMMAND} auto` lists the retry policies (failures the app retries by itself) and whether each is on; "
+    f"`{COMMAND} auto pause <endpointId|all> [2h]` stops automatic retries there (until you resume, or for that "
+    f"long) and `{COMMAND} auto resume <endpointId|all>` starts them again.\n"
     f"• `{COMMAND}` alone opens a form; the *Retry RunPod jobs* message shortcut fills it from any message.\n"
     f"• `{COMMAND} help` shows this.\n"
     "RunPod keeps a finished job for about 30 minutes; after that it cannot be retried. "
-    "`help`, `retry`, `status`, `history`, `failed` and `health` are reserved words, not IDs "
+    "`help`, `retry`, `status`, `history`, `failed`, `health` and `auto` are reserved words, not IDs "
     f"(`{COMMAND} retry <endpointId> <jobId>` works too)."
 )
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from bot.core.breaker import BREAKER
 from bot.core.messages.blocks import (
     MAX_SECTION_TEXT,
     Message,
     clip,
     code,
     count,
+    escape,
     mention,
     message,
     plain,
@@ -38,7 +40,12 @@ _REASONS: dict[str, tuple[str, str]] = {
     "refused:completed": (":white_check_mark:", f"{NOT_RETRIED}: it had already completed"),
     "refused:shutdown": (":warning:", f"{NOT_RETRIED}: the app was restarting"),
     "refused:error": (":boom:", f"{NOT_RETRIED}: the app hit an error"),
+    # The kill switch and the breaker of automatic retries (retry policies): `endpoint` is the scope ("*": all).
+    "auto:pause": (":double_vertical_bar:", "paused automatic retries"),
+    "auto:resume": (":arrow_forward:", "resumed automatic retries"),
+    "auto:stop": (":octagonal_sign:", "stopped automatic retries"),
 }
+AUTO = "auto:"
 
 _HOW = {"command": "by command", "button": "with an alert's Retry button", "bulk": "in a bulk retry",
         "retry_all": "with Retry all", "modal": "with the retry form", "shortcut": "with the message shortcut",
@@ -67,12 +74,29 @@ def where_words(channel: str | None) -> str:
     return f"in <#{channel}>"
 
 
+def person(user: str | None, *, mentions: bool = True) -> str:
+    """Who did it: a mention, or "the breaker" (automatic retries paused themselves)."""
+    if user == BREAKER:
+        return "the breaker"
+    return mention(user) if mentions else plain(mention(user))
+
+
+def _auto_target(endpoint: str, job: str | None, detail: str | None) -> str:
+    """What a kill-switch entry was about: "on `ep-a` until 05:42 UTC", "on every endpoint", "on `ep-a` · `job`"."""
+    target = "every endpoint" if endpoint == "*" else code(endpoint)
+    return (f"on {target}" + (f" · {code(job)}" if job else "")
+            + (f" {escape(detail)}" if detail else ""))
+
+
 def _attempt_fields(row: dict[str, Any]) -> list[dict[str, Any]]:
-    icon, reason = attempt_words(str(row.get("outcome") or ""), row.get("job_status"))
+    outcome = str(row.get("outcome") or "")
+    icon, reason = attempt_words(outcome, row.get("job_status"))
     when = slack_time(float(row["at"]), "{date_short_pretty} {time}")
     how = how_words(str(row.get("source")))
-    left = f"{when} · {mention(row.get('user'))}\n{where_words(row.get('channel'))}, {how}"
+    left = f"{when} · {person(row.get('user'))}\n{where_words(row.get('channel'))}, {how}"
     right = f"{icon} {reason}\n{code(str(row['endpoint']))} · {code(str(row['job']))}"
+    if outcome.startswith(AUTO):
+        right = f"{icon} {reason}\n{_auto_target(str(row['endpoint']), row.get('job'), row.get('detail'))}"
     return [{"type": "mrkdwn", "text": clip(left, 2000)}, {"type": "mrkdwn", "text": clip(right, 2000)}]
 
 
@@ -94,8 +118,13 @@ def audit_text(entry: Any, *, mentions: bool = True) -> str:
     """One attempt (an AuditEntry) as one line of the audit channel. Without `mentions`, people are named as plain
     text: the line is posted that way, then edited to a mention, which Slack does not notify."""
     icon, reason = attempt_words(entry.outcome, entry.job_status)
-    person = mention(entry.user) if mentions else plain(mention(entry.user))
-    return (f"{icon} {person} {how_words(entry.source)} {where_words(entry.channel)}: {reason} — "
+    who = person(entry.user, mentions=mentions)
+    if entry.outcome.startswith(AUTO):
+        target = _auto_target(entry.endpoint, entry.job, entry.detail)
+        if entry.user == BREAKER:
+            return f"{icon} The breaker {reason} {target}"
+        return f"{icon} {who} {how_words(entry.source)} {where_words(entry.channel)}: {reason} {target}"
+    return (f"{icon} {who} {how_words(entry.source)} {where_words(entry.channel)}: {reason} — "
             f"{code(entry.endpoint)} · {code(entry.job)}")
 
 
@@ -110,6 +139,8 @@ def audit_lines(entries: Sequence[Any], *, mentions: bool = True) -> Message:
             sections.append(line)
     first = entries[0]
     text = f"Job {first.job} on {first.endpoint}: {attempt_words(first.outcome, first.job_status)[1]}"
+    if first.outcome.startswith(AUTO):  # about an endpoint (or all), not a job
+        text = plain(audit_text(first, mentions=False)).split(" ", 1)[1]
     if len(entries) > 1:
         text += f" (and {count(len(entries) - 1, 'more attempt')})"
     return message(text, [section(chunk) for chunk in sections])

@@ -13,6 +13,7 @@ from bot.core import actions, words
 from bot.core.commands import COMMAND
 from bot.core.health import Health, unlikely_reason
 from bot.core.ids import shorten
+from bot.core.messages.auto import home_auto_blocks
 from bot.core.messages.blocks import (
     button,
     code,
@@ -29,6 +30,7 @@ from bot.core.messages.blocks import (
 )
 from bot.core.messages.history import history_message
 from bot.core.outcome import state_words
+from bot.core.policies import Pause, Policy
 from bot.core.worker_errors import error_summary
 
 MAX_HOME_BLOCKS = 100
@@ -131,9 +133,11 @@ def _stats_line(stats: EndpointStats, health: Health | None) -> str:
 def home_view(viewer: str, now: float, access: Access, failures: Sequence[Failure], following: Sequence[Followed],
               attempts: Sequence[dict[str, Any]], stats: Sequence[EndpointStats], *, more_failures: int = 0,
               health: Sequence[Health] = (), window: float = 30 * 60, refresh: float = 10.0,
-              kept: float = 15 * 60) -> dict[str, Any]:
-    """The Home tab for `viewer`, within Slack's 100 blocks whatever the numbers."""
+              kept: float = 15 * 60, policies: Sequence[Policy] = (), pauses: Sequence[Pause] = ()) -> dict[str, Any]:
+    """The Home tab for `viewer`, within Slack's 100 blocks whatever the numbers. Automatic retries (when retry
+    policies are set up) come first after the viewer's access: what a person may want to stop at 3 a.m."""
     blocks: list[dict[str, Any]] = [header(":arrows_counterclockwise: RunPod Retry"), section(access_text(access)),
+                                    *home_auto_blocks(policies, pauses, now, may=access.may is True),
                                     {"type": "divider"},
                                     section(f"*Failures not retried yet* (seen in the last {int(window // 60)} "
                                             "minutes, newest first)")]

@@ -7,26 +7,14 @@ from typing import Any
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from slack_sdk.models.blocks import Block
 
 from bot.core.ids import MAX_ID_LENGTH
 from bot.runpod import RunPodHTTPError
-from testkit.fakes import block_problems
+from testkit.harness import assert_valid
 
 ID_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_"
 ids = st.text(alphabet=ID_CHARS, min_size=1, max_size=MAX_ID_LENGTH)
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-
-
-def assert_valid(msg: dict[str, Any]) -> None:
-    """What real Slack would accept: slack_sdk's own validation plus the stand-in's limits."""
-    assert isinstance(msg["text"], str) and msg["text"]
-    assert len(msg["text"]) <= 40_000
-    for block in msg["blocks"]:
-        parsed = Block.parse(block)
-        assert parsed is not None, block
-        parsed.validate_json()
-    assert block_problems(msg["blocks"]) == []
 
 
 def readable(msg: dict[str, Any]) -> str:
@@ -35,3 +23,6 @@ def readable(msg: dict[str, Any]) -> str:
 
 def http_error(status: int, body: Any = None, short: str = "") -> RunPodHTTPError:
     return RunPodHTTPError(f"RunPod answered {status}", op="retry", status=status, body=body, body_excerpt=short)
+
+
+__all__ = ["FAST", "ID_CHARS", "assert_valid", "http_error", "ids", "readable"]

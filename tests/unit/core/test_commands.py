@@ -107,3 +107,20 @@ def test_any_text_parses_to_valid_ids_or_a_usage_error_slack_accepts(text):
         assert command.jobs and all(is_valid_id(j) for j in (command.endpoint, *command.jobs))
     elif isinstance(command, Status):
         assert is_valid_id(command.endpoint) and is_valid_id(command.job)
+
+
+def test_parsing_retry():
+    assert parse_command("retry ep-1 job") == Retry("ep-1", ("job",))
+    assert parse_command("RETRY ep-1 a b") == Retry("ep-1", ("a", "b"))
+    assert parse_command("retry ep-1/job") == Retry("ep-1", ("job",))
+    with pytest.raises(UsageError, match="Tell me which job"):
+        parse_command("retry")
+    assert "`retry`" in messages.USAGE
+
+
+def test_parse_status_keeps_its_own_form():
+    assert parse_command("status ep1 job-1") == Status("ep1", "job-1")
+    with pytest.raises(UsageError) as caught:
+        parse_command("status ep1")
+    assert caught.value.form == "`/runpod-retry status <endpointId> <jobId>`"
+

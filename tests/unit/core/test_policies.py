@@ -4,6 +4,7 @@ one-line description, and every problem a policy file can have, named by policy 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
@@ -322,3 +323,26 @@ def test_the_limits_themselves_are_allowed():
 
     assert (low.max_attempts, low.delay) == (1, 0.0)
     assert (high.max_attempts, high.delay) == (10, 29 * 60.0)
+
+
+# ---------------------------------------------------------------- the README's example
+
+
+def test_the_readmes_policy_file_and_its_problems_are_what_the_app_reads_and_says():
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("#### The policy file"):]
+    example = section[section.index("```toml\n") + len("```toml\n"):section.index("```\n", 10)]
+    shown = section[section.index("```text\n"):section.index("```\n", section.index("```text\n") + 8)]
+
+    first, second = parse_policies(example)
+    assert describe(first) == ("oom-once: CUDA out of memory or /Worker .* (died|lost)/ on abc123xyz4567, "
+                               "def456uvw8901, up to 2 retries 30 s apart")
+    assert second.dry_run and second.statuses == ("TIMED_OUT",) and second.delay == 120.0
+
+    # The output shown: the first policy with a stray field and a bad delay, the second renamed "oom-once" too.
+    broken = (example.replace('delay = "30s"', 'delay = "3x"\nretries = 2', 1)
+              .replace('name = "timeouts-watch"', 'name = "oom-once"'))
+    source = "RUNPOD_RETRY_POLICIES (/etc/runpod-retry/policies.toml)"
+    with pytest.raises(PolicyFileError) as caught:
+        parse_policies(broken, source)
+    assert [f"  - {p}" for p in caught.value.problems] == [ln for ln in shown.splitlines() if ln.startswith("  - ")]

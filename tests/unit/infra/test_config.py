@@ -107,7 +107,8 @@ def test_policy_problems_join_the_other_settings_problems_each_naming_the_settin
 
     found = problems_of({**BASE, "RUNPOD_RETRY_POLICIES": str(path), "LOG_FORMAT": "xml"})
 
-    assert f'RUNPOD_RETRY_POLICIES ({path}): policy "oom-once": delay: "3x" is not a duration such as 90s or 2m' in found
+    said = f'RUNPOD_RETRY_POLICIES ({path}): policy "oom-once": delay: "3x" is not a duration such as 90s or 2m'
+    assert said in found
     assert any(p.startswith("LOG_FORMAT") for p in found)
 
 

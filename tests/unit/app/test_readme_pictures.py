@@ -10,7 +10,7 @@ from bot.core.alerts import new_alert
 from bot.core.health import parse_health, read_health
 from testkit.fakes.worker_shapes import RUNPOD_DOCS_HEALTH, TORCH_OOM_TRACEBACK
 
-README = " ".join((Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8").split())
+README = " ".join((Path(__file__).resolve().parents[3] / "README.md").read_text(encoding="utf-8").split())
 ZERO = {"idle": 0, "initializing": 0, "ready": 0, "running": 0, "throttled": 0, "unhealthy": 0}
 
 
@@ -66,3 +66,24 @@ def test_the_partial_retry_all_picture_says_what_the_grouped_alert_says():
                  "Every requeued job is followed to its end; these numbers keep up."):
         assert line in README, line
     assert "(all sent)" not in README
+
+
+def test_the_auto_retried_alert_picture_says_what_the_alert_says():
+    import calendar
+
+    from bot.core.alerts import AutoState, auto_moved, auto_planned
+    from bot.core.messages.auto_alert import auto_line, auto_waiting_line
+    from bot.core.words import without_dates
+
+    def shown(text: str | None) -> str:
+        return flat(without_dates(text or "").replace("`", "").replace(":bust_in_silhouette: ", "")
+                    .replace(":test_tube: ", ""))
+
+    at = calendar.timegm((2026, 12, 6, 3, 13, 0))
+    alert = new_alert("abc123xyz4567", {"id": "job-1", "status": "FAILED", "error": "CUDA out of memory"}, "C1", at)
+    waiting = auto_planned(alert, "oom-once", 1, 2, at)
+    assert shown(auto_waiting_line(waiting)) in README
+    spent = auto_moved(waiting, AutoState.SPENT, "All 2 automatic retries failed again, policy `oom-once`")
+    assert shown(auto_line(spent)).split(" Over to you")[0] in README
+    dry = auto_planned(alert, "timeouts-watch", 1, 1, calendar.timegm((2026, 12, 6, 3, 14, 0)), dry_run=True)
+    assert shown(auto_line(dry)) in README

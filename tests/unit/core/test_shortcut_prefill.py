@@ -1,4 +1,4 @@
-"""Issue 18, the shortcut's reading of a message and what it fills in (pure): `job-10` is not the ID `-10`, an
+"""The shortcut's reading of a message and what it fills in (pure): `job-10` is not the ID `-10`, an
 endpoint the app may not call fills nothing in (an allowed one is chosen instead when the message names one), and
 the other endpoints' jobs come as commands to paste."""
 

@@ -1,4 +1,4 @@
-"""Issue 18, the terminal's words (pure): advice in terminal terms, exit codes by what happened, and a retry that
+"""The terminal's words (pure): advice in terminal terms, exit codes by what happened, and a retry that
 RunPod throttled until its window closed says so instead of "wait a minute and try again"."""
 
 from __future__ import annotations

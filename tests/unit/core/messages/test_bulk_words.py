@@ -1,4 +1,4 @@
-"""Issue 18, bulk words (pure): every job in one count and the counts add up, titles that are true, a lost 502 is
+"""The bulk run's words (pure): every job in one count and the counts add up, titles that are true, a lost 502 is
 "unknown" in plain words, and the final tally sent where there is no thread mentions the person once."""
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ def test_the_readme_shows_a_bulk_run_with_every_kind_of_row_drawn_by_the_real_bu
 
     from bot.app.docs import bulk_picture
 
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    readme = (Path(__file__).resolve().parents[4] / "README.md").read_text(encoding="utf-8")
     picture = bulk_picture()
     assert picture in readme.split("### Many jobs at once", 1)[1].split("### ", 1)[0]
     for row in ("requeued, completed", "requeued, failed again", "requeued, still running", "requeued, cancelled",
