@@ -58,4 +58,7 @@ QUIET = 3.0                # "settled": no Slack call for this long
 
 PORT_LINE = re.compile(r"listening on port (\d+)")
 REQUEUED = re.compile(r"was requeued")
-NOT_RETRIED = re.compile(r"(\d+) (?:was|were) not retried")
+# A bulk summary's headline (bot/core/messages/bulk.py, tally_headline): "30 of 42 jobs requeued · 12 not retried",
+# or "All 300 jobs requeued" when nothing was left out.
+NOT_RETRIED = re.compile(r"(\d+) not retried")
+ALL_REQUEUED = re.compile(r"\bAll \d+ jobs requeued|\b1 job requeued")
