@@ -19,7 +19,7 @@ from dbos import DBOS
 from bot.core import messages
 from bot.core.alerts import Alert, AutoState, Phase, auto_moved, auto_planned, parse_job_body
 from bot.core.health import health_warning
-from bot.core.outcome import RETRYABLE, Outcome
+from bot.core.outcome import RETRYABLE, TERMINAL, Outcome
 from bot.core.policies import COMPLETED, DRY_RUN, FAILED_AGAIN, SENT, Policy, first_match
 from bot.core.words import POLICY_ACTOR
 from bot.core.worker_errors import error_summary
@@ -131,6 +131,16 @@ class AutoRetrier:
         await self.service.record(AuditEntry(who.user, who.channel, endpoint, job, who.source, "auto:stop",
                                              detail=f"policy {alert.auto.policy if alert.auto else ''}"))
 
+    async def claim_let_go(self, endpoint: str, job: str) -> None:
+        """The previous attempt's follow holds the job's claim until it has said how the job ended, which waits for
+        Slack's pace: the next attempt waits for that (bounded), so it is not refused as its own duplicate."""
+        deadline = time.time() + 60 * self.timing.scale
+        while time.time() < deadline:
+            claim = await self.store.claimed(endpoint, job)
+            if claim is None or not claim.user.startswith(POLICY_ACTOR):
+                return
+            await asyncio.sleep(self.timing.auto_poll)
+
     async def posted(self, place: Place, endpoint: str, job: str) -> None:
         """Until the job's alert is in Slack (or Slack refused it for good): then `place` is its thread."""
         while True:
@@ -189,16 +199,19 @@ async def auto_retry(endpoint: str, job: str, policy_name: str) -> str:
 
 @DBOS.step()
 async def show_waiting(endpoint: str, job: str, policy_name: str, attempt: int) -> float:
-    """The alert says when this attempt goes; returns how long to wait for it."""
+    """The alert says when this attempt goes; returns how long from now that is. The first attempt's time was set
+    when the failure arrived (the alert already shows it): the wait counts from then, not from this step."""
     auto = current()
     policy = auto.policies[policy_name]
-    delay = auto.delay(policy)
+    due = time.time() + auto.delay(policy)
     async with auto.desk.lock((endpoint, job)):
         alert = await auto.desk.get(endpoint, job)
-        if alert is not None and alert.auto is not None and alert.auto.state is not AutoState.STOPPED \
-                and (alert.auto.attempt, alert.auto.state) != (attempt, AutoState.WAITING):
-            await auto.desk.save(auto_planned(alert, policy_name, attempt, policy.max_attempts, time.time() + delay))
-    return delay
+        if alert is not None and alert.auto is not None and alert.auto.state is not AutoState.STOPPED:
+            if (alert.auto.attempt, alert.auto.state) == (attempt, AutoState.WAITING):
+                due = alert.auto.due
+            else:
+                await auto.desk.save(auto_planned(alert, policy_name, attempt, policy.max_attempts, due))
+    return max(0.0, due - time.time())
 
 
 @DBOS.step()
@@ -243,6 +256,7 @@ async def send(endpoint: str, job: str, policy_name: str, attempt: int) -> str |
         now = await auto.service.call_status(endpoint, job)
         if now.job_status not in RETRYABLE:
             return None
+    await auto.claim_let_go(endpoint, job)
     who = Who(POLICY_ACTOR + policy_name, alert.channel, Source.POLICY)
     place = Place(alert.channel, thread_ts=alert.reply_thread)
     # In a storm the alert may still wait for its turn in the channel: RunPod is called now, the reply waits for it.
@@ -250,21 +264,18 @@ async def send(endpoint: str, job: str, policy_name: str, attempt: int) -> str |
                                                                   name=f"alert posted {endpoint}/{job}")
     result = await retry_by_policy(auto.service, who, endpoint, job, place,
                                    MessageRef(alert.channel, alert.ts or "", alert.thread_ts), parent)
-    if result is None or isinstance(result, str):
+    if isinstance(result, str):
         return result
     auto.metrics.auto_retries.labels(policy=policy_name, result=SENT if result.ok else "refused").inc()
     return None if result.ok else result.summary
 
 
 async def retry_by_policy(service: RetryService, who: Who, endpoint: str, job: str, place: Place,
-                          origin: MessageRef, parent: asyncio.Task[None] | None) -> Outcome | str | None:
+                          origin: MessageRef, parent: asyncio.Task[None] | None) -> Outcome | str:
     """A click's rules (exactly once, the hourly budget) and path (record, reply in the alert's thread, follow).
-    A refusal is recorded and returned in words for the alert: nobody asked, so nobody is told privately. None:
-    this policy already holds the job (this step's earlier run sent it, and its follow goes on)."""
+    A refusal is recorded and returned in words for the alert: nobody asked, so nobody is told privately."""
     async with service.claims.hold(endpoint, job, who.user) as hold:
         if hold.taken_by is not None:
-            if hold.taken_by.user == who.user:
-                return None
             await service.record(AuditEntry(who.user, who.channel, endpoint, job, who.source, "refused:duplicate",
                                             detail=f"already retried by {hold.taken_by.user}"))
             return f"{messages.mention(hold.taken_by.user)} was already retrying it"
@@ -278,8 +289,17 @@ async def retry_by_policy(service: RetryService, who: Who, endpoint: str, job: s
 
 @DBOS.step()
 async def ending(endpoint: str, job: str) -> str:
-    """How the retried job ended, as the alert knows it from its follow; "" while it runs."""
-    alert = await current().desk.get(endpoint, job)
+    """How the retried job ended, "" while it runs. RunPod's own word: the alert hears it later, once the ending is
+    in its thread at the channel's pace, and the breaker and the next attempt must not wait for Slack."""
+    auto = current()
+    status = (await auto.service.call_status(endpoint, job)).job_status
+    if status == "COMPLETED":
+        return COMPLETED
+    if status in RETRYABLE:
+        return FAILED_AGAIN
+    if status in TERMINAL:
+        return status.lower()
+    alert = await auto.desk.get(endpoint, job)  # RunPod did not say (away, or it forgot the job): the follow's word
     if alert is None:
         return "unknown"
     if alert.phase in (Phase.RETRYING, Phase.REQUEUED):

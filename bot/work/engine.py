@@ -143,8 +143,15 @@ class Engine:
         from dbos import DBOS, _dbos
 
         self._launched = False
+        instance = _dbos._dbos_global_instance
+        # DBOS retries a lost database forever, in its own threads, and the process cannot exit before they end: a
+        # step finishing during shutdown while the database is away would hold the exit for good. From now on a
+        # database error ends such a write (the workflow resumes from its last checkpoint elsewhere or next start).
+        sys_db = getattr(instance, "_sys_db_field", None)
+        if sys_db is not None:
+            sys_db._retry_connection_errors = False
         # Workflows are tasks on this loop; DBOS's destroy() does not cancel them (checked on dbos 3.4).
-        tasks = list(getattr(_dbos._dbos_global_instance, "_workflow_tasks", ()) or ())
+        tasks = list(getattr(instance, "_workflow_tasks", ()) or ())
         for task in tasks:
             task.cancel()
         if tasks:

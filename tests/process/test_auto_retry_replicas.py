@@ -78,8 +78,12 @@ async def test_a_replica_lost_during_the_delay_leaves_the_retry_to_another_which
         # workflow once replica 0 is silent long enough, and sends the retry when the delay is over.
         await wait_until(lambda: runpod.requeued()[(EP, "job-lost")] >= 1, 60, "the retry, sent by replica 1")
         print(f"retry sent {time.monotonic() - lost:.1f} s after the {how}")
-        await wait_until(lambda: "Completed after automatic retry" in message_text(alert_of(slack, "job-lost") or {}),
-                         30, "the alert saying it completed")
+        try:
+            await wait_until(lambda: "Completed after automatic retry" in
+                             message_text(alert_of(slack, "job-lost") or {}), 30, "the alert saying it completed")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; the alert says: {message_text(alert_of(slack, 'job-lost') or {})}\n"
+                                 f"{cluster[1].tail(60)}") from None
         await asyncio.sleep(2.0)
         assert runpod.requeued()[(EP, "job-lost")] == 1
         assert not app_tracebacks(cluster[1].text()), app_tracebacks(cluster[1].text())
