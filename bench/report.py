@@ -9,6 +9,8 @@ import statistics
 import sys
 import time
 
+from bench.auto_report import breaker_section, policies_section
+from bench.auto_storms import FailingStorm, TransientStorm
 from bench.config import (
     ACK_CAP,
     ACK_LIMIT,
@@ -63,7 +65,8 @@ def check(ok: bool) -> str:
 
 
 def report(rows: list[Row], limits: Limits | None, elapsed: float, sections: set[str],
-           setups: list[Setup] | None = None, channel: OneChannel | None = None) -> str:
+           setups: list[Setup] | None = None, channel: OneChannel | None = None,
+           policies: TransientStorm | None = None, breaker: FailingStorm | None = None) -> str:
     """The whole Markdown report; `###` headings (the README demotes them one level)."""
     lines = [
         "# Benchmark results",
@@ -85,6 +88,10 @@ def report(rows: list[Row], limits: Limits | None, elapsed: float, sections: set
         lines += limits_section(limits)
     if setups:
         lines += replicas_section(setups)
+    if policies is not None:
+        lines += policies_section(policies)
+    if breaker is not None:
+        lines += breaker_section(breaker)
     if app is not None:
         lines += goals_section(app)
         lines += details_section(rows)
