@@ -14,10 +14,14 @@ from bench.config import (
     AUTO_STORM,
     FAILING_ATTEMPTS,
     FAILING_DELAY,
+    FAILING_LATER,
     FAILING_SPREAD,
 )
 from bot.core.breaker import BREAKER_LAST, BREAKER_WINDOW
+from bot.infra.config import Settings
 from testkit.fakes.limits import SLACK_POST_PER_CHANNEL, RunPodLimits
+
+FOLLOW_INTERVAL = Settings.follow_interval  # the app's default RUNPOD_FOLLOW_INTERVAL
 
 
 def check(ok: bool) -> str:
@@ -26,6 +30,10 @@ def check(ok: bool) -> str:
 
 def seconds(value: float | None, missing: str = "–") -> str:
     return missing if value is None else f"{value:.2f} s"
+
+
+def pair(values: tuple[float, float]) -> str:
+    return f"{values[0]:.1f} / {values[1]:.1f} s"
 
 
 def load() -> str:
@@ -90,19 +98,27 @@ def breaker_section(fs: FailingStorm) -> list[str]:
         "",
         f"A second fresh app process, the same limits, one policy (`max_attempts = {FAILING_ATTEMPTS}`, "
         f"`delay = \"{FAILING_DELAY:g}s\"`) on one endpoint. {fs.jobs} failure webhooks sent evenly over "
-        f"{FAILING_SPREAD:g} s; each retried job fails again at RunPod's first status answer. The breaker trips "
+        f"{FAILING_SPREAD:g} s, and once the breaker has tripped {FAILING_LATER} more; each retried job fails again at "
+        "RunPod's first status answer. The breaker trips "
         f"when half or more of the endpoint's last {BREAKER_LAST} automatic retries failed again within "
         f"{BREAKER_WINDOW / 60:.0f} minutes. The trip time is the pause the app stored; times from the first webhook.",
         "",
         "| webhooks answered 200 | 5th failed again recorded | tripped | failed again by then | automatic retries "
-        "before the trip (second attempts) | after the trip | failures after the trip / retried / alert says not "
-        "retried | breaker notices in the channel (first at) |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "before the trip (second attempts) | after the trip | next attempts the pause stopped | failures after the "
+        "trip / retried / alert says not retried | breaker notices in the channel (first at) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         f"| {fs.webhooks_ok}/{fs.jobs} | {seconds(fs.fifth_failed_again)} | {trip} | {fs.failed_again_by_trip} | "
-        f"{fs.retries_before} ({fs.second_attempts}) | {fs.retries_after} | {fs.later_failures} / "
+        f"{fs.retries_before} ({fs.second_attempts}) | {fs.retries_after} | {fs.handed_over} | {fs.later_failures} / "
         f"{fs.later_retried} / {fs.later_told_paused} | {fs.notices} ({seconds(fs.notice_after)}) |",
         "",
         f"The breaker's reason, as told: \"{fs.reason}\".",
+        "",
+        "Where the time to the trip goes, for the 5 failed-again results the breaker counted (median / max): "
+        f"webhook → its first `/retry` {pair(fs.to_retry)} (the delay is {FAILING_DELAY:g} s); `/retry` → the "
+        f"follow's `/status` saying FAILED {pair(fs.to_status)} (the follow starts once the retry's reply is in "
+        f"the alert's thread, then waits its first {FOLLOW_INTERVAL:g} s); that `/status` → the failed-again "
+        f"recorded, which the breaker counts {pair(fs.to_recorded)} (the follow says how the job ended in the "
+        "thread, and only once Slack has taken that reply does the alert, which the workflow reads, say so).",
         "",
         "Goals (issue 20):",
         "",

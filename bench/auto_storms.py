@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import sqlite3
+import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +39,7 @@ from bench.config import (
     FAILING_DELAY,
     FAILING_ENDPOINT,
     FAILING_JOBS,
+    FAILING_LATER,
     FAILING_SPREAD,
     WEBHOOK_SECRET,
 )
@@ -220,12 +223,21 @@ class FailingStorm:
     retries_after: int = 0                 # ... after it (must be 0)
     second_attempts: int = 0               # of those before: second attempts
     jobs_retried: int = 0                  # jobs with at least one automatic retry
-    later_failures: int = 0                # webhooks sent after the trip
+    handed_over: int = 0                   # failures before the trip whose next attempt the pause stopped
+    later_failures: int = 0                # webhooks sent after the trip (a second wave)
     later_retried: int = 0                 # ... of those jobs retried at all (must be 0)
     later_told_paused: int = 0             # ... whose alert says they were not retried automatically
     notices: int = 0                       # breaker notices posted in the alert channel (must be 1)
     notice_after: float | None = None      # first webhook -> the notice reached Slack
     alerts_posted: int = 0
+    # Where the time to the trip goes, for the failed-again results the breaker counted (median, max):
+    to_retry: tuple[float, float] = (math.nan, math.nan)      # webhook -> the attempt's /retry at RunPod
+    to_status: tuple[float, float] = (math.nan, math.nan)     # /retry -> the follow's /status answering FAILED
+    to_recorded: tuple[float, float] = (math.nan, math.nan)   # that /status -> failed again recorded
+
+
+def spread(values: list[float]) -> tuple[float, float]:
+    return (statistics.median(values), max(values)) if values else (math.nan, math.nan)
 
 
 async def failing_storm(port: int, slack: FakeSlack, runpod: FakeRunPod, http: aiohttp.ClientSession,
@@ -253,15 +265,38 @@ async def failing_storm(port: int, slack: FakeSlack, runpod: FakeRunPod, http: a
 
     await came_true(lambda: tripped() is not None, max(0.0, start + FAILING_CAP - time.monotonic()), 0.2)
     trip = tripped()
+    if trip is not None:  # a second wave, after the trip: none of it may be retried automatically
+        wave = [(FAILING_ENDPOINT, f"flaky-later-{i:03d}") for i in range(FAILING_LATER)]
+        for ep, job in wave:
+            runpod.add_job(ep, job, status="FAILED", error=OOM, after_retry=("FAILED",))
+        jobs |= {job for _, job in wave}
+        _, later_sent, later_ok = await send_webhooks(port, http, wave, FAILING_LATER / 2)
+        sent |= later_sent
+        result.webhooks_ok += later_ok
     await came_true(lambda: notices(), max(0.0, start + FAILING_CAP - time.monotonic()), 0.2)
     await asyncio.sleep(FAILING_DELAY + 3.0)  # any retry still let through would arrive by now
     await quiet(slack, cap=max(1.0, start + FAILING_CAP - time.monotonic()))
     calls = [c for c in runpod.calls[first_rp:] if c.op == "retry" and c.job in jobs and c.status == 200]
     result.jobs_retried = len({c.job for c in calls})
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
-        ended = [float(at) - wall_minus_mono for (at,) in conn.execute(
-            "SELECT at FROM auto_results WHERE endpoint = ? AND result = 'failed_again' ORDER BY at",
+        rows = [(str(job), int(attempt), float(at) - wall_minus_mono) for job, attempt, at in conn.execute(
+            "SELECT job, attempt, at FROM auto_results WHERE endpoint = ? AND result = 'failed_again' ORDER BY at",
             (FAILING_ENDPOINT,))]
+    ended = [at for _, _, at in rows]
+    to_retry, to_status, to_recorded = [], [], []
+    for job, attempt, at in rows[:5]:  # the failed-again results the breaker counted
+        sent_at = [c.at for c in calls if c.job == job]
+        if len(sent_at) < attempt:
+            continue
+        retry_at = sent_at[attempt - 1]
+        failed = [c.at for c in runpod.calls[first_rp:] if c.op == "status" and c.job == job and c.at > retry_at
+                  and isinstance(c.body, dict) and c.body.get("status") == "FAILED"]
+        if attempt == 1:
+            to_retry.append(retry_at - sent[job])
+        if failed:
+            to_status.append(failed[0] - retry_at)
+            to_recorded.append(at - failed[0])
+    result.to_retry, result.to_status, result.to_recorded = spread(to_retry), spread(to_status), spread(to_recorded)
     if len(ended) >= 5:
         result.fifth_failed_again = ended[4] - start
     if trip is not None:
@@ -280,6 +315,8 @@ async def failing_storm(port: int, slack: FakeSlack, runpod: FakeRunPod, http: a
         retried = {c.job for c in calls}
         result.later_retried = sum(1 for job in later if job in retried)
         texts = alerts(slack, FAILING_CHANNEL)
+        result.handed_over = sum(1 for job in jobs if job not in later
+                                 and any(job in t and PAUSED_WORDS in t for t in texts.values()))
         result.later_told_paused = sum(1 for job in later
                                        if any(job in t and PAUSED_WORDS in t for t in texts.values()))
     told = notices()

@@ -76,4 +76,5 @@ FAILING_JOBS = 40           # on one endpoint, every automatic retry failing aga
 FAILING_SPREAD = 20.0       # the webhooks are sent evenly over this many seconds (2 a second)
 FAILING_DELAY = 2.0
 FAILING_ATTEMPTS = 2
+FAILING_LATER = 10          # a second wave of failures, sent once the breaker has tripped
 FAILING_CAP = 240.0         # longest wait for the breaker's notice and a quiet app
