@@ -33,7 +33,7 @@ Set-up, so the numbers mean what they say:
 The modules: `config` (the figures each section uses), `processes` (the app and the baseline as processes, through
 testkit/process.py, as the tests start them), `scenarios` (the burst and the bulk run), `one_channel` (40 commands
 into one channel), `limits` (the storm and the bulk run at the platforms' real limits), `auto_storms` (the
-retry-policy storms), `auto_report` (their tables), `runs` (each section, start to end), `report` (the Markdown tables and
-the README's bench section), `__main__` (the command line).
+retry-policy storms), `auto_report` (their tables), `runs` (each section, start to end), `report` (the Markdown tables
+and the README's bench section), `__main__` (the command line).
 """
 
