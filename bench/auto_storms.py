@@ -158,9 +158,6 @@ async def transient_storm(port: int, slack: FakeSlack, runpod: FakeRunPod,
     start, sent, ok = await send_webhooks(port, http, order, AUTO_SPREAD)
     result = TransientStorm(webhooks_ok=ok, webhooks_in=max(sent.values()) - start)
 
-    def retries() -> list[object]:
-        return [c for c in runpod.calls[first_rp:] if c.op == "retry" and c.job in jobs]
-
     def accepted() -> dict[str, float]:
         first: dict[str, float] = {}
         for c in runpod.calls[first_rp:]:
@@ -177,7 +174,7 @@ async def transient_storm(port: int, slack: FakeSlack, runpod: FakeRunPod,
     result.retried_once = sum(1 for n in counts.values() if n == 1)
     result.retried_more = sum(1 for n in counts.values() if n > 1)
     firsts = accepted()
-    first_try = {}
+    first_try: dict[str, float] = {}
     for c in calls:
         if c.job is not None:
             first_try.setdefault(c.job, c.at)
