@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+# Who paused an endpoint when the breaker did (`Pause.by`, and the user of its audit entries), not a person.
+BREAKER = "breaker"
 BREAKER_LAST = 10            # the endpoint's last 10 automatic retries
 BREAKER_WINDOW = 600.0       # ... that ended within the last 10 minutes
 BREAKER_TRIP = BREAKER_LAST // 2   # half or more of them failed again: trip

@@ -18,8 +18,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
 from bot.core import messages
-from bot.core.breaker import BREAKER_LAST, BREAKER_PAUSE, BREAKER_WINDOW, should_trip
-from bot.core.messages.auto import BREAKER, breaker_reason
+from bot.core.breaker import BREAKER, BREAKER_LAST, BREAKER_PAUSE, BREAKER_WINDOW, should_trip
+from bot.core.messages.auto import breaker_reason
 from bot.core.policies import COMPLETED, EVERY_ENDPOINT, FAILED_AGAIN, Pause, Policy
 from bot.core.words import utc
 from bot.infra.config import Settings
@@ -41,7 +41,8 @@ def _lasts(pause: Pause) -> float:
 class AutoSwitch:
     def __init__(self, store: Store, out: SlackOut, access: AccessPolicy, metrics: Metrics, settings: Settings,
                  clock: Callable[[], float] = time.time, *,
-                 record: Callable[[AuditEntry], Awaitable[None]] | None = None) -> None:
+                 record: Callable[[AuditEntry], Awaitable[None]] | None = None,
+                 changed: Callable[[], Awaitable[object]] | None = None) -> None:
         self.store = store
         self.out = out
         self.access = access
@@ -52,7 +53,7 @@ class AutoSwitch:
         # How an audit entry is written: the retry service's `record` (kept until the database takes it, and sent
         # to the audit channel) in the app; the store alone otherwise.
         self.record = record or store.audit
-        self.on_change: list[Callable[[], Awaitable[None]]] = []  # what the Home tab shows changed
+        self.changed = changed  # what the Home tab shows changed: it is redrawn
 
     # ---------------------------------------------------------------- for the automatic retries
 
@@ -188,11 +189,12 @@ class AutoSwitch:
             await self.out.update(self.alert_channel, ts, messages.switch_line(user, scope, pause, now))
 
     async def _changed(self) -> None:
-        for hook in self.on_change:
-            try:
-                await hook()
-            except Exception:  # the Home tab is redrawn later anyway; the pause itself is done
-                log.warning("could not tell the Home tabs that automatic retries changed", exc_info=True)
+        if self.changed is None:
+            return
+        try:
+            await self.changed()
+        except Exception:  # the Home tab is redrawn later anyway; the pause itself is done
+            log.warning("could not tell the Home tabs that automatic retries changed", exc_info=True)
 
 
 def from_home(who: Who) -> Who:

@@ -102,8 +102,8 @@ class Runtime:
         self.home = HomeDesk(self.service, self.storms, self.health, settings)
         self.events.subscribe(self.home)
         # The kill switch and breaker of automatic retries (retry policies); its audit lines go the retries' way.
-        self.switch = AutoSwitch(self.store, self.out, self.access, self.metrics, settings, record=self.service.record)
-        self.switch.on_change.append(self.home.changed)
+        self.switch = AutoSwitch(self.store, self.out, self.access, self.metrics, settings, record=self.service.record,
+                                 changed=self.home.changed)
         # Retry policies run on the durable-work engine; without policies neither is loaded.
         self.auto: AutoRetrier | None = None
         if settings.policies:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from bot.core import actions
-from bot.core.breaker import BREAKER_WINDOW
+from bot.core.breaker import BREAKER, BREAKER_WINDOW
 from bot.core.commands import AUTO_PAUSE_FORM, AUTO_RESUME_FORM, COMMAND
 from bot.core.messages.blocks import (
     Message,
@@ -25,7 +25,6 @@ from bot.core.messages.blocks import (
 )
 from bot.core.policies import EVERY_ENDPOINT, Pause, Policy, describe
 
-BREAKER = "breaker"  # Pause.by when the breaker paused, not a person
 MAX_POLICIES = 40    # policy lines shown; a file with more is summed up
 MAX_PAUSES = 10      # pauses shown one each (with a Resume button on Home)
 LINES_PER_SECTION = 6

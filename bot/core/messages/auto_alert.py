@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from bot.core.alerts import Alert, Auto, AutoState, Phase
+from bot.core.breaker import BREAKER
 from bot.core.messages.blocks import Message, code, escape, link, message, section, slack_time
 from bot.core.policies import Pause
-
-BREAKER = "breaker"  # `Pause.by` when the breaker paused an endpoint, not a person
 
 
 def auto_waiting_line(alert: Alert) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from bot.core.breaker import BREAKER
 from bot.core.messages.blocks import (
     MAX_SECTION_TEXT,
     Message,
@@ -45,7 +46,6 @@ _REASONS: dict[str, tuple[str, str]] = {
     "auto:stop": (":octagonal_sign:", "stopped automatic retries"),
 }
 AUTO = "auto:"
-BREAKER = "breaker"  # the user of the breaker's own audit entries
 
 _HOW = {"command": "by command", "button": "with an alert's Retry button", "bulk": "in a bulk retry",
         "retry_all": "with Retry all", "modal": "with the retry form", "shortcut": "with the message shortcut",
