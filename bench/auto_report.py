@@ -107,7 +107,8 @@ def breaker_section(fs: FailingStorm) -> list[str]:
         "before the trip (second attempts) | after the trip | next attempts the pause stopped | failures after the "
         "trip / retried / alert says not retried | breaker notices in the channel (first at) |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-        f"| {fs.webhooks_ok}/{fs.jobs} | {seconds(fs.fifth_failed_again)} | {trip} | {fs.failed_again_by_trip} | "
+        f"| {fs.webhooks_ok}/{fs.jobs + fs.later_failures} | {seconds(fs.fifth_failed_again)} | {trip} | "
+        f"{fs.failed_again_by_trip} | "
         f"{fs.retries_before} ({fs.second_attempts}) | {fs.retries_after} | {fs.handed_over} | {fs.later_failures} / "
         f"{fs.later_retried} / {fs.later_told_paused} | {fs.notices} ({seconds(fs.notice_after)}) |",
         "",
