@@ -110,7 +110,7 @@ def report(rows: list[Row], limits: Limits | None, elapsed: float, sections: set
         "",
         "Reproduce from the repository root: `. .venv/bin/activate && python -m bench` (about 25 minutes: 2 of "
         "them the one-channel section at Slack's pace, about 15 the retry-policy storm (every alert at Slack's "
-        "pace) and 3 the breaker; `--skip-naive` leaves out the baseline, about 2 minutes; `--only limits` (or "
+        "pace) and 3 the breaker; `--skip-naive` leaves out the baseline, 2 minutes less; `--only limits` (or "
         "burst, channel, bulk, replicas, policies, breaker, naive) runs one section and prints it without writing "
         "files). The tables are written to bench/RESULTS.md and between the bench markers in README.md.",
     ]
