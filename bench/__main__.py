@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import tempfile
 import time
@@ -16,7 +17,7 @@ from bench.runs import Row, run_app, run_breaker, run_limits, run_naive, run_one
 
 
 async def main(sections: set[str], write: bool) -> int:
-    started = time.monotonic()
+    started, load = time.monotonic(), os.getloadavg()[0]
     print(f"runpod-retry benchmark: {', '.join(s for s in SECTIONS if s in sections)}", file=sys.stderr)
     with tempfile.TemporaryDirectory(prefix="runpod-retry-bench-") as tmp:
         workdir = Path(tmp)
@@ -35,7 +36,7 @@ async def main(sections: set[str], write: bool) -> int:
                 print("  (the baseline is shown beside the app's burst: add `burst`)", file=sys.stderr)
             else:
                 rows.append(await run_naive(workdir))
-    text = report(rows, limits, time.monotonic() - started, sections, setups, channel, policies, breaker)
+    text = report(rows, limits, time.monotonic() - started, sections, setups, channel, load, policies, breaker)
     print(text)
     if write:
         RESULTS.write_text(text)

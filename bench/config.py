@@ -58,7 +58,10 @@ QUIET = 3.0                # "settled": no Slack call for this long
 
 PORT_LINE = re.compile(r"listening on port (\d+)")
 REQUEUED = re.compile(r"was requeued")
-NOT_RETRIED = re.compile(r"(\d+) (?:was|were) not retried")
+# A bulk summary's headline (bot/core/messages/bulk.py, tally_headline): "30 of 42 jobs requeued · 12 not retried",
+# or "All 300 jobs requeued" when nothing was left out.
+NOT_RETRIED = re.compile(r"(\d+) not retried")
+ALL_REQUEUED = re.compile(r"\bAll \d+ jobs requeued|\b1 job requeued")
 
 # Retry policies at real limits (issue 20). Each scenario is its own app process on SQLite with a policy file it
 # writes, RUNPOD_RETRY_TIME_SCALE=1, the Slack stand-in at Slack's limits and the RunPod stand-in at RunPod's.

@@ -14,6 +14,7 @@ import aiohttp
 
 from bench.config import (
     ALERT_CHANNEL,
+    ALL_REQUEUED,
     LIMITS_BULK,
     LIMITS_BULK_CAP,
     LIMITS_BULK_CHANNEL,
@@ -138,6 +139,13 @@ async def storm(port: int, slack: FakeSlack, runpod: FakeRunPod, http: aiohttp.C
     return result
 
 
+def not_retried(headline: str) -> int | None:
+    """How many jobs the summary's headline (its fallback text, not the per-job table) says were not retried."""
+    if match := NOT_RETRIED.search(headline):
+        return int(match.group(1))
+    return 0 if ALL_REQUEUED.search(headline) else None
+
+
 @dataclass
 class LimitsBulk:
     jobs: int = LIMITS_BULK
@@ -204,8 +212,7 @@ async def limits_bulk(port: int, slack: FakeSlack, runpod: FakeRunPod) -> Limits
     if posted is not None:
         result.summary_after = posted.at - start
         text = call_text(posted)
-        match = NOT_RETRIED.search(text)
-        result.not_retried = int(match.group(1)) if match else None
+        result.not_retried = not_retried(str(posted.args.get("text") or ""))
         result.rate_limited_words = bool(re.search(r"rate.limit|limiting requests", text))
     result.requeued = len(counts)
     result.requeued_once = sum(1 for n in counts.values() if n == 1)

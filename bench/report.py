@@ -66,15 +66,19 @@ def check(ok: bool) -> str:
 
 def report(rows: list[Row], limits: Limits | None, elapsed: float, sections: set[str],
            setups: list[Setup] | None = None, channel: OneChannel | None = None,
-           policies: TransientStorm | None = None, breaker: FailingStorm | None = None) -> str:
+           load_at_start: float | None = None, policies: TransientStorm | None = None,
+           breaker: FailingStorm | None = None) -> str:
     """The whole Markdown report; `###` headings (the README demotes them one level)."""
+    load = os.getloadavg()[0]
+    start = f"{load_at_start:.2f} at the start, " if load_at_start is not None else ""
     lines = [
         "# Benchmark results",
         "",
         f"`python -m bench` on {os.cpu_count()} CPUs, Python {platform.python_version()}, "
         f"{platform.system()} {platform.release()}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
-        f"whole run {elapsed:.0f} s. The machine is shared (2 cores, other engineers' test runs): figures move by a "
-        "few tenths of a second from run to run, more under load.",
+        f"whole run {elapsed:.0f} s; load average (1 min) {start}{load:.2f} at the end. The machine is shared "
+        "(2 cores, other engineers' test runs): figures move by a few tenths of a second from run to run, more "
+        "under load (a load above 2 means processes waiting for a core).",
         "",
     ]
     app = rows[0] if rows else None

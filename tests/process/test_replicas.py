@@ -229,7 +229,9 @@ async def test_a_retry_all_whose_replica_dies_is_finished_by_another_each_job_on
 
     # The first failures also got alerts of their own; the grouped alert counts them, and Retry all takes them on.
     await wait_until(lambda: "24 completed" in shown(), 60,
-                     "every job of the grouped alert retried and completed, by the replicas left")
+                     lambda: f"every job of the grouped alert retried and completed, by the replicas left: the alert "
+                             f"says {shown()!r}; RunPod requeued {len(runpod.requeued(EP))} of {len(jobs)}\n"
+                             + cluster.logs())
     assert set(runpod.requeued(EP)) == {(EP, job) for job in jobs}, "every job retried"
     assert set(runpod.requeued(EP).values()) == {1}, "none twice"
     no_duplicate_posts(slack)
