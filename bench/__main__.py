@@ -13,7 +13,7 @@ from pathlib import Path
 import bench
 from bench.config import README, RESULTS, ROOT, SECTIONS
 from bench.report import report, write_readme
-from bench.runs import Row, run_app, run_limits, run_naive, run_one_channel, run_replicas
+from bench.runs import Row, run_app, run_breaker, run_limits, run_naive, run_one_channel, run_policies, run_replicas
 
 
 async def main(sections: set[str], write: bool) -> int:
@@ -29,12 +29,14 @@ async def main(sections: set[str], write: bool) -> int:
         if "limits" in sections:
             limits = await run_limits(workdir)
         setups = await run_replicas(workdir) if "replicas" in sections else None
+        policies = await run_policies(workdir) if "policies" in sections else None
+        breaker = await run_breaker(workdir) if "breaker" in sections else None
         if "naive" in sections:
             if not rows:
                 print("  (the baseline is shown beside the app's burst: add `burst`)", file=sys.stderr)
             else:
                 rows.append(await run_naive(workdir))
-    text = report(rows, limits, time.monotonic() - started, sections, setups, channel, load)
+    text = report(rows, limits, time.monotonic() - started, sections, setups, channel, load, policies, breaker)
     print(text)
     if write:
         RESULTS.write_text(text)

@@ -32,7 +32,7 @@ NAIVE_REPLY_CAP = 100.0    # the baseline is slow; its wait is bounded too
 READY_CAP = 30.0
 RESULTS = ROOT / "bench" / "RESULTS.md"
 README = ROOT / "README.md"
-SECTIONS = ("burst", "channel", "bulk", "limits", "replicas", "naive")
+SECTIONS = ("burst", "channel", "bulk", "limits", "replicas", "policies", "breaker", "naive")
 REPLICAS = 3               # issue 11: the burst spread over this many replicas on one PostgreSQL
 
 # One busy channel (issue 17, defect 6): many commands into one channel at once, Slack's 1 post a second per channel
@@ -62,3 +62,22 @@ REQUEUED = re.compile(r"was requeued")
 # or "All 300 jobs requeued" when nothing was left out.
 NOT_RETRIED = re.compile(r"(\d+) not retried")
 ALL_REQUEUED = re.compile(r"\bAll \d+ jobs requeued|\b1 job requeued")
+
+# Retry policies at real limits (issue 20). Each scenario is its own app process on SQLite with a policy file it
+# writes, RUNPOD_RETRY_TIME_SCALE=1, the Slack stand-in at Slack's limits and the RunPod stand-in at RunPod's.
+AUTO_CHANNEL = "CAUTO"
+AUTO_ENDPOINTS = 5
+AUTO_STORM = 200            # transient failures (a CUDA out-of-memory), 40 per endpoint
+AUTO_SPREAD = 1.5           # the webhooks are sent evenly over this many seconds
+AUTO_DELAY = 5.0            # the policy's delay
+AUTO_LATENCY = 0.5          # RunPod's answer time per call: 40 /retry on an endpoint are two rounds of 20 at once
+AUTO_RETRY_CAP = 60.0       # longest wait for every retry to go out
+AUTO_DONE_CAP = 900.0       # longest wait for every alert to say its job completed (Slack's pace: minutes)
+FAILING_CHANNEL = "CFLAKY"
+FAILING_ENDPOINT = "flaky-ep"
+FAILING_JOBS = 40           # on one endpoint, every automatic retry failing again
+FAILING_SPREAD = 20.0       # the webhooks are sent evenly over this many seconds (2 a second)
+FAILING_DELAY = 2.0
+FAILING_ATTEMPTS = 2
+FAILING_LATER = 10          # a second wave of failures, sent once the breaker has tripped
+FAILING_CAP = 240.0         # longest wait for the breaker's notice and a quiet app

@@ -9,6 +9,8 @@ import statistics
 import sys
 import time
 
+from bench.auto_report import breaker_section, policies_section
+from bench.auto_storms import FailingStorm, TransientStorm
 from bench.config import (
     ACK_CAP,
     ACK_LIMIT,
@@ -64,7 +66,8 @@ def check(ok: bool) -> str:
 
 def report(rows: list[Row], limits: Limits | None, elapsed: float, sections: set[str],
            setups: list[Setup] | None = None, channel: OneChannel | None = None,
-           load_at_start: float | None = None) -> str:
+           load_at_start: float | None = None, policies: TransientStorm | None = None,
+           breaker: FailingStorm | None = None) -> str:
     """The whole Markdown report; `###` headings (the README demotes them one level)."""
     load = os.getloadavg()[0]
     start = f"{load_at_start:.2f} at the start, " if load_at_start is not None else ""
@@ -89,6 +92,10 @@ def report(rows: list[Row], limits: Limits | None, elapsed: float, sections: set
         lines += limits_section(limits)
     if setups:
         lines += replicas_section(setups)
+    if policies is not None:
+        lines += policies_section(policies)
+    if breaker is not None:
+        lines += breaker_section(breaker)
     if app is not None:
         lines += goals_section(app)
         lines += details_section(rows)
@@ -105,9 +112,10 @@ def report(rows: list[Row], limits: Limits | None, elapsed: float, sections: set
         "is Bolt's sync `App` on its built-in development server, acking then calling RunPod with httpx and "
         "posting with the sync `WebClient`; it gets the same burst and stand-ins. Everything is on 127.0.0.1.",
         "",
-        "Reproduce from the repository root: `. .venv/bin/activate && python -m bench` (about 5.5 minutes, 2 of "
-        "them the one-channel section at Slack's pace; `--skip-naive` leaves out the baseline, about 3.5 minutes; "
-        "`--only limits` (or burst, channel, bulk, replicas, naive) runs one section and prints it without writing "
+        "Reproduce from the repository root: `. .venv/bin/activate && python -m bench` (about 25 minutes: 2 of "
+        "them the one-channel section at Slack's pace, about 15 the retry-policy storm (every alert at Slack's "
+        "pace) and 3 the breaker; `--skip-naive` leaves out the baseline, 2 minutes less; `--only limits` (or "
+        "burst, channel, bulk, replicas, policies, breaker, naive) runs one section and prints it without writing "
         "files). The tables are written to bench/RESULTS.md and between the bench markers in README.md.",
     ]
     return "\n".join(lines) + "\n"

@@ -6,14 +6,24 @@ import asyncio
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
+from bench.auto_storms import FailingStorm, TransientStorm, failing_storm, policy_file, transient_storm
 from bench.config import (
     ALERT_CHANNEL,
+    AUTO_CHANNEL,
+    AUTO_DELAY,
+    AUTO_STORM,
     BOT_TOKEN,
     BURST,
     BURST_RUNS,
+    FAILING_ATTEMPTS,
+    FAILING_CHANNEL,
+    FAILING_DELAY,
+    FAILING_ENDPOINT,
+    FAILING_JOBS,
     LIMITS_BULK,
     LIMITS_BULK_CONCURRENCY,
     NAIVE_REPLY_CAP,
@@ -203,3 +213,44 @@ async def run_naive(workdir: Path) -> Row:
     return Row("naive: Bolt sync `App` + `app.start()` dev server", [result], proc.ready_after, idle_rss, peak, None)
 
 
+
+
+# ---------------------------------------------------------------- retry policies (issue 20)
+
+
+async def run_policy_app(workdir: Path, name: str, channel: str, policies: str, scenario: Any) -> Any:
+    """A fresh app process on SQLite with the policy file, both stand-ins at the platforms' real limits, real time;
+    `scenario(port, slack, runpod, http, db)` drives it."""
+    async with (FakeSlack(valid_tokens={BOT_TOKEN}, limits=SlackLimits()) as slack,
+                FakeRunPod(default_key=RUNPOD_KEY, limits=RunPodLimits()) as runpod):
+        db = workdir / f"{name}.db"
+        env = bench_env(slack, runpod, db, LOG_FORMAT="json", RUNPOD_WEBHOOK_SECRET=WEBHOOK_SECRET,
+                        RUNPOD_ALERT_CHANNEL=channel, RUNPOD_RETRY_POLICIES=policies)
+        assert env["RUNPOD_RETRY_TIME_SCALE"] in ("1", "1.0")
+        proc = await spawn(name, [sys.executable, "-m", "bot"], env, workdir)
+        try:
+            async with aiohttp.ClientSession() as http:
+                await wait_ready(proc, http, need_200=True)
+                await asyncio.sleep(1.0)
+                result = await scenario(proc.port, slack, runpod, http, db)
+            await proc.stop()
+        finally:
+            if proc.process.returncode is None:
+                proc.process.kill()
+                await proc.process.wait()
+    return result
+
+
+async def run_policies(workdir: Path) -> TransientStorm:
+    policies = policy_file(workdir / "storm-policies.toml", "oom-once", ["*"], 1, AUTO_DELAY)
+    print(f"  policies: transient storm of {AUTO_STORM} failures (minutes: every alert at Slack's pace)…",
+          file=sys.stderr)
+    return await run_policy_app(workdir, "policies", AUTO_CHANNEL, policies,
+                                lambda port, slack, runpod, http, _db: transient_storm(port, slack, runpod, http))
+
+
+async def run_breaker(workdir: Path) -> FailingStorm:
+    policies = policy_file(workdir / "failing-policies.toml", "oom-twice", [FAILING_ENDPOINT], FAILING_ATTEMPTS,
+                           FAILING_DELAY)
+    print(f"  breaker: {FAILING_JOBS} failures on one endpoint, every retry failing again…", file=sys.stderr)
+    return await run_policy_app(workdir, "breaker", FAILING_CHANNEL, policies, failing_storm)
