@@ -80,7 +80,7 @@ async def test_a_replica_lost_during_the_delay_leaves_the_retry_to_another_which
         print(f"retry sent {time.monotonic() - lost:.1f} s after the {how}")
         try:
             await wait_until(lambda: "Completed after automatic retry" in
-                             message_text(alert_of(slack, "job-lost") or {}), 30, "the alert saying it completed")
+                             message_text(alert_of(slack, "job-lost") or {}), 45, "the alert saying it completed")
         except AssertionError as exc:
             raise AssertionError(f"{exc}; the alert says: {message_text(alert_of(slack, 'job-lost') or {})}\n"
                                  f"{cluster[1].tail(60)}") from None
