@@ -38,6 +38,8 @@ from bot.work.who import Source, Who
 
 log = logging.getLogger(__name__)
 
+# The longest an automatic retry's reply waits for its alert to be in Slack (200 alerts in one channel take 200 s).
+ALERT_WAIT = 600.0
 _current: AutoRetrier | None = None  # workflows are module-level functions: they reach the running app here
 
 
@@ -142,10 +144,12 @@ class AutoRetrier:
             await asyncio.sleep(self.timing.auto_poll)
 
     async def posted(self, place: Place, endpoint: str, job: str) -> None:
-        """Until the job's alert is in Slack (or Slack refused it for good): then `place` is its thread."""
+        """Until the job's alert is in Slack (or Slack refused it for good): then `place` is its thread. Bounded: an
+        alert whose place was never recorded (its replica died as Slack took it) gets its reply in the channel."""
+        deadline = time.time() + ALERT_WAIT * self.timing.scale
         while True:
             alert = await self.desk.get(endpoint, job)
-            if alert is None or alert.ts or not alert.posting:
+            if alert is None or alert.ts or not alert.posting or time.time() >= deadline:
                 place.thread_ts = alert.reply_thread if alert is not None else None
                 return
             await asyncio.sleep(self.timing.auto_poll)

@@ -38,8 +38,12 @@ def policy_file(tmp_path: Path, delay: str) -> str:
 
 
 def alert_of(slack: Any, job: str) -> dict[str, Any] | None:
-    return next((m for (c, _), m in slack.messages.items() if c == ALERTS and not m.get("thread_ts")
-                 and job in message_text(m)), None)
+    """The job's alert as it is now. A kill -9 at the instant Slack took the alert, before its replica recorded
+    where it went, leaves that one orphaned and the replica taking over posts it again (at least once, never lost):
+    the newest one is the alert the app keeps current."""
+    alerts = [m for (c, _), m in slack.messages.items() if c == ALERTS and not m.get("thread_ts")
+              and job in message_text(m)]
+    return alerts[-1] if alerts else None
 
 
 async def test_one_automatic_retry_whichever_replica_gets_the_webhooks(slack, runpod, pg_url: str,
