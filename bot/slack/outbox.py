@@ -290,10 +290,11 @@ class Outbox:
             future.set_result(delivery or Delivery(ok=True))
 
     async def _settle(self, row: Queued, delivery: Delivery) -> None:
-        """Write down that the call went, then run its hook, each once the database takes it: a row left 'sending'
-        stays leased by this replica, and is sent again by whoever adopts it after this one stops."""
+        """Run the call's hook, then write down that the call went, each once the database takes it: a row left
+        'sending' stays leased by this replica, and is sent again by whoever adopts it after this one stops. In that
+        order, a death in between sends it twice (the hooks take the first delivery and ignore a second) instead of
+        losing where it went for good (an alert nobody could update again)."""
         result = delivery.ts or (f"error:{delivery.error}" if delivery.error else None)
-        await self._stored("mark a Slack message sent", lambda: self.store.sent(row.id, result))
         if row.after:
             hook = self._after.get(str(row.after.get("hook")))
             if hook is not None:
@@ -303,6 +304,7 @@ class Outbox:
                                        lambda: hook(after, delivery))
                 except Exception:
                     log.exception("could not record where a Slack message went (%s)", row.after.get("hook"))
+        await self._stored("mark a Slack message sent", lambda: self.store.sent(row.id, result))
 
     async def _stored(self, what: str, step: Callable[[], Awaitable[Any]]) -> None:
         wait = self.timing.outbox_store_pause
