@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 
 from bench.auto_storms import FailingStorm, TransientStorm, pct
+from bench.auto_timeline import timeline_lines
 from bench.config import (
     AUTO_DELAY,
-    AUTO_DONE_CAP,
+    AUTO_DONE_AFTER,
     AUTO_ENDPOINTS,
     AUTO_LATENCY,
     AUTO_SPREAD,
@@ -46,7 +47,8 @@ def policies_section(st: TransientStorm) -> list[str]:
     per = SLACK_POST_PER_CHANNEL
     late = st.late or [float("nan")]
     ratio = f"{st.ratio:.2f}" if st.ratio is not None else "–"
-    done = seconds(st.completed_after, f"not within {AUTO_DONE_CAP:.0f} s ({st.completed}/{st.jobs})")
+    done = (f"all {st.jobs} by {st.completed_after:.1f} s" if st.completed_after is not None
+            else f"{st.completed}/{st.jobs} at {st.read_at:.0f} s")
     per_endpoint = AUTO_STORM // AUTO_ENDPOINTS
     in_time = len(st.late) == st.jobs and max(late) <= 1.0
     return [
@@ -63,7 +65,7 @@ def policies_section(st: TransientStorm) -> list[str]:
         f"flight per endpoint ({AUTO_LATENCY:g} s each), {limit.requests} per window; both from the first webhook.",
         "",
         "| webhooks answered 200 | requeued once / more than once | /retry calls (429s) | late p50 | p99 | max | "
-        "all retries out | floor | × floor | alerts in Slack when the last retry went out | every alert says "
+        "all retries out | floor | × floor | alerts in Slack when the last retry went out | alerts saying "
         "completed | channel posts / updates by then | 429s from Slack |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         f"| {st.webhooks_ok}/{st.jobs} in {st.webhooks_in:.1f} s | {st.retried_once}/{st.jobs} / {st.retried_more} "
@@ -82,11 +84,15 @@ def policies_section(st: TransientStorm) -> list[str]:
         f"- the retries did not wait for Slack: the last went out with {st.alerts_by_last_retry} of {st.jobs} "
         f"alerts in Slack — {check(st.all_out is not None and st.alerts_by_last_retry < st.jobs)}",
         "",
-        f"Every alert saying its job completed takes Slack's pace: {st.jobs} quiet alerts and each retry's RunPod "
-        f"answer in the alert's thread share one channel's {per.per_second:g} post a second ({st.posts_total} "
-        f"posts), and alerts already in Slack are edited (chat.update, 50 a minute). {st.refused} Slack calls "
-        f"refused. {load()}.",
+        f"Every alert saying its job completed takes Slack's pace, so they are counted {AUTO_DONE_AFTER:.0f} s after "
+        f"the first webhook: {st.completed}/{st.jobs} said so, {st.alerts_posted} alerts were in Slack. A completed "
+        f"job took {st.posts_per_job:.1f} posts in the one channel (its alert and the replies in its thread), so all "
+        f"{st.jobs} need about {st.jobs * st.posts_per_job:.0f} posts: Slack's floor at {per.per_second:g} a second "
+        f"is {st.posts_floor:.0f} s; by {st.read_at:.0f} s Slack had taken {st.posts_total} (its floor allows "
+        f"{per.capacity + st.read_at * per.per_second:.0f}), and {st.updates} edits (chat.update, 50 a minute). "
+        f"{st.refused} Slack calls refused. {load()}.",
         "",
+        *timeline_lines(st.timeline),
     ]
 
 

@@ -4,7 +4,8 @@
   AUTO_SPREAD seconds, a policy retrying each once after AUTO_DELAY. Each job must be retried exactly once, its
   retry must go within the delay + 1 s of its webhook, and all of them within 1.3 × the floor RunPod's limits set
   (each retry due at its webhook + the delay, at most 20 at once and 100 per 10 s per endpoint). The jobs then
-  complete; every alert saying so takes as long as Slack's 1 post a second in the one alert channel makes it.
+  complete; every alert saying so takes Slack's 1 post a second in the one alert channel (minutes), so how many
+  say it is read AUTO_DONE_AFTER seconds after the first webhook, beside Slack's floor for the posts involved.
 - Failing storm: FAILING_JOBS failures on one endpoint, 2 a second, every automatic retry failing again. The
   breaker must trip (half or more of the endpoint's last 10 automatic retries failed again), say so once in the
   alert channel, and no automatic retry may go out on the endpoint after it.
@@ -25,10 +26,11 @@ from pathlib import Path
 
 import aiohttp
 
+from bench.auto_timeline import Timeline, timeline
 from bench.config import (
     AUTO_CHANNEL,
     AUTO_DELAY,
-    AUTO_DONE_CAP,
+    AUTO_DONE_AFTER,
     AUTO_ENDPOINTS,
     AUTO_LATENCY,
     AUTO_RETRY_CAP,
@@ -44,7 +46,7 @@ from bench.config import (
     WEBHOOK_SECRET,
 )
 from bench.limits import channel_text, quiet
-from bench.one_channel import pct
+from bench.one_channel import floor, pct
 from bench.scenarios import call_text
 from bot.core.actions import AUTO_RESUME
 from testkit.fakes import FakeRunPod, FakeSlack, SlackCall
@@ -129,13 +131,21 @@ class TransientStorm:
     peak_in_flight: int = 0                # most /retry in flight on one endpoint
     alerts_by_last_retry: int = 0          # alerts Slack had taken when the last retry went out
     posts_by_last_retry: int = 0           # channel posts Slack had taken by then
-    alerts_posted: int = 0
-    completed_after: float | None = None   # first webhook -> every alert says its job completed
-    completed: int = 0                     # alerts saying so when the wait ended
+    alerts_posted: int = 0                 # alerts in Slack at AUTO_DONE_AFTER
+    completed_after: float | None = None   # first webhook -> every alert says its job completed, if by then
+    completed: int = 0                     # alerts saying so at AUTO_DONE_AFTER (or when all did)
+    read_at: float = 0.0                   # first webhook -> when they were counted
     posts_total: int = 0                   # chat.postMessage calls into the alert channel by then
+    posts_per_job: float = 0.0             # a completed job's alert + the replies in its thread
     updates: int = 0                       # chat.update calls Slack carried out
     slack_429: int = 0
     refused: int = 0
+    timeline: Timeline = field(default_factory=Timeline)
+
+    @property
+    def posts_floor(self) -> float:
+        """The earliest Slack takes the posts for every alert to say its job completed (1 a second in one channel)."""
+        return floor(math.ceil(self.jobs * self.posts_per_job))
 
     @property
     def ratio(self) -> float | None:
@@ -146,8 +156,8 @@ def storm_endpoint(i: int) -> str:
     return f"oom-ep-{i % AUTO_ENDPOINTS}"
 
 
-async def transient_storm(port: int, slack: FakeSlack, runpod: FakeRunPod,
-                          http: aiohttp.ClientSession) -> TransientStorm:
+async def transient_storm(port: int, slack: FakeSlack, runpod: FakeRunPod, http: aiohttp.ClientSession,
+                          db: Path) -> TransientStorm:
     runpod.latency = AUTO_LATENCY
     order = [(storm_endpoint(i), f"oom-job-{i:03d}") for i in range(AUTO_STORM)]  # interleaved across endpoints
     for ep, job in order:
@@ -155,6 +165,7 @@ async def transient_storm(port: int, slack: FakeSlack, runpod: FakeRunPod,
     jobs = {job for _, job in order}
     endpoint_of = dict((job, ep) for ep, job in order)
     first_call, first_hit, first_rp = len(slack.calls), len(slack.limit_hits), len(runpod.calls)
+    wall_minus_mono = time.time() - time.monotonic()
     start, sent, ok = await send_webhooks(port, http, order, AUTO_SPREAD)
     result = TransientStorm(webhooks_ok=ok, webhooks_in=max(sent.values()) - start)
 
@@ -194,11 +205,18 @@ async def transient_storm(port: int, slack: FakeSlack, runpod: FakeRunPod,
     def done() -> int:
         return sum(1 for text in alerts(slack, AUTO_CHANNEL).values() if COMPLETED_WORDS in text)
 
-    if await came_true(lambda: done() >= len(jobs), max(0.0, start + AUTO_DONE_CAP - time.monotonic()), 0.5):
+    result.timeline = timeline(db, sent, first_try, AUTO_DELAY, wall_minus_mono)
+    if await came_true(lambda: done() >= len(jobs), max(0.0, start + AUTO_DONE_AFTER - time.monotonic()), 0.5):
         result.completed_after = time.monotonic() - start
-    result.completed = done()
-    result.alerts_posted = len(alerts(slack, AUTO_CHANNEL))
-    result.posts_total = len(channel_posts(slack, AUTO_CHANNEL, first_call))
+    result.read_at = time.monotonic() - start
+    texts = alerts(slack, AUTO_CHANNEL)
+    finished = {ts for ts, text in texts.items() if COMPLETED_WORDS in text}
+    result.completed = len(finished)
+    result.alerts_posted = len(texts)
+    posts = channel_posts(slack, AUTO_CHANNEL, first_call)
+    result.posts_total = len(posts)
+    replies = sum(1 for c in posts if c.args.get("thread_ts") in finished)
+    result.posts_per_job = 1 + replies / len(finished) if finished else math.nan
     result.updates = sum(1 for c in slack.calls[first_call:] if c.method == "chat.update" and c.ok)
     result.slack_429 = len(slack.limit_hits) - first_hit
     result.refused = sum(1 for c in slack.calls[first_call:] if not c.ok and c.status != 429)

@@ -72,7 +72,8 @@ AUTO_SPREAD = 1.5           # the webhooks are sent evenly over this many second
 AUTO_DELAY = 5.0            # the policy's delay
 AUTO_LATENCY = 0.5          # RunPod's answer time per call: 40 /retry on an endpoint are two rounds of 20 at once
 AUTO_RETRY_CAP = 60.0       # longest wait for every retry to go out
-AUTO_DONE_CAP = 900.0       # longest wait for every alert to say its job completed (Slack's pace: minutes)
+AUTO_DONE_AFTER = 120.0     # how many alerts say their job completed is read this long after the first webhook
+                            # (all 200 take Slack's 1 post a second in one channel: about 10 minutes)
 FAILING_CHANNEL = "CFLAKY"
 FAILING_ENDPOINT = "flaky-ep"
 FAILING_JOBS = 40           # on one endpoint, every automatic retry failing again

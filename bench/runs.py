@@ -15,6 +15,7 @@ from bench.config import (
     ALERT_CHANNEL,
     AUTO_CHANNEL,
     AUTO_DELAY,
+    AUTO_DONE_AFTER,
     AUTO_STORM,
     BOT_TOKEN,
     BURST,
@@ -243,10 +244,9 @@ async def run_policy_app(workdir: Path, name: str, channel: str, policies: str, 
 
 async def run_policies(workdir: Path) -> TransientStorm:
     policies = policy_file(workdir / "storm-policies.toml", "oom-once", ["*"], 1, AUTO_DELAY)
-    print(f"  policies: transient storm of {AUTO_STORM} failures (minutes: every alert at Slack's pace)…",
+    print(f"  policies: transient storm of {AUTO_STORM} failures (alerts counted {AUTO_DONE_AFTER:.0f} s in)…",
           file=sys.stderr)
-    return await run_policy_app(workdir, "policies", AUTO_CHANNEL, policies,
-                                lambda port, slack, runpod, http, _db: transient_storm(port, slack, runpod, http))
+    return await run_policy_app(workdir, "policies", AUTO_CHANNEL, policies, transient_storm)
 
 
 async def run_breaker(workdir: Path) -> FailingStorm:

@@ -1,0 +1,87 @@
+"""Where an automatic retry's time goes between its failure webhook and its `/retry` at RunPod, read from what the
+app stored (its outbox, and the durable engine's records of each workflow and step) once a storm is over."""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.one_channel import pct
+
+STAGES = (
+    ("alert", "webhook → its alert queued"),
+    ("workflow", "webhook → its workflow started"),
+    ("woke", "webhook + delay → the workflow woke (sleep done)"),
+    ("send", "webhook + delay → the send step started"),
+    ("retry", "send step started → `/retry` at RunPod"),
+)
+
+
+@dataclass
+class Timeline:
+    stages: dict[str, list[float]] = field(default_factory=dict)  # per stage, one value per job seen
+    error: str = ""                                               # why the records could not be read
+
+    def row(self, key: str) -> tuple[int, float, float, float]:
+        values = self.stages.get(key) or [float("nan")]
+        return len(self.stages.get(key, [])), pct(values, 0.5), pct(values, 0.99), max(values)
+
+
+def timeline(db: Path, sent: dict[str, float], retried: dict[str, float], delay: float,
+             wall_minus_mono: float) -> Timeline:
+    """`sent`: when each job's webhook left (monotonic); `retried`: its first `/retry` at RunPod (monotonic)."""
+    out = Timeline({key: [] for key, _ in STAGES})
+
+    def mono(wall_ms: float | None) -> float | None:
+        return None if wall_ms is None else wall_ms / 1000.0 - wall_minus_mono
+
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+            queued = conn.execute("SELECT payload, created FROM outbox ORDER BY id").fetchall()
+        with sqlite3.connect(f"file:{db}.engine?mode=ro", uri=True) as conn:
+            flows = conn.execute("SELECT workflow_uuid, created_at FROM workflow_status "
+                                 "WHERE workflow_uuid LIKE 'auto:%'").fetchall()
+            steps = conn.execute("SELECT workflow_uuid, function_name, started_at_epoch_ms, completed_at_epoch_ms "
+                                 "FROM operation_outputs WHERE workflow_uuid LIKE 'auto:%' "
+                                 "ORDER BY function_id").fetchall()
+    except sqlite3.Error as exc:
+        out.error = str(exc)
+        return out
+    flow_of = {str(uuid).split(":")[2]: (str(uuid), float(created)) for uuid, created in flows}
+    first_step: dict[tuple[str, str], tuple[float | None, float | None]] = {}
+    for uuid, name, started, completed in steps:
+        first_step.setdefault((str(uuid), str(name)), (started, completed))
+    for job, at in sent.items():
+        alert = next((created for payload, created in queued if job in str(payload)), None)
+        if alert is not None:
+            out.stages["alert"].append(float(alert) - wall_minus_mono - at)
+        if job not in flow_of:
+            continue
+        uuid, created = flow_of[job]
+        out.stages["workflow"].append(created / 1000.0 - wall_minus_mono - at)
+        sleep = next((v for (u, name), v in first_step.items() if u == uuid and "sleep" in name), None)
+        woke = mono(sleep[1]) if sleep else None
+        if woke is not None:
+            out.stages["woke"].append(woke - at - delay)
+        send = first_step.get((uuid, "send"))
+        started = mono(send[0]) if send else None
+        if started is not None:
+            out.stages["send"].append(started - at - delay)
+            if job in retried:
+                out.stages["retry"].append(retried[job] - started)
+    return out
+
+
+def timeline_lines(tl: Timeline) -> list[str]:
+    if tl.error:
+        return [f"(where the time goes could not be read: {tl.error})", ""]
+    lines = ["Where the lateness goes, per job, from the app's own records (outbox, engine's workflows and steps):",
+             "", "| stage | jobs | p50 | p99 | max |", "| --- | --- | --- | --- | --- |"]
+    for key, words in STAGES:
+        n, p50, p99, top = tl.row(key)
+        lines.append(f"| {words} | {n} | {p50:.2f} s | {p99:.2f} s | {top:.2f} s |")
+    return [*lines, ""]
+
+
+__all__ = ["Timeline", "timeline", "timeline_lines"]
