@@ -11,7 +11,7 @@ from bench.one_channel import pct
 
 STAGES = (
     ("alert", "webhook → its alert queued"),
-    ("workflow", "webhook → its workflow started"),
+    ("workflow", "webhook → its workflow's first step started"),
     ("woke", "webhook + delay → the workflow woke (sleep done)"),
     ("send", "webhook + delay → the send step started"),
     ("retry", "send step started → `/retry` at RunPod"),
@@ -40,26 +40,27 @@ def timeline(db: Path, sent: dict[str, float], retried: dict[str, float], delay:
         with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
             queued = conn.execute("SELECT payload, created FROM outbox ORDER BY id").fetchall()
         with sqlite3.connect(f"file:{db}.engine?mode=ro", uri=True) as conn:
-            flows = conn.execute("SELECT workflow_uuid, created_at FROM workflow_status "
-                                 "WHERE workflow_uuid LIKE 'auto:%'").fetchall()
             steps = conn.execute("SELECT workflow_uuid, function_name, started_at_epoch_ms, completed_at_epoch_ms "
                                  "FROM operation_outputs WHERE workflow_uuid LIKE 'auto:%' "
                                  "ORDER BY function_id").fetchall()
     except sqlite3.Error as exc:
         out.error = str(exc)
         return out
-    flow_of = {str(uuid).split(":")[2]: (str(uuid), float(created)) for uuid, created in flows}
+    # The workflow's own created_at is stored in whole seconds on SQLite: its first step's start is to the ms.
+    flow_of: dict[str, tuple[str, float]] = {}
     first_step: dict[tuple[str, str], tuple[float | None, float | None]] = {}
     for uuid, name, started, completed in steps:
         first_step.setdefault((str(uuid), str(name)), (started, completed))
+        if started is not None:
+            flow_of.setdefault(str(uuid).split(":")[2], (str(uuid), float(started)))
     for job, at in sent.items():
         alert = next((created for payload, created in queued if job in str(payload)), None)
         if alert is not None:
             out.stages["alert"].append(float(alert) - wall_minus_mono - at)
         if job not in flow_of:
             continue
-        uuid, created = flow_of[job]
-        out.stages["workflow"].append(created / 1000.0 - wall_minus_mono - at)
+        uuid, began = flow_of[job]
+        out.stages["workflow"].append(began / 1000.0 - wall_minus_mono - at)
         sleep = next((v for (u, name), v in first_step.items() if u == uuid and "sleep" in name), None)
         woke = mono(sleep[1]) if sleep else None
         if woke is not None:
