@@ -20,9 +20,11 @@ from bench.config import (
 )
 from bot.core.breaker import BREAKER_LAST, BREAKER_WINDOW
 from bot.infra.config import Settings
+from bot.infra.timing import REAL
 from testkit.fakes.limits import SLACK_POST_PER_CHANNEL, RunPodLimits
 
 FOLLOW_INTERVAL = Settings.follow_interval  # the app's default RUNPOD_FOLLOW_INTERVAL
+AUTO_POLL = REAL.auto_poll  # how often an automatic retry asks RunPod whether its job ended
 
 
 def check(ok: bool) -> str:
@@ -121,11 +123,11 @@ def breaker_section(fs: FailingStorm) -> list[str]:
         f"The breaker's reason, as told: \"{fs.reason}\".",
         "",
         "Where the time to the trip goes, for the 5 failed-again results the breaker counted (median / max): "
-        f"webhook → its first `/retry` {pair(fs.to_retry)} (the delay is {FAILING_DELAY:g} s); `/retry` → the "
-        f"follow's `/status` saying FAILED {pair(fs.to_status)} (the follow starts once the retry's reply is in "
-        f"the alert's thread, then waits its first {FOLLOW_INTERVAL:g} s); that `/status` → the failed-again "
-        f"recorded, which the breaker counts {pair(fs.to_recorded)} (the follow says how the job ended in the "
-        "thread, and only once Slack has taken that reply does the alert, which the workflow reads, say so).",
+        f"webhook → its first `/retry` {pair(fs.to_retry)} (the delay is {FAILING_DELAY:g} s); `/retry` → RunPod's "
+        f"first `/status` answering FAILED {pair(fs.to_status)} (the workflow asks every {AUTO_POLL:g} s once its "
+        f"send step is done, the follow every {FOLLOW_INTERVAL:g} s); that `/status` → the failed-again recorded, "
+        f"which the breaker counts, {pair(fs.to_recorded)} (the workflow reads RunPod's answer itself, not the "
+        "alert, so Slack's pace is not in it).",
         "",
         "Goals (issue 20):",
         "",
