@@ -115,7 +115,7 @@ def breaker_section(fs: FailingStorm) -> list[str]:
         "before the trip (second attempts) | after the trip | next attempts the pause stopped | failures after the "
         "trip / retried / alert says not retried | breaker notices in the channel (first at) |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-        f"| {fs.webhooks_ok}/{fs.jobs + fs.later_failures} | {seconds(fs.fifth_failed_again)} | {trip} | "
+        f"| {fs.webhooks_ok}/{fs.jobs + FAILING_LATER} | {seconds(fs.fifth_failed_again)} | {trip} | "
         f"{fs.failed_again_by_trip} | "
         f"{fs.retries_before} ({fs.second_attempts}) | {fs.retries_after} | {fs.handed_over} | {fs.later_failures} / "
         f"{fs.later_retried} / {fs.later_told_paused} | {fs.notices} ({seconds(fs.notice_after)}) |",
@@ -125,10 +125,12 @@ def breaker_section(fs: FailingStorm) -> list[str]:
         "Where the time to the trip goes, for the 5 failed-again results the breaker counted (median / max): "
         f"webhook → its first `/retry` {pair(fs.to_retry)} (the delay is {FAILING_DELAY:g} s); `/retry` → RunPod's "
         f"first `/status` answering FAILED {pair(fs.to_status)} (the workflow asks every {AUTO_POLL:g} s once its "
-        f"send step is done, the follow every {FOLLOW_INTERVAL:g} s); that `/status` → the failed-again recorded, "
+        f"send step is done, {pair(fs.send_tail)} after the `/retry` (it waits for the retry's reply in the "
+        f"alert's thread), the follow every {FOLLOW_INTERVAL:g} s); that `/status` → the failed-again recorded, "
         f"which the breaker counts, {pair(fs.to_recorded)} (the workflow reads RunPod's answer itself, not the "
         "alert, so Slack's pace is not in it).",
         "",
+        *late_lines(fs),
         "Goals (issue 20):",
         "",
         f"- the breaker trips within its window: {trip} after the first webhook, "
@@ -142,6 +144,18 @@ def breaker_section(fs: FailingStorm) -> list[str]:
         f"{load()}.",
         "",
     ]
+
+
+def late_lines(fs: FailingStorm) -> list[str]:
+    if not fs.late_retries:
+        return []
+    told = "; ".join(f"{job}: `/retry` {after:+.2f} s, its check {seconds(checked)}"
+                     for job, after, checked in fs.late_retries)
+    before = sum(1 for _, _, checked in fs.late_retries if checked is not None and checked <= 0)
+    return [f"The automatic retries RunPod took after the trip, from the trip (the check that let each go, from the "
+            f"trip, from the engine's records): {told}. {before} of {len(fs.late_retries)} were let go by a check "
+            "before the pause was stored: the pause landed between an attempt's check and its `/retry` "
+            "(bot/work/auto.py checks the pause in `check`, then `send` calls RunPod without looking again).", ""]
 
 
 __all__ = ["breaker_section", "policies_section"]

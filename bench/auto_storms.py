@@ -26,7 +26,7 @@ from pathlib import Path
 
 import aiohttp
 
-from bench.auto_timeline import Timeline, timeline
+from bench.auto_timeline import Timeline, around, timeline
 from bench.config import (
     AUTO_CHANNEL,
     AUTO_DELAY,
@@ -249,6 +249,10 @@ class FailingStorm:
     to_retry: tuple[float, float] = (math.nan, math.nan)      # webhook -> the attempt's /retry at RunPod
     to_status: tuple[float, float] = (math.nan, math.nan)     # /retry -> the follow's /status answering FAILED
     to_recorded: tuple[float, float] = (math.nan, math.nan)   # that /status -> failed again recorded
+    send_tail: tuple[float, float] = (math.nan, math.nan)     # /retry at RunPod -> the workflow's send step done
+    # Each automatic retry RunPod took after the trip: (job, its /retry − the trip, the check that let it go − the
+    # trip), seconds; a check before the trip and a /retry after it is the pause landing between the two.
+    late_retries: list[tuple[str, float, float | None]] = field(default_factory=list)
 
 
 def spread(values: list[float]) -> tuple[float, float]:
@@ -298,7 +302,7 @@ async def failing_storm(port: int, slack: FakeSlack, runpod: FakeRunPod, http: a
             "SELECT job, attempt, at FROM auto_results WHERE endpoint = ? AND result = 'failed_again' ORDER BY at",
             (FAILING_ENDPOINT,))]
     ended = [at for _, _, at in rows]
-    to_retry, to_status, to_recorded = [], [], []
+    to_retry, to_status, to_recorded, send_tail = [], [], [], []
     for job, attempt, at in rows[:5]:  # the failed-again results the breaker counted
         sent_at = [c.at for c in calls if c.job == job]
         if len(sent_at) < attempt:
@@ -308,10 +312,14 @@ async def failing_storm(port: int, slack: FakeSlack, runpod: FakeRunPod, http: a
                   and isinstance(c.body, dict) and c.body.get("status") == "FAILED"]
         if attempt == 1:
             to_retry.append(retry_at - sent[job])
+        _, send_done = around(db, job, retry_at + wall_minus_mono)
+        if send_done is not None:
+            send_tail.append(send_done - wall_minus_mono - retry_at)
         if failed:
             to_status.append(failed[0] - retry_at)
             to_recorded.append(at - failed[0])
     result.to_retry, result.to_status, result.to_recorded = spread(to_retry), spread(to_status), spread(to_recorded)
+    result.send_tail = spread(send_tail)
     if len(ended) >= 5:
         result.fifth_failed_again = ended[4] - start
     if trip is not None:
@@ -320,6 +328,11 @@ async def failing_storm(port: int, slack: FakeSlack, runpod: FakeRunPod, http: a
         result.failed_again_by_trip = sum(1 for t in ended if t <= at)
         result.retries_before = sum(1 for c in calls if c.at <= at)
         result.retries_after = sum(1 for c in calls if c.at > at)
+        for c in calls:
+            if c.at > at and c.job is not None:
+                checked, _ = around(db, c.job, c.at + wall_minus_mono)
+                result.late_retries.append(
+                    (c.job, c.at - at, None if checked is None else checked - wall_minus_mono - at))
         seen: set[str] = set()
         for c in calls:
             if c.at <= at and c.job in seen:

@@ -85,4 +85,27 @@ def timeline_lines(tl: Timeline) -> list[str]:
     return [*lines, ""]
 
 
-__all__ = ["Timeline", "timeline", "timeline_lines"]
+
+
+def steps_of(db: Path, job: str) -> list[tuple[str, float | None, float | None]]:
+    """A job's automatic-retry steps in order: (name, started, completed), wall clock seconds."""
+    with sqlite3.connect(f"file:{db}.engine?mode=ro", uri=True) as conn:
+        rows = conn.execute("SELECT function_name, started_at_epoch_ms, completed_at_epoch_ms FROM operation_outputs "
+                            "WHERE workflow_uuid LIKE ? ORDER BY workflow_uuid, function_id",
+                            (f"auto:%:{job}:%",)).fetchall()
+    return [(str(name), None if s is None else s / 1000.0, None if c is None else c / 1000.0) for name, s, c in rows]
+
+
+def around(db: Path, job: str, retry_wall: float) -> tuple[float | None, float | None]:
+    """For the /retry that reached RunPod at `retry_wall`: when the check that let it go finished, and when the send
+    step that made it finished (wall clock); None where the records lack it."""
+    checked = done = None
+    for name, started, completed in steps_of(db, job):
+        if name == "check" and completed is not None and completed <= retry_wall:
+            checked = completed
+        if name == "send" and started is not None and started <= retry_wall:
+            done = completed
+    return checked, done
+
+
+__all__ = ["Timeline", "around", "steps_of", "timeline", "timeline_lines"]
