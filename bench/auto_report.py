@@ -125,8 +125,9 @@ def breaker_section(fs: FailingStorm) -> list[str]:
         "Where the time to the trip goes, for the 5 failed-again results the breaker counted (median / max): "
         f"webhook → its first `/retry` {pair(fs.to_retry)} (the delay is {FAILING_DELAY:g} s); `/retry` → RunPod's "
         f"first `/status` answering FAILED {pair(fs.to_status)} (the workflow asks every {AUTO_POLL:g} s once its "
-        f"send step is done, {pair(fs.send_tail)} after the `/retry` (it waits for the retry's reply in the "
-        f"alert's thread), the follow every {FOLLOW_INTERVAL:g} s); that `/status` → the failed-again recorded, "
+        f"send step is done, {pair(fs.send_tail)} after the `/retry` (the step ends once the retry is "
+        f"concluded, after its alert is in Slack), the follow every {FOLLOW_INTERVAL:g} s); that `/status` → "
+        "the failed-again recorded, "
         f"which the breaker counts, {pair(fs.to_recorded)} (the workflow reads RunPod's answer itself, not the "
         "alert, so Slack's pace is not in it).",
         "",
