@@ -112,9 +112,9 @@ def report(rows: list[Row], limits: Limits | None, elapsed: float, sections: set
         "is Bolt's sync `App` on its built-in development server, acking then calling RunPod with httpx and "
         "posting with the sync `WebClient`; it gets the same burst and stand-ins. Everything is on 127.0.0.1.",
         "",
-        "Reproduce from the repository root: `. .venv/bin/activate && python -m bench` (about 25 minutes: 2 of "
-        "them the one-channel section at Slack's pace, about 15 the retry-policy storm (every alert at Slack's "
-        "pace) and 3 the breaker; `--skip-naive` leaves out the baseline, 2 minutes less; `--only limits` (or "
+        "Reproduce from the repository root: `. .venv/bin/activate && python -m bench` (about 13 minutes: 2 of "
+        "them the one-channel section at Slack's pace, about 3 the retry-policy storm (its alerts counted 2 "
+        "minutes in) and 3 the breaker; `--skip-naive` leaves out the baseline, 2 minutes less; `--only limits` (or "
         "burst, channel, bulk, replicas, policies, breaker, naive) runs one section and prints it without writing "
         "files). The tables are written to bench/RESULTS.md and between the bench markers in README.md.",
     ]
