@@ -44,6 +44,11 @@ def load() -> str:
     return f"load average {one:.2f} (1 min) / {five:.2f} (5 min) at the end"
 
 
+def floor_count(elapsed: float) -> int:
+    """The most posts Slack takes in one channel in `elapsed` seconds: its burst, then one a second."""
+    return int(SLACK_POST_PER_CHANNEL.capacity + elapsed * SLACK_POST_PER_CHANNEL.per_second)
+
+
 def policies_section(st: TransientStorm) -> list[str]:
     limit = RunPodLimits().ops["retry"]
     per = SLACK_POST_PER_CHANNEL
@@ -87,12 +92,11 @@ def policies_section(st: TransientStorm) -> list[str]:
         f"alerts in Slack — {check(st.all_out is not None and st.alerts_by_last_retry < st.jobs)}",
         "",
         f"Every alert saying its job completed takes Slack's pace, so they are counted {AUTO_DONE_AFTER:.0f} s after "
-        f"the first webhook: {st.completed}/{st.jobs} said so, {st.alerts_posted} alerts were in Slack. A completed "
-        f"job took {st.posts_per_job:.1f} posts in the one channel (its alert and the replies in its thread), so all "
-        f"{st.jobs} need about {st.jobs * st.posts_per_job:.0f} posts: Slack's floor at {per.per_second:g} a second "
-        f"is {st.posts_floor:.0f} s; by {st.read_at:.0f} s Slack had taken {st.posts_total} (its floor allows "
-        f"{per.capacity + st.read_at * per.per_second:.0f}), and {st.updates} edits (chat.update, 50 a minute). "
-        f"{st.refused} Slack calls refused. {load()}.",
+        f"the first webhook: {st.completed}/{st.jobs} said so, {st.alerts_posted} alerts were in Slack. By then the "
+        f"app had queued {st.posts_queued} posts for the one channel (the alerts and the replies in their threads): "
+        f"Slack's floor for them at {per.per_second:g} a second is {st.posts_floor:.0f} s. Slack had taken "
+        f"{st.posts_total} (its floor allows {floor_count(st.read_at)} in {st.read_at:.0f} s), and {st.updates} "
+        f"edits (chat.update, 50 a minute). {st.refused} Slack calls refused. {load()}.",
         "",
         *timeline_lines(st.timeline),
     ]
