@@ -157,10 +157,11 @@ def late_lines(fs: FailingStorm) -> list[str]:
     told = "; ".join(f"{job}: `/retry` {after:+.2f} s, its check {seconds(checked)}"
                      for job, after, checked in fs.late_retries)
     before = sum(1 for _, _, checked in fs.late_retries if checked is not None and checked <= 0)
+    why = (": the pause landed between those attempts' check and their `/retry` (bot/work/auto.py looks at the "
+           "pause in `check`; `send` then calls RunPod without looking again)") if before else ""
     return [f"The automatic retries RunPod took after the trip, from the trip (the check that let each go, from the "
             f"trip, from the engine's records): {told}. {before} of {len(fs.late_retries)} were let go by a check "
-            "before the pause was stored: the pause landed between an attempt's check and its `/retry` "
-            "(bot/work/auto.py checks the pause in `check`, then `send` calls RunPod without looking again).", ""]
+            f"before the pause was stored{why}.", ""]
 
 
 __all__ = ["breaker_section", "policies_section"]
