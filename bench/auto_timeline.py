@@ -13,8 +13,8 @@ STAGES = (
     ("alert", "webhook → its alert queued"),
     ("workflow", "webhook → its workflow's first step started"),
     ("woke", "webhook + delay → the workflow woke (sleep done)"),
-    ("send", "webhook + delay → the send step started"),
-    ("retry", "send step started → `/retry` at RunPod"),
+    ("check", "webhook + delay → its check done (the send step begins)"),
+    ("retry", "check done → `/retry` at RunPod"),
 )
 
 
@@ -65,12 +65,14 @@ def timeline(db: Path, sent: dict[str, float], retried: dict[str, float], delay:
         woke = mono(sleep[1]) if sleep else None
         if woke is not None:
             out.stages["woke"].append(woke - at - delay)
-        send = first_step.get((uuid, "send"))
-        started = mono(send[0]) if send else None
-        if started is not None:
-            out.stages["send"].append(started - at - delay)
+        # The send step's own record is written only when it ends, which waits for the alert to be in Slack: the
+        # check that precedes it ends when it begins.
+        check = first_step.get((uuid, "check"))
+        checked = mono(check[1]) if check else None
+        if checked is not None:
+            out.stages["check"].append(checked - at - delay)
             if job in retried:
-                out.stages["retry"].append(retried[job] - started)
+                out.stages["retry"].append(retried[job] - checked)
     return out
 
 
