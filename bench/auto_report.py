@@ -158,7 +158,9 @@ def late_lines(fs: FailingStorm) -> list[str]:
                      for job, after, checked in fs.late_retries)
     before = sum(1 for _, _, checked in fs.late_retries if checked is not None and checked <= 0)
     why = (": the pause landed between those attempts' check and their `/retry` (bot/work/auto.py looks at the "
-           "pause in `check`; `send` then calls RunPod without looking again)") if before else ""
+           "pause in `check`; `send` then waits in `claim_let_go` for the previous attempt's follow to let go of the "
+           "job's claim, which waits for Slack's pace, up to 60 s, and calls RunPod without looking again)"
+           ) if before else ""
     return [f"The automatic retries RunPod took after the trip, from the trip (the check that let each go, from the "
             f"trip, from the engine's records): {told}. {before} of {len(fs.late_retries)} were let go by a check "
             f"before the pause was stored{why}.", ""]
