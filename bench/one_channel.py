@@ -13,7 +13,6 @@ import time
 from dataclasses import dataclass, field
 
 from bench.config import (
-    ACK_CAP,
     ONE_CHANNEL,
     ONE_CHANNEL_CAP,
     ONE_CHANNEL_COMMANDS,
@@ -22,7 +21,7 @@ from bench.config import (
     REQUEUED,
     SIGNING_SECRET,
 )
-from bench.scenarios import call_text, raw_post
+from bench.scenarios import call_text, raw_post, signed_request
 from testkit.fakes import FakeRunPod, FakeSlack, SlackCall
 from testkit.fakes.limits import SLACK_POST_PER_CHANNEL
 from testkit.fakes.slack import form_encode, sign, slash_command_body
@@ -99,21 +98,7 @@ async def one_channel(port: int, slack: FakeSlack, runpod: FakeRunPod) -> OneCha
     first_call, first_hit, first_rp = len(slack.calls), len(slack.limit_hits), len(runpod.calls)
 
     async def one(request: bytes) -> tuple[bool, float, float]:
-        """(ok, sent, ack read), on the monotonic clock the stand-ins stamp their calls with."""
-        sent = time.monotonic()
-        try:
-            async with asyncio.timeout(ACK_CAP):
-                reader, writer = await asyncio.open_connection("127.0.0.1", port)
-                writer.write(request)
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = re.search(rb"(?i)\r\ncontent-length:\s*(\d+)", head)
-                if length:
-                    await reader.readexactly(int(length.group(1)))
-                acked = time.monotonic()
-                writer.close()
-            return head.startswith(b"HTTP/1.1 200"), sent, acked
-        except (OSError, TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
-            return False, sent, sent + ACK_CAP
+        return await signed_request(port, request)
 
     def posts() -> list[SlackCall]:
         return [c for c in slack.calls[first_call:]

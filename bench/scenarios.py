@@ -35,6 +35,27 @@ def raw_post(port: int, path: str, body: str, headers: dict[str, str]) -> bytes:
     return ("\r\n".join(head) + "\r\n\r\n").encode() + data
 
 
+async def signed_request(port: int, request: bytes) -> tuple[bool, float, float]:
+    """Send one raw HTTP request and read the app's answer: (answered 200, sent, answer read), on the monotonic clock
+    the stand-ins stamp their calls with. Raw streams, not an HTTP client library: a client's own per-request
+    overhead, paid hundreds of times on this process's single event loop, would be counted as the app's latency.
+    A request unanswered within ACK_CAP counts as answered at the cap."""
+    sent = time.monotonic()
+    try:
+        async with asyncio.timeout(ACK_CAP):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = re.search(rb"(?i)\r\ncontent-length:\s*(\d+)", head)
+            if length:
+                await reader.readexactly(int(length.group(1)))
+            acked = time.monotonic()
+            writer.close()
+        return head.startswith((b"HTTP/1.1 200", b"HTTP/1.0 200")), sent, acked
+    except (OSError, TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+        return False, sent, sent + ACK_CAP
+
+
 @dataclass
 class Burst:
     latencies: list[float]  # per command; ACK_CAP for acks that never came
@@ -112,22 +133,8 @@ async def burst(ports: list[int], slack: FakeSlack, runpod: FakeRunPod, n: int, 
                 for port, body in zip(targets, bodies, strict=True)]
 
     async def one(port: int, request: bytes) -> tuple[bool, float]:
-        # Raw streams, not an HTTP client library: a client's own per-request overhead, paid 200 times on this
-        # process's single event loop, would be counted as the app's latency.
-        sent = time.perf_counter()
-        try:
-            async with asyncio.timeout(ACK_CAP):
-                reader, writer = await asyncio.open_connection("127.0.0.1", port)
-                writer.write(request)
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = re.search(rb"(?i)\r\ncontent-length:\s*(\d+)", head)
-                if length:
-                    await reader.readexactly(int(length.group(1)))
-                latency = time.perf_counter() - sent
-                writer.close()
-            return head.startswith((b"HTTP/1.1 200", b"HTTP/1.0 200")), latency
-        except (OSError, TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
-            return False, ACK_CAP
+        ok, sent, acked = await signed_request(port, request)
+        return ok, acked - sent
 
     start = time.monotonic()
     acks = await asyncio.gather(*(one(port, request) for port, request in zip(targets, requests, strict=True)))

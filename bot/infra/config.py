@@ -11,6 +11,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 from bot.core.ids import id_problem
 from bot.core.policies import EVERY_ENDPOINT, Policy, PolicyFileError, parse_policies
@@ -150,6 +151,9 @@ class Settings:
         """Every secret value, so log and message scrubbing can never miss one."""
         values = [self.slack_bot_token, self.slack_app_token, self.slack_signing_secret, self.runpod_api_key,
                   self.webhook_secret, *self.runpod_endpoint_keys.values()]
+        if "://" in self.db_path:  # PostgreSQL's password: libraries that print a connection string (DBOS) too
+            password = urlsplit(self.db_path).password or ""
+            values += [password, unquote(password)]
         return tuple(v for v in values if v)
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from bot.core import actions
-from testkit.harness import Harness, message_text
+from testkit.harness import Harness, buttons, message_text
 
 EP = "ep1"
 ALERTS = "CALERTS"
@@ -34,11 +34,6 @@ max_attempts = 1
 delay = "10s"
 mode = "dry-run"
 """
-
-
-def buttons(msg: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {el["action_id"]: el for block in msg.get("blocks") or [] if block.get("type") == "actions"
-            for el in block.get("elements") or []}
 
 
 @pytest.fixture

@@ -143,3 +143,8 @@ def test_commands_that_do_not_serve_do_not_need_the_policy_file(tmp_path):
     env = {**BASE, "RUNPOD_RETRY_POLICIES": str(tmp_path / "absent.toml")}
     assert load_settings(env, serving=False).policies == ()
     assert load_settings(env, serving=False, needs=("RUNPOD_API_KEY",)).policies == ()
+
+
+def test_the_database_password_is_a_secret_the_logs_scrub():
+    settings = load_settings({**BASE, "RUNPOD_RETRY_DB": "postgresql://app:s3cr%40t@db.internal:5432/runpod"})
+    assert "s3cr%40t" in settings.secrets() and "s3cr@t" in settings.secrets()
