@@ -19,6 +19,7 @@ from dbos import DBOS
 from bot.core import messages
 from bot.core.alerts import Alert, AutoState, Phase, auto_moved, auto_planned, parse_job_body
 from bot.core.health import health_warning
+from bot.core.messages.auto_alert import NOT_AUTO
 from bot.core.outcome import RETRYABLE, TERMINAL, Outcome
 from bot.core.policies import COMPLETED, DRY_RUN, FAILED_AGAIN, SENT, Policy, first_match
 from bot.core.words import POLICY_ACTOR
@@ -90,11 +91,13 @@ class AutoRetrier:
         text = error if isinstance(error, str) else None if error is None else str(error)
         return first_match(self._ordered, endpoint, status, error_summary(error), text)
 
-    async def failure(self, endpoint: str, body: dict[str, Any], channel: str, policy: Policy) -> tuple[str, Alert]:
-        """A failure a policy matched: its alert posted quietly with when the retry goes, and the workflow started.
-        Paused (by on-call or the breaker), the alert is today's, saying why it was not retried automatically."""
+    async def failure(self, endpoint: str, body: dict[str, Any], channel: str, policy: Policy,
+                      arrived: float) -> tuple[str, Alert]:
+        """A failure a policy matched: its alert posted quietly with when the retry goes (the delay counted from
+        `arrived`, when the app took the failure), and the workflow started. Paused (by on-call or the breaker),
+        the alert is today's, saying why it was not retried automatically."""
         pause = await self.switch.paused(endpoint)
-        due = time.time() + self.delay(policy)
+        due = arrived + self.delay(policy)
 
         async def post(fresh: Alert) -> Alert:
             planned = auto_planned(fresh, policy.name, 1, policy.max_attempts, due, dry_run=policy.dry_run)
@@ -187,7 +190,7 @@ async def auto_retry(endpoint: str, job: str, policy_name: str) -> str:
             return state
         refused = await send(endpoint, job, policy_name, attempt)
         if refused is not None:
-            await hand_over(endpoint, job, AutoState.SKIPPED, f"Not retried automatically: {refused}")
+            await hand_over(endpoint, job, AutoState.SKIPPED, refused)
             return "skipped"
         ended = ""
         while not ended:
@@ -228,9 +231,9 @@ async def check(endpoint: str, job: str, policy_name: str) -> tuple[str, str | N
             or await auto.store.auto_stopped(endpoint, job) is not None:
         return "stopped", None
     if time.time() >= alert.deadline:
-        return "skipped", "Not retried automatically: RunPod has forgotten the job (30 minutes after it ended)"
+        return "skipped", f"{NOT_AUTO}RunPod has forgotten the job (30 minutes after it ended)"
     if not auto.service.access.enabled(endpoint):
-        return "skipped", "Not retried automatically: this app may not call the endpoint (RUNPOD_RETRY_ENDPOINTS)"
+        return "skipped", f"{NOT_AUTO}this app may not call the endpoint (RUNPOD_RETRY_ENDPOINTS)"
     pause = await auto.switch.paused(endpoint)
     if pause is not None:
         return "skipped", messages.auto_paused_note(pause)
@@ -239,13 +242,14 @@ async def check(endpoint: str, job: str, policy_name: str) -> tuple[str, str | N
         warning = health_warning(health) if health is not None else None
         if warning is not None:
             await auto.switch.trip(endpoint, f"its health warns: {warning}")
-            return "skipped", f"Not retried automatically: the endpoint's health warns ({warning})"
+            return "skipped", f"{NOT_AUTO}the endpoint's health warns ({warning})"
     return None
 
 
 @DBOS.step()
 async def send(endpoint: str, job: str, policy_name: str, attempt: int) -> str | None:
-    """The retry, through the same rules and path as a click. None when RunPod took it; else why not, in words.
+    """The retry, through the same rules and path as a click. None when RunPod took it; else why not, in words for
+    the alert.
 
     A step can run twice when its replica dies between RunPod's answer and the checkpoint: the `sent` record,
     written before the call, tells the second run to ask RunPod first, and a job already requeued is not sent again."""
@@ -253,7 +257,7 @@ async def send(endpoint: str, job: str, policy_name: str, attempt: int) -> str |
     async with auto.desk.lock((endpoint, job)):
         alert = await auto.desk.get(endpoint, job)
         if alert is None or alert.auto is None or alert.auto.state is AutoState.STOPPED:
-            return "someone stopped the automatic retries"
+            return f"{NOT_AUTO}someone stopped the automatic retries"
         await auto.desk.save(auto_moved(alert, AutoState.RETRYING))
     if not await auto.store.record_auto(endpoint, job, attempt, policy_name, SENT, time.time()):
         # This step ran before and may have reached RunPod: a job no longer failed was requeued by it.
@@ -261,6 +265,13 @@ async def send(endpoint: str, job: str, policy_name: str, attempt: int) -> str |
         if now.job_status not in RETRYABLE:
             return None
     await auto.claim_let_go(endpoint, job)
+    # That wait can be long (the previous ending waits for Slack's pace): the breaker or on-call may have paused
+    # retries meanwhile, and a pause means no automatic retry leaves after it.
+    pause = await auto.switch.paused(endpoint)
+    if pause is not None:
+        return messages.auto_paused_note(pause)
+    if await auto.store.auto_stopped(endpoint, job) is not None:
+        return f"{NOT_AUTO}someone stopped the automatic retries"
     who = Who(POLICY_ACTOR + policy_name, alert.channel, Source.POLICY)
     place = Place(alert.channel, thread_ts=alert.reply_thread)
     # In a storm the alert may still wait for its turn in the channel: RunPod is called now, the reply waits for it.
@@ -269,9 +280,9 @@ async def send(endpoint: str, job: str, policy_name: str, attempt: int) -> str |
     result = await retry_by_policy(auto.service, who, endpoint, job, place,
                                    MessageRef(alert.channel, alert.ts or "", alert.thread_ts), parent)
     if isinstance(result, str):
-        return result
+        return NOT_AUTO + result
     auto.metrics.auto_retries.labels(policy=policy_name, result=SENT if result.ok else "refused").inc()
-    return None if result.ok else result.summary
+    return None if result.ok else NOT_AUTO + result.summary
 
 
 async def retry_by_policy(service: RetryService, who: Who, endpoint: str, job: str, place: Place,

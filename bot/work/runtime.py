@@ -346,13 +346,14 @@ class Runtime:
             log.exception("could not mark accepted work as done; it is taken up again at the next start")
 
     async def failure(self, endpoint: str, body: dict[str, Any], channel: str | None = None) -> tuple[str, Any]:
+        arrived = time.time()
         job, status = parse_job_body(body)
         # Kept as its one line (what Home and `failed` show and group by), never its first 500 characters.
         await self.store.record_failure(endpoint, job, status, error_summary(body.get("error")), time.time())
         await self.health.get(endpoint)  # the alert shows the endpoint's health, when RunPod answers in time
         policy = self.auto.match(endpoint, body) if self.auto is not None and self.auto.running else None
         if self.auto is not None and policy is not None:  # its own quiet alert, never folded into a grouped one
-            result = await self.auto.failure(endpoint, body, channel or self.settings.alert_channel, policy)
+            result = await self.auto.failure(endpoint, body, channel or self.settings.alert_channel, policy, arrived)
         else:
             result = await self.storms.failure(endpoint, body, channel or self.settings.alert_channel)
         await self.home.changed()

@@ -192,9 +192,11 @@ async def test_retries_that_keep_failing_trip_the_breaker_once_and_no_more_autom
                                              if "paused" in message_text(m) and "Auto-retrying" not in
                                              message_text(m) and m["ts"] not in {a["ts"] for a in alerts}],
                                   timeout=30)
+    at_notice = len(auto_app.runpod.calls_to("retry"))
     for alert in alerts:
         await until(auto_app, alert, "Over to you", timeout=30)
     sent = len(auto_app.runpod.calls_to("retry"))
+    assert sent == at_notice  # nothing left for RunPod once the breaker had tripped, not even a waiting attempt
     assert len(jobs) <= sent < 2 * len(jobs)  # the first attempts went; second ones stopped at the trip
     [notice] = [m for m in auto_app.top_level(ALERTS) if m["ts"] not in {a["ts"] for a in alerts}]
     assert ("failed again" in message_text(notice) and actions.AUTO_RESUME in message_text(notice)) \

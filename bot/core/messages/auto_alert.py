@@ -7,6 +7,8 @@ from bot.core.breaker import BREAKER
 from bot.core.messages.blocks import Message, code, escape, link, message, section, slack_time
 from bot.core.policies import Pause
 
+NOT_AUTO = "Not retried automatically: "  # how the alert says why a policy let go of a failure it matched
+
 
 def auto_waiting_line(alert: Alert) -> str:
     auto = alert.auto
@@ -38,7 +40,7 @@ def auto_paused_note(pause: Pause) -> str:
     where = "every endpoint" if pause.scope == "*" else f"endpoint `{escape(pause.scope)}`"
     until = f"until {slack_time(pause.until)}" if pause.until is not None else "until someone resumes them"
     by = f"by the breaker ({pause.reason})" if pause.by == BREAKER else f"by <@{pause.by}>"
-    return f"Not retried automatically: automatic retries on {where} are paused {until}, {by}"
+    return f"{NOT_AUTO}automatic retries on {where} are paused {until}, {by}"
 
 
 def auto_spent_note(attempts: int) -> str:
