@@ -136,15 +136,19 @@ class AutoRetrier:
         await self.service.record(AuditEntry(who.user, who.channel, endpoint, job, who.source, "auto:stop",
                                              detail=f"policy {alert.auto.policy if alert.auto else ''}"))
 
-    async def claim_let_go(self, endpoint: str, job: str) -> None:
+    async def claim_let_go(self, endpoint: str, job: str) -> bool:
         """The previous attempt's follow holds the job's claim until it has said how the job ended, which waits for
-        Slack's pace: the next attempt waits for that (bounded), so it is not refused as its own duplicate."""
+        Slack's pace: the next attempt waits for that (bounded), so it is not refused as its own duplicate. True
+        when it had to wait."""
         deadline = time.time() + 60 * self.timing.scale
+        waited = False
         while time.time() < deadline:
             claim = await self.store.claimed(endpoint, job)
             if claim is None or not claim.user.startswith(POLICY_ACTOR):
-                return
+                return waited
+            waited = True
             await asyncio.sleep(self.timing.auto_poll)
+        return waited
 
     async def posted(self, place: Place, endpoint: str, job: str) -> None:
         """Until the job's alert is in Slack (or Slack refused it for good): then `place` is its thread. Bounded: an
@@ -264,14 +268,14 @@ async def send(endpoint: str, job: str, policy_name: str, attempt: int) -> str |
         now = await auto.service.call_status(endpoint, job)
         if now.job_status not in RETRYABLE:
             return None
-    await auto.claim_let_go(endpoint, job)
-    # That wait can be long (the previous ending waits for Slack's pace): the breaker or on-call may have paused
-    # retries meanwhile, and a pause means no automatic retry leaves after it.
-    pause = await auto.switch.paused(endpoint)
-    if pause is not None:
-        return messages.auto_paused_note(pause)
-    if await auto.store.auto_stopped(endpoint, job) is not None:
-        return f"{NOT_AUTO}someone stopped the automatic retries"
+    if await auto.claim_let_go(endpoint, job):
+        # That wait can be long (the previous ending waits for Slack's pace): the breaker or on-call may have
+        # paused retries meanwhile, and a pause means no automatic retry leaves after it.
+        pause = await auto.switch.paused(endpoint)
+        if pause is not None:
+            return messages.auto_paused_note(pause)
+        if await auto.store.auto_stopped(endpoint, job) is not None:
+            return f"{NOT_AUTO}someone stopped the automatic retries"
     who = Who(POLICY_ACTOR + policy_name, alert.channel, Source.POLICY)
     place = Place(alert.channel, thread_ts=alert.reply_thread)
     # In a storm the alert may still wait for its turn in the channel: RunPod is called now, the reply waits for it.

@@ -208,7 +208,7 @@ class Runtime:
         for row in rows:
             if row.kind == "webhook":
                 endpoint, body = str(row.payload.get("endpoint")), dict(row.payload.get("body") or {})
-                self.background.spawn(self._failure_accepted(row.id, endpoint, body),
+                self.background.spawn(self._failure_accepted(row.id, endpoint, body, row.created),
                                       name=f"alert {endpoint}/{body.get('id')} (accepted before a restart)")
             elif row.kind == "retry":
                 self.background.spawn(self.service.settle(row),
@@ -295,9 +295,10 @@ class Runtime:
             log.warning("a failure webhook arrived but RUNPOD_ALERT_CHANNEL is not set; no alert posted")
             self.metrics.webhooks.labels(result="no_channel").inc()
             return "no_channel"
-        work_id = await self.store.accept("webhook", {"endpoint": endpoint, "body": body}, time.time())
+        arrived = time.time()
+        work_id = await self.store.accept("webhook", {"endpoint": endpoint, "body": body}, arrived)
         self.metrics.webhooks.labels(result="failure").inc()
-        self.background.spawn(self._failure_accepted(work_id, endpoint, body), name=f"alert {endpoint}/{job}")
+        self.background.spawn(self._failure_accepted(work_id, endpoint, body, arrived), name=f"alert {endpoint}/{job}")
         return "accepted"
 
     async def _tell_followers(self, endpoint: str, job: str, body: dict[str, Any]) -> None:
@@ -320,13 +321,13 @@ class Runtime:
         if self.follower.nudge(endpoint, job, body):
             self.metrics.webhooks.labels(result="followed").inc()
 
-    async def _failure_accepted(self, work_id: int, endpoint: str, body: dict[str, Any]) -> None:
+    async def _failure_accepted(self, work_id: int, endpoint: str, body: dict[str, Any], arrived: float) -> None:
         """An accepted failure: done once its alert is stored and queued for Slack (or it joined a grouped alert).
         Cut off by a shutdown, or the database away for long, it stays in the inbox for the next owner."""
         # An accepted failure the database could not take is tried again after these pauses.
         for pause in (*self.timing.store_retry_pauses, None):
             try:
-                await self.failure(endpoint, body)
+                await self.failure(endpoint, body, arrived=arrived)
                 break
             except StoreUnavailable:
                 if pause is None:
@@ -345,8 +346,10 @@ class Runtime:
         except Exception:
             log.exception("could not mark accepted work as done; it is taken up again at the next start")
 
-    async def failure(self, endpoint: str, body: dict[str, Any], channel: str | None = None) -> tuple[str, Any]:
-        arrived = time.time()
+    async def failure(self, endpoint: str, body: dict[str, Any], channel: str | None = None, *,
+                      arrived: float | None = None) -> tuple[str, Any]:
+        """A failure to alert: `arrived` is when RunPod's webhook was taken (a retry policy's delay counts from it)."""
+        arrived = time.time() if arrived is None else arrived
         job, status = parse_job_body(body)
         # Kept as its one line (what Home and `failed` show and group by), never its first 500 characters.
         await self.store.record_failure(endpoint, job, status, error_summary(body.get("error")), time.time())
