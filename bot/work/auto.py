@@ -303,7 +303,9 @@ async def retry_by_policy(service: RetryService, who: Who, endpoint: str, job: s
             await service.record(AuditEntry(who.user, who.channel, endpoint, job, who.source, "refused:budget",
                                             detail=limit[:300]))
             return limit
-        return await service.attempt(who, endpoint, job, place, hold, announce=True, origin=origin, parent=parent)
+        # Not announced: `send` already shows the alert as the policy's retry, and every write before the call is one
+        # more that 200 retries at once queue behind on one database.
+        return await service.attempt(who, endpoint, job, place, hold, origin=origin, parent=parent)
 
 
 @DBOS.step()
