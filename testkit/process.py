@@ -25,6 +25,10 @@ from testkit.env import WEBHOOK_SECRET, app_settings, process_env
 PORT_LINE = re.compile(r"listening on port (\d+)")
 
 
+# How long a started app may take to answer /healthz: "not stuck", with room for a machine busy with other work
+# (an app with retry policies also imports and launches its durable-work engine first).
+READY_WITHIN = 60.0
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -94,7 +98,7 @@ class AppProcess:
         self._reader = asyncio.create_task(self._read())
         try:
             async with aiohttp.ClientSession() as http:
-                await until_healthy(http, self.base, self.proc, time.monotonic() + 20.0, lambda: self.text)
+                await until_healthy(http, self.base, self.proc, time.monotonic() + READY_WITHIN, lambda: self.text)
         except BaseException:
             await self.__aexit__()
             raise
