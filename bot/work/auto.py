@@ -120,8 +120,7 @@ class AutoRetrier:
 
     async def stop(self, who: Who, endpoint: str, job: str, channel: str, message_ts: str) -> None:
         """Stop, on an auto-retrying alert: the policy lets go and people decide (Retry comes back at once)."""
-        if await self.service.access.refusal(who.user, who.channel, endpoint, "retry") is not None:
-            await self.service.gate(who, endpoint, (job,))
+        if not await self.service.gate(who, endpoint, (job,)):  # the access rules of retrying; refused: told
             return
         async with self.desk.lock((endpoint, job)):
             alert = await self.desk.get(endpoint, job)
