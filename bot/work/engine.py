@@ -18,6 +18,7 @@ import contextlib
 import logging
 import os
 import secrets
+import sqlite3
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -33,6 +34,10 @@ log = logging.getLogger(__name__)
 GENERATION = "1"
 # A replica taken for dead while it was only slow could act twice: never call one dead sooner than this.
 MIN_STALE = 4.0
+# DBOS runs each checkpoint and its own queries in a thread of its pool, unbounded by default: 200 workflows waking
+# at once made 200 threads, which fought the event loop for the GIL and queued on the 20 database connections
+# anyway. As many threads as connections.
+THREADS = 20
 
 
 def system_database_url(db: str) -> str:
@@ -41,6 +46,23 @@ def system_database_url(db: str) -> str:
     if is_database_url(db):
         return "postgresql://" + db.split("://", 1)[1]
     return "sqlite:///" + os.path.abspath(db + ".engine")
+
+
+def sqlite_engine_kwargs(db: str) -> dict[str, Any]:
+    """DBOS's SQLite connections as the app's own (bot/store/sqlite.py): write-ahead log, and a commit waits for no
+    disk flush (it survives the process dying, not the machine losing power). DBOS's defaults (a rollback journal,
+    a flush per commit, a ping before each use) made every checkpoint cost about a millisecond of disk and let
+    readers block the writer: a storm's 200 workflows queued behind each other's checkpoints."""
+    path = os.path.abspath(db + ".engine")
+
+    def connect() -> sqlite3.Connection:
+        # DBOS's pool hands a connection from thread to thread; it sets its own isolation and busy timeout on top.
+        conn = sqlite3.connect(path, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        return conn
+
+    return {"creator": connect, "pool_pre_ping": False}
 
 
 class Engine:
@@ -69,7 +91,10 @@ class Engine:
             "application_version": GENERATION,
             "log_level": "WARNING",
             "notification_listener_polling_interval_sec": min(1.0, self.timing.auto_poll),
+            "max_executor_threads": THREADS,
         }
+        if not is_database_url(self.db):
+            config["db_engine_kwargs"] = sqlite_engine_kwargs(self.db)
         pause = self.timing.outbox_store_pause
         while True:
             DBOS(config=config)
@@ -172,4 +197,4 @@ def _quiet_dbos_logs() -> None:
     dbos_log.setLevel(logging.WARNING)
 
 
-__all__ = ["GENERATION", "Engine", "system_database_url"]
+__all__ = ["GENERATION", "THREADS", "Engine", "sqlite_engine_kwargs", "system_database_url"]
