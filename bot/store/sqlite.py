@@ -10,7 +10,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import asdict
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 
@@ -28,6 +28,8 @@ from bot.store.base import (
 from bot.store.blobs import SqliteBlobs
 from bot.store.executors import NoExecutors
 from bot.store.reports import SqliteReports
+
+T = TypeVar("T")
 
 # Versioned schema: each entry runs once, in order; PRAGMA user_version records how far a database is.
 # Version 1 is the schema of the first release (created with IF NOT EXISTS, so older files pass through it).
@@ -125,9 +127,6 @@ class SqliteStore(SqliteAuto, SqliteReports, SqliteBlobs, NoExecutors, Store):
         self._db: aiosqlite.Connection | None = None
         self._locks: dict[str, asyncio.Lock] = {}
         self._users: dict[str, int] = {}
-        # One connection, shared by every coroutine: a statement must not be open (a RETURNING or a read not yet
-        # fetched) while another coroutine commits, so each operation holds the connection for its whole length.
-        self._mutex = asyncio.Lock()
         self._subscribers: dict[str, list[Callable[[str], None]]] = {}
 
     async def open(self) -> None:
@@ -169,22 +168,19 @@ class SqliteStore(SqliteAuto, SqliteReports, SqliteBlobs, NoExecutors, Store):
             raise RuntimeError("store is not open")
         return self._db
 
-    async def _run(self, statements: list[tuple[str, Any]], *, commit: bool, many: bool = False) -> list[list[Any]]:
-        """The statements, their rows and the commit in one trip to aiosqlite's thread (its `_execute`: aiosqlite has
-        no public way to run several calls there). Each trip costs about 0.2 ms of thread hand-over, more when the
-        loop is busy: execute, fetch, close and commit one trip each made every write four, and a storm's 200
-        automatic retries queued behind each other's. A failed statement takes the whole transaction back."""
-        def run() -> list[list[Any]]:
+    async def _call(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """`work` on the connection in aiosqlite's thread, then the commit, in one trip (aiosqlite's `_execute`: it
+        has no public way to run several calls there); a failure takes the whole transaction back. One trip per
+        operation, and nothing between two: each hand-over costs about 0.2 ms, more when the loop is busy, and a
+        storm's 200 automatic retries queued behind each other's when each write took four (execute, fetch, close,
+        commit) under a lock held across them. Coroutines' operations are atomic, in the thread's order."""
+        def run() -> T:
             conn = self.db._conn
             try:
-                results = []
-                for sql, params in statements:
-                    cursor = conn.executemany(sql, params) if many else conn.execute(sql, params)
-                    results.append(cursor.fetchall())
-                    cursor.close()
-                if commit:
+                result = work(conn)
+                if conn.in_transaction:
                     conn.commit()
-                return results
+                return result
             except BaseException:
                 if conn.in_transaction:
                     conn.rollback()
@@ -193,20 +189,15 @@ class SqliteStore(SqliteAuto, SqliteReports, SqliteBlobs, NoExecutors, Store):
         return await self.db._execute(run)
 
     async def _write(self, sql: str, params: Any, many: bool = False) -> None:
-        async with self._mutex:
-            await self._run([(sql, params)], commit=True, many=many)
+        await self._call(lambda conn: conn.executemany(sql, params) if many else conn.execute(sql, params))
 
     async def _rows(self, sql: str, params: Any = (), *, commit: bool = False) -> list[Any]:
-        async with self._mutex:
-            return await self._rows_locked(sql, params, commit=commit)
-
-    async def _rows_locked(self, sql: str, params: Any = (), *, commit: bool = False) -> list[Any]:
-        return (await self._run([(sql, params)], commit=commit))[0]
+        """The statement's rows; what it wrote is committed (`commit` is there for the PostgreSQL twin's callers)."""
+        return (await self._script([(sql, params)]))[0]
 
     async def _script(self, statements: list[tuple[str, Any]]) -> list[list[Any]]:
         """Several statements as one transaction; returns each one's rows."""
-        async with self._mutex:
-            return await self._run(statements, commit=True)
+        return await self._call(lambda conn: [conn.execute(sql, params).fetchall() for sql, params in statements])
 
     async def prune(self, before: float) -> None:
         for sql in ("DELETE FROM alerts WHERE updated < ?", "DELETE FROM storms WHERE updated < ?",
@@ -318,18 +309,21 @@ class SqliteStore(SqliteAuto, SqliteReports, SqliteBlobs, NoExecutors, Store):
     async def enqueue(self, kind: str, lane: str, payload: dict[str, Any], now: float, *,
                       coalesce: str | None = None, after: dict[str, Any] | None = None) -> tuple[int, bool]:
         text = json.dumps(payload)
-        async with self._mutex:  # the UPDATE and the INSERT as one step: two enqueues at once must not both insert
+
+        def put(conn: sqlite3.Connection) -> tuple[int, bool]:  # one operation: two enqueues must not both insert
             if coalesce is not None:
-                merged = await self._rows_locked("UPDATE outbox SET payload = ? WHERE coalesce_key = ?"
-                                                 " AND state = 'queued' RETURNING id", (text, coalesce), commit=True)
+                merged = conn.execute("UPDATE outbox SET payload = ? WHERE coalesce_key = ? AND state = 'queued'"
+                                      " RETURNING id", (text, coalesce)).fetchall()
                 if merged:
                     return int(merged[0]["id"]), True
-            rows = await self._rows_locked(
+            rows = conn.execute(
                 "INSERT INTO outbox (kind, lane, payload, after, coalesce_key, created, owner, lease_until)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
                 (kind, lane, text, json.dumps(after) if after else None, coalesce, now, self.owner,
-                 now + self.lease), commit=True)
-        return int(rows[0]["id"]), False
+                 now + self.lease)).fetchall()
+            return int(rows[0]["id"]), False
+
+        return await self._call(put)
 
     async def take(self, message_id: int) -> Queued | None:
         rows = await self._rows("UPDATE outbox SET state = 'sending' WHERE id = ? AND state = 'queued' AND owner = ?"
