@@ -157,12 +157,12 @@ def late_lines(fs: FailingStorm) -> list[str]:
     told = "; ".join(f"{job}: `/retry` {after:+.2f} s, its check {seconds(checked)}"
                      for job, after, checked in fs.late_retries)
     before = sum(1 for _, _, checked in fs.late_retries if checked is not None and checked <= 0)
-    why = (": the pause landed between those attempts' check and their `/retry` (bot/work/auto.py looks at the "
-           "pause in `check`; `send` then waits in `claim_let_go` for the previous attempt's follow to let go of the "
-           "job's claim, which waits for Slack's pace, up to 60 s, and calls RunPod without looking again)"
+    why = (": the pause landed between those attempts' check and their `/retry` (bot/work/auto.py's `send` looks "
+           "at the pause first, and again only after waiting in `claim_let_go` for the previous attempt's follow)"
            ) if before else ""
-    return [f"The automatic retries RunPod took after the trip, from the trip (the check that let each go, from the "
-            f"trip, from the engine's records): {told}. {before} of {len(fs.late_retries)} were let go by a check "
+    return [f"The automatic retries RunPod took after the trip, from the trip (the send step that let each go, "
+            f"which checks first, from the trip, from the engine's records): {told}. {before} of "
+            f"{len(fs.late_retries)} were let go by a check "
             f"before the pause was stored{why}.", ""]
 
 

@@ -12,9 +12,8 @@ from bench.one_channel import pct
 STAGES = (
     ("alert", "webhook → its alert queued"),
     ("workflow", "webhook → its workflow's first step started"),
-    ("woke", "webhook + delay → the workflow woke (sleep done)"),
-    ("check", "webhook + delay → its check done (the send step begins)"),
-    ("retry", "check done → `/retry` at RunPod"),
+    ("woke", "webhook + delay → the workflow woke (its send step began: the checks, then the retry)"),
+    ("retry", "woke → `/retry` at RunPod"),
 )
 
 
@@ -61,18 +60,14 @@ def timeline(db: Path, sent: dict[str, float], retried: dict[str, float], delay:
             continue
         uuid, began = flow_of[job]
         out.stages["workflow"].append(began / 1000.0 - wall_minus_mono - at)
-        sleep = next((v for (u, name), v in first_step.items() if u == uuid and "sleep" in name), None)
-        woke = mono(sleep[1]) if sleep else None
+        # The workflow waits for its time and then begins the send step, which checks and sends: the step's start
+        # is when it woke. (Its end waits for the alert to be in Slack.)
+        send = first_step.get((uuid, "send"))
+        woke = mono(send[0]) if send else None
         if woke is not None:
             out.stages["woke"].append(woke - at - delay)
-        # The send step's own record is written only when it ends, which waits for the alert to be in Slack: the
-        # check that precedes it ends when it begins.
-        check = first_step.get((uuid, "check"))
-        checked = mono(check[1]) if check else None
-        if checked is not None:
-            out.stages["check"].append(checked - at - delay)
             if job in retried:
-                out.stages["retry"].append(retried[job] - checked)
+                out.stages["retry"].append(retried[job] - woke)
     return out
 
 
@@ -99,14 +94,12 @@ def steps_of(db: Path, job: str) -> list[tuple[str, float | None, float | None]]
 
 
 def around(db: Path, job: str, retry_wall: float) -> tuple[float | None, float | None]:
-    """For the /retry that reached RunPod at `retry_wall`: when the check that let it go finished, and when the send
-    step that made it finished (wall clock); None where the records lack it."""
+    """For the /retry that reached RunPod at `retry_wall`: when the send step that made it began (its checks come
+    first) and when it finished (wall clock); None where the records lack it."""
     checked = done = None
     for name, started, completed in steps_of(db, job):
-        if name == "check" and completed is not None and completed <= retry_wall:
-            checked = completed
         if name == "send" and started is not None and started <= retry_wall:
-            done = completed
+            checked, done = started, completed
     return checked, done
 
 

@@ -2,7 +2,7 @@
 handed to people (Retry, and a message that notifies) when the policy is spent, stopped or skipped.
 
 Each matched failure is one durable workflow, `auto_retry`, that reads top to bottom: show when the retry goes,
-wait, check, retry, follow; again, or hand over. Its ID is the failure's, so a webhook delivered twice or to two
+wait, check and retry, follow; again, or hand over. Its ID is the failure's, so a webhook delivered twice or to two
 replicas joins the same workflow, and a replica that dies during the delay leaves it to another (bot/work/engine.py).
 Importing this module loads DBOS: the runtime imports it only when policies are set.
 """
@@ -177,24 +177,23 @@ def workflow_id(alert: Alert) -> str:
 @DBOS.workflow(name="auto_retry")
 async def auto_retry(endpoint: str, job: str, policy_name: str) -> str:
     """One matched failure, from its quiet alert to its end. Each step is checkpointed: after a crash it goes on
-    from the last one finished, here or on another replica, and the durable sleeps keep their wake-up time."""
+    from the last one finished, here or on another replica, and each wait keeps its end (a step's recorded output,
+    or a durable sleep's recorded wake-up time)."""
     policy = current().policies.get(policy_name)
     if policy is None:  # the policy file changed since: people decide
         await hand_over(endpoint, job, AutoState.SKIPPED, f"Policy `{policy_name}` is no longer configured")
         return "skipped"
     for attempt in range(1, policy.max_attempts + 1):
-        delay = await show_waiting(endpoint, job, policy_name, attempt)
-        await DBOS.sleep_async(delay)
-        why_not = await check(endpoint, job, policy_name)
+        due = await show_waiting(endpoint, job, policy_name, attempt)
+        # Until the recorded time, not a DBOS sleep: that counts its seconds from when its own record is written,
+        # which in a storm came up to half a second after this step had worked them out.
+        await asyncio.sleep(max(0.0, due - time.time()))
+        why_not = await send(endpoint, job, policy_name, attempt)
         if why_not is not None:
             state, note = why_not
             if note is not None:  # None: Stop already handed it over
                 await hand_over(endpoint, job, AutoState(state), note)
             return state
-        refused = await send(endpoint, job, policy_name, attempt)
-        if refused is not None:
-            await hand_over(endpoint, job, AutoState.SKIPPED, refused)
-            return "skipped"
         ended = ""
         while not ended:
             await DBOS.sleep_async(current().timing.auto_poll)
@@ -209,8 +208,8 @@ async def auto_retry(endpoint: str, job: str, policy_name: str) -> str:
 
 @DBOS.step()
 async def show_waiting(endpoint: str, job: str, policy_name: str, attempt: int) -> float:
-    """The alert says when this attempt goes; returns how long from now that is. The first attempt's time was set
-    when the failure arrived (the alert already shows it): the wait counts from then, not from this step."""
+    """The alert says when this attempt goes; returns that time. The first attempt's time was set when the failure
+    arrived (the alert already shows it): the wait counts from then, not from this step."""
     auto = current()
     policy = auto.policies[policy_name]
     due = time.time() + auto.delay(policy)
@@ -221,17 +220,14 @@ async def show_waiting(endpoint: str, job: str, policy_name: str, attempt: int) 
                 due = alert.auto.due
             else:
                 await auto.desk.save(auto_planned(alert, policy_name, attempt, policy.max_attempts, due))
-    return max(0.0, due - time.time())
+    return due
 
 
-@DBOS.step()
-async def check(endpoint: str, job: str, policy_name: str) -> tuple[str, str | None] | None:
-    """Why this attempt must not go now, as (state, words for the alert); None when it may."""
-    auto = current()
-    policy = auto.policies[policy_name]
-    alert = await auto.desk.get(endpoint, job)
-    if alert is None or alert.auto is None or alert.auto.state is AutoState.STOPPED \
-            or await auto.store.auto_stopped(endpoint, job) is not None:
+async def why_not_now(auto: AutoRetrier, alert: Alert, policy: Policy) -> tuple[str, str | None] | None:
+    """Why this attempt must not go now, as (state, words for the alert; None when Stop already handed it over);
+    None when it may."""
+    endpoint = alert.endpoint
+    if await auto.store.auto_stopped(endpoint, alert.job) is not None:
         return "stopped", None
     if time.time() >= alert.deadline:
         return "skipped", f"{NOT_AUTO}RunPod has forgotten the job (30 minutes after it ended)"
@@ -250,18 +246,25 @@ async def check(endpoint: str, job: str, policy_name: str) -> tuple[str, str | N
 
 
 @DBOS.step()
-async def send(endpoint: str, job: str, policy_name: str, attempt: int) -> str | None:
-    """The retry, through the same rules and path as a click. None when RunPod took it; else why not, in words for
-    the alert.
+async def send(endpoint: str, job: str, policy_name: str, attempt: int) -> tuple[str, str | None] | None:
+    """The attempt, checked right before it goes (see `why_not_now`), then sent through the same rules and path as a
+    click. None when RunPod took it; else (the state the alert moves to, its words; None when Stop already handed
+    it over). Check and call are one step: 200 workflows waking together each write one checkpoint fewer before
+    their /retry.
 
-    A step can run twice when its replica dies between RunPod's answer and the checkpoint: the `sent` record,
-    written before the call, tells the second run to ask RunPod first, and a job already requeued is not sent again."""
+    A step can run twice when its replica dies before its checkpoint. An alert already retrying this attempt was
+    checked by the first run, and is not checked again. The `sent` record, written before the call, tells the second
+    run to ask RunPod first, and a job already requeued is not sent again."""
     auto = current()
     async with auto.desk.lock((endpoint, job)):
         alert = await auto.desk.get(endpoint, job)
         if alert is None or alert.auto is None or alert.auto.state is AutoState.STOPPED:
-            return f"{NOT_AUTO}someone stopped the automatic retries"
-        await auto.desk.save(auto_moved(alert, AutoState.RETRYING))
+            return "stopped", None
+        if (alert.auto.state, alert.auto.attempt) != (AutoState.RETRYING, attempt):
+            why_not = await why_not_now(auto, alert, auto.policies[policy_name])
+            if why_not is not None:
+                return why_not
+            alert = await auto.desk.save(auto_moved(alert, AutoState.RETRYING))
     if not await auto.store.record_auto(endpoint, job, attempt, policy_name, SENT, time.time()):
         # This step ran before and may have reached RunPod: a job no longer failed was requeued by it.
         now = await auto.service.call_status(endpoint, job)
@@ -272,9 +275,9 @@ async def send(endpoint: str, job: str, policy_name: str, attempt: int) -> str |
         # paused retries meanwhile, and a pause means no automatic retry leaves after it.
         pause = await auto.switch.paused(endpoint)
         if pause is not None:
-            return messages.auto_paused_note(pause)
+            return "skipped", messages.auto_paused_note(pause)
         if await auto.store.auto_stopped(endpoint, job) is not None:
-            return f"{NOT_AUTO}someone stopped the automatic retries"
+            return "skipped", f"{NOT_AUTO}someone stopped the automatic retries"
     who = Who(POLICY_ACTOR + policy_name, alert.channel, Source.POLICY)
     place = Place(alert.channel, thread_ts=alert.reply_thread)
     # In a storm the alert may still wait for its turn in the channel: RunPod is called now, the reply waits for it.
@@ -283,9 +286,9 @@ async def send(endpoint: str, job: str, policy_name: str, attempt: int) -> str |
     result = await retry_by_policy(auto.service, who, endpoint, job, place,
                                    MessageRef(alert.channel, alert.ts or "", alert.thread_ts), parent)
     if isinstance(result, str):
-        return NOT_AUTO + result
+        return "skipped", NOT_AUTO + result
     auto.metrics.auto_retries.labels(policy=policy_name, result=SENT if result.ok else "refused").inc()
-    return None if result.ok else NOT_AUTO + result.summary
+    return None if result.ok else ("skipped", NOT_AUTO + result.summary)
 
 
 async def retry_by_policy(service: RetryService, who: Who, endpoint: str, job: str, place: Place,

@@ -5,12 +5,14 @@ The app runs its workflows on the durable-work engine (SQLite here; PostgreSQL a
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from bot.core import actions
+from testkit.env import TEST_TIME_SCALE
 from testkit.harness import Harness, buttons, message_text
 
 EP = "ep1"
@@ -160,6 +162,21 @@ async def test_a_restart_during_the_delay_retries_once_after_it(auto_app: Harnes
     await until(auto_app, alert, "Completed after automatic retry", timeout=20)
     await asyncio.sleep(1.0)
     assert len(auto_app.runpod.calls_to("retry")) == 1
+
+
+async def test_a_restart_during_the_delay_keeps_the_time_the_alert_promised(make_app, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The wait survives the restart as a time, not as seconds: the restarted app waits out what is left of it."""
+    path = tmp_path / "slow.toml"
+    path.write_text(POLICIES.replace('delay = "10s"', 'delay = "40s"', 1))
+    app = await make_app("http", RUNPOD_RETRY_POLICIES=str(path))
+    delay = 40 * TEST_TIME_SCALE
+    failed = time.monotonic()
+    alert = await fail(app, "job-later", after_retry=("IN_PROGRESS", "COMPLETED"))
+    await app.restart()
+    assert time.monotonic() < failed + delay  # still in the delay (else this proves nothing)
+    await until(app, alert, "Completed after automatic retry", timeout=20)
+    [retry] = app.runpod.calls_to("retry")
+    assert failed + delay <= retry.at <= failed + delay + 1.0
 
 
 async def test_paused_by_on_call_a_matched_failure_is_alerted_for_people_and_resumed_it_is_retried_again(
