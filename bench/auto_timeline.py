@@ -12,8 +12,8 @@ from bench.one_channel import pct
 STAGES = (
     ("alert", "webhook → its alert queued"),
     ("workflow", "webhook → its workflow's first step started"),
-    ("woke", "webhook + delay → the workflow woke (its send step began: the checks, then the retry)"),
-    ("retry", "woke → `/retry` at RunPod"),
+    ("checked", "webhook + delay → woke and checked: its attempt recorded as sent (the last write before the call)"),
+    ("retry", "recorded as sent → `/retry` at RunPod"),
 )
 
 
@@ -32,42 +32,35 @@ def timeline(db: Path, sent: dict[str, float], retried: dict[str, float], delay:
     """`sent`: when each job's webhook left (monotonic); `retried`: its first `/retry` at RunPod (monotonic)."""
     out = Timeline({key: [] for key, _ in STAGES})
 
-    def mono(wall_ms: float | None) -> float | None:
-        return None if wall_ms is None else wall_ms / 1000.0 - wall_minus_mono
-
     try:
         with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
             queued = conn.execute("SELECT payload, created FROM outbox ORDER BY id").fetchall()
+            # The send step's own record is written when it ends, which waits for the alert to be in Slack; the
+            # attempt's `sent` record is written after the step's checks, right before the call.
+            recorded = dict(conn.execute("SELECT job, MIN(at) FROM auto_results WHERE result = 'sent' AND attempt = 1"
+                                         " GROUP BY job").fetchall())
         with sqlite3.connect(f"file:{db}.engine?mode=ro", uri=True) as conn:
-            steps = conn.execute("SELECT workflow_uuid, function_name, started_at_epoch_ms, completed_at_epoch_ms "
-                                 "FROM operation_outputs WHERE workflow_uuid LIKE 'auto:%' "
-                                 "ORDER BY function_id").fetchall()
+            steps = conn.execute("SELECT workflow_uuid, started_at_epoch_ms FROM operation_outputs"
+                                 " WHERE workflow_uuid LIKE 'auto:%' ORDER BY function_id").fetchall()
     except sqlite3.Error as exc:
         out.error = str(exc)
         return out
     # The workflow's own created_at is stored in whole seconds on SQLite: its first step's start is to the ms.
-    flow_of: dict[str, tuple[str, float]] = {}
-    first_step: dict[tuple[str, str], tuple[float | None, float | None]] = {}
-    for uuid, name, started, completed in steps:
-        first_step.setdefault((str(uuid), str(name)), (started, completed))
+    began_at: dict[str, float] = {}
+    for uuid, started in steps:
         if started is not None:
-            flow_of.setdefault(str(uuid).split(":")[2], (str(uuid), float(started)))
+            began_at.setdefault(str(uuid).split(":")[2], float(started))
     for job, at in sent.items():
         alert = next((created for payload, created in queued if job in str(payload)), None)
         if alert is not None:
             out.stages["alert"].append(float(alert) - wall_minus_mono - at)
-        if job not in flow_of:
-            continue
-        uuid, began = flow_of[job]
-        out.stages["workflow"].append(began / 1000.0 - wall_minus_mono - at)
-        # The workflow waits for its time and then begins the send step, which checks and sends: the step's start
-        # is when it woke. (Its end waits for the alert to be in Slack.)
-        send = first_step.get((uuid, "send"))
-        woke = mono(send[0]) if send else None
-        if woke is not None:
-            out.stages["woke"].append(woke - at - delay)
+        if job in began_at:
+            out.stages["workflow"].append(began_at[job] / 1000.0 - wall_minus_mono - at)
+        if job in recorded:
+            checked = float(recorded[job]) - wall_minus_mono
+            out.stages["checked"].append(checked - at - delay)
             if job in retried:
-                out.stages["retry"].append(retried[job] - woke)
+                out.stages["retry"].append(retried[job] - checked)
     return out
 
 
