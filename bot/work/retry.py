@@ -10,7 +10,7 @@ from dataclasses import asdict
 from typing import Any
 
 from bot.core import messages, words
-from bot.core.alerts import BUDGET_WINDOW, Alert, Phase
+from bot.core.alerts import BUDGET_WINDOW, Alert, Phase, ran_since
 from bot.core.outcome import (
     RETENTION_SECONDS,
     UNCERTAIN,
@@ -335,7 +335,9 @@ class RetryService:
             except RunPodError as exc:
                 probe = exc
             lost = RunPodTimeout("the app stopped before RunPod answered the retry", op="retry")
-            outcome = classify_retry(endpoint, job, lost, probe)
+            alert = await self.alert(endpoint, job)  # the failure retried: failed since with other words, it ran
+            again = isinstance(probe, RunPodReply) and alert is not None and ran_since(alert, probe.body)
+            outcome = classify_retry(endpoint, job, lost, probe, ran_since=again)
             # Settled once already (cut off again before it was marked): counted then, not again.
             counted = await self.store.retries_since(endpoint, job, row.created) == 0
             for hook in self.on_settled:

@@ -163,6 +163,36 @@ async def test_a_retry_cut_off_by_a_shutdown_is_settled_with_status_at_the_next_
     assert len(await app.rt.store.history(10)) == 1
 
 
+async def test_a_retry_cut_off_whose_job_failed_again_before_the_next_start_shows_how_it_ended(make_app, runpod,
+                                                                                              slack):
+    """Issue 17, defect 1 (the FAILED case): the job RunPod requeued ran and failed again while the app was down.
+    The next start must not say the retry "has not taken effect (yet)": it went through, and this is its ending."""
+    app = await make_app(RUNPOD_TIMEOUT="10")
+    alert = await post_alert(app, runpod, "job-6", after_retry=("FAILED",), final_error="worker crashed: lost GPU")
+    job = runpod.job(EP, "job-6")
+    runpod.fault("retry", delay=9.0)
+    await app.click(actions.RETRY, button_value(alert, actions.RETRY), message_ts=alert["ts"], user="U1")
+    await runpod.wait_calls("retry")
+    await app.stop()
+    app.app = None
+    with contextlib.suppress(AssertionError):
+        await runpod.wait_for(lambda _: job.retries)
+    assert job.retries == 1
+    job.status, job.error, job.pending = "FAILED", "worker crashed: lost GPU", type(job.pending)()  # it ran, failed
+
+    await app.start()
+    await app.settle()
+    thread = app.thread_text(ALERTS, alert["ts"])
+    assert "After the restart" in thread and "ran again since and failed again: the retry went through" in thread
+    assert "worker crashed: lost GPU" in thread  # RunPod's final answer, shown
+    assert "not taken effect" not in thread
+    [entry] = await app.rt.store.history(10)
+    assert (entry["outcome"], entry["called"], entry["user"]) == ("requeued", 1, "U1")
+    final = slack.messages[(ALERTS, alert["ts"])]  # the alert: failed again, with Retry back
+    assert "failed again" in message_text(final).lower() and actions.RETRY in str(final.get("blocks"))
+    assert len(runpod.calls_to("retry")) == 1
+
+
 async def test_an_unexpected_error_mid_retry_frees_the_claim_and_brings_the_retry_button_back(make_app, runpod,
                                                                                               slack):
     """Not only a Slack blip: any error between the claim and the end of the retry frees the claim and never
