@@ -100,6 +100,11 @@ CREATE TABLE bulk_jobs (
 CREATE INDEX bulk_jobs_updated ON bulk_jobs (updated);
 """,
     SQLITE_MIGRATION,
+    # A call queued at most once under its key, by any replica (a run's summary): see `enqueue(once=…)`.
+    """
+ALTER TABLE outbox ADD COLUMN once_key TEXT;
+CREATE UNIQUE INDEX outbox_once ON outbox (once_key) WHERE once_key IS NOT NULL;
+""",
 ]
 
 def _queued(row: Any) -> Queued:
@@ -303,7 +308,8 @@ class SqliteStore(SqliteAuto, SqliteReports, SqliteBlobs, NoExecutors, Store):
     # ---------------------------------------------------------------- outbox
 
     async def enqueue(self, kind: str, lane: str, payload: dict[str, Any], now: float, *,
-                      coalesce: str | None = None, after: dict[str, Any] | None = None) -> tuple[int, bool]:
+                      coalesce: str | None = None, after: dict[str, Any] | None = None,
+                      once: str | None = None) -> tuple[int, bool]:
         text = json.dumps(payload)
         async with self._mutex:  # the UPDATE and the INSERT as one step: two enqueues at once must not both insert
             if coalesce is not None:
@@ -312,11 +318,18 @@ class SqliteStore(SqliteAuto, SqliteReports, SqliteBlobs, NoExecutors, Store):
                 if merged:
                     return int(merged[0]["id"]), True
             rows = await self._rows_locked(
-                "INSERT INTO outbox (kind, lane, payload, after, coalesce_key, created, owner, lease_until)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-                (kind, lane, text, json.dumps(after) if after else None, coalesce, now, self.owner,
+                "INSERT INTO outbox (kind, lane, payload, after, coalesce_key, once_key, created, owner, lease_until)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING id",
+                (kind, lane, text, json.dumps(after) if after else None, coalesce, once, now, self.owner,
                  now + self.lease), commit=True)
+            if not rows:  # queued under `once` before
+                rows = await self._rows_locked("SELECT id FROM outbox WHERE once_key = ?", (once,))
+                return int(rows[0]["id"]), True
         return int(rows[0]["id"]), False
+
+    async def said(self, once: str) -> tuple[str, str | None] | None:
+        rows = await self._rows("SELECT state, result FROM outbox WHERE once_key = ?", (once,))
+        return (str(rows[0]["state"]), rows[0]["result"]) if rows else None
 
     async def take(self, message_id: int) -> Queued | None:
         rows = await self._rows("UPDATE outbox SET state = 'sending' WHERE id = ? AND state = 'queued' AND owner = ?"

@@ -64,6 +64,13 @@ class BulkRun:
     def run_id(self) -> str:
         return f"{self.place.channel}/{self.place.thread_ts}"
 
+    @property
+    def summary_key(self) -> str | None:
+        """The summary's key in the outbox, the same on every replica that finishes the run (its inbox row names it):
+        whichever queues the summary first posts it, the others find it queued. None: no other replica can take the
+        run over (it has no inbox row), so there is nothing to tell apart."""
+        return f"summary:{self.ref}#{self.work_id}" if self.ref and self.work_id is not None else None
+
     def to_json(self) -> str:
         """What a restart needs to keep the parent message's tally current (RunPod's JSON was already shown)."""
         return json.dumps({
