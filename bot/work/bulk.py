@@ -19,7 +19,14 @@ from bot.infra.logs import ctx
 from bot.slack.out import Place
 from bot.slack.pacing import Pacer
 from bot.store import AuditEntry, Queued, StoreUnavailable
-from bot.work.bulk_run import BulkRun, catch_up, mention_failed_again, save_answer, save_ending
+from bot.work.bulk_run import (
+    BulkRun,
+    catch_up,
+    final_tally_via_response_url,
+    mention_failed_again,
+    save_answer,
+    save_ending,
+)
 from bot.work.follow import FollowTarget
 from bot.work.health import EndpointHealth
 from bot.work.retry import RetryService
@@ -76,7 +83,7 @@ class BulkRunner:
             self._keep_parent_current(run)
             await self.own(run, "bulk", {"run": run.run_id})
         elif place.via_response_url:
-            self.final_tally_via_response_url(run)
+            final_tally_via_response_url(run, self.out, self.service.background)
         try:
             await self.run(run)
         finally:
@@ -122,22 +129,6 @@ class BulkRunner:
             pacer.mark("parent")
             if job is not None and run.summary_ts and run.table:
                 pacer.mark("summary")  # a job ended: its line in the summary says how
-
-        run.changed = changed
-
-    def final_tally_via_response_url(self, run: BulkRun) -> None:
-        """Where the app cannot post (the run's messages went through the command's response_url), no message can
-        be kept current: when every job has ended, the final tally is sent there too."""
-        told = False
-
-        def changed(_job: str | None) -> None:
-            nonlocal told
-            if told or not run.summarized or not run.tally().ended:
-                return
-            told = True
-            final = messages.bulk_final(run.who.user, run.endpoint, run.tally(), run.again(), run.unknown())
-            self.service.background.spawn(self.out.respond(run.place, final, in_channel=True),
-                                          name=f"bulk final tally {run.endpoint}")
 
         run.changed = changed
 

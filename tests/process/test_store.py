@@ -522,7 +522,7 @@ async def test_a_call_queued_once_under_a_key_is_queued_by_one_replica_only_and_
     assert sorted(merged for _, merged in results) == [False] + [True] * 9
     assert await count_rows(store, "outbox") == 1
     row = results[0][0]
-    owner = [s for s in instances if row in {q.id for q in await s.queued()}][0]
+    [owner] = [s for s in instances if row in {q.id for q in await s.queued()}]
     assert await store.said("summary:bulk:C1/1.0#7") == ("queued", None)
     assert await owner.take(row) is not None
     await owner.sent(row, "1700000000.000100")
