@@ -15,7 +15,7 @@ import pytest
 
 from bot.core import actions
 from testkit.fakes.limits import SlackLimits
-from testkit.harness import ACK_DEADLINE, button_value, message_text
+from testkit.harness import ACK_DEADLINE, alert_completed, button_value, message_text
 from testkit.polling import wait_until
 from testkit.replicas import Replicas
 
@@ -143,7 +143,7 @@ async def test_ten_clicks_on_one_retry_spread_over_replicas_make_one_runpod_call
     assert all(a.status == 200 and a.latency < ACK_DEADLINE for a in acks)
     await wait_until(lambda: sum(bool(slack.responses.get(a.response_url)) for a in acks) >= 9, 15,
                      "the nine others told")
-    await wait_until(lambda: "completed" in message_text(slack.messages[(ALERTS, alert["ts"])]), 15,
+    await wait_until(lambda: alert_completed(slack.messages[(ALERTS, alert["ts"])]), 15,
                      "the alert showing the retried job completed")
 
     assert len(runpod.calls_to("retry")) == 1, runpod.describe()
@@ -370,7 +370,7 @@ async def test_a_replica_killed_while_following_a_job_is_replaced_and_the_ending
                      "the ending in the thread within 30 s of the kill")
     took = time.monotonic() - killed
     assert took < 30
-    await wait_until(lambda: "completed" in message_text(slack.messages[(ALERTS, alert["ts"])]).lower(), 5,
+    await wait_until(lambda: alert_completed(slack.messages[(ALERTS, alert["ts"])]), 5,
                      "the alert showing completed")
     print(f"ending posted {took:.1f} s after kill -9")
 
