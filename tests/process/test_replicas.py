@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import time
 from collections import Counter
 from typing import Any
@@ -232,6 +234,57 @@ async def test_a_retry_all_whose_replica_dies_is_finished_by_another_each_job_on
                      lambda: f"every job of the grouped alert retried and completed, by the replicas left: the alert "
                              f"says {shown()!r}; RunPod requeued {len(runpod.requeued(EP))} of {len(jobs)}\n"
                              + cluster.logs())
+    assert set(runpod.requeued(EP)) == {(EP, job) for job in jobs}, "every job retried"
+    assert set(runpod.requeued(EP).values()) == {1}, "none twice"
+    no_duplicate_posts(slack)
+
+
+async def test_a_retry_all_taken_from_a_replica_that_stalled_past_its_lease_posts_one_summary(cluster, slack, runpod):
+    """On a busy machine a replica can stall past its lease in the middle of finishing a Retry all it took over: a
+    third replica takes the run from it and finishes it, and the stalled one, running again, finishes it too. The
+    summary is posted once (it was twice: the failure of the test above on a loaded machine)."""
+    jobs = [f"job-p{n}-u1" for n in range(6)]
+    for job in jobs:
+        runpod.add_job(EP, job, status="FAILED")
+        assert await cluster.webhook(EP, {"id": job, **FAILED}) == 200
+    [storm] = await wait_until(lambda: [m for m in top_level(slack) if "jobs failed on endpoint" in message_text(m)],
+                               20, "the grouped alert")
+    await wait_until(lambda: "6 jobs failed" in message_text(slack.messages[(ALERTS, storm["ts"])]), 20,
+                     "the grouped alert counting all 6 failures")
+    await asyncio.sleep(2.5 * slack.time_scale + 0.5)
+    storm = slack.messages[(ALERTS, storm["ts"])]
+    head = "Results for 6 jobs"
+
+    def summaries() -> list[Any]:
+        return [c for c in slack.accepted("chat.postMessage") if str(c.args.get("text") or "").startswith(head)]
+
+    # Replica 0 sends every retry and dies before RunPod answers; the replica taking the run over settles them with
+    # /status, which RunPod answers slowly: it is still finishing the run when it stalls.
+    runpod.fault("retry", delay=1.0, times=len(jobs))
+    runpod.fault("status", delay=1.5, times=3 * len(jobs))
+    await cluster.click(actions.RETRY_ALL, button_value(storm, actions.RETRY_ALL), message_ts=storm["ts"],
+                        user="U1", replica=0)
+    await wait_until(lambda: len(runpod.calls_to("retry")) == len(jobs), 20, "every retry sent")
+    await cluster.kill(0)
+
+    def taking_over(i: int) -> bool:
+        return "taking over a bulk retry" in cluster[i].text()
+
+    first = await wait_until(lambda: next((i for i in (1, 2) if taking_over(i)), None), 30,
+                             lambda: "a replica taking the Retry all over\n" + cluster.logs())
+    process = cluster[first].process
+    assert process is not None
+    os.kill(process.pid, signal.SIGSTOP)  # stalled: its leases run out
+    try:
+        await wait_until(lambda: taking_over(3 - first), 30,
+                         lambda: "the other replica taking the run over from the stalled one\n" + cluster.logs())
+        await wait_until(summaries, 30, lambda: "the summary, from the replica that took the run over last\n"
+                         + cluster.logs())
+    finally:
+        os.kill(process.pid, signal.SIGCONT)
+    # Running again, the stalled replica goes on finishing the run: its settles are answered, its wait ends.
+    await asyncio.sleep(5.0)
+    assert len(summaries()) == 1, [c.at for c in summaries()]
     assert set(runpod.requeued(EP)) == {(EP, job) for job in jobs}, "every job retried"
     assert set(runpod.requeued(EP).values()) == {1}, "none twice"
     no_duplicate_posts(slack)
