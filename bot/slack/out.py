@@ -161,10 +161,10 @@ class SlackOut:
             await self.post(place, messages.attach_failed(filename, delivery.error or "unknown", advice))
         return delivery.ok
 
-    async def post_outcome(self, place: Place, outcome: Outcome, *, prefix: str = "") -> None:
-        """The result reply; JSON too long for a message goes into an attached file."""
+    async def post_outcome(self, place: Place, outcome: Outcome, *, prefix: str = "", once: str | None = None) -> None:
+        """The result reply; JSON too long for a message goes into an attached file. `once`: as for `post`."""
         if not messages.outcome_needs_file(outcome):
-            await self.post(place, messages.outcome_message(outcome, prefix=prefix))
+            await self.post(place, messages.outcome_message(outcome, prefix=prefix), once=once)
             return
         name = f"runpod-{outcome.endpoint}-{outcome.job}.json"
         if place.via_response_url:
@@ -173,8 +173,8 @@ class SlackOut:
                     f"Start of it:\n```{messages.escape(messages.json_preview(outcome.body))}```")
         else:
             note = f"The JSON RunPod returned is long: it is attached below as `{name}`."
-        await self.post(place, messages.outcome_message(outcome, prefix=prefix, attach_note=note))
+        await self.post(place, messages.outcome_message(outcome, prefix=prefix, attach_note=note), once=once)
         if not place.via_response_url:
             await self.attach(place, messages.render_json(outcome.body), name, f"What RunPod returned for job "
                               f"`{outcome.job}`", advice=f"The same JSON is what `/runpod-retry status "
-                              f"{outcome.endpoint} {outcome.job}` shows.")
+                              f"{outcome.endpoint} {outcome.job}` shows.", once=once and f"{once}:file")
