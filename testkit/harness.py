@@ -190,6 +190,16 @@ def job_calls(runpod: Any) -> list[Any]:
     return [c for c in runpod.calls if c.op != "health"]
 
 
+# What a retried job's alert says once the retry completed. Not the bare word "completed": a healthy endpoint's
+# health line on the alert already counts "0 completed", so waiting for the word alone passes before any retry.
+ALERT_COMPLETED = "Retried RunPod job completed"
+
+
+def alert_completed(msg: dict[str, Any]) -> bool:
+    """The alert says its retried job completed."""
+    return ALERT_COMPLETED in message_text(msg)
+
+
 def message_text(msg: dict[str, Any]) -> str:
     """Everything a person can read in a message: fallback text and every text in its blocks."""
     parts = [str(msg.get("text") or "")]

@@ -58,6 +58,15 @@ def _order(item: pytest.Item) -> int:
     return next((i for i, name in enumerate(FIRST) if item.get_closest_marker(name)), len(FIRST))
 
 
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """`pytest -m unit` (the inner loop) does not import the other tiers only to deselect them: their modules pull in
+    the whole app and the stand-ins, seconds of collection the loop would wait on every time."""
+    if config.option.markexpr.strip() != "unit":
+        return None
+    folder = _folder(collection_path)
+    return True if folder and folder != "unit" and folder in TIERS else None
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         folder = _folder(item.path)

@@ -150,6 +150,15 @@ def new_alert(endpoint: str, body: dict[str, Any], channel: str, now: float) -> 
                  execution_ms=_number(body.get("executionTime")), job_status=status)
 
 
+def ran_since(alert: Alert, body: dict[str, Any]) -> bool:
+    """RunPod's job JSON shows a run after the failure the alert records: another error, or another run time. Only
+    a retry runs a failed job again, so a retry whose own answer was lost went through when this is True, even if
+    the job has failed once more."""
+    error, ran = trim_error(body.get("error")), _number(body.get("executionTime"))
+    return ((error is not None and alert.error is not None and error != alert.error)
+            or (ran is not None and alert.execution_ms is not None and ran != alert.execution_ms))
+
+
 def retrying(alert: Alert, user: str, now: float) -> Alert:
     return replace(alert, phase=Phase.RETRYING, actor=user, acted_at=now, note=None, retry_offered=False,
                    thread_details=True)

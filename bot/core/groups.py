@@ -255,6 +255,8 @@ class Storm:
         self.pages = [(self.pages[i] if i < len(self.pages) else "") or
                       (stored.pages[i] if i < len(stored.pages) else "") for i in range(pages)]
         self.requested.extend(job for job in stored.requested if job not in self.requested)
+        # Which Retry all runs have their summary queued: a replica that takes one over must not post it again.
+        self.summarized.extend(run for run in stored.summarized if run not in self.summarized)
         for job, result in stored.results.items():
             self.results.setdefault(job, result)
         for job, final in stored.finals.items():

@@ -166,8 +166,9 @@ def classify_error(endpoint: str, job: str, error: RunPodError) -> Outcome:
 
 
 def classify_retry(endpoint: str, job: str, answer: RunPodReply | RunPodError,
-                   probe: RunPodReply | RunPodError | None = None) -> Outcome:
-    """What a `/retry` answer means. `probe` is the `/status` answer fetched after a refusal, if any."""
+                   probe: RunPodReply | RunPodError | None = None, *, ran_since: bool = False) -> Outcome:
+    """What a `/retry` answer means. `probe` is the `/status` answer fetched after a refusal, if any; `ran_since`,
+    that the probe shows the job ran again after the failure being retried (`bot.core.alerts.ran_since`)."""
     if isinstance(answer, RunPodReply):
         now = answer.job_status or "unknown"
         where = "" if now == "unknown" else f": it {state_sentence(now)}"
@@ -179,7 +180,7 @@ def classify_retry(endpoint: str, job: str, answer: RunPodReply | RunPodError,
     if probe is None:
         return outcome
     if outcome.kind in UNCERTAIN:
-        return _settle_uncertain(outcome, answer, probe)
+        return _settle_uncertain(outcome, answer, probe, ran_since)
     if outcome.kind is not Kind.REFUSED:
         return outcome
     if isinstance(probe, RunPodError):
@@ -210,7 +211,8 @@ _LOST = {Kind.SERVER_ERROR: "a server error", Kind.TIMEOUT: "no answer in time",
          Kind.UNREACHABLE: "a dropped connection", Kind.BAD_RESPONSE: "an answer that was not JSON"}
 
 
-def _settle_uncertain(outcome: Outcome, answer: RunPodError, probe: RunPodReply | RunPodError) -> Outcome:
+def _settle_uncertain(outcome: Outcome, answer: RunPodError, probe: RunPodReply | RunPodError,
+                      ran_since: bool) -> Outcome:
     """RunPod's answer to /retry was lost or garbled; /status shows whether the retry took effect."""
     endpoint, job = outcome.endpoint, outcome.job
     if isinstance(probe, RunPodError):
@@ -230,6 +232,13 @@ def _settle_uncertain(outcome: Outcome, answer: RunPodError, probe: RunPodReply 
             Kind.REQUEUED, endpoint, job,
             f"RunPod's answer to the retry was lost ({outcome.kind.value.replace('_', ' ')}), but job `{job}` on "
             f"endpoint `{endpoint}` {state_sentence(state)} since: the retry went through",
+            "RunPod's final answer is below.", answer.status, state, probe.body, answer.excerpt)
+    if state in RETRYABLE and ran_since:
+        # Failed again, but after another run: the retry went through, and this is how the job ended.
+        return Outcome(
+            Kind.REQUEUED, endpoint, job,
+            f"RunPod's answer to the retry was lost ({_LOST[outcome.kind]}), but job `{job}` on endpoint "
+            f"`{endpoint}` ran again since and {words.again(state)}: the retry went through",
             "RunPod's final answer is below.", answer.status, state, probe.body, answer.excerpt)
     if state in RETRYABLE:
         return replace(outcome, job_status=state, advice=(

@@ -66,18 +66,20 @@ class SlackOut:
         self.outbox = outbox
 
     async def post(self, place: Place, msg: Message, *, after: dict[str, Any] | None = None,
-                   queued: Callable[[], Awaitable[Any]] | None = None) -> str | None:
+                   queued: Callable[[], Awaitable[Any]] | None = None, once: str | None = None) -> str | None:
         """Post into the place's thread (or as a new message). Returns the ts, or None when it went to the
         response_url or nowhere (already logged). Waits until Slack has it: replies need the parent's ts.
-        `queued` runs once the post is in the outbox (durable: it goes out even if this process dies now)."""
+        `queued` runs once the post is in the outbox (durable: it goes out even if this process dies now).
+        `once`: posted at most once under this key, by whichever replica queues it first (see `Outbox.submit`);
+        the others wait for that post and return its ts."""
         if not place.via_response_url:
             message_id, pending = await self.outbox.submit("post", {
                 "channel": place.channel, "thread_ts": place.thread_ts, "unfurl_links": False,
-                "unfurl_media": False, **msg}, after=after)
+                "unfurl_media": False, **msg}, after=after, once=once)
             if queued is not None:
                 await queued()
             delivery = await self._delivered(message_id, pending, place)
-            if delivery.ok:
+            if delivery.ok or delivery.again:  # queued before: whoever queued it said it, or fell back for it
                 return delivery.ts
             code = delivery.error or "unknown"
             if place.response_url is None:
@@ -145,23 +147,24 @@ class SlackOut:
         """Queue the message's new state; an older state still waiting is replaced, not sent."""
         await self.outbox.submit("update", {"channel": channel, "ts": ts, **msg}, coalesce=f"update:{channel}:{ts}")
 
-    async def attach(self, place: Place, content: str, filename: str, comment: str, advice: str) -> bool:
+    async def attach(self, place: Place, content: str, filename: str, comment: str, advice: str, *,
+                     once: str | None = None) -> bool:
         """Upload `content` as a file in the place's thread; when Slack will not take it, say so there, with
-        `advice` (another way to see the same thing)."""
+        `advice` (another way to see the same thing). `once`: as for `post`."""
         if place.via_response_url:
             return False
         delivery = await self.outbox.send("file", {
             "channel": place.channel, "thread_ts": place.thread_ts, "content": content, "filename": filename,
-            "title": filename, "initial_comment": comment})
-        if not delivery.ok:
+            "title": filename, "initial_comment": comment}, once=once)
+        if not delivery.ok and not delivery.again:
             log.error("could not attach %s in %s: %s", filename, place.channel, delivery.error)
             await self.post(place, messages.attach_failed(filename, delivery.error or "unknown", advice))
         return delivery.ok
 
-    async def post_outcome(self, place: Place, outcome: Outcome, *, prefix: str = "") -> None:
-        """The result reply; JSON too long for a message goes into an attached file."""
+    async def post_outcome(self, place: Place, outcome: Outcome, *, prefix: str = "", once: str | None = None) -> None:
+        """The result reply; JSON too long for a message goes into an attached file. `once`: as for `post`."""
         if not messages.outcome_needs_file(outcome):
-            await self.post(place, messages.outcome_message(outcome, prefix=prefix))
+            await self.post(place, messages.outcome_message(outcome, prefix=prefix), once=once)
             return
         name = f"runpod-{outcome.endpoint}-{outcome.job}.json"
         if place.via_response_url:
@@ -170,8 +173,8 @@ class SlackOut:
                     f"Start of it:\n```{messages.escape(messages.json_preview(outcome.body))}```")
         else:
             note = f"The JSON RunPod returned is long: it is attached below as `{name}`."
-        await self.post(place, messages.outcome_message(outcome, prefix=prefix, attach_note=note))
+        await self.post(place, messages.outcome_message(outcome, prefix=prefix, attach_note=note), once=once)
         if not place.via_response_url:
             await self.attach(place, messages.render_json(outcome.body), name, f"What RunPod returned for job "
                               f"`{outcome.job}`", advice=f"The same JSON is what `/runpod-retry status "
-                              f"{outcome.endpoint} {outcome.job}` shows.")
+                              f"{outcome.endpoint} {outcome.job}` shows.", once=once and f"{once}:file")

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -30,6 +29,7 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 from bot.infra.metrics import Metrics
 from bot.infra.ratelimit import Bucket
 from bot.infra.timing import REAL, Timing
+from bot.slack.lanes import RESPOND, lane_of, lane_rate
 from bot.store import Queued, Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -46,33 +46,10 @@ class Delivery:
     ok: bool
     ts: str | None = None
     error: str | None = None
+    again: bool = False  # queued once already under its key (`submit(once=…)`): this is how that call ended
 
 
 AfterHook = Callable[[dict[str, Any], Delivery], Awaitable[None]]
-
-
-RESPOND = "respond:"  # a response_url's lane: its name goes on with a hash of the URL (never the URL: it is a secret)
-
-
-def lane_of(kind: str, payload: dict[str, Any]) -> str:
-    if kind in ("post", "file"):
-        return f"channel:{payload.get('channel', '')}"
-    if kind == "respond":
-        return RESPOND + hashlib.sha256(str(payload.get("url", "")).encode()).hexdigest()[:12]
-    if kind == "publish":
-        return "views"  # views.publish: Tier 4, like ephemerals, but a lane of its own so a busy Home waits alone
-    return kind  # update, ephemeral
-
-
-def _rate(lane: str, timing: Timing) -> tuple[float, float]:
-    """Slack's published limits (shared/slack-platform-notes.md): per channel for posts, per method tier otherwise."""
-    if lane.startswith("channel:"):
-        return timing.slack_post_rate, timing.slack_post_burst
-    if lane.startswith(RESPOND):
-        return timing.slack_respond_rate, timing.slack_respond_burst
-    if lane == "update":
-        return timing.slack_update_rate, timing.slack_update_burst
-    return timing.slack_tier4_rate, timing.slack_tier4_burst
 
 
 class _Retry(Exception):
@@ -104,6 +81,7 @@ class Outbox:
         self.set_aside_after = timing.outbox_set_aside
         self.set_aside = 0  # calls set aside since start (/healthz)
         self._after: dict[str, AfterHook] = {}
+        self._watchers: set[asyncio.Task[Delivery]] = set()  # waits on calls queued once before (`_ended`)
         self._closing = False
 
     # ---------------------------------------------------------------- putting calls in
@@ -114,13 +92,22 @@ class Outbox:
         self._after[name] = hook
 
     async def submit(self, kind: str, payload: dict[str, Any], *, coalesce: str | None = None,
-                     after: dict[str, Any] | None = None) -> tuple[int, asyncio.Future[Delivery]]:
-        """Store the call, then queue it. The future resolves when it has been sent (or can never be)."""
+                     after: dict[str, Any] | None = None,
+                     once: str | None = None) -> tuple[int, asyncio.Future[Delivery]]:
+        """Store the call, then queue it. The future resolves when it has been sent (or can never be).
+
+        With `once`, a call already queued under that key (by any replica, however long ago) is not queued again:
+        the future resolves as that call ends, with `Delivery.again` set."""
         lane = lane_of(kind, payload)
         message_id, merged = await self.store.enqueue(kind, lane, payload, self.clock(), coalesce=coalesce,
-                                                      after=after)
+                                                      after=after, once=once)
         if merged and message_id in self._waiting:
             return message_id, self._waiting[message_id]
+        if merged and once is not None:
+            watcher = asyncio.create_task(self._ended(once), name=f"outbox watch {message_id}")
+            self._watchers.add(watcher)
+            watcher.add_done_callback(self._watchers.discard)
+            return message_id, watcher
         future: asyncio.Future[Delivery] = asyncio.get_running_loop().create_future()
         self._waiting[message_id] = future
         self._queue(lane, message_id)
@@ -129,6 +116,22 @@ class Outbox:
     async def send(self, kind: str, payload: dict[str, Any], **options: Any) -> Delivery:
         _, future = await self.submit(kind, payload, **options)
         return await future
+
+    async def _ended(self, once: str) -> Delivery:
+        """How the call queued under `once` ended, whoever sent it (this replica, once it adopted the call, or
+        another); waits until it has."""
+        while True:
+            try:
+                state, result = await self.store.said(once) or ("withdrawn", None)
+            except StoreUnavailable:
+                state, result = "queued", None  # the call is safe in the database: look again later
+            if state == "sent":
+                if result and result.startswith("error:"):
+                    return Delivery(ok=False, error=result.removeprefix("error:"), again=True)
+                return Delivery(ok=True, ts=result, again=True)
+            if state not in ("queued", "sending"):
+                return Delivery(ok=False, error=state, again=True)
+            await asyncio.sleep(self.timing.outbox_store_pause)
 
     def failing(self, message_id: int) -> bool:
         """Slack has answered this call with an error (5xx, a dropped connection), not just asked it to wait."""
@@ -198,7 +201,7 @@ class Outbox:
 
     def bucket(self, lane: str) -> Bucket:
         if lane not in self._buckets:
-            self._buckets[lane] = Bucket(*_rate(lane, self.timing))
+            self._buckets[lane] = Bucket(*lane_rate(lane, self.timing))
         return self._buckets[lane]
 
     async def _drain(self, lane: str) -> None:
@@ -393,7 +396,7 @@ class Outbox:
         """Stop sending. What is still queued stays in the database for the next owner."""
         await self.idle(grace)
         self._closing = True
-        for worker in self._workers.values():
+        for worker in [*self._workers.values(), *self._watchers]:
             worker.cancel()
         for worker in self._workers.values():
             with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -199,9 +199,17 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def enqueue(self, kind: str, lane: str, payload: dict[str, Any], now: float, *,
-                      coalesce: str | None = None, after: dict[str, Any] | None = None) -> tuple[int, bool]:
+                      coalesce: str | None = None, after: dict[str, Any] | None = None,
+                      once: str | None = None) -> tuple[int, bool]:
         """Queue a Slack call. With `coalesce`, a queued, unsent call with the same key is replaced instead
-        (only the newest state of a message is sent). Returns (row id, whether it merged into an older row)."""
+        (only the newest state of a message is sent). With `once`, the call is queued only if no call was ever queued
+        under that key (whatever became of it, whichever replica queued it): one statement, so of any number of
+        replicas queueing it at once exactly one does. Returns (row id, whether it merged into an older row or found
+        one queued under `once`)."""
+
+    @abc.abstractmethod
+    async def said(self, once: str) -> tuple[str, str | None] | None:
+        """The call queued under `once`, if any: its state (queued, sending, sent, withdrawn) and its result."""
 
     @abc.abstractmethod
     async def take(self, message_id: int) -> Queued | None:

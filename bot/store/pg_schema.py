@@ -85,6 +85,11 @@ CREATE TABLE app_executors (
     executor_id TEXT PRIMARY KEY, generation TEXT NOT NULL, beat_at TIMESTAMPTZ NOT NULL DEFAULT now()
 );
 """,
+    # A call queued at most once under its key, by any replica (a run's summary): see `enqueue(once=…)`.
+    """
+ALTER TABLE outbox ADD COLUMN once_key TEXT;
+CREATE UNIQUE INDEX outbox_once ON outbox (once_key) WHERE once_key IS NOT NULL;
+""",
 ]
 
 MIGRATION_LOCK = lock_key("runpod-retry: schema migrations")

@@ -310,7 +310,8 @@ class PostgresStore(PostgresAuto, PostgresReports, PostgresBlobs, PostgresExecut
     # ---------------------------------------------------------------- outbox
 
     async def enqueue(self, kind: str, lane: str, payload: dict[str, Any], now: float, *,
-                      coalesce: str | None = None, after: dict[str, Any] | None = None) -> tuple[int, bool]:
+                      coalesce: str | None = None, after: dict[str, Any] | None = None,
+                      once: str | None = None) -> tuple[int, bool]:
         text = json.dumps(payload)
         async with self._transaction() as conn:
             if coalesce is not None:
@@ -322,11 +323,18 @@ class PostgresStore(PostgresAuto, PostgresReports, PostgresBlobs, PostgresExecut
                 if merged:
                     return min(int(r["id"]) for r in merged), True
             row_id = await conn.fetchval(
-                "INSERT INTO outbox (kind, lane, payload, after, coalesce_key, created, owner, lease_until)"
-                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
-                kind, lane, text, json.dumps(after) if after else None, coalesce, now, self.owner,
+                "INSERT INTO outbox (kind, lane, payload, after, coalesce_key, once_key, created, owner, lease_until)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING RETURNING id",
+                kind, lane, text, json.dumps(after) if after else None, coalesce, once, now, self.owner,
                 now + self.lease, timeout=self.timeout)
+            if row_id is None:  # queued under `once` before (a conflict waits for the other insert to commit)
+                return int(await conn.fetchval("SELECT id FROM outbox WHERE once_key = $1", once,
+                                               timeout=self.timeout)), True
         return int(row_id), False
+
+    async def said(self, once: str) -> tuple[str, str | None] | None:
+        rows = await self._fetch("SELECT state, result FROM outbox WHERE once_key = $1", once)
+        return (str(rows[0]["state"]), rows[0]["result"]) if rows else None
 
     async def take(self, message_id: int) -> Queued | None:
         rows = await self._fetch("UPDATE outbox SET state = 'sending' WHERE id = $1 AND state = 'queued'"

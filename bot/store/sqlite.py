@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
-from bot.store.auto import SQLITE_MIGRATION, SqliteAuto
+from bot.store.auto import SqliteAuto
 from bot.store.base import (
     LEASE_SECONDS,
     Adopted,
@@ -28,81 +28,10 @@ from bot.store.base import (
 from bot.store.blobs import SqliteBlobs
 from bot.store.executors import NoExecutors
 from bot.store.reports import SqliteReports
+from bot.store.sqlite_schema import MIGRATIONS
 
 T = TypeVar("T")
 
-# Versioned schema: each entry runs once, in order; PRAGMA user_version records how far a database is.
-# Version 1 is the schema of the first release (created with IF NOT EXISTS, so older files pass through it).
-MIGRATIONS = [
-    """
-CREATE TABLE IF NOT EXISTS audit (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    at REAL NOT NULL, user TEXT NOT NULL, channel TEXT NOT NULL,
-    endpoint TEXT NOT NULL, job TEXT NOT NULL, source TEXT NOT NULL,
-    outcome TEXT NOT NULL, called INTEGER NOT NULL DEFAULT 0,
-    http_status INTEGER, job_status TEXT, detail TEXT
-);
-CREATE INDEX IF NOT EXISTS audit_job ON audit (endpoint, job, at);
-CREATE TABLE IF NOT EXISTS alerts (
-    endpoint TEXT NOT NULL, job TEXT NOT NULL, data TEXT NOT NULL, updated REAL NOT NULL,
-    PRIMARY KEY (endpoint, job)
-);
-CREATE TABLE IF NOT EXISTS follows (
-    endpoint TEXT NOT NULL, job TEXT NOT NULL, data TEXT NOT NULL, PRIMARY KEY (endpoint, job)
-);
-CREATE TABLE IF NOT EXISTS failures (
-    endpoint TEXT NOT NULL, job TEXT NOT NULL, status TEXT NOT NULL, error TEXT,
-    seen_at REAL NOT NULL, retried INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (endpoint, job)
-);
-CREATE INDEX IF NOT EXISTS failures_recent ON failures (endpoint, seen_at);
-CREATE TABLE IF NOT EXISTS storms (
-    id TEXT PRIMARY KEY, data TEXT NOT NULL, updated REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS storms_recent ON storms (updated);
-CREATE TABLE IF NOT EXISTS bulk_runs (
-    id TEXT PRIMARY KEY, data TEXT NOT NULL, updated REAL NOT NULL
-);
-""",
-    """
-ALTER TABLE follows ADD COLUMN owner TEXT NOT NULL DEFAULT '';
-ALTER TABLE follows ADD COLUMN lease_until REAL NOT NULL DEFAULT 0;
-CREATE TABLE claims (
-    endpoint TEXT NOT NULL, job TEXT NOT NULL, user TEXT NOT NULL, at REAL NOT NULL,
-    owner TEXT NOT NULL, lease_until REAL NOT NULL, PRIMARY KEY (endpoint, job)
-);
-CREATE TABLE inbox (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, payload TEXT NOT NULL, created REAL NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0, done INTEGER NOT NULL DEFAULT 0,
-    owner TEXT NOT NULL, lease_until REAL NOT NULL
-);
-CREATE INDEX inbox_open ON inbox (done, lease_until);
-CREATE TABLE outbox (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, lane TEXT NOT NULL, payload TEXT NOT NULL,
-    after TEXT, coalesce_key TEXT, state TEXT NOT NULL DEFAULT 'queued', result TEXT,
-    attempts INTEGER NOT NULL DEFAULT 0, not_before REAL NOT NULL DEFAULT 0, created REAL NOT NULL,
-    owner TEXT NOT NULL, lease_until REAL NOT NULL
-);
-CREATE INDEX outbox_open ON outbox (state, lease_until);
-CREATE INDEX outbox_coalesce ON outbox (coalesce_key, state);
-""",
-    """
-CREATE TABLE retry_ends (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, endpoint TEXT NOT NULL, job TEXT NOT NULL, status TEXT NOT NULL,
-    at REAL NOT NULL
-);
-CREATE INDEX retry_ends_at ON retry_ends (at);
-CREATE INDEX audit_at ON audit (at);
-""",
-    """
-CREATE TABLE bulk_jobs (
-    run_id TEXT NOT NULL, job TEXT NOT NULL, result TEXT, final TEXT, updated REAL NOT NULL,
-    PRIMARY KEY (run_id, job)
-);
-CREATE INDEX bulk_jobs_updated ON bulk_jobs (updated);
-""",
-    SQLITE_MIGRATION,
-]
 
 def _queued(row: Any) -> Queued:
     return Queued(id=row["id"], kind=row["kind"], payload=Queued.decode(row["payload"]),
@@ -307,7 +236,8 @@ class SqliteStore(SqliteAuto, SqliteReports, SqliteBlobs, NoExecutors, Store):
     # ---------------------------------------------------------------- outbox
 
     async def enqueue(self, kind: str, lane: str, payload: dict[str, Any], now: float, *,
-                      coalesce: str | None = None, after: dict[str, Any] | None = None) -> tuple[int, bool]:
+                      coalesce: str | None = None, after: dict[str, Any] | None = None,
+                      once: str | None = None) -> tuple[int, bool]:
         text = json.dumps(payload)
 
         def put(conn: sqlite3.Connection) -> tuple[int, bool]:  # one operation: two enqueues must not both insert
@@ -317,13 +247,20 @@ class SqliteStore(SqliteAuto, SqliteReports, SqliteBlobs, NoExecutors, Store):
                 if merged:
                     return int(merged[0]["id"]), True
             rows = conn.execute(
-                "INSERT INTO outbox (kind, lane, payload, after, coalesce_key, created, owner, lease_until)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-                (kind, lane, text, json.dumps(after) if after else None, coalesce, now, self.owner,
+                "INSERT INTO outbox (kind, lane, payload, after, coalesce_key, once_key, created, owner, lease_until)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING id",
+                (kind, lane, text, json.dumps(after) if after else None, coalesce, once, now, self.owner,
                  now + self.lease)).fetchall()
+            if not rows:  # queued under `once` before
+                rows = conn.execute("SELECT id FROM outbox WHERE once_key = ?", (once,)).fetchall()
+                return int(rows[0]["id"]), True
             return int(rows[0]["id"]), False
 
         return await self._call(put)
+
+    async def said(self, once: str) -> tuple[str, str | None] | None:
+        rows = await self._rows("SELECT state, result FROM outbox WHERE once_key = ?", (once,))
+        return (str(rows[0]["state"]), rows[0]["result"]) if rows else None
 
     async def take(self, message_id: int) -> Queued | None:
         rows = await self._rows("UPDATE outbox SET state = 'sending' WHERE id = ? AND state = 'queued' AND owner = ?"

@@ -19,7 +19,14 @@ from bot.infra.logs import ctx
 from bot.slack.out import Place
 from bot.slack.pacing import Pacer
 from bot.store import AuditEntry, Queued, StoreUnavailable
-from bot.work.bulk_run import BulkRun, catch_up, mention_failed_again, save_answer, save_ending
+from bot.work.bulk_run import (
+    BulkRun,
+    catch_up,
+    final_tally_via_response_url,
+    mention_failed_again,
+    save_answer,
+    save_ending,
+)
 from bot.work.follow import FollowTarget
 from bot.work.health import EndpointHealth
 from bot.work.retry import RetryService
@@ -76,7 +83,7 @@ class BulkRunner:
             self._keep_parent_current(run)
             await self.own(run, "bulk", {"run": run.run_id})
         elif place.via_response_url:
-            self.final_tally_via_response_url(run)
+            final_tally_via_response_url(run, self.out, self.service.background)
         try:
             await self.run(run)
         finally:
@@ -122,22 +129,6 @@ class BulkRunner:
             pacer.mark("parent")
             if job is not None and run.summary_ts and run.table:
                 pacer.mark("summary")  # a job ended: its line in the summary says how
-
-        run.changed = changed
-
-    def final_tally_via_response_url(self, run: BulkRun) -> None:
-        """Where the app cannot post (the run's messages went through the command's response_url), no message can
-        be kept current: when every job has ended, the final tally is sent there too."""
-        told = False
-
-        def changed(_job: str | None) -> None:
-            nonlocal told
-            if told or not run.summarized or not run.tally().ended:
-                return
-            told = True
-            final = messages.bulk_final(run.who.user, run.endpoint, run.tally(), run.again(), run.unknown())
-            self.service.background.spawn(self.out.respond(run.place, final, in_channel=True),
-                                          name=f"bulk final tally {run.endpoint}")
 
         run.changed = changed
 
@@ -224,6 +215,15 @@ class BulkRunner:
             run.changed(job)
         for job in run.running:
             self._following[(run.endpoint, job)] = run
+        if not run.summarized and run.summary_key is not None:
+            # The mark the run keeps may be lost (its replica died right after queueing the summary, or another
+            # replica wrote the storm over it); the outbox is where the summary is, or is not.
+            run.summarized = await self.store.said(run.summary_key) is not None
+        if run.summarized:  # the run was finished, its summary queued: only its row was left to let go
+            log.info("taking over a bulk retry whose summary is queued already: nothing left to do",
+                     extra=ctx(endpoint=run.endpoint))
+            await self._let_row_go(work_id)
+            return
         settling = {str(r.payload.get("job")) for r in await self.store.open_work("retry")
                     if r.payload.get("run") == run.ref}
         todo = [job for job in run.unanswered if job not in settling]
@@ -241,10 +241,7 @@ class BulkRunner:
                 run.changed(job)
         for job in run.unanswered:  # still being settled: the summary says what is known, and the settle follows
             run.results[job] = JobResult(job, Kind.TIMEOUT.value, detail=CUT_OFF)
-        if run.summarized:
-            await self._let_row_go(run.work_id)
-        else:
-            await self._finish(run)
+        await self._finish(run)
 
     async def _let_row_go(self, work_id: int | None) -> None:
         if work_id is None:
@@ -387,12 +384,15 @@ class BulkRunner:
         if self.health is not None and fresh_health:
             await self.health.get(run.endpoint)  # a fresh snapshot for the summary, if RunPod answers in time
         msg, attachment, filename = self.summary_message(run)
-        run.summary_ts = await self.out.post(run.place, msg, queued=lambda: self._summary_queued(run))
+        # Once per run, whichever replica gets here first (one that took the run over from a replica that was only
+        # slow, or stopped with the summary queued): the others wait for that summary and keep it current.
+        key = run.summary_key
+        run.summary_ts = await self.out.post(run.place, msg, queued=lambda: self._summary_queued(run), once=key)
         if attachment is not None:
             await self.out.attach(run.place, attachment, filename,
                                   f"RunPod's answers for the {len(run.jobs)} jobs retried on endpoint "
                                   f"`{run.endpoint}`", advice=f"Each job's answer is also what `/runpod-retry status "
-                                  f"{run.endpoint} <jobId>` shows.")
+                                  f"{run.endpoint} <jobId>` shows.", once=key and f"{key}:file")
 
     async def _summary_queued(self, run: BulkRun) -> None:
         """The summary is in the outbox (it goes out whoever sends it): written down at once, so that a replica

@@ -15,6 +15,7 @@ from bot.core import messages
 from bot.core.groups import JobResult, Tally, failed_again, unknown_jobs
 from bot.core.worker_errors import error_summary
 from bot.infra.logs import ctx
+from bot.infra.tasks import Background
 from bot.slack.out import Place, SlackOut
 from bot.store import Store
 from bot.work.who import Source, Who
@@ -63,6 +64,13 @@ class BulkRun:
     @property
     def run_id(self) -> str:
         return f"{self.place.channel}/{self.place.thread_ts}"
+
+    @property
+    def summary_key(self) -> str | None:
+        """The summary's key in the outbox, the same on every replica that finishes the run (its inbox row names it):
+        whichever queues the summary first posts it, the others find it queued. None: no other replica can take the
+        run over (it has no inbox row), so there is nothing to tell apart."""
+        return f"summary:{self.ref}#{self.work_id}" if self.ref and self.work_id is not None else None
 
     def to_json(self) -> str:
         """What a restart needs to keep the parent message's tally current (RunPod's JSON was already shown)."""
@@ -133,6 +141,22 @@ async def mention_failed_again(store: Store, out: SlackOut, run: BulkRun, job: s
     except Exception:  # the tally still names the job: only the notification is lost
         log.exception("could not mention who asked about a job that failed again",
                       extra=ctx(endpoint=run.endpoint, job=job))
+
+
+def final_tally_via_response_url(run: BulkRun, out: SlackOut, background: Background) -> None:
+    """Where the app cannot post (the run's messages went through the command's response_url), no message can be
+    kept current: when every job has ended, the final tally is sent there too."""
+    told = False
+
+    def changed(_job: str | None) -> None:
+        nonlocal told
+        if told or not run.summarized or not run.tally().ended:
+            return
+        told = True
+        final = messages.bulk_final(run.who.user, run.endpoint, run.tally(), run.again(), run.unknown())
+        background.spawn(out.respond(run.place, final, in_channel=True), name=f"bulk final tally {run.endpoint}")
+
+    run.changed = changed
 
 
 async def catch_up(store: Store, run: BulkRun) -> list[str]:

@@ -10,7 +10,7 @@ from dataclasses import asdict
 from typing import Any
 
 from bot.core import messages, words
-from bot.core.alerts import BUDGET_WINDOW, Alert, Phase
+from bot.core.alerts import BUDGET_WINDOW, Alert, Phase, ran_since
 from bot.core.outcome import (
     RETENTION_SECONDS,
     UNCERTAIN,
@@ -266,9 +266,10 @@ class RetryService:
 
     async def conclude(self, who: Who, endpoint: str, job: str, place: Place, outcome: Outcome, hold: Hold, *,
                        post: bool, follow: bool, counted: bool = True, prefix: str = "",
-                       run: str | None = None) -> None:
+                       run: str | None = None, once: str | None = None) -> None:
         """RunPod's answer (or the /status check that settled it): record, reply, announce, follow. When `hold` is
-        someone else's, only record and reply: the alert and the follow are theirs."""
+        someone else's, only record and reply: the alert and the follow are theirs. `once` keys the reply, so two
+        replicas settling one cut-off retry (a lease lapsed during an outage) post it once."""
         log_ctx = ctx(user=who.user, channel=who.channel, endpoint=endpoint, job=job, source=who.source.value)
         self.metrics.retries.labels(outcome=outcome.kind.value, source=who.source.value).inc()
         log.info("retry %s", outcome.kind.value, extra={**log_ctx, "http_status": outcome.http_status})
@@ -278,7 +279,7 @@ class RetryService:
                                      http_status=outcome.http_status, job_status=outcome.job_status,
                                      detail=None if outcome.ok else (outcome.excerpt or outcome.summary)[:300]))
         if post:
-            await self.out.post_outcome(place, outcome, prefix=prefix)
+            await self.out.post_outcome(place, outcome, prefix=prefix, once=once)
         if not hold.ours:
             return
         # Where this retry is reported (a command's thread, a bulk run's message); ts "" when that is the
@@ -335,7 +336,9 @@ class RetryService:
             except RunPodError as exc:
                 probe = exc
             lost = RunPodTimeout("the app stopped before RunPod answered the retry", op="retry")
-            outcome = classify_retry(endpoint, job, lost, probe)
+            alert = await self.alert(endpoint, job)  # the failure retried: failed since with other words, it ran
+            again = isinstance(probe, RunPodReply) and alert is not None and ran_since(alert, probe.body)
+            outcome = classify_retry(endpoint, job, lost, probe, ran_since=again)
             # Settled once already (cut off again before it was marked): counted then, not again.
             counted = await self.store.retries_since(endpoint, job, row.created) == 0
             for hook in self.on_settled:
@@ -345,7 +348,7 @@ class RetryService:
                     log.exception("could not report a settled retry", extra=ctx(endpoint=endpoint, job=job))
             await self.conclude(who, endpoint, job, place, outcome, hold, post=bool(data.get("post")),
                                 follow=bool(data.get("follow")), counted=counted, prefix=messages.AFTER_RESTART,
-                                run=data.get("run"))
+                                run=data.get("run"), once=f"settle:{endpoint}/{job}@{row.created}#{row.id}")
 
     # ---------------------------------------------------------------- the two ways in
 

@@ -8,6 +8,7 @@ from bot.core.groups import Tally
 from bot.slack.out import Place
 from bot.slack.pacing import Pacer
 from bot.work.bulk import BulkRun, BulkRunner
+from bot.work.bulk_run import final_tally_via_response_url
 from bot.work.retry import RetryService
 from bot.work.who import Who
 
@@ -55,5 +56,6 @@ async def bulk_in_thread(bulk: BulkRunner, who: Who, endpoint: str, jobs: tuple[
 
         run.changed = changed
     elif place.via_response_url:
-        bulk.final_tally_via_response_url(run)  # as for a command: the tally, once every job ended
+        # As for a command: the tally, once every job ended.
+        final_tally_via_response_url(run, service.out, service.background)
     await bulk.run(run)

@@ -10,7 +10,7 @@ import pytest
 
 from bot.core import actions
 from testkit.env import SECRETS
-from testkit.harness import ACK_DEADLINE, buttons, message_text
+from testkit.harness import ACK_DEADLINE, alert_completed, buttons, message_text
 from tests.app.alerting import (
     ALERTS,
     DATE,
@@ -45,7 +45,7 @@ async def test_click_retry_requeues_once_reports_in_the_alert_thread_and_follows
     assert [c.status for c in runpod.calls_to("status")][-1] == 200
     assert runpod.calls_to("status")[-1].body["status"] == "COMPLETED"
     final = current(app, alert)
-    assert "completed" in message_text(final).lower() and "<@U7>" in message_text(final)
+    assert alert_completed(final) and "<@U7>" in message_text(final)
     assert actions.RETRY not in buttons(final) and actions.STATUS in buttons(final)
     assert len(app.top_level(ALERTS)) == 1
     assert not slack.rejected()
@@ -204,7 +204,7 @@ async def test_buttons_on_an_alert_inside_a_thread_reply_in_that_thread(app, sla
     assert "IN_QUEUE" in texts[1] and "completed" in texts[2]
     assert not app.thread(ALERTS, alert_ts)
     assert len(app.top_level(ALERTS)) == 1
-    assert "completed" in message_text(slack.messages[(ALERTS, alert_ts)]).lower()
+    assert alert_completed(slack.messages[(ALERTS, alert_ts)])
     assert slack.messages[(ALERTS, alert_ts)].get("thread_ts") == parent
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from bot.core import actions
 from testkit.fakes.slack import SlackFault
-from testkit.harness import buttons, job_calls, message_text
+from testkit.harness import alert_completed, buttons, job_calls, message_text
 from tests.app.alerting import (
     ALERTS,
     EP,
@@ -39,7 +39,7 @@ async def test_following_survives_5xx_429_and_timeouts_on_status_and_still_repor
     thread = app.thread_text(ALERTS, alert["ts"])
     assert "completed" in thread.splitlines()[-1] or "completed" in message_text(app.thread(ALERTS, alert["ts"])[-1])
     assert "stopped following" not in thread
-    assert "completed" in message_text(current(app, alert)).lower()
+    assert alert_completed(current(app, alert))
 
 
 async def test_status_checks_that_keep_failing_are_mentioned_once_and_following_goes_on(make_app, slack, runpod):
@@ -54,7 +54,7 @@ async def test_status_checks_that_keep_failing_are_mentioned_once_and_following_
     trouble = [t for t in texts if "keeps failing" in t]
     assert len(trouble) == 1 and "job-p4" in trouble[0] and "keep trying" in trouble[0], texts
     assert "completed" in texts[-1]
-    assert "completed" in message_text(current(app, alert)).lower()
+    assert alert_completed(current(app, alert))
 
 
 async def test_a_job_that_never_ends_is_given_up_on_and_the_thread_says_how_to_check(make_app, mode, slack, runpod):

@@ -13,7 +13,7 @@ from bot.core.answers import RunPodBadResponse, RunPodHTTPError, RunPodTimeout, 
 from bot.core.health import health_problem, health_warning, health_words, parse_health, unlikely_reason
 from testkit.fakes import HEALTH_PRESETS, Health
 from testkit.fakes.runpod_health import NO_WORKERS, health_body
-from testkit.harness import ACK_DEADLINE, buttons, job_calls, message_text
+from testkit.harness import ACK_DEADLINE, alert_completed, buttons, job_calls, message_text
 from tests.app.alerting import ALERTS, alert_via_webhook, click_retry, current
 
 EP = "ep1"
@@ -176,7 +176,7 @@ async def test_a_failing_or_slow_health_check_never_blocks_an_alert_or_a_retry(m
     await click_retry(app, alert)
     await app.settle()
     assert [c.job for c in runpod.calls_to("retry")] == ["job-h2"]
-    assert "completed" in message_text(current(app, alert)).lower()
+    assert alert_completed(current(app, alert))
     assert len(app.top_level(ALERTS)) == 1
 
 

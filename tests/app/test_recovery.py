@@ -12,7 +12,7 @@ from typing import Any
 
 from bot.core import actions
 from bot.core.alerts import retrying
-from bot.store import SqliteStore, StoreUnavailable
+from bot.store import Queued, SqliteStore, StoreUnavailable
 from testkit.fakes.slack import SlackFault
 from testkit.harness import button_value, message_text
 
@@ -161,6 +161,64 @@ async def test_a_retry_cut_off_by_a_shutdown_is_settled_with_status_at_the_next_
     await app.restart()  # settled once: nothing left to settle
     await app.settle()
     assert len(await app.rt.store.history(10)) == 1
+
+
+async def test_a_retry_cut_off_whose_job_failed_again_before_the_next_start_shows_how_it_ended(make_app, runpod,
+                                                                                              slack):
+    """Issue 17, defect 1 (the FAILED case): the job RunPod requeued ran and failed again while the app was down.
+    The next start must not say the retry "has not taken effect (yet)": it went through, and this is its ending."""
+    app = await make_app(RUNPOD_TIMEOUT="10")
+    alert = await post_alert(app, runpod, "job-6", after_retry=("FAILED",), final_error="worker crashed: lost GPU")
+    job = runpod.job(EP, "job-6")
+    runpod.fault("retry", delay=9.0)
+    await app.click(actions.RETRY, button_value(alert, actions.RETRY), message_ts=alert["ts"], user="U1")
+    await runpod.wait_calls("retry")
+    await app.stop()
+    app.app = None
+    with contextlib.suppress(AssertionError):
+        await runpod.wait_for(lambda _: job.retries)
+    assert job.retries == 1
+    job.status, job.error, job.pending = "FAILED", "worker crashed: lost GPU", type(job.pending)()  # it ran, failed
+
+    await app.start()
+    await app.settle()
+    thread = app.thread_text(ALERTS, alert["ts"])
+    assert "After the restart" in thread and "ran again since and failed again: the retry went through" in thread
+    assert "worker crashed: lost GPU" in thread  # RunPod's final answer, shown
+    assert "not taken effect" not in thread
+    [entry] = await app.rt.store.history(10)
+    assert (entry["outcome"], entry["called"], entry["user"]) == ("requeued", 1, "U1")
+    final = slack.messages[(ALERTS, alert["ts"])]  # the alert: failed again, with Retry back
+    assert "failed again" in message_text(final).lower() and actions.RETRY in str(final.get("blocks"))
+    assert len(runpod.calls_to("retry")) == 1
+
+
+async def test_a_cut_off_retry_settled_twice_is_told_once(make_app, runpod, slack):
+    """Two replicas can settle one cut-off retry (the first one's lease ran out during a database outage while it
+    worked, and the second adopted the row): the reply is posted once, and the retry counted once."""
+    app = await make_app(RUNPOD_TIMEOUT="10")
+    alert = await post_alert(app, runpod, "job-7", after_retry=("COMPLETED",))
+    job = runpod.job(EP, "job-7")
+    runpod.fault("retry", delay=9.0)
+    await app.click(actions.RETRY, button_value(alert, actions.RETRY), message_ts=alert["ts"], user="U1")
+    await runpod.wait_calls("retry")
+    await app.stop()
+    app.app = None
+    with contextlib.suppress(AssertionError):  # RunPod carries the retry out
+        await runpod.wait_for(lambda _: job.retries)
+    with sqlite3.connect(app.env["RUNPOD_RETRY_DB"]) as db:
+        db.row_factory = sqlite3.Row
+        [raw] = db.execute("SELECT * FROM inbox WHERE kind = 'retry' AND done = 0").fetchall()
+    row = Queued(id=raw["id"], kind="retry", payload=json.loads(raw["payload"]), created=raw["created"])
+
+    await app.start()  # settles it once ...
+    await app.settle()
+    await app.rt.service.settle(row)  # ... and a second replica that took the same row over settles it again
+    await app.settle()
+    thread = [message_text(m) for m in app.thread(ALERTS, alert["ts"])]
+    assert sum("After the restart" in text for text in thread) == 1, thread
+    assert await app.rt.store.retries_since(EP, "job-7", 0) == 1
+    assert len(runpod.calls_to("retry")) == 1
 
 
 async def test_an_unexpected_error_mid_retry_frees_the_claim_and_brings_the_retry_button_back(make_app, runpod,

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from bot.core import actions
-from testkit.harness import ACK_DEADLINE, job_calls, message_text
+from testkit.harness import ACK_DEADLINE, alert_completed, job_calls, message_text
 
 EP = "ep1"
 ALERTS = "CALERTS"
@@ -178,7 +178,7 @@ async def test_retry_all_retries_every_job_once_follows_each_to_its_end_and_show
     listed = message_text(thread[0])
     assert f"{jobs[0]}" in listed and "→ requeued, completed" in listed and "→ requeued, failed again" in listed
     for single in singles(app):  # alerted before the storm; retried by Retry all, and kept current
-        assert "completed" in message_text(current(app, single)).lower()
+        assert alert_completed(current(app, single))
     assert_paced(slack, alert["ts"])
     assert not slack.rejected()
 

@@ -108,9 +108,6 @@ def test_every_requeued_job_has_its_ending_shown_within_45_s(chaos: Record) -> N
                                                    *unanswered])
 
 
-@pytest.mark.xfail(reason="issue 17: a Retry all taken over after a SIGTERM still posts its summary twice in seed 2 "
-                   "(38 s and 88 s), although a takeover now skips a summary already queued (test_takeover.py)",
-                   strict=False)
 def test_each_bulk_run_and_retry_all_posts_one_summary_covering_all_its_jobs(chaos: Record) -> None:
     """One summary per run, listing every job, none of them "not retried" when RunPod took its retry; and every job
     of the run (all failed when it was asked) retried, whichever replica finished the run."""
@@ -145,8 +142,6 @@ def test_each_bulk_run_and_retry_all_posts_one_summary_covering_all_its_jobs(cha
     assert not wrong, "\n".join(wrong)
 
 
-@pytest.mark.xfail(reason="issue 17: the Retry all summary posted twice after a takeover (seed 2), as above",
-                   strict=False)
 def test_no_message_is_posted_twice(chaos: Record) -> None:
     """The same words in the same place twice is a double post, unless Slack took the first one at the instant a
     replica was killed -9 (then the replica could not write down that it went)."""

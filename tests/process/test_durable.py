@@ -18,7 +18,7 @@ from bot.core import actions
 from bot.store import AuditEntry
 from testkit.env import SIGNING_SECRET, WEBHOOK_SECRET
 from testkit.fakes.slack import block_actions_payload, form_encode, interaction_form_body, sign, slash_command_body
-from testkit.harness import button_value, message_text
+from testkit.harness import alert_completed, button_value, message_text
 from testkit.process import AppProcess
 
 
@@ -85,7 +85,7 @@ async def test_click_on_an_alert_posted_before_the_restart_updates_that_message(
     assert [c.job for c in runpod.calls_to("retry")] == ["job-1"]
     [same] = app.top_level("CALERTS")  # no second alert, no new top-level message
     assert same["ts"] == alert["ts"]
-    assert "<@U4>" in message_text(same) and "completed" in message_text(same).lower()
+    assert "<@U4>" in message_text(same) and alert_completed(same)
     assert {c.args.get("ts") for c in slack.calls_to("chat.update")} == {alert["ts"]}
     thread = app.thread_text("CALERTS", alert["ts"])
     assert "HTTP 200" in thread and "completed" in thread

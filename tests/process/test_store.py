@@ -509,3 +509,28 @@ async def test_simultaneous_enqueues_with_one_key_make_one_row(store, stores):
     assert len({row for row, _ in results}) == 1, results
     assert sorted(merged for _, merged in results) == [False] + [True] * 9
     assert await count_rows(store, "outbox") == 1
+
+
+async def test_a_call_queued_once_under_a_key_is_queued_by_one_replica_only_and_never_again(store, stores):
+    """A run's summary: of replicas queueing it at once (one took the run over from another that was only slow), one
+    row; and once sent, queueing it again (a later takeover) finds it, with where it went."""
+    instances = await replicas(store, stores, 3)
+    t = time.time()
+    results = await asyncio.gather(*(instances[i % len(instances)].enqueue(
+        "post", "channel:C1", {"text": f"summary {i}"}, t, once="summary:bulk:C1/1.0#7") for i in range(10)))
+    assert len({row for row, _ in results}) == 1, results
+    assert sorted(merged for _, merged in results) == [False] + [True] * 9
+    assert await count_rows(store, "outbox") == 1
+    row = results[0][0]
+    [owner] = [s for s in instances if row in {q.id for q in await s.queued()}]
+    assert await store.said("summary:bulk:C1/1.0#7") == ("queued", None)
+    assert await owner.take(row) is not None
+    await owner.sent(row, "1700000000.000100")
+    assert await store.said("summary:bulk:C1/1.0#7") == ("sent", "1700000000.000100")
+    assert await store.enqueue("post", "channel:C1", {"text": "again"}, t + 60, once="summary:bulk:C1/1.0#7") == (
+        row, True)
+    assert await store.said("summary:bulk:C1/1.0#8") is None  # another run's summary is its own
+    other, merged = await store.enqueue("post", "channel:C1", {"text": "other"}, t, once="summary:bulk:C1/1.0#8")
+    assert other != row and not merged
+    plain = [await store.enqueue("post", "channel:C1", {"text": "p"}, t) for _ in range(2)]  # no key: every time
+    assert len({row, other, *(r for r, _ in plain)}) == 4

@@ -160,42 +160,80 @@ async def test_a_retry_answered_while_the_database_is_away_still_counts_toward_t
         assert runpod.requeued()[(EP, job)] == 1, runpod.describe()
 
 
+async def retry_all_with_summary_queued(cluster: Replicas, slack: FakeSlack, runpod: FakeRunPod, *,
+                                       failures: list[int], faults: list[SlackFault]) -> tuple[list[str], Any]:
+    """A grouped alert of 6 jobs (failure n delivered to replica `failures[n]`), Retry all clicked on replica 0, which
+    retries every job and queues the summary while Slack answers posts with `faults`. Returns the jobs and a function
+    listing the summary's posts."""
+    jobs = [f"job-s{n}-u1" for n in range(6)]
+    for job, replica in zip(jobs, failures, strict=True):
+        runpod.add_job(EP, job, status="FAILED")
+        assert await cluster.webhook(EP, {"id": job, **FAILED}, replica=replica) == 200
+
+    def grouped() -> dict[str, Any] | None:
+        return next((m for (c, _), m in slack.messages.items() if c == ALERTS and not m.get("thread_ts")
+                     and any(el.get("action_id") == actions.RETRY_ALL for b in m.get("blocks") or []
+                             for el in b.get("elements") or [])), None)
+
+    storm = await wait_until(grouped, 15, "the grouped alert")
+    listed = await wait_until(lambda: all(job in "\n".join(message_text(m) for (c, _), m in slack.messages.items()
+                                                          if m.get("thread_ts") == storm["ts"]) for job in jobs)
+                              and grouped(), 15, "every job listed")
+    await wait_until(lambda: str(len(jobs)) in message_text(grouped() or {}), 15, "the grouped alert counting all")
+    await asyncio.sleep(2.0)  # every replica's paced redraw has landed
+    storm = grouped() or listed
+    # Slack refuses posts for a while: the summary waits in replica 0's outbox when replica 0 dies.
+    slack.script("chat.postMessage", *faults)
+    await cluster.click(actions.RETRY_ALL, button_value(storm, actions.RETRY_ALL), message_ts=storm["ts"],
+                        replica=0)
+    head = messages.bulk_summary(EP, [JobResult(j, "requeued") for j in jobs], "x.json")[0]["text"].split(":")[0]
+
+    def summaries() -> list[Any]:
+        return [c for c in slack.calls_to("chat.postMessage") if str(c.args.get("text") or "").startswith(head)]
+
+    await wait_until(lambda: len(runpod.requeued()) == len(jobs) and summaries(), 20,
+                     "every job retried and the summary tried")
+    return jobs, summaries
+
+
 async def test_a_retry_all_whose_replica_dies_with_its_summary_queued_posts_one_summary(
         stand_ins: tuple[FakeSlack, FakeRunPod], server: PostgresServer, tmp_path: Any) -> None:
     """The chaos run found a grouped alert's Retry all summarised three times: each replica that took the run over
     after a death posted the summary again, the first one's still queued or already sent."""
     slack, runpod = stand_ins
     url = server.create_database("storm")
-    jobs = [f"job-s{n}-u1" for n in range(6)]
     async with Replicas(slack, runpod, url, tmp_path, n=2, RUNPOD_STORM_THRESHOLD="3") as cluster:
-        for job in jobs:
-            runpod.add_job(EP, job, status="FAILED")
-            assert await cluster.webhook(EP, {"id": job, **FAILED}, replica=0) == 200
-
-        def grouped() -> dict[str, Any] | None:
-            return next((m for (c, _), m in slack.messages.items() if c == ALERTS and not m.get("thread_ts")
-                         and any(el.get("action_id") == actions.RETRY_ALL for b in m.get("blocks") or []
-                                 for el in b.get("elements") or [])), None)
-
-        storm = await wait_until(grouped, 15, "the grouped alert")
-        listed = await wait_until(lambda: all(job in "\n".join(message_text(m) for (c, _), m in slack.messages.items()
-                                                              if m.get("thread_ts") == storm["ts"]) for job in jobs)
-                                  and grouped(), 15, "every job listed")
-        await asyncio.sleep(2.0)
-        storm = grouped() or listed
-        # Slack fails posts for a while: the summary waits in replica 0's outbox when replica 0 dies.
-        slack.script("chat.postMessage", *[SlackFault(503)] * 3)
-        await cluster.click(actions.RETRY_ALL, button_value(storm, actions.RETRY_ALL), message_ts=storm["ts"],
-                            replica=0)
-        head = messages.bulk_summary(EP, [JobResult(j, "requeued") for j in jobs], "x.json")[0]["text"].split(":")[0]
-
-        def summaries() -> list[Any]:
-            return [c for c in slack.calls_to("chat.postMessage") if str(c.args.get("text") or "").startswith(head)]
-
-        await wait_until(lambda: len(runpod.requeued()) == len(jobs) and summaries(), 20,
-                         "every job retried and the summary tried")
+        _jobs, summaries = await retry_all_with_summary_queued(cluster, slack, runpod, failures=[0] * 6,
+                                                               faults=[SlackFault(503)] * 3)
         await cluster.kill(0)
         await wait_until(lambda: [c for c in summaries() if c.ok], 60, "the summary, posted after the takeover")
         await asyncio.sleep(20.0)  # replica 1 has adopted the Retry all's row too, and finished it
         assert len([c for c in summaries() if c.ok]) == 1, [c.at for c in summaries() if c.ok]
         assert set(runpod.requeued().values()) == {1}
+
+
+@pytest.mark.parametrize("death", ["kill -9", "SIGTERM"])
+async def test_a_retry_all_taken_over_by_a_replica_that_knows_the_storm_posts_one_summary(
+        stand_ins: tuple[FakeSlack, FakeRunPod], server: PostgresServer, tmp_path: Any, death: str) -> None:
+    """Seed 2 of the chaos run: a Retry all taken over after its replica stopped still posted its summary twice. The
+    replica taking it over had the storm in memory already (failures of it had reached that replica too), and the
+    storm it read back from the database lost the mark saying the summary was queued."""
+    slack, runpod = stand_ins
+    url = server.create_database("known")
+    async with Replicas(slack, runpod, url, tmp_path, n=2, RUNPOD_STORM_THRESHOLD="3") as cluster:
+        # The storm opens on replica 0; its later failures reach replica 1, which keeps the storm from then on.
+        # A SIGTERM gives replica 0 8 s to finish: Slack holds the summary back longer than that, with rate limits (a
+        # post failing with errors would be said through the click's response_url after 5 s instead).
+        faults = [SlackFault(503)] * 3 if death == "kill -9" else [SlackFault(429, headers={"Retry-After": "3"})] * 4
+        _jobs, summaries = await retry_all_with_summary_queued(cluster, slack, runpod, failures=[0, 0, 0, 1, 1, 1],
+                                                               faults=faults)
+        if death == "kill -9":
+            await cluster.kill(0)
+        else:
+            await cluster.term(0)
+        await wait_until(lambda: [c for c in summaries() if c.ok], 60,
+                         lambda: "the summary, posted after the takeover\n" + cluster.logs())
+        await asyncio.sleep(20.0)  # replica 1 has adopted the Retry all's row too, and finished it
+        assert len([c for c in summaries() if c.ok]) == 1, [c.at for c in summaries() if c.ok]
+        assert set(runpod.requeued().values()) == {1}
+        assert "took on" in cluster[1].text(), "replica 1 took the run over"

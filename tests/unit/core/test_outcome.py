@@ -3,8 +3,11 @@ told to do."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
+from bot.core.alerts import Alert, ran_since
 from bot.core.outcome import TRANSIENT, Kind, classify_error, classify_retry, classify_status, seconds_text
 from bot.runpod import (
     RunPodBadResponse,
@@ -132,3 +135,21 @@ def test_a_lost_retry_answer_whose_job_has_completed_since_went_through_and_show
     outcome = classify_retry("ep1", "j1", lost, RunPodReply(200, final, 0.1))
     assert outcome.kind is Kind.REQUEUED and outcome.job_status == "COMPLETED"
     assert outcome.body == final  # RunPod's final answer is shown with it
+
+
+def test_a_lost_retry_answer_whose_job_ran_again_and_failed_went_through_and_shows_its_final_answer():
+    """Issue 17, defect 1, the FAILED case: a retry cut off by a kill, settled after the job had run again and failed
+    once more, was told "not taken effect (yet)" and its ending was never shown. Another error (or run time) than
+    the failure retried means it ran again: the retry went through, and RunPod's answer is how it ended."""
+    alert = Alert("ep1", "j1", "C1", "FAILED", 100.0, error="CUDA out of memory", execution_ms=1234.0)
+    final = {"id": "j1", "status": "FAILED", "error": "worker crashed", "executionTime": 2000}
+    assert ran_since(alert, final)
+    assert not ran_since(alert, {"id": "j1", "status": "FAILED", "error": "CUDA out of memory", "executionTime": 1234})
+    assert not ran_since(alert, {"id": "j1", "status": "FAILED"})  # nothing to compare: not known to have run
+    assert not ran_since(replace(alert, error=None, execution_ms=None), final)
+    lost = RunPodTimeout("the app stopped before RunPod answered the retry", op="retry")
+    outcome = classify_retry("ep1", "j1", lost, RunPodReply(200, final, 0.1), ran_since=True)
+    assert outcome.kind is Kind.REQUEUED and outcome.job_status == "FAILED" and outcome.body == final
+    assert "ran again since and failed again: the retry went through" in outcome.summary
+    unsure = classify_retry("ep1", "j1", lost, RunPodReply(200, final, 0.1))
+    assert unsure.kind is Kind.TIMEOUT and "not taken effect" in unsure.advice
