@@ -129,6 +129,21 @@ async def test_an_alert_slack_has_not_taken_survives_a_restart_and_is_posted_onc
 # ---------------------------------------------------------------- a retry cut off by a shutdown
 
 
+async def cut_off(app: Any, runpod: Any, alert: dict[str, Any], job_id: str) -> Any:
+    """Retry clicked, then the app stopped while RunPod still holds the retry (slower than the shutdown grace): a
+    deploy cancels the click's work, and RunPod carries the retry out with nobody left to hear its answer."""
+    job = runpod.job(EP, job_id)
+    runpod.fault("retry", delay=9.0)
+    await app.click(actions.RETRY, button_value(alert, actions.RETRY), message_ts=alert["ts"], user="U1")
+    await runpod.wait_calls("retry")
+    await app.stop()
+    app.app = None
+    with contextlib.suppress(AssertionError):  # polled; asserted below
+        await runpod.wait_for(lambda _: job.retries)
+    assert job.retries == 1
+    return job
+
+
 async def test_a_retry_cut_off_by_a_shutdown_is_settled_with_status_at_the_next_start(make_app, runpod, slack):
     app = await make_app(RUNPOD_TIMEOUT="10")
     alert = await post_alert(app, runpod, "job-5", after_retry=("IN_PROGRESS",))
@@ -169,15 +184,7 @@ async def test_a_retry_cut_off_whose_job_failed_again_before_the_next_start_show
     The next start must not say the retry "has not taken effect (yet)": it went through, and this is its ending."""
     app = await make_app(RUNPOD_TIMEOUT="10")
     alert = await post_alert(app, runpod, "job-6", after_retry=("FAILED",), final_error="worker crashed: lost GPU")
-    job = runpod.job(EP, "job-6")
-    runpod.fault("retry", delay=9.0)
-    await app.click(actions.RETRY, button_value(alert, actions.RETRY), message_ts=alert["ts"], user="U1")
-    await runpod.wait_calls("retry")
-    await app.stop()
-    app.app = None
-    with contextlib.suppress(AssertionError):
-        await runpod.wait_for(lambda _: job.retries)
-    assert job.retries == 1
+    job = await cut_off(app, runpod, alert, "job-6")
     job.status, job.error, job.pending = "FAILED", "worker crashed: lost GPU", type(job.pending)()  # it ran, failed
 
     await app.start()
@@ -198,14 +205,7 @@ async def test_a_cut_off_retry_settled_twice_is_told_once(make_app, runpod, slac
     worked, and the second adopted the row): the reply is posted once, and the retry counted once."""
     app = await make_app(RUNPOD_TIMEOUT="10")
     alert = await post_alert(app, runpod, "job-7", after_retry=("COMPLETED",))
-    job = runpod.job(EP, "job-7")
-    runpod.fault("retry", delay=9.0)
-    await app.click(actions.RETRY, button_value(alert, actions.RETRY), message_ts=alert["ts"], user="U1")
-    await runpod.wait_calls("retry")
-    await app.stop()
-    app.app = None
-    with contextlib.suppress(AssertionError):  # RunPod carries the retry out
-        await runpod.wait_for(lambda _: job.retries)
+    await cut_off(app, runpod, alert, "job-7")
     with sqlite3.connect(app.env["RUNPOD_RETRY_DB"]) as db:
         db.row_factory = sqlite3.Row
         [raw] = db.execute("SELECT * FROM inbox WHERE kind = 'retry' AND done = 0").fetchall()
