@@ -196,6 +196,14 @@ async def retry_all_with_summary_queued(cluster: Replicas, slack: FakeSlack, run
     return jobs, summaries
 
 
+async def nothing_left_to_finish(cluster: Replicas) -> None:
+    """Replica 1 has adopted the Retry all's row too and found its summary queued, so it finished nothing a second
+    time; then a few seconds more, in which a second summary queued by mistake would be out."""
+    await wait_until(lambda: "summary is queued already" in cluster[1].text(), 60,
+                     lambda: "replica 1 taking the Retry all over and finding its summary queued\n" + cluster.logs())
+    await asyncio.sleep(5.0)
+
+
 async def test_a_retry_all_whose_replica_dies_with_its_summary_queued_posts_one_summary(
         stand_ins: tuple[FakeSlack, FakeRunPod], server: PostgresServer, tmp_path: Any) -> None:
     """The chaos run found a grouped alert's Retry all summarised three times: each replica that took the run over
@@ -207,7 +215,7 @@ async def test_a_retry_all_whose_replica_dies_with_its_summary_queued_posts_one_
                                                                faults=[SlackFault(503)] * 3)
         await cluster.kill(0)
         await wait_until(lambda: [c for c in summaries() if c.ok], 60, "the summary, posted after the takeover")
-        await asyncio.sleep(20.0)  # replica 1 has adopted the Retry all's row too, and finished it
+        await nothing_left_to_finish(cluster)
         assert len([c for c in summaries() if c.ok]) == 1, [c.at for c in summaries() if c.ok]
         assert set(runpod.requeued().values()) == {1}
 
@@ -233,7 +241,7 @@ async def test_a_retry_all_taken_over_by_a_replica_that_knows_the_storm_posts_on
             await cluster.term(0)
         await wait_until(lambda: [c for c in summaries() if c.ok], 60,
                          lambda: "the summary, posted after the takeover\n" + cluster.logs())
-        await asyncio.sleep(20.0)  # replica 1 has adopted the Retry all's row too, and finished it
+        await nothing_left_to_finish(cluster)
         assert len([c for c in summaries() if c.ok]) == 1, [c.at for c in summaries() if c.ok]
         assert set(runpod.requeued().values()) == {1}
         assert "took on" in cluster[1].text(), "replica 1 took the run over"
