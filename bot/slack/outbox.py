@@ -82,6 +82,7 @@ class Outbox:
         self.set_aside = 0  # calls set aside since start (/healthz)
         self._after: dict[str, AfterHook] = {}
         self._watchers: set[asyncio.Task[Delivery]] = set()  # waits on calls queued once before (`_ended`)
+        self._sending: set[str] = set()  # lanes whose head call has been taken to be sent
         self._closing = False
 
     # ---------------------------------------------------------------- putting calls in
@@ -208,6 +209,7 @@ class Outbox:
         ids = self._lanes[lane]
         attempts, counting = 0, None  # tries of the message at the head of the lane
         while ids and not self._closing:
+            self._sending.discard(lane)
             message_id = ids[0]
             if counting != message_id:
                 attempts, counting = 0, message_id
@@ -220,6 +222,7 @@ class Outbox:
                 await self.bucket(lane).acquire()
                 if not ids or ids[0] != message_id:
                     continue  # withdrawn while waiting
+                self._sending.add(lane)
                 row = await self.store.take(message_id)
                 if row is None:  # sent by someone else, withdrawn, or merged away
                     self._finish(lane, message_id, None)
@@ -247,6 +250,7 @@ class Outbox:
                     continue
             await self._settle(row, delivery)
             self._finish(lane, message_id, delivery)
+        self._sending.discard(lane)
         if lane.startswith(RESPOND) and not ids:
             # A response_url lane is one command's: once drained it is let go, or every command would leave one.
             del self._lanes[lane]
@@ -393,11 +397,20 @@ class Outbox:
     # ---------------------------------------------------------------- stopping
 
     async def close(self, grace: float = 2.0) -> None:
-        """Stop sending. What is still queued stays in the database for the next owner."""
+        """Stop sending. What is still queued stays in the database for the next owner.
+
+        A call already on its way to Slack is given `outbox_finish_grace` to be answered and marked sent: cut off
+        there, it would stay 'sending' and the next owner would post it a second time."""
         await self.idle(grace)
         self._closing = True
+        sending = [worker for lane, worker in self._workers.items() if lane in self._sending and not worker.done()]
         for worker in [*self._workers.values(), *self._watchers]:
-            worker.cancel()
+            if worker not in sending:
+                worker.cancel()
+        if sending:
+            _done, late = await asyncio.wait(sending, timeout=self.timing.outbox_finish_grace)
+            for worker in late:
+                worker.cancel()
         for worker in self._workers.values():
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await worker
