@@ -63,6 +63,7 @@ class Outbox:
         self._after: dict[str, AfterHook] = {}
         self._watchers: set[asyncio.Task[Delivery]] = set()  # waits on calls queued once before (`_ended`)
         self._sending: set[str] = set()  # lanes whose head call has been taken to be sent
+        self._replies: set[int] = set()  # queued calls that reply in a thread (they go first in their lane)
         self._closing = False
 
     # ---------------------------------------------------------------- putting calls in
@@ -91,7 +92,7 @@ class Outbox:
             return message_id, watcher
         future: asyncio.Future[Delivery] = asyncio.get_running_loop().create_future()
         self._waiting[message_id] = future
-        self._queue(lane, message_id)
+        self._queue(lane, message_id, reply=kind in ("post", "file") and bool(payload.get("thread_ts")))
         return message_id, future
 
     async def send(self, kind: str, payload: dict[str, Any], **options: Any) -> Delivery:
@@ -127,6 +128,7 @@ class Outbox:
             self._lanes.get(lane, []).remove(message_id)
         self._queued_at.pop(message_id, None)
         self._not_before.pop(message_id, None)
+        self._replies.discard(message_id)
         self._failed.discard(message_id)
         future = self._waiting.pop(message_id, None)
         if future is not None and not future.done():
@@ -138,10 +140,22 @@ class Outbox:
         for row in sorted(rows, key=lambda r: r.id):
             if row.id not in self._queued_at:
                 self._not_before[row.id] = row.not_before
-                self._queue(row.lane, row.id, row.created)
+                self._queue(row.lane, row.id, row.created,
+                            reply=row.kind in ("post", "file") and bool(row.payload.get("thread_ts")))
 
-    def _queue(self, lane: str, message_id: int, created: float | None = None) -> None:
-        self._lanes.setdefault(lane, []).append(message_id)
+    def _queue(self, lane: str, message_id: int, created: float | None = None, *, reply: bool = False) -> None:
+        ids = self._lanes.setdefault(lane, [])
+        if reply:
+            # Replies in a thread (a retry's result, how the job ended: someone asked and is waiting) go before the
+            # channel's new top-level messages (alerts, at one a second in a storm), after the replies already
+            # waiting, so order within a thread is kept. The call being sent stays first.
+            self._replies.add(message_id)
+            at = 0
+            while at < len(ids) and (ids[at] in self._replies or (at == 0 and lane in self._sending)):
+                at += 1
+            ids.insert(at, message_id)
+        else:
+            ids.append(message_id)
         self._queued_at[message_id] = (lane, created if created is not None else self.clock())
         self._observe(lane)
         if self._closing:
@@ -157,9 +171,9 @@ class Outbox:
 
     def oldest_age(self, lane: str | None = None) -> float:
         now = self.clock()
-        if lane is not None:  # a lane is first in, first out: its oldest call is its head
-            ids = self._lanes.get(lane)
-            return now - self._queued_at[ids[0]][1] if ids and ids[0] in self._queued_at else 0.0
+        if lane is not None:
+            ids = self._lanes.get(lane) or []
+            return max((now - self._queued_at[i][1] for i in ids if i in self._queued_at), default=0.0)
         return max((now - at for _lane, at in self._queued_at.values()), default=0.0)
 
     def _observe(self, lane: str) -> None:
@@ -201,8 +215,13 @@ class Outbox:
                     await asyncio.sleep(wait)
                 await self.bucket(lane).acquire()
                 await self._turn(lane)
-                if not ids or ids[0] != message_id:
+                if not ids:
                     continue  # withdrawn while waiting
+                if ids[0] != message_id:  # withdrawn while waiting, or a reply came first: the turn is its
+                    if self._not_before.get(ids[0], 0.0) > self.clock():
+                        continue
+                    message_id = counting = ids[0]
+                    attempts = 0
                 self._sending.add(lane)
                 row = await self.store.take(message_id)
                 if row is None:  # sent by someone else, withdrawn, or merged away
@@ -280,9 +299,9 @@ class Outbox:
         return Delivery(ok=False, error=SET_ASIDE)
 
     def _finish(self, lane: str, message_id: int, delivery: Delivery | None) -> None:
-        ids = self._lanes.get(lane, [])
-        if ids and ids[0] == message_id:
-            ids.pop(0)
+        with contextlib.suppress(ValueError):
+            self._lanes.get(lane, []).remove(message_id)
+        self._replies.discard(message_id)
         self._queued_at.pop(message_id, None)
         self._not_before.pop(message_id, None)
         self._failed.discard(message_id)

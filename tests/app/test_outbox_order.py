@@ -1,0 +1,42 @@
+"""The order a channel's messages leave in: at Slack's pace, replies in a thread (a retry's result, how the job
+ended: someone is waiting for them) go before the channel's waiting top-level messages (alerts in a storm), and
+order within a thread, and among top-level messages, is kept."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from bot.infra.metrics import Metrics
+from bot.infra.timing import REAL
+from bot.slack.outbox import Outbox
+from bot.store import open_store
+
+
+class RecordingSlack:
+    def __init__(self) -> None:
+        self.posted: list[str] = []
+
+    async def chat_postMessage(self, **payload: Any) -> dict[str, str]:
+        self.posted.append(payload["text"])
+        return {"ts": f"1.{len(self.posted)}"}
+
+
+async def test_replies_in_a_thread_go_before_a_storms_waiting_alerts_and_keep_their_order(tmp_path: Any) -> None:
+    store = open_store(str(tmp_path / "outbox.db"))
+    await store.open()
+    slack = RecordingSlack()
+    outbox = Outbox(store, slack, Metrics(), timing=REAL.scaled(0.05))  # type: ignore[arg-type]
+    try:
+        alerts = [await outbox.submit("post", {"channel": "C1", "text": f"alert {n}"}) for n in range(8)]
+        await asyncio.sleep(0.01)
+        result = await outbox.submit("post", {"channel": "C1", "thread_ts": "1.1", "text": "result of job-1"})
+        ending = await outbox.submit("post", {"channel": "C1", "thread_ts": "1.1", "text": "job-1 completed"})
+        other = await outbox.submit("post", {"channel": "C2", "text": "elsewhere"})
+        await asyncio.wait_for(asyncio.gather(*(f for _, f in [*alerts, result, ending, other])), 20)
+    finally:
+        await outbox.close(0.1)
+        await store.close()
+    in_c1 = [t for t in slack.posted if t != "elsewhere"]
+    assert in_c1.index("result of job-1") < in_c1.index("job-1 completed") < in_c1.index("alert 5")
+    assert [t for t in in_c1 if t.startswith("alert")] == [f"alert {n}" for n in range(8)]
