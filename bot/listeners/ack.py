@@ -47,8 +47,8 @@ async def ack_accepted(rt: Runtime, ack: AsyncAck, who: Who, what: str, kind: st
 
 def _refusal(rt: Runtime) -> dict[str, Any] | None:
     if not rt.background.accepting:
-        refusal = messages.shutting_down()
-    elif rt.database_lost:
+        return messages.shutting_down()
+    if rt.database_lost:
         # Known to be away (a lease renewal or a request found it so): no waiting on a database that does not
         # answer.
         return messages.database_unreachable()
