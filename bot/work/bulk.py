@@ -12,7 +12,7 @@ from typing import Any
 
 from bot.core import messages
 from bot.core.groups import UNKNOWN, JobResult, Tally
-from bot.core.outcome import RETRYABLE, Kind, Outcome
+from bot.core.outcome import RETRYABLE, Outcome
 from bot.core.worker_errors import error_summary
 from bot.infra.config import Settings
 from bot.infra.logs import ctx
@@ -22,6 +22,7 @@ from bot.store import AuditEntry, Queued, StoreUnavailable
 from bot.work.bulk_run import (
     BulkRun,
     catch_up,
+    cut_off,
     final_tally_via_response_url,
     mention_failed_again,
     save_answer,
@@ -37,8 +38,6 @@ log = logging.getLogger(__name__)
 Key = tuple[str, str]
 # Bulk retries older than this are not picked up again after a restart (their jobs' follows have long ended).
 MEMORY_SECONDS = 24 * 3600.0
-# A job whose retry was sent when a shutdown cut the run off; the next start settles it and updates the line.
-CUT_OFF = "no answer before the app restarted (it may have gone through; checked with /status after the restart)"
 # The inbox row of a bulk retry: written before the command is acknowledged (`bulk_request`), so the replica that
 # adopts it after a death carries the request out, however far the first one got (`resume`).
 BULK_REQUEST = "bulk"
@@ -182,9 +181,12 @@ class BulkRunner:
         run = self._runs.get(run_id)
         if run is None:
             data = await self.store.load_bulk(run_id)
-            run = self._runs.get(run_id)  # loaded by a settle running alongside
-            if run is None and data is not None:
-                run = self._runs[run_id] = await self._loaded(data)
+            loaded = await self._loaded(data) if data is not None else None
+            # Looked again after the awaits: settles running alongside may have loaded it meanwhile, and the run must
+            # be one object here, or the answers they give it are lost with the copy that is not kept.
+            run = self._runs.get(run_id)
+            if run is None and loaded is not None:
+                run = self._runs[run_id] = loaded
                 if run.place.thread_ts:
                     self._keep_parent_current(run)
         elif self.store.shared and run.work_id is None:
@@ -284,7 +286,7 @@ class BulkRunner:
             for job in await catch_up(self.store, run):
                 run.changed(job)
         for job in run.unanswered:  # still being settled: the summary says what is known, and the settle follows
-            run.results[job] = JobResult(job, Kind.TIMEOUT.value, detail=CUT_OFF)
+            run.results[job] = cut_off(job)
         await self._finish(run)
 
     async def _let_row_go(self, work_id: int | None) -> None:
@@ -402,7 +404,7 @@ class BulkRunner:
                                                      answered=answered)
             except asyncio.CancelledError:
                 if hold.sent:
-                    run.results[job] = JobResult(job, Kind.TIMEOUT.value, detail=CUT_OFF)
+                    run.results[job] = cut_off(job)
                 raise
             finally:
                 if self.follower.following(endpoint, job) is None:
