@@ -244,6 +244,11 @@ class Runtime:
                 await asyncio.wait_for(self._stopping.wait(), timeout=self.store.lease / 3)
 
     async def close(self, grace: float = 8.0) -> None:
+        loop = asyncio.get_running_loop()
+        # The outbox's share comes last and is kept whole: a second to send what is queued, then time for a post
+        # already on its way to be answered (cut there, the next owner would post it again).
+        outbox_share = 1.0 + self.timing.outbox_finish_grace
+        deadline = loop.time() + max(grace - outbox_share, 0.0)
         self._stopping.set()
         # The sweep stops between two alerts; what it is waiting for gets `periodic_grace`, then it is cancelled.
         periodic = {task for task in (self._sweeper, self._leases, self._home) if task is not None}
@@ -254,7 +259,7 @@ class Runtime:
             if late:
                 await asyncio.wait(late)
         self.follower.hand_over()
-        cancelled = await self.background.drain(grace)
+        cancelled = await self.background.drain(max(deadline - loop.time(), 0.0))
         if cancelled:
             log.warning("%d tasks were still running at shutdown; followed jobs resume on the next start",
                         cancelled)
