@@ -23,8 +23,9 @@ from bot.core.commands import (
     parse_command,
 )
 from bot.core.forms import Origin
-from bot.listeners.ack import ack_then_run
+from bot.listeners.ack import ack_accepted, ack_then_run
 from bot.listeners.modal import open_form
+from bot.work.bulk import BULK_REQUEST, bulk_request
 from bot.work.runtime import Runtime
 from bot.work.who import Source, Who
 
@@ -61,8 +62,9 @@ def register(app: AsyncApp, rt: Runtime) -> None:
         elif isinstance(command, History):
             await ack_then_run(rt, ack, who, "the history", lambda: show_history(who, command.limit))
         elif isinstance(command, Retry):
-            await ack_then_run(rt, ack, who, f"the retry of {len(command.jobs)} jobs",
-                               lambda: rt.bulk.from_command(who, command.endpoint, command.jobs))
+            await ack_accepted(rt, ack, who, f"the retry of {len(command.jobs)} jobs", BULK_REQUEST,
+                               bulk_request(who, command.endpoint, command.jobs),
+                               lambda work_id: rt.bulk.from_command(who, command.endpoint, command.jobs, work_id))
         elif isinstance(command, CheckHealth):
             await ack_then_run(rt, ack, who, f"the health of endpoint `{command.endpoint}`",
                                lambda: rt.health.show(rt.service, who, command.endpoint))

@@ -12,9 +12,10 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 
 from bot.core import actions, messages
 from bot.core.forms import Origin, check_form, submitted
-from bot.listeners.ack import ack_then_run
+from bot.listeners.ack import ack_accepted, ack_then_run
 from bot.slack.out import error_code
 from bot.work import threads
+from bot.work.bulk import BULK_REQUEST, bulk_request
 from bot.work.runtime import Runtime
 from bot.work.who import Source, Who
 
@@ -85,4 +86,5 @@ def register(app: AsyncApp, rt: Runtime) -> None:
             await ack_then_run(rt, ack, who, what, lambda: rt.service.retry_from_command(who, endpoint, jobs[0]),
                                ack_is_seen=False)
         else:
-            await ack_then_run(rt, ack, who, what, lambda: rt.bulk.from_command(who, endpoint, jobs), ack_is_seen=False)
+            await ack_accepted(rt, ack, who, what, BULK_REQUEST, bulk_request(who, endpoint, jobs),
+                               lambda work_id: rt.bulk.from_command(who, endpoint, jobs, work_id), ack_is_seen=False)

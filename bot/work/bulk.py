@@ -12,7 +12,7 @@ from typing import Any
 
 from bot.core import messages
 from bot.core.groups import UNKNOWN, JobResult, Tally
-from bot.core.outcome import RETRYABLE, Kind, Outcome
+from bot.core.outcome import RETRYABLE, Outcome
 from bot.core.worker_errors import error_summary
 from bot.infra.config import Settings
 from bot.infra.logs import ctx
@@ -22,6 +22,7 @@ from bot.store import AuditEntry, Queued, StoreUnavailable
 from bot.work.bulk_run import (
     BulkRun,
     catch_up,
+    cut_off,
     final_tally_via_response_url,
     mention_failed_again,
     save_answer,
@@ -37,8 +38,18 @@ log = logging.getLogger(__name__)
 Key = tuple[str, str]
 # Bulk retries older than this are not picked up again after a restart (their jobs' follows have long ended).
 MEMORY_SECONDS = 24 * 3600.0
-# A job whose retry was sent when a shutdown cut the run off; the next start settles it and updates the line.
-CUT_OFF = "no answer before the app restarted (it may have gone through; checked with /status after the restart)"
+# The inbox row of a bulk retry: written before the command is acknowledged (`bulk_request`), so the replica that
+# adopts it after a death carries the request out, however far the first one got (`resume`).
+BULK_REQUEST = "bulk"
+
+
+def bulk_request(who: Who, endpoint: str, jobs: tuple[str, ...]) -> dict[str, Any]:
+    return {"request": {"who": who.to_json(), "endpoint": endpoint, "jobs": list(jobs)}}
+
+
+def _parent_key(work_id: int) -> str:
+    """The run's parent message in the outbox: posted once, whichever replica carries the request out."""
+    return f"bulk-parent#{work_id}"
 
 
 class BulkRunner:
@@ -62,21 +73,24 @@ class BulkRunner:
 
     # ---------------------------------------------------------------- the command
 
-    async def from_command(self, who: Who, endpoint: str, jobs: tuple[str, ...]) -> None:
-        """`/runpod-retry <endpoint> <job> <job> …` (already validated and de-duplicated by the parser)."""
+    async def from_command(self, who: Who, endpoint: str, jobs: tuple[str, ...], work_id: int | None = None) -> None:
+        """`/runpod-retry <endpoint> <job> <job> …` (already validated and de-duplicated by the parser). `work_id`:
+        the request's inbox row (`bulk_request`), let go of when the run is done."""
         who = replace(who, source=Source.BULK)
         if not await self.service.gate(who, endpoint, jobs):
+            await self._let_row_go(work_id)
             return
-        await self.with_parent(who, endpoint, jobs)
+        await self.with_parent(who, endpoint, jobs, work_id=work_id)
 
     async def with_parent(self, who: Who, endpoint: str, jobs: tuple[str, ...],
-                           posted: Callable[[str | None], None] | None = None) -> None:
+                           posted: Callable[[str | None], None] | None = None, *, work_id: int | None = None) -> None:
         place = Place(who.channel, response_url=who.response_url)
-        place.thread_ts = await self.out.post(place, messages.bulk_parent(who.user, endpoint, Tally(len(jobs)), []))
+        place.thread_ts = await self.out.post(place, messages.bulk_parent(who.user, endpoint, Tally(len(jobs)), []),
+                                              once=None if work_id is None else _parent_key(work_id))
         if posted is not None:
             posted(messages.permalink(self.service.workspace_url, place.channel, place.thread_ts)
                    if place.thread_ts else None)
-        run = BulkRun(who, endpoint, jobs, place)
+        run = BulkRun(who, endpoint, jobs, place, work_id=work_id)
         if place.thread_ts:
             run.ref = f"bulk:{run.run_id}"
             self._runs[run.run_id] = run
@@ -99,7 +113,8 @@ class BulkRunner:
         try:
             if kind == "bulk":
                 await self._save(run, strict=True)  # what `resume` reads
-            run.work_id = await self.store.accept(kind, payload, time.time())
+            if run.work_id is None:  # a command's run has its row already: the request, written before the ack
+                run.work_id = await self.store.accept(kind, payload, time.time())
         except Exception:  # the run goes on; only a death before its end would leave it unfinished
             log.exception("could not write the bulk retry down", extra=ctx(endpoint=run.endpoint))
 
@@ -166,9 +181,12 @@ class BulkRunner:
         run = self._runs.get(run_id)
         if run is None:
             data = await self.store.load_bulk(run_id)
-            run = self._runs.get(run_id)  # loaded by a settle running alongside
-            if run is None and data is not None:
-                run = self._runs[run_id] = await self._loaded(data)
+            loaded = await self._loaded(data) if data is not None else None
+            # Looked again after the awaits: settles running alongside may have loaded it meanwhile, and the run must
+            # be one object here, or the answers they give it are lost with the copy that is not kept.
+            run = self._runs.get(run_id)
+            if run is None and loaded is not None:
+                run = self._runs[run_id] = loaded
                 if run.place.thread_ts:
                     self._keep_parent_current(run)
         elif self.store.shared and run.work_id is None:
@@ -200,13 +218,41 @@ class BulkRunner:
         """A bulk run whose replica died (or stopped before its summary went out): the jobs it had not reached are
         retried here, once each; the retries it had sent are settled by whoever adopted them; the summary goes out
         and the parent's tally is completed as the jobs end."""
-        run = await self._find(str(row.payload.get("run") or ""))
+        request = row.payload.get("request")
+        if isinstance(request, dict):
+            run = await self._requested(row.id, request)
+        else:  # a row written by an earlier version, once the run's parent was posted
+            run = await self._find(str(row.payload.get("run") or ""))
         if run is None:
             await self._let_row_go(row.id)
             return
         await self.take_over(run, row.id)
         await self._save(run)
         self._let_go(run)
+
+    async def _requested(self, work_id: int, request: dict[str, Any]) -> BulkRun | None:
+        """The run a bulk request's row stands for, as far as its dead replica got with it; None when the run was
+        carried out here from the start (its replica died before posting anything) or cannot be found."""
+        who = replace(Who.from_json(dict(request["who"])), source=Source.BULK)
+        endpoint, jobs = str(request["endpoint"]), tuple(str(job) for job in request["jobs"])
+        if await self.store.said(_parent_key(work_id)) is None:  # nothing of it happened yet: all of it happens here
+            log.info("carrying out a bulk retry accepted before a restart", extra=ctx(endpoint=endpoint))
+            await self.from_command(who, endpoint, jobs, work_id)
+            return None
+        place = Place(who.channel, response_url=who.response_url)
+        # Queued already: this waits for that post and gives its ts (it is not posted again).
+        place.thread_ts = await self.out.post(place, messages.bulk_parent(who.user, endpoint, Tally(len(jobs)), []),
+                                              once=_parent_key(work_id))
+        if not place.thread_ts:
+            log.warning("a bulk retry accepted before a restart has no message to report to; let go of",
+                        extra=ctx(endpoint=endpoint))
+            return None
+        run = await self._find(f"{place.channel}/{place.thread_ts}")
+        if run is None:  # its replica died between posting the parent and writing the run down
+            run = BulkRun(who, endpoint, jobs, place, ref=f"bulk:{place.channel}/{place.thread_ts}")
+            self._runs[run.run_id] = run
+            self._keep_parent_current(run)
+        return run
 
     async def take_over(self, run: BulkRun, work_id: int) -> None:
         """Finish a run another process started (a command's bulk retry, or a grouped alert's Retry all)."""
@@ -240,7 +286,7 @@ class BulkRunner:
             for job in await catch_up(self.store, run):
                 run.changed(job)
         for job in run.unanswered:  # still being settled: the summary says what is known, and the settle follows
-            run.results[job] = JobResult(job, Kind.TIMEOUT.value, detail=CUT_OFF)
+            run.results[job] = cut_off(job)
         await self._finish(run)
 
     async def _let_row_go(self, work_id: int | None) -> None:
@@ -358,7 +404,7 @@ class BulkRunner:
                                                      answered=answered)
             except asyncio.CancelledError:
                 if hold.sent:
-                    run.results[job] = JobResult(job, Kind.TIMEOUT.value, detail=CUT_OFF)
+                    run.results[job] = cut_off(job)
                 raise
             finally:
                 if self.follower.following(endpoint, job) is None:

@@ -13,6 +13,7 @@ from typing import Any
 
 from bot.core import messages
 from bot.core.groups import JobResult, Tally, failed_again, unknown_jobs
+from bot.core.outcome import Kind
 from bot.core.worker_errors import error_summary
 from bot.infra.logs import ctx
 from bot.infra.tasks import Background
@@ -21,6 +22,19 @@ from bot.store import Store
 from bot.work.who import Source, Who
 
 log = logging.getLogger(__name__)
+
+
+# A job whose retry was sent when its run was cut off (a shutdown, or the run's replica died and the settle of the
+# retry outlasted the wait for it): said until RunPod's answer, learnt with /status, replaces it (`catch_up`).
+CUT_OFF = "no answer before the app restarted (it may have gone through; checked with /status after the restart)"
+
+
+def cut_off(job: str) -> JobResult:
+    return JobResult(job, Kind.TIMEOUT.value, detail=CUT_OFF)
+
+
+def _provisional(result: JobResult) -> bool:
+    return result.outcome == Kind.TIMEOUT.value and result.detail == CUT_OFF
 
 
 def _quietly(_job: str | None) -> None:
@@ -161,15 +175,18 @@ def final_tally_via_response_url(run: BulkRun, out: SlackOut, background: Backgr
 
 async def catch_up(store: Store, run: BulkRun) -> list[str]:
     """Add what other replicas recorded for the run's jobs; returns the jobs that changed. What this process knows
-    already is kept (it may hold RunPod's JSON, which the rows leave out)."""
+    already is kept (it may hold RunPod's JSON, which the rows leave out), except a job's "cut off" line: a settle
+    (here or on another replica) that learnt RunPod's answer after the summary went out replaces it."""
     changed = []
     for job, (result, final) in (await store.bulk_jobs(run.ref)).items():
         if job not in run.jobs:
             continue
         new = False
-        if result and job not in run.results:
-            run.results[job] = JobResult(**json.loads(result))
-            new = True
+        if result and (job not in run.results or _provisional(run.results[job])):
+            answer = JobResult(**json.loads(result))
+            if job not in run.results or not _provisional(answer):
+                run.results[job] = answer
+                new = True
         if final and job not in run.finals:
             run.finals[job] = final
             new = True

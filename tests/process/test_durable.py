@@ -270,3 +270,72 @@ async def test_a_sigterm_during_a_slow_retry_does_not_leave_the_alert_retrying_a
     print("[R4] thread replies:", len(app.thread(ALERTS, ts)))
     assert "Retrying" not in shown, "alert stuck in 'Retrying' forever after a SIGTERM"
 
+
+
+async def test_a_bulk_retry_acknowledged_then_cut_off_by_kill_9_before_any_retry_is_run_by_the_next_start(
+        slack, runpod, tmp_path):
+    """The command was answered 200 (Slack shows it as taken), then the replica died while the run's parent message
+    was still on its way to Slack: nothing had reached RunPod yet. The next start runs the whole request: one
+    parent, every job retried once, one summary."""
+    from testkit.fakes.limits import SlackLimits
+    from testkit.fakes.slack import SlackFault
+    from testkit.polling import wait_until
+    from testkit.replicas import Replicas
+
+    slack.limits = SlackLimits.off()
+    jobs = [f"job-a{n:02d}" for n in range(6)]
+    for job in jobs:
+        runpod.add_job("ep1", job, status="FAILED")
+    slack.script("chat.postMessage", SlackFault(delay=30.0))  # the parent: Slack is slow to take it
+    async with Replicas(slack, runpod, str(tmp_path / "bot.db"), tmp_path, n=1) as app:
+        assert (await app.command(f"ep1 {' '.join(jobs)}", user="U1")).status == 200
+        await wait_until(lambda: slack.calls_to("chat.postMessage"), 10, "the parent on its way to Slack")
+        await app.kill(0)
+        assert not runpod.calls_to("retry"), "cut off before any retry"
+        await app.start(0)
+
+        def parents() -> list[str]:
+            return [message_text(m) for (c, _), m in slack.messages.items()
+                    if c == "C1" and not m.get("thread_ts") and "6 jobs" in message_text(m)]
+
+        await wait_until(lambda: any("6 completed" in p for p in parents()), 30, "the run finished after the restart")
+    assert set(runpod.requeued("ep1")) == {("ep1", job) for job in jobs}, "every job retried"
+    assert set(runpod.requeued("ep1").values()) == {1}, "none twice"
+    assert len(parents()) == 1, "one parent message"
+    assert sum("Results for 6 jobs" in message_text(m) for m in slack.messages.values()) == 1, "one summary"
+
+
+async def test_a_cut_off_bulk_retry_whose_settling_outlasts_the_wait_still_reports_every_job_as_runpod_answered(
+        slack, runpod, tmp_path):
+    """After the restart RunPod is slow on /status: settling the retries the dead process had sent takes longer
+    than the run waits before its summary (RUNPOD_BULK_SETTLE_WAIT). The late answers still reach the run: its
+    summary and its parent message end up saying what RunPod did with every job, and the tally completes."""
+    from testkit.fakes.limits import SlackLimits
+    from testkit.polling import wait_until
+    from testkit.replicas import Replicas
+
+    slack.limits = SlackLimits.off()
+    jobs = [f"job-w{n:02d}" for n in range(16)]
+    for job in jobs:
+        runpod.add_job("ep1", job, status="FAILED")
+    runpod.fault("retry", delay=1.0, times=len(jobs))  # slow enough to be cut off with retries in flight
+    async with Replicas(slack, runpod, str(tmp_path / "bot.db"), tmp_path, n=1, RUNPOD_BULK_CONCURRENCY="8",
+                        RUNPOD_TIMEOUT="30") as app:
+        assert (await app.command(f"ep1 {' '.join(jobs)}", user="U1")).status == 200
+        await wait_until(lambda: len(runpod.calls_to("retry")) >= 8, 20, "the first retries")
+        await app.kill(0)
+        await asyncio.sleep(1.5)  # RunPod answers what it received: the retries in flight take effect
+        runpod.fault("status", delay=10.0, times=8)  # longer than the run's wait for them (6 s at this scale)
+        await app.start(0)
+
+        def thread() -> str:
+            return "\n".join(message_text(m) for (c, _), m in slack.messages.items() if c == "C1")
+
+        await wait_until(lambda: "16 completed" in thread(), 45,
+                         lambda: f"the run finished after the restart: {thread()}")
+        summaries = [m for m in slack.messages.values() if "Results for 16 jobs" in message_text(m)]
+        assert len(summaries) == 1, "one summary"
+        await wait_until(lambda: "no answer before the app restarted" not in message_text(summaries[0]), 10,
+                         lambda: f"the summary still says a job had no answer: {message_text(summaries[0])}")
+    assert set(runpod.requeued("ep1")) == {("ep1", job) for job in jobs}, "every job retried"
+    assert set(runpod.requeued("ep1").values()) == {1}, "none twice"

@@ -1,0 +1,45 @@
+"""Work written down before Slack is told it was taken: a request acknowledged and then lost with its replica (a
+kill -9 while the database was slow) would be a promise nobody keeps. The row is the request; whoever adopts it
+after a death carries it out (`BulkRunner.resume`)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from bot.infra.tasks import Background
+from bot.store import Store, StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+
+async def accept_in_time(store: Store, background: Background, kind: str, payload: dict[str, Any],
+                         within: float) -> int | None:
+    """The inbox row for a request about to be acknowledged, or None when the database did not take it within
+    `within` seconds (Slack waits 3 s for the acknowledgement): the person is then told to try again, so a row that
+    lands later is let go at once instead of being carried out behind their back."""
+    writing = asyncio.ensure_future(store.accept(kind, payload, time.time()))
+    try:
+        return await asyncio.wait_for(asyncio.shield(writing), within)
+    except StoreUnavailable as exc:
+        log.warning("could not write a %s request down: %s", kind, exc)
+        return None
+    except TimeoutError:
+        log.warning("the database did not write a %s request down within %g s; the person is asked to try again",
+                    kind, within)
+
+        def landed(done: asyncio.Future[int]) -> None:
+            if not done.cancelled() and done.exception() is None:
+                background.spawn(_let_go(store, done.result()), name=f"drop a late {kind} request")
+
+        writing.add_done_callback(landed)
+        return None
+
+
+async def _let_go(store: Store, work_id: int) -> None:
+    try:
+        await store.done(work_id)
+    except Exception as exc:  # its adopter will carry it out: the person may see the run they were told failed
+        log.warning("could not let go of a request the person was told to try again: %s", exc)
