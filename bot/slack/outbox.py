@@ -82,6 +82,7 @@ class Outbox:
         self.set_aside = 0  # calls set aside since start (/healthz)
         self._after: dict[str, AfterHook] = {}
         self._watchers: set[asyncio.Task[Delivery]] = set()  # waits on calls queued once before (`_ended`)
+        self._in_flight: set[str] = set()  # lanes whose call is taken ('sending') and not yet recorded as sent
         self._closing = False
 
     # ---------------------------------------------------------------- putting calls in
@@ -208,6 +209,7 @@ class Outbox:
         ids = self._lanes[lane]
         attempts, counting = 0, None  # tries of the message at the head of the lane
         while ids and not self._closing:
+            self._in_flight.discard(lane)
             message_id = ids[0]
             if counting != message_id:
                 attempts, counting = 0, message_id
@@ -220,6 +222,9 @@ class Outbox:
                 await self.bucket(lane).acquire()
                 if not ids or ids[0] != message_id:
                     continue  # withdrawn while waiting
+                if self._closing:
+                    break  # a call not taken yet stays queued for the next owner
+                self._in_flight.add(lane)  # from the take on, Slack may get it: `close` lets it end (not cut off)
                 row = await self.store.take(message_id)
                 if row is None:  # sent by someone else, withdrawn, or merged away
                     self._finish(lane, message_id, None)
@@ -247,6 +252,7 @@ class Outbox:
                     continue
             await self._settle(row, delivery)
             self._finish(lane, message_id, delivery)
+        self._in_flight.discard(lane)
         if lane.startswith(RESPOND) and not ids:
             # A response_url lane is one command's: once drained it is let go, or every command would leave one.
             del self._lanes[lane]
@@ -396,7 +402,14 @@ class Outbox:
         """Stop sending. What is still queued stays in the database for the next owner."""
         await self.idle(grace)
         self._closing = True
-        for worker in [*self._workers.values(), *self._watchers]:
+        # A call Slack may have taken already is let end and be recorded: cut off, it would stay 'sending' and be
+        # sent again by the replica that adopts it (an alert posted twice). Workers between calls stop at once.
+        busy = [w for lane, w in self._workers.items() if lane in self._in_flight and not w.done()]
+        for worker in [*(w for w in self._workers.values() if w not in busy), *self._watchers]:
+            worker.cancel()
+        if busy:
+            await asyncio.wait(busy, timeout=self.timing.outbox_in_flight_grace)
+        for worker in busy:
             worker.cancel()
         for worker in self._workers.values():
             with contextlib.suppress(asyncio.CancelledError, Exception):

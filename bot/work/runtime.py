@@ -260,6 +260,11 @@ class Runtime:
                         cancelled)
         if self.auto is not None:  # its workflows resume on the next start, or at once on a live replica
             await self.auto.close()
+        if self.store.shared:
+            # The lease keeper stopped first, and the drain may have taken seconds: renewed once more, the calls the
+            # outbox is still sending (or letting end) are not adopted and sent again by another replica meanwhile.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.store.renew(time.time()), 1.0)
         await self.outbox.close(grace=1.0)
         with contextlib.suppress(Exception):
             await self.store.hand_over()
