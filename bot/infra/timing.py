@@ -98,10 +98,8 @@ class Timing:
     health_timeout: float = 3.0                  # one health check, at most
     health_wait: float = 1.5                     # an alert or a summary waits this long for a snapshot
     periodic_grace: float = 1.0                  # at shutdown, for the sweeps and the lease keeper to notice
-    # At shutdown, a Slack call already on its way is given this long to be answered and recorded: cut off, it would
-    # stay 'sending' and the replica that adopts it would send it again (an alert posted twice).
-    outbox_in_flight_grace: float = 3.0
     shutdown_grace: float = 8.0                  # SIGTERM to exit, at most (under the 10 s orchestrators allow)
+    outbox_finish_grace: float = 2.0             # at shutdown, for a Slack call already sent to get its answer
     cli_post_wait: float = 20.0                  # `python -m bot alert` waits this long for Slack to take it
 
     # The factor these figures were scaled by (1: real time). Retry-After is in the platform's seconds, which the

@@ -3,8 +3,9 @@
 A call is written to the database before it is sent, so a restart or a replica's death does not lose it (the next
 owner sends it). Calls wait in lanes: one per channel for posts and files (Slack allows about one post a second
 per channel, so that is where order and pace matter), one per method family for updates, private messages and
-views, and one per response_url. A lane sends one call at a time, oldest first, paced by its Slack limit. A 429
-pauses the lane for its Retry-After and the same call goes again: a rate limit never drops a message. A network
+views, and one per response_url. A lane sends one call at a time, oldest first, paced by its Slack limit; replicas
+sharing a database share that pace (bot/store/pace.py). A 429 pauses the lane, on every replica, for its Retry-After
+and the same call goes again: a rate limit never drops a message. A network
 error or a 5xx is tried again with backoff. Only an answer that can never succeed (`not_in_channel`,
 `invalid_blocks`, …) ends a call unsent, and the caller is told so it can fall back.
 
@@ -18,46 +19,24 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import Any
 
-import aiohttp
-from slack_sdk.errors import SlackApiError, SlackClientError, SlackRequestError
 from slack_sdk.web.async_client import AsyncWebClient
-from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from bot.infra.metrics import Metrics
 from bot.infra.ratelimit import Bucket
 from bot.infra.timing import REAL, Timing
+from bot.slack.calls import METHODS, Again, Delivery, SlackCall
 from bot.slack.lanes import RESPOND, lane_of, lane_rate
 from bot.store import Queued, Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
+__all__ = ["SET_ASIDE", "AfterHook", "Delivery", "Outbox"]
+
 SET_ASIDE = "set_aside"  # the error code of a call set aside (see Timing.outbox_set_aside)
-METHODS = {"post": "chat.postMessage", "update": "chat.update", "ephemeral": "chat.postEphemeral",
-           "file": "files.upload", "respond": "response_url", "publish": "views.publish"}
-
-
-@dataclass(frozen=True)
-class Delivery:
-    """How a call ended: `ts` of a posted message, or `error` (Slack's error code) when it never can be sent."""
-
-    ok: bool
-    ts: str | None = None
-    error: str | None = None
-    again: bool = False  # queued once already under its key (`submit(once=…)`): this is how that call ended
-
 
 AfterHook = Callable[[dict[str, Any], Delivery], Awaitable[None]]
-
-
-class _Retry(Exception):
-    def __init__(self, wait: float, reason: str, throttled: bool = False):
-        super().__init__(reason)
-        self.wait = wait
-        self.reason = reason
-        self.throttled = throttled
 
 
 class Outbox:
@@ -66,6 +45,7 @@ class Outbox:
         self.store = store
         self.timing = timing
         self.client = client
+        self._call = SlackCall(client, metrics, timing)
         self.metrics = metrics
         self.clock = clock
         self._lanes: dict[str, list[int]] = {}
@@ -82,7 +62,7 @@ class Outbox:
         self.set_aside = 0  # calls set aside since start (/healthz)
         self._after: dict[str, AfterHook] = {}
         self._watchers: set[asyncio.Task[Delivery]] = set()  # waits on calls queued once before (`_ended`)
-        self._in_flight: set[str] = set()  # lanes whose call is taken ('sending') and not yet recorded as sent
+        self._sending: set[str] = set()  # lanes whose head call has been taken to be sent
         self._closing = False
 
     # ---------------------------------------------------------------- putting calls in
@@ -209,7 +189,7 @@ class Outbox:
         ids = self._lanes[lane]
         attempts, counting = 0, None  # tries of the message at the head of the lane
         while ids and not self._closing:
-            self._in_flight.discard(lane)
+            self._sending.discard(lane)
             message_id = ids[0]
             if counting != message_id:
                 attempts, counting = 0, message_id
@@ -220,17 +200,16 @@ class Outbox:
                 if wait > 0:
                     await asyncio.sleep(wait)
                 await self.bucket(lane).acquire()
+                await self._turn(lane)
                 if not ids or ids[0] != message_id:
                     continue  # withdrawn while waiting
-                if self._closing:
-                    break  # a call not taken yet stays queued for the next owner
-                self._in_flight.add(lane)  # from the take on, Slack may get it: `close` lets it end (not cut off)
+                self._sending.add(lane)
                 row = await self.store.take(message_id)
                 if row is None:  # sent by someone else, withdrawn, or merged away
                     self._finish(lane, message_id, None)
                     continue
                 delivery = await self._call(row)
-            except _Retry as retry:
+            except Again as retry:
                 attempts += 1
                 await self._again(lane, message_id, retry, attempts)
                 continue
@@ -248,22 +227,37 @@ class Outbox:
                     attempts += 1
                     wait = min(self.timing.slack_max_backoff,
                                2 * self.timing.slack_backoff_base * 2.0 ** min(attempts, 6))
-                    await self._again(lane, message_id, _Retry(wait, type(exc).__name__), attempts)
+                    await self._again(lane, message_id, Again(wait, type(exc).__name__), attempts)
                     continue
             await self._settle(row, delivery)
             self._finish(lane, message_id, delivery)
-        self._in_flight.discard(lane)
+        self._sending.discard(lane)
         if lane.startswith(RESPOND) and not ids:
             # A response_url lane is one command's: once drained it is let go, or every command would leave one.
             del self._lanes[lane]
             self._buckets.pop(lane, None)
             self._workers.pop(lane, None)
 
-    async def _again(self, lane: str, message_id: int, retry: _Retry, attempts: int) -> None:
+    async def _turn(self, lane: str) -> None:
+        """Replicas sharing a database take turns in a lane, so that together they keep Slack's pace. The database
+        away, this replica's own bucket paces it alone."""
+        if not self.store.shares_pace or lane.startswith(RESPOND):  # a response_url is one replica's
+            return
+        rate, burst = lane_rate(lane, self.timing)
+        with contextlib.suppress(StoreUnavailable):
+            wait = await self.store.pace(lane, 1.0 / rate, burst)
+            if wait > 0:
+                await asyncio.sleep(wait)
+
+    async def _again(self, lane: str, message_id: int, retry: Again, attempts: int) -> None:
         """The call goes back to `queued` in the store (so that it is taken again, here or after a restart) and
-        waits; a 429 pauses its whole lane."""
+        waits; a 429 pauses its whole lane, on every replica."""
         if retry.throttled:
             self.bucket(lane).pause(retry.wait)
+            if self.store.shares_pace and not lane.startswith(RESPOND):
+                rate, burst = lane_rate(lane, self.timing)
+                with contextlib.suppress(StoreUnavailable):
+                    await self.store.pace_pause(lane, retry.wait, 1.0 / rate, burst)
         else:
             self._failed.add(message_id)
         log.warning("Slack call %s (%s) will be tried again in %.1f s: %s", message_id, lane, retry.wait,
@@ -329,88 +323,23 @@ class Outbox:
                 await asyncio.sleep(wait)
                 wait = min(wait * 2, 10 * self.timing.outbox_store_pause)
 
-    async def _call(self, row: Queued) -> Delivery:
-        method = METHODS.get(row.kind, row.kind)
-        try:
-            if row.kind == "post":
-                response = await self.client.chat_postMessage(**row.payload)
-                ts = response.get("ts")  # slack_sdk answers None for a missing key: never thread under "None"
-                return Delivery(ok=True, ts=str(ts) if ts else None)
-            if row.kind == "update":
-                await self.client.chat_update(**row.payload)
-                return Delivery(ok=True, ts=row.payload.get("ts"))
-            if row.kind == "ephemeral":
-                await self.client.chat_postEphemeral(**row.payload)
-                return Delivery(ok=True)
-            if row.kind == "file":
-                await self.client.files_upload_v2(**row.payload)
-                return Delivery(ok=True)
-            if row.kind == "respond":
-                return await self._respond(row.payload)
-            if row.kind == "publish":
-                await self.client.views_publish(**row.payload)
-                return Delivery(ok=True)
-            raise ValueError(f"unknown outbox call {row.kind}")
-        except SlackApiError as exc:
-            status = exc.response.status_code
-            # A gateway's HTML page (a 502 from a proxy) is a str, not Slack's JSON: no error code to read.
-            data = exc.response.data
-            code = str((data.get("error") if isinstance(data, dict) else None) or f"http_{status}")
-            if status == 429 or code == "ratelimited":
-                self.metrics.rate_limited.labels(platform="slack", method=method).inc()
-                self._throttled(exc.response.headers, code)
-            if status >= 500 or code in ("internal_error", "fatal_error", "service_unavailable", "request_timeout"):
-                raise _Retry(self._backoff(row), f"{method} answered {code}") from exc
-            # Any other answer (not_in_channel, invalid_blocks, …) would be the same the next time.
-            return Delivery(ok=False, error=code)
-        except (SlackRequestError, aiohttp.ClientError, OSError, TimeoutError) as exc:
-            raise _Retry(self._backoff(row), f"{method}: {type(exc).__name__}") from exc
-        except SlackClientError as exc:  # the call itself is malformed: it would fail the same way every time
-            log.error("Slack call %s (%s) cannot be sent: %s", row.id, method, type(exc).__name__)
-            return Delivery(ok=False, error=type(exc).__name__)
-
-    def _throttled(self, headers: Any, code: str) -> NoReturn:
-        raw = None
-        if headers:
-            raw = headers.get("Retry-After") or headers.get("retry-after")
-            if isinstance(raw, list):
-                raw = raw[0] if raw else None
-        try:
-            wait = self.timing.retry_after(max(0.0, float(raw))) if raw is not None else self.timing.slack_retry_after
-        except ValueError:
-            wait = self.timing.slack_retry_after
-        raise _Retry(min(wait, self.timing.slack_max_retry_after), f"Slack rate limit ({code})", throttled=True)
-
-    def _backoff(self, row: Queued) -> float:
-        return min(self.timing.slack_max_backoff, self.timing.slack_backoff_base * 2.0 ** min(row.attempts, 7))
-
-    async def _respond(self, payload: dict[str, Any]) -> Delivery:
-        body = {k: v for k, v in payload.items() if k != "url"}
-        response = await AsyncWebhookClient(payload["url"]).send_dict(body)
-        if response.status_code == 429:
-            self.metrics.rate_limited.labels(platform="slack", method="response_url").inc()
-            self._throttled(response.headers, "ratelimited")
-        if response.status_code >= 500:
-            raise _Retry(self.timing.slack_retry_after * 2, f"response_url answered HTTP {response.status_code}")
-        if response.status_code != 200:
-            return Delivery(ok=False, error=(response.body or f"http_{response.status_code}")[:60])
-        return Delivery(ok=True)
-
     # ---------------------------------------------------------------- stopping
 
     async def close(self, grace: float = 2.0) -> None:
-        """Stop sending. What is still queued stays in the database for the next owner."""
+        """Stop sending. What is still queued stays in the database for the next owner.
+
+        A call already on its way to Slack is given `outbox_finish_grace` to be answered and marked sent: cut off
+        there, it would stay 'sending' and the next owner would post it a second time."""
         await self.idle(grace)
         self._closing = True
-        # A call Slack may have taken already is let end and be recorded: cut off, it would stay 'sending' and be
-        # sent again by the replica that adopts it (an alert posted twice). Workers between calls stop at once.
-        busy = [w for lane, w in self._workers.items() if lane in self._in_flight and not w.done()]
-        for worker in [*(w for w in self._workers.values() if w not in busy), *self._watchers]:
-            worker.cancel()
-        if busy:
-            await asyncio.wait(busy, timeout=self.timing.outbox_in_flight_grace)
-        for worker in busy:
-            worker.cancel()
+        sending = [worker for lane, worker in self._workers.items() if lane in self._sending and not worker.done()]
+        for worker in [*self._workers.values(), *self._watchers]:
+            if worker not in sending:
+                worker.cancel()
+        if sending:
+            _done, late = await asyncio.wait(sending, timeout=self.timing.outbox_finish_grace)
+            for worker in late:
+                worker.cancel()
         for worker in self._workers.values():
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await worker

@@ -244,6 +244,11 @@ class Runtime:
                 await asyncio.wait_for(self._stopping.wait(), timeout=self.store.lease / 3)
 
     async def close(self, grace: float = 8.0) -> None:
+        loop = asyncio.get_running_loop()
+        # The outbox's share comes last and is kept whole: a second to send what is queued, then time for a post
+        # already on its way to be answered (cut there, the next owner would post it again).
+        outbox_share = 1.0 + self.timing.outbox_finish_grace
+        deadline = loop.time() + max(grace - outbox_share, 0.0)
         self._stopping.set()
         # The sweep stops between two alerts; what it is waiting for gets `periodic_grace`, then it is cancelled.
         periodic = {task for task in (self._sweeper, self._leases, self._home) if task is not None}
@@ -254,17 +259,12 @@ class Runtime:
             if late:
                 await asyncio.wait(late)
         self.follower.hand_over()
-        cancelled = await self.background.drain(grace)
+        cancelled = await self.background.drain(max(deadline - loop.time(), 0.0))
         if cancelled:
             log.warning("%d tasks were still running at shutdown; followed jobs resume on the next start",
                         cancelled)
         if self.auto is not None:  # its workflows resume on the next start, or at once on a live replica
             await self.auto.close()
-        if self.store.shared:
-            # The lease keeper stopped first, and the drain may have taken seconds: renewed once more, the calls the
-            # outbox is still sending (or letting end) are not adopted and sent again by another replica meanwhile.
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.store.renew(time.time()), 1.0)
         await self.outbox.close(grace=1.0)
         with contextlib.suppress(Exception):
             await self.store.hand_over()

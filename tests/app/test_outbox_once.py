@@ -51,3 +51,44 @@ async def test_a_message_queued_once_under_a_key_is_posted_once_and_a_later_call
         for outbox in (first, second):
             await outbox.close(0.1)
         await store.close()
+
+
+class SlowSlack:
+    """A Web API client that takes every post at once and answers it `answer_after` seconds later."""
+
+    def __init__(self, answer_after: float) -> None:
+        self.received: list[dict[str, Any]] = []
+        self.answer_after = answer_after
+
+    async def chat_postMessage(self, **payload: Any) -> dict[str, str]:
+        self.received.append(payload)
+        await asyncio.sleep(self.answer_after)
+        return {"ts": f"1.{len(self.received)}"}
+
+
+async def test_a_post_on_its_way_when_the_app_stops_is_marked_sent_and_not_posted_again_by_the_next_start(
+        tmp_path: Any) -> None:
+    """A SIGTERM while Slack is answering a post: cut off there, the post stayed 'sending' and the next start (or a
+    replica adopting it) posted it a second time. The post is given a moment to be answered and marked sent."""
+    store = open_store(str(tmp_path / "outbox.db"))
+    await store.open()
+    slack = SlowSlack(answer_after=0.5)
+    outbox = Outbox(store, slack, Metrics(), timing=REAL.scaled(0.05))  # type: ignore[arg-type]
+    try:
+        _, future = await outbox.submit("post", {"channel": "C1", "text": "Retried job abc-123"})
+        for _ in range(200):
+            if slack.received:
+                break
+            await asyncio.sleep(0.01)
+        assert slack.received, "the post reached Slack"
+        await outbox.close(grace=0)  # shutdown begins while Slack has not answered yet
+        assert future.done() and future.result() == Delivery(ok=True, ts="1.1")
+        assert await store.queued() == [], "nothing is left for the next start to post again"
+        restarted = Outbox(store, slack, Metrics(), timing=REAL.scaled(0.05))  # type: ignore[arg-type]
+        restarted.resume(await store.queued())
+        await restarted.idle(2)
+        await restarted.close(0.1)
+        assert [p["text"] for p in slack.received] == ["Retried job abc-123"]
+    finally:
+        await outbox.close(0.1)
+        await store.close()
