@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from bot.core import actions
+from testkit.fakes import SlackFault
 from testkit.fakes.limits import SlackLimits
 from testkit.harness import ACK_DEADLINE, alert_completed, button_value, message_text
 from testkit.polling import wait_until
@@ -427,6 +428,36 @@ async def test_a_clean_sigterm_with_messages_queued_sends_each_once(slack, runpo
         await asyncio.sleep(1.0)
         no_duplicate_posts(slack)
         assert cluster[0].exits == [0]
+
+
+@pytest.mark.real_time  # leases of their real length: only the hand-over lets the other replica adopt the post
+async def test_an_alert_on_its_way_to_slack_at_a_sigterm_is_posted_once(slack, runpod, pg_url, tmp_path):
+    """Chaos seed 889256: a failure delivered to two replicas was alerted twice, 0.4 s apart. The replica sending
+    the alert was stopped while Slack was taking it; its outbox cut the call off, the row stayed 'sending', was
+    handed over, and the other replica sent it again."""
+    slack.limits = SlackLimits.off()
+    job = "job-t1-u1"
+    runpod.add_job(EP, job, status="FAILED")
+    async with Replicas(slack, runpod, pg_url, tmp_path, n=2) as cluster:
+        # Slack takes the alert but answers late: the SIGTERM comes while the post is on its way.
+        slack.script("chat.postMessage", SlackFault(delay=2.0))
+        sent = time.monotonic()
+        assert await cluster.webhook(EP, {"id": job, **FAILED}, replica=0) == 200
+        await wait_until(lambda: slack.calls_to("chat.postMessage"), 10, "the alert on its way to Slack")
+        # RunPod's second delivery reaches the other replica meanwhile: the same failure.
+        assert await cluster.webhook(EP, {"id": job, **FAILED}, replica=1) == 200
+        await cluster.term(0)
+        await wait_until(lambda: alerts_of(slack, job), 10, "the alert")
+        # What replica 0 handed over, the other adopts within a third of a lease (5 s): anything sent again is by now.
+        await asyncio.sleep(6.0)
+
+        assert len(alerts_of(slack, job)) == 1, [round(c.at - sent, 1) for c in slack.accepted("chat.postMessage")]
+        assert cluster[0].exits == [0]
+        # The alert's ts was recorded: a click on it is answered in its thread, on the replica left.
+        [alert] = alerts_of(slack, job)
+        await cluster.click(actions.RETRY, retry_value(alert), message_ts=alert["ts"], user="U1", replica=1)
+        await wait_until(lambda: runpod.calls_to("retry") and thread(slack, ALERTS, alert["ts"]), 10,
+                         "the retry reported in the alert's thread")
 
 
 async def test_rolling_restart_while_failures_keep_arriving_alerts_each_exactly_once(slack, runpod, pg_url, tmp_path):
