@@ -3,9 +3,9 @@
 A call is written to the database before it is sent, so a restart or a replica's death does not lose it (the next
 owner sends it). Calls wait in lanes: one per channel for posts and files (Slack allows about one post a second
 per channel, so that is where order and pace matter), one per method family for updates, private messages and
-views, and one per response_url. A lane sends one call at a time, oldest first, paced by its Slack limit; replicas
-sharing a database share that pace (bot/store/pace.py). A 429 pauses the lane, on every replica, for its Retry-After
-and the same call goes again: a rate limit never drops a message. A network
+views, and one per response_url. A lane sends one call at a time, paced by its Slack limit: oldest first, except that
+in a channel replies in a thread go before top-level messages (someone is waiting for them). A 429 pauses the lane
+for its Retry-After and the same call goes again: a rate limit never drops a message. A network
 error or a 5xx is tried again with backoff. Only an answer that can never succeed (`not_in_channel`,
 `invalid_blocks`, …) ends a call unsent, and the caller is told so it can fall back.
 
@@ -214,7 +214,6 @@ class Outbox:
                 if wait > 0:
                     await asyncio.sleep(wait)
                 await self.bucket(lane).acquire()
-                await self._turn(lane)
                 if not ids:
                     continue  # withdrawn while waiting
                 if ids[0] != message_id:  # withdrawn while waiting, or a reply came first: the turn is its
@@ -257,26 +256,11 @@ class Outbox:
             self._buckets.pop(lane, None)
             self._workers.pop(lane, None)
 
-    async def _turn(self, lane: str) -> None:
-        """Replicas sharing a database take turns in a lane, so that together they keep Slack's pace. The database
-        away, this replica's own bucket paces it alone."""
-        if not self.store.shares_pace or lane.startswith(RESPOND):  # a response_url is one replica's
-            return
-        rate, burst = lane_rate(lane, self.timing)
-        with contextlib.suppress(StoreUnavailable):
-            wait = await self.store.pace(lane, 1.0 / rate, burst)
-            if wait > 0:
-                await asyncio.sleep(wait)
-
     async def _again(self, lane: str, message_id: int, retry: Again, attempts: int) -> None:
         """The call goes back to `queued` in the store (so that it is taken again, here or after a restart) and
-        waits; a 429 pauses its whole lane, on every replica."""
+        waits; a 429 pauses its whole lane."""
         if retry.throttled:
             self.bucket(lane).pause(retry.wait)
-            if self.store.shares_pace and not lane.startswith(RESPOND):
-                rate, burst = lane_rate(lane, self.timing)
-                with contextlib.suppress(StoreUnavailable):
-                    await self.store.pace_pause(lane, retry.wait, 1.0 / rate, burst)
         else:
             self._failed.add(message_id)
         log.warning("Slack call %s (%s) will be tried again in %.1f s: %s", message_id, lane, retry.wait,

@@ -145,16 +145,6 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def retire_executor(self, executor: str) -> None: ...
 
-    shares_pace: bool  # replicas take turns at Slack through the database (`pace`)
-
-    @abc.abstractmethod
-    async def pace(self, lane: str, interval: float, burst: float) -> float:
-        """Reserve this replica's next Slack call in `lane`; seconds to wait first (bot/store/pace.py)."""
-
-    @abc.abstractmethod
-    async def pace_pause(self, lane: str, seconds: float, interval: float, burst: float) -> None:
-        """Slack answered 429 in `lane`: every replica waits `seconds`."""
-
     @abc.abstractmethod
     def lock(self, name: str) -> AbstractAsyncContextManager[None]:
         """Mutual exclusion for `name` across every replica (one alert per job, one grouped alert per storm)."""

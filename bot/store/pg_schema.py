@@ -90,10 +90,6 @@ CREATE TABLE app_executors (
 ALTER TABLE outbox ADD COLUMN once_key TEXT;
 CREATE UNIQUE INDEX outbox_once ON outbox (once_key) WHERE once_key IS NOT NULL;
 """,
-    # Slack's pace shared by the replicas: a lane's next turn (bot/store/pace.py).
-    """
-CREATE TABLE slack_pace (lane TEXT PRIMARY KEY, tat DOUBLE PRECISION NOT NULL);
-""",
 ]
 
 MIGRATION_LOCK = lock_key("runpod-retry: schema migrations")

@@ -32,7 +32,6 @@ from bot.store.base import (
 )
 from bot.store.blobs import PostgresBlobs
 from bot.store.executors import PostgresExecutors
-from bot.store.pace import PostgresPace
 from bot.store.pg_schema import migrate
 from bot.store.pg_shared import AdvisoryLocks, Listener, channel_name, lock_key
 from bot.store.reports import PostgresReports
@@ -61,7 +60,7 @@ def _queued(row: Any) -> Queued:
                   after=Queued.decode(after) if after else None)
 
 
-class PostgresStore(PostgresAuto, PostgresReports, PostgresBlobs, PostgresExecutors, PostgresPace, Store):
+class PostgresStore(PostgresAuto, PostgresReports, PostgresBlobs, PostgresExecutors, Store):
     shared = True
 
     def __init__(self, url: str, owner: str | None = None, *, pool_size: int = 10, timeout: float = 10.0,

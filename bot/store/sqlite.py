@@ -27,7 +27,6 @@ from bot.store.base import (
 )
 from bot.store.blobs import SqliteBlobs
 from bot.store.executors import NoExecutors
-from bot.store.pace import LocalPace
 from bot.store.reports import SqliteReports
 from bot.store.sqlite_schema import MIGRATIONS
 
@@ -47,7 +46,7 @@ def _writable_folder(path: str) -> str | None:
     return None if os.path.isdir(folder) and os.access(folder, os.W_OK) else folder
 
 
-class SqliteStore(SqliteAuto, SqliteReports, SqliteBlobs, NoExecutors, LocalPace, Store):
+class SqliteStore(SqliteAuto, SqliteReports, SqliteBlobs, NoExecutors, Store):
     shared = False
 
     def __init__(self, path: str, owner: str | None = None, *, lease: float = LEASE_SECONDS):
