@@ -4,7 +4,7 @@ A call is written to the database before it is sent, so a restart or a replica's
 owner sends it). Calls wait in lanes: one per channel for posts and files (Slack allows about one post a second
 per channel, so that is where order and pace matter), one per method family for updates, private messages and
 views, and one per response_url. A lane sends one call at a time, paced by its Slack limit: oldest first, except that
-in a channel replies in a thread go before top-level messages (someone is waiting for them). A 429 pauses the lane
+in a channel replies in a thread and top-level messages take turns (`_next`). A 429 pauses the lane
 for its Retry-After and the same call goes again: a rate limit never drops a message. A network
 error or a 5xx is tried again with backoff. Only an answer that can never succeed (`not_in_channel`,
 `invalid_blocks`, …) ends a call unsent, and the caller is told so it can fall back.
@@ -63,7 +63,8 @@ class Outbox:
         self._after: dict[str, AfterHook] = {}
         self._watchers: set[asyncio.Task[Delivery]] = set()  # waits on calls queued once before (`_ended`)
         self._sending: set[str] = set()  # lanes whose head call has been taken to be sent
-        self._replies: set[int] = set()  # queued calls that reply in a thread (they go first in their lane)
+        self._replies: set[int] = set()  # queued calls that reply in a thread (see `_next`)
+        self._replied: set[str] = set()  # lanes whose last call sent was a reply
         self._closing = False
 
     # ---------------------------------------------------------------- putting calls in
@@ -144,18 +145,9 @@ class Outbox:
                             reply=row.kind in ("post", "file") and bool(row.payload.get("thread_ts")))
 
     def _queue(self, lane: str, message_id: int, created: float | None = None, *, reply: bool = False) -> None:
-        ids = self._lanes.setdefault(lane, [])
+        self._lanes.setdefault(lane, []).append(message_id)
         if reply:
-            # Replies in a thread (a retry's result, how the job ended: someone asked and is waiting) go before the
-            # channel's new top-level messages (alerts, at one a second in a storm), after the replies already
-            # waiting, so order within a thread is kept. The call being sent stays first.
             self._replies.add(message_id)
-            at = 0
-            while at < len(ids) and (ids[at] in self._replies or (at == 0 and lane in self._sending)):
-                at += 1
-            ids.insert(at, message_id)
-        else:
-            ids.append(message_id)
         self._queued_at[message_id] = (lane, created if created is not None else self.clock())
         self._observe(lane)
         if self._closing:
@@ -199,12 +191,22 @@ class Outbox:
             self._buckets[lane] = Bucket(*lane_rate(lane, self.timing))
         return self._buckets[lane]
 
+    def _next(self, lane: str) -> int:
+        """The call whose turn it is. Oldest first, but in a channel where replies in a thread (a retry's result,
+        how the job ended: someone asked and is waiting) and top-level messages (a storm's alerts, at one a second)
+        both wait, they take turns, so neither waits behind all of the other. Order within each kept."""
+        ids = self._lanes[lane]
+        if self._replies.isdisjoint(ids):
+            return ids[0]
+        want_reply = lane not in self._replied
+        return next((i for i in ids if (i in self._replies) == want_reply), ids[0])
+
     async def _drain(self, lane: str) -> None:
         ids = self._lanes[lane]
         attempts, counting = 0, None  # tries of the message at the head of the lane
         while ids and not self._closing:
             self._sending.discard(lane)
-            message_id = ids[0]
+            message_id = self._next(lane)
             if counting != message_id:
                 attempts, counting = 0, message_id
             row: Queued | None = None
@@ -216,10 +218,10 @@ class Outbox:
                 await self.bucket(lane).acquire()
                 if not ids:
                     continue  # withdrawn while waiting
-                if ids[0] != message_id:  # withdrawn while waiting, or a reply came first: the turn is its
-                    if self._not_before.get(ids[0], 0.0) > self.clock():
+                if (now_next := self._next(lane)) != message_id:  # withdrawn while waiting, or a reply's turn
+                    if self._not_before.get(now_next, 0.0) > self.clock():
                         continue
-                    message_id = counting = ids[0]
+                    message_id = counting = now_next
                     attempts = 0
                 self._sending.add(lane)
                 row = await self.store.take(message_id)
@@ -285,6 +287,10 @@ class Outbox:
     def _finish(self, lane: str, message_id: int, delivery: Delivery | None) -> None:
         with contextlib.suppress(ValueError):
             self._lanes.get(lane, []).remove(message_id)
+        if message_id in self._replies:
+            self._replied.add(lane)
+        else:
+            self._replied.discard(lane)
         self._replies.discard(message_id)
         self._queued_at.pop(message_id, None)
         self._not_before.pop(message_id, None)

@@ -519,10 +519,12 @@ class Scenario:
         await asyncio.gather(*self.tasks, return_exceptions=True)  # deliveries and clicks still under way
 
     async def _settle(self) -> None:
-        """Until every requeued job's ending is shown and every run's summary posted, at most SETTLE_FOR."""
+        """Until every accepted failure is alerted, every requeued job's ending shown and every run's summary
+        posted, at most SETTLE_FOR."""
         deadline = time.monotonic() + SETTLE_FOR
         while time.monotonic() < deadline:
-            if not pending_endings(self.rec) and all(summary_posts(self.rec, r) for r in group_requests(self.rec)):
+            if not pending_endings(self.rec) and not unalerted(self.rec) \
+                    and all(summary_posts(self.rec, r) for r in group_requests(self.rec)):
                 await asyncio.sleep(3.0)  # anything doubled or late would land now
                 return
             await asyncio.sleep(0.5)
@@ -580,6 +582,28 @@ def ending_shown_at(rec: Record, ep: str, job: str, in_group: bool) -> float | N
 
 def grouped_jobs(rec: Record) -> set[tuple[str, str]]:
     return {j for r in group_requests(rec) for j in r.jobs}
+
+
+def alert_posts(rec: Record) -> list[Any]:
+    """The alert channel's top-level posts (single alerts and grouped alerts)."""
+    assert rec.slack is not None
+    return [c for c in rec.slack.accepted("chat.postMessage", ALERTS) if not c.args.get("thread_ts")]
+
+
+def grouped_list(rec: Record) -> str:
+    """The grouped alerts' job lists: replies in their threads, edited as failures join (edits carry no
+    thread_ts), as they stand now."""
+    assert rec.slack is not None
+    return "\n".join(message_text(m) for (channel, _), m in rec.slack.messages.items()
+                     if channel == ALERTS and m.get("thread_ts"))
+
+
+def unalerted(rec: Record) -> list[str]:
+    """Accepted failures with no alert yet: neither a top-level post naming them nor a line in a grouped list."""
+    posts = "\n".join(call_text(c) for c in alert_posts(rec))
+    listed = grouped_list(rec)
+    return [job for (_, job), statuses in rec.webhooks.items()
+            if any(200 <= s < 300 for s in statuses) and job not in posts and job not in listed]
 
 
 def pending_endings(rec: Record) -> list[tuple[str, str]]:

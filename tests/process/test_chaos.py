@@ -18,12 +18,14 @@ from tests.process.chaos import (
     ENDING_WITHIN,
     Record,
     Scenario,
+    alert_posts,
     app_tracebacks,
     cut_by_kill9,
     doubled_posts,
     ending_shown_at,
     group_requests,
     grouped_jobs,
+    grouped_list,
     seed_from_env,
     shown_not_retried,
     single_requests,
@@ -53,11 +55,8 @@ def where(rec: Record, at: float) -> str:
 def test_every_accepted_failure_alerted_exactly_once(chaos: Record) -> None:
     """A failure RunPod got a 200 for has one alert: one top-level post naming it, or (once the endpoint's storm
     was recognised) a line in the grouped alert's job list, however many replicas its deliveries reached."""
-    assert chaos.slack is not None
-    posts = [c for c in chaos.slack.accepted("chat.postMessage", "CALERTS") if not c.args.get("thread_ts")]
-    # The grouped alert's job list: replies in its thread, edited as failures join (edits carry no thread_ts).
-    listed = "\n".join(message_text(m) for (channel, _), m in chaos.slack.messages.items()
-                       if channel == "CALERTS" and m.get("thread_ts"))
+    posts = alert_posts(chaos)
+    listed = grouped_list(chaos)
     wrong = []
     for (_, job), statuses in chaos.webhooks.items():
         if not any(200 <= s < 300 for s in statuses):
