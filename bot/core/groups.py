@@ -215,6 +215,9 @@ class Storm:
     retry_at: float | None = None
     running: bool = False      # a Retry all is under way (not persisted: a restart ends it)
     summarized: list[int] = field(default_factory=list)       # Retry all runs (inbox rows) whose summary is queued
+    # Retry all runs (inbox rows, by id) and the jobs each took on: written as a run takes its jobs, so the replica
+    # adopting a row whose replica died carries out that run, not a second one.
+    taken: dict[str, list[str]] = field(default_factory=dict)
     expired: bool = False      # redrawn without Retry all once its last job's retry deadline passed
     # One job's whole error for each kind of error (its family), shown in the thread: the traceback one click away.
     examples: dict[str, tuple[str, str]] = field(default_factory=dict)   # family -> (job, whole error)
@@ -257,6 +260,8 @@ class Storm:
         self.requested.extend(job for job in stored.requested if job not in self.requested)
         # Which Retry all runs have their summary queued: a replica that takes one over must not post it again.
         self.summarized.extend(run for run in stored.summarized if run not in self.summarized)
+        for run_id, jobs in stored.taken.items():
+            self.taken.setdefault(run_id, jobs)
         for job, result in stored.results.items():
             self.results.setdefault(job, result)
         for job, final in stored.finals.items():

@@ -29,29 +29,31 @@ async def ack_then_run(rt: Runtime, ack: AsyncAck, who: Who, what: str,
 
 
 async def ack_accepted(rt: Runtime, ack: AsyncAck, who: Who, what: str, kind: str, payload: dict[str, Any],
-                       work: Callable[[int], Awaitable[object]], *, ack_is_seen: bool = True) -> None:
+                       work: Callable[[int], Awaitable[object]], *, ack_is_seen: bool = True,
+                       unreachable: dict[str, Any] | None = None) -> None:
     """As `ack_then_run`, for work a replica's death must not lose once Slack was told it is taken: it is written
     down (an inbox row, `kind` and `payload`) before the ack, and `work` gets the row's id. A database that does not
-    take it in time is a refusal like a database known to be away."""
-    refusal = _refusal(rt)
+    take it in time is a refusal like a database known to be away; `unreachable` says it in the request's words."""
+    unreachable = unreachable or messages.database_unreachable()
+    refusal = _refusal(rt, unreachable)
     work_id = None if refusal is not None else await accept_in_time(rt.store, rt.background, kind, payload,
                                                                     rt.timing.accept_within)
     if work_id is None:
         if refusal is None:  # the database did not take it in time: taken for away until a renewal says otherwise
             rt.database_state(False)
-        await _refuse(rt, ack, who, what, refusal or messages.database_unreachable(), ack_is_seen)
+        await _refuse(rt, ack, who, what, refusal or unreachable, ack_is_seen)
         return
     await ack()
     rt.background.spawn(rt.guard(who, what, work(work_id)), name=what)
 
 
-def _refusal(rt: Runtime) -> dict[str, Any] | None:
+def _refusal(rt: Runtime, unreachable: dict[str, Any] | None = None) -> dict[str, Any] | None:
     if not rt.background.accepting:
         return messages.shutting_down()
     if rt.database_lost:
         # Known to be away (a lease renewal or a request found it so): no waiting on a database that does not
         # answer.
-        return messages.database_unreachable()
+        return unreachable or messages.database_unreachable()
     return None
 
 

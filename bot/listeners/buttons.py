@@ -13,8 +13,9 @@ from typing import Any
 from slack_bolt.async_app import AsyncAck, AsyncApp
 
 from bot.core import actions, messages
-from bot.listeners.ack import ack_then_run
+from bot.listeners.ack import ack_accepted, ack_then_run
 from bot.slack.out import Place
+from bot.work.accepted import RETRY_ALL_REQUEST, retry_all_request
 from bot.work.auto_switch import from_home
 from bot.work.runtime import Runtime
 from bot.work.who import Source, Who
@@ -62,8 +63,23 @@ def register(app: AsyncApp, rt: Runtime) -> None:
     button(actions.STATUS, actions.parse_job_value, lambda t: f"the status of job `{t[1]}`",
            lambda c, t: rt.service.status(c.who, t[0], t[1], Place(c.channel, thread_ts=c.thread_ts or c.message_ts,
                                                             response_url=c.who.response_url)))
-    button(actions.RETRY_ALL, actions.parse_storm_value, lambda _: "Retry all",
-           lambda c, t: rt.storms.retry_all(c.who, *t))
+
+    @app.action(actions.RETRY_ALL)
+    async def retry_all(ack: AsyncAck, body: dict[str, Any]) -> None:
+        # Written down before the ack (`ack_accepted`): a replica dying right after it must not lose the click.
+        click = read_click(body)
+        target = actions.parse_storm_value(click.value)
+        if target is None:
+            await ack_then_run(rt, ack, click.who, "a button", lambda: rt.out.ephemeral(
+                click.channel, click.who.user, messages.bad_button(), click.who.response_url), ack_is_seen=False)
+            return
+        endpoint, storm_id = target
+        await ack_accepted(rt, ack, click.who, "Retry all", RETRY_ALL_REQUEST,
+                           retry_all_request(click.who, endpoint, storm_id),
+                           lambda work_id: rt.storms.retry_all(click.who, endpoint, storm_id, work_id),
+                           ack_is_seen=False,
+                           unreachable=messages.retry_all_not_taken(endpoint, rt.storms.pending(endpoint, storm_id)))
+
     button(actions.STORM_STATUS, actions.parse_storm_value, lambda _: "the status of the grouped jobs",
            lambda c, t: rt.storms.status(c.who, *t))
     button(actions.CONFIRM_FAILED, actions.parse_window_value, lambda _: "the retry of recent failures",

@@ -1,6 +1,6 @@
 """Work written down before Slack is told it was taken: a request acknowledged and then lost with its replica (a
 kill -9 while the database was slow) would be a promise nobody keeps. The row is the request; whoever adopts it
-after a death carries it out (`BulkRunner.resume`)."""
+after a death carries it out (`BulkRunner.resume`, `StormDesk.resume`)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,19 @@ from typing import Any
 
 from bot.infra.tasks import Background
 from bot.store import Store, StoreUnavailable
+from bot.work.who import Who
 
 log = logging.getLogger(__name__)
+
+# The inbox row of a grouped alert's Retry all. Written before the click is acknowledged (`retry_all_request`); rows
+# of this kind written by earlier versions, once the run had taken its jobs, carry them ("jobs").
+RETRY_ALL_REQUEST = "retry_all"
+
+
+def retry_all_request(who: Who, endpoint: str, storm_id: str) -> dict[str, Any]:
+    """The click, as its row keeps it: which grouped alert, who clicked, where. The jobs are chosen when the click
+    is carried out (another Retry all may have taken some by then); the storm keeps them under the row's id."""
+    return {"request": True, "endpoint": endpoint, "storm": storm_id, "who": who.to_json()}
 
 
 async def accept_in_time(store: Store, background: Background, kind: str, payload: dict[str, Any],
@@ -32,14 +43,17 @@ async def accept_in_time(store: Store, background: Background, kind: str, payloa
 
         def landed(done: asyncio.Future[int]) -> None:
             if not done.cancelled() and done.exception() is None:
-                background.spawn(_let_go(store, done.result()), name=f"drop a late {kind} request")
+                background.spawn(let_go(store, done.result()), name=f"drop a late {kind} request")
 
         writing.add_done_callback(landed)
         return None
 
 
-async def _let_go(store: Store, work_id: int) -> None:
+async def let_go(store: Store, work_id: int | None) -> None:
+    """The request's row is done with (carried out, or nothing was to be done)."""
+    if work_id is None:
+        return
     try:
         await store.done(work_id)
-    except Exception as exc:  # its adopter will carry it out: the person may see the run they were told failed
-        log.warning("could not let go of a request the person was told to try again: %s", exc)
+    except Exception as exc:  # its adopter looks at it again: what was done is not done twice, what was not may be
+        log.warning("could not let go of a request's row: %s", exc)

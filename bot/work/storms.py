@@ -22,9 +22,11 @@ from bot.core.groups import Storm, StormJob
 from bot.core.health import Health
 from bot.core.worker_errors import error_summary
 from bot.infra.config import Settings
+from bot.infra.logs import ctx
 from bot.slack.out import Place
 from bot.slack.pacing import Pacer
 from bot.store import Queued
+from bot.work.accepted import RETRY_ALL_REQUEST, let_go
 from bot.work.alert_desk import AlertDesk
 from bot.work.bulk import BulkRun, BulkRunner
 from bot.work.who import Source, Who
@@ -272,17 +274,28 @@ class StormDesk:
                 self._storms[key] = Storm.from_json(data)
         return self._storms.get(key)
 
+    def pending(self, endpoint: str, storm_id: str) -> int | None:
+        """How many jobs of the grouped alert Retry all would take on, as far as this replica knows without I/O."""
+        storm = self._storms.get(f"{endpoint}/{storm_id}")
+        return len(storm.unretried()) if storm is not None else None
+
     async def resume(self, row: Queued) -> None:
-        """A Retry all whose replica died (or stopped before it ended): finished here (see BulkRunner.take_over)."""
+        """A Retry all whose replica died (or stopped before it ended): finished here (see BulkRunner.take_over); a
+        click acknowledged before its replica took any job on is carried out here from the start."""
         endpoint, storm_id = str(row.payload.get("endpoint")), str(row.payload.get("storm"))
         storm = await self.find(endpoint, storm_id)
-        jobs = tuple(str(job) for job in row.payload.get("jobs") or ())
+        who = Who.from_json(dict(row.payload.get("who") or {}))
+        taken = storm.taken.get(str(row.id)) if storm is not None else None
+        jobs = tuple(str(job) for job in row.payload.get("jobs") or taken or ())
+        if storm is not None and not jobs and row.payload.get("request") and row.id not in storm.summarized:
+            log.info("carrying out a Retry all clicked before a restart", extra=ctx(endpoint=endpoint))
+            await self.retry_all(who, endpoint, storm_id, row.id)
+            return
         if storm is None or not jobs:
             await self.store.done(row.id)
             return
         # A restart's `load` offers jobs never answered to Retry all again: this run takes them back.
         storm.requested.extend(job for job in jobs if job not in storm.requested)
-        who = Who.from_json(dict(row.payload.get("who") or {}))
         storm.running, storm.retry_by = True, storm.retry_by or who.user
         run = self._run(storm, who, jobs)
         run.summarized = row.id in storm.summarized
@@ -317,21 +330,25 @@ class StormDesk:
             storm.summarized.append(run.work_id)
         await self.store.save_storm(storm.key, storm.to_json())
 
-    async def retry_all(self, who: Who, endpoint: str, storm_id: str) -> None:
-        """Retry every job of the grouped alert not retried yet, as one bulk retry reported in its thread."""
-        who = replace(who, source=Source.RETRY_ALL)
+    async def retry_all(self, who: Who, endpoint: str, storm_id: str, work_id: int | None = None) -> None:
+        """Retry every job of the grouped alert not retried yet, as one bulk retry reported in its thread. `work_id`:
+        the click's inbox row (`retry_all_request`), let go of when the run is done or nothing is to be done."""
+        if not await self._retry_all(replace(who, source=Source.RETRY_ALL), endpoint, storm_id, work_id):
+            await let_go(self.store, work_id)
+
+    async def _retry_all(self, who: Who, endpoint: str, storm_id: str, work_id: int | None) -> bool:
         storm = await self.find(endpoint, storm_id)
         if storm is None:
             await self.out.ephemeral(who.channel, who.user, messages.storm_unknown(), who.response_url)
-            return
+            return False
         if not await self.service.gate(who, endpoint, storm.unretried()):
-            return
+            return False
         if self.clock() >= storm.last_deadline:
             # A message drawn before the deadline (its redraw has not run yet): RunPod has forgotten the jobs.
             storm.expired = True
             self._mark(storm, None)
             await self.out.ephemeral(who.channel, who.user, messages.storm_expired(endpoint), who.response_url)
-            return
+            return False
         async with self._shared(endpoint, storm.key):
             # Another replica's Retry all took every job and some have not ended: it is running, there.
             elsewhere = self.store.shared and not storm.unretried() and not storm.tally().ended
@@ -341,26 +358,36 @@ class StormDesk:
                 # No await since the check above: a second click sees `running` (other replicas: the store).
                 storm.running, storm.retry_by, storm.retry_at = True, who.user, self.clock()
                 storm.requested.extend(jobs)
+                if work_id is not None:  # with the jobs it took: a replica adopting the row carries out this run
+                    storm.taken[str(work_id)] = list(jobs)
                 if self.store.shared:
                     await self.store.save_storm(storm.key, storm.to_json())
+                elif work_id is not None:
+                    try:
+                        await self.store.save_storm(storm.key, storm.to_json())
+                    except Exception as exc:  # the run goes on; a death before its end would start it again
+                        log.warning("could not write down the jobs Retry all took: %s", exc,
+                                    extra=ctx(endpoint=endpoint))
         if busy and storm.retry_by and storm.retry_at:
             self.metrics.duplicates.labels(kind=who.source.value).inc()
             await self.out.ephemeral(who.channel, who.user,
                                      messages.retry_all_running(storm.retry_by, storm.retry_at, viewer=who.user),
                                      who.response_url)
-            return
+            return False
         if not jobs:
             await self.out.ephemeral(who.channel, who.user, messages.nothing_to_retry(endpoint), who.response_url)
-            return
+            return False
         self._mark(storm, None)
         run = self._run(storm, who, jobs)
-        await self.bulk.own(run, "retry_all", {"endpoint": endpoint, "storm": storm_id, "who": who.to_json(),
-                                               "jobs": list(jobs)})
+        run.work_id = work_id  # a click's run has its row already: `own` writes one only without it
+        await self.bulk.own(run, RETRY_ALL_REQUEST, {"endpoint": endpoint, "storm": storm_id, "who": who.to_json(),
+                                                     "jobs": list(jobs)})
         try:
             await self.bulk.run(run)
         finally:
             storm.running = False
             self._mark(storm, None)
+        return True
 
     async def status(self, who: Who, endpoint: str, storm_id: str) -> None:
         """What RunPod says now about every job of the grouped alert, as a tally in its thread."""

@@ -281,3 +281,39 @@ def test_the_biggest_groups_stay_inside_slacks_block_kit_limits():
         assert not block_problems(msg["blocks"]), block_problems(msg["blocks"])
         assert len(msg["text"]) <= 3000
     assert attachment is not None and all(job in attachment for job in jobs), "the file has every job"
+
+
+async def test_retry_all_clicked_while_the_database_cannot_write_it_down_in_time_is_refused_and_never_run(
+        make_app, runpod, slack, tmp_path):
+    """The click is written down before it is acknowledged. The database is held by another writer longer than the
+    app waits (`accept_within`): the clicker is told plainly that nothing started and to click again in a minute,
+    and the click, written down late, is never carried out, not even by the next start. Clicked again once the
+    database answers, Retry all runs."""
+    import sqlite3
+
+    app = await make_app("http", **FAST)
+    jobs, alert = await storm_of(app, runpod, 6)
+    value = buttons(alert)[actions.RETRY_ALL]["value"]
+    holder = sqlite3.connect(tmp_path / "runpod-retry.db", timeout=10)
+    holder.execute("BEGIN IMMEDIATE")  # another writer holds the database: the app's writes wait
+    try:
+        click = await app.click(actions.RETRY_ALL, value, message_ts=alert["ts"], user="U7")
+        assert click.status == 200 and click.latency < ACK_DEADLINE
+        await slack.wait_for(lambda s: s.responses.get(click.response_url))
+        await asyncio.sleep(0.5)
+    finally:
+        holder.rollback()
+        holder.close()
+    [told] = [message_text(r) for r in app.responses(click.response_url)]
+    assert "Retry all* did not start" in told and "cannot reach its database" in told, told
+    assert "6 jobs" in told and "`ep1`" in told and "again in a minute" in told, told
+    await app.settle(timeout=20)
+    await app.restart()
+    await app.settle(timeout=20)
+    assert runpod.calls_to("retry") == [], "a click refused is not carried out behind the clicker's back"
+
+    again = await app.click(actions.RETRY_ALL, value, message_ts=alert["ts"], user="U7")
+    await app.settle(timeout=20)
+    assert again.status == 200 and app.responses(again.response_url) == []
+    assert sorted(c.job for c in runpod.calls_to("retry")) == jobs, "every job once"
+    assert len([m for m in app.thread(ALERTS, alert["ts"]) if "Results for 6 jobs" in message_text(m)]) == 1

@@ -339,3 +339,58 @@ async def test_a_cut_off_bulk_retry_whose_settling_outlasts_the_wait_still_repor
                          lambda: f"the summary still says a job had no answer: {message_text(summaries[0])}")
     assert set(runpod.requeued("ep1")) == {("ep1", job) for job in jobs}, "every job retried"
     assert set(runpod.requeued("ep1").values()) == {1}, "none twice"
+
+
+async def test_a_retry_all_acknowledged_then_cut_off_by_kill_9_before_any_retry_is_run_by_the_next_start(
+        slack, runpod, tmp_path):
+    """Retry all was clicked on a grouped alert and answered 200 (Slack shows the click as taken), then the replica
+    died while it was still checking with Slack that the clicker may retry: nothing had reached RunPod yet. The next
+    start carries the click out: every job of the grouped alert retried once, one summary in the alert's thread."""
+    from bot.core import messages
+    from bot.core.groups import JobResult
+    from testkit.fakes.limits import SlackLimits
+    from testkit.fakes.slack import SlackFault
+    from testkit.polling import wait_until
+    from testkit.replicas import Replicas
+
+    slack.limits = SlackLimits.off()
+    slack.usergroups["S1"] = ["U1"]  # who may retry is asked of Slack at the click: the window after the ack
+    jobs = [f"job-r{n:02d}" for n in range(6)]
+    for job in jobs:
+        runpod.add_job("ep1", job, status="FAILED")
+    async with Replicas(slack, runpod, str(tmp_path / "bot.db"), tmp_path, n=1, RUNPOD_STORM_THRESHOLD="3",
+                        RUNPOD_RETRY_ALLOWED_USERGROUPS="S1") as app:
+        for job in jobs:
+            assert await app.webhook("ep1", {"id": job, "status": "FAILED", "error": "CUDA out of memory"}) == 200
+
+        def grouped() -> dict[str, Any] | None:
+            return next((m for (c, _), m in slack.messages.items() if c == "CALERTS" and not m.get("thread_ts")
+                         and any(el.get("action_id") == actions.RETRY_ALL for b in m.get("blocks") or []
+                                 for el in b.get("elements") or [])), None)
+
+        await wait_until(lambda: grouped() and "6" in message_text(grouped() or {}), 15, "the grouped alert of 6")
+        await asyncio.sleep(1.5)  # its paced redraws have landed
+        storm = grouped()
+        assert storm is not None
+        slack.script("usergroups.users.list", SlackFault(delay=30.0))  # Slack is slow to say who is in the group
+        ack = await app.click(actions.RETRY_ALL, button_value(storm, actions.RETRY_ALL), message_ts=storm["ts"])
+        assert ack.status == 200
+        await wait_until(lambda: slack.calls_to("usergroups.users.list"), 10, "the click being carried out")
+        await app.kill(0)
+        assert not runpod.calls_to("retry"), "cut off before any retry"
+        await app.start(0)
+
+        head = messages.bulk_summary("ep1", [JobResult(j, "requeued") for j in jobs], "x.json")[0]["text"]
+        head = head.split(":")[0]
+
+        def summaries() -> list[dict[str, Any]]:
+            return [m for m in slack.messages.values()
+                    if m.get("thread_ts") == storm["ts"] and message_text(m).startswith(head)]
+
+        await wait_until(lambda: len(runpod.requeued("ep1")) == len(jobs) and summaries(), 30,
+                         lambda: f"every job retried after the restart and summarised: {runpod.requeued('ep1')}\n"
+                                 + app.logs())
+        await asyncio.sleep(3.0)  # a second retry or summary would be out by now
+    assert set(runpod.requeued("ep1")) == {("ep1", job) for job in jobs}, "every job retried"
+    assert set(runpod.requeued("ep1").values()) == {1}, "none twice"
+    assert len(summaries()) == 1, "one summary in the grouped alert's thread"

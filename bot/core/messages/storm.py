@@ -178,6 +178,15 @@ def nothing_to_retry(endpoint: str) -> Message:
                             "nothing more was retried. The alert shows how each job ended.")])
 
 
+def retry_all_not_taken(endpoint: str, jobs: int | None) -> Message:
+    """Retry all clicked while the app's database did not answer: nothing was started, and nothing will be."""
+    which = f"the {jobs_count(jobs, 'job')} of this alert" if jobs else "this alert's jobs"
+    return message("Retry all did not start: the app cannot reach its database; click it again in a minute",
+                   [section(f":warning: *Retry all* did not start: the app cannot reach its database right now, so "
+                            f"none of {which} on endpoint {code(endpoint)} was retried. Click *Retry all* again in a "
+                            "minute; without its database the app cannot make sure each job is retried only once.")])
+
+
 def storm_unknown() -> Message:
     return message("I have no record of this grouped alert",
                    [section(f":grey_question: I have no record of this grouped alert any more, so nothing was done. "
