@@ -11,6 +11,7 @@ from bot.infra.metrics import Metrics
 from bot.infra.timing import REAL
 from bot.slack.outbox import Outbox
 from bot.store import open_store
+from testkit.polling import wait_until
 
 
 class RecordingSlack:
@@ -29,8 +30,8 @@ async def test_replies_in_a_thread_take_turns_with_a_storms_waiting_alerts_and_k
     outbox = Outbox(store, slack, Metrics(), timing=REAL.scaled(0.05))  # type: ignore[arg-type]
     try:
         alerts = [await outbox.submit("post", {"channel": "C1", "text": f"alert {n}"}) for n in range(8)]
-        while len(slack.posted) < 3:  # Slack's burst has gone; the rest wait for the pace
-            await asyncio.sleep(0.005)
+        await wait_until(lambda: len(slack.posted) >= 3, 10, "Slack's burst gone; the rest wait for the pace",
+                         step=0.005)
         result = await outbox.submit("post", {"channel": "C1", "thread_ts": "1.1", "text": "result of job-1"})
         ending = await outbox.submit("post", {"channel": "C1", "thread_ts": "1.1", "text": "job-1 completed"})
         other = await outbox.submit("post", {"channel": "C2", "text": "elsewhere"})
