@@ -56,6 +56,7 @@ class Claim:
     user: str
     at: float
     owner: str = ""
+    until: float = field(default=0.0, compare=False)  # when its lease runs out, unless its owner renews it
 
 
 @dataclass(frozen=True)

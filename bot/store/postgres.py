@@ -283,9 +283,9 @@ class PostgresStore(PostgresAuto, PostgresReports, PostgresBlobs, PostgresExecut
         await self._execute("DELETE FROM claims WHERE endpoint = $1 AND job = $2", endpoint, job)
 
     async def claimed(self, endpoint: str, job: str) -> Claim | None:
-        rows = await self._fetch('SELECT "user", at, owner FROM claims WHERE endpoint = $1 AND job = $2',
+        rows = await self._fetch('SELECT "user", at, owner, lease_until FROM claims WHERE endpoint = $1 AND job = $2',
                                  endpoint, job)
-        return Claim(rows[0]["user"], rows[0]["at"], rows[0]["owner"]) if rows else None
+        return Claim(rows[0]["user"], rows[0]["at"], rows[0]["owner"], rows[0]["lease_until"]) if rows else None
 
     # ---------------------------------------------------------------- inbox
 

@@ -215,8 +215,9 @@ class SqliteStore(SqliteAuto, SqliteReports, SqliteBlobs, NoExecutors, Store):
         await self._write("DELETE FROM claims WHERE endpoint = ? AND job = ?", (endpoint, job))
 
     async def claimed(self, endpoint: str, job: str) -> Claim | None:
-        rows = await self._rows("SELECT user, at, owner FROM claims WHERE endpoint = ? AND job = ?", (endpoint, job))
-        return Claim(rows[0]["user"], rows[0]["at"], rows[0]["owner"]) if rows else None
+        rows = await self._rows("SELECT user, at, owner, lease_until FROM claims WHERE endpoint = ? AND job = ?",
+                                (endpoint, job))
+        return Claim(rows[0]["user"], rows[0]["at"], rows[0]["owner"], rows[0]["lease_until"]) if rows else None
 
     # ---------------------------------------------------------------- inbox
 

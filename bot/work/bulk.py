@@ -277,7 +277,7 @@ class BulkRunner:
                  extra=ctx(endpoint=run.endpoint))
         run.changed(None)
         if todo:
-            await asyncio.gather(*(self._retry_one(run, job) for job in todo))
+            await asyncio.gather(*(self._retry_one(run, job, taking_over=True) for job in todo))
         # How long to wait for the retries the dead replica had sent to be settled before the summary.
         timing = self.service.timing
         deadline = time.monotonic() + timing.bulk_settle_wait
@@ -354,9 +354,11 @@ class BulkRunner:
         for job in jobs:
             self._following[(run.endpoint, job)] = run
 
-    async def _retry_one(self, run: BulkRun, job: str) -> None:
+    async def _retry_one(self, run: BulkRun, job: str, *, taking_over: bool = False) -> None:
         async with self.slots:
             try:
+                if taking_over:  # a job the dead replica claimed and never sent: its claim runs out first
+                    await self.service.claims.outlive_the_dead(run.endpoint, job)
                 if not self.service.background.accepting:
                     # Stopping: the jobs not reached yet get their outcome now, and the summary still goes out.
                     result = await self._refused(run.who, run.endpoint, job, "shutdown",

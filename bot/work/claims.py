@@ -52,6 +52,18 @@ class Claims:
         self.release_pauses = timing.release_retry_pauses
         self.background = background
         self.clock = clock
+        self.timing = timing
+
+    async def outlive_the_dead(self, endpoint: str, job: str) -> None:
+        """Wait, at most a lease and a half, for another replica's claim on the job to run out. For work taken over
+        from a replica that died: the job it had claimed but not yet written down as sent was never sent, and its
+        claim only runs out with its lease. Returns at once when nobody else holds the job."""
+        deadline = time.monotonic() + 1.5 * self.timing.lease
+        while time.monotonic() < deadline:
+            claim = await self.store.claimed(endpoint, job)
+            if claim is None or claim.owner == self.store.owner or claim.until < self.clock():
+                return
+            await asyncio.sleep(self.timing.bulk_settle_poll)
 
     @contextlib.asynccontextmanager
     async def hold(self, endpoint: str, job: str, user: str) -> AsyncIterator[Hold]:

@@ -14,6 +14,9 @@ from typing import Any
 import pytest
 
 from bot.core import actions
+from bot.infra.timing import REAL
+from bot.store.postgres import PostgresStore
+from testkit.env import TEST_TIME_SCALE
 from testkit.fakes import SlackFault
 from testkit.fakes.limits import SlackLimits
 from testkit.harness import ACK_DEADLINE, alert_completed, button_value, message_text
@@ -192,7 +195,9 @@ async def test_a_bulk_retry_whose_replica_dies_is_finished_by_another_each_job_o
 
     await wait_until(lambda: any("Results for 24 jobs" in message_text(m) for m in slack.messages.values()), 60,
                      "the summary, posted by the replica that took the run over")
-    await wait_until(lambda: "24 completed" in message_text(parent() or {}), 30, "the tally completed")
+    await wait_until(lambda: "24 completed" in message_text(parent() or {}), 30,
+                     lambda: f"the tally completed; the parent shows: {message_text(parent() or {})}\n"
+                             f"{runpod.describe()}\n{cluster.logs()}")
     print(f"run finished {time.monotonic() - killed:.1f} s after kill -9")
 
     assert set(runpod.requeued(EP)) == {(EP, job) for job in jobs}, "every job retried"
@@ -202,6 +207,36 @@ async def test_a_bulk_retry_whose_replica_dies_is_finished_by_another_each_job_o
     shown = message_text(parent() or {})
     assert shown.startswith("All 24 jobs requeued"), shown
     no_duplicate_posts(slack)
+
+
+async def test_a_bulk_job_the_dead_replica_had_claimed_but_not_sent_is_retried_by_the_one_taking_over(
+        slack, runpod, pg_url, tmp_path):
+    """At the instant of a kill -9 the dying replica had claimed a job of its run and not yet written it down as
+    sent (so it never sent it). Its claim outlives the run's inbox row by up to a third of a lease (taken after the
+    last renewal); the replica taking the run over waits it out and retries the job, instead of summarising it as
+    "already being retried (by you, a moment ago)"."""
+    jobs = [f"job-c{n:02d}-u1" for n in range(12)]
+    for job in jobs:
+        runpod.add_job(EP, job, status="FAILED")
+    runpod.fault("retry", delay=0.5, times=len(jobs))
+    async with Replicas(slack, runpod, pg_url, tmp_path, n=2, RUNPOD_BULK_CONCURRENCY="4") as cluster:
+        ack = await cluster.command(f"{EP} {' '.join(jobs)}", user="U1", replica=0)
+        assert ack.status == 200
+        await wait_until(lambda: len(runpod.calls_to("retry")) >= 4, 20, "the first retries")
+        dying = PostgresStore(pg_url, owner="the-replica-being-killed", timeout=5.0)
+        dying.lease = 2 * REAL.scaled(TEST_TIME_SCALE).lease  # claimed after its last renewal: outlives its rows
+        await dying.open()
+        try:
+            assert await dying.claim(EP, jobs[-1], "U1", time.time()) is None
+        finally:
+            await dying.close()
+        await cluster.kill(0)
+        await wait_until(lambda: any("Results for 12 jobs" in message_text(m) for m in slack.messages.values()), 60,
+                         "the summary, posted by the replica that took the run over")
+    summary = next(message_text(m) for m in slack.messages.values() if "Results for 12 jobs" in message_text(m))
+    assert "not retried" not in summary and "already being retried" not in summary, summary
+    assert set(runpod.requeued(EP)) == {(EP, job) for job in jobs}, runpod.describe()
+    assert set(runpod.requeued(EP).values()) == {1}, "none twice"
 
 
 async def test_a_retry_all_whose_replica_dies_is_finished_by_another_each_job_once(cluster, slack, runpod):
