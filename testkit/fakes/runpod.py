@@ -181,6 +181,10 @@ class FakeRunPod(LoopbackServer):
         one = RunPodFault(status, body, headers, delay, reset, garbage, applied)
         self._faults.setdefault(op, deque()).extend([one] * times)
 
+    def heal(self) -> None:
+        """Drop every fault still queued: RunPod behaves again."""
+        self._faults.clear()
+
     def set_health(self, endpoint: str, health: Health | str | None = None, **fields: Any) -> None:
         """Configure /health for `endpoint`: a Health, a HEALTH_PRESETS name, or Health's fields as keywords."""
         if isinstance(health, str):
