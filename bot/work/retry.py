@@ -13,6 +13,7 @@ from bot.core import messages, words
 from bot.core.alerts import BUDGET_WINDOW, Alert, Phase, ran_since
 from bot.core.outcome import (
     RETENTION_SECONDS,
+    RETRYABLE,
     UNCERTAIN,
     Kind,
     Outcome,
@@ -338,7 +339,13 @@ class RetryService:
             lost = RunPodTimeout("the app stopped before RunPod answered the retry", op="retry")
             alert = await self.alert(endpoint, job)  # the failure retried: failed since with other words, it ran
             again = isinstance(probe, RunPodReply) and alert is not None and ran_since(alert, probe.body)
-            outcome = classify_retry(endpoint, job, lost, probe, ran_since=again)
+            if data.get("run") and isinstance(probe, RunPodReply) and not again \
+                    and str(probe.body.get("status") or "").upper() in RETRYABLE:
+                # A run's retry cut off before it reached RunPod: the job's failure is untouched. The run promised
+                # every job one retry, and this one never happened, so it is sent now.
+                outcome = await self.call_retry(endpoint, job)
+            else:
+                outcome = classify_retry(endpoint, job, lost, probe, ran_since=again)
             # Settled once already (cut off again before it was marked): counted then, not again.
             counted = await self.store.retries_since(endpoint, job, row.created) == 0
             for hook in self.on_settled:

@@ -352,3 +352,31 @@ async def test_a_port_in_use_is_still_named_at_start_up(runpod, slack, tmp_path,
         code = await asyncio.wait_for(serve(load_settings(env)), timeout=20)
     err = capsys.readouterr().err
     assert code == 2 and f"could not listen on port {port}" in err and "Set PORT to a free port" in err
+
+
+async def test_a_bulk_jobs_retry_cut_off_before_it_reached_runpod_is_sent_at_the_next_start(make_app, runpod, slack):
+    """A bulk run's retry written down as sent, then cut off by a shutdown before the request left the app: RunPod
+    never got it and still shows the failure untouched. The next start sends it (the run promised every job one
+    retry) instead of summarising the job as not retried."""
+    app = await make_app()
+    jobs = ["job-b1", "job-b2", "job-b3"]
+    for job in jobs:
+        runpod.add_job(EP, job, status="FAILED")
+    real_retry = app.rt.runpod.retry
+
+    async def never_leaves(endpoint: str, job: str, **kwargs: Any) -> Any:
+        if job == "job-b3":
+            await asyncio.Event().wait()  # stuck before the request is sent (a slow connection, a full pool)
+        return await real_retry(endpoint, job, **kwargs)
+
+    app.rt.runpod.retry = never_leaves
+    assert (await app.command(f"{EP} {' '.join(jobs)}")).status == 200
+    await runpod.wait_for(lambda f: len(f.calls_to("retry")) >= 2)
+    await app.restart()  # a deploy: the stuck retry is cancelled with its row written down as sent
+    await app.settle()
+
+    assert [c.job for c in runpod.calls_to("retry")].count("job-b3") == 1, runpod.describe()
+    assert set(runpod.requeued(EP)) == {(EP, job) for job in jobs}
+    assert set(runpod.requeued(EP).values()) == {1}
+    summary = next(message_text(m) for m in slack.messages.values() if "Results for 3 jobs" in message_text(m))
+    assert "All 3 jobs requeued" in summary, summary

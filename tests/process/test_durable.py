@@ -212,7 +212,9 @@ async def test_a_bulk_retry_cut_off_by_kill_9_is_finished_by_the_next_start_each
             return "\n".join(message_text(m) for (c, _), m in slack.messages.items()
                              if c == "C1" and not m.get("thread_ts") and "16 jobs" in message_text(m))
 
-        await wait_until(lambda: "16 completed" in parent(), 60, "the run finished after the restart")
+        await wait_until(lambda: "16 completed" in parent(), 60,
+                         lambda: f"the run finished after the restart; the parent shows: {parent()}\n"
+                                 f"{runpod.describe()}\n{app.logs()}")
     assert set(runpod.requeued("ep1")) == {("ep1", job) for job in jobs}, "every job retried"
     assert set(runpod.requeued("ep1").values()) == {1}, "none twice"
     assert sum("Results for 16 jobs" in message_text(m) for m in slack.messages.values()) == 1
