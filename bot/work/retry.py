@@ -339,10 +339,11 @@ class RetryService:
             lost = RunPodTimeout("the app stopped before RunPod answered the retry", op="retry")
             alert = await self.alert(endpoint, job)  # the failure retried: failed since with other words, it ran
             again = isinstance(probe, RunPodReply) and alert is not None and ran_since(alert, probe.body)
-            if data.get("run") and isinstance(probe, RunPodReply) and not again \
+            if data.get("run") and isinstance(probe, RunPodReply) and not again and not probe.body.get("retries") \
                     and str(probe.body.get("status") or "").upper() in RETRYABLE:
-                # A run's retry cut off before it reached RunPod: the job's failure is untouched. The run promised
-                # every job one retry, and this one never happened, so it is sent now.
+                # A run's retry cut off before it reached RunPod: the job's failure is untouched and RunPod counts no
+                # retry of it (`retries` comes once a job has been retried). The run promised every job one retry,
+                # and this one never happened, so it is sent now.
                 outcome = await self.call_retry(endpoint, job)
             else:
                 outcome = classify_retry(endpoint, job, lost, probe, ran_since=again)
