@@ -244,7 +244,8 @@ class StormDesk:
             if storm.examples_ts:
                 await self.out.update(storm.channel, storm.examples_ts, msg)
             else:
-                storm.examples_ts = await self.out.post(Place(storm.channel, thread_ts=storm.ts), msg)
+                storm.examples_ts = await self.out.post(Place(storm.channel, thread_ts=storm.ts), msg,
+                                                        once=f"storm-examples:{storm.key}")
         elif storm.ts is not None:
             await self._write_page(storm, int(part.partition(":")[2]))
         await self.store.save_storm(storm.key, storm.to_json())
@@ -255,7 +256,10 @@ class StormDesk:
         if storm.pages[page]:
             await self.out.update(storm.channel, storm.pages[page], msg)
         else:
-            storm.pages[page] = await self.out.post(Place(storm.channel, thread_ts=storm.ts), msg) or ""
+            # Under a key: a replica that died after posting the page and before saving where it went leaves the
+            # next one its ts in the outbox, instead of the page posted twice.
+            storm.pages[page] = await self.out.post(Place(storm.channel, thread_ts=storm.ts), msg,
+                                                    once=f"storm-page:{storm.key}:{page}") or ""
 
     # ---------------------------------------------------------------- the buttons
 
