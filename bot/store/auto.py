@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from bot.core.policies import COMPLETED, FAILED_AGAIN, SENT, Pause
+from bot.store.pg_shared import PostgresQueries
 
 # One result per (job, attempt) for the results that say a retry went out or ended: whoever records one again (a
 # replayed step, another replica) records nothing. Skips, dry runs and refusals may repeat.
@@ -115,17 +116,8 @@ class SqliteAuto:
         return [_pause(r) for r in await self._rows(_ACTIVE.format("?"), (now,))]
 
 
-class PostgresAuto:
+class PostgresAuto(PostgresQueries):
     """On PostgreSQL (`$n` parameters; `user` is a reserved word)."""
-
-    async def _fetch(self, sql: str, *args: Any) -> list[Any]:
-        raise NotImplementedError
-
-    async def _fetchval(self, sql: str, *args: Any) -> Any:
-        raise NotImplementedError
-
-    async def _execute(self, sql: str, *args: Any) -> None:
-        raise NotImplementedError
 
     async def _prune_auto(self, before: float) -> None:
         for sql in _PRUNE:

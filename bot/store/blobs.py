@@ -7,6 +7,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from bot.store.pg_shared import PostgresQueries
+
 
 class SqliteBlobs:
     """On SQLite (`?` parameters; writes go through the store's one connection)."""
@@ -63,17 +65,8 @@ class SqliteBlobs:
         return {row[0]: (row[1], row[2]) for row in rows}
 
 
-class PostgresBlobs:
+class PostgresBlobs(PostgresQueries):
     """On PostgreSQL (`$n` parameters, upserts with ON CONFLICT)."""
-
-    async def _fetch(self, sql: str, *args: Any) -> list[Any]:
-        raise NotImplementedError
-
-    async def _fetchval(self, sql: str, *args: Any) -> Any:
-        raise NotImplementedError
-
-    async def _execute(self, sql: str, *args: Any) -> None:
-        raise NotImplementedError
 
     async def save_alert(self, endpoint: str, job: str, data: str) -> None:
         await self._execute("INSERT INTO alerts (endpoint, job, data, updated) VALUES ($1, $2, $3, $4)"

@@ -8,7 +8,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from bot.store.base import Queued
-from bot.store.pg_shared import lock_key
+from bot.store.pg_shared import PostgresQueries, lock_key
 
 
 def _queued(row: Any) -> Queued:
@@ -18,21 +18,12 @@ def _queued(row: Any) -> Queued:
                   after=Queued.decode(after) if after else None)
 
 
-class PostgresOutbox:
+class PostgresOutbox(PostgresQueries):
     owner: str
     lease: float
     timeout: float
 
     def _transaction(self) -> AbstractAsyncContextManager[Any]:
-        raise NotImplementedError
-
-    async def _fetch(self, sql: str, *args: Any) -> list[Any]:
-        raise NotImplementedError
-
-    async def _fetchval(self, sql: str, *args: Any) -> Any:
-        raise NotImplementedError
-
-    async def _execute(self, sql: str, *args: Any) -> None:
         raise NotImplementedError
 
     async def enqueue(self, kind: str, lane: str, payload: dict[str, Any], now: float, *,

@@ -20,6 +20,19 @@ CHANNEL_PREFIX = "runpod_retry_"
 MAX_CHANNEL = 63  # PostgreSQL truncates identifiers (channel names) longer than NAMEDATALEN - 1 bytes
 
 
+class PostgresQueries:
+    """What the store's PostgreSQL parts (auto, blobs, outbox) call on `PostgresStore`, which defines them."""
+
+    async def _fetch(self, sql: str, *args: Any) -> list[Any]:
+        raise NotImplementedError
+
+    async def _fetchval(self, sql: str, *args: Any) -> Any:
+        raise NotImplementedError
+
+    async def _execute(self, sql: str, *args: Any) -> None:
+        raise NotImplementedError
+
+
 def lock_key(name: str) -> int:
     """A name as a pg_advisory_lock key: the first 8 bytes of its SHA-256, as a signed 64-bit integer."""
     return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
