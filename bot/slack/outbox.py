@@ -4,10 +4,10 @@ A call is written to the database before it is sent, so a restart or a replica's
 owner sends it). Calls wait in lanes: one per channel for posts and files (Slack allows about one post a second
 per channel, so that is where order and pace matter), one per method family for updates, private messages and
 views, and one per response_url. A lane sends one call at a time, paced by its Slack limit: oldest first, except that
-in a channel replies in a thread and top-level messages take turns (`_next`). A 429 pauses the lane
-for its Retry-After and the same call goes again: a rate limit never drops a message. A network
-error or a 5xx is tried again with backoff. Only an answer that can never succeed (`not_in_channel`,
-`invalid_blocks`, …) ends a call unsent, and the caller is told so it can fall back.
+in a channel the top-level news nobody asked for (alerts) and everything else take turns (`_next`). A 429 pauses
+the lane for its Retry-After and the same call goes again: a rate limit never drops a message. A network error or
+a 5xx is tried again with backoff. Only an answer that can never succeed (`not_in_channel`, `invalid_blocks`, …)
+ends a call unsent, and the caller is told so it can fall back.
 
 Pending updates of one message coalesce in the database: only its newest state is sent.
 """
@@ -63,8 +63,8 @@ class Outbox:
         self._after: dict[str, AfterHook] = {}
         self._watchers: set[asyncio.Task[Delivery]] = set()  # waits on calls queued once before (`_ended`)
         self._sending: set[str] = set()  # lanes whose head call has been taken to be sent
-        self._replies: set[int] = set()  # queued calls that reply in a thread (see `_next`)
-        self._replied: set[str] = set()  # lanes whose last call sent was a reply
+        self._news: set[int] = set()  # queued top-level posts nobody here asked for or waits on (see `_next`)
+        self._told: set[str] = set()  # lanes whose last call sent was news
         self._closing = False
 
     # ---------------------------------------------------------------- putting calls in
@@ -76,8 +76,11 @@ class Outbox:
 
     async def submit(self, kind: str, payload: dict[str, Any], *, coalesce: str | None = None,
                      after: dict[str, Any] | None = None,
-                     once: str | None = None) -> tuple[int, asyncio.Future[Delivery]]:
+                     once: str | None = None, news: bool = False) -> tuple[int, asyncio.Future[Delivery]]:
         """Store the call, then queue it. The future resolves when it has been sent (or can never be).
+
+        `news`: a top-level post nobody asked for (an alert, a notice); it takes turns with the channel's other
+        posts instead of keeping its place in line (see `_next`).
 
         With `once`, a call already queued under that key (by any replica, however long ago) is not queued again:
         the future resolves as that call ends, with `Delivery.again` set."""
@@ -93,7 +96,7 @@ class Outbox:
             return message_id, watcher
         future: asyncio.Future[Delivery] = asyncio.get_running_loop().create_future()
         self._waiting[message_id] = future
-        self._queue(lane, message_id, reply=kind in ("post", "file") and bool(payload.get("thread_ts")))
+        self._queue(lane, message_id, news=news and _top_level(kind, payload))
         return message_id, future
 
     async def send(self, kind: str, payload: dict[str, Any], **options: Any) -> Delivery:
@@ -129,7 +132,7 @@ class Outbox:
             self._lanes.get(lane, []).remove(message_id)
         self._queued_at.pop(message_id, None)
         self._not_before.pop(message_id, None)
-        self._replies.discard(message_id)
+        self._news.discard(message_id)
         self._failed.discard(message_id)
         future = self._waiting.pop(message_id, None)
         if future is not None and not future.done():
@@ -141,13 +144,13 @@ class Outbox:
         for row in sorted(rows, key=lambda r: r.id):
             if row.id not in self._queued_at:
                 self._not_before[row.id] = row.not_before
-                self._queue(row.lane, row.id, row.created,
-                            reply=row.kind in ("post", "file") and bool(row.payload.get("thread_ts")))
+                # Nobody here waits on a call left by a restart or a dead replica: a top-level one is news.
+                self._queue(row.lane, row.id, row.created, news=_top_level(row.kind, row.payload))
 
-    def _queue(self, lane: str, message_id: int, created: float | None = None, *, reply: bool = False) -> None:
+    def _queue(self, lane: str, message_id: int, created: float | None = None, *, news: bool = False) -> None:
         self._lanes.setdefault(lane, []).append(message_id)
-        if reply:
-            self._replies.add(message_id)
+        if news:
+            self._news.add(message_id)
         self._queued_at[message_id] = (lane, created if created is not None else self.clock())
         self._observe(lane)
         if self._closing:
@@ -192,14 +195,16 @@ class Outbox:
         return self._buckets[lane]
 
     def _next(self, lane: str) -> int:
-        """The call whose turn it is. Oldest first, but in a channel where replies in a thread (a retry's result,
-        how the job ended: someone asked and is waiting) and top-level messages (a storm's alerts, at one a second)
-        both wait, they take turns, so neither waits behind all of the other. Order within each kept."""
+        """The call whose turn it is. Oldest first, but in a channel where news (alerts, at one a second in a storm)
+        and other posts (a command's message, a retry's result, how the job ended: someone asked and is waiting) both
+        wait, they take turns, so neither waits behind all of the other. Order within each is kept, and so within a
+        thread. A burst of commands with no news keeps strict order: their parents and results are not held back by
+        the endings that come in between."""
         ids = self._lanes[lane]
-        if self._replies.isdisjoint(ids):
+        if self._news.isdisjoint(ids):
             return ids[0]
-        want_reply = lane not in self._replied
-        return next((i for i in ids if (i in self._replies) == want_reply), ids[0])
+        want_news = lane not in self._told
+        return next((i for i in ids if (i in self._news) == want_news), ids[0])
 
     async def _drain(self, lane: str) -> None:
         ids = self._lanes[lane]
@@ -218,7 +223,7 @@ class Outbox:
                 await self.bucket(lane).acquire()
                 if not ids:
                     continue  # withdrawn while waiting
-                if (now_next := self._next(lane)) != message_id:  # withdrawn while waiting, or a reply's turn
+                if (now_next := self._next(lane)) != message_id:  # withdrawn while waiting, or another's turn
                     if self._not_before.get(now_next, 0.0) > self.clock():
                         continue
                     message_id = counting = now_next
@@ -287,11 +292,11 @@ class Outbox:
     def _finish(self, lane: str, message_id: int, delivery: Delivery | None) -> None:
         with contextlib.suppress(ValueError):
             self._lanes.get(lane, []).remove(message_id)
-        if message_id in self._replies:
-            self._replied.add(lane)
+        if message_id in self._news:
+            self._told.add(lane)
         else:
-            self._replied.discard(lane)
-        self._replies.discard(message_id)
+            self._told.discard(lane)
+        self._news.discard(message_id)
         self._queued_at.pop(message_id, None)
         self._not_before.pop(message_id, None)
         self._failed.discard(message_id)
@@ -355,3 +360,7 @@ class Outbox:
         for future in self._waiting.values():
             if not future.done():
                 future.cancel()
+
+
+def _top_level(kind: str, payload: dict[str, Any]) -> bool:
+    return kind in ("post", "file") and not payload.get("thread_ts")

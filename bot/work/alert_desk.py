@@ -184,7 +184,7 @@ class AlertDesk:
             return
         self._undelivered_told[channel] = now
         await self.out.post(Place(self.audit_channel), messages.alert_undelivered(endpoint, job, status, error,
-                                                                                  channel, count))
+                                                                                  channel, count), news=True)
 
     async def sweep_expired(self) -> int:
         """Redraw alerts whose retry deadline passed, so nobody presses a Retry that can no longer work; alerts

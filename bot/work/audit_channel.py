@@ -33,7 +33,7 @@ class AuditChannel:
     async def _write(self, _part: str) -> None:
         batch, self._pending = self._pending[:LINES_PER_MESSAGE], self._pending[LINES_PER_MESSAGE:]
         if batch:
-            ts = await self.out.post(Place(self.channel), messages.audit_lines(batch, mentions=False))
+            ts = await self.out.post(Place(self.channel), messages.audit_lines(batch, mentions=False), news=True)
             if ts:
                 await self.out.update(self.channel, ts, messages.audit_lines(batch))
         if self._pending and self._pacer is not None:

@@ -226,7 +226,7 @@ class StormDesk:
             msg = messages.storm_alert(storm, self.clock(), enabled=self.service.access.enabled(storm.endpoint),
                                        health=self.health(storm.endpoint), channels=self.service.access.channels)
             if storm.ts is None:
-                storm.ts = await self.out.post(Place(storm.channel), msg)
+                storm.ts = await self.out.post(Place(storm.channel), msg, news=True)
                 if storm.ts:
                     self.metrics.alerts.labels(kind="storm").inc()
                     for page in range(storm.page_count(PAGE_SIZE)):

@@ -1,6 +1,6 @@
-"""The order a channel's messages leave in: at Slack's pace, replies in a thread (a retry's result, how the job
-ended: someone is waiting for them) and the channel's waiting top-level messages (alerts in a storm) take turns, so
-neither waits behind all of the other; order within a thread, and among top-level messages, is kept."""
+"""The order a channel's messages leave in: at Slack's pace, news nobody asked for (alerts in a storm) and the rest
+(a command's message, a retry's result, how the job ended: someone is waiting for them) take turns, so neither waits
+behind all of the other; order within a thread, and among each, is kept. With no news, strictly oldest first."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ async def test_replies_in_a_thread_take_turns_with_a_storms_waiting_alerts_and_k
     slack = RecordingSlack()
     outbox = Outbox(store, slack, Metrics(), timing=REAL.scaled(0.05))  # type: ignore[arg-type]
     try:
-        alerts = [await outbox.submit("post", {"channel": "C1", "text": f"alert {n}"}) for n in range(8)]
+        alerts = [await outbox.submit("post", {"channel": "C1", "text": f"alert {n}"}, news=True) for n in range(8)]
         await wait_until(lambda: len(slack.posted) >= 3, 10, "Slack's burst gone; the rest wait for the pace",
                          step=0.005)
         result = await outbox.submit("post", {"channel": "C1", "thread_ts": "1.1", "text": "result of job-1"})
@@ -42,3 +42,25 @@ async def test_replies_in_a_thread_take_turns_with_a_storms_waiting_alerts_and_k
     in_c1 = [t for t in slack.posted if t != "elsewhere"]
     assert in_c1 == ["alert 0", "alert 1", "alert 2", "result of job-1", "alert 3", "job-1 completed", "alert 4",
                      "alert 5", "alert 6", "alert 7"]
+
+
+async def test_a_burst_of_commands_in_one_channel_leaves_oldest_first_so_endings_do_not_hold_back_parents(
+        tmp_path: Any) -> None:
+    store = open_store(str(tmp_path / "outbox.db"))
+    await store.open()
+    slack = RecordingSlack()
+    outbox = Outbox(store, slack, Metrics(), timing=REAL.scaled(0.05))  # type: ignore[arg-type]
+    try:
+        parents = [await outbox.submit("post", {"channel": "C1", "text": f"retry {n}"}) for n in range(6)]
+        await wait_until(lambda: len(slack.posted) >= 3, 10, "Slack's burst gone; the rest wait for the pace",
+                         step=0.005)
+        result = await outbox.submit("post", {"channel": "C1", "thread_ts": "1.1", "text": "result of job-0"})
+        ending = await outbox.submit("post", {"channel": "C1", "thread_ts": "1.1", "text": "job-0 completed"})
+        alert = await outbox.submit("post", {"channel": "C1", "text": "alert"}, news=True)
+        await asyncio.wait_for(asyncio.gather(*(f for _, f in [*parents, result, ending, alert])), 20)
+    finally:
+        await outbox.close(0.1)
+        await store.close()
+    # The alert takes its turn; the result and the ending, queued after the last parents, do not go ahead of them.
+    assert slack.posted == ["retry 0", "retry 1", "retry 2", "alert", "retry 3", "retry 4", "retry 5",
+                            "result of job-0", "job-0 completed"]
