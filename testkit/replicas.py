@@ -215,6 +215,11 @@ class Replicas:
                                         thread_ts=thread_ts, response_url=response_url)
         return await self._slack("interactive", payload, interaction_form_body(payload), replica, response_url)
 
+    async def interact(self, payload: dict[str, Any], *, replica: int | None = None) -> Ack:
+        """Any interaction payload (a message shortcut, a view submission), as Slack sends it."""
+        return await self._slack("interactive", payload, interaction_form_body(payload), replica,
+                                 str(payload.get("response_url") or ""))
+
     async def webhook(self, endpoint: str, body: Any, *, replica: int | None = None) -> int:
         """One delivery of RunPod's webhook to a replica; the HTTP status (0: no answer)."""
         assert self.http is not None

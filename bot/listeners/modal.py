@@ -74,17 +74,15 @@ def register(app: AsyncApp, rt: Runtime) -> None:
                   source=Source.SHORTCUT if shortcut else Source.MODAL, response_url=origin.response_url)
         endpoint, jobs = checked.endpoint, checked.jobs
         what = f"the retry of job `{jobs[0]}`" if len(jobs) == 1 else f"the retry of {len(jobs)} jobs"
-        if shortcut and origin.thread_ts is not None:
-            thread = origin.thread_ts
-            if len(jobs) == 1:
-                await ack_then_run(rt, ack, who, what, lambda: threads.retry_in_thread(
-                    rt.service, who, endpoint, jobs[0], origin.channel, thread), ack_is_seen=False)
-            else:
-                await ack_then_run(rt, ack, who, what, lambda: threads.bulk_in_thread(
-                    rt.bulk, who, endpoint, jobs, origin.channel, thread), ack_is_seen=False)
+        # The shortcut's results go in the picked message's thread.
+        thread = origin.thread_ts if shortcut else None
+        if len(jobs) == 1 and thread is not None:
+            await ack_then_run(rt, ack, who, what, lambda: threads.retry_in_thread(
+                rt.service, who, endpoint, jobs[0], origin.channel, thread), ack_is_seen=False)
         elif len(jobs) == 1:
             await ack_then_run(rt, ack, who, what, lambda: rt.service.retry_from_command(who, endpoint, jobs[0]),
                                ack_is_seen=False)
-        else:
-            await ack_accepted(rt, ack, who, what, BULK_REQUEST, bulk_request(who, endpoint, jobs),
-                               lambda work_id: rt.bulk.from_command(who, endpoint, jobs, work_id), ack_is_seen=False)
+        else:  # written down before the ack, as the command's: a replica dying right after it must not lose it
+            await ack_accepted(rt, ack, who, what, BULK_REQUEST, bulk_request(who, endpoint, jobs, thread),
+                               lambda work_id: rt.bulk.from_command(who, endpoint, jobs, work_id, thread_ts=thread),
+                               ack_is_seen=False)

@@ -11,12 +11,11 @@ from dataclasses import replace
 from typing import Any
 
 from bot.core import messages
-from bot.core.groups import UNKNOWN, JobResult, Tally
+from bot.core.groups import UNKNOWN, JobResult
 from bot.core.outcome import RETRYABLE, Outcome
 from bot.core.worker_errors import error_summary
 from bot.infra.config import Settings
 from bot.infra.logs import ctx
-from bot.slack.out import Place
 from bot.slack.pacing import Pacer
 from bot.store import AuditEntry, Queued, StoreUnavailable
 from bot.work.bulk_run import (
@@ -25,6 +24,7 @@ from bot.work.bulk_run import (
     cut_off,
     final_tally_via_response_url,
     mention_failed_again,
+    post_progress,
     save_answer,
     save_ending,
 )
@@ -43,8 +43,10 @@ MEMORY_SECONDS = 24 * 3600.0
 BULK_REQUEST = "bulk"
 
 
-def bulk_request(who: Who, endpoint: str, jobs: tuple[str, ...]) -> dict[str, Any]:
-    return {"request": {"who": who.to_json(), "endpoint": endpoint, "jobs": list(jobs)}}
+def bulk_request(who: Who, endpoint: str, jobs: tuple[str, ...], thread_ts: str | None = None) -> dict[str, Any]:
+    """`thread_ts`: the message shortcut's run, whose place is that thread of `who.channel`."""
+    where = {} if thread_ts is None else {"thread_ts": thread_ts}
+    return {"request": {"who": who.to_json(), "endpoint": endpoint, "jobs": list(jobs), **where}}
 
 
 def _parent_key(work_id: int) -> str:
@@ -73,25 +75,27 @@ class BulkRunner:
 
     # ---------------------------------------------------------------- the command
 
-    async def from_command(self, who: Who, endpoint: str, jobs: tuple[str, ...], work_id: int | None = None) -> None:
-        """`/runpod-retry <endpoint> <job> <job> …` (already validated and de-duplicated by the parser). `work_id`:
-        the request's inbox row (`bulk_request`), let go of when the run is done."""
-        who = replace(who, source=Source.BULK)
+    async def from_command(self, who: Who, endpoint: str, jobs: tuple[str, ...], work_id: int | None = None, *,
+                           thread_ts: str | None = None) -> None:
+        """`/runpod-retry <endpoint> <job> <job> …` (already validated and de-duplicated by the parser), or the
+        message shortcut's form with several jobs: its run's place is the thread `thread_ts` (its source stays the
+        shortcut's). `work_id`: the request's inbox row (`bulk_request`), let go of when the run is done."""
+        if thread_ts is None:
+            who = replace(who, source=Source.BULK)
         if not await self.service.gate(who, endpoint, jobs):
             await self._let_row_go(work_id)
             return
-        await self.with_parent(who, endpoint, jobs, work_id=work_id)
+        await self.with_parent(who, endpoint, jobs, work_id=work_id, thread_ts=thread_ts)
 
     async def with_parent(self, who: Who, endpoint: str, jobs: tuple[str, ...],
-                           posted: Callable[[str | None], None] | None = None, *, work_id: int | None = None) -> None:
-        place = Place(who.channel, response_url=who.response_url)
-        place.thread_ts = await self.out.post(place, messages.bulk_parent(who.user, endpoint, Tally(len(jobs)), []),
-                                              once=None if work_id is None else _parent_key(work_id))
+                           posted: Callable[[str | None], None] | None = None, *, work_id: int | None = None,
+                           thread_ts: str | None = None) -> None:
+        run, shown = await post_progress(self.out, who, endpoint, jobs, thread_ts,
+                                         once=None if work_id is None else _parent_key(work_id))
+        run.work_id, place = work_id, run.place
         if posted is not None:
-            posted(messages.permalink(self.service.workspace_url, place.channel, place.thread_ts)
-                   if place.thread_ts else None)
-        run = BulkRun(who, endpoint, jobs, place, work_id=work_id)
-        if place.thread_ts:
+            posted(messages.permalink(self.service.workspace_url, place.channel, shown) if shown else None)
+        if shown:
             run.ref = f"bulk:{run.run_id}"
             self._runs[run.run_id] = run
             self._keep_parent_current(run)
@@ -101,7 +105,7 @@ class BulkRunner:
         try:
             await self.run(run)
         finally:
-            if place.thread_ts:
+            if shown:
                 # Saved now, not only at the next paced update: a restart a moment later must still find it.
                 await self._save(run)
             self._let_go(run)
@@ -119,8 +123,8 @@ class BulkRunner:
             log.exception("could not write the bulk retry down", extra=ctx(endpoint=run.endpoint))
 
     def _keep_parent_current(self, run: BulkRun) -> None:
-        assert run.place.thread_ts is not None
-        ts = run.place.thread_ts
+        ts = run.progress_ts or run.place.thread_ts
+        assert ts is not None
 
         async def write(part: str) -> None:
             if self.store.shared:
@@ -132,7 +136,7 @@ class BulkRunner:
                 return
             await self.out.update(run.place.channel, ts,
                                   messages.bulk_parent(run.who.user, run.endpoint, run.tally(), run.again(),
-                                                       unknown=run.unknown()))
+                                                       threaded=run.progress_ts is None, unknown=run.unknown()))
             if run.tally().sent:
                 await self._save(run)
 
@@ -233,23 +237,24 @@ class BulkRunner:
     async def _requested(self, work_id: int, request: dict[str, Any]) -> BulkRun | None:
         """The run a bulk request's row stands for, as far as its dead replica got with it; None when the run was
         carried out here from the start (its replica died before posting anything) or cannot be found."""
-        who = replace(Who.from_json(dict(request["who"])), source=Source.BULK)
+        who = Who.from_json(dict(request["who"]))
+        thread_ts = request.get("thread_ts")  # the message shortcut's run: its place is that thread
+        who = replace(who, source=Source.BULK) if thread_ts is None else who
         endpoint, jobs = str(request["endpoint"]), tuple(str(job) for job in request["jobs"])
         if await self.store.said(_parent_key(work_id)) is None:  # nothing of it happened yet: all of it happens here
             log.info("carrying out a bulk retry accepted before a restart", extra=ctx(endpoint=endpoint))
-            await self.from_command(who, endpoint, jobs, work_id)
+            await self.from_command(who, endpoint, jobs, work_id, thread_ts=thread_ts)
             return None
-        place = Place(who.channel, response_url=who.response_url)
         # Queued already: this waits for that post and gives its ts (it is not posted again).
-        place.thread_ts = await self.out.post(place, messages.bulk_parent(who.user, endpoint, Tally(len(jobs)), []),
-                                              once=_parent_key(work_id))
-        if not place.thread_ts:
+        posted, shown = await post_progress(self.out, who, endpoint, jobs, thread_ts, once=_parent_key(work_id))
+        if not shown:
             log.warning("a bulk retry accepted before a restart has no message to report to; let go of",
                         extra=ctx(endpoint=endpoint))
             return None
-        run = await self._find(f"{place.channel}/{place.thread_ts}")
+        run = await self._find(posted.run_id)
         if run is None:  # its replica died between posting the parent and writing the run down
-            run = BulkRun(who, endpoint, jobs, place, ref=f"bulk:{place.channel}/{place.thread_ts}")
+            run = posted
+            run.ref = f"bulk:{run.run_id}"
             self._runs[run.run_id] = run
             self._keep_parent_current(run)
         return run

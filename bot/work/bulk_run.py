@@ -61,6 +61,9 @@ class BulkRun:
     mentioned: bool = False               # the person who asked was told (once) that jobs failed again
     # Once the summary is in the outbox: a grouped alert's storm writes down that this run's summary is out.
     on_summarized: Callable[[BulkRun], Awaitable[None]] | None = None
+    # The progress message when it is a reply in `place`'s thread (the message shortcut's run: a thread has one
+    # level); None: it is the thread's parent, `place.thread_ts` (a command's run).
+    progress_ts: str | None = None
 
     def tally(self) -> Tally:
         return Tally.of(self.jobs, self.results, self.finals)
@@ -77,7 +80,8 @@ class BulkRun:
 
     @property
     def run_id(self) -> str:
-        return f"{self.place.channel}/{self.place.thread_ts}"
+        """The progress message's: one per run, also where several runs share a thread (the message shortcut's)."""
+        return f"{self.place.channel}/{self.progress_ts or self.place.thread_ts}"
 
     @property
     def summary_key(self) -> str | None:
@@ -93,6 +97,7 @@ class BulkRun:
             "endpoint": self.endpoint, "jobs": list(self.jobs), "channel": self.place.channel,
             "thread_ts": self.place.thread_ts, "finals": self.finals, "summary_ts": self.summary_ts,
             "summarized": self.summarized, "started": self.started, "mentioned": self.mentioned,
+            "progress_ts": self.progress_ts,
             "results": {job: asdict(replace(r, body=None)) for job, r in self.results.items()}})
 
     @classmethod
@@ -102,7 +107,8 @@ class BulkRun:
         run = cls(who, data["endpoint"], tuple(data["jobs"]), Place(data["channel"], thread_ts=data["thread_ts"]),
                   results={job: JobResult(**r) for job, r in data["results"].items()}, finals=data["finals"],
                   summary_ts=data.get("summary_ts"), summarized=data.get("summarized", True),
-                  started=data.get("started", 0.0), mentioned=data.get("mentioned", False))
+                  started=data.get("started", 0.0), mentioned=data.get("mentioned", False),
+                  progress_ts=data.get("progress_ts"))
         run.ref = f"bulk:{run.run_id}"
         return run
 
@@ -155,6 +161,22 @@ async def mention_failed_again(store: Store, out: SlackOut, run: BulkRun, job: s
     except Exception:  # the tally still names the job: only the notification is lost
         log.exception("could not mention who asked about a job that failed again",
                       extra=ctx(endpoint=run.endpoint, job=job))
+
+
+async def post_progress(out: SlackOut, who: Who, endpoint: str, jobs: tuple[str, ...], thread_ts: str | None, *,
+                        once: str | None) -> tuple[BulkRun, str | None]:
+    """A new run and its progress message's ts (None: not posted). The message is the parent whose thread is the
+    run's (a command), or a reply in the thread `thread_ts` (the message shortcut's run). Under a `once` key of the
+    request's row, it is posted once: a replica carrying the request on after a death waits for the post queued."""
+    place = Place(who.channel, thread_ts=thread_ts, response_url=who.response_url)
+    ts = await out.post(place, messages.bulk_parent(who.user, endpoint, Tally(len(jobs)), [],
+                                                    threaded=thread_ts is None), once=once)
+    run = BulkRun(who, endpoint, jobs, place)
+    if thread_ts is None:
+        place.thread_ts = ts
+    else:
+        run.progress_ts = ts
+    return run, ts
 
 
 def final_tally_via_response_url(run: BulkRun, out: SlackOut, background: Background) -> None:

@@ -179,3 +179,38 @@ async def test_where_the_app_is_not_in_the_channel_the_results_come_through_the_
     assert [c.job for c in runpod.calls_to("retry")] == [JOB]
     said = "\n".join(message_text(r) for r in app.responses(ack.response_url))
     assert "was requeued" in said and "/invite" in said
+
+
+async def test_several_jobs_submitted_while_the_database_cannot_write_them_down_in_time_are_refused_and_never_run(
+        make_app, runpod, slack, tmp_path):
+    """The shortcut's bulk retry is written down before its submission is acknowledged. The database is held by
+    another writer longer than the app waits (`accept_within`): the person is told privately that nothing was done
+    and to try again in a minute, and the request, written down late, is never carried out, not even by the next
+    start. Nothing reaches RunPod and nothing is posted in the thread."""
+    import asyncio
+    import sqlite3
+
+    from bot.core import messages
+
+    app = await make_app("http")
+    for job in (JOB, JOB2, JOB3):
+        runpod.add_job(EP, job)
+    ack, view = await shortcut(app, {"ts": MSG_TS, "text": f"endpoint {EP}: jobs {JOB}, {JOB2} and {JOB3} failed"})
+    holder = sqlite3.connect(tmp_path / "runpod-retry.db", timeout=10)
+    holder.execute("BEGIN IMMEDIATE")  # another writer holds the database: the app's writes wait
+    try:
+        submitted = await app.interact(view_submission(view))
+        assert submitted.status == 200 and submitted.latency < ACK_DEADLINE
+        await slack.wait_for(lambda s: s.responses.get(ack.response_url))
+        await asyncio.sleep(0.5)
+    finally:
+        holder.rollback()
+        holder.close()
+    [told] = app.responses(ack.response_url)
+    assert told.get("response_type") == "ephemeral"
+    assert message_text(told) == message_text(messages.database_unreachable()), "the bulk command's words"
+    await app.settle(timeout=20)
+    await app.restart()
+    await app.settle(timeout=20)
+    assert job_calls(runpod) == [], "a request refused is not carried out behind the person's back"
+    assert not app.thread("C1", MSG_TS) and not app.top_level("C1")

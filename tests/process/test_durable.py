@@ -396,3 +396,53 @@ async def test_a_retry_all_acknowledged_then_cut_off_by_kill_9_before_any_retry_
     assert set(runpod.requeued("ep1")) == {("ep1", job) for job in jobs}, "every job retried"
     assert set(runpod.requeued("ep1").values()) == {1}, "none twice"
     assert len(summaries()) == 1, "one summary in the grouped alert's thread"
+
+
+async def test_a_thread_bulk_retry_acknowledged_then_cut_off_by_kill_9_before_any_retry_is_run_by_the_next_start(
+        slack, runpod, tmp_path):
+    """The message shortcut's form was submitted with several jobs and answered 200 (Slack closed the form: the
+    request is taken), then the replica died while the run's progress message was still on its way to the
+    message's thread: nothing had reached RunPod yet. The next start runs the whole request in that thread: one
+    progress message, every job retried once, one summary, nothing posted outside the thread."""
+    from testkit.fakes.limits import SlackLimits
+    from testkit.fakes.slack import SlackFault
+    from testkit.polling import wait_until
+    from testkit.replicas import Replicas
+    from testkit.surfaces_payloads import message_action, view_submission
+
+    slack.limits = SlackLimits.off()
+    endpoint = "abc123xyz4567"
+    jobs = [f"{n:08x}-08a1-426e-9cb9-9eaec90f5e2b-u1" for n in range(6)]
+    for job in jobs:
+        runpod.add_job(endpoint, job, status="FAILED")
+    picked = "1699999999.000100"  # another monitor's message the shortcut is run on
+    message = {"type": "message", "user": "UDATADOG", "ts": picked, "text": "[Triggered] RunPod job failures\n"
+               + "\n".join(f"https://api.runpod.ai/v2/{endpoint}/status/{job}" for job in jobs)}
+    async with Replicas(slack, runpod, str(tmp_path / "bot.db"), tmp_path, n=1) as app:
+        opened = await app.interact(message_action(message, callback_id=actions.SHORTCUT, channel_id="C1",
+                                                   user_id="U4", response_url=slack.new_response_url()))
+        assert opened.status == 200
+        [form] = await slack.wait_for(lambda s: s.open_views(actions.RETRY_MODAL))
+        slack.script("chat.postMessage", SlackFault(delay=30.0))  # the progress message: Slack is slow to take it
+        assert (await app.interact(view_submission(form, user_id="U4"))).status == 200
+        await wait_until(lambda: slack.calls_to("chat.postMessage"), 10, "the progress message on its way to Slack")
+        await app.kill(0)
+        assert not runpod.calls_to("retry"), "cut off before any retry"
+        await app.start(0)
+
+        def in_thread() -> list[str]:
+            return [message_text(m) for (c, _), m in slack.messages.items()
+                    if c == "C1" and m.get("thread_ts") == picked]
+
+        def progress() -> list[str]:
+            return [t for t in in_thread() if "6 jobs" in t and "Results for" not in t]
+
+        await wait_until(lambda: any("6 completed" in p for p in progress()), 30,
+                         lambda: f"the run finished after the restart in the thread: {in_thread()}\n{app.logs()}")
+        await asyncio.sleep(2.0)  # a second retry, progress message or summary would be out by now
+    assert set(runpod.requeued(endpoint)) == {(endpoint, job) for job in jobs}, "every job retried"
+    assert set(runpod.requeued(endpoint).values()) == {1}, "none twice"
+    assert len(progress()) == 1, "one progress message in the thread"
+    assert sum("Results for 6 jobs" in t for t in in_thread()) == 1, "one summary in the thread"
+    assert [m for (c, _), m in slack.messages.items() if c == "C1" and m.get("thread_ts") != picked] == [], \
+        "nothing posted outside the message's thread"
