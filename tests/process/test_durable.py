@@ -398,6 +398,34 @@ async def test_a_retry_all_acknowledged_then_cut_off_by_kill_9_before_any_retry_
     assert len(summaries()) == 1, "one summary in the grouped alert's thread"
 
 
+
+PICKED = "1699999999.000100"  # another monitor's message the message shortcut is run on
+SHORTCUT_EP = "abc123xyz4567"
+
+
+async def submit_shortcut(app: Any, slack: Any, jobs: list[str], *, before_submit: Any = None) -> None:
+    """The message shortcut on a message naming `jobs`, and its form submitted as it opened (pre-filled)."""
+    from testkit.surfaces_payloads import message_action, view_submission
+
+    message = {"type": "message", "user": "UDATADOG", "ts": PICKED, "text": "[Triggered] RunPod job failures\n"
+               + "\n".join(f"https://api.runpod.ai/v2/{SHORTCUT_EP}/status/{job}" for job in jobs)}
+    opened = await app.interact(message_action(message, callback_id=actions.SHORTCUT, channel_id="C1",
+                                               user_id="U4", response_url=slack.new_response_url()))
+    assert opened.status == 200
+    [form] = await slack.wait_for(lambda s: s.open_views(actions.RETRY_MODAL))
+    if before_submit is not None:
+        before_submit()
+    assert (await app.interact(view_submission(form, user_id="U4"))).status == 200
+
+
+def in_the_thread(slack: Any) -> list[str]:
+    return [message_text(m) for (c, _), m in slack.messages.items() if c == "C1" and m.get("thread_ts") == PICKED]
+
+
+def outside_the_thread(slack: Any) -> list[str]:
+    return [message_text(m) for (c, _), m in slack.messages.items() if c == "C1" and m.get("thread_ts") != PICKED]
+
+
 async def test_a_thread_bulk_retry_acknowledged_then_cut_off_by_kill_9_before_any_retry_is_run_by_the_next_start(
         slack, runpod, tmp_path):
     """The message shortcut's form was submitted with several jobs and answered 200 (Slack closed the form: the
@@ -408,41 +436,63 @@ async def test_a_thread_bulk_retry_acknowledged_then_cut_off_by_kill_9_before_an
     from testkit.fakes.slack import SlackFault
     from testkit.polling import wait_until
     from testkit.replicas import Replicas
-    from testkit.surfaces_payloads import message_action, view_submission
 
     slack.limits = SlackLimits.off()
-    endpoint = "abc123xyz4567"
     jobs = [f"{n:08x}-08a1-426e-9cb9-9eaec90f5e2b-u1" for n in range(6)]
     for job in jobs:
-        runpod.add_job(endpoint, job, status="FAILED")
-    picked = "1699999999.000100"  # another monitor's message the shortcut is run on
-    message = {"type": "message", "user": "UDATADOG", "ts": picked, "text": "[Triggered] RunPod job failures\n"
-               + "\n".join(f"https://api.runpod.ai/v2/{endpoint}/status/{job}" for job in jobs)}
+        runpod.add_job(SHORTCUT_EP, job, status="FAILED")
     async with Replicas(slack, runpod, str(tmp_path / "bot.db"), tmp_path, n=1) as app:
-        opened = await app.interact(message_action(message, callback_id=actions.SHORTCUT, channel_id="C1",
-                                                   user_id="U4", response_url=slack.new_response_url()))
-        assert opened.status == 200
-        [form] = await slack.wait_for(lambda s: s.open_views(actions.RETRY_MODAL))
-        slack.script("chat.postMessage", SlackFault(delay=30.0))  # the progress message: Slack is slow to take it
-        assert (await app.interact(view_submission(form, user_id="U4"))).status == 200
+        # The progress message: Slack is slow to take it.
+        await submit_shortcut(app, slack, jobs,
+                              before_submit=lambda: slack.script("chat.postMessage", SlackFault(delay=30.0)))
         await wait_until(lambda: slack.calls_to("chat.postMessage"), 10, "the progress message on its way to Slack")
         await app.kill(0)
         assert not runpod.calls_to("retry"), "cut off before any retry"
         await app.start(0)
 
-        def in_thread() -> list[str]:
-            return [message_text(m) for (c, _), m in slack.messages.items()
-                    if c == "C1" and m.get("thread_ts") == picked]
-
         def progress() -> list[str]:
-            return [t for t in in_thread() if "6 jobs" in t and "Results for" not in t]
+            return [t for t in in_the_thread(slack) if "6 jobs" in t and "Results for" not in t]
 
         await wait_until(lambda: any("6 completed" in p for p in progress()), 30,
-                         lambda: f"the run finished after the restart in the thread: {in_thread()}\n{app.logs()}")
+                         lambda: f"the run finished after the restart in the thread: {in_the_thread(slack)}\n"
+                                 + app.logs())
         await asyncio.sleep(2.0)  # a second retry, progress message or summary would be out by now
-    assert set(runpod.requeued(endpoint)) == {(endpoint, job) for job in jobs}, "every job retried"
-    assert set(runpod.requeued(endpoint).values()) == {1}, "none twice"
+    assert set(runpod.requeued(SHORTCUT_EP)) == {(SHORTCUT_EP, job) for job in jobs}, "every job retried"
+    assert set(runpod.requeued(SHORTCUT_EP).values()) == {1}, "none twice"
     assert len(progress()) == 1, "one progress message in the thread"
-    assert sum("Results for 6 jobs" in t for t in in_thread()) == 1, "one summary in the thread"
-    assert [m for (c, _), m in slack.messages.items() if c == "C1" and m.get("thread_ts") != picked] == [], \
-        "nothing posted outside the message's thread"
+    assert sum("Results for 6 jobs" in t for t in in_the_thread(slack)) == 1, "one summary in the thread"
+    assert outside_the_thread(slack) == [], "nothing posted outside the message's thread"
+
+
+async def test_a_thread_bulk_retry_cut_off_by_kill_9_half_way_is_finished_in_its_thread_by_the_next_start(
+        slack, runpod, tmp_path):
+    """As the command's run cut off half way: the progress reply was posted and some retries had gone out when the
+    replica died. The next start finishes the run in the message's thread, each job retried once, and keeps that
+    same progress reply current to the end."""
+    from testkit.fakes.limits import SlackLimits
+    from testkit.polling import wait_until
+    from testkit.replicas import Replicas
+
+    slack.limits = SlackLimits.off()
+    jobs = [f"{n:08x}-1111-4222-8333-444455556666" for n in range(12)]
+    for job in jobs:
+        runpod.add_job(SHORTCUT_EP, job, status="FAILED")
+    runpod.fault("retry", delay=0.5, times=len(jobs))  # slow enough to be cut off half way
+    async with Replicas(slack, runpod, str(tmp_path / "bot.db"), tmp_path, n=1, RUNPOD_BULK_CONCURRENCY="3") as app:
+        await submit_shortcut(app, slack, jobs)
+        await wait_until(lambda: len(runpod.calls_to("retry")) >= 4, 20, "the first retries")
+        await app.kill(0)
+        await asyncio.sleep(1.0)  # RunPod answers what it received: the retries in flight take effect
+        await app.start(0)
+
+        def progress() -> list[str]:
+            return [t for t in in_the_thread(slack) if "12 jobs" in t and "Results for" not in t]
+
+        await wait_until(lambda: any("12 completed" in p for p in progress()), 60,
+                         lambda: f"the run finished after the restart in the thread: {in_the_thread(slack)}\n"
+                                 f"{runpod.describe()}\n{app.logs()}")
+    assert set(runpod.requeued(SHORTCUT_EP)) == {(SHORTCUT_EP, job) for job in jobs}, "every job retried"
+    assert set(runpod.requeued(SHORTCUT_EP).values()) == {1}, "none twice"
+    assert len(progress()) == 1, "one progress message in the thread"
+    assert sum("Results for 12 jobs" in t for t in in_the_thread(slack)) == 1, "one summary in the thread"
+    assert outside_the_thread(slack) == [], "nothing posted outside the message's thread"
