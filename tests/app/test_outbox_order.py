@@ -1,6 +1,6 @@
-"""The order a channel's messages leave in: at Slack's pace, news nobody asked for (alerts in a storm) and the rest
-(a command's message, a retry's result, how the job ended: someone is waiting for them) take turns, so neither waits
-behind all of the other; order within a thread, and among each, is kept. With no news, strictly oldest first."""
+"""The order a channel's messages leave in: at Slack's pace, what people wait for (a command's message, a retry's
+result, how the job ended) goes two to one ahead of news nobody asked for (alerts in a storm), so neither waits behind
+all of the other; order within a thread, and among each, is kept. With no news, strictly oldest first."""
 
 from __future__ import annotations
 
@@ -23,7 +23,8 @@ class RecordingSlack:
         return {"ts": f"1.{len(self.posted)}"}
 
 
-async def test_replies_in_a_thread_take_turns_with_a_storms_waiting_alerts_and_keep_their_order(tmp_path: Any) -> None:
+async def test_posts_people_wait_for_go_two_to_one_ahead_of_a_storms_waiting_alerts_and_keep_their_order(
+        tmp_path: Any) -> None:
     store = open_store(str(tmp_path / "outbox.db"))
     await store.open()
     slack = RecordingSlack()
@@ -32,16 +33,17 @@ async def test_replies_in_a_thread_take_turns_with_a_storms_waiting_alerts_and_k
         alerts = [await outbox.submit("post", {"channel": "C1", "text": f"alert {n}"}, news=True) for n in range(8)]
         await wait_until(lambda: len(slack.posted) >= 3, 10, "Slack's burst gone; the rest wait for the pace",
                          step=0.005)
-        result = await outbox.submit("post", {"channel": "C1", "thread_ts": "1.1", "text": "result of job-1"})
-        ending = await outbox.submit("post", {"channel": "C1", "thread_ts": "1.1", "text": "job-1 completed"})
+        replies = [await outbox.submit("post", {"channel": "C1", "thread_ts": f"1.{n}", "text": text})
+                   for n, text in [(1, "result of job-1"), (1, "job-1 completed"), (2, "result of job-2"),
+                                   (2, "job-2 completed")]]
         other = await outbox.submit("post", {"channel": "C2", "text": "elsewhere"})
-        await asyncio.wait_for(asyncio.gather(*(f for _, f in [*alerts, result, ending, other])), 20)
+        await asyncio.wait_for(asyncio.gather(*(f for _, f in [*alerts, *replies, other])), 20)
     finally:
         await outbox.close(0.1)
         await store.close()
     in_c1 = [t for t in slack.posted if t != "elsewhere"]
-    assert in_c1 == ["alert 0", "alert 1", "alert 2", "result of job-1", "alert 3", "job-1 completed", "alert 4",
-                     "alert 5", "alert 6", "alert 7"]
+    assert in_c1 == ["alert 0", "alert 1", "alert 2", "result of job-1", "job-1 completed", "alert 3",
+                     "result of job-2", "job-2 completed", "alert 4", "alert 5", "alert 6", "alert 7"]
 
 
 async def test_a_burst_of_commands_in_one_channel_leaves_oldest_first_so_endings_do_not_hold_back_parents(
