@@ -129,3 +129,31 @@ async def test_a_shortcut_retry_of_one_job_cut_off_by_kill_9_before_it_reached_r
     assert sum("<@U4>" in t for t in in_the_thread(slack)) >= 1, "the thread says who asked"
     assert outside_the_thread(slack) == [], "nothing posted outside the message's thread"
     assert PICKED not in {m.get("ts") for m in slack.messages.values()}, "the picked message is not the app's"
+
+
+async def test_a_command_retry_cut_off_by_kill_9_after_it_reached_runpod_is_settled_not_sent_again(
+        slack, runpod, tmp_path):
+    """The retry had reached RunPod (slow to answer) when the process died. The next start does not carry the request
+    out again: the retry's own record is settled with /status and reported in the channel, RunPod saw one /retry, and
+    the person is not told the job was already being retried (by themselves)."""
+    slack.limits = SlackLimits.off()
+    runpod.add_job("ep1", "job-s1", status="FAILED")
+    runpod.fault("retry", delay=1.5)  # RunPod takes the retry, and answers late
+    async with Replicas(slack, runpod, str(tmp_path / "bot.db"), tmp_path, n=1) as app:
+        ack = await app.command("ep1 job-s1", user="U1")
+        assert ack.status == 200
+        await wait_until(lambda: runpod.calls_to("retry"), 10, "the retry on its way to RunPod")
+        await app.kill(0)
+        await asyncio.sleep(2.0)  # RunPod answers what it received: the retry took effect
+        await app.start(0)
+
+        def said() -> list[str]:
+            return [message_text(m) for (c, _), m in slack.messages.items() if c == "C1"]
+
+        await wait_until(lambda: any("After the restart" in t and "went through" in t for t in said()), 30,
+                         lambda: f"the retry settled after the restart: {slack.describe()}")
+        await asyncio.sleep(2.0)  # a second retry or message would be out by now
+    assert len(runpod.calls_to("retry")) == 1, "one /retry: the request was not carried out twice"
+    assert sum("asked to retry job" in t for t in said()) == 1, "one message about the request"
+    told = [message_text(c.args) for c in slack.calls if c.method in ("response_url", "chat.postEphemeral")]
+    assert not any("already" in t for t in told), f"the person was told of a duplicate: {told}"
