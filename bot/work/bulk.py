@@ -1,5 +1,8 @@
 """Retrying many jobs at once: one parent message with progress, bounded concurrency toward RunPod, one
-summary reply, every job followed to its end and counted; a run whose replica died is finished by another."""
+summary reply, every job followed to its end and counted; a run whose replica died is finished by another.
+
+How one run's jobs are retried and summarised is bot/work/bulk_jobs.py; this module is where runs come from (a
+command, a restart, a dead replica's inbox row) and how each is kept current until its jobs have ended."""
 
 from __future__ import annotations
 
@@ -17,7 +20,8 @@ from bot.core.worker_errors import error_summary
 from bot.infra.config import Settings
 from bot.infra.logs import ctx
 from bot.slack.pacing import Pacer
-from bot.store import AuditEntry, Queued, StoreUnavailable
+from bot.store import Queued
+from bot.work.bulk_jobs import BulkJobs
 from bot.work.bulk_run import (
     BulkRun,
     catch_up,
@@ -25,17 +29,13 @@ from bot.work.bulk_run import (
     final_tally_via_response_url,
     mention_failed_again,
     post_progress,
-    save_answer,
-    save_ending,
 )
 from bot.work.follow import FollowTarget
-from bot.work.health import EndpointHealth
 from bot.work.retry import RetryService
 from bot.work.who import Source, Who
 
 log = logging.getLogger(__name__)
 
-Key = tuple[str, str]
 # Bulk retries older than this are not picked up again after a restart (their jobs' follows have long ended).
 MEMORY_SECONDS = 24 * 3600.0
 # The inbox row of a bulk retry: written before the command is acknowledged (`bulk_request`), so the replica that
@@ -54,19 +54,11 @@ def _parent_key(work_id: int) -> str:
     return f"bulk-parent#{work_id}"
 
 
-class BulkRunner:
+class BulkRunner(BulkJobs):
     def __init__(self, service: RetryService, settings: Settings):
-        self.service = service
-        self.settings = settings
-        self.out = service.out
-        self.store = service.store
-        self.follower = service.follower
-        # One bound for every bulk run together: RunPod's rate limits are per account, not per command.
-        self.slots = asyncio.Semaphore(settings.bulk_concurrency)
-        self._following: dict[Key, BulkRun] = {}
+        super().__init__(service, settings)
         # Bulk runs this process keeps current, by run id: one object per run, whoever updates it.
         self._runs: dict[str, BulkRun] = {}
-        self.health: EndpointHealth | None = None  # health snapshots for the summary (and `failed`); set at wiring
         # Other owners of runs (a grouped alert's Retry all): the run a job of theirs belongs to, by the run's ref
         # ("storm:…"), for a settled retry or a follow taken over from another process: `find(ref, job, user)`.
         self.finders: list[Callable[[str, str, str], Awaitable[BulkRun | None]]] = []
@@ -150,23 +142,6 @@ class BulkRunner:
                 pacer.mark("summary")  # a job ended: its line in the summary says how
 
         run.changed = changed
-
-    async def _save(self, run: BulkRun, *, strict: bool = False) -> None:
-        try:
-            await self.store.save_bulk(run.run_id, run.to_json())
-        except Exception:  # the tally in Slack is still right; only a restart would lose track of it
-            if strict:
-                raise
-            log.exception("could not save the bulk retry's state", extra=ctx(endpoint=run.endpoint))
-
-    async def _saved(self, run: BulkRun, job: str, *, ending: bool = False) -> None:
-        """One job's answer (or ending) in its own row: what another replica taking the run over reads."""
-        try:
-            await (save_ending if ending else save_answer)(self.store, run, job)
-        except StoreUnavailable as exc:  # an outage: one line, not a traceback
-            log.warning("could not save a bulk retry's job: %s", exc, extra=ctx(endpoint=run.endpoint, job=job))
-        except Exception:
-            log.exception("could not save a bulk retry's job", extra=ctx(endpoint=run.endpoint, job=job))
 
     async def load(self) -> None:
         """After a restart: bulk retries whose jobs are still followed keep their parent's tally current. With
@@ -294,14 +269,6 @@ class BulkRunner:
             run.results[job] = cut_off(job)
         await self._finish(run)
 
-    async def _let_row_go(self, work_id: int | None) -> None:
-        if work_id is None:
-            return
-        try:
-            await self.store.done(work_id)
-        except Exception:  # taken over again after the next death: the summary at worst twice, no retry twice
-            log.exception("could not mark a bulk retry as finished")
-
     def _let_go(self, run: BulkRun) -> None:
         """A run whose jobs have all been answered and ended needs no keeping any more."""
         if run.tally().ended and self._runs.get(run.run_id) is run:
@@ -323,141 +290,10 @@ class BulkRunner:
             await self._save(run)
             self._let_go(run)
 
-    # ---------------------------------------------------------------- the run
-
-    async def run(self, run: BulkRun) -> None:
-        """Retry every job (at most RUNPOD_BULK_CONCURRENCY at once), then post the one summary reply. Cut off by a
-        shutdown (RunPod slower than the grace), every job still gets its line and the summary still goes out; the
-        retries already sent are settled with /status by whoever takes the work on next."""
-        if self.health is not None:
-            self.health.warm(run.endpoint)  # ready for the summary by the time the retries are done
-        try:
-            await asyncio.gather(*(self._retry_one(run, job) for job in run.jobs))
-        except asyncio.CancelledError:
-            for job in run.jobs:
-                run.results.setdefault(job, JobResult(job, "refused:shutdown",
-                                                      detail="the app was restarting; retry it again"))
-            await self._finish(run, fresh_health=False)  # the drain's grace is short: no wait on /health
-            raise
-        await self._finish(run)
-
-    async def _finish(self, run: BulkRun, *, fresh_health: bool = True) -> None:
-        settled = [job for job in run.jobs if run.results[job].settled]
-        if settled:
-            await self.store.mark_retried(run.endpoint, settled)
-        await self._summary(run, fresh_health=fresh_health)
-        run.summarized = True
-        run.changed(None)
-        if run.work_id is not None:
-            if run.ref.startswith("bulk:"):  # a grouped alert's Retry all is kept by its storm
-                await self._save(run)
-            await self._let_row_go(run.work_id)
-            run.work_id = None
-
     def adopt(self, run: BulkRun, jobs: list[str]) -> None:
         """After a restart: the follows of these jobs resumed; report their ends to `run` again."""
         for job in jobs:
             self._following[(run.endpoint, job)] = run
-
-    async def _retry_one(self, run: BulkRun, job: str, *, taking_over: bool = False) -> None:
-        async with self.slots:
-            try:
-                if taking_over:  # a job the dead replica claimed and never sent: its claim runs out first
-                    await self.service.claims.outlive_the_dead(run.endpoint, job)
-                if not self.service.background.accepting:
-                    # Stopping: the jobs not reached yet get their outcome now, and the summary still goes out.
-                    result = await self._refused(run.who, run.endpoint, job, "shutdown",
-                                                 "the app was restarting; retry it again")
-                else:
-                    result = await self._retry(run, job)
-            except Exception as exc:  # one job's trouble must not lose the others' outcomes
-                if isinstance(exc, StoreUnavailable):  # an outage: one line, not a traceback
-                    log.warning("bulk retry of one job failed: %s", exc, extra=ctx(endpoint=run.endpoint, job=job))
-                    why = "the app's database was unreachable"
-                else:
-                    log.exception("bulk retry of one job failed", extra=ctx(endpoint=run.endpoint, job=job))
-                    why = f"the app failed while retrying it ({type(exc).__name__})"
-                result = await self._refused(run.who, run.endpoint, job, "error",
-                                             f"{why}; check it with the status command")
-        if run.results.get(job) is not result:  # RunPod's answers were saved as they came (`answered`)
-            run.results[job] = result
-            await self._saved(run, job)
-        run.changed(job)
-
-    async def _retry(self, run: BulkRun, job: str) -> JobResult:
-        """Exactly once and the retry budget, per job, then the retry. A refusal is an outcome like any other:
-        recorded, listed in the summary, never a silent skip (and not one private message per job)."""
-        who, endpoint, key = run.who, run.endpoint, (run.endpoint, job)
-        async with self.service.claims.hold(endpoint, job, who.user) as hold:
-            if hold.taken_by is not None:
-                self.service.metrics.duplicates.labels(kind=who.source.value).inc()
-                by = "you, a moment ago" if hold.taken_by.user == who.user else "someone else"
-                return await self._refused(who, endpoint, job, "duplicate", f"already being retried (by {by})",
-                                           f"already being retried by {hold.taken_by.user}")
-            budget = await self.service.over_budget(endpoint, job)
-            if budget is not None:
-                self.service.metrics.refusals.labels(reason="budget").inc()
-                # The limit's words with the next allowed time, as "HH:MM UTC": the summary's table is a code block.
-                reached = await self.service.retry_limit(endpoint, job, plain=True) or budget
-                return await self._refused(who, endpoint, job, "budget", reached, budget)
-            # Registered before the call: a job that ends quickly may end before `attempt` returns.
-            self._following[key] = run
-            async def answered(outcome: Outcome) -> None:
-                run.results[job] = JobResult.of(outcome)
-                await self._saved(run, job)
-
-            try:
-                outcome = await self.service.attempt(who, endpoint, job, run.place, hold, post=False, run=run.ref,
-                                                     answered=answered)
-            except asyncio.CancelledError:
-                if hold.sent:
-                    run.results[job] = cut_off(job)
-                raise
-            finally:
-                if self.follower.following(endpoint, job) is None:
-                    self._following.pop(key, None)
-        return run.results.get(job) or JobResult.of(outcome)
-
-    async def _refused(self, who: Who, endpoint: str, job: str, code: str, detail: str,
-                       audit_detail: str | None = None) -> JobResult:
-        await self.service.record(AuditEntry(who.user, who.channel, endpoint, job, who.source, f"refused:{code}",
-                                             detail=(audit_detail or detail)[:300]))
-        return JobResult(job, f"refused:{code}", detail=detail)
-
-    def summary_message(self, run: BulkRun) -> tuple[dict[str, Any], str | None, str]:
-        results = [run.results[job] for job in run.jobs if job in run.results]
-        filename = f"runpod-retry-{run.endpoint}-{len(results)}-jobs.json"
-        msg, attachment = messages.bulk_summary(run.endpoint, results, filename,
-                                                can_attach=not run.place.via_response_url, finals=run.finals,
-                                                table=run.table,
-                                                health=self.health.peek(run.endpoint) if self.health else None)
-        return msg, attachment, filename
-
-    async def _summary(self, run: BulkRun, *, fresh_health: bool = True) -> None:
-        if self.health is not None and fresh_health:
-            await self.health.get(run.endpoint)  # a fresh snapshot for the summary, if RunPod answers in time
-        msg, attachment, filename = self.summary_message(run)
-        # Once per run, whichever replica gets here first (one that took the run over from a replica that was only
-        # slow, or stopped with the summary queued): the others wait for that summary and keep it current.
-        key = run.summary_key
-        run.summary_ts = await self.out.post(run.place, msg, queued=lambda: self._summary_queued(run), once=key)
-        if attachment is not None:
-            await self.out.attach(run.place, attachment, filename,
-                                  f"RunPod's answers for the {len(run.jobs)} jobs retried on endpoint "
-                                  f"`{run.endpoint}`", advice=f"Each job's answer is also what `/runpod-retry status "
-                                  f"{run.endpoint} <jobId>` shows.", once=key and f"{key}:file")
-
-    async def _summary_queued(self, run: BulkRun) -> None:
-        """The summary is in the outbox (it goes out whoever sends it): written down at once, so that a replica
-        taking the run over after this one dies does not post it again."""
-        run.summarized = True
-        try:
-            if run.ref.startswith("bulk:"):
-                await self._save(run)
-            elif run.on_summarized is not None:
-                await run.on_summarized(run)
-        except Exception as exc:  # the summary still goes out; a takeover may post it again
-            log.warning("could not write down that a summary was posted: %s", exc, extra=ctx(endpoint=run.endpoint))
 
     async def _ended(self, target: FollowTarget, final: dict[str, Any] | None) -> None:
         """A followed job ended (any follow, not only bulk ones)."""
@@ -482,12 +318,3 @@ class BulkRunner:
                 await mention_failed_again(self.store, self.out, run, target.job, (final or {}).get("error"))
             self._let_go(run)
 
-    # ---------------------------------------------------------------- status of many jobs
-
-    async def check_all(self, endpoint: str, jobs: tuple[str, ...]) -> list[Outcome]:
-        """GET /status for every job, with the same bound on concurrency as retries."""
-        async def one(job: str) -> Outcome:
-            async with self.slots:
-                return await self.service.call_status(endpoint, job)
-
-        return list(await asyncio.gather(*(one(job) for job in jobs)))

@@ -10,10 +10,9 @@ from dataclasses import asdict
 from typing import Any
 
 from bot.core import messages, words
-from bot.core.alerts import BUDGET_WINDOW, Alert, Phase, ran_since
+from bot.core.alerts import BUDGET_WINDOW, Alert, Phase
 from bot.core.outcome import (
     RETENTION_SECONDS,
-    RETRYABLE,
     UNCERTAIN,
     Kind,
     Outcome,
@@ -26,10 +25,10 @@ from bot.infra.logs import ctx
 from bot.infra.metrics import Metrics
 from bot.infra.tasks import Background
 from bot.infra.timing import REAL, Timing
-from bot.runpod import RunPodClient, RunPodError, RunPodReply, RunPodTimeout
+from bot.runpod import RunPodClient, RunPodError, RunPodReply
 from bot.runpod.client import Throttled
 from bot.slack.out import Place, SlackOut
-from bot.store import AuditEntry, Queued, Store, StoreUnavailable
+from bot.store import AuditEntry, Store, StoreUnavailable
 from bot.work.access import AccessPolicy
 from bot.work.audit_channel import AuditChannel
 from bot.work.claims import Claims, Hold
@@ -39,7 +38,8 @@ from bot.work.who import Who
 
 log = logging.getLogger(__name__)
 
-# Settling a retry the database could not take is tried again after these pauses.
+# RunPod errors after which /status is asked: whether the retry took effect (its answer lost or garbled), or why
+# RunPod refused it.
 PROBE_AFTER = UNCERTAIN | {Kind.REFUSED}
 
 
@@ -260,9 +260,9 @@ class RetryService:
         except Exception:
             await self.events.retry_interrupted(endpoint, job)
             if work_id is not None:
-                await self._done(work_id)  # an error of the app's own: not worth trying again at every start
+                await self.mark_answered(work_id)  # an error of the app's own: not worth trying again at every start
             raise
-        await self._done(work_id)
+        await self.mark_answered(work_id)
         return outcome
 
     async def conclude(self, who: Who, endpoint: str, job: str, place: Place, outcome: Outcome, hold: Hold, *,
@@ -298,65 +298,14 @@ class RetryService:
                 hold.kept = False
                 raise
 
-    async def _done(self, work_id: int) -> None:
+    async def mark_answered(self, work_id: int) -> None:
+        """The retry's inbox row is done with: nobody needs to settle it."""
         try:
             await self.store.done(work_id)
-        except StoreUnavailable as exc:  # an outage: one line, not a traceback; settled again as below
+        except StoreUnavailable as exc:  # an outage: one line, not a traceback; settled again (`settle`)
             log.warning("could not mark a retry as answered: %s", exc)
         except Exception:  # the next start settles it again: a second reply at worst, never a second count
             log.exception("could not mark a retry as answered")
-
-    async def settle(self, row: Queued) -> None:
-        """A retry sent before the app stopped (this process's predecessor, or a replica that died) whose answer
-        never came: /status tells whether it took effect. It is then recorded, replied, announced and followed as
-        if RunPod had answered, so no alert is left "retrying" and the budget sees it."""
-        endpoint, job = str(row.payload.get("endpoint")), str(row.payload.get("job"))
-        for pause in (*self.timing.settle_retry_pauses, None):
-            try:
-                await self._settle(row, endpoint, job)
-                break
-            except StoreUnavailable:
-                if pause is None:  # left in the inbox: the next start (or another replica) settles it
-                    log.error("the database stayed away; a retry is left to settle later",
-                              extra=ctx(endpoint=endpoint, job=job))
-                    return
-                await asyncio.sleep(pause)
-            except Exception:  # the app's own error: logged, and not tried again at every start
-                log.exception("could not settle a retry left unanswered", extra=ctx(endpoint=endpoint, job=job))
-                break
-        # A cancellation (stopping again) skips this: still unsettled, so the next owner settles it.
-        await self._done(row.id)
-
-    async def _settle(self, row: Queued, endpoint: str, job: str) -> None:
-        data = row.payload
-        who, place = Who.from_json(data["who"]), Place(**data["place"])
-        async with self.claims.hold(endpoint, job, who.user) as hold:
-            hold.sent = True
-            try:
-                probe: RunPodReply | RunPodError = await self.runpod.status(endpoint, job)
-            except RunPodError as exc:
-                probe = exc
-            lost = RunPodTimeout("the app stopped before RunPod answered the retry", op="retry")
-            alert = await self.alert(endpoint, job)  # the failure retried: failed since with other words, it ran
-            again = isinstance(probe, RunPodReply) and alert is not None and ran_since(alert, probe.body)
-            if data.get("run") and isinstance(probe, RunPodReply) and not again and not probe.body.get("retries") \
-                    and str(probe.body.get("status") or "").upper() in RETRYABLE:
-                # A run's retry cut off before it reached RunPod: the job's failure is untouched and RunPod counts no
-                # retry of it (`retries` comes once a job has been retried). The run promised every job one retry,
-                # and this one never happened, so it is sent now.
-                outcome = await self.call_retry(endpoint, job)
-            else:
-                outcome = classify_retry(endpoint, job, lost, probe, ran_since=again)
-            # Settled once already (cut off again before it was marked): counted then, not again.
-            counted = await self.store.retries_since(endpoint, job, row.created) == 0
-            for hook in self.on_settled:
-                try:
-                    await hook(data, outcome)
-                except Exception:
-                    log.exception("could not report a settled retry", extra=ctx(endpoint=endpoint, job=job))
-            await self.conclude(who, endpoint, job, place, outcome, hold, post=bool(data.get("post")),
-                                follow=bool(data.get("follow")), counted=counted, prefix=messages.AFTER_RESTART,
-                                run=data.get("run"), once=f"settle:{endpoint}/{job}@{row.created}#{row.id}")
 
     # ---------------------------------------------------------------- the two ways in
 

@@ -39,6 +39,7 @@ from bot.work.health import EndpointHealth
 from bot.work.home import HomeDesk
 from bot.work.recent import RecentFailures
 from bot.work.retry import RetryService
+from bot.work.settle import settle
 from bot.work.single import RETRY_REQUEST, SingleRetries
 from bot.work.storms import StormDesk
 from bot.work.who import Who
@@ -213,7 +214,7 @@ class Runtime:
                 self.background.spawn(self._failure_accepted(row.id, endpoint, body, row.created),
                                       name=f"alert {endpoint}/{body.get('id')} (accepted before a restart)")
             elif row.kind == "retry":
-                self.background.spawn(self.service.settle(row),
+                self.background.spawn(settle(self.service, row),
                                       name=f"settle {row.payload.get('endpoint')}/{row.payload.get('job')}")
             elif row.kind == "bulk":
                 self.background.spawn(self.bulk.resume(row), name=f"bulk retry {row.payload.get('run')}")

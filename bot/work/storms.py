@@ -8,12 +8,10 @@ too, and Retry all covers them; the exactly-once claim keeps a job from being re
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
-from dataclasses import asdict, replace
+from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from bot.core import messages
@@ -29,6 +27,7 @@ from bot.store import Queued
 from bot.work.accepted import RETRY_ALL_REQUEST, let_go
 from bot.work.alert_desk import AlertDesk
 from bot.work.bulk import BulkRun, BulkRunner
+from bot.work.storm_window import MEMORY_SECONDS, StormWindow
 from bot.work.who import Source, Who
 
 log = logging.getLogger(__name__)
@@ -36,10 +35,6 @@ log = logging.getLogger(__name__)
 MAIN = "main"
 EXAMPLES = "examples"  # the thread's message with one whole error of each kind
 PAGE_SIZE = 200  # jobs per message of the job list in the thread (about a dozen sections at most)
-MEMORY_SECONDS = 24 * 3600.0
-# With a shared store, a storms-table row per endpoint keeps its failures in the window and its open storm, so every
-# replica groups as one would.
-WINDOW = "window:"
 
 
 class StormDesk:
@@ -53,10 +48,8 @@ class StormDesk:
         self.metrics = bulk.service.metrics
         self.settings = settings
         self.clock = clock
-        self._recent: dict[str, dict[str, StormJob]] = {}  # endpoint -> its failures in the window, before a storm
-        self._open: dict[str, Storm] = {}                  # endpoint -> the storm collecting its failures
-        self._storms: dict[str, Storm] = {}                # storm key -> storm, for the buttons
         self._pacers: dict[str, Pacer] = {}
+        self.window = StormWindow(self.store, settings, forgotten=lambda key: self._pacers.pop(key, None))
         desk.sweepers.append(self.sweep_expired)
         bulk.finders.append(self._run_of)
         # The endpoint's latest health snapshot (cached, no I/O) for the grouped alert; set at wiring.
@@ -71,9 +64,9 @@ class StormDesk:
             storm = Storm.from_json(data)
             # Jobs whose retry never got an answer before the stop: offer them to Retry all again.
             storm.requested = [job for job in storm.requested if job in storm.results]
-            self._storms[storm.key] = storm
+            self.window.storms[storm.key] = storm
             if storm.is_open(now, self.settings.storm_window):
-                self._open[storm.endpoint] = storm
+                self.window.open[storm.endpoint] = storm
             running = [job for job in storm.requested if storm.results[job].requeued and job not in storm.finals]
             if running:
                 who = Who(storm.retry_by or "", storm.channel, Source.RETRY_ALL)
@@ -90,15 +83,15 @@ class StormDesk:
         """
         job, status = parse_job_body(body)
         error = error_summary(body.get("error"))  # grouped and listed by its one line
-        async with self._shared(endpoint):
+        async with self.window.shared(endpoint):
             now = self.clock()
-            storm = (self._collecting(endpoint, now)
-                     or self._count(endpoint, channel, job, StormJob(status, error, now)))
+            storm = (self.window.collecting(endpoint, now)
+                     or self.window.count(endpoint, channel, job, StormJob(status, error, now)))
             added = storm is not None and storm.add(job, status, error, now)
             # The first job of each kind of error keeps its whole error, for the thread.
             example = added and storm is not None and storm.add_example(job, body.get("error"))
             if self.store.shared:
-                await self._persist(endpoint)
+                await self.window.persist(endpoint)
         if storm is None:
             return await self.desk.failure(endpoint, body, channel)
         if not added:
@@ -111,88 +104,16 @@ class StormDesk:
         await self.store.save_storm(storm.key, storm.to_json())
         return "grouped", storm
 
-    @asynccontextmanager
-    async def _shared(self, endpoint: str, storm_key: str | None = None) -> AsyncIterator[None]:
-        """Alone: nothing. With a shared store: the endpoint's storm lock, holding the window and storms as the
-        database has them (another replica may have changed them since)."""
-        if not self.store.shared:
-            yield
-            return
-        async with self.store.lock(f"storm:{endpoint}"):
-            data = await self.store.load_storm(WINDOW + endpoint)
-            window = json.loads(data) if data else {}
-            self._recent[endpoint] = {job: StormJob(**f) for job, f in (window.get("recent") or {}).items()}
-            for key in {k for k in (window.get("open"), storm_key) if k}:
-                await self._refresh(key)
-            opened = self._storms.get(window.get("open") or "")
-            if opened is not None:
-                self._open[endpoint] = opened
-            else:
-                self._open.pop(endpoint, None)
-            yield
-
-    async def _refresh(self, key: str) -> Storm | None:
-        """The storm as the store has it, merged into this replica's copy (kept: a Retry all may share it)."""
-        data = await self.store.load_storm(key)
-        if data is None:
-            return self._storms.get(key)
-        stored = Storm.from_json(data)
-        mine = self._storms.get(key)
-        if mine is None:
-            self._storms[key] = mine = stored
-        else:
-            mine.merge(stored)
-        return mine
-
-    async def _persist(self, endpoint: str) -> None:
-        opened = self._open.get(endpoint)
-        recent = {job: asdict(f) for job, f in self._recent.get(endpoint, {}).items()}
-        await self.store.save_storm(WINDOW + endpoint, json.dumps({"window": endpoint, "recent": recent,
-                                                                   "open": opened.key if opened else None}))
-        if opened is not None:
-            await self.store.save_storm(opened.key, opened.to_json())
-
-    def _collecting(self, endpoint: str, now: float) -> Storm | None:
-        storm = self._open.get(endpoint)
-        if storm is not None and not storm.is_open(now, self.settings.storm_window):
-            del self._open[endpoint]
-            return None
-        return storm
-
-    def _count(self, endpoint: str, channel: str, job: str, failure: StormJob) -> Storm | None:
-        """Remember the failure; a new storm once the threshold is reached within the window."""
-        seen = self._recent.setdefault(endpoint, {})
-        for old in [j for j, f in seen.items() if failure.at - f.at > self.settings.storm_window]:
-            del seen[old]
-        if job in seen or len(seen) + 1 < self.settings.storm_threshold:
-            seen.setdefault(job, failure)
-            return None
-        self._recent[endpoint] = {}
-        self._forget_old(failure.at)
-        storm = Storm(endpoint, channel, started=failure.at, last_at=failure.at, jobs=dict(seen), singles=len(seen))
-        self._open[endpoint] = storm
-        self._storms[storm.key] = storm
-        log.warning("%d jobs of endpoint %s failed within %.0f s: grouping their failures into one alert",
-                    len(seen) + 1, endpoint, self.settings.storm_window)
-        return storm
-
     async def sweep_expired(self) -> int:
         """Grouped alerts whose last job passed its retry deadline are redrawn once, without Retry all (run by the
         alert desk's periodic sweep, as single alerts are)."""
         now = self.clock()
-        stale = [storm for storm in self._storms.values()
+        stale = [storm for storm in self.window.storms.values()
                  if storm.ts and not storm.running and not storm.expired and now >= storm.last_deadline]
         for storm in stale:
             storm.expired = True
             self._mark(storm, None)
         return len(stale)
-
-    def _forget_old(self, now: float) -> None:
-        """Storms idle for a day leave memory (RunPod forgot their jobs long ago); the store keeps them."""
-        for key, storm in list(self._storms.items()):
-            if now - storm.last_at > MEMORY_SECONDS and not storm.running:
-                del self._storms[key]
-                self._pacers.pop(key, None)
 
     # ---------------------------------------------------------------- keeping Slack current, gently
 
@@ -218,7 +139,7 @@ class StormDesk:
         """One Slack call: the grouped alert, or one page of its job list. Then the state is saved. With a shared
         store under the endpoint's lock, from the stored state: one replica posts the grouped alert and each page,
         and whichever replica redraws it draws every failure any replica added."""
-        async with self._shared(storm.endpoint, storm.key):
+        async with self.window.shared(storm.endpoint, storm.key):
             await self._write_part(storm, part)
 
     async def _write_part(self, storm: Storm, part: str) -> None:
@@ -265,22 +186,22 @@ class StormDesk:
 
     def holding(self, endpoint: str, job: str) -> Storm | None:
         """The posted grouped alert that lists this job, if one is in memory (for a retry asked elsewhere)."""
-        return next((storm for storm in self._storms.values()
+        return next((storm for storm in self.window.storms.values()
                      if storm.endpoint == endpoint and job in storm.jobs and storm.ts), None)
 
     async def find(self, endpoint: str, storm_id: str) -> Storm | None:
         key = f"{endpoint}/{storm_id}"
         if self.store.shared:
-            return await self._refresh(key)
-        if key not in self._storms:
+            return await self.window.refresh(key)
+        if key not in self.window.storms:
             data = await self.store.load_storm(key)
             if data is not None:
-                self._storms[key] = Storm.from_json(data)
-        return self._storms.get(key)
+                self.window.storms[key] = Storm.from_json(data)
+        return self.window.storms.get(key)
 
     def pending(self, endpoint: str, storm_id: str) -> int | None:
         """How many jobs of the grouped alert Retry all would take on, as far as this replica knows without I/O."""
-        storm = self._storms.get(f"{endpoint}/{storm_id}")
+        storm = self.window.storms.get(f"{endpoint}/{storm_id}")
         return len(storm.unretried()) if storm is not None else None
 
     async def resume(self, row: Queued) -> None:
@@ -353,7 +274,7 @@ class StormDesk:
             self._mark(storm, None)
             await self.out.ephemeral(who.channel, who.user, messages.storm_expired(endpoint), who.response_url)
             return False
-        async with self._shared(endpoint, storm.key):
+        async with self.window.shared(endpoint, storm.key):
             # Another replica's Retry all took every job and some have not ended: it is running, there.
             elsewhere = self.store.shared and not storm.unretried() and not storm.tally().ended
             busy = (storm.running or elsewhere) and storm.retry_by and storm.retry_at

@@ -13,6 +13,7 @@ from typing import Any
 from bot.core import actions
 from bot.core.alerts import retrying
 from bot.store import Queued, SqliteStore, StoreUnavailable
+from bot.work.settle import settle
 from testkit.fakes.slack import SlackFault
 from testkit.harness import button_value, message_text
 
@@ -213,7 +214,7 @@ async def test_a_cut_off_retry_settled_twice_is_told_once(make_app, runpod, slac
 
     await app.start()  # settles it once ...
     await app.settle()
-    await app.rt.service.settle(row)  # ... and a second replica that took the same row over settles it again
+    await settle(app.rt.service, row)  # ... and a second replica that took the same row over settles it again
     await app.settle()
     thread = [message_text(m) for m in app.thread(ALERTS, alert["ts"])]
     assert sum("After the restart" in text for text in thread) == 1, thread

@@ -1,0 +1,74 @@
+"""Retries whose answer was lost, settled by whoever adopts their inbox row: the app stopped (or its replica died)
+between sending the retry to RunPod and hearing back, so /status says what became of it. Built on RetryService's
+steps (record, reply, announce, follow), as a retry RunPod answered is."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from bot.core import messages
+from bot.core.alerts import ran_since
+from bot.core.outcome import RETRYABLE, classify_retry
+from bot.infra.logs import ctx
+from bot.runpod import RunPodError, RunPodReply, RunPodTimeout
+from bot.slack.out import Place
+from bot.store import Queued, StoreUnavailable
+from bot.work.retry import RetryService
+from bot.work.who import Who
+
+log = logging.getLogger(__name__)
+
+
+async def settle(service: RetryService, row: Queued) -> None:
+    """A retry sent before the app stopped (this process's predecessor, or a replica that died) whose answer
+    never came: /status tells whether it took effect. It is then recorded, replied, announced and followed as
+    if RunPod had answered, so no alert is left "retrying" and the budget sees it."""
+    endpoint, job = str(row.payload.get("endpoint")), str(row.payload.get("job"))
+    for pause in (*service.timing.settle_retry_pauses, None):
+        try:
+            await _settle(service, row, endpoint, job)
+            break
+        except StoreUnavailable:
+            if pause is None:  # left in the inbox: the next start (or another replica) settles it
+                log.error("the database stayed away; a retry is left to settle later",
+                          extra=ctx(endpoint=endpoint, job=job))
+                return
+            await asyncio.sleep(pause)
+        except Exception:  # the app's own error: logged, and not tried again at every start
+            log.exception("could not settle a retry left unanswered", extra=ctx(endpoint=endpoint, job=job))
+            break
+    # A cancellation (stopping again) skips this: still unsettled, so the next owner settles it.
+    await service.mark_answered(row.id)
+
+
+async def _settle(service: RetryService, row: Queued, endpoint: str, job: str) -> None:
+    data = row.payload
+    who, place = Who.from_json(data["who"]), Place(**data["place"])
+    async with service.claims.hold(endpoint, job, who.user) as hold:
+        hold.sent = True
+        try:
+            probe: RunPodReply | RunPodError = await service.runpod.status(endpoint, job)
+        except RunPodError as exc:
+            probe = exc
+        lost = RunPodTimeout("the app stopped before RunPod answered the retry", op="retry")
+        alert = await service.alert(endpoint, job)  # the failure retried: failed since with other words, it ran
+        again = isinstance(probe, RunPodReply) and alert is not None and ran_since(alert, probe.body)
+        if data.get("run") and isinstance(probe, RunPodReply) and not again and not probe.body.get("retries") \
+                and str(probe.body.get("status") or "").upper() in RETRYABLE:
+            # A run's retry cut off before it reached RunPod: the job's failure is untouched and RunPod counts no
+            # retry of it (`retries` comes once a job has been retried). The run promised every job one retry,
+            # and this one never happened, so it is sent now.
+            outcome = await service.call_retry(endpoint, job)
+        else:
+            outcome = classify_retry(endpoint, job, lost, probe, ran_since=again)
+        # Settled once already (cut off again before it was marked): counted then, not again.
+        counted = await service.store.retries_since(endpoint, job, row.created) == 0
+        for hook in service.on_settled:
+            try:
+                await hook(data, outcome)
+            except Exception:
+                log.exception("could not report a settled retry", extra=ctx(endpoint=endpoint, job=job))
+        await service.conclude(who, endpoint, job, place, outcome, hold, post=bool(data.get("post")),
+                               follow=bool(data.get("follow")), counted=counted, prefix=messages.AFTER_RESTART,
+                               run=data.get("run"), once=f"settle:{endpoint}/{job}@{row.created}#{row.id}")
