@@ -10,6 +10,7 @@ from slack_bolt.async_app import AsyncAck
 from bot.core import messages
 from bot.work.accepted import accept_in_time
 from bot.work.runtime import Runtime
+from bot.work.single import RETRY_REQUEST, RetryRequest
 from bot.work.who import Who
 
 
@@ -45,6 +46,12 @@ async def ack_accepted(rt: Runtime, ack: AsyncAck, who: Who, what: str, kind: st
         return
     await ack()
     rt.background.spawn(rt.guard(who, what, work(work_id)), name=what)
+
+
+async def ack_retry(rt: Runtime, ack: AsyncAck, request: RetryRequest, *, ack_is_seen: bool = True) -> None:
+    """One job's retry asked for by a person, written down before the ack (bot/work/single.py)."""
+    await ack_accepted(rt, ack, request.who, request.what, RETRY_REQUEST, request.to_json(),
+                       lambda work_id: rt.single.carry_out(request, work_id), ack_is_seen=ack_is_seen)
 
 
 def _refusal(rt: Runtime, unreachable: dict[str, Any] | None = None) -> dict[str, Any] | None:

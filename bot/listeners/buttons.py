@@ -13,11 +13,12 @@ from typing import Any
 from slack_bolt.async_app import AsyncAck, AsyncApp
 
 from bot.core import actions, messages
-from bot.listeners.ack import ack_accepted, ack_then_run
+from bot.listeners.ack import ack_accepted, ack_retry, ack_then_run
 from bot.slack.out import Place
 from bot.work.accepted import RETRY_ALL_REQUEST, retry_all_request
 from bot.work.auto_switch import from_home
 from bot.work.runtime import Runtime
+from bot.work.single import RetryRequest, Way
 from bot.work.who import Source, Who
 
 
@@ -44,6 +45,10 @@ def read_click(body: dict[str, Any]) -> Click:
 
 
 def register(app: AsyncApp, rt: Runtime) -> None:
+    async def bad_button(ack: AsyncAck, click: Click) -> None:
+        await ack_then_run(rt, ack, click.who, "a button", lambda: rt.out.ephemeral(
+            click.channel, click.who.user, messages.bad_button(), click.who.response_url), ack_is_seen=False)
+
     def button(action_id: str, parse: Callable[[object], Any], what: Callable[[Any], str],
                work: Callable[[Click, Any], Awaitable[object]]) -> None:
         @app.action(action_id)
@@ -51,15 +56,24 @@ def register(app: AsyncApp, rt: Runtime) -> None:
             click = read_click(body)
             target = parse(click.value)
             if target is None:
-                await ack_then_run(rt, ack, click.who, "a button", lambda: rt.out.ephemeral(
-                    click.channel, click.who.user, messages.bad_button(), click.who.response_url), ack_is_seen=False)
+                await bad_button(ack, click)
                 return
             await ack_then_run(rt, ack, click.who, what(target), lambda: work(click, target), ack_is_seen=False)
 
-    # A Retry on the Home tab comes from a view, not a message: it goes where that job's retry belongs.
-    button(actions.RETRY, actions.parse_job_value, lambda t: f"the retry of job `{t[1]}`",
-           lambda c, t: rt.service.retry_from_button(c.who, t[0], t[1], c.channel, c.message_ts, c.thread_ts)
-           if c.message_ts else rt.home.retry(c.who, *t))
+    @app.action(actions.RETRY)
+    async def retry(ack: AsyncAck, body: dict[str, Any]) -> None:
+        # Written down before the ack (`ack_retry`): a replica dying right after it must not lose the click. A Retry
+        # on the Home tab comes from a view, not a message: it goes where that job's retry belongs.
+        click = read_click(body)
+        target = actions.parse_job_value(click.value)
+        if target is None:
+            await bad_button(ack, click)
+            return
+        endpoint, job = target
+        request = RetryRequest(click.who, endpoint, job, Way.BUTTON, click.channel, click.message_ts, click.thread_ts) \
+            if click.message_ts else RetryRequest(click.who, endpoint, job, Way.HOME)
+        await ack_retry(rt, ack, request, ack_is_seen=False)
+
     button(actions.STATUS, actions.parse_job_value, lambda t: f"the status of job `{t[1]}`",
            lambda c, t: rt.service.status(c.who, t[0], t[1], Place(c.channel, thread_ts=c.thread_ts or c.message_ts,
                                                             response_url=c.who.response_url)))
@@ -70,8 +84,7 @@ def register(app: AsyncApp, rt: Runtime) -> None:
         click = read_click(body)
         target = actions.parse_storm_value(click.value)
         if target is None:
-            await ack_then_run(rt, ack, click.who, "a button", lambda: rt.out.ephemeral(
-                click.channel, click.who.user, messages.bad_button(), click.who.response_url), ack_is_seen=False)
+            await bad_button(ack, click)
             return
         endpoint, storm_id = target
         await ack_accepted(rt, ack, click.who, "Retry all", RETRY_ALL_REQUEST,

@@ -23,10 +23,11 @@ from bot.core.commands import (
     parse_command,
 )
 from bot.core.forms import Origin
-from bot.listeners.ack import ack_accepted, ack_then_run
+from bot.listeners.ack import ack_accepted, ack_retry, ack_then_run
 from bot.listeners.modal import open_form
 from bot.work.bulk import BULK_REQUEST, bulk_request
 from bot.work.runtime import Runtime
+from bot.work.single import RetryRequest, Way
 from bot.work.who import Source, Who
 
 
@@ -54,8 +55,7 @@ def register(app: AsyncApp, rt: Runtime) -> None:
         who = Who(user=body.get("user_id", ""), channel=body.get("channel_id", ""), source=Source.COMMAND,
                   response_url=body.get("response_url"))
         if isinstance(command, Retry) and not command.is_bulk:
-            await ack_then_run(rt, ack, who, f"the retry of job `{command.jobs[0]}`",
-                               lambda: rt.service.retry_from_command(who, command.endpoint, command.jobs[0]))
+            await ack_retry(rt, ack, RetryRequest(who, command.endpoint, command.jobs[0], Way.COMMAND))
         elif isinstance(command, Status):
             await ack_then_run(rt, ack, who, f"the status of job `{command.job}`",
                                lambda: rt.service.status(who, command.endpoint, command.job))

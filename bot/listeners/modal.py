@@ -12,11 +12,11 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 
 from bot.core import actions, messages
 from bot.core.forms import Origin, check_form, submitted
-from bot.listeners.ack import ack_accepted, ack_then_run
+from bot.listeners.ack import ack_accepted, ack_retry
 from bot.slack.out import error_code
-from bot.work import threads
 from bot.work.bulk import BULK_REQUEST, bulk_request
 from bot.work.runtime import Runtime
+from bot.work.single import RetryRequest, Way
 from bot.work.who import Source, Who
 
 # The longest the access check may take before the form opens (a trigger_id lives 3 seconds).
@@ -73,16 +73,15 @@ def register(app: AsyncApp, rt: Runtime) -> None:
         who = Who(user=(body.get("user") or {}).get("id", ""), channel=origin.channel,
                   source=Source.SHORTCUT if shortcut else Source.MODAL, response_url=origin.response_url)
         endpoint, jobs = checked.endpoint, checked.jobs
-        what = f"the retry of job `{jobs[0]}`" if len(jobs) == 1 else f"the retry of {len(jobs)} jobs"
         # The shortcut's results go in the picked message's thread.
         thread = origin.thread_ts if shortcut else None
-        if len(jobs) == 1 and thread is not None:
-            await ack_then_run(rt, ack, who, what, lambda: threads.retry_in_thread(
-                rt.service, who, endpoint, jobs[0], origin.channel, thread), ack_is_seen=False)
-        elif len(jobs) == 1:
-            await ack_then_run(rt, ack, who, what, lambda: rt.service.retry_from_command(who, endpoint, jobs[0]),
-                               ack_is_seen=False)
-        else:  # written down before the ack, as the command's: a replica dying right after it must not lose it
-            await ack_accepted(rt, ack, who, what, BULK_REQUEST, bulk_request(who, endpoint, jobs, thread),
+        # Written down before the ack, as the command's: a replica dying right after it must not lose it.
+        if len(jobs) == 1:
+            way = Way.COMMAND if thread is None else Way.THREAD
+            await ack_retry(rt, ack, RetryRequest(who, endpoint, jobs[0], way, origin.channel, thread_ts=thread),
+                            ack_is_seen=False)
+        else:
+            await ack_accepted(rt, ack, who, f"the retry of {len(jobs)} jobs", BULK_REQUEST,
+                               bulk_request(who, endpoint, jobs, thread),
                                lambda work_id: rt.bulk.from_command(who, endpoint, jobs, work_id, thread_ts=thread),
                                ack_is_seen=False)

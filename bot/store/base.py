@@ -244,6 +244,11 @@ class Store(abc.ABC):
         """Retries RunPod took (or may have taken) for the job since `since`: the budget counts these."""
 
     @abc.abstractmethod
+    async def asked_since(self, endpoint: str, job: str, user: str, since: float) -> bool:
+        """Whether anything was recorded for the job at `user`'s asking since `since`: a retry, or a refusal they
+        were told of (a request taken over from a replica that died: it got that far)."""
+
+    @abc.abstractmethod
     async def retry_times(self, endpoint: str, job: str, since: float) -> list[float]:
         """When each of those retries was sent, oldest first: the next allowed retry is told from them."""
 

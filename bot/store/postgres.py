@@ -318,6 +318,10 @@ class PostgresStore(PostgresAuto, PostgresReports, PostgresBlobs, PostgresExecut
             "SELECT COUNT(*) FROM audit WHERE endpoint = $1 AND job = $2 AND called = 1 AND at >= $3",
             endpoint, job, since))
 
+    async def asked_since(self, endpoint: str, job: str, user: str, since: float) -> bool:
+        return bool(await self._fetch('SELECT 1 FROM audit WHERE endpoint = $1 AND job = $2 AND at >= $3'
+                                      ' AND "user" = $4 LIMIT 1', endpoint, job, since, user))
+
     async def retry_times(self, endpoint: str, job: str, since: float) -> list[float]:
         return [float(r["at"]) for r in await self._fetch(
             "SELECT at FROM audit WHERE endpoint = $1 AND job = $2 AND called = 1 AND at >= $3 ORDER BY at",

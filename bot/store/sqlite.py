@@ -304,6 +304,10 @@ class SqliteStore(SqliteAuto, SqliteReports, SqliteBlobs, NoExecutors, Store):
                                 (endpoint, job, since))
         return int(rows[0][0]) if rows else 0
 
+    async def asked_since(self, endpoint: str, job: str, user: str, since: float) -> bool:
+        return bool(await self._rows("SELECT 1 FROM audit WHERE endpoint = ? AND job = ? AND at >= ? AND user = ?"
+                                     " LIMIT 1", (endpoint, job, since, user)))
+
     async def retry_times(self, endpoint: str, job: str, since: float) -> list[float]:
         rows = await self._rows("SELECT at FROM audit WHERE endpoint = ? AND job = ? AND called = 1 AND at >= ?"
                                 " ORDER BY at", (endpoint, job, since))

@@ -1,6 +1,6 @@
 """Work written down before Slack is told it was taken: a request acknowledged and then lost with its replica (a
 kill -9 while the database was slow) would be a promise nobody keeps. The row is the request; whoever adopts it
-after a death carries it out (`BulkRunner.resume`, `StormDesk.resume`)."""
+after a death carries it out (`BulkRunner.resume`, `StormDesk.resume`, `SingleRetries.resume`)."""
 
 from __future__ import annotations
 

@@ -222,10 +222,10 @@ class HomeDesk:
 
     # ---------------------------------------------------------------- its Retry buttons
 
-    async def retry(self, who: Who, endpoint: str, job: str) -> None:
+    async def retry(self, who: Who, endpoint: str, job: str, *, once: str | None = None) -> None:
         """A Retry on the Home tab. The result goes where this job's retry belongs: its alert's thread (the alert
         updates as if its own Retry was pressed), else its grouped alert's thread, else the person's direct messages
-        with the app (a request and the result in its thread)."""
+        with the app (a request and the result in its thread). `once`: the request's key for its first message."""
         who = replace(who, source=Source.HOME, response_url=None)
         try:
             alert = await self.service.alert(endpoint, job)
@@ -235,9 +235,9 @@ class HomeDesk:
                                                      alert.channel, alert.ts, alert.thread_ts)
             elif storm is not None and storm.ts:
                 await retry_in_thread(self.service, replace(who, channel=storm.channel), endpoint, job,
-                                      storm.channel, storm.ts)
+                                      storm.channel, storm.ts, once=once)
             else:
-                await self.service.retry_from_command(replace(who, channel=who.user), endpoint, job)
+                await self.service.retry_from_command(replace(who, channel=who.user), endpoint, job, once=once)
         finally:
             self._dirty.add(who.user)
             self._wake.set()

@@ -309,23 +309,24 @@ class RetryService:
 
     # ---------------------------------------------------------------- the two ways in
 
-    async def retry_from_command(self, who: Who, endpoint: str, job: str) -> None:
+    async def retry_from_command(self, who: Who, endpoint: str, job: str, *, once: str | None = None) -> None:
+        """`once`: the request's key for its message, posted once whoever carries it out (bot/work/single.py)."""
         if not await self.gate(who, endpoint, (job,)):
             return
         async with self.claims.hold(endpoint, job, who.user) as hold:
             if not await self.admitted(who, endpoint, job, hold):
                 return
             place = Place(who.channel, response_url=who.response_url)
-            parent = self.parent(place, messages.command_parent(who.user, endpoint, job), f"{endpoint}/{job}")
+            parent = self.parent(place, messages.command_parent(who.user, endpoint, job), f"{endpoint}/{job}", once)
             await self.attempt(who, endpoint, job, place, hold, announce=True, parent=parent)
 
-    def parent(self, place: Place, msg: messages.Message, name: str) -> asyncio.Task[None]:
+    def parent(self, place: Place, msg: messages.Message, name: str, once: str | None = None) -> asyncio.Task[None]:
         """Post the message a command's replies thread under, without waiting for it: in a busy channel Slack takes
         about one post a second, and RunPod must not wait behind that. Whatever goes in the thread awaits the task,
         which sets `place.thread_ts` (or switches `place` to the response_url when the channel refuses it)."""
 
         async def post() -> None:
-            place.thread_ts = await self.out.post(place, msg)
+            place.thread_ts = await self.out.post(place, msg, once=once)
 
         return self.background.spawn(post(), name=f"command parent {name}")
 

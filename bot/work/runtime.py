@@ -40,6 +40,7 @@ from bot.work.home import HomeDesk
 from bot.work.recent import RecentFailures
 from bot.work.retry import RetryService
 from bot.work.settle import settle
+from bot.work.single import RETRY_REQUEST, SingleRetries
 from bot.work.storms import StormDesk
 from bot.work.who import Who
 
@@ -102,6 +103,7 @@ class Runtime:
         self.bulk.health = self.health
         self.home = HomeDesk(self.service, self.storms, self.health, settings)
         self.events.subscribe(self.home)
+        self.single = SingleRetries(self.service, self.home)  # one job's retry asked for by a person
         # The kill switch and breaker of automatic retries (retry policies); its audit lines go the retries' way.
         self.switch = AutoSwitch(self.store, self.out, self.access, self.metrics, settings, record=self.service.record,
                                  changed=self.home.changed)
@@ -204,8 +206,8 @@ class Runtime:
 
     def resume_inbox(self, rows: list[Queued]) -> None:
         """Work accepted but never finished, because the process that took it stopped or died: failure webhooks
-        answered 200 whose alert was not stored yet, retries sent to RunPod whose answer never came, and bulk
-        retries that had not reached every job or posted their summary."""
+        answered 200 whose alert was not stored yet, retries asked for and acknowledged but not sent, retries sent to
+        RunPod whose answer never came, and bulk retries that had not reached every job or posted their summary."""
         for row in rows:
             if row.kind == "webhook":
                 endpoint, body = str(row.payload.get("endpoint")), dict(row.payload.get("body") or {})
@@ -216,6 +218,8 @@ class Runtime:
                                       name=f"settle {row.payload.get('endpoint')}/{row.payload.get('job')}")
             elif row.kind == "bulk":
                 self.background.spawn(self.bulk.resume(row), name=f"bulk retry {row.payload.get('run')}")
+            elif row.kind == RETRY_REQUEST:
+                self.background.spawn(self.single.resume(row), name=f"retry request {row.payload.get('job')}")
             elif row.kind == "retry_all":
                 self.background.spawn(self.storms.resume(row), name=f"retry all {row.payload.get('storm')}")
             else:

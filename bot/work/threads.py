@@ -11,13 +11,14 @@ from bot.work.who import Who
 
 
 async def retry_in_thread(service: RetryService, who: Who, endpoint: str, job: str, channel: str,
-                          thread_ts: str) -> None:
-    """One job: who asked, then RunPod's answer and how the retried job ends, in the thread of `thread_ts`."""
+                          thread_ts: str, *, once: str | None = None) -> None:
+    """One job: who asked, then RunPod's answer and how the retried job ends, in the thread of `thread_ts`. `once`:
+    the request's key for its first reply, posted once whoever carries it out (bot/work/single.py)."""
     if not await service.gate(who, endpoint, (job,)):
         return
     async with service.claims.hold(endpoint, job, who.user) as hold:
         if not await service.admitted(who, endpoint, job, hold):
             return
         place = Place(channel, thread_ts=thread_ts, response_url=who.response_url)
-        await service.out.post(place, messages.thread_request(who.user, endpoint, [job]))
+        await service.out.post(place, messages.thread_request(who.user, endpoint, [job]), once=once)
         await service.attempt(who, endpoint, job, place, hold, announce=True)

@@ -19,6 +19,7 @@ from tests.app.alerting import (
     click_retry,
     current,
     private_texts,
+    told,
     updates_of,
 )
 
@@ -224,3 +225,33 @@ async def test_forged_button_values_reach_nothing_and_the_clicker_is_told(app, s
     assert "not carry a valid endpoint and job ID" in told and "nothing was done" in told
     assert not slack.calls_to("chat.postMessage") and not slack.calls_to("chat.update")
 
+
+
+async def test_a_retry_clicked_while_the_database_cannot_write_it_down_in_time_is_refused_and_never_run(
+        make_app, slack, runpod, tmp_path):
+    """The click is written down before it is acknowledged. The database is held by another writer longer than the
+    app waits: the clicker is told privately that nothing was done and to try again, the alert keeps offering Retry,
+    and the click, written down late, is never carried out, not even by the next start."""
+    import sqlite3
+
+    from bot.core import messages
+
+    app = await make_app("http")
+    alert = await alert_via_webhook(app, runpod, "job-h2")
+    holder = sqlite3.connect(tmp_path / "runpod-retry.db", timeout=10)
+    holder.execute("BEGIN IMMEDIATE")  # another writer holds the database: the app's writes wait
+    try:
+        ack = await click_retry(app, alert, user="U7")
+        assert ack.status == 200 and ack.latency < ACK_DEADLINE
+        await slack.wait_for(lambda s: s.responses.get(ack.response_url))
+        await asyncio.sleep(0.5)
+    finally:
+        holder.rollback()
+        holder.close()
+    assert told(app, ack) == [message_text(messages.database_unreachable())], "told privately: nothing was done"
+    await app.settle(timeout=20)
+    await app.restart()
+    await app.settle(timeout=20)
+    assert runpod.calls_to("retry") == [], "a click refused is not carried out behind the clicker's back"
+    assert actions.RETRY in buttons(current(app, alert)), "the alert still offers Retry"
+    assert app.thread(ALERTS, alert["ts"]) == [], "nothing said in the alert's thread"

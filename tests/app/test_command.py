@@ -190,3 +190,38 @@ async def test_unsigned_wrongly_signed_and_stale_requests_are_refused(make_app, 
     assert ok == 200
     await runpod.wait_calls("retry")
 
+
+
+async def test_a_retry_asked_while_the_database_cannot_write_it_down_in_time_is_refused_and_never_run(
+        make_app, runpod, slack, tmp_path):
+    """A retry is written down before the command is acknowledged. The database is held by another writer longer
+    than the app waits (`accept_within`): the person is told in the answer to the command that nothing was done and to
+    try again in a minute, and the request, written down late, is never carried out, not even by the next start.
+    Asked again once the database answers, the job is retried."""
+    import asyncio
+    import sqlite3
+
+    from bot.core import messages
+
+    app = await make_app("http")
+    runpod.add_job("ep1", "job-h1", status="FAILED")
+    holder = sqlite3.connect(tmp_path / "runpod-retry.db", timeout=10)
+    holder.execute("BEGIN IMMEDIATE")  # another writer holds the database: the app's writes wait
+    try:
+        ack = await app.command("ep1 job-h1")
+        assert ack.status == 200 and ack.latency < ACK_DEADLINE
+        await asyncio.sleep(0.5)
+    finally:
+        holder.rollback()
+        holder.close()
+    assert ack_text(ack) == message_text(messages.database_unreachable()), "told at once that nothing was done"
+    await app.settle(timeout=20)
+    await app.restart()
+    await app.settle(timeout=20)
+    assert runpod.calls_to("retry") == [], "a request refused is not carried out behind the person's back"
+    assert app.top_level("C1") == [], "nothing posted about it"
+
+    again = await app.command("ep1 job-h1")
+    await app.settle(timeout=20)
+    assert again.status == 200 and not again.body
+    assert [c.job for c in runpod.calls_to("retry")] == ["job-h1"], "retried once when asked again"

@@ -242,7 +242,8 @@ async def test_an_unexpected_error_mid_retry_frees_the_claim_and_brings_the_retr
     stored = json.loads(await app.rt.store.load_alert(EP, "job-c"))
     assert stored["phase"] != "retrying"
     assert actions.RETRY in json.dumps(app.slack.messages[(ALERTS, alert["ts"])])  # the button is back
-    assert inbox_rows(app) == [("webhook", 1), ("retry", 1)]  # not settled again at every start
+    # Every row done (the request, the retry sent): neither carried out nor settled again at every start.
+    assert inbox_rows(app) == [("webhook", 1), ("retry_request", 1), ("retry", 1)]
 
 
 # ---------------------------------------------------------------- the budget
