@@ -32,6 +32,7 @@ from bot.store.base import (
 )
 from bot.store.blobs import PostgresBlobs
 from bot.store.executors import PostgresExecutors
+from bot.store.group import GroupCommit
 from bot.store.pg_outbox import PostgresOutbox, _queued
 from bot.store.pg_schema import migrate
 from bot.store.pg_shared import AdvisoryLocks, Listener, channel_name
@@ -68,6 +69,7 @@ class PostgresStore(PostgresAuto, PostgresReports, PostgresBlobs, PostgresExecut
         password = urlsplit(url).password or ""
         self._secrets = sorted({s for s in (password, unquote(password)) if s}, key=len, reverse=True)
         self._pool: Any = None
+        self._accepts: GroupCommit[tuple[Any, ...], int] = GroupCommit(self._accept_all)
         # At most half the pool holds lock()s, so whoever holds one always finds a connection for its own work.
         self._advisory = AdvisoryLocks(lambda: self.pool, self._translate, slots=self.pool_size // 2,
                                        acquire_timeout=timeout, wait_timeout=lock_timeout)
@@ -290,9 +292,18 @@ class PostgresStore(PostgresAuto, PostgresReports, PostgresBlobs, PostgresExecut
     # ---------------------------------------------------------------- inbox
 
     async def accept(self, kind: str, payload: dict[str, Any], now: float) -> int:
-        return int(await self._fetchval(
-            "INSERT INTO inbox (kind, payload, created, owner, lease_until) VALUES ($1, $2, $3, $4, $5) RETURNING id",
-            kind, json.dumps(payload), now, self.owner, now + self.lease))
+        return await self._accepts((kind, json.dumps(payload), now, self.owner, now + self.lease))
+
+    async def _accept_all(self, rows: list[tuple[Any, ...]]) -> list[int]:
+        # One statement: ids come from the sequence in the order the rows are inserted, which ORDER BY n fixes.
+        async with self._connection() as conn:
+            found = await conn.fetch(
+                "INSERT INTO inbox (kind, payload, created, owner, lease_until) "
+                "SELECT kind, payload, created, owner, lease_until FROM unnest($1::text[], $2::text[], "
+                "$3::double precision[], $4::text[], $5::double precision[]) WITH ORDINALITY "
+                "AS t(kind, payload, created, owner, lease_until, n) ORDER BY n RETURNING id",
+                *([row[i] for row in rows] for i in range(5)), timeout=self.timeout)
+        return sorted(int(r["id"]) for r in found)
 
     async def done(self, work_id: int) -> None:
         await self._execute("UPDATE inbox SET done = 1 WHERE id = $1", work_id)

@@ -27,6 +27,7 @@ from bot.store.base import (
 )
 from bot.store.blobs import SqliteBlobs
 from bot.store.executors import NoExecutors
+from bot.store.group import GroupCommit
 from bot.store.reports import SqliteReports
 from bot.store.sqlite_schema import MIGRATIONS
 
@@ -57,6 +58,7 @@ class SqliteStore(SqliteAuto, SqliteReports, SqliteBlobs, NoExecutors, Store):
         self._locks: dict[str, asyncio.Lock] = {}
         self._users: dict[str, int] = {}
         self._subscribers: dict[str, list[Callable[[str], None]]] = {}
+        self._accepts: GroupCommit[tuple[Any, ...], int] = GroupCommit(self._accept_all)
 
     async def open(self) -> None:
         folder = await asyncio.to_thread(_writable_folder, self.path)
@@ -222,10 +224,12 @@ class SqliteStore(SqliteAuto, SqliteReports, SqliteBlobs, NoExecutors, Store):
     # ---------------------------------------------------------------- inbox
 
     async def accept(self, kind: str, payload: dict[str, Any], now: float) -> int:
-        rows = await self._rows(
-            "INSERT INTO inbox (kind, payload, created, owner, lease_until) VALUES (?, ?, ?, ?, ?) RETURNING id",
-            (kind, json.dumps(payload), now, self.owner, now + self.lease), commit=True)
-        return int(rows[0]["id"])
+        return await self._accepts((kind, json.dumps(payload), now, self.owner, now + self.lease))
+
+    async def _accept_all(self, rows: list[tuple[Any, ...]]) -> list[int]:
+        sql = "INSERT INTO inbox (kind, payload, created, owner, lease_until) VALUES (?, ?, ?, ?, ?) RETURNING id"
+        written = await self._script([(sql, row) for row in rows])
+        return [int(found[0]["id"]) for found in written]
 
     async def done(self, work_id: int) -> None:
         await self._write("UPDATE inbox SET done = 1 WHERE id = ?", (work_id,))

@@ -211,6 +211,14 @@ async def test_open_work_lists_unfinished_work_of_one_kind_whoever_holds_it(stor
     assert [row.payload for row in await other.open_work("bulk")] == [{"run": "C1/1.0"}]
 
 
+async def test_requests_accepted_together_are_written_at_once_each_with_its_own_row_in_order(store):
+    """A burst of acknowledgements is one write (group commit); each request still gets its own row and id."""
+    ids = await asyncio.gather(*(store.accept("retry_request", {"job": f"job-{n}"}, time.time()) for n in range(40)))
+    assert len(set(ids)) == 40 and ids == sorted(ids)
+    rows = await store.open_work("retry_request")
+    assert [(row.id, row.payload) for row in rows] == [(i, {"job": f"job-{n}"}) for n, i in enumerate(ids)]
+
+
 async def test_follows_belong_to_the_replica_that_saved_them(store, stores):
     other = await stores("B")
     await store.save_follow("ep1", "job-1", "f1")
