@@ -2,7 +2,7 @@
 
 The ack path writes a request down before Slack is answered (bot/work/accepted.py). In a burst of 200 commands over
 three replicas on PostgreSQL, one insert and one commit per ack took the ack p99 from 0.2 s (nothing written) to
-1.1 s: each waited for a pooled connection behind the work already taken. Written together, it is 0.26-0.30 s. The
+1.1 s: each replica's 67 inserts queued for its pooled connections. Written together, it is 0.26-0.30 s. The
 writes that come in while one batch is being written wait for the next, which takes them all at once: one
 connection, one statement, one commit, whatever the burst.
 """

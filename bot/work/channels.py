@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.web.async_client import AsyncWebClient
@@ -101,3 +102,14 @@ async def check_channels(client: AsyncWebClient, settings: Settings) -> list[Cha
         (log.error if ok is False else log.info)(state.describe())
         states.append(state)
     return states
+
+
+def channel_report(states: list[ChannelState], undelivered: dict[str, float]) -> dict[str, Any]:
+    """For /healthz: each configured channel, whether the app can post there (the start-up check, then what the last
+    alert found: `undelivered`, channel → when an alert was refused there), and `ok` false when alerts are lost."""
+    report: dict[str, Any] = {state.role.split()[0]: state.as_json() for state in states}
+    for channel, at in undelivered.items():
+        report.setdefault("alert", {"channel": channel, "setting": "RUNPOD_ALERT_CHANNEL"})
+        report["alert"].update(can_post=False, last_refused_at=at)
+    report["ok"] = all(entry.get("can_post") is not False for entry in report.values() if isinstance(entry, dict))
+    return report

@@ -31,7 +31,7 @@ from bot.work.access import AccessPolicy
 from bot.work.alert_desk import AlertDesk
 from bot.work.auto_switch import AutoSwitch
 from bot.work.bulk import BulkRunner
-from bot.work.channels import ChannelState, check_channels
+from bot.work.channels import ChannelState, channel_report, check_channels
 from bot.work.engine import Engine
 from bot.work.events import JobEvents
 from bot.work.follow import Follower
@@ -165,14 +165,8 @@ class Runtime:
         return self.channel_states
 
     def channel_report(self) -> dict[str, Any]:
-        """For /healthz: each configured channel, whether the app can post there (the start-up check, then what
-        the last alert found), and `ok` false when alerts are being lost."""
-        report: dict[str, Any] = {state.role.split()[0]: state.as_json() for state in self.channel_states}
-        for channel, at in self.desk.undelivered.items():
-            report.setdefault("alert", {"channel": channel, "setting": "RUNPOD_ALERT_CHANNEL"})
-            report["alert"].update(can_post=False, last_refused_at=at)
-        report["ok"] = all(entry.get("can_post") is not False for entry in report.values() if isinstance(entry, dict))
-        return report
+        """For /healthz: each configured channel, whether the app can post there (see bot.work.channels)."""
+        return channel_report(self.channel_states, self.desk.undelivered)
 
     async def start(self) -> None:
         """After Slack is reachable: pick up work the previous run left, and keep alerts current."""
