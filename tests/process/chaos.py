@@ -57,7 +57,8 @@ SETTLE_FOR = 60.0       # then at most this long for every retried job's ending,
 ENDING_WITHIN = 45.0    # issue 17: every accepted retry's ending shown within 45 s of the job's end
 TERMINAL = ("COMPLETED", "FAILED")
 # What the app says when it takes nothing on (restarting, or without its database): the person tries again.
-TURNED_AWAY = (messages.shutting_down(), messages.database_unreachable())
+# The app's words for "not taken, ask again": a Retry all refused while the database is away says it its own way.
+TURNED_AWAY = (messages.shutting_down(), messages.database_unreachable(), messages.retry_all_not_taken("ep", None))
 
 
 def seed_from_env() -> int:
