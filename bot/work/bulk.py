@@ -258,6 +258,8 @@ class BulkRunner(BulkJobs):
         run.changed(None)
         if todo:
             await asyncio.gather(*(self._retry_one(run, job, taking_over=True) for job in todo))
+            if any(job in run.unanswered for job in todo):  # stopping: handed on again, as `run` does
+                return
         # How long to wait for the retries the dead replica had sent to be settled before the summary.
         timing = self.service.timing
         deadline = time.monotonic() + timing.bulk_settle_wait

@@ -44,19 +44,27 @@ class BulkJobs:
     # ---------------------------------------------------------------- the run
 
     async def run(self, run: BulkRun) -> None:
-        """Retry every job (at most RUNPOD_BULK_CONCURRENCY at once), then post the one summary reply. Cut off by a
-        shutdown (RunPod slower than the grace), every job still gets its line and the summary still goes out; the
-        retries already sent are settled with /status by whoever takes the work on next."""
+        """Retry every job (at most RUNPOD_BULK_CONCURRENCY at once), then post the one summary reply.
+
+        Stopped by a shutdown half way, a run that is written down (`work_id`: its request's row) is handed over:
+        its row stays, and whoever takes it (another replica at once, or this app's next start) retries the jobs
+        not reached and settles those sent (`BulkRunner.resume`), with one summary. A run nobody could take over
+        gives every job its line and posts the summary now ("not retried: the app was restarting")."""
         if self.health is not None:
             self.health.warm(run.endpoint)  # ready for the summary by the time the retries are done
         try:
             await asyncio.gather(*(self._retry_one(run, job) for job in run.jobs))
         except asyncio.CancelledError:
-            for job in run.jobs:
-                run.results.setdefault(job, JobResult(job, "refused:shutdown",
-                                                      detail="the app was restarting; retry it again"))
-            await self._finish(run, fresh_health=False)  # the drain's grace is short: no wait on /health
+            if not _can_be_taken_over(run):
+                for job in run.jobs:
+                    run.results.setdefault(job, JobResult(job, "refused:shutdown",
+                                                          detail="the app was restarting; retry it again"))
+                await self._finish(run, fresh_health=False)  # the drain's grace is short: no wait on /health
             raise
+        if run.unanswered:  # stopping: handed over (see above)
+            log.info("stopping: a bulk retry is handed over with %d jobs not reached", len(run.unanswered),
+                     extra=ctx(endpoint=run.endpoint))
+            return
         await self._finish(run)
 
     async def _finish(self, run: BulkRun, *, fresh_health: bool = True) -> None:
@@ -78,7 +86,10 @@ class BulkJobs:
                 if taking_over:  # a job the dead replica claimed and never sent: its claim runs out first
                     await self.service.claims.outlive_the_dead(run.endpoint, job)
                 if not self.service.background.accepting:
-                    # Stopping: the jobs not reached yet get their outcome now, and the summary still goes out.
+                    if _can_be_taken_over(run):
+                        return  # stopping: the job is left to whoever takes the run over (see `run`)
+                    # Stopping, and nobody can take the run over: the job gets its outcome now, and the summary
+                    # still goes out.
                     result = await self._refused(run.who, run.endpoint, job, "shutdown",
                                                  "the app was restarting; retry it again")
                 else:
@@ -210,3 +221,8 @@ class BulkJobs:
                 return await self.service.call_status(endpoint, job)
 
         return list(await asyncio.gather(*(one(job) for job in jobs)))
+
+
+def _can_be_taken_over(run: BulkRun) -> bool:
+    """Its request's row is kept and names a run another process can find (its progress message was posted)."""
+    return run.work_id is not None and bool(run.ref)
