@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -250,3 +253,16 @@ def assert_valid(msg: dict[str, Any]) -> None:
         assert parsed is not None, block
         parsed.validate_json()
     assert block_problems(msg["blocks"]) == []
+
+
+@contextmanager
+def database_held(path: Path) -> Iterator[None]:
+    """Another writer holds the app's SQLite file for the block: the app's writes wait (a database too slow to write
+    a request down before Slack's deadline)."""
+    holder = sqlite3.connect(path, timeout=10)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    finally:
+        holder.rollback()
+        holder.close()

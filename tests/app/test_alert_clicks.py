@@ -10,7 +10,7 @@ import pytest
 
 from bot.core import actions
 from testkit.env import SECRETS
-from testkit.harness import ACK_DEADLINE, alert_completed, buttons, message_text
+from testkit.harness import ACK_DEADLINE, alert_completed, buttons, database_held, message_text
 from tests.app.alerting import (
     ALERTS,
     DATE,
@@ -232,22 +232,16 @@ async def test_a_retry_clicked_while_the_database_cannot_write_it_down_in_time_i
     """The click is written down before it is acknowledged. The database is held by another writer longer than the
     app waits: the clicker is told privately that nothing was done and to try again, the alert keeps offering Retry,
     and the click, written down late, is never carried out, not even by the next start."""
-    import sqlite3
 
     from bot.core import messages
 
     app = await make_app("http")
     alert = await alert_via_webhook(app, runpod, "job-h2")
-    holder = sqlite3.connect(tmp_path / "runpod-retry.db", timeout=10)
-    holder.execute("BEGIN IMMEDIATE")  # another writer holds the database: the app's writes wait
-    try:
+    with database_held(tmp_path / "runpod-retry.db"):  # the app's writes wait
         ack = await click_retry(app, alert, user="U7")
         assert ack.status == 200 and ack.latency < ACK_DEADLINE
         await slack.wait_for(lambda s: s.responses.get(ack.response_url))
         await asyncio.sleep(0.5)
-    finally:
-        holder.rollback()
-        holder.close()
     assert told(app, ack) == [message_text(messages.database_unreachable())], "told privately: nothing was done"
     await app.settle(timeout=20)
     await app.restart()

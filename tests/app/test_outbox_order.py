@@ -5,7 +5,10 @@ all of the other; order within a thread, and among each, is kept. With no news, 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
+
+import pytest
 
 from bot.infra.metrics import Metrics
 from bot.infra.timing import REAL
@@ -23,46 +26,48 @@ class RecordingSlack:
         return {"ts": f"1.{len(self.posted)}"}
 
 
-async def test_posts_people_wait_for_go_two_to_one_ahead_of_a_storms_waiting_alerts_and_keep_their_order(
-        tmp_path: Any) -> None:
+@pytest.fixture
+async def channel(tmp_path: Any) -> AsyncIterator[tuple[Outbox, RecordingSlack]]:
+    """An outbox at 20x Slack's pace, posting to a Slack that records what it took, in order."""
     store = open_store(str(tmp_path / "outbox.db"))
     await store.open()
     slack = RecordingSlack()
     outbox = Outbox(store, slack, Metrics(), timing=REAL.scaled(0.05))  # type: ignore[arg-type]
     try:
-        alerts = [await outbox.submit("post", {"channel": "C1", "text": f"alert {n}"}, news=True) for n in range(8)]
-        await wait_until(lambda: len(slack.posted) >= 3, 10, "Slack's burst gone; the rest wait for the pace",
-                         step=0.005)
-        replies = [await outbox.submit("post", {"channel": "C1", "thread_ts": f"1.{n}", "text": text})
-                   for n, text in [(1, "result of job-1"), (1, "job-1 completed"), (2, "result of job-2"),
-                                   (2, "job-2 completed")]]
-        other = await outbox.submit("post", {"channel": "C2", "text": "elsewhere"})
-        await asyncio.wait_for(asyncio.gather(*(f for _, f in [*alerts, *replies, other])), 20)
+        yield outbox, slack
     finally:
         await outbox.close(0.1)
         await store.close()
+
+
+async def burst_gone(slack: RecordingSlack) -> None:
+    await wait_until(lambda: len(slack.posted) >= 3, 10, "Slack's burst gone; the rest wait for the pace", step=0.005)
+
+
+async def test_posts_people_wait_for_go_two_to_one_ahead_of_a_storms_waiting_alerts_and_keep_their_order(
+        channel: tuple[Outbox, RecordingSlack]) -> None:
+    outbox, slack = channel
+    alerts = [await outbox.submit("post", {"channel": "C1", "text": f"alert {n}"}, news=True) for n in range(8)]
+    await burst_gone(slack)
+    replies = [await outbox.submit("post", {"channel": "C1", "thread_ts": f"1.{n}", "text": text})
+               for n, text in [(1, "result of job-1"), (1, "job-1 completed"), (2, "result of job-2"),
+                               (2, "job-2 completed")]]
+    other = await outbox.submit("post", {"channel": "C2", "text": "elsewhere"})
+    await asyncio.wait_for(asyncio.gather(*(f for _, f in [*alerts, *replies, other])), 20)
     in_c1 = [t for t in slack.posted if t != "elsewhere"]
     assert in_c1 == ["alert 0", "alert 1", "alert 2", "result of job-1", "job-1 completed", "alert 3",
                      "result of job-2", "job-2 completed", "alert 4", "alert 5", "alert 6", "alert 7"]
 
 
 async def test_a_burst_of_commands_in_one_channel_leaves_oldest_first_so_endings_do_not_hold_back_parents(
-        tmp_path: Any) -> None:
-    store = open_store(str(tmp_path / "outbox.db"))
-    await store.open()
-    slack = RecordingSlack()
-    outbox = Outbox(store, slack, Metrics(), timing=REAL.scaled(0.05))  # type: ignore[arg-type]
-    try:
-        parents = [await outbox.submit("post", {"channel": "C1", "text": f"retry {n}"}) for n in range(6)]
-        await wait_until(lambda: len(slack.posted) >= 3, 10, "Slack's burst gone; the rest wait for the pace",
-                         step=0.005)
-        result = await outbox.submit("post", {"channel": "C1", "thread_ts": "1.1", "text": "result of job-0"})
-        ending = await outbox.submit("post", {"channel": "C1", "thread_ts": "1.1", "text": "job-0 completed"})
-        alert = await outbox.submit("post", {"channel": "C1", "text": "alert"}, news=True)
-        await asyncio.wait_for(asyncio.gather(*(f for _, f in [*parents, result, ending, alert])), 20)
-    finally:
-        await outbox.close(0.1)
-        await store.close()
+        channel: tuple[Outbox, RecordingSlack]) -> None:
+    outbox, slack = channel
+    parents = [await outbox.submit("post", {"channel": "C1", "text": f"retry {n}"}) for n in range(6)]
+    await burst_gone(slack)
+    result = await outbox.submit("post", {"channel": "C1", "thread_ts": "1.1", "text": "result of job-0"})
+    ending = await outbox.submit("post", {"channel": "C1", "thread_ts": "1.1", "text": "job-0 completed"})
+    alert = await outbox.submit("post", {"channel": "C1", "text": "alert"}, news=True)
+    await asyncio.wait_for(asyncio.gather(*(f for _, f in [*parents, result, ending, alert])), 20)
     # The alert takes its turn; the result and the ending, queued after the last parents, do not go ahead of them.
     assert slack.posted == ["retry 0", "retry 1", "retry 2", "alert", "retry 3", "retry 4", "retry 5",
                             "result of job-0", "job-0 completed"]

@@ -8,7 +8,7 @@ import pytest
 
 from bot.core import actions
 from testkit.fakes import view_problems
-from testkit.harness import ACK_DEADLINE, Harness, job_calls, message_text
+from testkit.harness import ACK_DEADLINE, Harness, database_held, job_calls, message_text
 from testkit.surfaces_payloads import message_action, view_submission
 
 EP = "abc123xyz4567"
@@ -188,7 +188,6 @@ async def test_several_jobs_submitted_while_the_database_cannot_write_them_down_
     and to try again in a minute, and the request, written down late, is never carried out, not even by the next
     start. Nothing reaches RunPod and nothing is posted in the thread."""
     import asyncio
-    import sqlite3
 
     from bot.core import messages
 
@@ -196,16 +195,11 @@ async def test_several_jobs_submitted_while_the_database_cannot_write_them_down_
     for job in (JOB, JOB2, JOB3):
         runpod.add_job(EP, job)
     ack, view = await shortcut(app, {"ts": MSG_TS, "text": f"endpoint {EP}: jobs {JOB}, {JOB2} and {JOB3} failed"})
-    holder = sqlite3.connect(tmp_path / "runpod-retry.db", timeout=10)
-    holder.execute("BEGIN IMMEDIATE")  # another writer holds the database: the app's writes wait
-    try:
+    with database_held(tmp_path / "runpod-retry.db"):  # the app's writes wait
         submitted = await app.interact(view_submission(view))
         assert submitted.status == 200 and submitted.latency < ACK_DEADLINE
         await slack.wait_for(lambda s: s.responses.get(ack.response_url))
         await asyncio.sleep(0.5)
-    finally:
-        holder.rollback()
-        holder.close()
     [told] = app.responses(ack.response_url)
     assert told.get("response_type") == "ephemeral"
     assert message_text(told) == message_text(messages.database_unreachable()), "the bulk command's words"

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from bot.core import actions
-from testkit.harness import ACK_DEADLINE, alert_completed, job_calls, message_text
+from testkit.harness import ACK_DEADLINE, alert_completed, database_held, job_calls, message_text
 
 EP = "ep1"
 ALERTS = "CALERTS"
@@ -289,21 +289,15 @@ async def test_retry_all_clicked_while_the_database_cannot_write_it_down_in_time
     app waits (`accept_within`): the clicker is told plainly that nothing started and to click again in a minute,
     and the click, written down late, is never carried out, not even by the next start. Clicked again once the
     database answers, Retry all runs."""
-    import sqlite3
 
     app = await make_app("http", **FAST)
     jobs, alert = await storm_of(app, runpod, 6)
     value = buttons(alert)[actions.RETRY_ALL]["value"]
-    holder = sqlite3.connect(tmp_path / "runpod-retry.db", timeout=10)
-    holder.execute("BEGIN IMMEDIATE")  # another writer holds the database: the app's writes wait
-    try:
+    with database_held(tmp_path / "runpod-retry.db"):  # the app's writes wait
         click = await app.click(actions.RETRY_ALL, value, message_ts=alert["ts"], user="U7")
         assert click.status == 200 and click.latency < ACK_DEADLINE
         await slack.wait_for(lambda s: s.responses.get(click.response_url))
         await asyncio.sleep(0.5)
-    finally:
-        holder.rollback()
-        holder.close()
     [told] = [message_text(r) for r in app.responses(click.response_url)]
     assert "Retry all* did not start" in told and "cannot reach its database" in told, told
     assert "6 jobs" in told and "`ep1`" in told and "again in a minute" in told, told
