@@ -44,10 +44,12 @@ PROBE_AFTER = UNCERTAIN | {Kind.REFUSED}
 
 
 def sent_record(who: Who, endpoint: str, job: str, place: Place, post: bool, follow: bool,
-                run: str | None) -> dict[str, Any]:
-    """What settling a retry needs when its answer is lost: the inbox row written before it is sent."""
-    return {"endpoint": endpoint, "job": job, "who": who.to_json(), "place": asdict(place), "post": post,
-            "follow": follow, "run": run}
+                run: str | None, parent: str | None = None) -> dict[str, Any]:
+    """What settling a retry needs when its answer is lost: the inbox row written before it is sent. `parent`: the
+    outbox key of a command's message still on its way (the place has no thread yet)."""
+    record = {"endpoint": endpoint, "job": job, "who": who.to_json(), "place": asdict(place), "post": post,
+              "follow": follow, "run": run}
+    return record if parent is None else {**record, "parent": parent}
 
 
 class RetryService:
@@ -219,7 +221,7 @@ class RetryService:
                       origin: MessageRef | None = None, announce: bool = False, post: bool = True,
                       follow: bool = True, run: str | None = None,
                       answered: Callable[[Outcome], Awaitable[None]] | None = None,
-                      parent: asyncio.Task[None] | None = None) -> Outcome:
+                      parent: asyncio.Task[None] | None = None, parent_key: str | None = None) -> Outcome:
         """Retry a job claimed by `hold`: call, record, reply, announce, follow (the follow keeps the claim).
 
         That the retry is sent is written down first (an inbox row): when the app stops before RunPod answers (a
@@ -227,13 +229,15 @@ class RetryService:
         (`settle`) instead of leaving it unknown. `run` names the bulk run or grouped alert it belongs to;
         `answered` records the answer there before the inbox row is let go, so whoever takes the run over finds
         each job either answered or still to settle, never neither. `parent`, when given, is the post of the
-        message the replies thread under (`parent()`): RunPod is called at once and only the replies wait for it."""
+        message the replies thread under (`parent()`): RunPod is called at once and only the replies wait for it;
+        `parent_key` is its outbox key, so that settling the retry finds that thread."""
         work_id: int | None = None
         try:
             if announce:
                 await self.events.retrying(who.user, endpoint, job, origin)
-            work_id = await self.store.accept("retry", sent_record(who, endpoint, job, place, post, follow, run),
-                                              self.clock())
+            record = sent_record(who, endpoint, job, place, post, follow, run,
+                                 parent_key if place.thread_ts is None else None)
+            work_id = await self.store.accept("retry", record, self.clock())
             hold.sent = True
 
             async def notice(wait: float) -> None:
@@ -318,7 +322,7 @@ class RetryService:
                 return
             place = Place(who.channel, response_url=who.response_url)
             parent = self.parent(place, messages.command_parent(who.user, endpoint, job), f"{endpoint}/{job}", once)
-            await self.attempt(who, endpoint, job, place, hold, announce=True, parent=parent)
+            await self.attempt(who, endpoint, job, place, hold, announce=True, parent=parent, parent_key=once)
 
     def parent(self, place: Place, msg: messages.Message, name: str, once: str | None = None) -> asyncio.Task[None]:
         """Post the message a command's replies thread under, without waiting for it: in a busy channel Slack takes

@@ -45,6 +45,10 @@ async def settle(service: RetryService, row: Queued) -> None:
 async def _settle(service: RetryService, row: Queued, endpoint: str, job: str) -> None:
     data = row.payload
     who, place = Who.from_json(data["who"]), Place(**data["place"])
+    if place.thread_ts is None and isinstance(key := data.get("parent"), str):
+        # The command's message was on its way when the retry was sent: the answer belongs in its thread. Under its
+        # key this waits for that post (or makes it, if it never went out) and gives its ts.
+        place.thread_ts = await service.out.post(place, messages.command_parent(who.user, endpoint, job), once=key)
     async with service.claims.hold(endpoint, job, who.user) as hold:
         hold.sent = True
         try:

@@ -134,7 +134,8 @@ async def test_a_shortcut_retry_of_one_job_cut_off_by_kill_9_before_it_reached_r
 async def test_a_command_retry_cut_off_by_kill_9_after_it_reached_runpod_is_settled_not_sent_again(
         slack, runpod, tmp_path):
     """The retry had reached RunPod (slow to answer) when the process died. The next start does not carry the request
-    out again: the retry's own record is settled with /status and reported in the channel, RunPod saw one /retry, and
+    out again: the retry's own record is settled with /status and reported in the command's thread (its message was
+still on its way when the retry was written down), RunPod saw one /retry, and
     the person is not told the job was already being retried (by themselves)."""
     slack.limits = SlackLimits.off()
     runpod.add_job("ep1", "job-s1", status="FAILED")
@@ -155,5 +156,8 @@ async def test_a_command_retry_cut_off_by_kill_9_after_it_reached_runpod_is_sett
         await asyncio.sleep(2.0)  # a second retry or message would be out by now
     assert len(runpod.calls_to("retry")) == 1, "one /retry: the request was not carried out twice"
     assert sum("asked to retry job" in t for t in said()) == 1, "one message about the request"
+    [parent] = [m for (c, _), m in slack.messages.items() if c == "C1" and "asked to retry job" in message_text(m)]
+    [settled] = [m for (c, _), m in slack.messages.items() if c == "C1" and "After the restart" in message_text(m)]
+    assert not parent.get("thread_ts") and settled.get("thread_ts") == parent["ts"], "the answer in its thread"
     told = [message_text(c.args) for c in slack.calls if c.method in ("response_url", "chat.postEphemeral")]
     assert not any("already" in t for t in told), f"the person was told of a duplicate: {told}"
