@@ -83,8 +83,8 @@ class Outbox:
                      once: str | None = None, news: bool = False) -> tuple[int, asyncio.Future[Delivery]]:
         """Store the call, then queue it. The future resolves when it has been sent (or can never be).
 
-        `news`: a top-level post nobody asked for (an alert, a notice); it takes turns with the channel's other
-        posts instead of keeping its place in line (see `_next`).
+        `news`: a top-level post or an edit nobody asked for (an alert, a notice, an alert redrawn); it takes turns
+        with what people wait for in its lane instead of keeping its place in line (see `_next`).
 
         With `once`, a call already queued under that key (by any replica, however long ago) is not queued again:
         the future resolves as that call ends, with `Delivery.again` set."""
@@ -100,7 +100,7 @@ class Outbox:
             return message_id, watcher
         future: asyncio.Future[Delivery] = asyncio.get_running_loop().create_future()
         self._waiting[message_id] = future
-        self._queue(lane, message_id, news=news and _top_level(kind, payload))
+        self._queue(lane, message_id, news=news and _paced_news(kind, payload))
         return message_id, future
 
     async def send(self, kind: str, payload: dict[str, Any], **options: Any) -> Delivery:
@@ -148,8 +148,8 @@ class Outbox:
         for row in sorted(rows, key=lambda r: r.id):
             if row.id not in self._queued_at:
                 self._not_before[row.id] = row.not_before
-                # Nobody here waits on a call left by a restart or a dead replica: a top-level one is news.
-                self._queue(row.lane, row.id, row.created, news=_top_level(row.kind, row.payload))
+                # Nobody here waits on a call left by a restart or a dead replica: a top-level post or an edit is news.
+                self._queue(row.lane, row.id, row.created, news=_paced_news(row.kind, row.payload))
 
     def _queue(self, lane: str, message_id: int, created: float | None = None, *, news: bool = False) -> None:
         self._lanes.setdefault(lane, []).append(message_id)
@@ -365,5 +365,6 @@ class Outbox:
                 future.cancel()
 
 
-def _top_level(kind: str, payload: dict[str, Any]) -> bool:
-    return kind in ("post", "file") and not payload.get("thread_ts")
+def _paced_news(kind: str, payload: dict[str, Any]) -> bool:
+    """What can be news: a top-level post (a reply belongs to what it answers) or an edit (an alert redrawn)."""
+    return kind == "update" or (kind in ("post", "file") and not payload.get("thread_ts"))

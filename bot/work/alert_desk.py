@@ -127,7 +127,7 @@ class AlertDesk:
         self._alerts[(alert.endpoint, alert.job)] = alert
         await self.store.save_alert(alert.endpoint, alert.job, alert.to_json())
         if alert.ts:
-            await self.out.update(alert.channel, alert.ts, self.render(alert))
+            await self.out.update(alert.channel, alert.ts, self.render(alert), news=True)
         return alert
 
     async def post(self, alert: Alert) -> Alert:

@@ -35,6 +35,6 @@ class AuditChannel:
         if batch:
             ts = await self.out.post(Place(self.channel), messages.audit_lines(batch, mentions=False), news=True)
             if ts:
-                await self.out.update(self.channel, ts, messages.audit_lines(batch))
+                await self.out.update(self.channel, ts, messages.audit_lines(batch), news=True)
         if self._pending and self._pacer is not None:
             self._pacer.mark("lines")

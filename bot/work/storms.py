@@ -159,11 +159,11 @@ class StormDesk:
                     await self.desk.tell_undelivered(storm.channel, storm.endpoint, next(iter(storm.jobs)),
                                                      first.status, first.error, len(storm.jobs))
             else:
-                await self.out.update(storm.channel, storm.ts, msg)
+                await self.out.update(storm.channel, storm.ts, msg, news=True)
         elif part == EXAMPLES and storm.ts is not None:
             msg = messages.storm_examples(storm)
             if storm.examples_ts:
-                await self.out.update(storm.channel, storm.examples_ts, msg)
+                await self.out.update(storm.channel, storm.examples_ts, msg, news=True)
             else:
                 storm.examples_ts = await self.out.post(Place(storm.channel, thread_ts=storm.ts), msg,
                                                         once=f"storm-examples:{storm.key}")
@@ -175,7 +175,7 @@ class StormDesk:
         msg = messages.storm_jobs_page(storm, page, PAGE_SIZE)
         storm.pages.extend([""] * (page + 1 - len(storm.pages)))
         if storm.pages[page]:
-            await self.out.update(storm.channel, storm.pages[page], msg)
+            await self.out.update(storm.channel, storm.pages[page], msg, news=True)
         else:
             # Under a key: a replica that died after posting the page and before saving where it went leaves the
             # next one its ts in the outbox, instead of the page posted twice.

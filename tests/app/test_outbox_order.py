@@ -25,6 +25,10 @@ class RecordingSlack:
         self.posted.append(payload["text"])
         return {"ts": f"1.{len(self.posted)}"}
 
+    async def chat_update(self, **payload: Any) -> dict[str, str]:
+        self.posted.append(payload["text"])
+        return {"ts": payload["ts"]}
+
 
 @pytest.fixture
 async def channel(tmp_path: Any) -> AsyncIterator[tuple[Outbox, RecordingSlack]]:
@@ -71,3 +75,16 @@ async def test_a_burst_of_commands_in_one_channel_leaves_oldest_first_so_endings
     # The alert takes its turn; the result and the ending, queued after the last parents, do not go ahead of them.
     assert slack.posted == ["retry 0", "retry 1", "retry 2", "alert", "retry 3", "retry 4", "retry 5",
                             "result of job-0", "job-0 completed"]
+
+
+async def test_a_run_summary_edited_with_a_jobs_ending_goes_ahead_of_alerts_waiting_to_be_redrawn(
+        channel: tuple[Outbox, RecordingSlack]) -> None:
+    """chat.update is one lane for every channel (Slack's Tier 3): a storm's alert redraws must not hold back the
+    edit that shows a person how the jobs they retried ended."""
+    outbox, slack = channel
+    redraws = [await outbox.submit("update", {"channel": "C1", "ts": f"2.{n}", "text": f"alert {n} redrawn"},
+                                   news=True) for n in range(10)]
+    await wait_until(lambda: len(slack.posted) >= 5, 10, "Slack's burst of edits gone", step=0.005)
+    summary = await outbox.submit("update", {"channel": "C1", "ts": "3.1", "text": "summary: job-1 completed"})
+    await asyncio.wait_for(asyncio.gather(*(f for _, f in [*redraws, summary])), 20)
+    assert slack.posted.index("summary: job-1 completed") <= slack.posted.index("alert 6 redrawn"), slack.posted
