@@ -26,7 +26,12 @@ class Scrubber(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
         if record.exc_info and record.exc_info[1] is not None:
-            message += "\n" + logging.Formatter().formatException(record.exc_info)
+            error = record.exc_info[1]
+            if getattr(error, "expected", False):
+                # An outage the app expects (the database away): one line, not a traceback, whoever logged it.
+                message += f": {error}"
+            else:
+                message += "\n" + logging.Formatter().formatException(record.exc_info)
             record.exc_info = None
             record.exc_text = None
         record.msg, record.args = self.scrub(message), None

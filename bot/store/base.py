@@ -107,6 +107,8 @@ class StoreUnavailable(Exception):
     """The database cannot be reached right now (PostgreSQL down, a network blip). Work is not lost: what was
     accepted is in the database; the person is told to try again shortly."""
 
+    expected = True  # logged as one line, never a traceback (bot/infra/logs.py)
+
 
 class Store(abc.ABC):
     """One database, as the app sees it. `owner` identifies this replica for leases."""
