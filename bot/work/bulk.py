@@ -21,6 +21,7 @@ from bot.infra.config import Settings
 from bot.infra.logs import ctx
 from bot.slack.pacing import Pacer
 from bot.store import Queued
+from bot.work.accepted import let_go
 from bot.work.bulk_jobs import BulkJobs
 from bot.work.bulk_run import (
     BulkRun,
@@ -75,7 +76,7 @@ class BulkRunner(BulkJobs):
         if thread_ts is None:
             who = replace(who, source=Source.BULK)
         if not await self.service.gate(who, endpoint, jobs):
-            await self._let_row_go(work_id)
+            await let_go(self.store, work_id)
             return
         await self.with_parent(who, endpoint, jobs, work_id=work_id, thread_ts=thread_ts)
 
@@ -203,7 +204,7 @@ class BulkRunner(BulkJobs):
         else:  # a row written by an earlier version, once the run's parent was posted
             run = await self._find(str(row.payload.get("run") or ""))
         if run is None:
-            await self._let_row_go(row.id)
+            await let_go(self.store, row.id)
             return
         await self.take_over(run, row.id)
         await self._save(run)
@@ -248,7 +249,7 @@ class BulkRunner(BulkJobs):
         if run.summarized:  # the run was finished, its summary queued: only its row was left to let go
             log.info("taking over a bulk retry whose summary is queued already: nothing left to do",
                      extra=ctx(endpoint=run.endpoint))
-            await self._let_row_go(work_id)
+            await let_go(self.store, work_id)
             return
         settling = {str(r.payload.get("job")) for r in await self.store.open_work("retry")
                     if r.payload.get("run") == run.ref}

@@ -16,6 +16,7 @@ from bot.core.outcome import Outcome
 from bot.infra.config import Settings
 from bot.infra.logs import ctx
 from bot.store import AuditEntry, StoreUnavailable
+from bot.work.accepted import let_go
 from bot.work.bulk_run import BulkRun, cut_off, save_answer, save_ending
 from bot.work.health import EndpointHealth
 from bot.work.retry import RetryService
@@ -77,7 +78,7 @@ class BulkJobs:
         if run.work_id is not None:
             if run.ref.startswith("bulk:"):  # a grouped alert's Retry all is kept by its storm
                 await self._save(run)
-            await self._let_row_go(run.work_id)
+            await let_go(self.store, run.work_id)
             run.work_id = None
 
     async def _retry_one(self, run: BulkRun, job: str, *, taking_over: bool = False) -> None:
@@ -202,14 +203,6 @@ class BulkJobs:
             log.warning("could not save a bulk retry's job: %s", exc, extra=ctx(endpoint=run.endpoint, job=job))
         except Exception:
             log.exception("could not save a bulk retry's job", extra=ctx(endpoint=run.endpoint, job=job))
-
-    async def _let_row_go(self, work_id: int | None) -> None:
-        if work_id is None:
-            return
-        try:
-            await self.store.done(work_id)
-        except Exception:  # taken over again after the next death: the summary at worst twice, no retry twice
-            log.exception("could not mark a bulk retry as finished")
 
 
     # ---------------------------------------------------------------- status of many jobs
