@@ -88,11 +88,6 @@ class SqliteAuto:
                                 " ORDER BY at DESC, id DESC", (endpoint, since))
         return [(float(r[0]), str(r[1])) for r in rows]
 
-    async def auto_attempts(self, endpoint: str, job: str) -> int:
-        rows = await self._rows("SELECT COUNT(*) FROM auto_results WHERE endpoint = ? AND job = ? AND result = ?",
-                                (endpoint, job, SENT))
-        return int(rows[0][0]) if rows else 0
-
     async def stop_auto(self, endpoint: str, job: str, user: str, at: float) -> bool:
         rows = await self._rows("INSERT OR IGNORE INTO auto_stops (endpoint, job, user, at) VALUES (?, ?, ?, ?)"
                                 " RETURNING endpoint", (endpoint, job, user, at), commit=True)
@@ -133,10 +128,6 @@ class PostgresAuto(PostgresQueries):
         rows = await self._fetch("SELECT at, result FROM auto_results WHERE endpoint = $1 AND at >= $2"
                                  " ORDER BY at DESC, id DESC", endpoint, since)
         return [(float(r["at"]), str(r["result"])) for r in rows]
-
-    async def auto_attempts(self, endpoint: str, job: str) -> int:
-        return int(await self._fetchval("SELECT COUNT(*) FROM auto_results WHERE endpoint = $1 AND job = $2"
-                                        " AND result = $3", endpoint, job, SENT))
 
     async def stop_auto(self, endpoint: str, job: str, user: str, at: float) -> bool:
         rows = await self._fetch('INSERT INTO auto_stops (endpoint, job, "user", at) VALUES ($1, $2, $3, $4)'

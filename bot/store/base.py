@@ -350,10 +350,6 @@ class Store(abc.ABC):
         input."""
 
     @abc.abstractmethod
-    async def auto_attempts(self, endpoint: str, job: str) -> int:
-        """How many automatic retries of the job were sent."""
-
-    @abc.abstractmethod
     async def stop_auto(self, endpoint: str, job: str, user: str, at: float) -> bool:
         """Stop automatic retries of the job (an alert's Stop). True for the first click only."""
 

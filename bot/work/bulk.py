@@ -30,6 +30,7 @@ from bot.work.bulk_run import (
     final_tally_via_response_url,
     mention_failed_again,
     post_progress,
+    save_ending,
 )
 from bot.work.follow import FollowTarget
 from bot.work.retry import RetryService
@@ -299,25 +300,25 @@ class BulkRunner(BulkJobs):
             self._following[(run.endpoint, job)] = run
 
     async def _ended(self, target: FollowTarget, final: dict[str, Any] | None) -> None:
-        """A followed job ended (any follow, not only bulk ones)."""
+        """A followed job ended (any follow, not only bulk ones). Each write here may be made twice (the follower
+        calls again while the database is away, and so does whoever resumes a follow cut off by a kill): both are
+        overwrites of the job's own row."""
         status = str((final or {}).get("status") or UNKNOWN).upper()
-        try:
-            if status in RETRYABLE:
-                # Seen failing again: `failed` offers it again.
-                error = error_summary((final or {}).get("error"))
-                await self.store.record_failure(target.endpoint, target.job, status, error, time.time())
-        except Exception:
-            log.exception("could not record the repeated failure", extra=ctx(endpoint=target.endpoint,
-                                                                               job=target.job))
-        run = self._following.pop(target.key, None)
+        if status in RETRYABLE:
+            # Seen failing again: `failed` offers it again.
+            error = error_summary((final or {}).get("error"))
+            await self.store.record_failure(target.endpoint, target.job, status, error, time.time())
+        run = self._following.get(target.key)
         if run is None and target.run:
             # A follow this replica took over from another process: its run is found by the ref the retry gave it.
             run = await self._run_of(target.run, target.job, target.user)
-        if run is not None:
-            run.finals[target.job] = status
-            await self._saved(run, target.job, ending=True)
-            run.changed(target.job)
-            if status in RETRYABLE:
-                await mention_failed_again(self.store, self.out, run, target.job, (final or {}).get("error"))
-            self._let_go(run)
+        if run is None:
+            return
+        run.finals[target.job] = status
+        await save_ending(self.store, run, target.job)  # what every replica's view of the run reads
+        self._following.pop(target.key, None)
+        run.changed(target.job)
+        if status in RETRYABLE:
+            await mention_failed_again(self.store, self.out, run, target.job, (final or {}).get("error"))
+        self._let_go(run)
 

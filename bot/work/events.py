@@ -77,5 +77,17 @@ class JobEvents:
     async def progressed(self, endpoint: str, job: str, status: str) -> None:
         await self._tell("progressed", lambda s: s.progressed(endpoint, job, status))
 
-    async def ended(self, endpoint: str, job: str, final: dict[str, Any] | None, reason: str) -> None:
-        await self._tell("ended", lambda s: s.ended(endpoint, job, final, reason))
+    async def ended(self, endpoint: str, job: str, final: dict[str, Any] | None, reason: str,
+                    only: list[JobListener] | None = None) -> list[JobListener]:
+        """Tells `only` those (default: every subscriber), and answers the ones the database failed: a job's ending
+        is told once for good, so the follower tells those again when the database is back (`Follower._finish`)."""
+        failed: list[JobListener] = []
+        for listener in self._listeners if only is None else only:
+            try:
+                await listener.ended(endpoint, job, final, reason)
+            except StoreUnavailable as exc:
+                log.warning("%s could not take in how a job ended, yet: %s", type(listener).__name__, exc)
+                failed.append(listener)
+            except Exception:
+                log.exception("%s could not handle the ended event", type(listener).__name__)
+        return failed

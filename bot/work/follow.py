@@ -325,35 +325,55 @@ class Follower:
 
     async def _finish(self, target: FollowTarget, final: dict[str, Any] | None, reason: str,
                       last_status: str | None) -> None:
-        """Say how the job ended, then let go of it. Each step runs even when an earlier one failed: a follow
-        always leaves memory and the store, and the end hooks (which release the job's claim) always run. While the
-        database is away each step waits for it (the follow stays stored and leased meanwhile)."""
+        """Say how the job ended, tell whoever keeps a view of it and the end hooks (a run's tally, the job's
+        claim), and only then let go of the stored follow: a replica killed before the last step leaves the follow
+        stored, and whoever resumes it tells them again (each takes the same ending twice as once), where letting go
+        first lost the ending with the kill. While the database is away each step waits for it; shutting down
+        meanwhile keeps the follow stored for the next owner."""
         key = target.key
         log_ctx = ctx(endpoint=target.endpoint, job=target.job)
         kept = False
         try:
-            if not target.quiet and not target.ended:
-                kept = not await self._say_ending(target, final, reason, last_status)
+            try:
+                if not target.quiet and not target.ended:
+                    kept = not await self._say_ending(target, final, reason, last_status)
+            except Exception:
+                log.exception("could not say how a followed job ended", extra=log_ctx)
             if not kept:
-                kept = not await self._until_stored(
-                    target, "show how the job ended", lambda: self.events.ended(target.endpoint, target.job, final,
-                                                                                reason))
+                kept = not await self._tell_ended(target, final, reason)
             log.info("followed job ended: %s", (final or {}).get("status", "unknown"),
                      extra=ctx(user=target.user, endpoint=target.endpoint, job=target.job))
         finally:
             self._forget(key)
+        if kept:
+            return
+        try:
+            await self._until_stored(target, "let go of the follow",
+                                     lambda: self.store.drop_follow(target.endpoint, target.job))
+        except Exception:
+            log.exception("could not forget a follow that ended", extra=log_ctx)
+
+    async def _tell_ended(self, target: FollowTarget, final: dict[str, Any] | None, reason: str) -> bool:
+        """The views of the job, then each end hook, each until the database takes it. False: shutting down first."""
+        log_ctx = ctx(endpoint=target.endpoint, job=target.job)
+        untold: list[Any] | None = None
+
+        async def tell() -> None:
+            nonlocal untold
+            untold = await self.events.ended(target.endpoint, target.job, final, reason, only=untold)
+            if untold:
+                raise StoreUnavailable(f"{len(untold)} views of the job are still to be told")
+
+        if not await self._until_stored(target, "show how the job ended", tell):
+            return False
+        for hook in self.on_end:
+            async def run(hook: EndHook = hook) -> None:
+                result = hook(target, final)
+                if asyncio.iscoroutine(result):
+                    await result
             try:
-                if not kept:
-                    kept = not await self._until_stored(target, "let go of the follow",
-                                                        lambda: self.store.drop_follow(target.endpoint, target.job))
+                if not await self._until_stored(target, "record how the job ended", run):
+                    return False
             except Exception:
-                log.exception("could not forget a follow that ended", extra=log_ctx)
-            # Shutting down with the database away, the follow stays stored: its next owner says the ending and
-            # runs the hooks then.
-            for hook in [] if kept else self.on_end:
-                try:
-                    result = hook(target, final)
-                    if asyncio.iscoroutine(result):
-                        await result
-                except Exception:
-                    log.exception("a follow's end hook failed", extra=log_ctx)
+                log.exception("a follow's end hook failed", extra=log_ctx)
+        return True

@@ -85,7 +85,8 @@ async def test_a_storm_of_150_failures_on_3_endpoints_reaches_slack_whole_and_re
         assert time.monotonic() < deadline, "every failed job's ID is in Slack within 90 s"
         await asyncio.sleep(0.5)
     assert len(app.top_level(ALERTS)) <= 3 * 5 + 3, "grouped, not one alert each"
-    assert slack.rate_limited("chat.postMessage", ALERTS) == [] or app.rt.outbox.depth() >= 0
+    # The app paces itself at Slack's rate; a 429 now and then is a clock's skew between two processes, not a flood.
+    assert len(slack.rate_limited("chat.postMessage", ALERTS)) <= 2, slack.rate_limited("chat.postMessage", ALERTS)
     assert not slack.rejected(), "nothing Slack refused for good"
 
     grouped = [m for m in app.top_level(ALERTS) if "jobs failed on endpoint" in message_text(m)]
