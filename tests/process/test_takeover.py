@@ -77,7 +77,7 @@ async def test_a_job_that_ends_while_the_database_is_away_has_its_ending_posted_
     slack, runpod = stand_ins
     url = server.create_database("ending")
     async with Replicas(slack, runpod, url, tmp_path, n=1, RUNPOD_FOLLOW_INTERVAL="0.3") as cluster:
-        await alerted_and_retried(cluster, slack, runpod, "job-out-u1", 0)
+        alert = await alerted_and_retried(cluster, slack, runpod, "job-out-u1", 0)
         server.halt("fast")
         complete(runpod, "job-out-u1")
         # The follow sees the job end while the database is away (its checks go on: RunPod is reachable).
@@ -89,6 +89,9 @@ async def test_a_job_that_ends_while_the_database_is_away_has_its_ending_posted_
         back = time.monotonic()
         await wait_until(lambda: endings(slack), 30, "the ending, once the database is back")
         print(f"ending posted {time.monotonic() - back:.1f} s after the database came back")
+        # The alert itself says so too: its redraw was skipped during the outage, and the alert stayed "requeued".
+        await wait_until(lambda: "Retried RunPod job completed" in message_text(slack.messages[(ALERTS, alert["ts"])]),
+                         15, "the alert showing the job completed")
         await asyncio.sleep(2.0)
         assert len(endings(slack)) == 1
         assert not app_tracebacks(cluster[0].text()), app_tracebacks(cluster[0].text())
