@@ -219,6 +219,28 @@ async def test_requests_accepted_together_are_written_at_once_each_with_its_own_
     assert [(row.id, row.payload) for row in rows] == [(i, {"job": f"job-{n}"}) for n, i in enumerate(ids)]
 
 
+async def test_sqlite_operations_run_together_and_one_that_fails_takes_back_only_its_own_writes(tmp_path):
+    """SQLite runs what is asked for together in one transaction; an operation that fails in the middle (here a
+    statement naming a table that does not exist, after its own insert) is undone alone: the others are kept."""
+    store = SqliteStore(str(tmp_path / "together.db"))
+    await store.open()
+    try:
+        async def broken() -> None:
+            await store._script([("INSERT INTO inbox (kind, payload, created, owner, lease_until)"
+                                  " VALUES ('retry_request', '{\"job\": \"broken\"}', 0, 'A', 0)", ()),
+                                 ("UPDATE no_such_table SET x = 1", ())])
+
+        results = await asyncio.gather(store.accept("retry_request", {"job": "before"}, time.time()), broken(),
+                                       store.accept("retry_request", {"job": "after"}, time.time()),
+                                       return_exceptions=True)
+        assert isinstance(results[1], Exception) and "no_such_table" in str(results[1])
+        rows = await store.open_work("retry_request")
+        assert [row.payload for row in rows] == [{"job": "before"}, {"job": "after"}]
+        assert [row.id for row in rows] == [results[0], results[2]]
+    finally:
+        await store.close()
+
+
 async def test_follows_belong_to_the_replica_that_saved_them(store, stores):
     other = await stores("B")
     await store.save_follow("ep1", "job-1", "f1")
