@@ -37,7 +37,7 @@ from bot.infra.timing import REAL, Timing
 from bot.slack.out import Place, SlackOut
 from bot.slack.outbox import Delivery
 from bot.store import Store, StoreUnavailable
-from bot.work.events import MessageRef
+from bot.work.events import Ending, JobListener, MessageRef
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ MEMORY_SECONDS = 24 * 3600.0
 POSTED_HOOK = "alert_posted"
 
 
-class AlertDesk:
+class AlertDesk(JobListener):
     """Owns the alert messages. Subscribes to job events (bot.work.events) to keep each alert current."""
 
     def __init__(self, store: Store, out: SlackOut, metrics: Metrics, clock: Callable[[], float] = time.time, *,
@@ -337,11 +337,13 @@ class AlertDesk:
                     and alert.job_status != status:
                 await self.save(progressed(alert, status))
 
-    async def ended(self, endpoint: str, job: str, final: dict[str, Any] | None, reason: str) -> None:
-        async with self.lock((endpoint, job)):
-            alert = await self.get(endpoint, job)
+    async def ended(self, ending: Ending) -> None:
+        final = ending.final
+        async with self.lock(ending.key):
+            alert = await self.get(ending.endpoint, ending.job)
             if alert is not None and (alert.ts or alert.posting) and alert.phase in (Phase.RETRYING, Phase.REQUEUED):
-                await self.save(finished(alert, final, self.clock()) if final is not None else gave_up(alert, reason))
+                await self.save(finished(alert, final, self.clock()) if final is not None
+                                else gave_up(alert, ending.reason))
 
 
 def _fingerprint(alert: Alert) -> str:

@@ -32,7 +32,7 @@ from bot.work.bulk_run import (
     post_progress,
     save_ending,
 )
-from bot.work.follow import FollowTarget
+from bot.work.events import Ending, JobListener
 from bot.work.retry import RetryService
 from bot.work.who import Source, Who
 
@@ -56,7 +56,7 @@ def _parent_key(work_id: int) -> str:
     return f"bulk-parent#{work_id}"
 
 
-class BulkRunner(BulkJobs):
+class BulkRunner(BulkJobs, JobListener):
     def __init__(self, service: RetryService, settings: Settings):
         super().__init__(service, settings)
         # Bulk runs this process keeps current, by run id: one object per run, whoever updates it.
@@ -64,8 +64,7 @@ class BulkRunner(BulkJobs):
         # Other owners of runs (a grouped alert's Retry all): the run a job of theirs belongs to, by the run's ref
         # ("storm:…"), for a settled retry or a follow taken over from another process: `find(ref, job, user)`.
         self.finders: list[Callable[[str, str, str], Awaitable[BulkRun | None]]] = []
-        self.follower.on_end.append(self._ended)
-        service.on_settled.append(self._settled)
+        service.events.subscribe(self)  # its jobs' answers settled after a restart, and their endings
 
     # ---------------------------------------------------------------- the command
 
@@ -278,7 +277,7 @@ class BulkRunner(BulkJobs):
         if run.tally().ended and self._runs.get(run.run_id) is run:
             del self._runs[run.run_id]
 
-    async def _settled(self, sent: dict[str, Any], outcome: Outcome) -> None:
+    async def settled(self, sent: dict[str, Any], outcome: Outcome) -> None:
         """After a restart, a retry of a bulk run whose answer was lost was settled by /status: its line and the
         parent's tally show the answer, and its follow reports its end to the run again."""
         ref = str(sent.get("run") or "")
@@ -299,26 +298,27 @@ class BulkRunner(BulkJobs):
         for job in jobs:
             self._following[(run.endpoint, job)] = run
 
-    async def _ended(self, target: FollowTarget, final: dict[str, Any] | None) -> None:
-        """A followed job ended (any follow, not only bulk ones). Each write here may be made twice (the follower
-        calls again while the database is away, and so does whoever resumes a follow cut off by a kill): both are
-        overwrites of the job's own row."""
-        status = str((final or {}).get("status") or UNKNOWN).upper()
+    async def ended(self, ending: Ending) -> None:
+        """A followed job ended (any follow, not only bulk ones). Each write here may be made twice (told again
+        while the database is away, and by whoever resumes a follow cut off by a kill): each overwrites the job's
+        own row."""
+        final = ending.final or {}
+        status = str(final.get("status") or UNKNOWN).upper()
         if status in RETRYABLE:
             # Seen failing again: `failed` offers it again.
-            error = error_summary((final or {}).get("error"))
-            await self.store.record_failure(target.endpoint, target.job, status, error, time.time())
-        run = self._following.get(target.key)
-        if run is None and target.run:
+            await self.store.record_failure(ending.endpoint, ending.job, status, error_summary(final.get("error")),
+                                            time.time())
+        run = self._following.get(ending.key)
+        if run is None and ending.run:
             # A follow this replica took over from another process: its run is found by the ref the retry gave it.
-            run = await self._run_of(target.run, target.job, target.user)
+            run = await self._run_of(ending.run, ending.job, ending.user)
         if run is None:
             return
-        run.finals[target.job] = status
-        await save_ending(self.store, run, target.job)  # what every replica's view of the run reads
-        self._following.pop(target.key, None)
-        run.changed(target.job)
+        run.finals[ending.job] = status
+        await save_ending(self.store, run, ending.job)  # what every replica's view of the run reads
+        self._following.pop(ending.key, None)
+        run.changed(ending.job)
         if status in RETRYABLE:
-            await mention_failed_again(self.store, self.out, run, target.job, (final or {}).get("error"))
+            await mention_failed_again(self.store, self.out, run, ending.job, final.get("error"))
         self._let_go(run)
 

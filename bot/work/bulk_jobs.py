@@ -38,7 +38,7 @@ class BulkJobs:
         self.follower = service.follower
         # One bound for every bulk run together: RunPod's rate limits are per account, not per command.
         self.slots = asyncio.Semaphore(settings.bulk_concurrency)
-        # The run a followed job's end is reported to (`BulkRunner._ended`): registered before the retry is sent.
+        # The run a followed job's end is reported to (`BulkRunner.ended`): registered before the retry is sent.
         self._following: dict[Key, BulkRun] = {}
         self.health: EndpointHealth | None = None  # health snapshots for the summary (and `failed`); set at wiring
 

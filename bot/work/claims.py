@@ -1,7 +1,7 @@
 """Exactly once: the claim on a job, held in the store so every replica sees it, taken and released only here.
 
 A claim is taken when someone asks to retry a job and lives until the retry is answered, or, when RunPod requeued
-the job, until the follow of the retried job ends (`Hold.keep_for_follow`, then `Claims.follow_ended`). Whatever
+the job, until the follow of the retried job ends (`Hold.keep_for_follow`, then `Claims.ended`). Whatever
 happens in between (a refusal, an error, a Slack or RunPod outage, a shutdown that cancels the work), leaving the
 `hold()` block releases the claim unless a follow took it over: a claim cannot leak.
 """
@@ -19,6 +19,7 @@ from bot.infra.logs import ctx
 from bot.infra.tasks import Background
 from bot.infra.timing import REAL, Timing
 from bot.store import Claim, Store
+from bot.work.events import Ending, JobListener
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,9 @@ class Hold:
         self.kept = True
 
 
-class Claims:
+class Claims(JobListener):
+    """Who holds each job right now; a job-events listener: the follow that held a job's claim ended."""
+
     def __init__(self, store: Store, background: Background, clock: Callable[[], float] = time.time,
                  timing: Timing = REAL):
         self.store = store
@@ -76,9 +79,9 @@ class Claims:
             if hold.ours and not hold.kept:
                 await self._release(endpoint, job)
 
-    async def follow_ended(self, endpoint: str, job: str) -> None:
+    async def ended(self, ending: Ending) -> None:
         """The follow that held the job's claim ended: the job can be retried again."""
-        await self._release(endpoint, job)
+        await self._release(ending.endpoint, ending.job)
 
     async def _take(self, endpoint: str, job: str, user: str) -> Claim | None:
         # Shielded: a cancellation while the database answers must not leave a claim nobody knows is ours.

@@ -1,8 +1,10 @@
-"""What happens to a job while the app works on it, told to whoever keeps a view of that job current.
+"""What happens to a job while the app works on it, told to whoever keeps a view of it or acts on it: the one way
+a job's life travels.
 
-The retry service and the follower announce events; the alert desk (and, later, other views such as the Home tab)
-subscribe. Retrying a job therefore knows nothing of alert messages, and a subscriber's trouble (Slack down, a bug)
-never breaks the retry itself: each subscriber's error is logged and the others still hear the event.
+The retry service and the follower announce; the alert desk, the Home tab, bulk runs and grouped alerts (their
+tallies) and the job's claim listen, in the order they subscribed. Retrying a job therefore knows nothing of alert
+messages or runs, and a listener's trouble (Slack down, a bug) never breaks the retry itself: each listener's error
+is logged and the others still hear the event.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from bot.core.outcome import Outcome
 from bot.store import StoreUnavailable
@@ -27,7 +29,26 @@ class MessageRef:
     thread_ts: str | None = None
 
 
-class JobListener(Protocol):
+@dataclass(frozen=True)
+class Ending:
+    """How a followed job ended: `final` is RunPod's last answer (None: following stopped for `reason`); `user` asked
+    for the retry, and `run` names the bulk run or grouped alert the job belongs to ("bulk:…", "storm:…"), if any."""
+
+    endpoint: str
+    job: str
+    final: dict[str, Any] | None
+    reason: str = ""
+    user: str = ""
+    run: str = ""
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.endpoint, self.job)
+
+
+class JobListener:
+    """A subscriber hears every event; it answers those it cares about (the others do nothing)."""
+
     async def retrying(self, user: str, endpoint: str, job: str, origin: MessageRef | None) -> None:
         """Someone's retry of the job is about to be sent."""
 
@@ -39,11 +60,16 @@ class JobListener(Protocol):
     async def retry_interrupted(self, endpoint: str, job: str) -> None:
         """The retry stopped before an answer was recorded (an error in the app, or shutdown)."""
 
+    async def settled(self, sent: dict[str, Any], outcome: Outcome) -> None:
+        """After a restart, a retry whose answer was lost was settled by /status (`sent` is its record, written
+        before RunPod was called): told before the outcome is recorded, so a run's line shows the answer."""
+
     async def progressed(self, endpoint: str, job: str, status: str) -> None:
         """A followed job moved on (IN_QUEUE to IN_PROGRESS)."""
 
-    async def ended(self, endpoint: str, job: str, final: dict[str, Any] | None, reason: str) -> None:
-        """A followed job ended (`final` is RunPod's last answer), or following stopped for `reason`."""
+    async def ended(self, ending: Ending) -> None:
+        """A followed job ended, or following it stopped. Told again when the database failed the listener
+        (`JobEvents.ended`), and again by whoever resumes a follow cut off by a kill: taking it twice is as once."""
 
 
 class JobEvents:
@@ -74,17 +100,19 @@ class JobEvents:
     async def retry_interrupted(self, endpoint: str, job: str) -> None:
         await self._tell("retry_interrupted", lambda s: s.retry_interrupted(endpoint, job))
 
+    async def settled(self, sent: dict[str, Any], outcome: Outcome) -> None:
+        await self._tell("settled", lambda s: s.settled(sent, outcome))
+
     async def progressed(self, endpoint: str, job: str, status: str) -> None:
         await self._tell("progressed", lambda s: s.progressed(endpoint, job, status))
 
-    async def ended(self, endpoint: str, job: str, final: dict[str, Any] | None, reason: str,
-                    only: list[JobListener] | None = None) -> list[JobListener]:
+    async def ended(self, ending: Ending, only: list[JobListener] | None = None) -> list[JobListener]:
         """Tells `only` those (default: every subscriber), and answers the ones the database failed: a job's ending
         is told once for good, so the follower tells those again when the database is back (`Follower._finish`)."""
         failed: list[JobListener] = []
         for listener in self._listeners if only is None else only:
             try:
-                await listener.ended(endpoint, job, final, reason)
+                await listener.ended(ending)
             except StoreUnavailable as exc:
                 log.warning("%s could not take in how a job ended, yet: %s", type(listener).__name__, exc)
                 failed.append(listener)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import time
@@ -21,7 +22,7 @@ from bot.infra.timing import REAL, Timing
 from bot.runpod import RunPodClient, RunPodError
 from bot.slack.out import Place, SlackOut
 from bot.store import Store, StoreUnavailable
-from bot.work.events import JobEvents
+from bot.work.events import Ending, JobEvents
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ class FollowTarget:
     source: str
     started: float
     response_url: str | None = None
-    quiet: bool = False   # part of a bulk run: report to `on_end` only, not with a thread post of its own
+    quiet: bool = False   # part of a bulk run: report to the job events only, not with a thread post of its own
     run: str = ""         # the bulk run or grouped alert it belongs to ("bulk:…", "storm:…"), as the retry said
     # Its ending is in the outbox already (it goes out whoever sends it): a follow taken over after a death only
     # finishes up with these, it does not say the ending again.
@@ -67,9 +68,6 @@ class FollowTarget:
     def place(self) -> Place:
         return Place(self.channel, thread_ts=self.thread_ts, response_url=self.response_url,
                      via_response_url=self.thread_ts is None and self.response_url is not None)
-
-
-EndHook = Callable[[FollowTarget, dict[str, Any] | None], Awaitable[None] | None]
 
 
 def duration_text(seconds: float) -> str:
@@ -99,7 +97,6 @@ class Follower:
         self._active: dict[Key, FollowTarget] = {}
         self._nudges: dict[Key, asyncio.Event] = {}
         self._news: dict[Key, dict[str, Any]] = {}
-        self.on_end: list[EndHook] = []
         self._handing_over = False
 
     def following(self, endpoint: str, job: str) -> FollowTarget | None:
@@ -177,17 +174,18 @@ class Follower:
         if target.ended:
             await self._finish(target, target.final, target.reason, None)
             return
+        # Resumed after a restart: look at once, and say "following it again" only when the job is still running
+        # (one that ended meanwhile gets its ending, not two posts in a channel that may be queueing at Slack's pace).
+        look_now = resumed
+        say_resumed = resumed and not target.quiet and not target.said_resumed
         try:
-            if resumed and not target.quiet and not target.said_resumed:
-                target = replace(target, said_resumed=True)
-                said = json.dumps(asdict(target))
-                await self._say(target, messages.follow_resumed(target.endpoint, target.job),
-                                queued=lambda: self.store.save_follow(target.endpoint, target.job, said))
             while True:
                 # Past the deadline (also when it passed while the app was down): one last look, then give up.
                 last_look = deadline - self.clock() <= 0
                 claimed: dict[str, Any] | None = None
-                if not last_look:
+                if look_now:
+                    look_now = False
+                elif not last_look:
                     news = await self._wait(key, min(interval, deadline - self.clock()))
                     if self._handing_over:
                         self._forget(key)
@@ -225,6 +223,12 @@ class Follower:
                     confirmed = claimed is not None and str(claimed.get("status", "")).upper() == status
                     final = claimed if confirmed else reply.body
                     break
+                if say_resumed:
+                    say_resumed = False
+                    target = replace(target, said_resumed=True)
+                    await self._say(target, messages.follow_resumed(target.endpoint, target.job),
+                                    queued=functools.partial(self.store.save_follow, target.endpoint, target.job,
+                                                             json.dumps(asdict(target))))
                 if claimed is not None:
                     log.info("ignored a %s event for a job that is %s (a redelivery of the retried failure)",
                              claimed.get("status"), status or "unknown", extra=log_ctx)
@@ -325,8 +329,8 @@ class Follower:
 
     async def _finish(self, target: FollowTarget, final: dict[str, Any] | None, reason: str,
                       last_status: str | None) -> None:
-        """Say how the job ended, tell whoever keeps a view of it and the end hooks (a run's tally, the job's
-        claim), and only then let go of the stored follow: a replica killed before the last step leaves the follow
+        """Say how the job ended, tell the listeners of job events (the alert, a run's tally, the job's claim, the
+        Home tab), and only then let go of the stored follow: a replica killed before the last step leaves the follow
         stored, and whoever resumes it tells them again (each takes the same ending twice as once), where letting go
         first lost the ending with the kill. While the database is away each step waits for it; shutting down
         meanwhile keeps the follow stored for the next owner."""
@@ -354,26 +358,14 @@ class Follower:
             log.exception("could not forget a follow that ended", extra=log_ctx)
 
     async def _tell_ended(self, target: FollowTarget, final: dict[str, Any] | None, reason: str) -> bool:
-        """The views of the job, then each end hook, each until the database takes it. False: shutting down first."""
-        log_ctx = ctx(endpoint=target.endpoint, job=target.job)
+        """Every listener of job events, each until the database takes it. False: shutting down first."""
+        ending = Ending(target.endpoint, target.job, final, reason, target.user, target.run)
         untold: list[Any] | None = None
 
         async def tell() -> None:
             nonlocal untold
-            untold = await self.events.ended(target.endpoint, target.job, final, reason, only=untold)
+            untold = await self.events.ended(ending, only=untold)
             if untold:
-                raise StoreUnavailable(f"{len(untold)} views of the job are still to be told")
+                raise StoreUnavailable(f"{len(untold)} listeners are still to be told how the job ended")
 
-        if not await self._until_stored(target, "show how the job ended", tell):
-            return False
-        for hook in self.on_end:
-            async def run(hook: EndHook = hook) -> None:
-                result = hook(target, final)
-                if asyncio.iscoroutine(result):
-                    await result
-            try:
-                if not await self._until_stored(target, "record how the job ended", run):
-                    return False
-            except Exception:
-                log.exception("a follow's end hook failed", extra=log_ctx)
-        return True
+        return await self._until_stored(target, "show how the job ended", tell)

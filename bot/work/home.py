@@ -23,7 +23,7 @@ from bot.core.policies import Pause
 from bot.infra.config import Settings
 from bot.store import Store
 from bot.work.access import AccessPolicy
-from bot.work.events import MessageRef
+from bot.work.events import Ending, JobListener, MessageRef
 from bot.work.follow import FollowTarget
 from bot.work.health import EndpointHealth
 from bot.work.retry import RetryService
@@ -51,7 +51,7 @@ class _Shared:
     pauses: list[Pause]
 
 
-class HomeDesk:
+class HomeDesk(JobListener):
     """Draws Home tabs; a job-events listener (bot.work.events) that redraws the ones being looked at."""
 
     def __init__(self, service: RetryService, storms: StormDesk, health: EndpointHealth, settings: Settings,
@@ -257,9 +257,9 @@ class HomeDesk:
     async def progressed(self, endpoint: str, job: str, status: str) -> None:
         """IN_QUEUE to IN_PROGRESS: nothing the Home shows."""
 
-    async def ended(self, endpoint: str, job: str, final: dict[str, Any] | None, reason: str) -> None:
-        status = str((final or {}).get("status") or "UNKNOWN").upper()
+    async def ended(self, ending: Ending) -> None:
+        status = str((ending.final or {}).get("status") or "UNKNOWN").upper()
         try:
-            await self.store.record_retry_end(endpoint, job, status, self.clock())
+            await self.store.record_retry_end(ending.endpoint, ending.job, status, self.clock())
         finally:
             await self.changed()

@@ -73,13 +73,10 @@ class RetryService:
         # The job's alert, if it has one (the alert desk's view): where results are shown, and whether it ended.
         self.alert_of = alert_of
         self.workspace_url: str | None = None  # auth.test's `url`, for links to messages (set at start-up)
-        # Told of each retry settled after a restart, before it is recorded (a bulk run or grouped alert updates
-        # its line): `hook(sent_record, outcome)`.
-        self.on_settled: list[Callable[[dict[str, Any], Outcome], Awaitable[None]]] = []
         self.audit_channel = (AuditChannel(out, settings.audit_channel, background, timing.pacer_interval)
                               if settings.audit_channel else None)
         # A follow holds its job's claim until the job ends.
-        follower.on_end.append(lambda target, _final: self.claims.follow_ended(target.endpoint, target.job))
+        events.subscribe(self.claims)
 
     # ---------------------------------------------------------------- rules
 

@@ -68,11 +68,7 @@ async def _settle(service: RetryService, row: Queued, endpoint: str, job: str) -
             outcome = classify_retry(endpoint, job, lost, probe, ran_since=again)
         # Settled once already (cut off again before it was marked): counted then, not again.
         counted = await service.store.retries_since(endpoint, job, row.created) == 0
-        for hook in service.on_settled:
-            try:
-                await hook(data, outcome)
-            except Exception:
-                log.exception("could not report a settled retry", extra=ctx(endpoint=endpoint, job=job))
+        await service.events.settled(data, outcome)
         await service.conclude(who, endpoint, job, place, outcome, hold, post=bool(data.get("post")),
                                follow=bool(data.get("follow")), counted=counted, prefix=messages.AFTER_RESTART,
                                run=data.get("run"), once=f"settle:{endpoint}/{job}@{row.created}#{row.id}")

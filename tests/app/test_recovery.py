@@ -297,6 +297,45 @@ async def test_a_follow_that_hits_an_unexpected_error_still_ends_and_lets_go_of_
     assert await app.rt.store.claimed(EP, "job-8") is None
 
 
+async def test_a_follow_resumed_after_its_job_ended_posts_only_the_ending_at_once(make_app, runpod, slack):
+    """The job ended while the app was down: the next start says how it ended, without "following it again" first
+    (a post that would wait its turn in a busy channel) and without waiting a poll interval."""
+    app = await make_app(RUNPOD_FOLLOW_INTERVAL="30")
+    alert = await post_alert(app, runpod, "job-r1", after_retry=("IN_PROGRESS",))
+    await app.click(actions.RETRY, button_value(alert, actions.RETRY), message_ts=alert["ts"], user="U1")
+    await slack.wait_for(lambda _: "was requeued" in app.thread_text(ALERTS, alert["ts"]), timeout=10)
+    await app.stop()
+    app.app = None
+    job = runpod.job(EP, "job-r1")
+    job.pending.clear()
+    job.status = "COMPLETED"
+
+    started = time.monotonic()
+    await app.start()
+    await slack.wait_for(lambda _: "The retry worked" in app.thread_text(ALERTS, alert["ts"]), timeout=10)
+    assert time.monotonic() - started < 10, "looked at once, not after the 30 s interval"
+    await app.settle()
+    assert "again" not in app.thread_text(ALERTS, alert["ts"]).split("was requeued", 1)[1]
+    assert await app.rt.store.follows() == []
+
+
+async def test_a_follow_resumed_while_its_job_still_runs_says_so_once(make_app, runpod, slack):
+    app = await make_app()
+    alert = await post_alert(app, runpod, "job-r2", after_retry=("IN_PROGRESS",))
+    await app.click(actions.RETRY, button_value(alert, actions.RETRY), message_ts=alert["ts"], user="U1")
+    await slack.wait_for(lambda _: "was requeued" in app.thread_text(ALERTS, alert["ts"]), timeout=10)
+    await app.restart()
+    await slack.wait_for(lambda _: "Following job job-r2 again" in app.thread_text(ALERTS, alert["ts"]), timeout=10)
+    await app.restart()  # said already: a second restart does not say it again
+    await asyncio.sleep(0.5)
+    job = runpod.job(EP, "job-r2")
+    job.pending.clear()
+    job.status = "COMPLETED"
+    await app.settle()
+    thread = app.thread_text(ALERTS, alert["ts"])
+    assert thread.count("Following job job-r2 again") == 1 and "The retry worked" in thread
+
+
 async def test_a_new_failure_of_a_job_left_retrying_without_a_claim_updates_its_alert(make_app, runpod, slack):
     app = await make_app()
     alert = await post_alert(app, runpod, "job-9")

@@ -12,6 +12,7 @@ from collections import deque
 from typing import Any
 
 from bot.core import actions
+from bot.work.events import Ending, JobListener
 from bot.work.follow import FollowTarget
 from testkit.fakes.limits import RunPodLimits, SlackLimits
 from testkit.harness import ACK_DEADLINE, button_value, message_text
@@ -132,7 +133,11 @@ async def test_2000_followed_jobs_stay_under_runpods_status_limit_and_every_endi
     runpod.limits = RunPodLimits()  # /status: 2000 per 10 s, 400 at once
     app = await make_app("http", RUNPOD_FOLLOW_INTERVAL="0.2", RUNPOD_FOLLOW_MAX="120")
     ended: dict[str, Any] = {}
-    app.rt.follower.on_end.append(lambda target, final: ended.__setitem__(target.job, final))
+    class Endings(JobListener):
+        async def ended(self, ending: Ending) -> None:
+            ended[ending.job] = ending.final
+
+    app.rt.events.subscribe(Endings())
     now = time.time()
     for i in range(2000):
         job = f"job-{i:04d}"

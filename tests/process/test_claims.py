@@ -13,6 +13,7 @@ import pytest
 from bot.infra.tasks import Background
 from bot.store import Claim, Store, open_store
 from bot.work.claims import Claims
+from bot.work.events import Ending
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -96,7 +97,7 @@ async def test_a_claim_kept_for_a_follow_lasts_until_the_follow_ends(claims: Cla
     assert (await store.claimed("ep1", "job-1")).user == "U1"  # type: ignore[union-attr]
     async with claims.hold("ep1", "job-1", "U2") as later:
         assert not later.ours
-    await claims.follow_ended("ep1", "job-1")
+    await claims.ended(Ending("ep1", "job-1", {"status": "COMPLETED"}))
     assert await store.claimed("ep1", "job-1") is None
 
 
