@@ -89,8 +89,9 @@ class Outbox:
         With `once`, a call already queued under that key (by any replica, however long ago) is not queued again:
         the future resolves as that call ends, with `Delivery.again` set."""
         lane = lane_of(kind, payload)
+        news = news and _paced_news(kind, payload)
         message_id, merged = await self.store.enqueue(kind, lane, payload, self.clock(), coalesce=coalesce,
-                                                      after=after, once=once)
+                                                      after=after, once=once, news=news)
         if merged and message_id in self._waiting:
             return message_id, self._waiting[message_id]
         if merged and once is not None:
@@ -100,7 +101,7 @@ class Outbox:
             return message_id, watcher
         future: asyncio.Future[Delivery] = asyncio.get_running_loop().create_future()
         self._waiting[message_id] = future
-        self._queue(lane, message_id, news=news and _paced_news(kind, payload))
+        self._queue(lane, message_id, news=news)
         return message_id, future
 
     async def send(self, kind: str, payload: dict[str, Any], **options: Any) -> Delivery:
@@ -148,8 +149,9 @@ class Outbox:
         for row in sorted(rows, key=lambda r: r.id):
             if row.id not in self._queued_at:
                 self._not_before[row.id] = row.not_before
-                # Nobody here waits on a call left by a restart or a dead replica: a top-level post or an edit is news.
-                self._queue(row.lane, row.id, row.created, news=_paced_news(row.kind, row.payload))
+                # A call left by a restart or a dead replica keeps its kind: someone may still wait on an answer or
+                # a tally (handed over at a SIGTERM, it used to queue behind every alert redraw as news).
+                self._queue(row.lane, row.id, row.created, news=row.news)
 
     def _queue(self, lane: str, message_id: int, created: float | None = None, *, news: bool = False) -> None:
         self._lanes.setdefault(lane, []).append(message_id)

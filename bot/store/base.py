@@ -71,6 +71,7 @@ class Queued:
     not_before: float = 0.0
     created: float = 0.0
     after: dict[str, Any] | None = field(default=None)
+    news: bool = False  # outbox: queued as news (see bot/slack/outbox.py), kept for whoever resumes it
 
     @staticmethod
     def decode(value: Any) -> dict[str, Any]:
@@ -203,12 +204,12 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def enqueue(self, kind: str, lane: str, payload: dict[str, Any], now: float, *,
                       coalesce: str | None = None, after: dict[str, Any] | None = None,
-                      once: str | None = None) -> tuple[int, bool]:
-        """Queue a Slack call. With `coalesce`, a queued, unsent call with the same key is replaced instead
-        (only the newest state of a message is sent). With `once`, the call is queued only if no call was ever queued
-        under that key (whatever became of it, whichever replica queued it): one statement, so of any number of
-        replicas queueing it at once exactly one does. Returns (row id, whether it merged into an older row or found
-        one queued under `once`)."""
+                      once: str | None = None, news: bool = False) -> tuple[int, bool]:
+        """Queue a Slack call (`news`: kept with it, for whoever resumes it). With `coalesce`, a queued, unsent call
+        with the same key is replaced instead (only the newest state of a message is sent). With `once`, the call is
+        queued only if no call was ever queued under that key (whatever became of it, whichever replica queued it):
+        one statement, so of any number of replicas queueing it at once exactly one does. Returns (row id, whether
+        it merged into an older row or found one queued under `once`)."""
 
     @abc.abstractmethod
     async def said(self, once: str) -> tuple[str, str | None] | None:

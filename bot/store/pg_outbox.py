@@ -15,7 +15,7 @@ def _queued(row: Any) -> Queued:
     after = row.get("after")
     return Queued(id=row["id"], kind=row["kind"], payload=Queued.decode(row["payload"]), lane=row.get("lane", ""),
                   attempts=row["attempts"], not_before=row.get("not_before", 0.0), created=row["created"],
-                  after=Queued.decode(after) if after else None)
+                  after=Queued.decode(after) if after else None, news=bool(row.get("news", False)))
 
 
 class PostgresOutbox(PostgresQueries):
@@ -28,7 +28,7 @@ class PostgresOutbox(PostgresQueries):
 
     async def enqueue(self, kind: str, lane: str, payload: dict[str, Any], now: float, *,
                       coalesce: str | None = None, after: dict[str, Any] | None = None,
-                      once: str | None = None) -> tuple[int, bool]:
+                      once: str | None = None, news: bool = False) -> tuple[int, bool]:
         text = json.dumps(payload)
         async with self._transaction() as conn:
             if coalesce is not None:
@@ -40,10 +40,10 @@ class PostgresOutbox(PostgresQueries):
                 if merged:
                     return min(int(r["id"]) for r in merged), True
             row_id = await conn.fetchval(
-                "INSERT INTO outbox (kind, lane, payload, after, coalesce_key, once_key, created, owner, lease_until)"
-                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING RETURNING id",
+                "INSERT INTO outbox (kind, lane, payload, after, coalesce_key, once_key, created, owner, lease_until,"
+                " news) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING RETURNING id",
                 kind, lane, text, json.dumps(after) if after else None, coalesce, once, now, self.owner,
-                now + self.lease, timeout=self.timeout)
+                now + self.lease, news, timeout=self.timeout)
             if row_id is None:  # queued under `once` before (a conflict waits for the other insert to commit)
                 return int(await conn.fetchval("SELECT id FROM outbox WHERE once_key = $1", once,
                                                timeout=self.timeout)), True

@@ -90,6 +90,8 @@ CREATE TABLE app_executors (
 ALTER TABLE outbox ADD COLUMN once_key TEXT;
 CREATE UNIQUE INDEX outbox_once ON outbox (once_key) WHERE once_key IS NOT NULL;
 """,
+    # Whether a queued call is news (bot/slack/outbox.py): a replica resuming it keeps its place among the others.
+    "ALTER TABLE outbox ADD COLUMN news BOOLEAN NOT NULL DEFAULT false;",
 ]
 
 MIGRATION_LOCK = lock_key("runpod-retry: schema migrations")

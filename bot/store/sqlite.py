@@ -38,7 +38,8 @@ def _queued(row: Any) -> Queued:
     return Queued(id=row["id"], kind=row["kind"], payload=Queued.decode(row["payload"]),
                   lane=row["lane"] if "lane" in row.keys() else "", attempts=row["attempts"],
                   not_before=row["not_before"] if "not_before" in row.keys() else 0.0, created=row["created"],
-                  after=Queued.decode(row["after"]) if "after" in row.keys() and row["after"] else None)
+                  after=Queued.decode(row["after"]) if "after" in row.keys() and row["after"] else None,
+                  news=bool(row["news"]) if "news" in row.keys() else False)
 
 
 def _writable_folder(path: str) -> str | None:
@@ -255,7 +256,7 @@ class SqliteStore(SqliteAuto, SqliteReports, SqliteBlobs, NoExecutors, Store):
 
     async def enqueue(self, kind: str, lane: str, payload: dict[str, Any], now: float, *,
                       coalesce: str | None = None, after: dict[str, Any] | None = None,
-                      once: str | None = None) -> tuple[int, bool]:
+                      once: str | None = None, news: bool = False) -> tuple[int, bool]:
         text = json.dumps(payload)
 
         def put(conn: sqlite3.Connection) -> tuple[int, bool]:  # one operation: two enqueues must not both insert
@@ -265,10 +266,10 @@ class SqliteStore(SqliteAuto, SqliteReports, SqliteBlobs, NoExecutors, Store):
                 if merged:
                     return int(merged[0]["id"]), True
             rows = conn.execute(
-                "INSERT INTO outbox (kind, lane, payload, after, coalesce_key, once_key, created, owner, lease_until)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING id",
+                "INSERT INTO outbox (kind, lane, payload, after, coalesce_key, once_key, created, owner, lease_until,"
+                " news) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING id",
                 (kind, lane, text, json.dumps(after) if after else None, coalesce, once, now, self.owner,
-                 now + self.lease)).fetchall()
+                 now + self.lease, int(news))).fetchall()
             if not rows:  # queued under `once` before
                 rows = conn.execute("SELECT id FROM outbox WHERE once_key = ?", (once,)).fetchall()
                 return int(rows[0]["id"]), True

@@ -80,4 +80,6 @@ CREATE INDEX bulk_jobs_updated ON bulk_jobs (updated);
 ALTER TABLE outbox ADD COLUMN once_key TEXT;
 CREATE UNIQUE INDEX outbox_once ON outbox (once_key) WHERE once_key IS NOT NULL;
 """,
+    # Whether a queued call is news (bot/slack/outbox.py): a replica resuming it keeps its place among the others.
+    "ALTER TABLE outbox ADD COLUMN news INTEGER NOT NULL DEFAULT 0;",
 ]

@@ -88,3 +88,19 @@ async def test_a_run_summary_edited_with_a_jobs_ending_goes_ahead_of_alerts_wait
     summary = await outbox.submit("update", {"channel": "C1", "ts": "3.1", "text": "summary: job-1 completed"})
     await asyncio.wait_for(asyncio.gather(*(f for _, f in [*redraws, summary])), 20)
     assert slack.posted.index("summary: job-1 completed") <= slack.posted.index("alert 6 redrawn"), slack.posted
+
+
+async def test_calls_resumed_after_a_restart_keep_their_kind_so_a_handed_over_summary_still_goes_first(
+        channel: tuple[Outbox, RecordingSlack]) -> None:
+    """A replica stopped with SIGTERM hands its queued calls over; the one resuming them must not take a run's
+    summary, which someone waits on, for news: it would wait behind every alert redraw."""
+    outbox, slack = channel
+    now = outbox.clock()
+    for n in range(10):
+        await outbox.store.enqueue("update", "update", {"channel": "C1", "ts": f"2.{n}", "text": f"alert {n} redrawn"},
+                                   now + n * 0.001, news=True)
+    await outbox.store.enqueue("update", "update", {"channel": "C1", "ts": "3.1", "text": "summary: job-1 completed"},
+                               now + 0.1)
+    outbox.resume(await outbox.store.queued())
+    await wait_until(lambda: len(slack.posted) == 11, 20, "every resumed call sent", step=0.005)
+    assert slack.posted.index("summary: job-1 completed") <= slack.posted.index("alert 6 redrawn"), slack.posted

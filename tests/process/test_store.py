@@ -483,14 +483,14 @@ async def test_outbox_take_sent_later_and_queued(store, stores):
     first, merged = await store.enqueue("post", "C1", {"text": "one"}, t)
     assert not merged
     second, _ = await store.enqueue("update", "C2", {"ts": "1.0", "text": "two"}, t + 1, after={"thread": "1.0"})
-    third, _ = await store.enqueue("post", "C1", {"text": "three"}, t + 2)
+    third, _ = await store.enqueue("post", "C1", {"text": "three"}, t + 2, news=True)
     assert first < second < third
 
     queued = await store.queued()
-    assert [(q.id, q.kind, q.lane, q.payload, q.after, q.created, q.attempts) for q in queued] == [
-        (first, "post", "C1", {"text": "one"}, None, t, 0),
-        (second, "update", "C2", {"ts": "1.0", "text": "two"}, {"thread": "1.0"}, t + 1, 0),
-        (third, "post", "C1", {"text": "three"}, None, t + 2, 0)]
+    assert [(q.id, q.kind, q.lane, q.payload, q.after, q.created, q.attempts, q.news) for q in queued] == [
+        (first, "post", "C1", {"text": "one"}, None, t, 0, False),
+        (second, "update", "C2", {"ts": "1.0", "text": "two"}, {"thread": "1.0"}, t + 1, 0, False),
+        (third, "post", "C1", {"text": "three"}, None, t + 2, 0, True)]
 
     taken = await store.take(second)
     assert taken is not None and (taken.id, taken.payload, taken.after) == (
