@@ -81,10 +81,6 @@ def test_no_job_is_requeued_twice(chaos: Record) -> None:
     assert not twice, "\n".join(detail)
 
 
-@pytest.mark.xfail(reason="issue 17: depends on the seed (10 of 11 seeds passed on 2026-12-07). Seed 30: a bulk run "
-                   "whose replica was killed twice in 8 s had 9 members' lines shown 46-54 s after their jobs ended: "
-                   "their follows waited out two leases, and the update that showed them was handed over at a SIGTERM",
-                   strict=False)
 def test_every_requeued_job_has_its_ending_shown_within_45_s(chaos: Record) -> None:
     """Every retry RunPod took shows how the job ended: a single retry quotes RunPod's final answer (its token), a
     run's member gets a line saying how it ended, within 45 s of the job's end. And every acknowledged click or
