@@ -120,6 +120,8 @@ class SqliteStore(SqliteAuto, SqliteReports, SqliteBlobs, NoExecutors, Store):
         conn = self.db._conn
         results: list[tuple[bool, Any]] = []
         try:
+            if conn.in_transaction:  # left open by an interrupted batch: it was never committed, nor answered as such
+                conn.rollback()
             conn.execute("BEGIN")
             for work in works:
                 conn.execute("SAVEPOINT op")
