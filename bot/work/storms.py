@@ -159,11 +159,11 @@ class StormDesk:
                     await self.desk.tell_undelivered(storm.channel, storm.endpoint, next(iter(storm.jobs)),
                                                      first.status, first.error, len(storm.jobs))
             else:
-                await self.out.update(storm.channel, storm.ts, msg, news=True)
+                await self.out.update(storm.channel, storm.ts, msg, news=_news(storm))
         elif part == EXAMPLES and storm.ts is not None:
             msg = messages.storm_examples(storm)
             if storm.examples_ts:
-                await self.out.update(storm.channel, storm.examples_ts, msg, news=True)
+                await self.out.update(storm.channel, storm.examples_ts, msg, news=_news(storm))
             else:
                 storm.examples_ts = await self.out.post(Place(storm.channel, thread_ts=storm.ts), msg,
                                                         once=f"storm-examples:{storm.key}")
@@ -175,7 +175,7 @@ class StormDesk:
         msg = messages.storm_jobs_page(storm, page, PAGE_SIZE)
         storm.pages.extend([""] * (page + 1 - len(storm.pages)))
         if storm.pages[page]:
-            await self.out.update(storm.channel, storm.pages[page], msg, news=True)
+            await self.out.update(storm.channel, storm.pages[page], msg, news=_news(storm))
         else:
             # Under a key: a replica that died after posting the page and before saving where it went leaves the
             # next one its ts in the outbox, instead of the page posted twice.
@@ -327,3 +327,9 @@ class StormDesk:
         outcomes = await self.bulk.check_all(endpoint, jobs)
         await self.out.post(Place(storm.channel, thread_ts=storm.ts, response_url=who.response_url),
                             messages.group_status(endpoint, outcomes, who.user))
+
+
+def _news(storm: Storm) -> bool:
+    """A grouped alert redrawn is news until someone clicks its Retry all: from then on its job list shows what
+    that person asked for (each job's answer and ending), and goes ahead of other alerts' redraws."""
+    return not storm.requested
