@@ -168,7 +168,9 @@ async def test_pausing_all_then_resuming_all_lifts_every_pause(app):
 
 async def test_resuming_one_endpoint_while_all_are_paused_says_so(app):
     await app.command("auto pause ep-a")
+    await app.settle()  # one after another, as a person types them: each command's work runs after its ack
     await app.command("auto pause all")
+    await app.settle()
     ack = await app.command("auto resume ep-a")
     await app.settle()
 
