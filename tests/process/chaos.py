@@ -526,7 +526,7 @@ class Scenario:
         deadline = time.monotonic() + SETTLE_FOR
 
         def settled() -> bool:
-            return not pending_endings(self.rec) and not unalerted(self.rec) \
+            return not pending_endings(self.rec) and not unalerted(self.rec) and not unanswered(self.rec) \
                 and all(summary_posts(self.rec, r) for r in group_requests(self.rec))
 
         while time.monotonic() < deadline:
@@ -564,6 +564,14 @@ def group_requests(rec: Record) -> list[Request]:
 
 def single_requests(rec: Record) -> list[Request]:
     return [r for r in rec.requests if r.kind in ("click", "command")]
+
+
+def unanswered(rec: Record) -> list[Request]:
+    """Clicks and commands acknowledged whose job RunPod has not requeued (yet: a request whose replica died after
+    its ack is carried out by the replica adopting it, a lease later)."""
+    assert rec.runpod is not None
+    requeued = rec.runpod.requeued()
+    return [r for r in single_requests(rec) if 200 in r.acks and not requeued[r.jobs[0]]]
 
 
 def _final_words(final: str) -> str:

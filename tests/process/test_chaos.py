@@ -28,10 +28,10 @@ from tests.process.chaos import (
     grouped_list,
     seed_from_env,
     shown_not_retried,
-    single_requests,
     summaries_of,
     summary,
     summary_posts,
+    unanswered,
 )
 
 # One run for all the invariants: every test of this module on the same xdist worker (pyproject: --dist loadgroup),
@@ -97,10 +97,8 @@ def test_every_requeued_job_has_its_ending_shown_within_45_s(chaos: Record) -> N
         if shown is None or shown - plan.ends_at > ENDING_WITHIN:
             took = "never" if shown is None else f"{shown - plan.ends_at:.1f} s after"
             late.append(f"{job} ({plan.final}, ended {where(chaos, plan.ends_at)}): shown {took}")
-    unanswered = [f"{r.kind} of {r.jobs[0][1]} {where(chaos, r.at)}, acks {r.acks}" for r in single_requests(chaos)
-                  if 200 in r.acks and not chaos.runpod.requeued()[r.jobs[0]]]
-    assert not late and not unanswered, "\n".join(["endings late or lost:", *late, "acknowledged, never retried:",
-                                                   *unanswered])
+    never = [f"{r.kind} of {r.jobs[0][1]} {where(chaos, r.at)}, acks {r.acks}" for r in unanswered(chaos)]
+    assert not late and not never, "\n".join(["endings late or lost:", *late, "acknowledged, never retried:", *never])
 
 
 def test_each_bulk_run_and_retry_all_posts_one_summary_covering_all_its_jobs(chaos: Record) -> None:
