@@ -114,9 +114,18 @@ class Follower:
         self._active[target.key] = target
         self._nudges[target.key] = asyncio.Event()
         self.metrics.followed.set(len(self._active))
+        unsaved = False
         if not resumed:
-            await self.store.save_follow(target.endpoint, target.job, json.dumps(asdict(target)))
-        self.background.spawn(self._follow(target, resumed), name=f"follow {target.endpoint}/{target.job}")
+            try:
+                await self.store.save_follow(target.endpoint, target.job, json.dumps(asdict(target)))
+            except StoreUnavailable as exc:
+                # RunPod took the retry: its follow must not fail with the database (the run would call the job
+                # "not retried", and its ending would be shown nowhere). It is stored before the first look instead.
+                log.warning("could not store the follow yet; it starts once the database is back: %s", exc,
+                            extra=ctx(endpoint=target.endpoint, job=target.job))
+                unsaved = True
+        self.background.spawn(self._follow(target, resumed, unsaved=unsaved),
+                              name=f"follow {target.endpoint}/{target.job}")
 
     def nudge(self, endpoint: str, job: str, body: dict[str, Any]) -> bool:
         """RunPod's webhook says how the job is doing: use it instead of waiting for the next poll."""
@@ -161,7 +170,7 @@ class Follower:
         event.clear()
         return self._news.pop(key, None)
 
-    async def _follow(self, target: FollowTarget, resumed: bool) -> None:
+    async def _follow(self, target: FollowTarget, resumed: bool, *, unsaved: bool = False) -> None:
         key = target.key
         log_ctx = ctx(user=target.user, endpoint=target.endpoint, job=target.job, source=target.source)
         interval = self.settings.follow_interval
@@ -173,6 +182,11 @@ class Follower:
         reason = ""
         if target.ended:
             await self._finish(target, target.final, target.reason, None)
+            return
+        if unsaved and not await self._until_stored(
+                target, "store the follow", lambda: self.store.save_follow(target.endpoint, target.job,
+                                                                         json.dumps(asdict(target)))):
+            self._forget(key)  # shutting down first: the retry's own record is settled by whoever adopts it
             return
         # Resumed after a restart: look at once, and say "following it again" only when the job is still running
         # (one that ended meanwhile gets its ending, not two posts in a channel that may be queueing at Slack's pace).

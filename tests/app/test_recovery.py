@@ -336,6 +336,29 @@ async def test_a_follow_resumed_while_its_job_still_runs_says_so_once(make_app, 
     assert thread.count("Following job job-r2 again") == 1 and "The retry worked" in thread
 
 
+async def test_a_follow_the_database_cannot_store_yet_still_follows_the_job_once_it_is_back(make_app, runpod, slack):
+    """The database went away between RunPod taking the retry and the follow being written down: the retry is still
+    told as requeued (not as an error of the app's), and the job's ending is shown once the database is back."""
+    app = await make_app()
+    alert = await post_alert(app, runpod, "job-f1", after_retry=("IN_PROGRESS", "COMPLETED"))
+    real_save = app.rt.store.save_follow
+    away = [True, True]
+
+    async def save_follow(*args: Any) -> None:
+        if away:
+            away.pop()
+            raise StoreUnavailable("PostgreSQL is restarting")
+        await real_save(*args)
+
+    app.rt.store.save_follow = save_follow  # type: ignore[method-assign]
+    await app.click(actions.RETRY, button_value(alert, actions.RETRY), message_ts=alert["ts"], user="U1")
+    await app.settle()
+    thread = app.thread_text(ALERTS, alert["ts"])
+    assert "was requeued" in thread and "The retry worked" in thread, thread
+    assert "unexpected error" not in thread and "went wrong" not in thread
+    assert not away and await app.rt.store.follows() == []
+
+
 async def test_a_new_failure_of_a_job_left_retrying_without_a_claim_updates_its_alert(make_app, runpod, slack):
     app = await make_app()
     alert = await post_alert(app, runpod, "job-9")
