@@ -35,28 +35,12 @@ class Pacer:
         if self._task is None or self._task.done():
             self._task = self._background.spawn(self._drain(), name=self._name)
 
-    async def flush(self) -> None:
-        """Write every changed part now, whatever the interval: for a change that must be queued for Slack (the
-        outbox keeps it, and merges it with a waiting update of the same message) before what caused it is let go
-        of. A failure is the caller's (the part stays marked)."""
-        while self._dirty:
-            part = next(iter(self._dirty))
-            del self._dirty[part]  # before the write: a change made while it is written marks it again
-            self._next = asyncio.get_running_loop().time() + self._interval
-            try:
-                await self._write(part)
-            except BaseException:
-                self._dirty.setdefault(part, None)
-                raise
-
     async def _drain(self) -> None:
         loop = asyncio.get_running_loop()
         while self._dirty:
             delay = self._next - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
-                if not self._dirty:  # written meanwhile by `flush`
-                    break
             part = next(iter(self._dirty))
             del self._dirty[part]
             self._next = loop.time() + self._interval

@@ -20,7 +20,7 @@ from bot.core.worker_errors import error_summary
 from bot.infra.config import Settings
 from bot.infra.logs import ctx
 from bot.slack.pacing import Pacer
-from bot.store import Queued, StoreUnavailable
+from bot.store import Queued
 from bot.work.accepted import let_go
 from bot.work.bulk_jobs import BulkJobs
 from bot.work.bulk_run import (
@@ -143,7 +143,6 @@ class BulkRunner(BulkJobs, JobListener):
                 pacer.mark("summary")  # a job ended: its line in the summary says how
 
         run.changed = changed
-        run.shown = pacer.flush
 
     async def load(self) -> None:
         """After a restart: bulk retries whose jobs are still followed keep their parent's tally current. With
@@ -317,15 +316,8 @@ class BulkRunner(BulkJobs, JobListener):
             return
         run.finals[ending.job] = status
         await save_ending(self.store, run, ending.job)  # what every replica's view of the run reads
-        run.changed(ending.job)
-        try:
-            await run.shown()  # queued for Slack before the follow is let go of (a database error: told again)
-        except StoreUnavailable:
-            raise
-        except Exception:
-            log.exception("could not show how a job of a bulk retry ended", extra=ctx(endpoint=ending.endpoint,
-                                                                                       job=ending.job))
         self._following.pop(ending.key, None)
+        run.changed(ending.job)
         if status in RETRYABLE:
             await mention_failed_again(self.store, self.out, run, ending.job, final.get("error"))
         self._let_go(run)

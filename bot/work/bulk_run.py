@@ -41,10 +41,6 @@ def _quietly(_job: str | None) -> None:
     """A run whose progress nobody displays (its parent message could not be posted)."""
 
 
-async def _nothing_waits() -> None:
-    """A run whose changes nobody writes to Slack, or writes at once."""
-
-
 @dataclass
 class BulkRun:
     """One bulk retry. A storm's Retry all shares `results` and `finals` with the storm, which keeps them."""
@@ -54,9 +50,6 @@ class BulkRun:
     jobs: tuple[str, ...]
     place: Place                                   # the thread the summary reply goes to
     changed: Callable[[str | None], None] = _quietly  # a job's answer or end arrived (None: the run as a whole)
-    # The changes `changed` marked, queued for Slack now instead of at the next paced write: a job's ending must be
-    # in the outbox before its follow is let go of, or a kill -9 in between leaves it shown nowhere.
-    shown: Callable[[], Awaitable[None]] = _nothing_waits
     results: dict[str, JobResult] = field(default_factory=dict)
     finals: dict[str, str] = field(default_factory=dict)
     table: bool = True                    # the summary lists each job (a grouped alert's job list does instead)
