@@ -29,11 +29,30 @@ class Pacer:
         self._dirty: dict[str, None] = {}  # an ordered set: parts are written in the order they first changed
         self._task: asyncio.Task[None] | None = None
         self._next = asyncio.get_running_loop().time() + interval if wait_first else 0.0
+        # For `written`: each mark's number, the number each part's last finished write covered, and an event set
+        # (and replaced) whenever a write finishes.
+        self._marks = 0
+        self._marked: dict[str, int] = {}
+        self._covered: dict[str, int] = {}
+        self._wrote = asyncio.Event()
 
     def mark(self, part: str) -> None:
+        self._marks += 1
+        self._marked[part] = self._marks
         self._dirty.setdefault(part, None)
         if self._task is None or self._task.done():
             self._task = self._background.spawn(self._drain(), name=self._name)
+
+    async def written(self) -> None:
+        """Until what was marked so far has been written, at the pacer's pace (queued for Slack: the outbox keeps
+        it): for a change that must be on its way before what caused it is let go of. While the database is away
+        that takes until it is back."""
+        wanted = dict(self._marked)
+        while any(self._covered.get(part, 0) < mark for part, mark in wanted.items()):
+            if not self._dirty and (self._task is None or self._task.done()):
+                return  # a write that failed for good: nothing more will come
+            wrote = self._wrote
+            await wrote.wait()
 
     async def _drain(self) -> None:
         loop = asyncio.get_running_loop()
@@ -43,11 +62,16 @@ class Pacer:
                 await asyncio.sleep(delay)
             part = next(iter(self._dirty))
             del self._dirty[part]
+            covers = self._marked.get(part, 0)
             self._next = loop.time() + self._interval
             try:
                 await self._write(part)
             except StoreUnavailable as exc:  # the database is away: written again at the next turn, once it is back
                 log.warning("could not bring %s (%s) up to date yet: %s", self._name, part, exc)
                 self._dirty.setdefault(part, None)
+                continue
             except Exception:  # one failed write must not stop the later ones
                 log.exception("could not bring %s (%s) up to date in Slack", self._name, part)
+            self._covered[part] = max(self._covered.get(part, 0), covers)
+            self._wrote.set()
+            self._wrote = asyncio.Event()

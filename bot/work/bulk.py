@@ -143,6 +143,7 @@ class BulkRunner(BulkJobs, JobListener):
                 pacer.mark("summary")  # a job ended: its line in the summary says how
 
         run.changed = changed
+        run.shown = pacer.written
 
     async def load(self) -> None:
         """After a restart: bulk retries whose jobs are still followed keep their parent's tally current. With
@@ -316,8 +317,9 @@ class BulkRunner(BulkJobs, JobListener):
             return
         run.finals[ending.job] = status
         await save_ending(self.store, run, ending.job)  # what every replica's view of the run reads
-        self._following.pop(ending.key, None)
         run.changed(ending.job)
+        await run.shown()  # on its way to Slack before the follow is let go of
+        self._following.pop(ending.key, None)
         if status in RETRYABLE:
             await mention_failed_again(self.store, self.out, run, ending.job, final.get("error"))
         self._let_go(run)

@@ -41,6 +41,10 @@ def _quietly(_job: str | None) -> None:
     """A run whose progress nobody displays (its parent message could not be posted)."""
 
 
+async def _nothing_to_wait_for() -> None:
+    """A run whose changes nobody writes to Slack."""
+
+
 @dataclass
 class BulkRun:
     """One bulk retry. A storm's Retry all shares `results` and `finals` with the storm, which keeps them."""
@@ -50,6 +54,9 @@ class BulkRun:
     jobs: tuple[str, ...]
     place: Place                                   # the thread the summary reply goes to
     changed: Callable[[str | None], None] = _quietly  # a job's answer or end arrived (None: the run as a whole)
+    # Until what `changed` marked is queued for Slack (at the message's pace): a job's ending must be on its way
+    # before its follow is let go of, or a kill -9 in between leaves it shown nowhere.
+    shown: Callable[[], Awaitable[None]] = _nothing_to_wait_for
     results: dict[str, JobResult] = field(default_factory=dict)
     finals: dict[str, str] = field(default_factory=dict)
     table: bool = True                    # the summary lists each job (a grouped alert's job list does instead)

@@ -247,7 +247,8 @@ class StormDesk:
         # No table in the summary: the grouped alert's job list already says what happened to each job, live.
         return BulkRun(who, storm.endpoint, jobs, Place(storm.channel, thread_ts=storm.ts,
                                                         response_url=who.response_url),
-                       changed=lambda job: self._mark(storm, job), results=storm.results, finals=storm.finals,
+                       changed=lambda job: self._mark(storm, job), shown=self._pacer(storm).written,
+                       results=storm.results, finals=storm.finals,
                        table=False, ref=f"storm:{storm.key}", on_summarized=lambda run: self._summarized(storm, run))
 
     async def _summarized(self, storm: Storm, run: BulkRun) -> None:
