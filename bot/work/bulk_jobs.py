@@ -24,6 +24,14 @@ from bot.work.who import Who
 
 log = logging.getLogger(__name__)
 
+# A job of a run whose retry the database stopped before it was sent is tried again after these pauses (about a
+# minute: a PostgreSQL restart or failover), instead of being summarised "not retried" for an outage the run outlives.
+UNSENT_PAUSES = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
+
+
+class NotSentYet(StoreUnavailable):
+    """The database failed before the job's retry was written down as sent: nothing reached RunPod."""
+
 Key = tuple[str, str]
 
 
@@ -94,7 +102,7 @@ class BulkJobs:
                     result = await self._refused(run.who, run.endpoint, job, "shutdown",
                                                  "the app was restarting; retry it again")
                 else:
-                    result = await self._retry(run, job)
+                    result = await self._retry_through_outages(run, job)
             except Exception as exc:  # one job's trouble must not lose the others' outcomes
                 if isinstance(exc, StoreUnavailable):  # an outage: one line, not a traceback
                     log.warning("bulk retry of one job failed: %s", exc, extra=ctx(endpoint=run.endpoint, job=job))
@@ -109,9 +117,32 @@ class BulkJobs:
             await self._saved(run, job)
         run.changed(job)
 
+    async def _retry_through_outages(self, run: BulkRun, job: str) -> JobResult:
+        """`_retry`, tried again while the database fails it before anything was sent (never after: RunPod may
+        have taken it)."""
+        for pause in UNSENT_PAUSES:
+            try:
+                return await self._retry(run, job)
+            except NotSentYet as exc:
+                if not self.service.background.accepting:
+                    raise
+                log.warning("the database stopped a bulk job's retry before it was sent; trying again in %g s: %s",
+                            pause, exc, extra=ctx(endpoint=run.endpoint, job=job))
+                await asyncio.sleep(pause)
+        return await self._retry(run, job)
+
     async def _retry(self, run: BulkRun, job: str) -> JobResult:
         """Exactly once and the retry budget, per job, then the retry. A refusal is an outcome like any other:
         recorded, listed in the summary, never a silent skip (and not one private message per job)."""
+        sent: list[bool] = [False]
+        try:
+            return await self._retry_claimed(run, job, sent)
+        except StoreUnavailable as exc:
+            if sent[0] or isinstance(exc, NotSentYet):
+                raise
+            raise NotSentYet(str(exc)) from exc
+
+    async def _retry_claimed(self, run: BulkRun, job: str, sent: list[bool]) -> JobResult:
         who, endpoint, key = run.who, run.endpoint, (run.endpoint, job)
         async with self.service.claims.hold(endpoint, job, who.user) as hold:
             if hold.taken_by is not None:
@@ -134,6 +165,9 @@ class BulkJobs:
             try:
                 outcome = await self.service.attempt(who, endpoint, job, run.place, hold, post=False, run=run.ref,
                                                      answered=answered)
+            except StoreUnavailable:
+                sent[0] = hold.sent
+                raise
             except asyncio.CancelledError:
                 if hold.sent:
                     run.results[job] = cut_off(job)

@@ -347,3 +347,27 @@ async def test_a_restart_while_bulk_jobs_run_keeps_the_parents_tally_going(make_
     assert "following job" not in app.thread_text(CHANNEL, parent["ts"]), "quiet follows post nothing of their own"
     assert_paced(slack, parent["ts"])
     assert not slack.rejected()
+
+
+async def test_a_bulk_job_the_database_stops_before_its_retry_is_sent_is_retried_once_it_is_back(
+        make_app, runpod, slack):
+    """A PostgreSQL restart in the middle of a run: jobs whose claim the database could not take are tried again
+    when it is back, not summarised "not retried" for an outage the run outlived. Nothing had reached RunPod."""
+    from bot.store import StoreUnavailable
+
+    app = await make_app("http", **FAST)
+    jobs = add_jobs(runpod, 4)
+    real_claim = app.rt.store.claim
+    failures = {jobs[1]: 2, jobs[2]: 1}
+
+    async def claim(endpoint: str, job: str, user: str, now: float) -> Any:
+        if failures.get(job):
+            failures[job] -= 1
+            raise StoreUnavailable("PostgreSQL is restarting")
+        return await real_claim(endpoint, job, user, now)
+
+    app.rt.store.claim = claim  # type: ignore[method-assign]
+    await bulk(app, jobs)
+    assert retried_jobs(runpod) == jobs, "every job exactly once"
+    summary = "\n".join(message_text(m) for m in app.thread(CHANNEL, app.top_level(CHANNEL)[0]["ts"]))
+    assert "unreachable" not in summary and "not retried" not in summary, summary
