@@ -81,14 +81,19 @@ class JobEvents:
     def subscribe(self, listener: JobListener) -> None:
         self._listeners.append(listener)
 
-    async def _tell(self, what: str, call: Callable[[JobListener], Awaitable[None]]) -> None:
-        for listener in self._listeners:
+    async def _tell(self, what: str, call: Callable[[JobListener], Awaitable[None]],
+                    only: list[JobListener] | None = None) -> list[JobListener]:
+        """Tells `only` those (default: every subscriber); answers the ones the database failed."""
+        failed: list[JobListener] = []
+        for listener in self._listeners if only is None else only:
             try:
                 await call(listener)
             except StoreUnavailable as exc:  # expected while the database is away: one line, not a traceback
                 log.warning("%s could not handle the %s event: %s", type(listener).__name__, what, exc)
+                failed.append(listener)
             except Exception:
                 log.exception("%s could not handle the %s event", type(listener).__name__, what)
+        return failed
 
     async def retrying(self, user: str, endpoint: str, job: str, origin: MessageRef | None = None) -> None:
         await self._tell("retrying", lambda s: s.retrying(user, endpoint, job, origin))
@@ -107,15 +112,6 @@ class JobEvents:
         await self._tell("progressed", lambda s: s.progressed(endpoint, job, status))
 
     async def ended(self, ending: Ending, only: list[JobListener] | None = None) -> list[JobListener]:
-        """Tells `only` those (default: every subscriber), and answers the ones the database failed: a job's ending
-        is told once for good, so the follower tells those again when the database is back (`Follower._finish`)."""
-        failed: list[JobListener] = []
-        for listener in self._listeners if only is None else only:
-            try:
-                await listener.ended(ending)
-            except StoreUnavailable as exc:
-                log.warning("%s could not take in how a job ended, yet: %s", type(listener).__name__, exc)
-                failed.append(listener)
-            except Exception:
-                log.exception("%s could not handle the ended event", type(listener).__name__)
-        return failed
+        """As every event, and answers the listeners the database failed: a job's ending is told once for good, so
+        the follower tells those again when the database is back (`Follower._finish`)."""
+        return await self._tell("ended", lambda s: s.ended(ending), only)

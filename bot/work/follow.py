@@ -22,7 +22,7 @@ from bot.infra.timing import REAL, Timing
 from bot.runpod import RunPodClient, RunPodError
 from bot.slack.out import Place, SlackOut
 from bot.store import Store, StoreUnavailable
-from bot.work.events import Ending, JobEvents
+from bot.work.events import Ending, JobEvents, JobListener
 
 log = logging.getLogger(__name__)
 
@@ -374,7 +374,7 @@ class Follower:
     async def _tell_ended(self, target: FollowTarget, final: dict[str, Any] | None, reason: str) -> bool:
         """Every listener of job events, each until the database takes it. False: shutting down first."""
         ending = Ending(target.endpoint, target.job, final, reason, target.user, target.run)
-        untold: list[Any] | None = None
+        untold: list[JobListener] | None = None
 
         async def tell() -> None:
             nonlocal untold
