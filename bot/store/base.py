@@ -181,7 +181,9 @@ class Store(abc.ABC):
         """Take the job for one retry. None: it is ours now. Otherwise the claim someone else holds."""
 
     @abc.abstractmethod
-    async def release(self, endpoint: str, job: str) -> None: ...
+    async def release(self, endpoint: str, job: str, at: float | None = None) -> None:
+        """End the job's claim. With `at`: only this replica's claim taken at that moment, so a late release never
+        ends a newer claim on the job."""
 
     @abc.abstractmethod
     async def claimed(self, endpoint: str, job: str) -> Claim | None: ...

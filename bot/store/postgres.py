@@ -281,8 +281,12 @@ class PostgresStore(PostgresAuto, PostgresReports, PostgresBlobs, PostgresExecut
             # Released between the two statements: try again rather than report a holder that is gone.
         return Claim(user, now, self.owner)
 
-    async def release(self, endpoint: str, job: str) -> None:
-        await self._execute("DELETE FROM claims WHERE endpoint = $1 AND job = $2", endpoint, job)
+    async def release(self, endpoint: str, job: str, at: float | None = None) -> None:
+        if at is None:
+            await self._execute("DELETE FROM claims WHERE endpoint = $1 AND job = $2", endpoint, job)
+        else:
+            await self._execute("DELETE FROM claims WHERE endpoint = $1 AND job = $2 AND owner = $3 AND at = $4",
+                                endpoint, job, self.owner, at)
 
     async def claimed(self, endpoint: str, job: str) -> Claim | None:
         rows = await self._fetch('SELECT "user", at, owner, lease_until FROM claims WHERE endpoint = $1 AND job = $2',

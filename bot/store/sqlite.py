@@ -232,8 +232,12 @@ class SqliteStore(SqliteAuto, SqliteReports, SqliteBlobs, NoExecutors, Store):
         existing = await self.claimed(endpoint, job)
         return existing or Claim(user, now, self.owner)
 
-    async def release(self, endpoint: str, job: str) -> None:
-        await self._write("DELETE FROM claims WHERE endpoint = ? AND job = ?", (endpoint, job))
+    async def release(self, endpoint: str, job: str, at: float | None = None) -> None:
+        if at is None:
+            await self._write("DELETE FROM claims WHERE endpoint = ? AND job = ?", (endpoint, job))
+        else:
+            await self._write("DELETE FROM claims WHERE endpoint = ? AND job = ? AND owner = ? AND at = ?",
+                              (endpoint, job, self.owner, at))
 
     async def claimed(self, endpoint: str, job: str) -> Claim | None:
         rows = await self._rows("SELECT user, at, owner, lease_until FROM claims WHERE endpoint = ? AND job = ?",

@@ -32,6 +32,7 @@ class Hold:
     endpoint: str
     job: str
     user: str
+    at: float = 0.0      # when the claim was asked for: a late release ends this claim only
     taken_by: Claim | None = None
     kept: bool = False   # a follow of the retried job holds the claim now, and ends it
     sent: bool = False   # the retry went to RunPod (its answer may still be missing)
@@ -56,6 +57,8 @@ class Claims(JobListener):
         self.background = background
         self.clock = clock
         self.timing = timing
+        # Releases waiting for the database, by job: the moment the claim was taken (None: whoever holds it).
+        self._unreleased: dict[tuple[str, str], float | None] = {}
 
     async def outlive_the_dead(self, endpoint: str, job: str) -> None:
         """Wait, at most a lease and a half, for another replica's claim on the job to run out. For work taken over
@@ -71,58 +74,88 @@ class Claims(JobListener):
     @contextlib.asynccontextmanager
     async def hold(self, endpoint: str, job: str, user: str) -> AsyncIterator[Hold]:
         """Claim the job for `user` for the length of the block. Check `Hold.ours` first."""
-        hold = Hold(endpoint, job, user)
-        hold.taken_by = await self._take(endpoint, job, user)
+        await self._release_leftover(endpoint, job)
+        hold = Hold(endpoint, job, user, at=self.clock())
+        hold.taken_by = await self._take(hold)
         try:
             yield hold
         finally:
             if hold.ours and not hold.kept:
-                await self._release(endpoint, job)
+                await self._release(endpoint, job, hold.at)
 
     async def ended(self, ending: Ending) -> None:
         """The follow that held the job's claim ended: the job can be retried again."""
         await self._release(ending.endpoint, ending.job)
 
-    async def _take(self, endpoint: str, job: str, user: str) -> Claim | None:
+    async def _take(self, hold: Hold) -> Claim | None:
+        endpoint, job = hold.endpoint, hold.job
         # Shielded: a cancellation while the database answers must not leave a claim nobody knows is ours.
-        taking = asyncio.ensure_future(self.store.claim(endpoint, job, user, self.clock()))
+        taking = asyncio.ensure_future(self.store.claim(endpoint, job, hold.user, hold.at))
         try:
             return await asyncio.shield(taking)
         except asyncio.CancelledError:
-            taking.add_done_callback(lambda done: self._taken_too_late(done, endpoint, job))
+            taking.add_done_callback(lambda done: self._taken_too_late(done, endpoint, job, hold.at))
+            raise
+        except Exception:
+            # The database may have written the claim and lost its answer (a restart at the commit). This replica
+            # renews its claims' leases, so that claim would refuse the job until the replica stops: end it, if it
+            # is there, once the database is back.
+            self._release_in_background(endpoint, job, hold.at)
             raise
 
-    def _taken_too_late(self, taking: asyncio.Future[Claim | None], endpoint: str, job: str) -> None:
+    def _taken_too_late(self, taking: asyncio.Future[Claim | None], endpoint: str, job: str, at: float) -> None:
         if not taking.cancelled() and taking.exception() is None and taking.result() is None:
-            self.background.spawn(self._release_later(endpoint, job), name=f"release {endpoint}/{job}")
+            self._release_in_background(endpoint, job, at)
 
-    async def _release(self, endpoint: str, job: str) -> None:
+    async def _release(self, endpoint: str, job: str, at: float | None = None) -> None:
         """The one place a claim ends. Runs to the end even when the work around it is being cancelled; when the
         database is away, it is tried again in the background (this replica keeps the lease until then)."""
-        releasing = asyncio.ensure_future(self.store.release(endpoint, job))
+        releasing = asyncio.ensure_future(self.store.release(endpoint, job, at))
         try:
             await asyncio.shield(releasing)
             return
         except asyncio.CancelledError:
-            releasing.add_done_callback(lambda done: self._released_late(done, endpoint, job))
+            releasing.add_done_callback(lambda done: self._released_late(done, endpoint, job, at))
             raise
         except Exception as exc:
             log.warning("could not release the claim on a job (%s); trying again", type(exc).__name__,
                         extra=ctx(endpoint=endpoint, job=job))
-        self.background.spawn(self._release_later(endpoint, job), name=f"release {endpoint}/{job}")
+        self._release_in_background(endpoint, job, at)
 
-    def _released_late(self, releasing: asyncio.Future[None], endpoint: str, job: str) -> None:
+    def _released_late(self, releasing: asyncio.Future[None], endpoint: str, job: str, at: float | None) -> None:
         if releasing.cancelled() or releasing.exception() is not None:
-            self.background.spawn(self._release_later(endpoint, job), name=f"release {endpoint}/{job}")
+            self._release_in_background(endpoint, job, at)
 
-    async def _release_later(self, endpoint: str, job: str) -> None:
+    def _release_in_background(self, endpoint: str, job: str, at: float | None) -> None:
+        self._unreleased[(endpoint, job)] = at
+        self.background.spawn(self._release_later(endpoint, job, at), name=f"release {endpoint}/{job}")
+
+    async def _release_leftover(self, endpoint: str, job: str) -> None:
+        """A release of the job still waiting for the database is made now, before the job is claimed again: a retry
+        tried again after an outage would otherwise meet its own claim ("already being retried, by you")."""
+        key = (endpoint, job)
+        if key in self._unreleased:
+            at = self._unreleased[key]
+            await self.store.release(endpoint, job, at)
+            self._released(key, at)
+
+    async def _release_later(self, endpoint: str, job: str, at: float | None) -> None:
+        key = (endpoint, job)
         for delay in self.release_pauses:
             await asyncio.sleep(delay)
-            try:
-                await self.store.release(endpoint, job)
+            if key not in self._unreleased or self._unreleased[key] != at:  # made already, before a new claim
                 return
+            try:
+                await self.store.release(endpoint, job, at)
             except Exception:
                 log.warning("could not release the claim on a job; trying again", extra=ctx(endpoint=endpoint,
                                                                                              job=job))
+                continue
+            self._released(key, at)
+            return
         log.error("could not release the claim on a job; it stays refused until this replica stops",
                   extra=ctx(endpoint=endpoint, job=job))
+
+    def _released(self, key: tuple[str, str], at: float | None) -> None:
+        if key in self._unreleased and self._unreleased[key] == at:
+            del self._unreleased[key]

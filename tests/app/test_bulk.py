@@ -3,6 +3,7 @@ Everything over real loopback HTTP: one parent with paced progress, one summary 
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 from typing import Any
@@ -371,3 +372,51 @@ async def test_a_bulk_job_the_database_stops_before_its_retry_is_sent_is_retried
     assert retried_jobs(runpod) == jobs, "every job exactly once"
     summary = "\n".join(message_text(m) for m in app.thread(CHANNEL, app.top_level(CHANNEL)[0]["ts"]))
     assert "unreachable" not in summary and "not retried" not in summary, summary
+
+
+async def test_a_bulk_job_whose_claim_outlived_the_outage_is_retried_not_refused_as_already_being_retried(
+        make_app, runpod, slack):
+    """The database went away after a job's claim was taken (or wrote the claim and lost its answer), before its
+    retry was sent, and stayed away for the claim's release too. Tried again once it is back, the job meets no claim
+    of its own: it is retried, not summarised "already being retried (by you, a moment ago)"."""
+    from bot.store import StoreUnavailable
+
+    app = await make_app("http", **FAST)
+    jobs = add_jobs(runpod, 4)
+    store = app.rt.store
+    real_claim, real_accept, real_release = store.claim, store.accept, store.release
+    claim_answer_lost = {jobs[2]}
+    record_fails = {jobs[1]}
+    release_fails = {jobs[1]: 3, jobs[2]: 3}
+
+    async def claim(endpoint: str, job: str, user: str, now: float) -> Any:
+        taken = await real_claim(endpoint, job, user, now)
+        if job in claim_answer_lost:  # written, and then the connection dropped before the answer came
+            claim_answer_lost.discard(job)
+            raise StoreUnavailable("connection lost at the commit")
+        return taken
+
+    async def accept(kind: str, payload: dict[str, Any], now: float) -> int:
+        if kind == "retry" and payload.get("job") in record_fails:
+            record_fails.discard(str(payload["job"]))
+            raise StoreUnavailable("PostgreSQL is restarting")
+        return await real_accept(kind, payload, now)
+
+    async def release(endpoint: str, job: str, at: float | None = None) -> None:
+        if release_fails.get(job):
+            release_fails[job] -= 1
+            raise StoreUnavailable("PostgreSQL is restarting")
+        await (real_release(endpoint, job) if at is None else real_release(endpoint, job, at))
+
+    store.claim, store.accept, store.release = claim, accept, release  # type: ignore[method-assign]
+    await bulk(app, jobs)
+    assert retried_jobs(runpod) == jobs, "every job exactly once"
+    summary = "\n".join(message_text(m) for m in app.thread(CHANNEL, app.top_level(CHANNEL)[0]["ts"]))
+    assert "already being retried" not in summary and "not retried" not in summary, summary
+    # The claim whose answer was lost is not left behind either: every job can be retried again once it ended.
+    for _ in range(100):
+        held = [job for job in jobs if await store.claimed(EP, job) is not None]
+        if not held:
+            break
+        await asyncio.sleep(0.1)
+    assert not held, f"claims left behind: {held}"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -106,10 +107,10 @@ async def test_a_release_the_database_refused_is_tried_again(claims: Claims, sto
     real_release = store.release
     failures = [RuntimeError("database away")]
 
-    async def flaky_release(endpoint: str, job: str) -> None:
+    async def flaky_release(endpoint: str, job: str, at: float | None = None) -> None:
         if failures:
             raise failures.pop()
-        await real_release(endpoint, job)
+        await real_release(endpoint, job, at)
 
     store.release = flaky_release  # type: ignore[method-assign]
     async with claims.hold("ep1", "job-1", "U1"):
@@ -117,3 +118,47 @@ async def test_a_release_the_database_refused_is_tried_again(claims: Claims, sto
     await claims.background.idle(5.0)
     assert await store.claimed("ep1", "job-1") is None
     assert await store.claim("ep1", "job-1", "U2", time.time()) is None
+
+
+async def test_a_claim_written_whose_answer_was_lost_is_released_once_the_database_is_back(
+        claims: Claims, store: Store, monkeypatch):
+    """A restart at the commit: the claim is in the table but the attempt was told the database failed. This replica
+    renews its claims' leases, so left there it would refuse the job until the replica stops."""
+    from bot.store import StoreUnavailable
+
+    monkeypatch.setattr(claims, "release_pauses", (0.05, 0.05))
+    real_claim = store.claim
+
+    async def lost_answer(endpoint: str, job: str, user: str, now: float) -> Any:
+        await real_claim(endpoint, job, user, now)
+        raise StoreUnavailable("connection lost at the commit")
+
+    store.claim = lost_answer  # type: ignore[method-assign]
+    with pytest.raises(StoreUnavailable):
+        async with claims.hold("ep1", "job-1", "U1"):
+            pass
+    store.claim = real_claim  # type: ignore[method-assign]
+    await claims.background.idle(5.0)
+    assert await store.claimed("ep1", "job-1") is None
+
+
+async def test_a_late_release_never_ends_a_newer_claim_on_the_job(claims: Claims, store: Store, monkeypatch):
+    """A release waiting for the database is made before the job is claimed again, and the background one that was
+    waiting then ends nothing: the new claim holds until its own block ends."""
+    monkeypatch.setattr(claims, "release_pauses", (0.3,))
+    real_release = store.release
+    failures = [RuntimeError("database away")]
+
+    async def flaky_release(endpoint: str, job: str, at: float | None = None) -> None:
+        if failures:
+            raise failures.pop()
+        await real_release(endpoint, job, at)
+
+    store.release = flaky_release  # type: ignore[method-assign]
+    async with claims.hold("ep1", "job-1", "U1"):
+        pass
+    async with claims.hold("ep1", "job-1", "U1") as again:
+        assert again.ours, "its own earlier claim was released first, not met as 'already being retried'"
+        await asyncio.sleep(0.5)  # the background release's turn came and went
+        assert (await store.claimed("ep1", "job-1")) is not None
+    assert await store.claimed("ep1", "job-1") is None
