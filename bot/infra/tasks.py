@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -56,3 +57,18 @@ class Background:
                 raise TimeoutError(f"{len(self._tasks)} background tasks still running: "
                                    f"{sorted(t.get_name() for t in self._tasks)[:5]}")
             await asyncio.wait(set(self._tasks), timeout=remaining)
+
+
+async def every(interval: float, stop: asyncio.Event, step: Callable[[], Awaitable[object]], failed: str,
+                expected: tuple[type[Exception], ...] = ()) -> None:
+    """Run `step` every `interval` seconds until `stop`. A step that fails is tried again at the next round: an
+    `expected` error (the database away) is one line, anything else a traceback, both starting with `failed`."""
+    while not stop.is_set():
+        try:
+            await step()
+        except expected as exc:
+            log.warning("%s: %s", failed, exc)
+        except Exception:
+            log.exception(failed)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=interval)

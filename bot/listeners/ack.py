@@ -69,4 +69,5 @@ async def _refuse(rt: Runtime, ack: AsyncAck, who: Who, what: str, refusal: dict
         await ack(**refusal)
     else:
         await ack()
-        rt.background.spawn(rt.tell_directly(who, refusal), name=f"refused {what}")
+        rt.background.spawn(rt.out.tell_now(who.channel, who.user, refusal, who.response_url),
+                            name=f"refused {what}")

@@ -14,6 +14,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncServerErrorRetryHandler,
 )
 from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from bot.core import messages
 from bot.core.messages import Message
@@ -139,6 +140,19 @@ class SlackOut:
         if not delivery.ok:
             log.error("could not show a private message to %s: %s", user, delivery.error)
         return delivery.ok
+
+    async def tell_now(self, channel: str, user: str, msg: Message, response_url: str | None = None) -> None:
+        """As `ephemeral`, but straight to Slack, once: for when the database is away (the outbox stores every call
+        first) or the words must not wait behind a lane. A failure is logged, not raised."""
+        client = self.outbox.client
+        try:
+            if response_url:
+                await AsyncWebhookClient(response_url, session=client.session).send(
+                    text=msg["text"], blocks=msg.get("blocks"), response_type="ephemeral")
+            else:
+                await client.chat_postEphemeral(channel=channel, user=user, text=msg["text"], blocks=msg.get("blocks"))
+        except Exception:
+            log.exception("could not tell %s directly", user)
 
     async def publish_home(self, user: str, view: dict[str, Any]) -> None:
         """Queue `user`'s Home tab (views.publish); a newer view of the same Home replaces one still waiting."""

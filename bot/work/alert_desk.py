@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection
+from collections.abc import AsyncIterator, Callable, Collection
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from typing import Any
@@ -36,7 +35,7 @@ from bot.infra.metrics import Metrics
 from bot.infra.timing import REAL, Timing
 from bot.slack.out import Place, SlackOut
 from bot.slack.outbox import Delivery
-from bot.store import Store, StoreUnavailable
+from bot.store import Store
 from bot.work.events import Ending, JobListener, MessageRef
 
 log = logging.getLogger(__name__)
@@ -74,7 +73,6 @@ class AlertDesk(JobListener):
         self._undelivered_told: dict[str, float] = {}  # channel -> when the audit channel was last told
         self.undelivered: dict[str, float] = {}  # channel -> when an alert there was last refused by Slack
         # Other messages with a retry deadline (grouped alerts), redrawn by the same sweep.
-        self.sweepers: list[Callable[[], Awaitable[object]]] = []
         self.stopping = asyncio.Event()  # shutdown began: a sweep under way stops between two alerts
         out.outbox.on_sent(POSTED_HOOK, self._posted)
         # The endpoint's latest health snapshot (cached, no I/O), shown while Retry is offered; set at wiring.
@@ -188,8 +186,8 @@ class AlertDesk(JobListener):
 
     async def sweep_expired(self) -> int:
         """Redraw alerts whose retry deadline passed, so nobody presses a Retry that can no longer work; alerts
-        whose retry budget freed up, so Retry comes back; then the grouped alerts (`sweepers`); then alerts
-        untouched for MEMORY_SECONDS leave memory. Stops between two alerts as soon as shutdown begins."""
+        whose retry budget freed up, so Retry comes back; then alerts untouched for MEMORY_SECONDS leave memory.
+        Stops between two alerts as soon as shutdown begins. (Grouped alerts: `StormDesk.sweep_expired`.)"""
         now = self.clock()
         if self.store.shared:  # alerts other replicas posted or changed are swept too (whoever gets there first)
             await self.load()
@@ -210,10 +208,6 @@ class AlertDesk(JobListener):
                 freed_alert = await self.get(*key)
                 if freed_alert is not None and self._blocked_until.get(key, now + 1) <= now:
                     await self.save(freed_alert)
-        for sweep in self.sweepers:
-            if self.stopping.is_set():
-                return 0
-            await sweep()
         self.forget_old(now)
         return len(stale)
 
@@ -226,18 +220,6 @@ class AlertDesk(JobListener):
                 del self._alerts[key]
         for key in [k for k, lock in self._locks.items() if k not in self._alerts and not lock.locked()]:
             del self._locks[key]
-
-    async def keep_current(self, stop: asyncio.Event) -> None:
-        """Until `stop`: sweep expired alerts every `Timing.alert_sweep`."""
-        while not stop.is_set():
-            try:
-                await self.sweep_expired()
-            except StoreUnavailable as exc:  # an outage: one line; the next sweep tries again
-                log.warning("could not redraw expired alerts: %s", exc)
-            except Exception:
-                log.exception("could not redraw expired alerts")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=self.timing.alert_sweep)
 
     async def ended_elsewhere(self, endpoint: str, body: dict[str, Any]) -> Alert | None:
         """RunPod says the job ended (completed, cancelled) without this app retrying it: settle its alert."""

@@ -63,7 +63,8 @@ class BulkRunner(BulkJobs, JobListener):
         self._runs: dict[str, BulkRun] = {}
         # Other owners of runs (a grouped alert's Retry all): the run a job of theirs belongs to, by the run's ref
         # ("storm:…"), for a settled retry or a follow taken over from another process: `find(ref, job, user)`.
-        self.finders: list[Callable[[str, str, str], Awaitable[BulkRun | None]]] = []
+        # A grouped alert's Retry all, named by its ref ("storm:…"): `StormDesk.run_of`, set at wiring.
+        self.storm_run: Callable[[str, str, str], Awaitable[BulkRun | None]] | None = None
         service.events.subscribe(self)  # its jobs' answers settled after a restart, and their endings
 
     # ---------------------------------------------------------------- the command
@@ -181,12 +182,11 @@ class BulkRunner(BulkJobs, JobListener):
         return run
 
     async def _run_of(self, ref: str, job: str, user: str) -> BulkRun | None:
-        """The run `ref` names, if `job` is one of its jobs: this runner's, or a grouped alert's (`finders`)."""
-        run = await self._find(ref.removeprefix("bulk:")) if ref.startswith("bulk:") else None
-        for find in self.finders:
-            if run is not None:
-                break
-            run = await find(ref, job, user)
+        """The run `ref` names, if `job` is one of its jobs: this runner's, or a grouped alert's Retry all."""
+        if ref.startswith("bulk:"):
+            run = await self._find(ref.removeprefix("bulk:"))
+        else:
+            run = await self.storm_run(ref, job, user) if self.storm_run is not None else None
         return run if run is not None and job in run.jobs else None
 
     async def _loaded(self, data: str) -> BulkRun:

@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiohttp
 from slack_sdk.web.async_client import AsyncWebClient
-from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from bot.core import messages
 from bot.core.alerts import BadJobBody, parse_job_body
@@ -20,7 +19,7 @@ from bot.core.outcome import RETRYABLE, TERMINAL
 from bot.core.worker_errors import error_summary
 from bot.infra.config import Settings
 from bot.infra.metrics import Metrics
-from bot.infra.tasks import Background
+from bot.infra.tasks import Background, every
 from bot.infra.timing import Timing
 from bot.runpod import RunPodClient
 from bot.runpod.limits import RunPodLimits
@@ -95,6 +94,7 @@ class Runtime:
                                     timing=self.timing)
         self.bulk = BulkRunner(self.service, settings)
         self.storms = StormDesk(self.bulk, self.desk, settings)
+        self.bulk.storm_run = self.storms.run_of
         self.recent = RecentFailures(self.bulk)
         # Endpoint health beside alerts, confirmations and summaries; the Home tab kept current by job events.
         self.health = EndpointHealth(self.runpod, self.access.enabled, configured=bool(settings.runpod_api_key),
@@ -172,7 +172,9 @@ class Runtime:
         """After Slack is reachable: pick up work the previous run left, and keep alerts current."""
         url = (self.auth or {}).get("url")
         self.service.workspace_url = self.desk.workspace_url = url if isinstance(url, str) else None
-        self._sweeper = asyncio.create_task(self.desk.keep_current(self._stopping), name="expired alerts")
+        self._sweeper = asyncio.create_task(every(self.timing.alert_sweep, self._stopping, self.sweep_expired,
+                                                  "could not redraw expired alerts", (StoreUnavailable,)),
+                                            name="expired alerts")
         self._home = asyncio.create_task(self.home.keep_current(self._stopping), name="home tabs")
         # The app already answers Slack (with "try again in a minute" while the database is away), so a database lost
         # during start-up is waited out, said in one line each time, instead of ending the process.
@@ -184,6 +186,12 @@ class Runtime:
         if resumed:
             log.info("resumed following %d retried jobs", resumed)
         self.resume_inbox(adopted.inbox)
+
+    async def sweep_expired(self) -> None:
+        """Alerts and grouped alerts whose retry deadline passed lose their Retry (every `Timing.alert_sweep`)."""
+        await self.desk.sweep_expired()
+        if not self._stopping.is_set():
+            await self.storms.sweep_expired()
 
     async def _until_stored(self, step: Callable[[], Awaitable[T]]) -> T:
         pause = self.timing.outbox_store_pause
@@ -375,23 +383,11 @@ class Runtime:
         except StoreUnavailable as exc:
             self.database_state(False)
             log.warning("could not handle %s: %s", what, exc, extra={"user": who.user})
-            await self.tell_directly(who, messages.database_unreachable())
+            await self.out.tell_now(who.channel, who.user, messages.database_unreachable(), who.response_url)
         except Exception as exc:
             log.exception("unexpected failure while handling %s", what, extra={"user": who.user})
             await self.out.ephemeral(who.channel, who.user, messages.internal_error(what, type(exc).__name__),
                                      who.response_url)
-
-    async def tell_directly(self, who: Who, msg: dict[str, Any]) -> None:
-        """Privately, without the outbox (it stores every call first, and the database is away)."""
-        try:
-            if who.response_url:
-                await AsyncWebhookClient(who.response_url, session=self.client.session).send(
-                    text=msg["text"], blocks=msg.get("blocks"), response_type="ephemeral")
-            else:
-                await self.client.chat_postEphemeral(channel=who.channel, user=who.user, text=msg["text"],
-                                                     blocks=msg.get("blocks"))
-        except Exception:
-            log.exception("could not tell the person the database is unreachable", extra={"user": who.user})
 
 
 __all__ = ["BadJobBody", "Runtime"]

@@ -50,8 +50,6 @@ class StormDesk:
         self.clock = clock
         self._pacers: dict[str, Pacer] = {}
         self.window = StormWindow(self.store, settings, forgotten=lambda key: self._pacers.pop(key, None))
-        desk.sweepers.append(self.sweep_expired)
-        bulk.finders.append(self._run_of)
         # The endpoint's latest health snapshot (cached, no I/O) for the grouped alert; set at wiring.
         self.health: Callable[[str], Health | None] = lambda _endpoint: None
 
@@ -106,7 +104,7 @@ class StormDesk:
 
     async def sweep_expired(self) -> int:
         """Grouped alerts whose last job passed its retry deadline are redrawn once, without Retry all (run by the
-        alert desk's periodic sweep, as single alerts are)."""
+        app's periodic sweep, after the single alerts: `Runtime.sweep_expired`)."""
         now = self.clock()
         stale = [storm for storm in self.window.storms.values()
                  if storm.ts and not storm.running and not storm.expired and now >= storm.last_deadline]
@@ -230,7 +228,7 @@ class StormDesk:
             storm.running = False
             self._mark(storm, None)
 
-    async def _run_of(self, ref: str, job: str, user: str) -> BulkRun | None:
+    async def run_of(self, ref: str, job: str, user: str) -> BulkRun | None:
         """The grouped alert's Retry all `ref` ("storm:<endpoint>/<id>") names, for a job of it settled or followed
         here after another process stopped."""
         if not ref.startswith("storm:"):

@@ -366,7 +366,7 @@ async def test_r10_grouped_alert_keeps_retry_all_after_the_deadline(make_app, sl
     later = lambda: time.time() + 31 * 60  # noqa: E731
     app.rt.desk.clock = later
     app.rt.storms.clock = later
-    await app.rt.desk.sweep_expired()
+    await app.rt.sweep_expired()
     await app.settle()
     shown = app.slack.messages[(ALERTS, storm["ts"])]
     has_retry_all = actions.RETRY_ALL in json.dumps(shown)
