@@ -18,6 +18,7 @@ from bot.infra.logs import ctx
 from bot.store import AuditEntry, StoreUnavailable
 from bot.work.accepted import let_go
 from bot.work.bulk_run import BulkRun, cut_off, save_answer, save_ending
+from bot.work.claims import Hold
 from bot.work.health import EndpointHealth
 from bot.work.retry import RetryService
 from bot.work.who import Who
@@ -90,91 +91,91 @@ class BulkJobs:
             run.work_id = None
 
     async def _retry_one(self, run: BulkRun, job: str, *, taking_over: bool = False) -> None:
-        async with self.slots:
-            try:
-                if taking_over:  # a job the dead replica claimed and never sent: its claim runs out first
-                    await self.service.claims.outlive_the_dead(run.endpoint, job)
-                if not self.service.background.accepting:
-                    if _can_be_taken_over(run):
-                        return  # stopping: the job is left to whoever takes the run over (see `run`)
-                    # Stopping, and nobody can take the run over: the job gets its outcome now, and the summary
-                    # still goes out.
-                    result = await self._refused(run.who, run.endpoint, job, "shutdown",
-                                                 "the app was restarting; retry it again")
-                else:
-                    result = await self._retry_through_outages(run, job)
-            except Exception as exc:  # one job's trouble must not lose the others' outcomes
-                if isinstance(exc, StoreUnavailable):  # an outage: one line, not a traceback
-                    log.warning("bulk retry of one job failed: %s", exc, extra=ctx(endpoint=run.endpoint, job=job))
-                    why = "the app's database was unreachable"
-                else:
-                    log.exception("bulk retry of one job failed", extra=ctx(endpoint=run.endpoint, job=job))
-                    why = f"the app failed while retrying it ({type(exc).__name__})"
-                result = await self._refused(run.who, run.endpoint, job, "error",
-                                             f"{why}; check it with the status command")
+        try:
+            result = await self._retry_through_outages(run, job, taking_over)
+            if result is None:
+                return  # stopping: the job is left to whoever takes the run over (see `run`)
+        except Exception as exc:  # one job's trouble must not lose the others' outcomes
+            if isinstance(exc, StoreUnavailable):  # an outage: one line, not a traceback
+                log.warning("bulk retry of one job failed: %s", exc, extra=ctx(endpoint=run.endpoint, job=job))
+                why = "the app's database was unreachable"
+            else:
+                log.exception("bulk retry of one job failed", extra=ctx(endpoint=run.endpoint, job=job))
+                why = f"the app failed while retrying it ({type(exc).__name__})"
+            result = await self._refused(run.who, run.endpoint, job, "error",
+                                         f"{why}; check it with the status command")
         if run.results.get(job) is not result:  # RunPod's answers were saved as they came (`answered`)
             run.results[job] = result
             await self._saved(run, job)
         run.changed(job)
 
-    async def _retry_through_outages(self, run: BulkRun, job: str) -> JobResult:
-        """`_retry`, tried again while the database fails it before anything was sent (never after: RunPod may
-        have taken it)."""
-        for pause in UNSENT_PAUSES:
-            try:
-                return await self._retry(run, job)
-            except NotSentYet as exc:
+    async def _retry_through_outages(self, run: BulkRun, job: str, taking_over: bool) -> JobResult | None:
+        """`_retry` in one of the RUNPOD_BULK_CONCURRENCY slots, tried again while the database fails it before
+        anything was sent (never after: RunPod may have taken it); the pauses leave the slot to other jobs. None:
+        stopping, and the job is left to whoever takes the run over."""
+        for pause in (*UNSENT_PAUSES, None):
+            async with self.slots:
+                if taking_over:  # a job the dead replica claimed and never sent: its claim runs out first
+                    await self.service.claims.outlive_the_dead(run.endpoint, job)
+                    taking_over = False
                 if not self.service.background.accepting:
-                    raise
-                log.warning("the database stopped a bulk job's retry before it was sent; trying again in %g s: %s",
-                            pause, exc, extra=ctx(endpoint=run.endpoint, job=job))
-                await asyncio.sleep(pause)
-        return await self._retry(run, job)
+                    if _can_be_taken_over(run):
+                        return None
+                    # Stopping, and nobody can take the run over: the job gets its outcome now, and the summary
+                    # still goes out.
+                    return await self._refused(run.who, run.endpoint, job, "shutdown",
+                                               "the app was restarting; retry it again")
+                try:
+                    return await self._retry(run, job)
+                except NotSentYet as exc:
+                    if pause is None:
+                        raise
+                    log.warning("the database stopped a bulk job's retry before it was sent; trying again in %g s:"
+                                " %s", pause, exc, extra=ctx(endpoint=run.endpoint, job=job))
+            await asyncio.sleep(pause)
+        raise AssertionError("unreachable: the last try returns or raises")
 
     async def _retry(self, run: BulkRun, job: str) -> JobResult:
         """Exactly once and the retry budget, per job, then the retry. A refusal is an outcome like any other:
-        recorded, listed in the summary, never a silent skip (and not one private message per job)."""
-        sent: list[bool] = [False]
+        recorded, listed in the summary, never a silent skip (and not one private message per job). The database
+        failing before the retry was sent is `NotSentYet`."""
+        who, endpoint, key = run.who, run.endpoint, (run.endpoint, job)
+        held: Hold | None = None
         try:
-            return await self._retry_claimed(run, job, sent)
+            async with self.service.claims.hold(endpoint, job, who.user) as hold:
+                held = hold
+                if hold.taken_by is not None:
+                    self.service.metrics.duplicates.labels(kind=who.source.value).inc()
+                    by = "you, a moment ago" if hold.taken_by.user == who.user else "someone else"
+                    return await self._refused(who, endpoint, job, "duplicate", f"already being retried (by {by})",
+                                               f"already being retried by {hold.taken_by.user}")
+                budget = await self.service.over_budget(endpoint, job)
+                if budget is not None:
+                    self.service.metrics.refusals.labels(reason="budget").inc()
+                    # The limit's words with the next allowed time, as "HH:MM UTC": the summary's table is a code
+                    # block.
+                    reached = await self.service.retry_limit(endpoint, job, plain=True) or budget
+                    return await self._refused(who, endpoint, job, "budget", reached, budget)
+                # Registered before the call: a job that ends quickly may end before `attempt` returns.
+                self._following[key] = run
+                async def answered(outcome: Outcome) -> None:
+                    run.results[job] = JobResult.of(outcome)
+                    await self._saved(run, job)
+
+                try:
+                    outcome = await self.service.attempt(who, endpoint, job, run.place, hold, post=False,
+                                                         run=run.ref, answered=answered)
+                except asyncio.CancelledError:
+                    if hold.sent:
+                        run.results[job] = cut_off(job)
+                    raise
+                finally:
+                    if self.follower.following(endpoint, job) is None:
+                        self._following.pop(key, None)
         except StoreUnavailable as exc:
-            if sent[0] or isinstance(exc, NotSentYet):
+            if (held is not None and held.sent) or isinstance(exc, NotSentYet):
                 raise
             raise NotSentYet(str(exc)) from exc
-
-    async def _retry_claimed(self, run: BulkRun, job: str, sent: list[bool]) -> JobResult:
-        who, endpoint, key = run.who, run.endpoint, (run.endpoint, job)
-        async with self.service.claims.hold(endpoint, job, who.user) as hold:
-            if hold.taken_by is not None:
-                self.service.metrics.duplicates.labels(kind=who.source.value).inc()
-                by = "you, a moment ago" if hold.taken_by.user == who.user else "someone else"
-                return await self._refused(who, endpoint, job, "duplicate", f"already being retried (by {by})",
-                                           f"already being retried by {hold.taken_by.user}")
-            budget = await self.service.over_budget(endpoint, job)
-            if budget is not None:
-                self.service.metrics.refusals.labels(reason="budget").inc()
-                # The limit's words with the next allowed time, as "HH:MM UTC": the summary's table is a code block.
-                reached = await self.service.retry_limit(endpoint, job, plain=True) or budget
-                return await self._refused(who, endpoint, job, "budget", reached, budget)
-            # Registered before the call: a job that ends quickly may end before `attempt` returns.
-            self._following[key] = run
-            async def answered(outcome: Outcome) -> None:
-                run.results[job] = JobResult.of(outcome)
-                await self._saved(run, job)
-
-            try:
-                outcome = await self.service.attempt(who, endpoint, job, run.place, hold, post=False, run=run.ref,
-                                                     answered=answered)
-            except StoreUnavailable:
-                sent[0] = hold.sent
-                raise
-            except asyncio.CancelledError:
-                if hold.sent:
-                    run.results[job] = cut_off(job)
-                raise
-            finally:
-                if self.follower.following(endpoint, job) is None:
-                    self._following.pop(key, None)
         return run.results.get(job) or JobResult.of(outcome)
 
     async def _refused(self, who: Who, endpoint: str, job: str, code: str, detail: str,

@@ -420,3 +420,24 @@ async def test_a_bulk_job_whose_claim_outlived_the_outage_is_retried_not_refused
             break
         await asyncio.sleep(0.1)
     assert not held, f"claims left behind: {held}"
+
+
+async def test_a_bulk_job_waiting_out_an_outage_leaves_its_slot_to_the_runs_other_jobs(make_app, runpod, slack):
+    """One RunPod call at a time (RUNPOD_BULK_CONCURRENCY=1) and the first job's claim refused by the database: while
+    that job pauses for the database, the others go ahead; it is retried after them, once."""
+    from bot.store import StoreUnavailable
+
+    app = await make_app("http", RUNPOD_BULK_CONCURRENCY="1", RUNPOD_FOLLOW_INTERVAL="0.05")
+    jobs = add_jobs(runpod, 3)
+    real_claim = app.rt.store.claim
+    failures = {jobs[0]: 1}
+
+    async def claim(endpoint: str, job: str, user: str, now: float) -> Any:
+        if failures.get(job):
+            failures[job] -= 1
+            raise StoreUnavailable("PostgreSQL is restarting")
+        return await real_claim(endpoint, job, user, now)
+
+    app.rt.store.claim = claim  # type: ignore[method-assign]
+    await bulk(app, jobs)
+    assert [c.job for c in runpod.calls_to("retry")] == [jobs[1], jobs[2], jobs[0]]
