@@ -158,6 +158,7 @@ class AlertDesk(JobListener):
                 await self.tell_undelivered(alert.channel, alert.endpoint, alert.job, alert.status, alert.error)
                 return
             self.undelivered.pop(alert.channel, None)
+            log.info("alert for job %s on %s posted (ts %s)", alert.job, alert.endpoint, delivery.ts)
             changed = _fingerprint(alert) != after.get("shown")
             alert = replace(alert, ts=delivery.ts, posting=False)
             self.metrics.alerts.labels(kind="single").inc()
@@ -243,6 +244,8 @@ class AlertDesk(JobListener):
                 return "duplicate", existing
             if existing is None or existing.ts is None:
                 # Never posted (Slack refused it for good): this delivery gets its chance to post it.
+                log.info("failure of job %s on %s: alert queued%s", fresh.job, endpoint,
+                         "" if existing is None else " again (the earlier one never reached Slack)")
                 alert = await (post or self.post)(fresh)
                 return "posted", alert
             recent = self.clock() - existing.ended_at < self.timing.redelivery_window

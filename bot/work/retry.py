@@ -52,6 +52,13 @@ def sent_record(who: Who, endpoint: str, job: str, place: Place, post: bool, fol
     return record if parent is None else {**record, "parent": parent}
 
 
+def reply_key(work_id: int) -> str:
+    """The outbox key of a retry's result reply, by the retry's record (`sent_record`'s row): the reply and the one
+    settling the retry after its replica died (killed after the reply went, before the record was let go) are one
+    post."""
+    return f"reply:{work_id}"
+
+
 class RetryService:
     def __init__(self, runpod: RunPodClient, out: SlackOut, store: Store, events: JobEvents, follower: Follower,
                  access: AccessPolicy, metrics: Metrics, settings: Settings, background: Background,
@@ -250,7 +257,8 @@ class RetryService:
                                             throttled=queued_behind_limit if post else None)
             if parent is not None:
                 await asyncio.shield(parent)  # the reply goes in its thread
-            await self.conclude(who, endpoint, job, place, outcome, hold, post=post, follow=follow, run=run)
+            await self.conclude(who, endpoint, job, place, outcome, hold, post=post, follow=follow, run=run,
+                                once=reply_key(work_id))
             if answered is not None:
                 await answered(outcome)
         except asyncio.CancelledError:
@@ -270,8 +278,8 @@ class RetryService:
                        post: bool, follow: bool, counted: bool = True, prefix: str = "",
                        run: str | None = None, once: str | None = None) -> None:
         """RunPod's answer (or the /status check that settled it): record, reply, announce, follow. When `hold` is
-        someone else's, only record and reply: the alert and the follow are theirs. `once` keys the reply, so two
-        replicas settling one cut-off retry (a lease lapsed during an outage) post it once."""
+        someone else's, only record and reply: the alert and the follow are theirs. `once` keys the reply
+        (`reply_key`), so a retry's reply and its settling after a death, or two replicas settling it, post once."""
         log_ctx = ctx(user=who.user, channel=who.channel, endpoint=endpoint, job=job, source=who.source.value)
         self.metrics.retries.labels(outcome=outcome.kind.value, source=who.source.value).inc()
         log.info("retry %s", outcome.kind.value, extra={**log_ctx, "http_status": outcome.http_status})

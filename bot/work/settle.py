@@ -14,7 +14,7 @@ from bot.infra.logs import ctx
 from bot.runpod import RunPodError, RunPodReply, RunPodTimeout
 from bot.slack.out import Place
 from bot.store import Queued, StoreUnavailable
-from bot.work.retry import RetryService
+from bot.work.retry import RetryService, reply_key
 from bot.work.who import Who
 
 log = logging.getLogger(__name__)
@@ -71,4 +71,4 @@ async def _settle(service: RetryService, row: Queued, endpoint: str, job: str) -
         await service.events.settled(data, outcome)
         await service.conclude(who, endpoint, job, place, outcome, hold, post=bool(data.get("post")),
                                follow=bool(data.get("follow")), counted=counted, prefix=messages.AFTER_RESTART,
-                               run=data.get("run"), once=f"settle:{endpoint}/{job}@{row.created}#{row.id}")
+                               run=data.get("run"), once=reply_key(row.id))

@@ -222,6 +222,35 @@ async def test_a_cut_off_retry_settled_twice_is_told_once(make_app, runpod, slac
     assert len(runpod.calls_to("retry")) == 1
 
 
+async def test_a_retry_whose_reply_went_out_before_its_replica_stopped_is_not_told_again(make_app, runpod, slack):
+    """Chaos seed 43: a replica was killed just after Slack took a retry's reply and before its record was let go; the
+    replica adopting the record settled it and posted the same result again. The reply and the settling are one post
+    (`reply_key`); the retry is counted once."""
+    app = await make_app(RUNPOD_TIMEOUT="10")
+    alert = await post_alert(app, runpod, "job-8", after_retry=("IN_PROGRESS",))
+    stuck = asyncio.Event()
+
+    async def never(work_id: int | None) -> None:  # the replica dies here: its record stays open
+        stuck.set()
+        await asyncio.Event().wait()
+
+    app.rt.service.mark_answered = never  # type: ignore[method-assign]
+    await app.click(actions.RETRY, button_value(alert, actions.RETRY), message_ts=alert["ts"], user="U1")
+    await asyncio.wait_for(stuck.wait(), 10)
+    await app.rt.outbox.idle(10)
+    replies = lambda: [m for m in app.thread(ALERTS, alert["ts"]) if "was requeued" in str(m.get("text"))]  # noqa: E731
+    assert len(replies()) == 1, "the reply went out before the stop"
+
+    await app.restart()  # the open record is settled with /status
+    await runpod.wait_for(lambda f: len(f.calls_to("status")) >= 1)
+    runpod.job(EP, "job-8").status = "COMPLETED"
+    await app.settle()
+    assert "The retry worked" in app.thread_text(ALERTS, alert["ts"])
+    assert len(replies()) == 1 and "After the restart" not in app.thread_text(ALERTS, alert["ts"]), \
+        app.thread_text(ALERTS, alert["ts"])
+    assert len(runpod.calls_to("retry")) == 1 and await app.rt.store.retries_since(EP, "job-8", 0) == 1
+
+
 async def test_an_unexpected_error_mid_retry_frees_the_claim_and_brings_the_retry_button_back(make_app, runpod,
                                                                                               slack):
     """Not only a Slack blip: any error between the claim and the end of the retry frees the claim and never
