@@ -350,16 +350,11 @@ async def test_a_restart_while_bulk_jobs_run_keeps_the_parents_tally_going(make_
     assert not slack.rejected()
 
 
-async def test_a_bulk_job_the_database_stops_before_its_retry_is_sent_is_retried_once_it_is_back(
-        make_app, runpod, slack):
-    """A PostgreSQL restart in the middle of a run: jobs whose claim the database could not take are tried again
-    when it is back, not summarised "not retried" for an outage the run outlived. Nothing had reached RunPod."""
+def refuse_claims(app, failures: dict[str, int]) -> None:  # type: ignore[no-untyped-def]
+    """The database refuses to take these jobs' claims, this many times each (PostgreSQL restarting)."""
     from bot.store import StoreUnavailable
 
-    app = await make_app("http", **FAST)
-    jobs = add_jobs(runpod, 4)
     real_claim = app.rt.store.claim
-    failures = {jobs[1]: 2, jobs[2]: 1}
 
     async def claim(endpoint: str, job: str, user: str, now: float) -> Any:
         if failures.get(job):
@@ -367,7 +362,17 @@ async def test_a_bulk_job_the_database_stops_before_its_retry_is_sent_is_retried
             raise StoreUnavailable("PostgreSQL is restarting")
         return await real_claim(endpoint, job, user, now)
 
-    app.rt.store.claim = claim  # type: ignore[method-assign]
+    app.rt.store.claim = claim
+
+
+async def test_a_bulk_job_the_database_stops_before_its_retry_is_sent_is_retried_once_it_is_back(
+        make_app, runpod, slack):
+    """A PostgreSQL restart in the middle of a run: jobs whose claim the database could not take are tried again
+    when it is back, not summarised "not retried" for an outage the run outlived. Nothing had reached RunPod."""
+
+    app = await make_app("http", **FAST)
+    jobs = add_jobs(runpod, 4)
+    refuse_claims(app, {jobs[1]: 2, jobs[2]: 1})
     await bulk(app, jobs)
     assert retried_jobs(runpod) == jobs, "every job exactly once"
     summary = "\n".join(message_text(m) for m in app.thread(CHANNEL, app.top_level(CHANNEL)[0]["ts"]))
@@ -425,19 +430,9 @@ async def test_a_bulk_job_whose_claim_outlived_the_outage_is_retried_not_refused
 async def test_a_bulk_job_waiting_out_an_outage_leaves_its_slot_to_the_runs_other_jobs(make_app, runpod, slack):
     """One RunPod call at a time (RUNPOD_BULK_CONCURRENCY=1) and the first job's claim refused by the database: while
     that job pauses for the database, the others go ahead; it is retried after them, once."""
-    from bot.store import StoreUnavailable
 
     app = await make_app("http", RUNPOD_BULK_CONCURRENCY="1", RUNPOD_FOLLOW_INTERVAL="0.05")
     jobs = add_jobs(runpod, 3)
-    real_claim = app.rt.store.claim
-    failures = {jobs[0]: 1}
-
-    async def claim(endpoint: str, job: str, user: str, now: float) -> Any:
-        if failures.get(job):
-            failures[job] -= 1
-            raise StoreUnavailable("PostgreSQL is restarting")
-        return await real_claim(endpoint, job, user, now)
-
-    app.rt.store.claim = claim  # type: ignore[method-assign]
+    refuse_claims(app, {jobs[0]: 1})
     await bulk(app, jobs)
     assert [c.job for c in runpod.calls_to("retry")] == [jobs[1], jobs[2], jobs[0]]

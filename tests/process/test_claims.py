@@ -102,8 +102,8 @@ async def test_a_claim_kept_for_a_follow_lasts_until_the_follow_ends(claims: Cla
     assert await store.claimed("ep1", "job-1") is None
 
 
-async def test_a_release_the_database_refused_is_tried_again(claims: Claims, store: Store, monkeypatch):
-    monkeypatch.setattr(claims, "release_pauses", (0.05, 0.05))
+def refuse_one_release(store: Store) -> None:
+    """The database refuses the next release (it is away for a moment)."""
     real_release = store.release
     failures = [RuntimeError("database away")]
 
@@ -113,6 +113,11 @@ async def test_a_release_the_database_refused_is_tried_again(claims: Claims, sto
         await real_release(endpoint, job, at)
 
     store.release = flaky_release  # type: ignore[method-assign]
+
+
+async def test_a_release_the_database_refused_is_tried_again(claims: Claims, store: Store, monkeypatch):
+    monkeypatch.setattr(claims, "release_pauses", (0.05, 0.05))
+    refuse_one_release(store)
     async with claims.hold("ep1", "job-1", "U1"):
         pass
     await claims.background.idle(5.0)
@@ -146,15 +151,7 @@ async def test_a_late_release_never_ends_a_newer_claim_on_the_job(claims: Claims
     """A release waiting for the database is made before the job is claimed again, and the background one that was
     waiting then ends nothing: the new claim holds until its own block ends."""
     monkeypatch.setattr(claims, "release_pauses", (0.3,))
-    real_release = store.release
-    failures = [RuntimeError("database away")]
-
-    async def flaky_release(endpoint: str, job: str, at: float | None = None) -> None:
-        if failures:
-            raise failures.pop()
-        await real_release(endpoint, job, at)
-
-    store.release = flaky_release  # type: ignore[method-assign]
+    refuse_one_release(store)
     async with claims.hold("ep1", "job-1", "U1"):
         pass
     async with claims.hold("ep1", "job-1", "U1") as again:
