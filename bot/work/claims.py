@@ -1,7 +1,8 @@
 """Exactly once: the claim on a job, held in the store so every replica sees it, taken and released only here.
 
 A claim is taken when someone asks to retry a job and lives until the retry is answered, or, when RunPod requeued
-the job, until the follow of the retried job ends (`Hold.keep_for_follow`, then `Claims.ended`). Whatever
+the job, until the follow of the retried job ends (`Hold.keep_for_follow`, then `Claims.ended`, which the follower
+tells until the database takes it). Whatever
 happens in between (a refusal, an error, a Slack or RunPod outage, a shutdown that cancels the work), leaving the
 `hold()` block releases the claim unless a follow took it over: a claim cannot leak.
 """
@@ -57,8 +58,8 @@ class Claims(JobListener):
         self.background = background
         self.clock = clock
         self.timing = timing
-        # Releases waiting for the database, by job: the moment the claim was taken (None: whoever holds it).
-        self._unreleased: dict[tuple[str, str], float | None] = {}
+        # Releases waiting for the database, by job: the moment the claim was taken (the release ends that one only).
+        self._unreleased: dict[tuple[str, str], float] = {}
 
     async def outlive_the_dead(self, endpoint: str, job: str) -> None:
         """Wait, at most a lease and a half, for another replica's claim on the job to run out. For work taken over
@@ -84,8 +85,10 @@ class Claims(JobListener):
                 await self._release(endpoint, job, hold.at)
 
     async def ended(self, ending: Ending) -> None:
-        """The follow that held the job's claim ended: the job can be retried again."""
-        await self._release(ending.endpoint, ending.job)
+        """The follow that held the job's claim ended: the job can be retried again. The database failing the release
+        fails this event, and the follower tells it again before it lets go of the follow: a release left to the
+        background could come after the follow was gone and someone had claimed the job anew, and end that claim."""
+        await self.store.release(ending.endpoint, ending.job)
 
     async def _take(self, hold: Hold) -> Claim | None:
         endpoint, job = hold.endpoint, hold.job
@@ -107,9 +110,10 @@ class Claims(JobListener):
         if not taking.cancelled() and taking.exception() is None and taking.result() is None:
             self._release_in_background(endpoint, job, at)
 
-    async def _release(self, endpoint: str, job: str, at: float | None = None) -> None:
-        """The one place a claim ends. Runs to the end even when the work around it is being cancelled; when the
-        database is away, it is tried again in the background (this replica keeps the lease until then)."""
+    async def _release(self, endpoint: str, job: str, at: float) -> None:
+        """The one place a held claim ends (a followed job's: `ended`). Runs to the end even when the work around it
+        is being cancelled; when the database is away, it is tried again in the background (this replica keeps the
+        lease until then), and ends only the claim taken at `at`."""
         releasing = asyncio.ensure_future(self.store.release(endpoint, job, at))
         try:
             await asyncio.shield(releasing)
@@ -122,11 +126,11 @@ class Claims(JobListener):
                         extra=ctx(endpoint=endpoint, job=job))
         self._release_in_background(endpoint, job, at)
 
-    def _released_late(self, releasing: asyncio.Future[None], endpoint: str, job: str, at: float | None) -> None:
+    def _released_late(self, releasing: asyncio.Future[None], endpoint: str, job: str, at: float) -> None:
         if releasing.cancelled() or releasing.exception() is not None:
             self._release_in_background(endpoint, job, at)
 
-    def _release_in_background(self, endpoint: str, job: str, at: float | None) -> None:
+    def _release_in_background(self, endpoint: str, job: str, at: float) -> None:
         self._unreleased[(endpoint, job)] = at
         self.background.spawn(self._release_later(endpoint, job, at), name=f"release {endpoint}/{job}")
 
@@ -139,7 +143,7 @@ class Claims(JobListener):
             await self.store.release(endpoint, job, at)
             self._released(key, at)
 
-    async def _release_later(self, endpoint: str, job: str, at: float | None) -> None:
+    async def _release_later(self, endpoint: str, job: str, at: float) -> None:
         key = (endpoint, job)
         for delay in self.release_pauses:
             await asyncio.sleep(delay)
@@ -156,6 +160,6 @@ class Claims(JobListener):
         log.error("could not release the claim on a job; it stays refused until this replica stops",
                   extra=ctx(endpoint=endpoint, job=job))
 
-    def _released(self, key: tuple[str, str], at: float | None) -> None:
+    def _released(self, key: tuple[str, str], at: float) -> None:
         if key in self._unreleased and self._unreleased[key] == at:
             del self._unreleased[key]

@@ -102,6 +102,20 @@ async def test_a_claim_kept_for_a_follow_lasts_until_the_follow_ends(claims: Cla
     assert await store.claimed("ep1", "job-1") is None
 
 
+async def test_a_followed_jobs_release_the_database_refused_fails_the_ending_to_be_told_again(
+        claims: Claims, store: Store):
+    """Not left to the background, where it could come after the follow was gone and end someone's new claim: the
+    follower tells the ending again until the release is taken, and only then lets go of the follow."""
+    async with claims.hold("ep1", "job-1", "U1") as hold:
+        hold.keep_for_follow()
+    refuse_one_release(store)
+    with pytest.raises(RuntimeError):
+        await claims.ended(Ending("ep1", "job-1", {"status": "COMPLETED"}))
+    assert len(claims.background) == 0 and await store.claimed("ep1", "job-1") is not None
+    await claims.ended(Ending("ep1", "job-1", {"status": "COMPLETED"}))  # told again
+    assert await store.claimed("ep1", "job-1") is None
+
+
 def refuse_one_release(store: Store) -> None:
     """The database refuses the next release (it is away for a moment)."""
     real_release = store.release
