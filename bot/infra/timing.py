@@ -98,6 +98,9 @@ class Timing:
     health_timeout: float = 3.0                  # one health check, at most
     health_wait: float = 1.5                     # an alert or a summary waits this long for a snapshot
     accept_within: float = 2.0                   # a request is written down within this, or Slack is told no
+    # ...and its answer from the database is waited for this much longer: a row the database wrote in time is not
+    # given up on because its answer was a moment late (the person would be told to try again, and it still runs).
+    accept_answer_grace: float = 0.3
     periodic_grace: float = 1.0                  # at shutdown, for the sweeps and the lease keeper to notice
     shutdown_grace: float = 8.0                  # SIGTERM to exit, at most (under the 10 s orchestrators allow)
     outbox_finish_grace: float = 2.0             # at shutdown, for a Slack call already sent to get its answer

@@ -37,8 +37,8 @@ async def ack_accepted(rt: Runtime, ack: AsyncAck, who: Who, what: str, kind: st
     take it in time is a refusal like a database known to be away; `unreachable` says it in the request's words."""
     unreachable = unreachable or messages.database_unreachable()
     refusal = _refusal(rt, unreachable)
-    work_id = None if refusal is not None else await accept_in_time(rt.store, rt.background, kind, payload,
-                                                                    rt.timing.accept_within)
+    work_id = None if refusal is not None else await accept_in_time(
+        rt.store, rt.background, kind, payload, rt.timing.accept_within, rt.timing.accept_answer_grace)
     if work_id is None:
         if refusal is None:  # the database did not take it in time: taken for away until a renewal says otherwise
             rt.database_state(False)

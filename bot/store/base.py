@@ -195,6 +195,12 @@ class Store(abc.ABC):
         """Record work that was (or is about to be) acknowledged, before acting on it."""
 
     @abc.abstractmethod
+    async def accept_by(self, kind: str, payload: dict[str, Any], now: float, by: float) -> int | None:
+        """As `accept`, for a request the person is told was taken only if it is written by `by` (this app's clock).
+        A row the database writes later than that is written as done already, and None is answered: the person was
+        told to try again by then, so nobody may carry it out, not even a replica adopting it after this one died."""
+
+    @abc.abstractmethod
     async def done(self, work_id: int) -> None: ...
 
     @abc.abstractmethod

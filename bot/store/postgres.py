@@ -48,6 +48,9 @@ _UNREACHABLE: tuple[type[BaseException], ...] = (
     # operation is in progress"): the outage's doing, not a wrong query. The connection is thrown away (below).
     asyncpg.exceptions._base.InternalClientError)
 
+# The server's clock when a statement runs (not the transaction's start: a statement held up in a freeze counts late).
+PG_NOW = "extract(epoch FROM clock_timestamp())::double precision"
+
 
 def unreachable(exc: BaseException) -> bool:
     # InterfaceError: a closed pool or connection; its DataError subclass (a bad argument) is a bug, not an outage.
@@ -69,7 +72,8 @@ class PostgresStore(PostgresAuto, PostgresReports, PostgresBlobs, PostgresExecut
         password = urlsplit(url).password or ""
         self._secrets = sorted({s for s in (password, unquote(password)) if s}, key=len, reverse=True)
         self._pool: Any = None
-        self._accepts: GroupCommit[tuple[Any, ...], int] = GroupCommit(self._accept_all)
+        self._accepts: GroupCommit[tuple[Any, ...], int | None] = GroupCommit(self._accept_all)
+        self._clock_offset: float | None = None  # the server's clock minus this replica's (`_measure_clock`)
         # At most half the pool holds lock()s, so whoever holds one always finds a connection for its own work.
         self._advisory = AdvisoryLocks(lambda: self.pool, self._translate, slots=self.pool_size // 2,
                                        acquire_timeout=timeout, wait_timeout=lock_timeout)
@@ -104,6 +108,7 @@ class PostgresStore(PostgresAuto, PostgresReports, PostgresBlobs, PostgresExecut
                                                    max_inactive_connection_lifetime=60, **self._connect_options)
             async with self._pool.acquire(timeout=self.timeout) as conn:
                 await migrate(conn, lock_timeout=self.lock_timeout, query_timeout=self.timeout)
+            await self._measure_clock()
         except BaseException as exc:
             if self._pool is not None:
                 self._pool.terminate()
@@ -218,6 +223,7 @@ class PostgresStore(PostgresAuto, PostgresReports, PostgresBlobs, PostgresExecut
                     "UPDATE inbox SET lease_until = $1 WHERE owner = $2 AND done = 0",
                     "UPDATE outbox SET lease_until = $1 WHERE owner = $2 AND state IN ('queued', 'sending')"):
             await self._execute(sql, until, self.owner)
+        await self._measure_clock()  # clocks drift: kept current at every renewal
 
     async def adopt(self, now: float, *, everything: bool = False) -> Adopted:
         until = now + self.lease
@@ -296,18 +302,34 @@ class PostgresStore(PostgresAuto, PostgresReports, PostgresBlobs, PostgresExecut
     # ---------------------------------------------------------------- inbox
 
     async def accept(self, kind: str, payload: dict[str, Any], now: float) -> int:
-        return await self._accepts((kind, json.dumps(payload), now, self.owner, now + self.lease))
+        work_id = await self._accepts((kind, json.dumps(payload), now, self.owner, now + self.lease, None))
+        assert work_id is not None  # never late without a deadline
+        return work_id
 
-    async def _accept_all(self, rows: list[tuple[Any, ...]]) -> list[int]:
+    async def accept_by(self, kind: str, payload: dict[str, Any], now: float, by: float) -> int | None:
+        # `by` on the server's clock: this replica's clock and the server's may differ (`_measure_clock`). Not known
+        # yet: no deadline, as before there was one.
+        late_after = None if self._clock_offset is None else by + self._clock_offset
+        return await self._accepts((kind, json.dumps(payload), now, self.owner, now + self.lease, late_after))
+
+    async def _accept_all(self, rows: list[tuple[Any, ...]]) -> list[int | None]:
         # One statement: ids come from the sequence in the order the rows are inserted, which ORDER BY n fixes.
         async with self._connection() as conn:
             found = await conn.fetch(
-                "INSERT INTO inbox (kind, payload, created, owner, lease_until) "
-                "SELECT kind, payload, created, owner, lease_until FROM unnest($1::text[], $2::text[], "
-                "$3::double precision[], $4::text[], $5::double precision[]) WITH ORDINALITY "
-                "AS t(kind, payload, created, owner, lease_until, n) ORDER BY n RETURNING id",
-                *([row[i] for row in rows] for i in range(5)), timeout=self.timeout)
-        return sorted(int(r["id"]) for r in found)
+                "INSERT INTO inbox (kind, payload, created, owner, lease_until, done) "
+                "SELECT kind, payload, created, owner, lease_until, CASE WHEN late_after IS NOT NULL AND "
+                f"{PG_NOW} > late_after THEN 1 ELSE 0 END FROM unnest($1::text[], $2::text[], "
+                "$3::double precision[], $4::text[], $5::double precision[], $6::double precision[]) WITH ORDINALITY "
+                "AS t(kind, payload, created, owner, lease_until, late_after, n) ORDER BY n RETURNING id, done",
+                *([row[i] for row in rows] for i in range(6)), timeout=self.timeout)
+        return [None if r["done"] else int(r["id"]) for r in sorted(found, key=lambda r: int(r["id"]))]
+
+    async def _measure_clock(self) -> None:
+        """How far the server's clock is from this replica's (`accept(by=…)` compares on the server's)."""
+        sent = time.time()
+        server = float(await self._fetchval(f"SELECT {PG_NOW}"))
+        received = time.time()
+        self._clock_offset = server - (sent + received) / 2
 
     async def done(self, work_id: int) -> None:
         await self._execute("UPDATE inbox SET done = 1 WHERE id = $1", work_id)

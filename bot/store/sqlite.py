@@ -48,6 +48,10 @@ def _writable_folder(path: str) -> str | None:
     return None if os.path.isdir(folder) and os.access(folder, os.W_OK) else folder
 
 
+# The database's own clock when a statement runs, in seconds since the epoch (this host's clock: the app's too).
+SQLITE_NOW = "((julianday('now') - 2440587.5) * 86400.0)"
+
+
 class SqliteStore(SqliteAuto, SqliteReports, SqliteBlobs, NoExecutors, Store):
     shared = False
 
@@ -247,9 +251,19 @@ class SqliteStore(SqliteAuto, SqliteReports, SqliteBlobs, NoExecutors, Store):
     # ---------------------------------------------------------------- inbox
 
     async def accept(self, kind: str, payload: dict[str, Any], now: float) -> int:
-        rows = await self._rows("INSERT INTO inbox (kind, payload, created, owner, lease_until) VALUES (?, ?, ?, ?, ?)"
-                                " RETURNING id", (kind, json.dumps(payload), now, self.owner, now + self.lease))
-        return int(rows[0]["id"])
+        work_id = await self._accept(kind, payload, now, None)
+        assert work_id is not None  # never late without a deadline
+        return work_id
+
+    async def accept_by(self, kind: str, payload: dict[str, Any], now: float, by: float) -> int | None:
+        return await self._accept(kind, payload, now, by)
+
+    async def _accept(self, kind: str, payload: dict[str, Any], now: float, by: float | None) -> int | None:
+        rows = await self._rows(
+            "INSERT INTO inbox (kind, payload, created, owner, lease_until, done) VALUES (?, ?, ?, ?, ?,"
+            f" CASE WHEN ? IS NOT NULL AND {SQLITE_NOW} > ? THEN 1 ELSE 0 END) RETURNING id, done",
+            (kind, json.dumps(payload), now, self.owner, now + self.lease, by, by))
+        return None if rows[0]["done"] else int(rows[0]["id"])
 
     async def done(self, work_id: int) -> None:
         await self._write("UPDATE inbox SET done = 1 WHERE id = ?", (work_id,))

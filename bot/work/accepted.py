@@ -27,13 +27,16 @@ def retry_all_request(who: Who, endpoint: str, storm_id: str) -> dict[str, Any]:
 
 
 async def accept_in_time(store: Store, background: Background, kind: str, payload: dict[str, Any],
-                         within: float) -> int | None:
-    """The inbox row for a request about to be acknowledged, or None when the database did not take it within
-    `within` seconds (Slack waits 3 s for the acknowledgement): the person is then told to try again, so a row that
-    lands later is let go at once instead of being carried out behind their back."""
-    writing = asyncio.ensure_future(store.accept(kind, payload, time.time()))
+                         within: float, grace: float) -> int | None:
+    """The inbox row for a request about to be acknowledged, or None when the database did not write it within
+    `within` seconds (Slack waits 3 s for the acknowledgement): the person is then told to try again. The database
+    itself writes a row that comes later as done (`Store.accept_by`), so nobody carries it out behind their back,
+    not even a replica adopting it after this one died; its answer is waited for `grace` longer, and a row written
+    in time whose answer came later still is let go here."""
+    now = time.time()
+    writing = asyncio.ensure_future(store.accept_by(kind, payload, now, by=now + within))
     try:
-        return await asyncio.wait_for(asyncio.shield(writing), within)
+        work_id = await asyncio.wait_for(asyncio.shield(writing), within + grace)
     except StoreUnavailable as exc:
         log.warning("could not write a %s request down: %s", kind, exc)
         return None
@@ -41,12 +44,15 @@ async def accept_in_time(store: Store, background: Background, kind: str, payloa
         log.warning("the database did not write a %s request down within %g s; the person is asked to try again",
                     kind, within)
 
-        def landed(done: asyncio.Future[int]) -> None:
-            if not done.cancelled() and done.exception() is None:
-                background.spawn(let_go(store, done.result()), name=f"drop a late {kind} request")
+        def landed(done: asyncio.Future[int | None]) -> None:
+            if not done.cancelled() and done.exception() is None and (work_id := done.result()) is not None:
+                background.spawn(let_go(store, work_id), name=f"drop a late {kind} request")
 
         writing.add_done_callback(landed)
         return None
+    if work_id is None:
+        log.warning("the database wrote a %s request down after %g s; the person is asked to try again", kind, within)
+    return work_id
 
 
 async def let_go(store: Store, work_id: int | None) -> None:

@@ -219,6 +219,45 @@ async def test_requests_accepted_together_are_written_at_once_each_with_its_own_
     assert [(row.id, row.payload) for row in rows] == [(i, {"job": f"job-{n}"}) for n, i in enumerate(ids)]
 
 
+async def test_a_request_the_database_writes_after_its_deadline_is_written_done_and_nobody_carries_it_out(
+        store, stores):
+    """Chaos seed 60: the person was told to try again (the write had not landed in time) and their replica was
+    killed; the write landed once the database woke, and the replica adopting it carried out a request the person
+    had been told was not taken, beside the one they sent again. Written late, the row is done already."""
+    now = time.time()
+    late = await store.accept_by("bulk_request", {"n": "late"}, now, by=now - 1.0)
+    in_time = await store.accept_by("bulk_request", {"n": "in time"}, now, by=now + 30.0)
+    together = await asyncio.gather(*(store.accept_by("retry_request", {"n": n}, now, by=now + (30 if n % 2 else -1))
+                                      for n in range(6)))
+    assert late is None and in_time is not None
+    assert [work_id is not None for work_id in together] == [False, True, False, True, False, True]
+    assert [row.payload for row in await store.open_work("bulk_request")] == [{"n": "in time"}]
+    assert [row.payload for row in await store.open_work("retry_request")] == [{"n": 1}, {"n": 3}, {"n": 5}]
+    await store.hand_over()
+    adopted = await (await stores("B")).adopt(time.time())
+    assert sorted(str(row.payload["n"]) for row in adopted.inbox) == ["1", "3", "5", "in time"]
+
+
+async def test_a_request_held_up_by_a_frozen_postgresql_past_its_deadline_is_written_done(pg_server, pg_url):
+    """The real thing: PostgreSQL stopped (SIGSTOP) while the request is on its way; it is written when PostgreSQL
+    wakes, after its deadline, so as done. The server's clock decides, with this replica's offset from it."""
+    from tests.process.chaos import freeze
+
+    store = PostgresStore(pg_url, owner="A")
+    await store.open()
+    try:
+        frozen = asyncio.ensure_future(freeze(pg_server, 1.5))
+        await asyncio.sleep(0.2)  # stopped now
+        now = time.time()
+        assert await store.accept_by("bulk_request", {"n": 1}, now, by=now + 0.5) is None
+        await frozen
+        now = time.time()
+        assert await store.accept_by("bulk_request", {"n": 2}, now, by=now + 0.5) is not None
+        assert [row.payload for row in await store.open_work("bulk_request")] == [{"n": 2}]
+    finally:
+        await store.close()
+
+
 async def test_sqlite_operations_run_together_and_one_that_fails_takes_back_only_its_own_writes(tmp_path):
     """SQLite runs what is asked for together in one transaction; an operation that fails in the middle (here a
     statement naming a table that does not exist, after its own insert) is undone alone: the others are kept."""
