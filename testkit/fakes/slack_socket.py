@@ -119,10 +119,22 @@ class SocketModeMixin:
         if type_ == "events_api":
             envelope |= {"retry_attempt": 0, "retry_reason": ""}
         self._sent_at[envelope_id] = time.monotonic()
-        sock = self.socket_rng.choice(self._sockets) if spread else self._sockets[-1]
-        self.socket_sent_to[envelope_id] = sock.n
-        await sock.ws.send_json(envelope)
-        return envelope_id
+        # A connection its client is closing (a reconnect after missed pings on a loaded machine) cannot take it:
+        # Slack delivers the envelope on another of the app's connections, as here.
+        failed: set[int] = set()
+
+        def usable() -> list[_LiveSocket]:
+            return [sock for sock in self._sockets if not sock.ws.closed and id(sock) not in failed]
+
+        while True:
+            live = await wait_until(usable, WAIT, self._describe_sockets, step=0.01)
+            sock = self.socket_rng.choice(live) if spread else live[-1]
+            self.socket_sent_to[envelope_id] = sock.n
+            try:
+                await sock.ws.send_json(envelope)
+                return envelope_id
+            except ConnectionResetError:  # aiohttp's ClientConnectionResetError among them
+                failed.add(id(sock))
 
     async def send_disconnect(self, reason: str = "refresh_requested") -> None:
         """Ask the newest socket's client to reconnect, as Slack does every few hours."""
