@@ -325,7 +325,7 @@ class PostgresStore(PostgresAuto, PostgresReports, PostgresBlobs, PostgresExecut
         return [None if r["done"] else int(r["id"]) for r in sorted(found, key=lambda r: int(r["id"]))]
 
     async def _measure_clock(self) -> None:
-        """How far the server's clock is from this replica's (`accept(by=…)` compares on the server's)."""
+        """How far the server's clock is from this replica's (`accept_by` compares on the server's)."""
         sent = time.time()
         server = float(await self._fetchval(f"SELECT {PG_NOW}"))
         received = time.time()

@@ -72,7 +72,6 @@ class AlertDesk(JobListener):
         self._blocked_until: dict[Key, float] = {}  # alerts drawn without Retry until their budget frees up
         self._undelivered_told: dict[str, float] = {}  # channel -> when the audit channel was last told
         self.undelivered: dict[str, float] = {}  # channel -> when an alert there was last refused by Slack
-        # Other messages with a retry deadline (grouped alerts), redrawn by the same sweep.
         self.stopping = asyncio.Event()  # shutdown began: a sweep under way stops between two alerts
         out.outbox.on_sent(POSTED_HOOK, self._posted)
         # The endpoint's latest health snapshot (cached, no I/O), shown while Retry is offered; set at wiring.
