@@ -109,7 +109,7 @@ class Follower:
         if self._handing_over:
             # Shutting down: only remember the job, so the next start follows it.
             if not resumed:
-                await self.store.save_follow(target.endpoint, target.job, json.dumps(asdict(target)))
+                await self._save(target)
             return
         self._active[target.key] = target
         self._nudges[target.key] = asyncio.Event()
@@ -117,7 +117,7 @@ class Follower:
         unsaved = False
         if not resumed:
             try:
-                await self.store.save_follow(target.endpoint, target.job, json.dumps(asdict(target)))
+                await self._save(target)
             except StoreUnavailable as exc:
                 # RunPod took the retry: its follow must not fail with the database (the run would call the job
                 # "not retried", and its ending would be shown nowhere). It is stored before the first look instead.
@@ -126,6 +126,10 @@ class Follower:
                 unsaved = True
         self.background.spawn(self._follow(target, resumed, unsaved=unsaved),
                               name=f"follow {target.endpoint}/{target.job}")
+
+    async def _save(self, target: FollowTarget) -> None:
+        """The follow as the store keeps it: what whoever resumes it (after a restart, or a replica's death) reads."""
+        await self.store.save_follow(target.endpoint, target.job, json.dumps(asdict(target)))
 
     def nudge(self, endpoint: str, job: str, body: dict[str, Any]) -> bool:
         """RunPod's webhook says how the job is doing: use it instead of waiting for the next poll."""
@@ -183,9 +187,7 @@ class Follower:
         if target.ended:
             await self._finish(target, target.final, target.reason, None)
             return
-        if unsaved and not await self._until_stored(
-                target, "store the follow", lambda: self.store.save_follow(target.endpoint, target.job,
-                                                                         json.dumps(asdict(target)))):
+        if unsaved and not await self._until_stored(target, "store the follow", lambda: self._save(target)):
             self._forget(key)  # shutting down first: the retry's own record is settled by whoever adopts it
             return
         # Resumed after a restart: look at once, and say "following it again" only when the job is still running
@@ -241,8 +243,7 @@ class Follower:
                     say_resumed = False
                     target = replace(target, said_resumed=True)
                     await self._say(target, messages.follow_resumed(target.endpoint, target.job),
-                                    queued=functools.partial(self.store.save_follow, target.endpoint, target.job,
-                                                             json.dumps(asdict(target))))
+                                    queued=functools.partial(self._save, target))
                 if claimed is not None:
                     log.info("ignored a %s event for a job that is %s (a redelivery of the retried failure)",
                              claimed.get("status"), status or "unknown", extra=log_ctx)
@@ -326,14 +327,14 @@ class Follower:
         else:
             msg = messages.follow_gave_up(target.endpoint, target.job, reason, last_status)
         place = target.place()
-        done = json.dumps(asdict(replace(target, ended=True, final=final, reason=reason)))
+        done = replace(target, ended=True, final=final, reason=reason)
         queued = False
 
         async def mark() -> None:
             nonlocal queued
             queued = True
             await self._until_stored(target, "note that the ending is queued",
-                                     lambda: self.store.save_follow(target.endpoint, target.job, done))
+                                     lambda: self._save(done))
 
         async def post() -> None:
             if not queued:  # the database failing after the post was queued must not queue it again
