@@ -117,9 +117,7 @@ class Outbox:
             except StoreUnavailable:
                 state, result = "queued", None  # the call is safe in the database: look again later
             if state == "sent":
-                if result and result.startswith("error:"):
-                    return Delivery(ok=False, error=result.removeprefix("error:"), again=True)
-                return Delivery(ok=True, ts=result, again=True)
+                return _answer(result, again=True)
             if state not in ("queued", "sending"):
                 return Delivery(ok=False, error=state, again=True)
             await asyncio.sleep(self.timing.outbox_store_pause)
@@ -240,7 +238,8 @@ class Outbox:
                 if row is None:  # sent by someone else, withdrawn, or merged away
                     self._finish(lane, message_id, None)
                     continue
-                delivery = await self._call(row)
+                # Sent before a stop cut its hook short: the hook runs now, the call does not go twice.
+                delivery = _answer(row.result) if row.after and row.result else await self._call(row)
             except Again as retry:
                 attempts += 1
                 await self._again(lane, message_id, retry, attempts)
@@ -312,15 +311,18 @@ class Outbox:
             future.set_result(delivery or Delivery(ok=True))
 
     async def _settle(self, row: Queued, delivery: Delivery) -> None:
-        """Run the call's hook, then write down that the call went, each once the database takes it: a row left
-        'sending' stays leased by this replica, and is sent again by whoever adopts it after this one stops. In that
-        order, a death in between sends it twice (the hooks take the first delivery and ignore a second) instead of
-        losing where it went for good (an alert nobody could update again)."""
+        """Keep Slack's answer, run the call's hook, then write down that the call went, each once the database
+        takes it. A row left 'sending' is taken over by whoever adopts it after this replica stops: with the answer
+        kept, it runs the hook and does not send the call again (a hook waiting on a slow database at a SIGTERM used
+        to leave an alert to be posted twice). A death before the answer is kept still sends it twice (the hooks take
+        the first delivery and ignore a second) rather than losing where it went (an alert nobody could update)."""
         result = delivery.ts or (f"error:{delivery.error}" if delivery.error else None)
         if row.after:
             hook = self._after.get(str(row.after.get("hook")))
             if hook is not None:
                 after = row.after
+                if row.result is None:
+                    await self._stored("keep Slack's answer", lambda: self.store.delivered(row.id, result))
                 try:
                     await self._stored(f"record where a Slack message went ({after.get('hook')})",
                                        lambda: hook(after, delivery))
@@ -370,3 +372,10 @@ class Outbox:
 def _paced_news(kind: str, payload: dict[str, Any]) -> bool:
     """What can be news: a top-level post (a reply belongs to what it answers) or an edit (an alert redrawn)."""
     return kind == "update" or (kind in ("post", "file") and not payload.get("thread_ts"))
+
+
+def _answer(result: str | None, *, again: bool = False) -> Delivery:
+    """A delivery as the outbox row keeps it: the message's ts, or `error:<code>`."""
+    if result and result.startswith("error:"):
+        return Delivery(ok=False, error=result.removeprefix("error:"), again=again)
+    return Delivery(ok=True, ts=result, again=again)

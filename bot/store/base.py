@@ -72,6 +72,7 @@ class Queued:
     created: float = 0.0
     after: dict[str, Any] | None = field(default=None)
     news: bool = False  # outbox: queued as news (see bot/slack/outbox.py), kept for whoever resumes it
+    result: str | None = None  # outbox: Slack's answer, once kept by `delivered` (the call must not go again)
 
     @staticmethod
     def decode(value: Any) -> dict[str, Any]:
@@ -226,6 +227,11 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def take(self, message_id: int) -> Queued | None:
         """Mark a queued call as being sent and return it as it is now (None: already sent or gone)."""
+
+    @abc.abstractmethod
+    async def delivered(self, message_id: int, result: str | None) -> None:
+        """Keep Slack's answer to a call whose hook has yet to run: whoever takes the row over after a stop runs
+        the hook with it instead of sending the call a second time."""
 
     @abc.abstractmethod
     async def sent(self, message_id: int, result: str | None) -> None: ...

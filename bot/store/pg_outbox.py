@@ -15,7 +15,8 @@ def _queued(row: Any) -> Queued:
     after = row.get("after")
     return Queued(id=row["id"], kind=row["kind"], payload=Queued.decode(row["payload"]), lane=row.get("lane", ""),
                   attempts=row["attempts"], not_before=row.get("not_before", 0.0), created=row["created"],
-                  after=Queued.decode(after) if after else None, news=bool(row.get("news", False)))
+                  after=Queued.decode(after) if after else None, news=bool(row.get("news", False)),
+                  result=row.get("result"))
 
 
 class PostgresOutbox(PostgresQueries):
@@ -57,6 +58,9 @@ class PostgresOutbox(PostgresQueries):
         rows = await self._fetch("UPDATE outbox SET state = 'sending' WHERE id = $1 AND state = 'queued'"
                                  " AND owner = $2 RETURNING *", message_id, self.owner)
         return _queued(rows[0]) if rows else None
+
+    async def delivered(self, message_id: int, result: str | None) -> None:
+        await self._execute("UPDATE outbox SET result = $1 WHERE id = $2 AND state = 'sending'", result, message_id)
 
     async def sent(self, message_id: int, result: str | None) -> None:
         await self._execute("UPDATE outbox SET state = 'sent', result = $1 WHERE id = $2", result, message_id)

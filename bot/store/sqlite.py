@@ -39,7 +39,8 @@ def _queued(row: Any) -> Queued:
                   lane=row["lane"] if "lane" in row.keys() else "", attempts=row["attempts"],
                   not_before=row["not_before"] if "not_before" in row.keys() else 0.0, created=row["created"],
                   after=Queued.decode(row["after"]) if "after" in row.keys() and row["after"] else None,
-                  news=bool(row["news"]) if "news" in row.keys() else False)
+                  news=bool(row["news"]) if "news" in row.keys() else False,
+                  result=row["result"] if "result" in row.keys() else None)
 
 
 def _writable_folder(path: str) -> str | None:
@@ -305,6 +306,9 @@ class SqliteStore(SqliteAuto, SqliteReports, SqliteBlobs, NoExecutors, Store):
         rows = await self._rows("UPDATE outbox SET state = 'sending' WHERE id = ? AND state = 'queued' AND owner = ?"
                                 " RETURNING *", (message_id, self.owner), commit=True)
         return _queued(rows[0]) if rows else None
+
+    async def delivered(self, message_id: int, result: str | None) -> None:
+        await self._write("UPDATE outbox SET result = ? WHERE id = ? AND state = 'sending'", (result, message_id))
 
     async def sent(self, message_id: int, result: str | None) -> None:
         await self._write("UPDATE outbox SET state = 'sent', result = ? WHERE id = ?", (result, message_id))

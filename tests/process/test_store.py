@@ -496,6 +496,22 @@ async def test_hand_over_lets_another_replica_adopt_at_once(store, stores):
     assert await store.follows() == []
 
 
+async def test_slacks_answer_kept_before_a_stop_goes_with_the_row_to_its_adopter(store, stores):
+    t = time.time()
+    message, _ = await store.enqueue("post", "C1", {"n": 1}, t, after={"hook": "alert_posted"})
+    taken = await store.take(message)
+    assert taken is not None and taken.result is None
+    await store.delivered(message, "1712345678.000200")  # posted; the replica stops before its hook has run
+    await store.hand_over()
+    other = await stores("B")
+    [adopted] = (await other.adopt(t)).outbox
+    assert (adopted.id, adopted.result) == (message, "1712345678.000200")
+    again = await other.take(message)
+    assert again is not None and again.result == "1712345678.000200"  # the adopter runs the hook, sends nothing
+    await other.sent(message, "1712345678.000200")
+    assert await other.queued() == []
+
+
 async def test_adopt_never_gives_a_row_to_two_replicas(store, stores):
     t = time.time()
     inbox = {await store.accept("webhook", {"n": i}, t) for i in range(40)}
