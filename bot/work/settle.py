@@ -49,6 +49,9 @@ async def _settle(service: RetryService, row: Queued, endpoint: str, job: str) -
         # The command's message was on its way when the retry was sent: the answer belongs in its thread. Under its
         # key this waits for that post (or makes it, if it never went out) and gives its ts.
         place.thread_ts = await service.out.post(place, messages.command_parent(who.user, endpoint, job), once=key)
+    # The replica that sent the retry, killed before RunPod answered, may still hold the job's claim: its claim runs
+    # out, and is then taken here, so the job is followed. Held by someone alive, it stays theirs: only the reply.
+    await service.claims.outlive_the_dead(endpoint, job)
     async with service.claims.hold(endpoint, job, who.user) as hold:
         hold.sent = True
         try:

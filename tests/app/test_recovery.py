@@ -222,6 +222,33 @@ async def test_a_cut_off_retry_settled_twice_is_told_once(make_app, runpod, slac
     assert len(runpod.calls_to("retry")) == 1
 
 
+async def test_a_cut_off_retry_whose_dead_replica_still_holds_the_claim_is_followed_to_its_end(make_app, runpod,
+                                                                                                 slack):
+    """Chaos seed 51: a replica killed -9 after RunPod took its retry kept the job's claim a little longer than its
+    record of the retry (its leases are renewed one table at a time). The replica settling the record met that claim,
+    took it for someone else's, and only replied: nobody followed the job, and its ending was never shown."""
+    app = await make_app(RUNPOD_TIMEOUT="10")
+    alert = await post_alert(app, runpod, "job-9", after_retry=("IN_PROGRESS",))
+    await cut_off(app, runpod, alert, "job-9")
+    with sqlite3.connect(app.env["RUNPOD_RETRY_DB"]) as db:
+        db.row_factory = sqlite3.Row
+        [raw] = db.execute("SELECT * FROM inbox WHERE kind = 'retry' AND done = 0").fetchall()
+        db.execute("UPDATE inbox SET done = 1 WHERE id = ?", (raw["id"],))  # settled below, by hand
+    row = Queued(id=raw["id"], kind="retry", payload=json.loads(raw["payload"]), created=raw["created"])
+    await app.start()
+    with sqlite3.connect(app.env["RUNPOD_RETRY_DB"]) as db:  # the dead replica's claim: 1.5 s of lease left
+        db.execute("INSERT INTO claims (endpoint, job, user, at, owner, lease_until) VALUES (?, ?, 'U1', ?, "
+                   "'killed-replica', ?)", (EP, "job-9", time.time(), time.time() + 1.5))
+
+    await settle(app.rt.service, row)  # the replica that adopted the record
+    assert len(app.rt.follower) == 1
+    runpod.job(EP, "job-9").status = "COMPLETED"
+    await app.settle()
+    thread = app.thread_text(ALERTS, alert["ts"])
+    assert "After the restart" in thread and "The retry worked" in thread, thread
+    assert len(runpod.calls_to("retry")) == 1
+
+
 async def test_a_retry_whose_reply_went_out_before_its_replica_stopped_is_not_told_again(make_app, runpod, slack):
     """Chaos seed 43: a replica was killed just after Slack took a retry's reply and before its record was let go; the
     replica adopting the record settled it and posted the same result again. The reply and the settling are one post
