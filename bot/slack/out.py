@@ -178,10 +178,14 @@ class SlackOut:
             await self.post(place, messages.attach_failed(filename, delivery.error or "unknown", advice))
         return delivery.ok
 
-    async def post_outcome(self, place: Place, outcome: Outcome, *, prefix: str = "", once: str | None = None) -> None:
-        """The result reply; JSON too long for a message goes into an attached file. `once`: as for `post`."""
+    async def post_outcome(self, place: Place, outcome: Outcome, *, prefix: str = "", once: str | None = None,
+                           queued: Callable[[], Awaitable[Any]] | None = None) -> None:
+        """The result reply; JSON too long for a message goes into an attached file. `once`, `queued`: as for
+        `post` (`queued` runs once the reply is in the outbox, or before it is said at the response_url)."""
+        if place.via_response_url and queued is not None:
+            await queued()
         if not messages.outcome_needs_file(outcome):
-            await self.post(place, messages.outcome_message(outcome, prefix=prefix), once=once)
+            await self.post(place, messages.outcome_message(outcome, prefix=prefix), once=once, queued=queued)
             return
         name = f"runpod-{outcome.endpoint}-{outcome.job}.json"
         if place.via_response_url:
@@ -190,7 +194,8 @@ class SlackOut:
                     f"Start of it:\n```{messages.escape(messages.json_preview(outcome.body))}```")
         else:
             note = f"The JSON RunPod returned is long: it is attached below as `{name}`."
-        await self.post(place, messages.outcome_message(outcome, prefix=prefix, attach_note=note), once=once)
+        await self.post(place, messages.outcome_message(outcome, prefix=prefix, attach_note=note), once=once,
+                        queued=queued)
         if not place.via_response_url:
             await self.attach(place, messages.render_json(outcome.body), name, f"What RunPod returned for job "
                               f"`{outcome.job}`", advice=f"The same JSON is what `/runpod-retry status "

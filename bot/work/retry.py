@@ -289,7 +289,7 @@ class RetryService:
                                      http_status=outcome.http_status, job_status=outcome.job_status,
                                      detail=None if outcome.ok else (outcome.excerpt or outcome.summary)[:300]))
         if post:
-            await self.out.post_outcome(place, outcome, prefix=prefix, once=once)
+            await self.reply(place, outcome, prefix=prefix, once=once)
         if not hold.ours:
             return
         # Where this retry is reported (a command's thread, a bulk run's message); ts "" when that is the
@@ -306,6 +306,27 @@ class RetryService:
             except BaseException:
                 hold.kept = False
                 raise
+
+    async def reply(self, place: Place, outcome: Outcome, *, prefix: str = "", once: str | None = None) -> None:
+        """Queue the result reply and return once it is stored, not once Slack has it: in a channel busy with alerts
+        a post can wait its turn for many seconds, and the follow (and letting go of the retry's record) must not
+        wait behind it; a replica killed in that wait left its retry to be settled again a lease later. Queued
+        first, the reply still comes before the job's ending in the thread (a channel's posts keep their order)."""
+        stored: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        async def queued() -> None:
+            if not stored.done():
+                stored.set_result(None)
+
+        posting = self.background.spawn(self.out.post_outcome(place, outcome, prefix=prefix, once=once,
+                                                              queued=queued),
+                                        name=f"reply {outcome.endpoint}/{outcome.job}")
+        try:
+            await asyncio.wait({posting, stored}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stored.cancel()
+        if posting.done() and not posting.cancelled() and (error := posting.exception()) is not None:
+            raise error
 
     async def mark_answered(self, work_id: int) -> None:
         """The retry's inbox row is done with: nobody needs to settle it."""

@@ -16,6 +16,7 @@ from bot.store import Queued, SqliteStore, StoreUnavailable
 from bot.work.settle import settle
 from testkit.fakes.slack import SlackFault
 from testkit.harness import button_value, message_text
+from testkit.polling import wait_until
 
 EP = "ep1"
 ALERTS = "CALERTS"
@@ -247,6 +248,31 @@ async def test_a_cut_off_retry_whose_dead_replica_still_holds_the_claim_is_follo
     thread = app.thread_text(ALERTS, alert["ts"])
     assert "After the restart" in thread and "The retry worked" in thread, thread
     assert len(runpod.calls_to("retry")) == 1
+
+
+async def test_the_follow_and_the_record_do_not_wait_for_the_reply_to_leave_a_busy_channel(make_app, runpod, slack):
+    """Chaos seed 85: in an alert channel paced by Slack, a retry's reply waited its turn for many seconds, and the
+    follow (and letting go of the retry's record) waited behind it. The replica was killed in that wait; the record
+    was settled again by another replica a lease later, and six endings were shown 47-57 s after the jobs ended."""
+    app = await make_app(RUNPOD_TIMEOUT="10")
+    alert = await post_alert(app, runpod, "job-p", after_retry=("IN_PROGRESS",))
+    slack.script("chat.postMessage", SlackFault(status=429, headers={"Retry-After": "100"}))  # 10 s at test pace
+    await app.click(actions.RETRY, button_value(alert, actions.RETRY), message_ts=alert["ts"], user="U1")
+    await runpod.wait_calls("retry")
+    await wait_until(lambda: len(app.rt.follower) == 1 and ("retry", 1) in inbox_rows(app), 5,
+                     "the follow started and the record let go while the reply waits")
+    assert "was requeued" not in app.thread_text(ALERTS, alert["ts"])  # still waiting for the channel's turn
+
+    await app.restart()  # a stop in that wait: the reply is queued, the retry answered, the job followed
+    job = runpod.job(EP, "job-p")
+    job.pending.clear()
+    job.status = "COMPLETED"
+    await app.settle()
+    thread = [message_text(m) for m in app.thread(ALERTS, alert["ts"])]
+    replies = [i for i, text in enumerate(thread) if "was requeued" in text]
+    endings = [i for i, text in enumerate(thread) if "The retry worked" in text]
+    assert len(replies) == 1 and len(endings) == 1 and replies[0] < endings[0], thread
+    assert not any("After the restart" in text for text in thread) and len(runpod.calls_to("retry")) == 1
 
 
 async def test_a_retry_whose_reply_went_out_before_its_replica_stopped_is_not_told_again(make_app, runpod, slack):
