@@ -86,9 +86,10 @@ class Claims(JobListener):
 
     async def ended(self, ending: Ending) -> None:
         """The follow that held the job's claim ended: the job can be retried again. The database failing the release
-        fails this event, and the follower tells it again before it lets go of the follow: a release left to the
-        background could come after the follow was gone and someone had claimed the job anew, and end that claim."""
-        await self.store.release(ending.endpoint, ending.job)
+        fails this event, and the follower tells it again before it lets go of the follow. Only the follow's own
+        claim ends: told again (its answer lost, or its replica killed before the follow was let go), it must not
+        end a claim someone took on the job in between."""
+        await self.store.release(ending.endpoint, ending.job, ending.claim_at or None)
 
     async def _take(self, hold: Hold) -> Claim | None:
         endpoint, job = hold.endpoint, hold.job

@@ -40,6 +40,7 @@ class Ending:
     reason: str = ""
     user: str = ""
     run: str = ""
+    claim_at: float = 0.0  # when the follow's claim was taken (0: saved by an older version, whichever claim)
 
     @property
     def key(self) -> tuple[str, str]:

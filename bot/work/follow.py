@@ -48,6 +48,7 @@ class FollowTarget:
     response_url: str | None = None
     quiet: bool = False   # part of a bulk run: report to the job events only, not with a thread post of its own
     run: str = ""         # the bulk run or grouped alert it belongs to ("bulk:…", "storm:…"), as the retry said
+    claim_at: float = 0.0  # when the claim the follow holds was taken: its ending releases that claim only
     # Its ending is in the outbox already (it goes out whoever sends it): a follow taken over after a death only
     # finishes up with these, it does not say the ending again.
     said_resumed: bool = False    # "following it again" is in the outbox: a later takeover does not say it again
@@ -374,7 +375,7 @@ class Follower:
 
     async def _tell_ended(self, target: FollowTarget, final: dict[str, Any] | None, reason: str) -> bool:
         """Every listener of job events, each until the database takes it. False: shutting down first."""
-        ending = Ending(target.endpoint, target.job, final, reason, target.user, target.run)
+        ending = Ending(target.endpoint, target.job, final, reason, target.user, target.run, target.claim_at)
         untold: list[JobListener] | None = None
 
         async def tell() -> None:

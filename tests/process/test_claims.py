@@ -116,6 +116,21 @@ async def test_a_followed_jobs_release_the_database_refused_fails_the_ending_to_
     assert await store.claimed("ep1", "job-1") is None
 
 
+async def test_an_ending_told_again_after_its_claim_was_released_leaves_a_new_claim_alone(claims: Claims,
+                                                                                           store: Store):
+    """The follow's ending releases its own claim; told again later (its replica was killed before it let go of the
+    follow, and another replica resumed it), it must not end the claim someone took on the job in between."""
+    async with claims.hold("ep1", "job-1", "U1") as hold:
+        hold.keep_for_follow()
+    ending = Ending("ep1", "job-1", {"status": "COMPLETED"}, claim_at=hold.at)
+    await claims.ended(ending)
+    async with claims.hold("ep1", "job-1", "U2") as newer:  # someone retries the job again
+        assert newer.ours
+        await claims.ended(ending)  # the old follow's ending, told again
+        assert (await store.claimed("ep1", "job-1")).user == "U2"  # type: ignore[union-attr]
+    assert await store.claimed("ep1", "job-1") is None
+
+
 def refuse_one_release(store: Store) -> None:
     """The database refuses the next release (it is away for a moment)."""
     real_release = store.release
