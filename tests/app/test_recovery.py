@@ -146,6 +146,17 @@ async def cut_off(app: Any, runpod: Any, alert: dict[str, Any], job_id: str) -> 
     return job
 
 
+def open_retry_record(app: Any, *, take: bool = False) -> Queued:
+    """The cut-off retry's record ("retry sent", not answered), as the replica adopting it reads it. `take`: marked
+    done, so that the next start does not settle it before the test does."""
+    with sqlite3.connect(app.env["RUNPOD_RETRY_DB"]) as db:
+        db.row_factory = sqlite3.Row
+        [raw] = db.execute("SELECT * FROM inbox WHERE kind = 'retry' AND done = 0").fetchall()
+        if take:
+            db.execute("UPDATE inbox SET done = 1 WHERE id = ?", (raw["id"],))
+    return Queued(id=raw["id"], kind="retry", payload=json.loads(raw["payload"]), created=raw["created"])
+
+
 async def test_a_retry_cut_off_by_a_shutdown_is_settled_with_status_at_the_next_start(make_app, runpod, slack):
     app = await make_app(RUNPOD_TIMEOUT="10")
     alert = await post_alert(app, runpod, "job-5", after_retry=("IN_PROGRESS",))
@@ -208,10 +219,7 @@ async def test_a_cut_off_retry_settled_twice_is_told_once(make_app, runpod, slac
     app = await make_app(RUNPOD_TIMEOUT="10")
     alert = await post_alert(app, runpod, "job-7", after_retry=("COMPLETED",))
     await cut_off(app, runpod, alert, "job-7")
-    with sqlite3.connect(app.env["RUNPOD_RETRY_DB"]) as db:
-        db.row_factory = sqlite3.Row
-        [raw] = db.execute("SELECT * FROM inbox WHERE kind = 'retry' AND done = 0").fetchall()
-    row = Queued(id=raw["id"], kind="retry", payload=json.loads(raw["payload"]), created=raw["created"])
+    row = open_retry_record(app)
 
     await app.start()  # settles it once ...
     await app.settle()
@@ -231,11 +239,7 @@ async def test_a_cut_off_retry_whose_dead_replica_still_holds_the_claim_is_follo
     app = await make_app(RUNPOD_TIMEOUT="10")
     alert = await post_alert(app, runpod, "job-9", after_retry=("IN_PROGRESS",))
     await cut_off(app, runpod, alert, "job-9")
-    with sqlite3.connect(app.env["RUNPOD_RETRY_DB"]) as db:
-        db.row_factory = sqlite3.Row
-        [raw] = db.execute("SELECT * FROM inbox WHERE kind = 'retry' AND done = 0").fetchall()
-        db.execute("UPDATE inbox SET done = 1 WHERE id = ?", (raw["id"],))  # settled below, by hand
-    row = Queued(id=raw["id"], kind="retry", payload=json.loads(raw["payload"]), created=raw["created"])
+    row = open_retry_record(app, take=True)  # settled below, by hand
     await app.start()
     with sqlite3.connect(app.env["RUNPOD_RETRY_DB"]) as db:  # the dead replica's claim: 1.5 s of lease left
         db.execute("INSERT INTO claims (endpoint, job, user, at, owner, lease_until) VALUES (?, ?, 'U1', ?, "
