@@ -159,6 +159,14 @@ def ran_since(alert: Alert, body: dict[str, Any]) -> bool:
             or (ran is not None and alert.execution_ms is not None and ran != alert.execution_ms))
 
 
+def retried_beyond(body: dict[str, Any], known: int) -> bool:
+    """RunPod's job JSON counts more retries (`retries`) than the `known` ones made before the retry in question: that
+    retry went through, whatever the job has done since. For a job with no alert of its own to compare runs with (a
+    member of a grouped alert)."""
+    retries = _number(body.get("retries"))
+    return retries is not None and retries > known
+
+
 def retrying(alert: Alert, user: str, now: float) -> Alert:
     return replace(alert, phase=Phase.RETRYING, actor=user, acted_at=now, note=None, retry_offered=False,
                    thread_details=True)

@@ -97,7 +97,11 @@ class AdvisoryLocks:
                         with contextlib.suppress(Exception):
                             await conn.execute("SELECT pg_advisory_unlock($1)", key, timeout=self.acquire_timeout)
                 finally:
-                    await pool.release(conn)  # shielded by asyncpg: runs to the end even when cancelled
+                    # Shielded by asyncpg: runs to the end even when cancelled. When the reset it makes fails (the
+                    # database went away mid-query: "another operation is in progress"), asyncpg has closed the
+                    # connection, and the lock with it; the work done under the lock stands.
+                    with contextlib.suppress(Exception):
+                        await pool.release(conn)
         finally:
             self._users[key] -= 1
             if not self._users[key]:  # keep memory flat: no local lock outlives its users

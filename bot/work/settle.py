@@ -8,7 +8,7 @@ import asyncio
 import logging
 
 from bot.core import messages
-from bot.core.alerts import ran_since
+from bot.core.alerts import ran_since, retried_beyond
 from bot.core.outcome import RETRYABLE, classify_retry
 from bot.infra.logs import ctx
 from bot.runpod import RunPodError, RunPodReply, RunPodTimeout
@@ -60,12 +60,17 @@ async def _settle(service: RetryService, row: Queued, endpoint: str, job: str) -
             probe = exc
         lost = RunPodTimeout("the app stopped before RunPod answered the retry", op="retry")
         alert = await service.alert(endpoint, job)  # the failure retried: failed since with other words, it ran
-        again = isinstance(probe, RunPodReply) and alert is not None and ran_since(alert, probe.body)
-        if data.get("run") and isinstance(probe, RunPodReply) and not again and not probe.body.get("retries") \
+        # Or RunPod counts more retries of the job than the app made before this one (the failures of a grouped
+        # alert's jobs have no alert of their own to compare with).
+        before = (await service.store.retries_since(endpoint, job, 0)
+                  - await service.store.retries_since(endpoint, job, row.created))
+        again = isinstance(probe, RunPodReply) and (
+            (alert is not None and ran_since(alert, probe.body)) or retried_beyond(probe.body, before))
+        if data.get("run") and isinstance(probe, RunPodReply) and not again \
                 and str(probe.body.get("status") or "").upper() in RETRYABLE:
             # A run's retry cut off before it reached RunPod: the job's failure is untouched and RunPod counts no
-            # retry of it (`retries` comes once a job has been retried). The run promised every job one retry,
-            # and this one never happened, so it is sent now.
+            # retry of it beyond those made before. The run promised every job one retry, and this one never
+            # happened, so it is sent now.
             outcome = await service.call_retry(endpoint, job)
         else:
             outcome = classify_retry(endpoint, job, lost, probe, ran_since=again)

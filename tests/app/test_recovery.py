@@ -213,6 +213,33 @@ async def test_a_retry_cut_off_whose_job_failed_again_before_the_next_start_show
     assert len(runpod.calls_to("retry")) == 1
 
 
+async def test_a_cut_off_retry_of_a_job_without_an_alert_that_failed_again_is_known_to_have_gone_through(
+        make_app, runpod, slack):
+    """Chaos seed 87: a Retry all member (a grouped alert's job has no alert of its own) was cut off by a kill -9 after
+    RunPod took its retry; by the time another replica settled it, the job had run and failed again. With no alert to
+    compare runs with, it was summarised "no answer in time" and never followed. RunPod's `retries` counts one more
+    retry than the app had made before: this one went through. Here, a command's retry, cut off the same way."""
+    app = await make_app(RUNPOD_TIMEOUT="10")
+    job = runpod.add_job(EP, "job-r", status="FAILED", after_retry=("FAILED",), final_error="worker crashed: lost GPU")
+    runpod.fault("retry", delay=9.0)  # RunPod is slower than the shutdown grace
+    await app.command(f"{EP} job-r", user="U1", channel="CCMD")
+    await runpod.wait_calls("retry")
+    await app.stop()
+    app.app = None
+    await runpod.wait_for(lambda _: job.retries)
+    job.advance()  # it ran, and failed again, while the app was down
+
+    await app.start()
+    await app.settle()
+    [parent] = [m for m in app.top_level("CCMD") if "job-r" in message_text(m)]
+    thread = app.thread_text("CCMD", parent["ts"])
+    assert "ran again since and failed again: the retry went through" in thread, thread
+    assert "worker crashed: lost GPU" in thread  # how it ended: the follow's
+    assert len(runpod.calls_to("retry")) == 1
+    [entry] = await app.rt.store.history(10)
+    assert (entry["outcome"], entry["called"]) == ("requeued", 1)
+
+
 async def test_a_cut_off_retry_settled_twice_is_told_once(make_app, runpod, slack):
     """Two replicas can settle one cut-off retry (the first one's lease ran out during a database outage while it
     worked, and the second adopted the row): the reply is posted once, and the retry counted once."""

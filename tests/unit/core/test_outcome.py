@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from bot.core.alerts import Alert, ran_since
+from bot.core.alerts import Alert, ran_since, retried_beyond
 from bot.core.outcome import TRANSIENT, Kind, classify_error, classify_retry, classify_status, seconds_text
 from bot.runpod import (
     RunPodBadResponse,
@@ -153,3 +153,17 @@ def test_a_lost_retry_answer_whose_job_ran_again_and_failed_went_through_and_sho
     assert "ran again since and failed again: the retry went through" in outcome.summary
     unsure = classify_retry("ep1", "j1", lost, RunPodReply(200, final, 0.1))
     assert unsure.kind is Kind.TIMEOUT and "not taken effect" in unsure.advice
+
+
+@pytest.mark.parametrize(("body", "known", "went_through"), [
+    ({"status": "FAILED", "retries": 1}, 0, True),    # the app knew of none before: this retry is the one counted
+    ({"status": "FAILED", "retries": 2}, 1, True),
+    ({"status": "FAILED", "retries": 1}, 1, False),   # the one RunPod counts is an earlier one
+    ({"status": "FAILED"}, 0, False),                 # RunPod says nothing: not known to have gone through
+    ({"status": "FAILED", "retries": "1"}, 0, False),  # not a number
+    ({"status": "FAILED", "retries": True}, 0, False),
+])
+def test_runpod_counting_more_retries_than_the_app_made_before_means_the_retry_went_through(
+        body: dict[str, object], known: int, went_through: bool) -> None:
+    assert retried_beyond(body, known) is went_through
+
