@@ -216,10 +216,9 @@ class PostgresStore(PostgresAuto, PostgresReports, PostgresBlobs, PostgresExecut
 
     async def renew(self, now: float) -> None:
         until = now + self.lease
-        # One statement at a time, not one transaction: holding these rows while waiting for others'
-        # could deadlock with an `adopt` elsewhere. Done and sent rows need no lease: nobody adopts them. Claims
-        # last: cut off in between (a kill -9, a frozen database), a claim must not outlast the record of the retry
-        # it guards, or whoever adopts that record finds the job still claimed by the dead.
+        # One statement at a time, not one transaction: holding these rows while waiting for others' could deadlock
+        # with an `adopt` elsewhere. Done and sent rows need no lease. Claims last: cut off in between (a kill -9),
+        # a claim must not outlast the record it guards, or whoever adopts the record finds the job still claimed.
         for sql in ("UPDATE follows SET lease_until = $1 WHERE owner = $2",
                     "UPDATE inbox SET lease_until = $1 WHERE owner = $2 AND done = 0",
                     "UPDATE outbox SET lease_until = $1 WHERE owner = $2 AND state IN ('queued', 'sending')",

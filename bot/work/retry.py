@@ -308,10 +308,9 @@ class RetryService:
                 raise
 
     async def reply(self, place: Place, outcome: Outcome, *, prefix: str = "", once: str | None = None) -> None:
-        """Queue the result reply and return once it is stored, not once Slack has it: in a channel busy with alerts
-        a post can wait its turn for many seconds, and the follow (and letting go of the retry's record) must not
-        wait behind it; a replica killed in that wait left its retry to be settled again a lease later. Queued
-        first, the reply still comes before the job's ending in the thread (a channel's posts keep their order)."""
+        """Queue the result reply and return once it is stored, not sent: in a channel busy with alerts a post waits
+        its turn for seconds, and the follow and the record must not wait behind it (a replica killed in that wait
+        left its retry to be settled a lease later). Queued first, it still comes before the job's ending."""
         stored: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
         async def queued() -> None:
