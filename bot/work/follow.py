@@ -106,7 +106,11 @@ class Follower:
     def __len__(self) -> int:
         return len(self._active)
 
-    async def start(self, target: FollowTarget, *, resumed: bool = False) -> None:
+    async def start(self, target: FollowTarget, *, resumed: bool = False,
+                    after: asyncio.Future[Any] | None = None) -> None:
+        """Follow the job (stored first: whoever resumes it after a restart or a death reads it). `after`: the
+        retry's reply on its way; the first look waits for it, so that in a busy channel the job's ending takes its
+        turn after every reply already queued, not between them."""
         if self._handing_over:
             # Shutting down: only remember the job, so the next start follows it.
             if not resumed:
@@ -125,7 +129,7 @@ class Follower:
                 log.warning("could not store the follow yet; it starts once the database is back: %s", exc,
                             extra=ctx(endpoint=target.endpoint, job=target.job))
                 unsaved = True
-        self.background.spawn(self._follow(target, resumed, unsaved=unsaved),
+        self.background.spawn(self._follow(target, resumed, unsaved=unsaved, after=after),
                               name=f"follow {target.endpoint}/{target.job}")
 
     async def _save(self, target: FollowTarget) -> None:
@@ -175,7 +179,8 @@ class Follower:
         event.clear()
         return self._news.pop(key, None)
 
-    async def _follow(self, target: FollowTarget, resumed: bool, *, unsaved: bool = False) -> None:
+    async def _follow(self, target: FollowTarget, resumed: bool, *, unsaved: bool = False,
+                      after: asyncio.Future[Any] | None = None) -> None:
         key = target.key
         log_ctx = ctx(user=target.user, endpoint=target.endpoint, job=target.job, source=target.source)
         interval = self.settings.follow_interval
@@ -196,6 +201,8 @@ class Follower:
         look_now = resumed
         say_resumed = resumed and not target.quiet and not target.said_resumed
         try:
+            if after is not None:
+                await asyncio.wait({after})  # its failure is the reply's to log
             while True:
                 # Past the deadline (also when it passed while the app was down): one last look, then give up.
                 last_look = deadline - self.clock() <= 0

@@ -288,8 +288,7 @@ class RetryService:
                                      called=counted and outcome.may_have_taken_effect,
                                      http_status=outcome.http_status, job_status=outcome.job_status,
                                      detail=None if outcome.ok else (outcome.excerpt or outcome.summary)[:300]))
-        if post:
-            await self.reply(place, outcome, prefix=prefix, once=once)
+        replied = await self.reply(place, outcome, prefix=prefix, once=once) if post else None
         if not hold.ours:
             return
         # Where this retry is reported (a command's thread, a bulk run's message); ts "" when that is the
@@ -302,15 +301,16 @@ class RetryService:
                 await self.follower.start(FollowTarget(
                     endpoint, job, place.channel, place.thread_ts, who.user, who.source.value, self.clock(),
                     response_url=place.response_url if place.via_response_url else None, quiet=not post,
-                    run=run or "", claim_at=hold.at))
+                    run=run or "", claim_at=hold.at), after=replied)
             except BaseException:
                 hold.kept = False
                 raise
 
-    async def reply(self, place: Place, outcome: Outcome, *, prefix: str = "", once: str | None = None) -> None:
-        """Queue the result reply and return once it is stored, not sent: in a channel busy with alerts a post waits
-        its turn for seconds, and the follow and the record must not wait behind it (a replica killed in that wait
-        left its retry to be settled a lease later). Queued first, it still comes before the job's ending."""
+    async def reply(self, place: Place, outcome: Outcome, *, prefix: str = "", once: str | None = None
+                    ) -> asyncio.Task[None]:
+        """Queue the result reply and return once it is stored, not sent, with the task that sends it: in a channel
+        busy with alerts a post waits its turn for seconds, and storing the follow and letting go of the record must
+        not wait behind it (a replica killed in that wait left its retry to be settled a lease later)."""
         stored: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
         async def queued() -> None:
@@ -326,6 +326,7 @@ class RetryService:
             stored.cancel()
         if posting.done() and not posting.cancelled() and (error := posting.exception()) is not None:
             raise error
+        return posting
 
     async def mark_answered(self, work_id: int) -> None:
         """The retry's inbox row is done with: nobody needs to settle it."""
