@@ -104,7 +104,6 @@ class Timing:
     periodic_grace: float = 1.0                  # at shutdown, for the sweeps and the lease keeper to notice
     shutdown_grace: float = 8.0                  # SIGTERM to exit, at most (under the 10 s orchestrators allow)
     outbox_finish_grace: float = 2.0             # at shutdown, for a Slack call already sent to get its answer
-    reply_wait: float = 1.0                      # a retry's reply, once stored, is waited for this long at most
     cli_post_wait: float = 20.0                  # `python -m bot alert` waits this long for Slack to take it
 
     # The factor these figures were scaled by (1: real time). Retry-After is in the platform's seconds, which the

@@ -308,9 +308,9 @@ class RetryService:
 
     async def reply(self, place: Place, outcome: Outcome, *, prefix: str = "", once: str | None = None
                     ) -> asyncio.Task[None]:
-        """Queue the reply; return (with the task sending it) once it is sent, or `Timing.reply_wait` after it is
-        stored: most go at once, but in a channel busy with alerts a post waits its turn for seconds, and the follow
-        and the record must not wait behind that (a replica killed there left its retry to settle a lease later)."""
+        """Queue the result reply and return once it is stored, not sent, with the task that sends it: in a channel
+        busy with alerts a post waits its turn for seconds, and storing the follow and letting go of the record must
+        not wait behind it (a replica killed in that wait left its retry to be settled a lease later)."""
         stored: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
         async def queued() -> None:
@@ -322,8 +322,6 @@ class RetryService:
                                         name=f"reply {outcome.endpoint}/{outcome.job}")
         try:
             await asyncio.wait({posting, stored}, return_when=asyncio.FIRST_COMPLETED)
-            if stored.done():
-                await asyncio.wait({posting}, timeout=self.timing.reply_wait)
         finally:
             stored.cancel()
         if posting.done() and not posting.cancelled() and (error := posting.exception()) is not None:
