@@ -202,7 +202,9 @@ class Follower:
         say_resumed = resumed and not target.quiet and not target.said_resumed
         try:
             if after is not None:
+                waited_from = self.clock()
                 await asyncio.wait({after})  # its failure is the reply's to log
+                deadline += self.clock() - waited_from  # the channel's queue is not the job's time
             while True:
                 # Past the deadline (also when it passed while the app was down): one last look, then give up.
                 last_look = deadline - self.clock() <= 0
