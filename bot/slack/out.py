@@ -68,16 +68,17 @@ class SlackOut:
 
     async def post(self, place: Place, msg: Message, *, after: dict[str, Any] | None = None,
                    queued: Callable[[], Awaitable[Any]] | None = None, once: str | None = None,
-                   news: bool = False) -> str | None:
+                   news: bool = False, turn: float | None = None) -> str | None:
         """Post into the place's thread (or as a new message). Returns the ts, or None when it went to the
         response_url or nowhere (already logged). Waits until Slack has it: replies need the parent's ts.
         `queued` runs once the post is in the outbox (durable: it goes out even if this process dies now).
         `once`: posted at most once under this key, by whichever replica queues it first (see `Outbox.submit`);
-        the others wait for that post and return its ts. `news`: nobody asked for it (see `Outbox.submit`)."""
+        the others wait for that post and return its ts. `news`: nobody asked for it; `turn`: its place in the
+        channel's line counts from then (see `Outbox.submit`)."""
         if not place.via_response_url:
             message_id, pending = await self.outbox.submit("post", {
                 "channel": place.channel, "thread_ts": place.thread_ts, "unfurl_links": False,
-                "unfurl_media": False, **msg}, after=after, once=once, news=news)
+                "unfurl_media": False, **msg}, after=after, once=once, news=news, turn=turn)
             if queued is not None:
                 await queued()
             delivery = await self._delivered(message_id, pending, place)

@@ -15,6 +15,7 @@ Pending updates of one message coalesce in the database: only its newest state i
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import logging
 import time
@@ -80,18 +81,22 @@ class Outbox:
 
     async def submit(self, kind: str, payload: dict[str, Any], *, coalesce: str | None = None,
                      after: dict[str, Any] | None = None,
-                     once: str | None = None, news: bool = False) -> tuple[int, asyncio.Future[Delivery]]:
+                     once: str | None = None, news: bool = False,
+                     turn: float | None = None) -> tuple[int, asyncio.Future[Delivery]]:
         """Store the call, then queue it. The future resolves when it has been sent (or can never be).
 
         `news`: a top-level post or an edit nobody asked for (an alert, a notice, an alert redrawn); it takes turns
         with what people wait for in its lane instead of keeping its place in line (see `_next`).
+
+        `turn`: the moment its place in the lane counts from, when that is earlier than now (a followed job's
+        ending said by the replica that took the follow over: its turn is the retry's, not the takeover's).
 
         With `once`, a call already queued under that key (by any replica, however long ago) is not queued again:
         the future resolves as that call ends, with `Delivery.again` set."""
         lane = lane_of(kind, payload)
         news = news and _paced_news(kind, payload)
         message_id, merged = await self.store.enqueue(kind, lane, payload, self.clock(), coalesce=coalesce,
-                                                      after=after, once=once, news=news)
+                                                      after=after, once=once, news=news, turn=turn)
         if merged and message_id in self._waiting:
             return message_id, self._waiting[message_id]
         if merged and once is not None:
@@ -101,7 +106,7 @@ class Outbox:
             return message_id, watcher
         future: asyncio.Future[Delivery] = asyncio.get_running_loop().create_future()
         self._waiting[message_id] = future
-        self._queue(lane, message_id, news=news)
+        self._queue(lane, message_id, turn, news=news)
         return message_id, future
 
     async def send(self, kind: str, payload: dict[str, Any], **options: Any) -> Delivery:
@@ -152,10 +157,15 @@ class Outbox:
                 self._queue(row.lane, row.id, row.created, news=row.news)
 
     def _queue(self, lane: str, message_id: int, created: float | None = None, *, news: bool = False) -> None:
-        self._lanes.setdefault(lane, []).append(message_id)
+        at = self.clock() if created is None else min(created, self.clock())
+        self._queued_at[message_id] = (lane, at)
+        # Oldest first by when each was queued, not by when this replica took it: a dead replica's reply adopted
+        # here (or an ending with an earlier `turn`) used to wait behind everything this replica had queued since,
+        # and in the chaos run's alert channel that put an ending 45 s after its job's end.
+        ids = self._lanes.setdefault(lane, [])
+        ids.insert(bisect.bisect_right(ids, at, key=lambda i: self._queued_at.get(i, (lane, 0.0))[1]), message_id)
         if news:
             self._news.add(message_id)
-        self._queued_at[message_id] = (lane, created if created is not None else self.clock())
         self._observe(lane)
         if self._closing:
             return

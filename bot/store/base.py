@@ -213,8 +213,9 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def enqueue(self, kind: str, lane: str, payload: dict[str, Any], now: float, *,
                       coalesce: str | None = None, after: dict[str, Any] | None = None,
-                      once: str | None = None, news: bool = False) -> tuple[int, bool]:
-        """Queue a Slack call (`news`: kept with it, for whoever resumes it). With `coalesce`, a queued, unsent call
+                      once: str | None = None, news: bool = False, turn: float | None = None) -> tuple[int, bool]:
+        """Queue a Slack call (`news`: kept with it, for whoever resumes it; `turn`: the moment its place in the
+        lane counts from, when earlier than now, see `Outbox.submit`). With `coalesce`, a queued, unsent call
         with the same key is replaced instead (only the newest state of a message is sent). With `once`, the call is
         queued only if no call was ever queued under that key (whatever became of it, whichever replica queued it):
         one statement, so of any number of replicas queueing it at once exactly one does. Returns (row id, whether

@@ -29,8 +29,9 @@ class PostgresOutbox(PostgresQueries):
 
     async def enqueue(self, kind: str, lane: str, payload: dict[str, Any], now: float, *,
                       coalesce: str | None = None, after: dict[str, Any] | None = None,
-                      once: str | None = None, news: bool = False) -> tuple[int, bool]:
+                      once: str | None = None, news: bool = False, turn: float | None = None) -> tuple[int, bool]:
         text = json.dumps(payload)
+        created = now if turn is None else min(turn, now)
         async with self._transaction() as conn:
             if coalesce is not None:
                 # Replicas enqueueing the same key together take turns, so they don't both insert a row.
@@ -43,7 +44,7 @@ class PostgresOutbox(PostgresQueries):
             row_id = await conn.fetchval(
                 "INSERT INTO outbox (kind, lane, payload, after, coalesce_key, once_key, created, owner, lease_until,"
                 " news) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING RETURNING id",
-                kind, lane, text, json.dumps(after) if after else None, coalesce, once, now, self.owner,
+                kind, lane, text, json.dumps(after) if after else None, coalesce, once, created, self.owner,
                 now + self.lease, news, timeout=self.timeout)
             if row_id is None:  # queued under `once` before (a conflict waits for the other insert to commit)
                 return int(await conn.fetchval("SELECT id FROM outbox WHERE once_key = $1", once,

@@ -277,8 +277,9 @@ class SqliteStore(SqliteAuto, SqliteReports, SqliteBlobs, NoExecutors, Store):
 
     async def enqueue(self, kind: str, lane: str, payload: dict[str, Any], now: float, *,
                       coalesce: str | None = None, after: dict[str, Any] | None = None,
-                      once: str | None = None, news: bool = False) -> tuple[int, bool]:
+                      once: str | None = None, news: bool = False, turn: float | None = None) -> tuple[int, bool]:
         text = json.dumps(payload)
+        created = now if turn is None else min(turn, now)
 
         def put(conn: sqlite3.Connection) -> tuple[int, bool]:  # one operation: two enqueues must not both insert
             if coalesce is not None:
@@ -289,7 +290,7 @@ class SqliteStore(SqliteAuto, SqliteReports, SqliteBlobs, NoExecutors, Store):
             rows = conn.execute(
                 "INSERT INTO outbox (kind, lane, payload, after, coalesce_key, once_key, created, owner, lease_until,"
                 " news) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING id",
-                (kind, lane, text, json.dumps(after) if after else None, coalesce, once, now, self.owner,
+                (kind, lane, text, json.dumps(after) if after else None, coalesce, once, created, self.owner,
                  now + self.lease, int(news))).fetchall()
             if not rows:  # queued under `once` before
                 rows = conn.execute("SELECT id FROM outbox WHERE once_key = ?", (once,)).fetchall()

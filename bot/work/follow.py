@@ -199,6 +199,10 @@ class Follower:
         # Resumed after a restart: look at once, and say "following it again" only when the job is still running
         # (one that ended meanwhile gets its ending, not two posts in a channel that may be queueing at Slack's pace).
         look_now = resumed
+        # Taken over (a replica died) or resumed after a restart, the ending is late already: it takes its turn in the
+        # channel from when the job was retried, not behind everything queued since (the chaos run's alert channel
+        # put such an ending 45 s after its job's end).
+        turn = target.started if resumed else None
         say_resumed = resumed and not target.quiet and not target.said_resumed
         try:
             if after is not None:
@@ -275,7 +279,7 @@ class Follower:
             # Never a follow that silently stops: /healthz would count it and the job would stay claimed.
             log.exception("following failed", extra=log_ctx)
             final, reason = None, "the app hit an unexpected error while following it (it is in the app's log)"
-        await self._finish(target, final, reason, last_status)
+        await self._finish(target, final, reason, last_status, turn=turn)
 
     async def _limit(self, target: FollowTarget, now: float) -> str | None:
         """The retry limit's words when the job's hourly budget is spent, so the end of a follow never says "it can be
@@ -327,7 +331,7 @@ class Follower:
                 wait = min(wait * 2, STORE_RETRY_MAX)
 
     async def _say_ending(self, target: FollowTarget, final: dict[str, Any] | None, reason: str,
-                          last_status: str | None) -> bool:
+                          last_status: str | None, turn: float | None) -> bool:
         """Post how the job ended, once: as soon as the post is in the outbox the stored follow says so, so that a
         replica taking the follow over after this one dies does not post it again. False: shutting down first."""
         if final is not None:
@@ -348,12 +352,12 @@ class Follower:
 
         async def post() -> None:
             if not queued:  # the database failing after the post was queued must not queue it again
-                await self.out.post(place, msg, queued=mark)
+                await self.out.post(place, msg, queued=mark, turn=turn)
 
         return await self._until_stored(target, "say how the job ended", post)
 
     async def _finish(self, target: FollowTarget, final: dict[str, Any] | None, reason: str,
-                      last_status: str | None) -> None:
+                      last_status: str | None, *, turn: float | None = None) -> None:
         """Say how the job ended, tell the listeners of job events (the alert, a run's tally, the job's claim, the
         Home tab), and only then let go of the stored follow: a replica killed before the last step leaves the follow
         stored, and whoever resumes it tells them again (each takes the same ending twice as once), where letting go
@@ -365,7 +369,7 @@ class Follower:
         try:
             try:
                 if not target.quiet and not target.ended:
-                    kept = not await self._say_ending(target, final, reason, last_status)
+                    kept = not await self._say_ending(target, final, reason, last_status, turn)
             except Exception:
                 log.exception("could not say how a followed job ended", extra=log_ctx)
             if not kept:

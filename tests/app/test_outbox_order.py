@@ -104,3 +104,31 @@ async def test_calls_resumed_after_a_restart_keep_their_kind_so_a_handed_over_su
     outbox.resume(await outbox.store.queued())
     await wait_until(lambda: len(slack.posted) == 11, 20, "every resumed call sent", step=0.005)
     assert slack.posted.index("summary: job-1 completed") <= slack.posted.index("alert 6 redrawn"), slack.posted
+
+
+async def test_a_call_adopted_from_a_dead_replica_takes_its_place_by_when_it_was_queued(
+        channel: tuple[Outbox, RecordingSlack]) -> None:
+    """Chaos seed 207735: a dead replica's reply, adopted here, used to wait behind everything this replica had queued
+    in the channel since; the job's ending came after it, 45 s after the job ended."""
+    outbox, slack = channel
+    before = outbox.clock()
+    mine = [await outbox.submit("post", {"channel": "C1", "text": f"retry {n}"}) for n in range(6)]
+    await burst_gone(slack)
+    await outbox.store.enqueue("post", "channel:C1", {"channel": "C1", "text": "dead replica's reply"}, before)
+    outbox.resume(await outbox.store.queued())
+    await asyncio.wait_for(asyncio.gather(*(f for _, f in mine)), 20)
+    await wait_until(lambda: len(slack.posted) == 7, 10, "the adopted reply sent", step=0.005)
+    assert slack.posted.index("dead replica's reply") == 3, slack.posted
+
+
+async def test_a_post_with_an_earlier_turn_goes_ahead_of_what_was_queued_after_that_turn_only(
+        channel: tuple[Outbox, RecordingSlack]) -> None:
+    outbox, slack = channel
+    first = [await outbox.submit("post", {"channel": "C1", "text": f"retry {n}"}) for n in range(4)]
+    turn = outbox.clock()
+    later = [await outbox.submit("post", {"channel": "C1", "text": f"later {n}"}) for n in range(3)]
+    await burst_gone(slack)
+    ending = await outbox.submit("post", {"channel": "C1", "thread_ts": "1.1", "text": "job-0 completed"}, turn=turn)
+    await asyncio.wait_for(asyncio.gather(*(f for _, f in [*first, *later, ending])), 20)
+    assert slack.posted == ["retry 0", "retry 1", "retry 2", "retry 3", "job-0 completed", "later 0", "later 1",
+                            "later 2"]

@@ -306,6 +306,33 @@ async def test_the_follow_and_the_record_do_not_wait_for_the_reply_to_leave_a_bu
     assert not any("After the restart" in text for text in thread) and len(runpod.calls_to("retry")) == 1
 
 
+async def test_an_ending_said_after_a_restart_takes_its_turn_from_the_retry_not_behind_the_channels_backlog(
+        make_app, runpod, slack):
+    """Chaos seed 207735: a replica adopting a follow saw the job had ended and queued its ending behind a busy
+    alert channel's backlog; it was shown 45 s after the job ended. Late already, it now goes ahead of every post
+    queued after the retry."""
+    app = await make_app(RUNPOD_TIMEOUT="10")
+    alert = await post_alert(app, runpod, "job-q", after_retry=("IN_PROGRESS",))
+    await app.click(actions.RETRY, button_value(alert, actions.RETRY), message_ts=alert["ts"], user="U1")
+    await wait_until(lambda: len(app.rt.follower) == 1 and "was requeued" in app.thread_text(ALERTS, alert["ts"]), 5,
+                     "the retry answered and its job followed")
+    slack.script("chat.postMessage", SlackFault(status=429, headers={"Retry-After": "30"}))  # 3 s at test pace
+    for n in range(10):  # what people asked for since, waiting its turn in the channel
+        await app.rt.outbox.submit("post", {"channel": ALERTS, "thread_ts": "9.9", "text": f"backlog {n}"})
+
+    await app.restart()
+    job = runpod.job(EP, "job-q")
+    job.pending.clear()
+    job.status = "COMPLETED"
+    await app.settle(20)
+    order = [message_text(m) for m in app.posts(ALERTS)]
+    ending = next((i for i, text in enumerate(order) if "The retry worked" in text), None)
+    assert ending is not None, order
+    backlog = [i for i, text in enumerate(order) if text.startswith("backlog")]
+    # Only what left in Slack's burst before the resumed follow looked at RunPod goes ahead of it (all 10 did).
+    assert len(backlog) == 10 and sum(i < ending for i in backlog) <= 3, order
+
+
 async def test_a_retry_whose_reply_went_out_before_its_replica_stopped_is_not_told_again(make_app, runpod, slack):
     """Chaos seed 43: a replica was killed just after Slack took a retry's reply and before its record was let go; the
     replica adopting the record settled it and posted the same result again. The reply and the settling are one post
