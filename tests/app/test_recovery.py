@@ -281,6 +281,37 @@ async def test_a_cut_off_retry_whose_dead_replica_still_holds_the_claim_is_follo
     assert len(runpod.calls_to("retry")) == 1
 
 
+async def test_a_cut_off_retry_whose_job_a_live_replica_holds_is_replied_to_without_waiting_out_the_claim(
+        make_app, runpod, slack):
+    """A replica settling a cut-off retry waited out any other replica's claim on the job (a lease and a half, 22 s):
+    a live one's claim never runs out, and the reply waited for nothing. The claim renewed shows its holder alive: the
+    reply goes at once, and the job stays theirs to follow."""
+    app = await make_app(RUNPOD_TIMEOUT="10")
+    alert = await post_alert(app, runpod, "job-l", after_retry=("IN_PROGRESS",))
+    await cut_off(app, runpod, alert, "job-l")
+    row = open_retry_record(app, take=True)
+    await app.start()
+    lease = app.rt.service.claims.timing.lease
+    claim = "INSERT OR REPLACE INTO claims (endpoint, job, user, at, owner, lease_until) VALUES (?, ?, 'U2', 1.0, " \
+            "'live-replica', ?)"
+    with sqlite3.connect(app.env["RUNPOD_RETRY_DB"]) as db:
+        db.execute(claim, (EP, "job-l", time.time() + lease))
+
+    async def renew_once() -> None:  # alive: renewed once early in its lease (then no more, so a wait would end)
+        await asyncio.sleep(lease / 5)
+        with sqlite3.connect(app.env["RUNPOD_RETRY_DB"]) as db:
+            db.execute(claim, (EP, "job-l", time.time() + lease))
+
+    renewing = asyncio.create_task(renew_once())
+    await settle(app.rt.service, row)
+    await renewing
+    assert len(app.rt.follower) == 0, "followed here, after waiting out a live replica's claim"
+    await app.settle()
+    assert (await app.rt.store.claimed(EP, "job-l")).owner == "live-replica"
+    assert "After the restart" in app.thread_text(ALERTS, alert["ts"])
+    assert len(runpod.calls_to("retry")) == 1
+
+
 async def test_the_follow_and_the_record_do_not_wait_for_the_reply_to_leave_a_busy_channel(make_app, runpod, slack):
     """Chaos seed 85: in an alert channel paced by Slack, a retry's reply waited its turn for many seconds, and the
     follow (and letting go of the retry's record) waited behind it. The replica was killed in that wait; the record
