@@ -104,6 +104,17 @@ RETENTION_MINUTES = 30
 _DATE_TOKEN = re.compile(r"<!date\^\d+\^[^|>]*\|([^>]*)>")
 
 
+def duration(seconds: float) -> str:
+    """How long following lasted, in words a person reads at a glance ("45 seconds", "1 hour")."""
+    if seconds < 60:
+        return f"{seconds:g} second" + ("" if seconds == 1 else "s")
+    if seconds < 3600:
+        minutes = round(seconds / 60)
+        return f"{minutes} minute" + ("" if minutes == 1 else "s")
+    hours = round(seconds / 3600, 1)
+    return f"{hours:g} hour" + ("" if hours == 1 else "s")
+
+
 def utc(epoch: float) -> str:
     """"03:42 UTC": a time where Slack cannot show each reader their own zone (notifications, terminals, logs)."""
     return time.strftime("%H:%M UTC", time.gmtime(epoch))

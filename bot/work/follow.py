@@ -49,6 +49,7 @@ class FollowTarget:
     quiet: bool = False   # part of a bulk run: report to the job events only, not with a thread post of its own
     run: str = ""         # the bulk run or grouped alert it belongs to ("bulk:…", "storm:…"), as the retry said
     claim_at: float = 0.0  # when the claim the follow holds was taken: its ending releases that claim only
+    reply: str = ""        # the outbox key of the retry's reply: a follow taken over says the ending after it
     # Its ending is in the outbox already (it goes out whoever sends it): a follow taken over after a death only
     # finishes up with these, it does not say the ending again.
     said_resumed: bool = False    # "following it again" is in the outbox: a later takeover does not say it again
@@ -71,22 +72,12 @@ class FollowTarget:
                      via_response_url=self.thread_ts is None and self.response_url is not None)
 
 
-def duration_text(seconds: float) -> str:
-    """How long following lasted, in words a person reads at a glance ("45 seconds", "1 hour")."""
-    if seconds < 60:
-        return f"{seconds:g} second" + ("" if seconds == 1 else "s")
-    if seconds < 3600:
-        minutes = round(seconds / 60)
-        return f"{minutes} minute" + ("" if minutes == 1 else "s")
-    hours = round(seconds / 3600, 1)
-    return f"{hours:g} hour" + ("" if hours == 1 else "s")
-
-
 class Follower:
     def __init__(self, runpod: RunPodClient, out: SlackOut, store: Store, events: JobEvents, metrics: Metrics,
                  settings: Settings, background: Background, clock: Callable[[], float] = time.time,
                  timing: Timing = REAL):
         self.max_interval = timing.follow_max_interval  # status checks grow apart up to this
+        self.timing = timing
         self.runpod = runpod
         self.out = out
         self.store = store
@@ -185,7 +176,7 @@ class Follower:
         log_ctx = ctx(user=target.user, endpoint=target.endpoint, job=target.job, source=target.source)
         interval = self.settings.follow_interval
         deadline = target.started + self.settings.follow_max
-        too_long = f"it had not ended after {duration_text(self.settings.follow_max)}"
+        too_long = f"it had not ended after {words.duration(self.settings.follow_max)}"
         last_status: str | None = None
         errors = 0
         final: dict[str, Any] | None = None
@@ -343,6 +334,8 @@ class Follower:
         place = target.place()
         done = replace(target, ended=True, final=final, reason=reason)
         queued = False
+        if turn is not None and target.reply:
+            await self._after_reply(target)
 
         async def mark() -> None:
             nonlocal queued
@@ -355,6 +348,21 @@ class Follower:
                 await self.out.post(place, msg, queued=mark, turn=turn)
 
         return await self._until_stored(target, "say how the job ended", post)
+
+    async def _after_reply(self, target: FollowTarget) -> None:
+        """A follow taken over says the ending (with the retry's turn, ahead of the channel's backlog) once the
+        retry's reply has gone, wherever it is queued: the dead replica's calls may have gone to another replica than
+        its follows, and the thread must read reply, then ending. At most a lease: a reply Slack keeps refusing does
+        not cost the ending."""
+        deadline = self.clock() + self.timing.lease
+        while self.clock() < deadline:
+            try:
+                state = await self.store.said(target.reply)
+            except StoreUnavailable:
+                state = ("queued", None)
+            if state is None or state[0] not in ("queued", "sending"):
+                return
+            await asyncio.sleep(self.timing.outbox_store_pause)
 
     async def _finish(self, target: FollowTarget, final: dict[str, Any] | None, reason: str,
                       last_status: str | None, *, turn: float | None = None) -> None:

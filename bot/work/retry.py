@@ -301,7 +301,7 @@ class RetryService:
                 await self.follower.start(FollowTarget(
                     endpoint, job, place.channel, place.thread_ts, who.user, who.source.value, self.clock(),
                     response_url=place.response_url if place.via_response_url else None, quiet=not post,
-                    run=run or "", claim_at=hold.at), after=replied)
+                    run=run or "", claim_at=hold.at, reply=once or ""), after=replied)
             except BaseException:
                 hold.kept = False
                 raise

@@ -364,6 +364,34 @@ async def test_an_ending_said_after_a_restart_takes_its_turn_from_the_retry_not_
     assert len(backlog) == 10 and sum(i < ending for i in backlog) <= 3, order
 
 
+async def test_an_ending_said_after_a_takeover_waits_for_the_retrys_reply_held_by_another_replica(
+        make_app, runpod, slack):
+    """A dead replica's follows and its queued calls can be adopted by two different replicas. The ending, said with
+    the retry's turn, must still come after the reply the other replica is sending: the thread reads reply, ending."""
+    app = await make_app(RUNPOD_TIMEOUT="10")
+    alert = await post_alert(app, runpod, "job-r", after_retry=("IN_PROGRESS",))
+    await app.click(actions.RETRY, button_value(alert, actions.RETRY), message_ts=alert["ts"], user="U1")
+    await wait_until(lambda: len(app.rt.follower) == 1 and "was requeued" in app.thread_text(ALERTS, alert["ts"]), 5,
+                     "the retry answered and its job followed")
+    await app.restart()
+    [target] = app.rt.follower._active.values()
+    assert target.reply, "the follow knows its reply's key"
+    with sqlite3.connect(app.env["RUNPOD_RETRY_DB"]) as db:  # as if the reply were still another replica's to send
+        db.execute("UPDATE outbox SET state = 'queued', owner = 'other-replica', lease_until = ? WHERE once_key = ?",
+                   (time.time() + 3600, target.reply))
+    job = runpod.job(EP, "job-r")
+    job.pending.clear()
+    job.status = "COMPLETED"
+    checks = len(runpod.calls_to("status"))
+    await runpod.wait_for(lambda f: len(f.calls_to("status")) > checks)  # it has seen the job end
+    await asyncio.sleep(0.3)
+    assert "The retry worked" not in app.thread_text(ALERTS, alert["ts"]), "the ending went before its reply"
+    with sqlite3.connect(app.env["RUNPOD_RETRY_DB"]) as db:
+        db.execute("UPDATE outbox SET state = 'sent' WHERE once_key = ?", (target.reply,))
+    await app.settle()
+    assert "The retry worked" in app.thread_text(ALERTS, alert["ts"])
+
+
 async def test_a_retry_whose_reply_went_out_before_its_replica_stopped_is_not_told_again(make_app, runpod, slack):
     """Chaos seed 43: a replica was killed just after Slack took a retry's reply and before its record was let go; the
     replica adopting the record settled it and posted the same result again. The reply and the settling are one post

@@ -23,6 +23,12 @@ def test_counts_agree_with_their_number(n, said):
     assert words.count(n, "retry", "retries") == f"{n} {'retry' if n == 1 else 'retries'}"
 
 
+@pytest.mark.parametrize(("seconds", "said"), [(1, "1 second"), (45, "45 seconds"), (60, "1 minute"),
+                                             (90, "2 minutes"), (3600, "1 hour"), (5400, "1.5 hours")])
+def test_how_long_following_lasted_reads_at_a_glance(seconds, said):
+    assert words.duration(seconds) == said
+
+
 @pytest.mark.parametrize(("status", "state", "sentence"), [
     ("FAILED", "failed", "failed"), ("TIMED_OUT", "timed out", "timed out"),
     ("IN_QUEUE", "waiting in the queue", "is waiting in the queue"), ("IN_PROGRESS", "running", "is running"),
