@@ -159,11 +159,13 @@ class SlackOut:
         """Queue `user`'s Home tab (views.publish); a newer view of the same Home replaces one still waiting."""
         await self.outbox.submit("publish", {"user_id": user, "view": view}, coalesce=f"publish:{user}")
 
-    async def update(self, channel: str, ts: str, msg: Message, *, news: bool = False) -> None:
+    async def update(self, channel: str, ts: str, msg: Message, *, news: bool = False,
+                     turn: float | None = None) -> None:
         """Queue the message's new state; an older state still waiting is replaced, not sent. `news`: nobody is
-        waiting for this edit (an alert redrawn), so what people wait for goes first (see `Outbox.submit`)."""
+        waiting for this edit (an alert redrawn), so what people wait for goes first; `turn`: its place in line
+        counts from then (see `Outbox.submit`)."""
         await self.outbox.submit("update", {"channel": channel, "ts": ts, **msg}, coalesce=f"update:{channel}:{ts}",
-                                 news=news)
+                                 news=news, turn=turn)
 
     async def attach(self, place: Place, content: str, filename: str, comment: str, advice: str, *,
                      once: str | None = None) -> bool:

@@ -18,6 +18,7 @@ import asyncio
 import bisect
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -98,6 +99,8 @@ class Outbox:
         message_id, merged = await self.store.enqueue(kind, lane, payload, self.clock(), coalesce=coalesce,
                                                       after=after, once=once, news=news, turn=turn)
         if merged and message_id in self._waiting:
+            if turn is not None:  # a late edit merged into a waiting one: that one moves up to the earlier turn
+                self._place(lane, message_id, turn)
             return message_id, self._waiting[message_id]
         if merged and once is not None:
             watcher = asyncio.create_task(self._ended(once), name=f"outbox watch {message_id}")
@@ -157,13 +160,7 @@ class Outbox:
                 self._queue(row.lane, row.id, row.created, news=row.news)
 
     def _queue(self, lane: str, message_id: int, created: float | None = None, *, news: bool = False) -> None:
-        at = self.clock() if created is None else min(created, self.clock())
-        self._queued_at[message_id] = (lane, at)
-        # Oldest first by when each was queued, not by when this replica took it: a dead replica's reply adopted
-        # here (or an ending with an earlier `turn`) used to wait behind everything this replica had queued since,
-        # and in the chaos run's alert channel that put an ending 45 s after its job's end.
-        ids = self._lanes.setdefault(lane, [])
-        ids.insert(bisect.bisect_right(ids, at, key=lambda i: self._queued_at.get(i, (lane, 0.0))[1]), message_id)
+        self._place(lane, message_id, self.clock() if created is None else created)
         if news:
             self._news.add(message_id)
         self._observe(lane)
@@ -172,6 +169,17 @@ class Outbox:
         worker = self._workers.get(lane)
         if worker is None or worker.done():
             self._workers[lane] = asyncio.create_task(self._drain(lane), name=f"outbox {lane}")
+
+    def _place(self, lane: str, message_id: int, at: float) -> None:
+        """Put the call in its lane by when it was queued (or its earlier turn), not by when this replica took it: a
+        dead replica's reply adopted here (or an ending with an earlier `turn`) used to wait behind everything this
+        replica had queued since, and in the chaos run's alert channel that put an ending 45 s after its job's end."""
+        at = min(at, self.clock(), self._queued_at.get(message_id, (lane, math.inf))[1])
+        ids = self._lanes.setdefault(lane, [])
+        with contextlib.suppress(ValueError):
+            ids.remove(message_id)
+        self._queued_at[message_id] = (lane, at)
+        ids.insert(bisect.bisect_right(ids, at, key=lambda i: self._queued_at.get(i, (lane, 0.0))[1]), message_id)
 
     # ---------------------------------------------------------------- what is waiting
 

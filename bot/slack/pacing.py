@@ -20,13 +20,16 @@ class Pacer:
     """Writes the changed parts of one subject (a message, its thread pages) one Slack call at a time, at most
     one call per `interval` seconds (`Timing.pacer_interval`). Marking a part that is already waiting costs nothing."""
 
-    def __init__(self, write: Callable[[str], Awaitable[object]], background: Background, name: str,
+    def __init__(self, write: Callable[[str, float | None], Awaitable[object]], background: Background, name: str,
                  interval: float, *, wait_first: bool = False):
+        """`write(part, turn)` makes one Slack call; `turn` is the earliest turn a mark since the last write asked
+        for (see `mark`), None for most writes."""
         self._write = write
         self._background = background
         self._name = name
         self._interval = interval
         self._dirty: dict[str, None] = {}  # an ordered set: parts are written in the order they first changed
+        self._turns: dict[str, float] = {}
         self._task: asyncio.Task[None] | None = None
         self._next = asyncio.get_running_loop().time() + interval if wait_first else 0.0
         # For `written`: each mark's number, the number each part's last finished write covered, and an event set
@@ -36,7 +39,12 @@ class Pacer:
         self._covered: dict[str, int] = {}
         self._wrote = asyncio.Event()
 
-    def mark(self, part: str) -> None:
+    def mark(self, part: str, *, turn: float | None = None) -> None:
+        """`turn`: the change is late already (a followed job's ending told after a restart or a takeover), so its
+        write takes its place among Slack's calls from that moment (`Outbox.submit`), not behind what was queued
+        since."""
+        if turn is not None:
+            self._turns[part] = min(self._turns.get(part, turn), turn)
         self._marks += 1
         self._marked[part] = self._marks
         self._dirty.setdefault(part, None)
@@ -63,12 +71,15 @@ class Pacer:
             part = next(iter(self._dirty))
             del self._dirty[part]
             covers = self._marked.get(part, 0)
+            turn = self._turns.pop(part, None)
             self._next = loop.time() + self._interval
             try:
-                await self._write(part)
+                await self._write(part, turn)
             except StoreUnavailable as exc:  # the database is away: written again at the next turn, once it is back
                 log.warning("could not bring %s (%s) up to date yet: %s", self._name, part, exc)
                 self._dirty.setdefault(part, None)
+                if turn is not None:
+                    self._turns[part] = min(self._turns.get(part, turn), turn)
                 continue
             except Exception:  # one failed write must not stop the later ones
                 log.exception("could not bring %s (%s) up to date in Slack", self._name, part)

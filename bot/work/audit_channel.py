@@ -30,7 +30,7 @@ class AuditChannel:
             self._pacer = Pacer(self._write, self.background, "audit channel", self.interval)
         self._pacer.mark("lines")
 
-    async def _write(self, _part: str) -> None:
+    async def _write(self, _part: str, _turn: float | None) -> None:
         batch, self._pending = self._pending[:LINES_PER_MESSAGE], self._pending[LINES_PER_MESSAGE:]
         if batch:
             ts = await self.out.post(Place(self.channel), messages.audit_lines(batch, mentions=False), news=True)

@@ -120,17 +120,18 @@ class BulkRunner(BulkJobs, JobListener):
         ts = run.progress_ts or run.place.thread_ts
         assert ts is not None
 
-        async def write(part: str) -> None:
+        async def write(part: str, turn: float | None) -> None:
             if self.store.shared:
                 # Other replicas may report some of its jobs (follows they adopted): what they recorded counts too.
                 await catch_up(self.store, run)
             if part == "summary":
                 if run.summary_ts:
-                    await self.out.update(run.place.channel, run.summary_ts, self.summary_message(run)[0])
+                    await self.out.update(run.place.channel, run.summary_ts, self.summary_message(run)[0], turn=turn)
                 return
             await self.out.update(run.place.channel, ts,
                                   messages.bulk_parent(run.who.user, run.endpoint, run.tally(), run.again(),
-                                                       threaded=run.progress_ts is None, unknown=run.unknown()))
+                                                       threaded=run.progress_ts is None, unknown=run.unknown()),
+                                  turn=turn)
             if run.tally().sent:
                 await self._save(run)
 
@@ -138,10 +139,10 @@ class BulkRunner(BulkJobs, JobListener):
         pacer = Pacer(write, self.service.background, f"bulk parent {run.endpoint}", self.service.timing.pacer_interval,
                       wait_first=True)
 
-        def changed(job: str | None) -> None:
-            pacer.mark("parent")
+        def changed(job: str | None, *, turn: float | None = None) -> None:
+            pacer.mark("parent", turn=turn)
             if job is not None and run.summary_ts and run.table:
-                pacer.mark("summary")  # a job ended: its line in the summary says how
+                pacer.mark("summary", turn=turn)  # a job ended: its line in the summary says how
 
         run.changed = changed
         run.shown = pacer.written
@@ -317,7 +318,7 @@ class BulkRunner(BulkJobs, JobListener):
             return
         run.finals[ending.job] = status
         await save_ending(self.store, run, ending.job)  # what every replica's view of the run reads
-        run.changed(ending.job)
+        run.changed(ending.job, turn=ending.turn)
         await run.shown()  # on its way to Slack before the follow is let go of
         self._following.pop(ending.key, None)
         if status in RETRYABLE:

@@ -9,7 +9,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 
 from bot.core import messages
 from bot.core.groups import JobResult, Tally, failed_again, unknown_jobs
@@ -37,7 +37,13 @@ def _provisional(result: JobResult) -> bool:
     return result.outcome == Kind.TIMEOUT.value and result.detail == CUT_OFF
 
 
-def _quietly(_job: str | None) -> None:
+class Changed(Protocol):
+    def __call__(self, job: str | None, /, *, turn: float | None = None) -> None:
+        """A job's answer or end arrived (None: the run as a whole). `turn`: an ending told late (its follow resumed
+        after a restart or a takeover), whose redraw takes its place among Slack's calls from the retry's moment."""
+
+
+def _quietly(_job: str | None, *, turn: float | None = None) -> None:
     """A run whose progress nobody displays (its parent message could not be posted)."""
 
 
@@ -53,7 +59,7 @@ class BulkRun:
     endpoint: str
     jobs: tuple[str, ...]
     place: Place                                   # the thread the summary reply goes to
-    changed: Callable[[str | None], None] = _quietly  # a job's answer or end arrived (None: the run as a whole)
+    changed: Changed = _quietly
     # Until what `changed` marked is queued for Slack (at the message's pace): a job's ending must be on its way
     # before its follow is let go of, or a kill -9 in between leaves it shown nowhere.
     shown: Callable[[], Awaitable[None]] = _nothing_to_wait_for
@@ -191,7 +197,7 @@ def final_tally_via_response_url(run: BulkRun, out: SlackOut, background: Backgr
     kept current: when every job has ended, the final tally is sent there too."""
     told = False
 
-    def changed(_job: str | None) -> None:
+    def changed(_job: str | None, *, turn: float | None = None) -> None:
         nonlocal told
         if told or not run.summarized or not run.tally().ended:
             return

@@ -41,6 +41,9 @@ class Ending:
     user: str = ""
     run: str = ""
     claim_at: float = 0.0  # when the follow's claim was taken (0: saved by an older version, whichever claim)
+    # Told late (its follow resumed after a restart or taken over after a death): the retry's moment, from which a
+    # tally redrawn with this ending takes its place among Slack's calls, ahead of what was queued since.
+    turn: float | None = None
 
     @property
     def key(self) -> tuple[str, str]:

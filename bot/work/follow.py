@@ -182,7 +182,7 @@ class Follower:
         final: dict[str, Any] | None = None
         reason = ""
         if target.ended:
-            await self._finish(target, target.final, target.reason, None)
+            await self._finish(target, target.final, target.reason, None, turn=target.started)  # read on a resume
             return
         if unsaved and not await self._until_stored(target, "store the follow", lambda: self._save(target)):
             self._forget(key)  # shutting down first: the retry's own record is settled by whoever adopts it
@@ -381,7 +381,7 @@ class Follower:
             except Exception:
                 log.exception("could not say how a followed job ended", extra=log_ctx)
             if not kept:
-                kept = not await self._tell_ended(target, final, reason)
+                kept = not await self._tell_ended(target, final, reason, turn)
             log.info("followed job ended: %s", (final or {}).get("status", "unknown"),
                      extra=ctx(user=target.user, endpoint=target.endpoint, job=target.job))
         finally:
@@ -394,9 +394,10 @@ class Follower:
         except Exception:
             log.exception("could not forget a follow that ended", extra=log_ctx)
 
-    async def _tell_ended(self, target: FollowTarget, final: dict[str, Any] | None, reason: str) -> bool:
+    async def _tell_ended(self, target: FollowTarget, final: dict[str, Any] | None, reason: str,
+                          turn: float | None) -> bool:
         """Every listener of job events, each until the database takes it. False: shutting down first."""
-        ending = Ending(target.endpoint, target.job, final, reason, target.user, target.run, target.claim_at)
+        ending = Ending(target.endpoint, target.job, final, reason, target.user, target.run, target.claim_at, turn)
         untold: list[JobListener] | None = None
 
         async def tell() -> None:

@@ -8,6 +8,7 @@ too, and Retry all covers them; the exactly-once claim keeps a job from being re
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -118,29 +119,29 @@ class StormDesk:
     def _pacer(self, storm: Storm) -> Pacer:
         pacer = self._pacers.get(storm.key)
         if pacer is None:
-            pacer = Pacer(lambda part: self._write(storm, part), self.service.background, f"storm {storm.key}",
+            pacer = Pacer(functools.partial(self._write, storm), self.service.background, f"storm {storm.key}",
                           self.service.timing.pacer_interval)
             self._pacers[storm.key] = pacer
         return pacer
 
-    def _mark(self, storm: Storm, job: str | None, *, joined: bool = False) -> None:
+    def _mark(self, storm: Storm, job: str | None, *, joined: bool = False, turn: float | None = None) -> None:
         pacer = self._pacer(storm)
-        pacer.mark(MAIN)
+        pacer.mark(MAIN, turn=turn)
         if job is not None:
-            pacer.mark(f"page:{storm.page_of(job, PAGE_SIZE)}")
+            pacer.mark(f"page:{storm.page_of(job, PAGE_SIZE)}", turn=turn)
             if joined:
                 # A new failure: every page's title counts the jobs ("1–200 of 300"), so earlier pages change too.
                 for page in range(storm.page_count(PAGE_SIZE)):
                     pacer.mark(f"page:{page}")
 
-    async def _write(self, storm: Storm, part: str) -> None:
+    async def _write(self, storm: Storm, part: str, turn: float | None) -> None:
         """One Slack call: the grouped alert, or one page of its job list. Then the state is saved. With a shared
         store under the endpoint's lock, from the stored state: one replica posts the grouped alert and each page,
         and whichever replica redraws it draws every failure any replica added."""
         async with self.window.shared(storm.endpoint, storm.key):
-            await self._write_part(storm, part)
+            await self._write_part(storm, part, turn)
 
-    async def _write_part(self, storm: Storm, part: str) -> None:
+    async def _write_part(self, storm: Storm, part: str, turn: float | None) -> None:
         if part == MAIN:
             msg = messages.storm_alert(storm, self.clock(), enabled=self.service.access.enabled(storm.endpoint),
                                        health=self.health(storm.endpoint), channels=self.service.access.channels)
@@ -157,23 +158,23 @@ class StormDesk:
                     await self.desk.tell_undelivered(storm.channel, storm.endpoint, next(iter(storm.jobs)),
                                                      first.status, first.error, len(storm.jobs))
             else:
-                await self.out.update(storm.channel, storm.ts, msg, news=_news(storm))
+                await self.out.update(storm.channel, storm.ts, msg, news=_news(storm), turn=turn)
         elif part == EXAMPLES and storm.ts is not None:
             msg = messages.storm_examples(storm)
             if storm.examples_ts:
-                await self.out.update(storm.channel, storm.examples_ts, msg, news=_news(storm))
+                await self.out.update(storm.channel, storm.examples_ts, msg, news=_news(storm), turn=turn)
             else:
                 storm.examples_ts = await self.out.post(Place(storm.channel, thread_ts=storm.ts), msg,
                                                         once=f"storm-examples:{storm.key}")
         elif storm.ts is not None:
-            await self._write_page(storm, int(part.partition(":")[2]))
+            await self._write_page(storm, int(part.partition(":")[2]), turn)
         await self.store.save_storm(storm.key, storm.to_json())
 
-    async def _write_page(self, storm: Storm, page: int) -> None:
+    async def _write_page(self, storm: Storm, page: int, turn: float | None) -> None:
         msg = messages.storm_jobs_page(storm, page, PAGE_SIZE)
         storm.pages.extend([""] * (page + 1 - len(storm.pages)))
         if storm.pages[page]:
-            await self.out.update(storm.channel, storm.pages[page], msg, news=_news(storm))
+            await self.out.update(storm.channel, storm.pages[page], msg, news=_news(storm), turn=turn)
         else:
             # Under a key: a replica that died after posting the page and before saving where it went leaves the
             # next one its ts in the outbox, instead of the page posted twice.
@@ -245,7 +246,7 @@ class StormDesk:
         # No table in the summary: the grouped alert's job list already says what happened to each job, live.
         return BulkRun(who, storm.endpoint, jobs, Place(storm.channel, thread_ts=storm.ts,
                                                         response_url=who.response_url),
-                       changed=lambda job: self._mark(storm, job), shown=self._pacer(storm).written,
+                       changed=functools.partial(self._mark, storm), shown=self._pacer(storm).written,
                        results=storm.results, finals=storm.finals,
                        table=False, ref=f"storm:{storm.key}", on_summarized=lambda run: self._summarized(storm, run))
 

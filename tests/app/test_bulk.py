@@ -10,6 +10,7 @@ from typing import Any
 
 from bot.core import actions
 from testkit.env import SECRETS
+from testkit.fakes.slack import SlackFault
 from testkit.harness import ACK_DEADLINE, job_calls, message_text
 from testkit.polling import wait_until
 
@@ -436,3 +437,33 @@ async def test_a_bulk_job_waiting_out_an_outage_leaves_its_slot_to_the_runs_othe
     refuse_claims(app, {jobs[0]: 1})
     await bulk(app, jobs)
     assert [c.job for c in runpod.calls_to("retry")] == [jobs[1], jobs[2], jobs[0]]
+
+
+async def test_endings_told_after_a_restart_redraw_the_tally_ahead_of_edits_queued_since_the_retry(
+        make_app, runpod, slack):
+    """Chaos seed 130: a bulk run's follows, taken over after two deaths, told their endings late, and the tally that
+    shows them queued behind every edit queued since (chat.update is ~50 a minute for the whole app): shown 46-51 s
+    after the jobs ended. Late already, the tally now takes the retry's turn among the edits."""
+    app = await make_app("http", **FAST)
+    jobs = add_jobs(runpod, 4, after_retry=("IN_PROGRESS",))
+    await app.command(f"{EP} " + " ".join(jobs), user="U1", channel=CHANNEL)
+    await wait_until(lambda: len(app.rt.follower) == 4, 5, "the jobs retried and followed")
+    await app.rt.outbox.idle()
+    [parent] = app.top_level(CHANNEL)
+    others = [slack.seed_message("C2", text=f"message {n}") for n in range(20)]
+    slack.script("chat.update", SlackFault(status=429, headers={"Retry-After": "30"}))  # 3 s at test pace
+    for n, ts in enumerate(others):  # edits the app queued since the retry (alerts redrawn, other runs' tallies)
+        await app.rt.outbox.submit("update", {"channel": "C2", "ts": ts, "text": f"backlog {n}"})
+
+    await app.restart()
+    for job in jobs:
+        runpod.job(EP, job).pending.clear()
+        runpod.job(EP, job).status = "COMPLETED"
+    await app.settle(20)
+
+    edits = [(c.args.get("ts"), message_text(c.args)) for c in slack.accepted("chat.update")]
+    shown = next((i for i, (ts, text) in enumerate(edits) if ts == parent["ts"] and "4 completed" in text), None)
+    assert shown is not None, edits
+    backlog = [i for i, (_, text) in enumerate(edits) if text.startswith("backlog")]
+    # Only what left in Slack's burst before the resumed follows looked at RunPod goes ahead of it (all 20 did).
+    assert len(backlog) == 20 and sum(i < shown for i in backlog) <= 10, edits

@@ -132,3 +132,19 @@ async def test_a_post_with_an_earlier_turn_goes_ahead_of_what_was_queued_after_t
     await asyncio.wait_for(asyncio.gather(*(f for _, f in [*first, *later, ending])), 20)
     assert slack.posted == ["retry 0", "retry 1", "retry 2", "retry 3", "job-0 completed", "later 0", "later 1",
                             "later 2"]
+
+
+async def test_a_late_edit_merged_into_a_waiting_one_moves_it_up_to_the_earlier_turn(
+        channel: tuple[Outbox, RecordingSlack]) -> None:
+    """A run's tally queued at a takeover, then a job's ending told late merged into it: the merged edit goes at the
+    ending's turn, not at the place the first edit took behind what was queued before it."""
+    outbox, slack = channel
+    turn = outbox.clock()
+    others = [await outbox.submit("update", {"channel": "C1", "ts": f"2.{n}", "text": f"edit {n}"}) for n in range(8)]
+    await outbox.submit("update", {"channel": "C1", "ts": "3.1", "text": "tally: 0 ended"}, coalesce="update:C1:3.1")
+    await wait_until(lambda: len(slack.posted) >= 5, 10, "Slack's burst of edits gone", step=0.005)
+    _, tally = await outbox.submit("update", {"channel": "C1", "ts": "3.1", "text": "tally: 4 completed"},
+                                   coalesce="update:C1:3.1", turn=turn)
+    await asyncio.wait_for(asyncio.gather(tally, *(f for _, f in others)), 20)
+    assert "tally: 0 ended" not in slack.posted, "merged: one edit, with the newer text"
+    assert slack.posted.index("tally: 4 completed") == 5, slack.posted

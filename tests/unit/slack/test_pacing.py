@@ -13,7 +13,7 @@ async def test_written_waits_for_the_marked_parts_at_the_pacers_pace() -> None:
     written: list[tuple[str, float]] = []
     loop = asyncio.get_running_loop()
 
-    async def write(part: str) -> None:
+    async def write(part: str, _turn: float | None) -> None:
         written.append((part, loop.time()))
 
     pacer = Pacer(write, Background(), "a message", interval=0.2, wait_first=True)
@@ -31,7 +31,7 @@ async def test_a_change_made_while_its_part_is_written_is_waited_for_too() -> No
     drawing = asyncio.Event()
     go_on = asyncio.Event()
 
-    async def write(part: str) -> None:
+    async def write(part: str, _turn: float | None) -> None:
         written.append(part)
         if len(written) == 1:
             drawing.set()
@@ -53,7 +53,7 @@ async def test_written_waits_through_a_database_outage_and_returns_after_a_write
     outcomes: list[Exception | None] = [StoreUnavailable("away"), StoreUnavailable("away"), None, ValueError("bug")]
     tried: list[str] = []
 
-    async def write(part: str) -> None:
+    async def write(part: str, _turn: float | None) -> None:
         tried.append(part)
         outcome = outcomes.pop(0)
         if outcome is not None:
@@ -66,3 +66,20 @@ async def test_written_waits_through_a_database_outage_and_returns_after_a_write
     pacer.mark("summary")
     await asyncio.wait_for(pacer.written(), 1.0)  # the write failed for good (logged): nothing to wait for
     assert tried[-1] == "summary"
+
+
+async def test_a_write_gets_the_earliest_turn_marked_since_the_last_write_once() -> None:
+    """A late ending's turn reaches the one write that shows it (`Outbox.submit`); later writes go in line again."""
+    turns: list[tuple[str, float | None]] = []
+
+    async def write(part: str, turn: float | None) -> None:
+        turns.append((part, turn))
+
+    pacer = Pacer(write, Background(), "a message", interval=0.01)
+    pacer.mark("parent", turn=20.0)
+    pacer.mark("parent", turn=10.0)
+    pacer.mark("parent")
+    await asyncio.wait_for(pacer.written(), 1.0)
+    pacer.mark("parent")
+    await asyncio.wait_for(pacer.written(), 1.0)
+    assert turns == [("parent", 10.0), ("parent", None)]
