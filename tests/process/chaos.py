@@ -741,6 +741,7 @@ def summary(rec: Record) -> str:
         f"  posts per channel: {dict(Counter(c.channel for c in rec.slack.accepted('chat.postMessage')))}",
         f"  alert after the webhook's 200 (s): {_spread(alert_delays(rec))}",
         f"  ending shown after the job ended (s): {_spread(ending_delays(rec))}",
+        f"  slowest endings: {slowest_endings(rec)}",
         *(f"  note: {n}" for n in rec.notes),
     ]
     return "\n".join(lines)
@@ -766,6 +767,16 @@ def alert_delays(rec: Record) -> list[float]:
 
 
 def ending_delays(rec: Record) -> list[float]:
+    return [delay for delay, _ in _endings(rec)]
+
+
+def slowest_endings(rec: Record, n: int = 3) -> str:
+    """The jobs whose endings took longest, to say where a slow run's time went (with the kills' times above)."""
+    return ", ".join(f"{job} {delay:.1f} s (ended at {rec.t(ended):.0f}s)"
+                     for delay, (job, ended) in sorted(_endings(rec), reverse=True)[:n]) or "none"
+
+
+def _endings(rec: Record) -> list[tuple[float, tuple[str, float]]]:
     assert rec.runpod is not None
     grouped = grouped_jobs(rec)
     delays = []
@@ -773,5 +784,5 @@ def ending_delays(rec: Record) -> list[float]:
         plan = rec.runpod.plans[(ep, job)]
         shown = ending_shown_at(rec, ep, job, (ep, job) in grouped)
         if shown is not None and plan.ends_at is not None:
-            delays.append(shown - plan.ends_at)
+            delays.append((shown - plan.ends_at, (job, plan.ends_at)))
     return delays
