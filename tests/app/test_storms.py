@@ -12,7 +12,9 @@ from typing import Any
 import pytest
 
 from bot.core import actions
+from testkit.fakes.slack import SlackFault
 from testkit.harness import ACK_DEADLINE, alert_completed, database_held, job_calls, message_text
+from testkit.polling import wait_until
 
 EP = "ep1"
 ALERTS = "CALERTS"
@@ -256,6 +258,34 @@ async def test_retry_all_followed_jobs_are_counted_after_a_restart(make_app, run
     assert len(runpod.calls_to("retry")) == 5
     assert "5 completed" in message_text(current(app, alert))
     assert not slack.rejected()
+
+
+async def test_retry_all_endings_told_after_a_restart_redraw_the_grouped_alert_ahead_of_edits_queued_since(
+        make_app, runpod, slack):
+    """As a bulk run's tally (test_bulk.py): endings told late take the retry's turn among the edits, so the grouped
+    alert that counts them does not wait behind every edit queued since (chat.update is ~50 a minute for the app)."""
+    app = await make_app("http", **FAST)
+    jobs, alert = await storm_of(app, runpod, 5, after_retry=("IN_PROGRESS",))
+    await app.click(actions.RETRY_ALL, buttons(alert)[actions.RETRY_ALL]["value"], message_ts=alert["ts"])
+    await runpod.wait_calls("retry", 5)
+    await wait_until(lambda: len(app.rt.follower) == 5, 5, "the jobs followed")
+    await app.rt.outbox.idle()
+    others = [slack.seed_message("C2", text=f"message {n}") for n in range(20)]
+    slack.script("chat.update", SlackFault(status=429, headers={"Retry-After": "30"}))  # 3 s at test pace
+    for n, ts in enumerate(others):
+        await app.rt.outbox.submit("update", {"channel": "C2", "ts": ts, "text": f"backlog {n}"})
+
+    await app.restart()
+    for job in jobs:
+        runpod.job(EP, job).pending.clear()
+        runpod.job(EP, job).status = "COMPLETED"
+    await app.settle(20)
+
+    edits = [(c.args.get("ts"), message_text(c.args)) for c in slack.accepted("chat.update")]
+    shown = next((i for i, (ts, text) in enumerate(edits) if ts == alert["ts"] and "5 completed" in text), None)
+    assert shown is not None, edits
+    backlog = [i for i, (_, text) in enumerate(edits) if text.startswith("backlog")]
+    assert len(backlog) == 20 and sum(i < shown for i in backlog) <= 10, edits
 
 
 def test_the_biggest_groups_stay_inside_slacks_block_kit_limits():
