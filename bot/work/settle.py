@@ -66,11 +66,11 @@ async def _settle(service: RetryService, row: Queued, endpoint: str, job: str) -
                   - await service.store.retries_since(endpoint, job, row.created))
         again = isinstance(probe, RunPodReply) and (
             (alert is not None and ran_since(alert, probe.body)) or retried_beyond(probe.body, before))
-        if data.get("run") and isinstance(probe, RunPodReply) and not again \
-                and str(probe.body.get("status") or "").upper() in RETRYABLE:
-            # A run's retry cut off before it reached RunPod: the job's failure is untouched and RunPod counts no
-            # retry of it beyond those made before. The run promised every job one retry, and this one never
-            # happened, so it is sent now.
+        if isinstance(probe, RunPodReply) and not again and str(probe.body.get("status") or "").upper() in RETRYABLE:
+            # A retry cut off before it reached RunPod (a stop while it was being sent, or the database dropping the
+            # connection as the record was written, so the app never sent it): the job's failure is untouched and
+            # RunPod counts no retry of it beyond those made before. Someone was told it was taken (a click or a
+            # command acknowledged, a run that promised every job one retry), and it never happened: it is sent now.
             outcome = await service.call_retry(endpoint, job)
         else:
             outcome = classify_retry(endpoint, job, lost, probe, ran_since=again)

@@ -643,3 +643,32 @@ async def test_a_bulk_jobs_retry_cut_off_before_it_reached_runpod_is_sent_at_the
     assert set(runpod.requeued(EP).values()) == {1}
     summary = next(message_text(m) for m in slack.messages.values() if "Results for 3 jobs" in message_text(m))
     assert "All 3 jobs requeued" in summary, summary
+
+
+async def test_a_click_whose_retry_record_the_database_took_as_the_connection_dropped_is_sent_after_the_restart(
+        make_app, runpod, slack):
+    """Chaos seed 145: PostgreSQL restarted as a click's "retry sent" record was written. The record landed but the
+    connection dropped before the app heard so: the app never sent the retry, and told the person the database was
+    unreachable. The replica that took the work over found the record, saw on /status that the failure was untouched,
+    and only said the retry had not taken effect: a click acknowledged, never retried. It is sent now."""
+    app = await make_app()
+    alert = await post_alert(app, runpod, "job-drop")
+    real_accept = app.rt.store.accept
+
+    async def dropped_after_commit(kind: str, payload: dict[str, Any], now: float) -> int:
+        work_id = await real_accept(kind, payload, now)
+        if kind == "retry":
+            raise StoreUnavailable("connection was closed in the middle of operation")
+        return work_id
+
+    app.rt.store.accept = dropped_after_commit
+    await app.click(actions.RETRY, button_value(alert, actions.RETRY), message_ts=alert["ts"], user="U1")
+    await app.settle()
+    assert not runpod.calls_to("retry"), "the app never sent it"
+
+    await app.restart()
+    await app.settle()
+    assert len(runpod.calls_to("retry")) == 1, runpod.describe()
+    assert runpod.requeued(EP) == {(EP, "job-drop"): 1}
+    assert "After the restart" in app.thread_text(ALERTS, alert["ts"])
+    assert "was requeued" in app.thread_text(ALERTS, alert["ts"])
