@@ -17,7 +17,7 @@ from slack_sdk.models.blocks import Block
 from bot.app.server import App
 from bot.infra.config import load_settings
 from testkit.env import SIGNING_SECRET, TEST_PACE, WEBHOOK_SECRET, app_settings
-from testkit.fakes import FakeRunPod, FakeSlack, block_problems
+from testkit.fakes import FakeRunPod, FakeSlack, SlackFault, block_problems
 from testkit.fakes.slack import block_actions_payload, form_encode, interaction_form_body, sign, slash_command_body
 
 # Slack shows the person an error when an ack takes longer than this. The tests hold every ack to it (what a person
@@ -196,6 +196,36 @@ def job_calls(runpod: Any) -> list[Any]:
 # What a retried job's alert says once the retry completed. Not the bare word "completed": a healthy endpoint's
 # health line on the alert already counts "0 completed", so waiting for the word alone passes before any retry.
 ALERT_COMPLETED = "Retried RunPod job completed"
+
+
+EDIT_BACKLOG = 20  # edits queued after a retry (alerts redrawn, other runs' tallies), still waiting at a restart
+
+
+async def queue_edit_backlog(app: Any, slack: FakeSlack) -> None:
+    """EDIT_BACKLOG edits of other messages, held back by one 429 on chat.update (3 s at test pace)."""
+    others = [slack.seed_message("C2", text=f"message {n}") for n in range(EDIT_BACKLOG)]
+    slack.script("chat.update", SlackFault(status=429, headers={"Retry-After": "30"}))
+    for n, ts in enumerate(others):
+        await app.rt.outbox.submit("update", {"channel": "C2", "ts": ts, "text": f"backlog {n}"})
+
+
+async def restart_and_end(app: Any, runpod: FakeRunPod, endpoint: str, jobs: list[str]) -> None:
+    """Restart the app while the jobs run, then have RunPod end them all (COMPLETED), and let the app settle."""
+    await app.restart()
+    for job in jobs:
+        runpod.job(endpoint, job).pending.clear()
+        runpod.job(endpoint, job).status = "COMPLETED"
+    await app.settle(20)
+
+
+def backlog_ahead(slack: FakeSlack, ts: str, words: str) -> int:
+    """How many of `queue_edit_backlog`'s edits Slack took before the first edit of message `ts` saying `words`."""
+    edits = [(c.args.get("ts"), message_text(c.args)) for c in slack.accepted("chat.update")]
+    shown = next((i for i, (at, text) in enumerate(edits) if at == ts and words in text), None)
+    assert shown is not None, edits
+    backlog = [i for i, (_, text) in enumerate(edits) if text.startswith("backlog")]
+    assert len(backlog) == EDIT_BACKLOG, edits
+    return sum(i < shown for i in backlog)
 
 
 def alert_completed(msg: dict[str, Any]) -> bool:

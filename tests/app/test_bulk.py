@@ -10,8 +10,7 @@ from typing import Any
 
 from bot.core import actions
 from testkit.env import SECRETS
-from testkit.fakes.slack import SlackFault
-from testkit.harness import ACK_DEADLINE, job_calls, message_text
+from testkit.harness import ACK_DEADLINE, backlog_ahead, job_calls, message_text, queue_edit_backlog, restart_and_end
 from testkit.polling import wait_until
 
 EP = "ep1"
@@ -450,20 +449,9 @@ async def test_endings_told_after_a_restart_redraw_the_tally_ahead_of_edits_queu
     await wait_until(lambda: len(app.rt.follower) == 4, 5, "the jobs retried and followed")
     await app.rt.outbox.idle()
     [parent] = app.top_level(CHANNEL)
-    others = [slack.seed_message("C2", text=f"message {n}") for n in range(20)]
-    slack.script("chat.update", SlackFault(status=429, headers={"Retry-After": "30"}))  # 3 s at test pace
-    for n, ts in enumerate(others):  # edits the app queued since the retry (alerts redrawn, other runs' tallies)
-        await app.rt.outbox.submit("update", {"channel": "C2", "ts": ts, "text": f"backlog {n}"})
+    await queue_edit_backlog(app, slack)
 
-    await app.restart()
-    for job in jobs:
-        runpod.job(EP, job).pending.clear()
-        runpod.job(EP, job).status = "COMPLETED"
-    await app.settle(20)
+    await restart_and_end(app, runpod, EP, jobs)
 
-    edits = [(c.args.get("ts"), message_text(c.args)) for c in slack.accepted("chat.update")]
-    shown = next((i for i, (ts, text) in enumerate(edits) if ts == parent["ts"] and "4 completed" in text), None)
-    assert shown is not None, edits
-    backlog = [i for i, (_, text) in enumerate(edits) if text.startswith("backlog")]
     # Only what left in Slack's burst before the resumed follows looked at RunPod goes ahead of it (all 20 did).
-    assert len(backlog) == 20 and sum(i < shown for i in backlog) <= 10, edits
+    assert backlog_ahead(slack, parent["ts"], "4 completed") <= 10

@@ -12,8 +12,16 @@ from typing import Any
 import pytest
 
 from bot.core import actions
-from testkit.fakes.slack import SlackFault
-from testkit.harness import ACK_DEADLINE, alert_completed, database_held, job_calls, message_text
+from testkit.harness import (
+    ACK_DEADLINE,
+    alert_completed,
+    backlog_ahead,
+    database_held,
+    job_calls,
+    message_text,
+    queue_edit_backlog,
+    restart_and_end,
+)
 from testkit.polling import wait_until
 
 EP = "ep1"
@@ -270,22 +278,11 @@ async def test_retry_all_endings_told_after_a_restart_redraw_the_grouped_alert_a
     await runpod.wait_calls("retry", 5)
     await wait_until(lambda: len(app.rt.follower) == 5, 5, "the jobs followed")
     await app.rt.outbox.idle()
-    others = [slack.seed_message("C2", text=f"message {n}") for n in range(20)]
-    slack.script("chat.update", SlackFault(status=429, headers={"Retry-After": "30"}))  # 3 s at test pace
-    for n, ts in enumerate(others):
-        await app.rt.outbox.submit("update", {"channel": "C2", "ts": ts, "text": f"backlog {n}"})
+    await queue_edit_backlog(app, slack)
 
-    await app.restart()
-    for job in jobs:
-        runpod.job(EP, job).pending.clear()
-        runpod.job(EP, job).status = "COMPLETED"
-    await app.settle(20)
+    await restart_and_end(app, runpod, EP, jobs)
 
-    edits = [(c.args.get("ts"), message_text(c.args)) for c in slack.accepted("chat.update")]
-    shown = next((i for i, (ts, text) in enumerate(edits) if ts == alert["ts"] and "5 completed" in text), None)
-    assert shown is not None, edits
-    backlog = [i for i, (_, text) in enumerate(edits) if text.startswith("backlog")]
-    assert len(backlog) == 20 and sum(i < shown for i in backlog) <= 10, edits
+    assert backlog_ahead(slack, alert["ts"], "5 completed") <= 10
 
 
 def test_the_biggest_groups_stay_inside_slacks_block_kit_limits():
