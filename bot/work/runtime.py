@@ -252,9 +252,9 @@ class Runtime:
                 self.database_state(True)
             except StoreUnavailable as exc:
                 self.database_state(False)
-                log.warning("could not renew this replica's leases: %s", exc)
+                log.warning("could not renew this replica's leases or look for a dead replica's work: %s", exc)
             except Exception:
-                log.exception("could not renew this replica's leases")
+                log.exception("could not renew this replica's leases or look for a dead replica's work")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), timeout=tick)
 
